@@ -1,0 +1,6 @@
+"""`python -m leanpremise` (and `torchrun -m leanpremise train ...`) runs the CLI."""
+
+from leanpremise.cli import main
+
+if __name__ == "__main__":
+    main()
