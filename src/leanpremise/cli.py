@@ -22,6 +22,10 @@ STAGES = [
     "leanpremise.bench.cli",
 ]
 
+from leanpremise.data.errors import DataLayoutError
+
+USER_ERRORS = (DataLayoutError, FileNotFoundError)
+
 OWN_PARSER = {"train": "leanpremise.train.cli"}
 """Commands whose module has `main(argv)` parsing everything after the command name."""
 
@@ -66,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if not argv else 2
     setup_logging(args.verbose)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as e:
+        # Bad input is reported as one clear line naming the file, not a traceback.
+        print(f"leanpremise {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
