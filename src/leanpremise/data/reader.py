@@ -148,19 +148,52 @@ def _read_blacklist(data_dir: Path) -> list[str]:
 # ---- per-file parsers (run in worker processes) ---------------------------------------------
 
 
-def _parse_imports(path: str) -> tuple[list[str], BadLines]:
+_KNOWN_MODULES: dict[bytes, int] = {}
+
+
+def _set_known_modules(known: dict[bytes, int]) -> None:
+    """Worker initializer: the module ids every import name is mapped to."""
+    global _KNOWN_MODULES
+    _KNOWN_MODULES = known
+
+
+def _import_names(path: str, bad: BadLines) -> list[bytes]:
     """Imported module names of one Imports file; a regex over the bytes, with a per-line fallback."""
-    bad = BadLines()
     data = Path(path).read_bytes()
-    lines = [ln for ln in data.split(b"\n") if ln.strip()]
     names = IMPORT_NAME.findall(data)
-    if len(names) == len(lines) and all(ln.rstrip().endswith(b"}") for ln in lines):
+    n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+    if len(names) == n_lines and data.count(b"}") == n_lines:
         try:
-            return [n.decode() for n in names], bad
+            for n in names:
+                n.decode()
+            return names
         except UnicodeDecodeError:
             pass
-    out = [str(obj["name"]) for _, obj in iter_jsonl(Path(path), bad, ("name",))]
-    return out, bad
+    return [str(obj["name"]).encode() for _, obj in iter_jsonl(Path(path), bad, ("name",))]
+
+
+def _parse_imports(paths: list[str]) -> tuple[list[np.ndarray], list[str], BadLines]:
+    """Module ids imported by each file of a chunk of Imports files.
+
+    Names outside the known modules (Lean core, say) get negative ids -1-k
+    into the chunk's own table of unknown names, so only a few hundred strings
+    cross the process boundary instead of millions.
+    """
+    bad = BadLines()
+    unknown: dict[bytes, int] = {}
+    out = []
+    known = _KNOWN_MODULES
+    for path in paths:
+        ids = []
+        for n in _import_names(path, bad):
+            i = known.get(n)
+            if i is None:
+                i = unknown.get(n)
+                if i is None:
+                    i = unknown[n] = -1 - len(unknown)
+            ids.append(i)
+        out.append(np.asarray(ids, dtype=np.int32))
+    return out, [n.decode() for n in unknown], bad
 
 
 def _parse_decls(path: str) -> tuple[list[tuple], BadLines]:
@@ -205,12 +238,14 @@ def _parse_states(path: str) -> tuple[list[tuple], BadLines]:
     return rows, bad
 
 
-def _run_all(fn, paths: list[str], workers: int) -> list:
-    if workers <= 1 or len(paths) < 2:
-        return [fn(p) for p in paths]
-    chunksize = max(1, len(paths) // (workers * 16))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(fn, paths, chunksize=chunksize))
+def _run_all(fn, items: list, workers: int, known: dict[bytes, int] | None = None) -> list:
+    """`fn` over `items`, in worker processes when `workers` > 1, results in order."""
+    if workers <= 1 or len(items) < 2:
+        _set_known_modules(known or {})
+        return [fn(p) for p in items]
+    chunksize = max(1, len(items) // (workers * 16))
+    with ProcessPoolExecutor(max_workers=workers, initializer=_set_known_modules, initargs=(known or {},)) as pool:
+        return list(pool.map(fn, items, chunksize=chunksize))
 
 
 def _folder_bytes(folder: Path) -> int:
@@ -243,24 +278,43 @@ def parse_data_dir(data_dir: Path, with_states: bool = True, workers: int | None
     state_stems = _jsonl_stems(data_dir / "TrainingDataWithPremises") if with_states else []
     n_workers = _pick_workers(data_dir, workers)
 
-    import_results = _run_all(_parse_imports, [str(data_dir / "Imports" / f"{m}.jsonl") for m in import_stems], n_workers)
-    imported_names = set()
-    for names, b in import_results:
-        imported_names.update(names)
+    # Module ids: first the modules with files or listed, sorted; imported-only ones (Lean core) are added after
+    # parsing, then everything is renumbered into one sorted order.
+    base = sorted(set(listed) | set(decl_stems) | set(import_stems) | set(state_stems))
+    known = {m.encode(): i for i, m in enumerate(base)}
+    import_paths = [str(data_dir / "Imports" / f"{m}.jsonl") for m in import_stems]
+    chunks = [import_paths[i : i + 64] for i in range(0, len(import_paths), 64)]
+    names_all = list(base)
+    name_id = {m: i for i, m in enumerate(base)}
+    per_file: list[np.ndarray] = []
+    for ids_list, unknown, b in _run_all(_parse_imports, chunks, n_workers, known):
         bad.merge(b)
-    modules = sorted(set(listed) | set(decl_stems) | set(import_stems) | set(state_stems) | imported_names)
+        local = np.empty(len(unknown), dtype=np.int32)
+        for k, name in enumerate(unknown):
+            if name not in name_id:
+                name_id[name] = len(names_all)
+                names_all.append(name)
+            local[k] = name_id[name]
+        for ids in ids_list:
+            neg = ids < 0
+            if neg.any():
+                ids = ids.copy()
+                ids[neg] = local[-1 - ids[neg]]
+            per_file.append(ids)
+    modules = sorted(names_all)
+    renumber = np.empty(len(names_all), dtype=np.int32)
+    renumber[[name_id[m] for m in modules]] = np.arange(len(modules), dtype=np.int32)
     module_index = {m: i for i, m in enumerate(modules)}
 
-    indptr = np.zeros(len(modules) + 1, dtype=np.int64)
     per_module: list[np.ndarray] = [np.empty(0, dtype=np.int32)] * len(modules)
-    for stem, (names, _) in zip(import_stems, import_results):
+    for stem, ids in zip(import_stems, per_file):
         mid = module_index[stem]
-        ids = np.unique(np.fromiter((module_index[n] for n in names), dtype=np.int32, count=len(names)))
+        ids = np.unique(renumber[ids])
         per_module[mid] = ids[ids != mid]
-    for mid, ids in enumerate(per_module):
-        indptr[mid + 1] = indptr[mid] + len(ids)
+    indptr = np.zeros(len(modules) + 1, dtype=np.int64)
+    indptr[1:] = np.cumsum([len(ids) for ids in per_module])
     indices = np.concatenate(per_module) if per_module else np.empty(0, dtype=np.int32)
-    del import_results, imported_names
+    del per_file
 
     decl_results = _run_all(_parse_decls, [str(data_dir / "Declarations" / f"{m}.jsonl") for m in decl_stems], n_workers)
     decls = _decl_columns(decl_stems, decl_results, module_index, bad)
