@@ -1,0 +1,77 @@
+"""`leanpremise export`: write a bundle a premise server loads, and optionally publish it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub) -> None:
+    from leanpremise.data.cli import add_data_args
+
+    p = sub.add_parser(
+        "export", help="write a server bundle (model, ONNX, premises.tar.gz, embeddings) and optionally push it",
+        description="Write a bundle: the model (sentence-transformers + ONNX), premises.tar.gz, "
+                    "embeddings/<model>-<revision>.npy and manifest.json. With --push, publish the model "
+                    "and the data to branch <revision> of --model_repo and --data_repo.",
+    )
+    p.add_argument("--model", default=None,
+                   help="SentenceTransformer dir or hub id (omit with --push to publish an existing --out bundle)")
+    p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    add_data_args(p)
+    p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
+                   help="also export the model to ONNX under model/onnx/ (default: on)")
+    p.add_argument("--int8", action="store_true", help="also write an int8 dynamically quantised ONNX model")
+    p.add_argument("--corpus_embeddings", type=Path, default=None,
+                   help=".npy of pre-computed corpus embeddings (corpus order) to reuse instead of encoding")
+    p.add_argument("--model_name", default=None, help="MODEL_NAME in the embeddings file name (default: model dir name)")
+    p.add_argument("--revision", default=None,
+                   help="branch/file-name revision (default: the data dir's revision file, made ref-safe)")
+    p.add_argument("--batch_size", type=int, default=64, help="encoding batch size")
+    p.add_argument("--chunk_size", type=int, default=4096, help="premises per resumable embedding chunk")
+    p.add_argument("--device", default=None, help="torch device for encoding (default: cuda if available)")
+    p.add_argument("--push", action="store_true", help="publish to the Hugging Face Hub after writing")
+    p.add_argument("--model_repo", default=None, help="model repository for --push, e.g. user/all-MiniLM-L6-v2-lean")
+    p.add_argument("--data_repo", default=None, help="dataset repository for --push, e.g. user/lean-premises")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from leanpremise.data.cli import data_config_from_args
+    from leanpremise.data.errors import DataLayoutError
+    from leanpremise.export.bundle import BundleError
+    from leanpremise.export.corpus_embeddings import EmbeddingShapeError
+    from leanpremise.export.publish import PublishError
+
+    if args.push and not (args.model_repo and args.data_repo):
+        logger.error("--push needs both --model_repo and --data_repo")
+        return 2
+    if args.model is None and not args.push:
+        logger.error("--model is required (only `--push` of an existing bundle may omit it)")
+        return 2
+    try:
+        if args.model is not None:
+            from leanpremise.export.exporter import ExportConfig, export_bundle
+
+            cfg = ExportConfig(model=args.model, out=args.out, data=data_config_from_args(args), onnx=args.onnx,
+                               int8=args.int8, corpus_embeddings=args.corpus_embeddings,
+                               model_name=args.model_name, batch_size=args.batch_size,
+                               chunk_size=args.chunk_size, device=args.device,
+                               revision=args.revision)
+            manifest = export_bundle(cfg)
+            print(json.dumps({"bundle": str(args.out), "model_name": manifest.model_name,
+                              "revision": manifest.revision, "premises": manifest.premise_count,
+                              "dimension": manifest.dimension}))
+        if args.push:
+            from leanpremise.export.publish import publish_bundle
+
+            urls = publish_bundle(args.out, args.model_repo, args.data_repo)
+            print(json.dumps({"pushed": urls}))
+    except (PublishError, BundleError, EmbeddingShapeError, DataLayoutError, FileNotFoundError) as e:
+        logger.error("%s", e)
+        return 1
+    return 0

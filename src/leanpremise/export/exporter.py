@@ -1,0 +1,153 @@
+"""Build a bundle: model (+ ONNX), premises archive, corpus embeddings, manifest; swap it in atomically.
+
+Everything is written into `.<BUNDLE>.partial/` next to the target and
+renamed over it at the end, so a reader never sees half a bundle. Embedding
+chunks live in `.<BUNDLE>.chunks/` until the bundle is complete, so an
+interrupted export resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from leanpremise.data import DataConfig, load_corpus
+from leanpremise.data.reader import atomic_write_bytes
+from leanpremise.export.bundle import (
+    MODEL_DIR,
+    PREMISES_ARCHIVE,
+    Manifest,
+    embeddings_file_name,
+    revision_slug,
+    file_checksums,
+)
+from leanpremise.export.corpus_embeddings import (
+    CHUNK_SIZE,
+    embeddings_npy_bytes,
+    encode_in_chunks,
+    load_precomputed,
+    model_fingerprint,
+    texts_fingerprint,
+)
+from leanpremise.export.onnx_export import INT8_FILE, ONNX_DIR, ONNX_FILE, export_onnx, quantize_int8
+from leanpremise.export.premises_archive import write_premises_archive
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportConfig:
+    model: str
+    """Local SentenceTransformer dir or hub id."""
+    out: Path
+    data: DataConfig = field(default_factory=DataConfig)
+    onnx: bool = True
+    int8: bool = False
+    corpus_embeddings: Path | None = None
+    """Reuse these embeddings (shape-checked) instead of encoding the corpus."""
+    model_name: str | None = None
+    """MODEL_NAME in `embeddings/<MODEL_NAME>-<revision>.npy`; default: the model dir's name."""
+    batch_size: int = 64
+    chunk_size: int = CHUNK_SIZE
+    progress: bool = True
+    device: str | None = None
+    revision: str | None = None
+    """Branch / file-name revision; default: the data's `revision` file made ref-safe."""
+
+
+def partial_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.partial"
+
+
+def chunks_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.chunks"
+
+
+def _swap_in(work: Path, out: Path) -> None:
+    """Replace `out` by `work` with renames only (the old bundle is removed after the swap)."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(work, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_bundle(cfg: ExportConfig) -> Manifest:
+    """Write the bundle for `cfg`; returns its manifest."""
+    from leanpremise.model import load_model, model_display_name
+
+    t0 = time.perf_counter()
+    out = Path(cfg.out).resolve()
+    corpus = load_corpus(cfg.data)
+    if not len(corpus):
+        raise ValueError(f"{cfg.data.data_dir}: the corpus is empty after filtering; nothing to export")
+    revision = cfg.revision or revision_slug(corpus.revision)
+    model_name = cfg.model_name or model_display_name(cfg.model)
+    work = partial_dir(out)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+
+    model = load_model(cfg.model, cfg.device or "cpu")
+    dim = model.get_embedding_dimension()
+    model_dir = work / MODEL_DIR
+    model.save(str(model_dir))
+    logger.info("saved model %s (dimension %d) to the bundle", cfg.model, dim)
+    onnx_rel = int8_rel = None
+    if cfg.onnx or cfg.int8:
+        onnx_path = export_onnx(model_dir, model_dir / ONNX_DIR / ONNX_FILE)
+        onnx_rel = onnx_path.relative_to(work).as_posix()
+        if cfg.int8:
+            int8_rel = quantize_int8(onnx_path, model_dir / ONNX_DIR / INT8_FILE).relative_to(work).as_posix()
+        if not cfg.onnx:
+            onnx_path.unlink()
+            onnx_rel = None
+        logger.info("exported ONNX%s", " and int8 ONNX" if cfg.int8 else "")
+
+    write_premises_archive(corpus_data_dir(cfg.data), work / PREMISES_ARCHIVE)
+
+    if cfg.corpus_embeddings is not None:
+        emb = load_precomputed(cfg.corpus_embeddings, len(corpus), dim)
+        logger.info("reusing corpus embeddings from %s", cfg.corpus_embeddings)
+    else:
+        texts = corpus.texts
+        key = f"{model_fingerprint(model_dir)[:32]}-{texts_fingerprint(texts)[:32]}"
+        emb = encode_in_chunks(
+            lambda batch: _encode(model, batch, cfg.batch_size), texts, chunks_dir(out), key, dim,
+            chunk_size=cfg.chunk_size, progress=cfg.progress,
+        )
+    emb_rel = embeddings_file_name(model_name, revision)
+    atomic_write_bytes(work / emb_rel, embeddings_npy_bytes(emb))
+
+    manifest = Manifest(
+        model_name=model_name, revision=revision, dimension=dim, premise_count=len(corpus),
+        unfiltered_premise_count=len(corpus.unfiltered_names), module_count=len(corpus.modules),
+        embeddings=emb_rel, filter=cfg.data.filter, mathlib_only=cfg.data.mathlib_only,
+        nameless=cfg.data.nameless, data_revision=corpus.revision, onnx=onnx_rel, onnx_int8=int8_rel, source_model=str(cfg.model),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    manifest.checksums = file_checksums(work)
+    atomic_write_bytes(work / "manifest.json", manifest.to_json())
+    _swap_in(work, out)
+    shutil.rmtree(chunks_dir(out), ignore_errors=True)
+    logger.info("wrote bundle %s: %d premises, dimension %d, in %.0fs", out, len(corpus), dim,
+                time.perf_counter() - t0)
+    return manifest
+
+
+def corpus_data_dir(data: DataConfig) -> Path:
+    from leanpremise.data.dataset import resolve_data_dir
+
+    return resolve_data_dir(data)
+
+
+def _encode(model, texts: list[str], batch_size: int):
+    from leanpremise.model import encode_texts
+
+    return encode_texts(model, texts, batch_size=batch_size)
