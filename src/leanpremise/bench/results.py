@@ -168,7 +168,7 @@ def plot_summary(summary: Summary, out_path: Path, title: str = "LeanHammer tact
 
     n = len(summary.runs)
     y = np.arange(n)[::-1]
-    fig, ax = plt.subplots(figsize=(10, 1.5 + 0.6 * n))
+    fig, ax = plt.subplots(figsize=(12, 2.5 + 0.6 * n))
     left = np.zeros(n)
     extra = iter(plt.get_cmap("tab20").colors)
     for seg_label, members in _segments(summary):
@@ -179,8 +179,8 @@ def plot_summary(summary: Summary, out_path: Path, title: str = "LeanHammer tact
     ax.plot([r.cumulative_solved for r in summary.runs], y, color="black", marker="o", label="Cumulative solved")
     ax.set_yticks(y)
     ax.set_yticklabels([r.name for r in summary.runs])
-    ax.set_xlabel(f"Number of theorems (tested by every run: {summary.n_common})")
-    ax.set_title(title)
+    ax.set_xlabel("Number of theorems")
+    ax.set_title(f"{title} ({summary.n_common} theorems tested by every run)")
     ax.legend(title="Outcome", bbox_to_anchor=(1.02, 1), loc="upper left")
     fig.tight_layout()
     buf = io.BytesIO()
