@@ -1,0 +1,103 @@
+"""Typed arguments of `leanpremise train` (parsed by HfArgumentParser with the training arguments).
+
+Names and meanings follow the original LeanHammer `train.py`, so an existing
+`train.sh` keeps working; additions are documented in each field's help.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+PoolingMode = Literal["cls", "lasttoken", "max", "mean", "mean_sqrt_len_tokens", "weightedmean"]
+MaskMode = Literal["none", "no_positive", "only_negative"]
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Model dir or Hugging Face id (default: the packaged all-MiniLM-L6-v2)."},
+    )
+    is_sentence_transformer: bool | None = field(
+        default=None,
+        metadata={"help": "True: load SentenceTransformer(model_name_or_path). False: build Transformer -> "
+                          "Pooling(pooling_mode) -> Normalize from a Hugging Face encoder or decoder (decoders get "
+                          "an EOS token appended). Default: True iff the path holds a saved SentenceTransformer "
+                          "(modules.json)."},
+    )
+    pooling_mode: PoolingMode = field(
+        default="lasttoken",
+        metadata={"help": "Pooling of the built model when is_sentence_transformer is False."},
+    )
+    mini_batch_size: int = field(
+        default=32,
+        metadata={"help": "GradCache chunk: texts embedded at once. Affects memory and speed, not the loss."},
+    )
+    max_seq_length: int | None = field(
+        default=None,
+        metadata={"help": "Truncate texts to this many tokens (default: the model's own max_seq_length; the "
+                          "no-argument CPU quick run uses 128)."},
+    )
+
+
+@dataclass
+class DataArguments:
+    data_dir: Path | None = field(
+        default=None,
+        metadata={"help": "ntp-toolkit data dir (default: the sample shipped with the package)."},
+    )
+    mathlib_only: bool = field(default=False, metadata={"help": "Use only Mathlib premises and states."})
+    filter: bool = field(
+        default=True,
+        metadata={"help": "Filter by the explicit blacklist and name/module/type-based blacklists."},
+    )
+    nameless: bool = field(default=False, metadata={"help": "Leave premise names out of premise texts."})
+    split_seed: int = field(default=0, metadata={"help": "Seed of the valid/test split (0 = the original's)."})
+    n_valid: int = field(default=500, metadata={"help": "Valid declarations."})
+    n_test: int = field(default=500, metadata={"help": "Test declarations."})
+    split_mode: Literal["standard", "all"] = field(
+        default="standard", metadata={"help": "`all` evaluates every eligible root state."})
+    cache_dir: Path | None = field(default=None, metadata={"help": "Cache of parsed data dirs."})
+
+
+@dataclass
+class LossArguments:
+    retrieval_mask_mode: MaskMode = field(
+        default="no_positive",
+        metadata={"help": "Remove false negatives from each state's softmax: `no_positive` masks the state's other "
+                          "positives and its own declaration; `only_negative` keeps only known negatives; `none`."},
+    )
+    num_negatives_per_state: int = field(
+        default=3, metadata={"help": "Sampled negatives per training pair (accessible non-positives)."})
+    hard_negatives: Path | None = field(
+        default=None,
+        metadata={"help": "Retrieved-premises JSON (dot_<split>-<model>.json shape, from a baseline or an earlier "
+                          "model): part of the negatives are drawn from its top ranks, minus positives."},
+    )
+    hard_negative_ratio: float = field(
+        default=0.5, metadata={"help": "Share of the negatives drawn from --hard_negatives when a state has any."})
+    hard_negative_top_k: int = field(
+        default=64, metadata={"help": "Draw hard negatives from this many top-ranked retrieved premises."})
+    scale: float = field(default=20.0, metadata={"help": "Similarity scale (1 / temperature) of the loss."})
+    gather_across_devices: bool = field(
+        default=False,
+        metadata={"help": "Under DDP, use every process's candidates as in-batch negatives (the mask is rebuilt "
+                          "for the gathered candidates)."},
+    )
+
+
+@dataclass
+class RunArguments:
+    evaluate_before: bool = field(
+        default=True, metadata={"help": "Print valid Recall@{8,16,32} of the untrained model first."})
+    evaluate_after: bool = field(
+        default=True,
+        metadata={"help": "After training, evaluate valid and test and write retrieved-premises files."},
+    )
+    retrieved_premises_dir: Path = field(
+        default=Path("retrieved_premises"),
+        metadata={"help": "Where the retrieved-premises files (dot_<split>-<run>.json) go."},
+    )
+    eval_batch_size: int = field(default=64, metadata={"help": "Batch size for encoding in evaluations."})

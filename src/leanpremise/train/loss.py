@@ -1,0 +1,114 @@
+"""MaskedCachedMultipleNegativesRankingLoss: GradCache MNRL with a retrieval mask.
+
+Built on sentence-transformers' public extension points: `forward` takes the
+mask out of the anchor features and hands it to `forward_cached` in place of
+the (unused) labels, and `calculate_loss` (the method CachedLossMixin asks
+subclasses to provide) scores each chunk of states against all candidates,
+sets masked scores to -inf, and takes the cross-entropy against each state's
+own positive column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import tqdm
+from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+from sentence_transformers.util import all_gather, all_gather_with_grad, get_rank
+from torch import Tensor
+
+from leanpremise.train.collator import EXTRA_KEYS
+
+
+@dataclass
+class MaskInputs:
+    """What the loss needs besides the embeddings (travels through forward_cached as `labels`)."""
+
+    retrieval_mask: Tensor | None
+    """(B, (1+n)·B) bool, True = candidate stays in the state's softmax."""
+    state_ids: Tensor | None = None
+    candidate_ids: Tensor | None = None
+
+
+class MaskedCachedMultipleNegativesRankingLoss(CachedMultipleNegativesRankingLoss):
+    """CachedMultipleNegativesRankingLoss whose batches may carry a retrieval mask.
+
+    The anchor features may hold `retrieval_mask` (B, (1+n)·B) with
+    retrieval_mask[i, j] True iff candidate j (positives first, then each
+    negative column) stays among state i's candidates. With
+    `gather_across_devices`, the mask for the candidates of every process is
+    rebuilt by `mask_builder` from the gathered state and candidate ids.
+    """
+
+    def __init__(self, model, mask_builder=None, **kwargs: Any):
+        directions = kwargs.get("directions", ("query_to_doc",))
+        if tuple(directions) != ("query_to_doc",) or kwargs.get("hardness_mode"):
+            raise ValueError("the masked loss supports only the query_to_doc direction without hardness weighting")
+        super().__init__(model, **kwargs)
+        self.mask_builder = mask_builder
+
+    def forward(self, sentence_features, labels: Tensor | None = None) -> Tensor:
+        features = [dict(f) for f in sentence_features]
+        if len(features) < 2:
+            raise ValueError(f"Expected at least 2 inputs, got {len(features)}")
+        extras = {key: features[0].pop(key, None) for key in EXTRA_KEYS}
+        inputs = MaskInputs(extras["retrieval_mask"], extras["state_ids"], extras["candidate_ids"])
+        return self.forward_cached(features, inputs)
+
+    def _global_mask(self, inputs: MaskInputs, batch_size: int, num_columns: int, device) -> Tensor | None:
+        """Mask of this process's states against the candidates gathered from every process."""
+        if inputs.retrieval_mask is None:
+            return None
+        if self.mask_builder is None or inputs.state_ids is None or inputs.candidate_ids is None:
+            raise ValueError("gather_across_devices with a retrieval mask needs state_ids, candidate_ids and a "
+                             "mask_builder")
+        gathered = torch.stack(all_gather(inputs.candidate_ids.to(device)))  # (W, C·B)
+        world = gathered.shape[0]
+        gathered = gathered.view(world, num_columns, batch_size).transpose(0, 1).reshape(-1)
+        own = get_rank() * batch_size + torch.arange(batch_size)
+        mask = self.mask_builder.build(inputs.state_ids.cpu().numpy(), gathered.cpu().numpy(), own.numpy())
+        return torch.from_numpy(mask).to(device)
+
+    def calculate_loss(self, reps: list[list[Tensor]], labels: MaskInputs | None = None, *,
+                       with_backward: bool = False) -> Tensor:
+        """Masked all-pairs InfoNCE, chunked over mini_batch_size states (backward per chunk if asked)."""
+        queries = torch.cat(reps[0])
+        docs = [torch.cat(r) for r in reps[1:]]
+        batch_size = len(queries)
+        mask = labels.retrieval_mask if isinstance(labels, MaskInputs) else None
+        offset = 0
+        if self.gather_across_devices:
+            queries_all = all_gather_with_grad(queries)
+            docs = [all_gather_with_grad(d) for d in docs]
+            offset = get_rank() * batch_size
+            if isinstance(labels, MaskInputs):
+                mask = self._global_mask(labels, batch_size, len(docs), queries.device)
+            queries = queries_all
+        docs_all = torch.cat(docs, dim=0)
+        if mask is not None:
+            mask = mask.to(queries.device, torch.bool)
+            if mask.shape != (batch_size, docs_all.shape[0]):
+                raise ValueError(f"retrieval_mask has shape {tuple(mask.shape)}, expected "
+                                 f"{(batch_size, docs_all.shape[0])}")
+        losses: list[Tensor] = []
+        for begin in tqdm.trange(0, batch_size, self.mini_batch_size, desc="Calculating loss",
+                                 disable=not self.show_progress_bar):
+            end = min(begin + self.mini_batch_size, batch_size)
+            targets = torch.arange(offset + begin, offset + end, device=queries.device)
+            scores = self.similarity_fct(queries[targets], docs_all) * self.scale
+            if mask is not None:
+                scores = scores.masked_fill(~mask[begin:end], float("-inf"))
+            loss_mbatch = F.cross_entropy(scores, targets, reduction="sum") / batch_size
+            if with_backward:
+                loss_mbatch.backward()
+                loss_mbatch = loss_mbatch.detach()
+            losses.append(loss_mbatch)
+        return sum(losses)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        config = super().get_config_dict()
+        config["retrieval_mask_mode"] = getattr(self.mask_builder, "mode", None)
+        return config

@@ -1,0 +1,69 @@
+"""Build the model to train: a saved SentenceTransformer, or Transformer -> Pooling -> Normalize."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from leanpremise.train.args import ModelArguments
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_model_path(args: ModelArguments) -> str:
+    from leanpremise.model import default_model_path
+
+    return str(args.model_name_or_path or default_model_path())
+
+
+def looks_like_sentence_transformer(path: str) -> bool:
+    """A local dir with modules.json is a saved SentenceTransformer; a hub id is assumed not to be."""
+    return (Path(path) / "modules.json").is_file()
+
+
+def is_decoder_config(config) -> bool:
+    archs = getattr(config, "architectures", None) or []
+    return bool(getattr(config, "is_decoder", False)) or any(a.endswith("ForCausalLM") for a in archs)
+
+
+def build_model(args: ModelArguments, device: str | None = None):
+    """The SentenceTransformer to train (see ModelArguments.is_sentence_transformer)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    path = resolve_model_path(args)
+    is_st = args.is_sentence_transformer
+    if is_st is None:
+        is_st = looks_like_sentence_transformer(path)
+    if is_st:
+        model = SentenceTransformer(path, device=device)
+    else:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(path, trust_remote_code=True)
+        decoder = is_decoder_config(config)
+        tokenizer_args = {"trust_remote_code": True}
+        if decoder:
+            tokenizer_args["add_eos_token"] = True
+        word = Transformer(path, model_args={"trust_remote_code": True}, tokenizer_args=tokenizer_args,
+                           config_args={"trust_remote_code": True})
+        if decoder:
+            ensure_eos(word.tokenizer)
+        pool = Pooling(word.get_embedding_dimension(), pooling_mode=args.pooling_mode)
+        model = SentenceTransformer(modules=[word, pool, Normalize()], device=device)
+    if args.max_seq_length:
+        model.max_seq_length = args.max_seq_length
+    return model
+
+
+def ensure_eos(tokenizer) -> None:
+    """Decoders embed through the last token, which should be EOS; they also need a pad token to batch."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.eos_token_id is None:
+        logger.warning("decoder tokenizer has no EOS token: last-token pooling uses the last text token")
+        return
+    ids = tokenizer("a")["input_ids"]
+    if not ids or ids[-1] != tokenizer.eos_token_id:
+        logger.warning("the tokenizer does not append EOS (add_eos_token unsupported): last-token pooling "
+                       "uses the last text token")

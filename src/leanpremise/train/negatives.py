@@ -1,0 +1,113 @@
+"""Negatives for each training pair: random accessible non-positives, optionally some hard ones.
+
+Random negatives come from the data layer's `Accessibility.sample_negatives`.
+Hard negatives come from a retrieved-premises file (a baseline's or an earlier
+model's top ranks); they are stored as a CSR per state so a batch draws them
+with a few vectorised numpy calls.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def batch_rng(seed: int, epoch: int, state_ids: np.ndarray) -> np.random.Generator:
+    """A generator determined by (seed, epoch, batch content).
+
+    It does not depend on which process or dataloader worker builds the batch,
+    nor on how many batches came before, so negatives are the same after a
+    resume and differ from one epoch to the next.
+    """
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch)] + [int(s) for s in state_ids])
+
+
+class HardNegatives:
+    """Per training state: the top-k retrieved premises that are neither positives nor the declaration."""
+
+    def __init__(self, indptr: np.ndarray, indices: np.ndarray):
+        self.indptr = indptr
+        self.indices = indices
+
+    @classmethod
+    def from_file(cls, path: Path, dataset, top_k: int = 64) -> HardNegatives:
+        """Read a dot_<split>-<model>.json file; entries match states by state_name, else by decl_name."""
+        path = Path(path)
+        try:
+            entries = json.loads(path.read_bytes())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: cannot read retrieved premises: {e}") from e
+        if not isinstance(entries, list):
+            raise ValueError(f"{path}: expected a JSON list of retrieved-premises entries")
+        corpus, states = dataset.corpus, dataset.states
+        by_state: dict[str, list[int]] = {}
+        by_decl: dict[str, list[int]] = {}
+        for n, entry in enumerate(entries):
+            try:
+                names = [p["corpus_id"] for p in entry["premises"][:top_k]]
+            except (KeyError, TypeError) as e:
+                raise ValueError(f"{path}: entry {n}: missing field {e} (need premises[].corpus_id)") from e
+            ids = [corpus.name_to_id[x] for x in names if x in corpus.name_to_id]
+            if "state_name" in entry:
+                by_state[entry["state_name"]] = ids
+            if "decl_name" in entry:
+                by_decl.setdefault(entry["decl_name"], ids)
+        indptr = np.zeros(len(states) + 1, dtype=np.int64)
+        chunks: list[np.ndarray] = []
+        matched = 0
+        for s in range(len(states)):
+            ids = by_state.get(states.name(s, corpus.modules))
+            if ids is None:
+                ids = by_decl.get(states.decl_name[s])
+            arr = np.asarray(ids or [], dtype=np.int64)
+            if len(arr):
+                bad = np.r_[states.positives(s), states.decl_id[s]]
+                arr = arr[~np.isin(arr, bad)]
+                matched += bool(len(arr))
+            chunks.append(arr)
+            indptr[s + 1] = indptr[s] + len(arr)
+        logger.info("hard negatives from %s: %d of %d states have candidates", path, matched, len(states))
+        indices = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
+        return cls(indptr, indices)
+
+    def count(self, state_ids: np.ndarray) -> np.ndarray:
+        return self.indptr[state_ids + 1] - self.indptr[state_ids]
+
+    def sample(self, state_ids: np.ndarray, m: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(B, m) candidates drawn uniformly with replacement, and a (B,) bool: does the state have any."""
+        state_ids = np.asarray(state_ids, dtype=np.int64)
+        counts = self.count(state_ids)
+        has = counts > 0
+        u = rng.random((len(state_ids), m))
+        pick = self.indptr[state_ids][:, None] + np.floor(u * np.maximum(counts, 1)[:, None]).astype(np.int64)
+        out = np.where(has[:, None], self.indices[np.minimum(pick, max(len(self.indices) - 1, 0))]
+                       if len(self.indices) else 0, -1)
+        return out, has
+
+
+class NegativeSampler:
+    """n negatives per training state: random accessible non-positives, part hard when a file is given."""
+
+    def __init__(self, dataset, n: int, hard: HardNegatives | None = None, hard_ratio: float = 0.5):
+        if n < 0:
+            raise ValueError(f"num_negatives_per_state must be >= 0, got {n}")
+        if not 0.0 <= hard_ratio <= 1.0:
+            raise ValueError(f"hard_negative_ratio must be in [0, 1], got {hard_ratio}")
+        self.dataset = dataset
+        self.n = n
+        self.hard = hard
+        self.n_hard = int(round(n * hard_ratio)) if hard is not None else 0
+
+    def sample(self, state_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(B, n) premise ids."""
+        state_ids = np.asarray(state_ids, dtype=np.int64)
+        out = self.dataset.access.sample_negatives(state_ids, self.n, rng)
+        if self.n_hard and len(state_ids):
+            hard, has = self.hard.sample(state_ids, self.n_hard, rng)
+            out[has, : self.n_hard] = hard[has]
+        return out
