@@ -421,3 +421,23 @@ def test_suite_runs_the_paper_settings_and_gt(tmp_path, lake, capsys):
     assert flags[("aesop_hammerCore_nosimp_with_premises", "gt")] == {("--k 8", 3)}
     out = capsys.readouterr().out
     assert "cumulative solved: 3 / 3 (100.00%)" in out
+
+
+def test_resume_reads_a_journal_cut_short_by_a_crash(tmp_path, lake):
+    decls_file, dot = write_inputs(tmp_path, THEOREMS[:3])
+    cfg = TacticBenchConfig(ntp_toolkit_path=lake.ntp, decls_file=decls_file, premises_file=dot,
+                            setting="hammerCore_nosimp", k=2, out_dir=tmp_path / "out", lake=str(lake.path),
+                            progress=False, resume=True)
+    journal = harness.journal_path(harness.output_path(cfg))
+    journal.parent.mkdir(parents=True)
+    done = {"decl_name": THEOREMS[0][0], "module": THEOREMS[0][1], "command": "lake exe tactic_benchmark ...",
+            "result_emoji": "❌️", "result_output": "❌️ Nat.le_of_lt_succ__eval (3.0s)"}
+    journal.write_text(json.dumps(done) + "\n" + json.dumps({**done, "decl_name": THEOREMS[1][0]})[:40])
+    report = run_tactic_benchmark(cfg)
+    assert report.n_resumed == 1 and report.n_run == 2
+    assert sorted(c["argv"][3] for c in lake.calls("exe")) == sorted(n for n, _ in THEOREMS[1:3])
+    res = json.loads(report.out_file.read_text())
+    assert res[THEOREMS[0][0]]["result_emoji"] == "❌️" and res[THEOREMS[1][0]]["result_emoji"] == "✅️"
+    journal.write_text("not json\n" + json.dumps(done) + "\n")
+    with pytest.raises(BenchError, match=r"partial.jsonl:1: not valid JSON"):
+        run_tactic_benchmark(cfg)

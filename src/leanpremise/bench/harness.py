@@ -11,6 +11,7 @@ process group, and the temporary premises directory is always removed.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -222,6 +223,8 @@ def _read_previous(out_file: Path, journal: Path) -> dict[str, dict]:
                     log.warning("%s:%d: incomplete last line ignored", journal, n)
                     continue
                 raise BenchError(f"{journal}:{n}: not valid JSON") from None
+            if not isinstance(entry, dict) or not isinstance(entry.get("decl_name"), str):
+                raise BenchError(f"{journal}:{n}: expected an object with a 'decl_name'")
             previous[entry["decl_name"]] = entry
     return {k: v for k, v in previous.items() if v.get("command") and v.get("result_emoji")}
 
@@ -237,7 +240,9 @@ def run_tactic_benchmark(cfg: TacticBenchConfig) -> RunReport:
 
     if not Path(cfg.ntp_toolkit_path).is_dir():
         raise BenchError(f"ntp-toolkit checkout not found: {cfg.ntp_toolkit_path}")
-    cfg.lake = resolve_lake(cfg.lake)
+    cfg = dataclasses.replace(cfg, lake=resolve_lake(cfg.lake))
+    if cfg.scratch_dir is not None:
+        Path(cfg.scratch_dir).mkdir(parents=True, exist_ok=True)
     out_file = output_path(cfg)
     journal = journal_path(out_file)
     if (out_file.exists() or journal.exists()) and not (cfg.resume or cfg.overwrite):
