@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from leanpremise.data import DataConfig, load_corpus
@@ -23,8 +23,8 @@ from leanpremise.export.bundle import (
     PREMISES_ARCHIVE,
     Manifest,
     embeddings_file_name,
-    revision_slug,
     file_checksums,
+    revision_slug,
 )
 from leanpremise.export.corpus_embeddings import (
     CHUNK_SIZE,
@@ -130,7 +130,7 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
         unfiltered_premise_count=len(corpus.unfiltered_names), module_count=len(corpus.modules),
         embeddings=emb_rel, filter=cfg.data.filter, mathlib_only=cfg.data.mathlib_only,
         nameless=cfg.data.nameless, data_revision=corpus.revision, onnx=onnx_rel, onnx_int8=int8_rel, source_model=str(cfg.model),
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     manifest.checksums = file_checksums(work)
     atomic_write_bytes(work / "manifest.json", manifest.to_json())

@@ -38,17 +38,19 @@ def _normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 def write_premises_archive(data_dir: Path, out_path: Path, compresslevel: int = 6) -> Path:
     """Write the archive to `out_path` (callers place it in a temp dir that is renamed when complete)."""
-    with open(out_path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0,
-                                                      compresslevel=compresslevel, filename="") as gz:
-        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for folder in ARCHIVE_DIRS:
-                info = _normalise(tarfile.TarInfo(folder))
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            for name, path in archive_members(data_dir):
-                info = _normalise(tar.gettarinfo(str(path), arcname=name))
-                with open(path, "rb") as fh:
-                    tar.addfile(info, fh)
+    with (
+        open(out_path, "wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=compresslevel, filename="") as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for folder in ARCHIVE_DIRS:
+            info = _normalise(tarfile.TarInfo(folder))
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        for name, path in archive_members(data_dir):
+            info = _normalise(tar.gettarinfo(str(path), arcname=name))
+            with open(path, "rb") as fh:
+                tar.addfile(info, fh)
     return out_path
 
 

@@ -56,7 +56,7 @@ def _push_folder(api, repo: str, repo_type: str, folder: Path, revision: str, pa
         step = f"upload {folder}"
         info = api.upload_folder(repo_id=repo, repo_type=repo_type, folder_path=str(folder), revision=revision,
                                  allow_patterns=patterns, commit_message=message)
-    except Exception as e:  # noqa: BLE001 - every failure becomes one readable message
+    except Exception as e:  # every failure becomes one readable message
         raise _explain(e, repo, step) from e
     return str(getattr(info, "commit_url", info))
 

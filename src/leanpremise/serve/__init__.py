@@ -1,0 +1,1 @@
+"""The premise server Lean's `Cloud.premiseSelector` talks to (FastAPI, in-process embedding)."""

@@ -1,0 +1,164 @@
+"""The indexed premises: request fields -> a candidate mask -> exact inner-product top-k.
+
+Candidates are built as arrays: an imported module is the id range of its
+premises (the corpus keeps modules contiguous), so a request's import closure
+becomes a boolean mask by slice assignment. Scores are computed only over the
+runs of that mask (contiguous slices of the embedding matrix, no copies), or
+over the whole matrix when the mask covers most of it or is fragmented.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from leanpremise.data.corpus import Corpus
+
+THEOREM_KINDS = frozenset({"theorem", "lemma"})
+FULL_SCAN_SHARE = 0.5
+"""Above this share of candidates, one matmul over all rows beats many slices."""
+MAX_RUNS = 4096
+
+
+def module_name_from(entry: str) -> str:
+    """`Mathlib/Logic/Basic.lean` (or `Mathlib\\Logic\\Basic.lean`) -> `Mathlib.Logic.Basic`."""
+    text = entry.strip().replace("\\", "/")
+    text = text.removesuffix(".lean")
+    return text.strip("/").replace("/", ".") if "/" in text else text
+
+
+@dataclass
+class Candidates:
+    """Which indexed premises a request may rank: None means all of them."""
+
+    mask: np.ndarray | None
+    count: int
+
+
+class PremiseIndex:
+    def __init__(self, corpus: Corpus, embeddings: np.ndarray, dtype: str = "float32"):
+        import torch
+
+        if embeddings.shape[0] != len(corpus):
+            raise ValueError(f"{embeddings.shape[0]} embeddings for {len(corpus)} premises")
+        self.corpus = corpus
+        self.size = len(corpus)
+        self.dim = int(embeddings.shape[1])
+        self.dtype = getattr(torch, dtype)
+        self.emb = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)).to(self.dtype).contiguous()
+        self.names = np.asarray(corpus.names, dtype=object)
+        self.indexed_premises: list[str] = list(corpus.unfiltered_names)
+        self.indexed_modules: list[str] = list(corpus.modules)
+        self.unfiltered_to_id = np.full(len(self.indexed_premises), -1, dtype=np.int64)
+        self.unfiltered_to_id[corpus.source_index] = np.arange(self.size)
+        is_theorem = np.fromiter((k in THEOREM_KINDS for k in corpus.kinds), dtype=bool, count=self.size)
+        self.restricted = corpus.in_module_system & ~is_theorem & ~corpus.is_exposed
+        """Premises a module-system caller sees only through `import all` of their module."""
+        self._module_cache: dict[str, int | None] = {}
+
+    # ---- resolving request fields ------------------------------------------------------------
+
+    def module_id(self, entry) -> int | None:
+        """A position in /indexed-modules, a module name, or a path; None when unknown."""
+        if isinstance(entry, int):
+            return entry if 0 <= entry < len(self.indexed_modules) else None
+        if entry in self._module_cache:
+            return self._module_cache[entry]
+        index = self.corpus.module_index
+        name = module_name_from(entry)
+        found = index.get(name)
+        if found is None and name != entry:  # a path: try dropping leading folders (.lake/packages/mathlib/...)
+            parts = name.split(".")
+            found = next((index[".".join(parts[i:])] for i in range(1, len(parts)) if ".".join(parts[i:]) in index),
+                         None)
+        if len(self._module_cache) < 1_000_000:
+            self._module_cache[entry] = found
+        return found
+
+    def module_ids(self, entries) -> np.ndarray:
+        ids = [self.module_id(e) for e in entries]
+        return np.unique(np.asarray([i for i in ids if i is not None], dtype=np.int64))
+
+    def premise_ids(self, entries) -> np.ndarray:
+        """Corpus ids of local premises given as /indexed-premises positions or names; dropped if filtered out."""
+        out = []
+        n = len(self.unfiltered_to_id)
+        for e in entries:
+            if isinstance(e, int):
+                if 0 <= e < n and self.unfiltered_to_id[e] >= 0:
+                    out.append(int(self.unfiltered_to_id[e]))
+            else:
+                i = self.corpus.name_to_id.get(e)
+                if i is not None:
+                    out.append(i)
+        return np.asarray(out, dtype=np.int64)
+
+    def candidates(self, imported_modules, local_premises, caller_in_module_system: bool = False,
+                   imported_all_modules=None, overridden: list[str] | tuple = ()) -> Candidates:
+        """The candidate mask of one request (see lean-client-api.md for the rules)."""
+        mask = None
+        if imported_modules is not None or local_premises is not None:
+            mask = np.zeros(self.size, dtype=bool)
+            if imported_modules:
+                self._fill_modules(mask, self.module_ids(imported_modules))
+        if caller_in_module_system and self.restricted.any():
+            hidden = self.restricted.copy()
+            if imported_all_modules:
+                self._fill_modules(hidden, self.module_ids(imported_all_modules), value=False)
+            mask = ~hidden if mask is None else mask & ~hidden
+        if local_premises:
+            # Local premises come from the caller's own module: visible to it whatever the module system says.
+            mask[self.premise_ids(local_premises)] = True
+        override_ids = [self.corpus.name_to_id[n] for n in overridden if n in self.corpus.name_to_id]
+        if override_ids:
+            if mask is None:
+                mask = np.ones(self.size, dtype=bool)
+            mask[override_ids] = False
+        return Candidates(mask=mask, count=self.size if mask is None else int(mask.sum()))
+
+    def _fill_modules(self, mask: np.ndarray, module_ids: np.ndarray, value: bool = True) -> None:
+        starts, ends = self.corpus.premise_ranges_of_modules(module_ids)
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            mask[s:e] = value
+
+    # ---- search ------------------------------------------------------------------------------
+
+    def search(self, queries: np.ndarray, cand: Candidates, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids), each (B, k') with k' = min(k, candidates), best first; exact."""
+        import torch
+
+        b = len(queries)
+        k = min(k, cand.count)
+        if k <= 0 or b == 0:
+            return np.zeros((b, 0), dtype=np.float32), np.zeros((b, 0), dtype=np.int64)
+        q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(self.dtype).T.contiguous()
+        mask = cand.mask
+        with torch.inference_mode():
+            if mask is None or cand.count > FULL_SCAN_SHARE * self.size:
+                scores = self.emb @ q  # (N, B)
+                ids = None
+                if mask is not None:
+                    scores.masked_fill_(torch.from_numpy(~mask)[:, None], float("-inf"))
+            else:
+                starts, ends = _runs(mask)
+                if len(starts) > MAX_RUNS:
+                    ids = np.flatnonzero(mask)
+                    scores = self.emb[torch.from_numpy(ids)] @ q
+                else:
+                    ids = np.flatnonzero(mask)
+                    scores = torch.empty((cand.count, b), dtype=self.dtype)
+                    pos = 0
+                    for s, e in zip(starts.tolist(), ends.tolist()):
+                        torch.matmul(self.emb[s:e], q, out=scores[pos : pos + e - s])
+                        pos += e - s
+            top_scores, top_rows = torch.topk(scores, k, dim=0)
+        top_rows = top_rows.T.numpy()
+        top_ids = top_rows if ids is None else ids[top_rows]
+        return top_scores.T.float().numpy(), top_ids
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the runs of True in `mask`."""
+    d = np.diff(mask.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    return np.flatnonzero(d == 1), np.flatnonzero(d == -1)

@@ -1,0 +1,35 @@
+"""Prometheus metrics of one server instance (own registry, so several apps can share a process)."""
+
+from __future__ import annotations
+
+
+class Metrics:
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+        self.registry = CollectorRegistry()
+        r = self.registry
+        ProcessCollector(registry=r)
+        self.requests = Counter("leanpremise_requests_total", "HTTP requests", ["route", "status"], registry=r)
+        self.latency = Histogram("leanpremise_request_seconds", "HTTP request latency", ["route"], registry=r,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.cache_hits = Counter("leanpremise_new_premise_cache_hits_total", "new premises found in the cache",
+                                  registry=r)
+        self.cache_misses = Counter("leanpremise_new_premise_cache_misses_total", "new premises embedded",
+                                    registry=r)
+        self.cache_entries = Gauge("leanpremise_new_premise_cache_entries", "cached new-premise embeddings",
+                                   registry=r)
+        self.embedded = Counter("leanpremise_embedded_texts_total", "texts run through the embedder", registry=r)
+        self.batch_size = Histogram("leanpremise_embed_batch_texts", "texts per embedder call", registry=r,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.inflight = Gauge("leanpremise_embed_inflight_texts", "texts queued or being embedded", registry=r)
+        self.overloaded = Counter("leanpremise_overloaded_total", "requests refused with 503 (overload)",
+                                  registry=r)
+        self.ready = Gauge("leanpremise_ready", "1 once the index and model are loaded", registry=r)
+        self.load_seconds = Gauge("leanpremise_load_seconds", "seconds spent loading bundle and model", registry=r)
+        self.indexed = Gauge("leanpremise_indexed_premises", "premises in the index", registry=r)
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,58 @@
+"""One /retrieve request: clip, build candidates, embed, search, merge new premises by score."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from leanpremise.serve.schemas import RetrieveRequest
+
+
+def clip_new_premises(new_premises, limit: int) -> list:
+    """Truncate to `limit`, then keep the first premise of each name (a later duplicate adds nothing)."""
+    seen: set[str] = set()
+    out = []
+    for p in (new_premises or [])[:limit]:
+        if p.name not in seen:
+            seen.add(p.name)
+            out.append(p)
+    return out
+
+
+def merge(index_names: np.ndarray, scores: np.ndarray, ids: np.ndarray, new_names: list[str],
+          new_scores: np.ndarray, k: int) -> list[dict]:
+    """Indexed top-k of one state and its new-premise scores, merged, best first, at most k."""
+    all_scores = np.concatenate([scores, new_scores]).astype(np.float64)
+    order = np.argsort(-all_scores, kind="stable")[:k]
+    n_indexed = len(ids)
+    out = []
+    for j in order.tolist():
+        name = index_names[ids[j]] if j < n_indexed else new_names[j - n_indexed]
+        out.append({"name": name, "score": float(all_scores[j])})
+    return out
+
+
+async def retrieve(state, req: RetrieveRequest):
+    """The response body: a list of {name, score} (or one list per state when `state` is a list)."""
+    cfg, index, service = state.config, state.index, state.service
+    single = isinstance(req.state, str)
+    states = [req.state] if single else list(req.state)
+    k = min(req.k, cfg.max_k)
+    if k <= 0 or not states:
+        return []
+    new = clip_new_premises(req.new_premises, cfg.max_new_premises)
+    loop = asyncio.get_running_loop()
+    cand_future = loop.run_in_executor(
+        state.search_pool, index.candidates, req.imported_modules, req.local_premises,
+        bool(req.caller_in_module_system), req.imported_all_modules, [p.name for p in new],
+    )
+    try:
+        state_emb, new_emb = await service.embed(states, [p.decl for p in new])
+    finally:
+        cand = await cand_future
+    scores, ids = await loop.run_in_executor(state.search_pool, index.search, state_emb, cand, k)
+    new_scores = state_emb @ new_emb.T if len(new) else np.zeros((len(states), 0), dtype=np.float32)
+    new_names = [p.name for p in new]
+    results = [merge(index.names, scores[b], ids[b], new_names, new_scores[b], k) for b in range(len(states))]
+    return results[0] if single else results
