@@ -306,3 +306,17 @@ def test_cli_error_is_clear(tmp_path):
     out = _cli("data", "stats", str(tmp_path / "missing"), env_cache=tmp_path)
     assert out.returncode != 0
     assert "does not exist" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_imports_of_modules_outside_the_project(tmp_path):
+    """Lean core modules are imported but have no files: they become modules without premises."""
+    root = make_data_dir(tmp_path / "d", ["Mathlib.A", "Mathlib.B"],
+                         {"Mathlib.A": ["Init.Core", "Lean.Elab"], "Mathlib.B": ["Init.Core", "Mathlib.A"]},
+                         {"Mathlib.A": [decl("a1", 1)], "Mathlib.B": [decl("b1", 1)]},
+                         {"Mathlib.B": [state("b1", 2, recs=["a1"])]})
+    for workers in (1, 2):
+        ds = load_dataset(DataConfig(data_dir=root, use_cache=False, workers=workers, n_test=1, n_valid=0))
+        assert "Init.Core" in ds.corpus.modules and "Lean.Elab" in ds.corpus.modules
+        b = ds.corpus.module_index["Mathlib.B"]
+        assert sorted(ds.corpus.modules[m] for m in ds.corpus.imports_of(b)) == ["Init.Core", "Mathlib.A"]
+        assert [ds.corpus.names[i] for i in ds.access.ids(0)] == ["a1"]

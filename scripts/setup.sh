@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create .venv and install leanpremise with its test tools, once; re-run when pyproject.toml changes.
+# torch is pinned to the CPU build (an unpinned torch pulls a multi-GB CUDA build). To use a GPU, install
+# the CUDA torch of your choice into .venv first; this script then leaves it alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=${LEANPREMISE_VENV:-.venv}
+stamp="$VENV/.leanpremise-setup"
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+echo "setting up $VENV (first run or pyproject.toml changed)..." >&2
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip >&2
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  "$VENV/bin/python" -m pip install -q "torch==2.13.0" >&2
+fi
+"$VENV/bin/python" -m pip install -q -e ".[test]" >&2
+echo "$want" > "$stamp"
