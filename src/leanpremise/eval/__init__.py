@@ -1,0 +1,1 @@
+"""Evaluation: metrics, ranking over accessible premises, the evaluator, retrieval files and baselines."""
