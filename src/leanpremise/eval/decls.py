@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from leanpremise.eval.retrieved_files import dumps
 from leanpremise.data.reader import atomic_write_bytes
+from leanpremise.eval.retrieved_files import dumps
 
 
 def decl_entries(dataset, state_ids: np.ndarray) -> list[dict]:

@@ -53,7 +53,7 @@ class PremiseRetrievalEvaluator(SentenceEvaluator):
         self.dataset = dataset
         self.split = split
         self.state_ids = np.asarray(dataset.split_ids(split), dtype=np.int64)
-        self.k_list = sorted(set(int(k) for k in (k_list or DEFAULT_K_LIST)))
+        self.k_list = sorted({int(k) for k in (k_list or DEFAULT_K_LIST)})
         if not self.k_list or self.k_list[0] < 1:
             raise ValueError(f"k_list must hold positive integers, got {k_list!r}")
         self.mrr_k = int(mrr_k)
@@ -122,7 +122,8 @@ class PremiseRetrievalEvaluator(SentenceEvaluator):
         if output_path is not None and self.write_csv:
             self._append_csv(Path(output_path), epoch, steps, flat)
         metrics = self.prefix_name_to_metrics(flat, self.name)
-        self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
+        if hasattr(model, "model_card_data"):
+            self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
         return metrics
 
     def csv_columns(self) -> list[str]:

@@ -66,7 +66,7 @@ class SymbolIndex:
         self.weights = symbol_weight(np.bincount(indices, minlength=self.matrix.shape[1]))
 
     @classmethod
-    def from_corpus(cls, corpus) -> "SymbolIndex":
+    def from_corpus(cls, corpus) -> SymbolIndex:
         names = corpus.names
         return cls([symbols(t, exclude=names[i]) for i, t in enumerate(corpus.texts)])
 

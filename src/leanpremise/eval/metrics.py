@@ -109,7 +109,7 @@ def compute_metrics(ranked: np.ndarray, positives: list[np.ndarray], k_list=DEFA
         out[key] = _mean(vals, has_pos) if metric in _OVER_POSITIVE_STATES else _mean(vals)
     for key, vals in per_state.items():
         out[f"{key}_pos"] = _mean(vals, has_pos)
-    out["states"] = int(len(n_pos))
+    out["states"] = len(n_pos)
     out["states_without_positives"] = int((~has_pos).sum())
     return out
 

@@ -9,7 +9,7 @@ chunk of the corpus (dot products, BM25) goes through the same merge.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
