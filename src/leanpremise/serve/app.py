@@ -57,8 +57,8 @@ class ServerState:
         else:
             bundle = load_from_hub(cfg.data_repo, cfg.data_revision, cfg.model_id, cfg.model_revision, cfg.data_dir)
         index = PremiseIndex(bundle.corpus, bundle.embeddings, cfg.dtype)
-        bundle.embeddings = None  # the index holds its own (possibly half-precision) copy
         embedder = make_embedder(cfg, bundle)
+        bundle.embeddings = None  # the index holds its own (possibly half-precision) copy
         if embedder.dim != index.dim:
             raise ValueError(f"the model embeds in dimension {embedder.dim}, the index in {index.dim}")
         self.bundle, self.index = bundle, index

@@ -1,0 +1,285 @@
+"""Server behaviour under load and failure: overload -> 503, /health before loading, TEI backend,
+hub errors, configuration, and the index's search paths against numpy."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from serve_helpers import ThreadServer, assert_same_ranking, brute_force, build_data_dir, free_port
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_model_dir, cache_dir, tmp_path_factory) -> Path:
+    from leanpremise.data import DataConfig
+    from leanpremise.export.exporter import ExportConfig, export_bundle
+
+    root = tmp_path_factory.mktemp("runtime")
+    data_dir = build_data_dir(root / "data")
+    out = root / "bundle"
+    export_bundle(ExportConfig(model=str(tiny_model_dir), out=out, data=DataConfig(data_dir=data_dir,
+                               cache_dir=cache_dir), onnx=False, progress=False))
+    return out
+
+
+def make_config(bundle, cache_dir, **kw):
+    from leanpremise.serve.config import ServeConfig
+
+    return ServeConfig(bundle=bundle, data_dir=cache_dir, backend=kw.pop("backend", "torch"), **kw)
+
+
+def test_overload_gives_503_with_retry_after_and_the_server_recovers(bundle, cache_dir):
+    from leanpremise.serve.app import create_app
+
+    cfg = make_config(bundle, cache_dir, embed_service_max_concurrent_inputs=4, max_client_batch_size=4)
+    srv = ThreadServer(create_app(cfg)).start()
+    try:
+        def heavy(i):
+            new = [{"name": f"n{i}_{j}", "decl": f"theorem n{i}_{j} : {i} * {j} = {i * j} := by decide"}
+                   for j in range(40)]
+            return httpx.post(f"{srv.url}/retrieve", json={"state": f"⊢ {i}", "k": 4, "new_premises": new},
+                              timeout=60)
+
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(heavy, range(16)))
+        codes = [r.status_code for r in responses]
+        assert set(codes) <= {200, 503}, codes
+        assert 503 in codes
+        refused = next(r for r in responses if r.status_code == 503)
+        assert refused.headers["Retry-After"].isdigit()
+        assert "overloaded" in refused.json()["detail"]
+        assert httpx.get(f"{srv.url}/health").status_code == 200
+        assert heavy(99).status_code == 200  # alone, a request of the same size goes through
+        assert "leanpremise_overloaded_total" in httpx.get(f"{srv.url}/metrics").text
+    finally:
+        srv.stop()
+
+
+def test_health_is_503_until_loaded(bundle, cache_dir):
+    from leanpremise.serve.app import ServerState, create_app
+
+    gate = threading.Event()
+
+    class SlowState(ServerState):
+        def load(self):
+            assert gate.wait(60)
+            return super().load()
+
+    cfg = make_config(bundle, cache_dir)
+    srv = ThreadServer(create_app(cfg, preloaded=SlowState(cfg))).start(wait_ready=False)
+    try:
+        h = httpx.get(f"{srv.url}/health")
+        assert h.status_code == 503 and h.json()["status"] == "loading"
+        r = httpx.post(f"{srv.url}/retrieve", json={"state": "a", "k": 1})
+        assert r.status_code == 503 and "Retry-After" in r.headers
+        assert httpx.get(f"{srv.url}/indexed-premises").status_code == 503
+        gate.set()
+        from serve_helpers import wait_healthy
+
+        assert wait_healthy(srv.url, 60)["status"] == "ok"
+    finally:
+        gate.set()
+        srv.stop()
+
+
+def test_a_damaged_bundle_is_refused_naming_the_file(bundle, tmp_path, cache_dir):
+    import shutil
+
+    from leanpremise.export.bundle import BundleError, Manifest
+    from leanpremise.serve.loader import load_bundle
+
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    emb_path = copy / Manifest.read(copy).embeddings
+    arr = np.load(emb_path)
+    arr[0, 0] += 1
+    np.save(emb_path, arr)
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(copy, cache_dir)
+
+
+def _tei_app(model_dir):
+    """A stand-in for text-embeddings-inference's POST /embed, backed by the same tiny model."""
+    from fastapi import Body, FastAPI
+
+    from leanpremise.model import encode_texts, load_model
+
+    model = load_model(model_dir, "cpu")
+    app = FastAPI()
+    calls = []
+
+    @app.post("/embed")
+    def embed(req: dict = Body(...)):  # noqa: B008 - FastAPI's way to take the whole JSON body
+        inputs = req["inputs"]
+        texts = [inputs] if isinstance(inputs, str) else inputs
+        calls.append(len(texts))
+        return encode_texts(model, texts).tolist()
+
+    app.state.calls = calls
+    return app
+
+
+def test_tei_backend_matches_brute_force_and_survives_tei_going_away(bundle, cache_dir, tiny_model_dir):
+    from leanpremise.data import DataConfig, load_corpus
+    from leanpremise.export.bundle import Manifest
+    from leanpremise.model import encode_texts, load_model
+    from leanpremise.serve.app import create_app
+
+    tei_app = _tei_app(tiny_model_dir)
+    tei = ThreadServer(tei_app).start(wait_ready=False)
+    cfg = make_config(bundle, cache_dir, backend="tei", embed_service_url=tei.url, embed_service_timeout=10)
+    srv = ThreadServer(create_app(cfg)).start()
+    try:
+        state = "⊢ p ∧ q → q ∧ p"
+        new = [{"name": "mine", "decl": "theorem mine : p ∧ q → q ∧ p"}]
+        body = {"state": state, "k": 6, "imported_modules": ["Mathlib.Logic.Basic"], "local_premises": [],
+                "new_premises": new}
+        got = httpx.post(f"{srv.url}/retrieve", json=body).json()
+        assert tei_app.state.calls  # embedded over HTTP
+        model = load_model(tiny_model_dir, "cpu")
+        manifest = Manifest.read(bundle)
+        corpus = load_corpus(DataConfig(data_dir=Path(httpx.get(f"{srv.url}/health").json() and
+                                                       srv.server.config.app.state.server.bundle.premises_dir),
+                                        cache_dir=cache_dir))
+        q, m = encode_texts(model, [state, new[0]["decl"]])
+        expected = brute_force(corpus, np.load(bundle / manifest.embeddings), q, 6, imported=["Mathlib.Logic.Basic"],
+                               local=[], new=[("mine", m)])
+        assert_same_ranking(got, expected)
+        n_calls = len(tei_app.state.calls)
+        httpx.post(f"{srv.url}/retrieve", json=body)
+        assert len(tei_app.state.calls) == n_calls + 1  # only the state: "mine" came from the cache
+        tei.stop()
+        r = httpx.post(f"{srv.url}/retrieve", json={**body, "state": "⊢ a new state"})
+        assert r.status_code == 502 and "embedding" in r.json()["detail"]
+        assert httpx.get(f"{srv.url}/health").status_code == 200
+    finally:
+        srv.stop()
+        tei.stop()
+
+
+def test_from_hub_without_network_fails_with_a_clear_message(tmp_path):
+    port = free_port()  # nothing listens there
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_OFFLINE": "0",
+           "LEANPREMISE_CACHE_DIR": str(tmp_path), "HF_HUB_ETAG_TIMEOUT": "2", "HF_HUB_DOWNLOAD_TIMEOUT": "2"}
+    proc = subprocess.run([sys.executable, "-m", "leanpremise", "serve", "--port", str(free_port()),
+                           "--data_dir", str(tmp_path), "--from_hub", "someone/lean-premises@v4.99.0",
+                           "someone/model@v4.99.0"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "could not download premises.tar.gz from someone/lean-premises@v4.99.0" in proc.stderr
+    assert f"127.0.0.1:{port}" in proc.stderr
+
+
+def test_config_reads_the_original_environment_variables():
+    from leanpremise.serve.config import ConfigError, config_from_env
+
+    env = {"MAX_K": "16  # comment", "MAX_NEW_PREMISES": "7", "LRU_CACHE_SIZE": "99", "DTYPE": "float16",
+           "EMBED_SERVICE_TIMEOUT": "", "BUNDLE_DIR": "/b", "EMBED_SERVICE_MAX_CONCURRENT_INPUTS": "64"}
+    cfg = config_from_env(env, max_k=20).validate()
+    assert (cfg.max_k, cfg.max_new_premises, cfg.lru_cache_size, cfg.dtype) == (20, 7, 99, "float16")
+    assert cfg.embed_service_timeout is None and cfg.embed_service_max_concurrent_inputs == 64
+    assert str(cfg.bundle) == "/b"
+    defaults = config_from_env({}, bundle=Path("/b")).validate()
+    assert (defaults.max_k, defaults.max_new_premises, defaults.lru_cache_size, defaults.dtype) == \
+        (1024, 2048, 131072, "float32")
+    with pytest.raises(ConfigError, match="MAX_K"):
+        config_from_env({"MAX_K": "lots"})
+    with pytest.raises(ConfigError, match="DTYPE"):
+        config_from_env({"DTYPE": "int4", "BUNDLE_DIR": "/b"}).validate()
+    with pytest.raises(ConfigError, match="EMBED_SERVICE_URL"):
+        config_from_env({"EMBED_BACKEND": "tei", "BUNDLE_DIR": "/b"}).validate()
+
+
+# ---- the index and the embedding service, without HTTP -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_corpus(sample_dataset):
+    return sample_dataset.corpus
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_search_paths_agree_with_numpy(sample_corpus, dtype, monkeypatch):
+    from leanpremise.serve import index as index_mod
+    from leanpremise.serve.index import PremiseIndex
+
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((len(sample_corpus), 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    idx = PremiseIndex(sample_corpus, emb, dtype)
+    queries = rng.standard_normal((3, 16)).astype(np.float32)
+    mods = rng.choice(len(sample_corpus.modules), 40, replace=False).tolist()
+    cases = [idx.candidates(None, None), idx.candidates(mods, None), idx.candidates(mods[:3], ["Nat.add_comm"]),
+             idx.candidates(None, None, overridden=[sample_corpus.names[5]]), idx.candidates([], [])]
+    for max_runs in (4096, 1):  # slices, then the gather path for fragmented masks
+        monkeypatch.setattr(index_mod, "MAX_RUNS", max_runs)
+        for cand in cases:
+            scores, ids = idx.search(queries, cand, 20)
+            allowed = np.ones(len(sample_corpus), bool) if cand.mask is None else cand.mask
+            full = emb @ queries.T
+            for b in range(3):
+                ref = np.flatnonzero(allowed)[np.argsort(-full[allowed, b], kind="stable")[:20]]
+                assert len(ids[b]) == min(20, allowed.sum())
+                tol = 1e-5 if dtype == "float32" else 5e-3
+                np.testing.assert_allclose(scores[b], full[ref, b], atol=tol)
+                assert allowed[ids[b]].all()
+
+
+def test_module_entries_resolve_from_positions_names_and_paths(sample_corpus):
+    from leanpremise.serve.index import PremiseIndex
+
+    idx = PremiseIndex(sample_corpus, np.zeros((len(sample_corpus), 4), np.float32))
+    name = next(m for m in sample_corpus.modules if m.count(".") >= 2)
+    mid = sample_corpus.module_index[name]
+    path = name.replace(".", "/") + ".lean"
+    assert idx.module_id(mid) == mid and idx.module_id(name) == mid
+    assert idx.module_id(path) == mid and idx.module_id("./" + path) == mid
+    assert idx.module_id(".lake/packages/x/" + path) == mid and idx.module_id(path.replace("/", "\\")) == mid
+    assert idx.module_id(-1) is None and idx.module_id(len(sample_corpus.modules)) is None
+    assert idx.module_id("Not.A.Module") is None
+
+
+class CountingEmbedder:
+    dim = 4
+    name = "counting"
+
+    def __init__(self):
+        self.texts: list[str] = []
+
+    def encode(self, texts):
+        import time
+
+        time.sleep(0.05)
+        self.texts += texts
+        out = np.array([[len(t), 1, 0, 0] for t in texts], dtype=np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_embedding_service_caches_batches_and_shares_pending_texts():
+    from leanpremise.serve.embedding_service import EmbeddingService
+
+    async def scenario():
+        emb = CountingEmbedder()
+        svc = EmbeddingService(emb, cache_size=3, max_inflight=100, chunk_size=8, max_batch=64)
+        await svc.start()
+        try:
+            results = await asyncio.gather(*[svc.embed([f"s{i}"], ["p1", "p2", "p1"]) for i in range(5)])
+            assert sorted(emb.texts) == sorted(["p1", "p2"] + [f"s{i}" for i in range(5)])  # each text once
+            for states, prem in results:
+                assert states.shape == (1, 4) and prem.shape == (3, 4)
+                np.testing.assert_array_equal(prem[0], prem[2])
+            await svc.embed(["s"], ["p3", "p4"])  # cache holds 3: p1 evicted (least recently used)
+            emb.texts.clear()
+            await svc.embed([], ["p1", "p4"])
+            assert emb.texts == ["p1"]
+        finally:
+            await svc.stop()
+
+    asyncio.run(scenario())
