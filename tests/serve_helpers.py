@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
 from conftest import decl, make_data_dir
 
 MODULES = ["Init.Core", "Mathlib.Logic.Basic", "Mathlib.Data.Nat.Basic", "Mathlib.ModSys.Defs",

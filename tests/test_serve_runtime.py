@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+
 from serve_helpers import ThreadServer, assert_same_ranking, brute_force, build_data_dir, free_port
 
 
@@ -171,7 +172,7 @@ def test_from_hub_without_network_fails_with_a_clear_message(tmp_path):
            "LEANPREMISE_CACHE_DIR": str(tmp_path), "HF_HUB_ETAG_TIMEOUT": "2", "HF_HUB_DOWNLOAD_TIMEOUT": "2"}
     proc = subprocess.run([sys.executable, "-m", "leanpremise", "serve", "--port", str(free_port()),
                            "--data_dir", str(tmp_path), "--from_hub", "someone/lean-premises@v4.99.0",
-                           "someone/model@v4.99.0"], env=env, capture_output=True, text=True, timeout=120)
+                           "someone/model@v4.99.0"], env=env, check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "could not download premises.tar.gz from someone/lean-premises@v4.99.0" in proc.stderr
     assert f"127.0.0.1:{port}" in proc.stderr

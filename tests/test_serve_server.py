@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+
 from serve_helpers import assert_same_ranking, brute_force, build_data_dir, free_port, wait_healthy
 
 MAX_K = 8

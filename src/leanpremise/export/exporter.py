@@ -90,12 +90,15 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
         raise ValueError(f"{cfg.data.data_dir}: the corpus is empty after filtering; nothing to export")
     revision = cfg.revision or revision_slug(corpus.revision)
     model_name = cfg.model_name or model_display_name(cfg.model)
+    model = load_model(cfg.model, cfg.device or "cpu")
+    dim = model.get_embedding_dimension()
+    emb = None
+    if cfg.corpus_embeddings is not None:  # checked first: a wrong file should fail before minutes of work
+        emb = load_precomputed(cfg.corpus_embeddings, len(corpus), dim)
+        logger.info("reusing corpus embeddings from %s", cfg.corpus_embeddings)
     work = partial_dir(out)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-
-    model = load_model(cfg.model, cfg.device or "cpu")
-    dim = model.get_embedding_dimension()
     model_dir = work / MODEL_DIR
     model.save(str(model_dir))
     logger.info("saved model %s (dimension %d) to the bundle", cfg.model, dim)
@@ -112,10 +115,7 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
 
     write_premises_archive(corpus_data_dir(cfg.data), work / PREMISES_ARCHIVE)
 
-    if cfg.corpus_embeddings is not None:
-        emb = load_precomputed(cfg.corpus_embeddings, len(corpus), dim)
-        logger.info("reusing corpus embeddings from %s", cfg.corpus_embeddings)
-    else:
+    if emb is None:
         texts = corpus.texts
         key = f"{model_fingerprint(model_dir)[:32]}-{texts_fingerprint(texts)[:32]}"
         emb = encode_in_chunks(

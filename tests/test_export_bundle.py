@@ -1,0 +1,215 @@
+"""`leanpremise export`: bundle layout and contents, ONNX fidelity, resumable embedding, reuse of
+pre-computed embeddings, atomic replacement, and publishing up to the upload."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serve_helpers import build_data_dir, free_port
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return build_data_dir(tmp_path_factory.mktemp("export-data") / "data")
+
+
+@pytest.fixture(scope="module")
+def exported(data_dir, tiny_model_dir, cache_dir, tmp_path_factory):
+    """A bundle written through the CLI, as a user would."""
+    out = tmp_path_factory.mktemp("export") / "bundle"
+    env = {**os.environ, "LEANPREMISE_CACHE_DIR": str(cache_dir)}
+    proc = subprocess.run([sys.executable, "-m", "leanpremise", "export", "--model", str(tiny_model_dir),
+                           "--data_dir", str(data_dir), "--out", str(out), "--int8", "--model_name", "tiny"],
+                          env=env, check=False, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(data_dir, cache_dir):
+    from leanpremise.data import DataConfig, load_corpus
+
+    return load_corpus(DataConfig(data_dir=data_dir, cache_dir=cache_dir))
+
+
+def test_bundle_layout_and_manifest(exported, corpus, data_dir):
+    from leanpremise.export.bundle import Manifest, file_checksums
+
+    m = Manifest.read(exported)
+    assert (m.model_name, m.revision, m.data_revision) == ("tiny", "v4.99.0", "v4.99.0")
+    assert m.premise_count == len(corpus) and m.unfiltered_premise_count == len(corpus.unfiltered_names)
+    assert m.dimension == 32 and m.embeddings == "embeddings/tiny-v4.99.0.npy"
+    assert m.onnx == "model/onnx/model.onnx" and m.onnx_int8 == "model/onnx/model_qint8.onnx"
+    assert m.checksums == file_checksums(exported)
+    assert (exported / "model" / "modules.json").is_file() and (exported / "model" / "onnx" / "model.onnx").is_file()
+    assert not list(exported.parent.glob(".bundle.*"))  # no partial or chunk dirs left behind
+    with tarfile.open(exported / "premises.tar.gz") as tar:
+        files = sorted(n.name for n in tar.getmembers() if n.isfile())
+    expected = sorted(["revision", "Modules.jsonl", "HammerBlacklist.jsonl"]
+                      + [f"Declarations/{p.name}" for p in (data_dir / "Declarations").glob("*.jsonl")]
+                      + [f"Imports/{p.name}" for p in (data_dir / "Imports").glob("*.jsonl")])
+    assert files == expected
+
+
+def test_embeddings_are_the_model_s_in_corpus_order(exported, corpus, tiny_model_dir):
+    from leanpremise.model import encode_texts, load_model
+
+    emb = np.load(exported / "embeddings" / "tiny-v4.99.0.npy")
+    assert emb.dtype == np.float32 and emb.shape == (len(corpus), 32)
+    ref = encode_texts(load_model(tiny_model_dir, "cpu"), corpus.texts)
+    np.testing.assert_allclose(emb, ref, atol=1e-5)
+
+
+def test_onnx_and_int8_embed_like_the_model(exported, corpus):
+    from leanpremise.serve.embedders import OnnxEmbedder, TorchEmbedder
+
+    texts = corpus.texts[:20] + ["⊢ a + b = b + a", "x" * 5000]
+    ref = TorchEmbedder(exported / "model").encode(texts)
+    fp32 = OnnxEmbedder(exported / "model", exported / "model/onnx/model.onnx").encode(texts)
+    np.testing.assert_allclose(fp32, ref, atol=1e-4)
+    int8 = OnnxEmbedder(exported / "model", exported / "model/onnx/model_qint8.onnx").encode(texts)
+    cos = (int8 * ref).sum(1)
+    assert cos.min() > 0.8 and not np.allclose(int8, ref, atol=1e-4)
+
+
+def test_the_premises_archive_reloads_to_the_same_corpus(exported, corpus, tmp_path):
+    from leanpremise.data import DataConfig, load_corpus
+    from leanpremise.export.premises_archive import extract_premises_archive
+
+    target = extract_premises_archive(exported / "premises.tar.gz", tmp_path / "unpacked")
+    again = load_corpus(DataConfig(data_dir=target, cache_dir=tmp_path / "cache"))
+    assert again.names == corpus.names and again.unfiltered_names == corpus.unfiltered_names
+
+
+def test_reexport_is_reproducible_and_reuses_given_embeddings(exported, data_dir, tiny_model_dir, cache_dir,
+                                                              tmp_path):
+    from leanpremise.data import DataConfig
+    from leanpremise.export.bundle import Manifest
+    from leanpremise.export.exporter import ExportConfig, export_bundle
+
+    given = np.load(exported / "embeddings" / "tiny-v4.99.0.npy")
+    given = given[:, ::-1].copy()  # distinguishable from what encoding would give
+    path = tmp_path / "given.npy"
+    np.save(path, given)
+    out = tmp_path / "b2"
+    m = export_bundle(ExportConfig(model=str(tiny_model_dir), out=out, onnx=False, model_name="tiny",
+                                   data=DataConfig(data_dir=data_dir, cache_dir=cache_dir), corpus_embeddings=path,
+                                   progress=False))
+    np.testing.assert_array_equal(np.load(out / m.embeddings), given)
+    assert m.onnx is None and not (out / "model" / "onnx").exists()
+    assert m.checksums["premises.tar.gz"] == Manifest.read(exported).checksums["premises.tar.gz"]
+
+
+def test_wrong_shaped_embeddings_fail_clearly_and_keep_the_old_bundle(exported, data_dir, tiny_model_dir,
+                                                                       cache_dir, tmp_path):
+    import shutil
+
+    out = tmp_path / "bundle"
+    shutil.copytree(exported, out)
+    before = (out / "manifest.json").read_bytes()
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((3, 32), np.float32))
+    env = {**os.environ, "LEANPREMISE_CACHE_DIR": str(cache_dir)}
+    proc = subprocess.run([sys.executable, "-m", "leanpremise", "export", "--model", str(tiny_model_dir),
+                           "--data_dir", str(data_dir), "--out", str(out), "--no-onnx", "--corpus_embeddings",
+                           str(bad)], env=env, check=False, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert f"{bad}: shape (3, 32)" in proc.stderr and "premises" in proc.stderr
+    assert (out / "manifest.json").read_bytes() == before  # the old bundle is untouched
+
+
+def test_embedding_resumes_from_chunks_after_an_interruption(tmp_path):
+    from leanpremise.export.corpus_embeddings import encode_in_chunks
+
+    texts = [f"theorem t{i} : {i} = {i}" for i in range(23)]
+    seen: list[str] = []
+
+    def encode(batch):
+        seen.extend(batch)
+        return np.array([[len(t), i % 3, 1.0] for i, t in enumerate(batch)], np.float32)
+
+    def dies_on_third_chunk(batch):
+        if len(seen) >= 10:
+            raise KeyboardInterrupt
+        return encode(batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        encode_in_chunks(dies_on_third_chunk, texts, tmp_path / "chunks", "key-1", 3, chunk_size=5, progress=False)
+    assert len(list((tmp_path / "chunks").glob("*.npy"))) == 2
+    seen.clear()
+    out = encode_in_chunks(encode, texts, tmp_path / "chunks", "key-1", 3, chunk_size=5, progress=False)
+    assert seen == texts[10:]  # only the missing chunks were embedded
+    seen.clear()
+    full = encode_in_chunks(encode, texts, tmp_path / "other", "key-1", 3, chunk_size=5, progress=False)
+    np.testing.assert_array_equal(out[10:], full[10:])
+    seen.clear()
+    encode_in_chunks(encode, texts, tmp_path / "chunks", "key-2", 3, chunk_size=5, progress=False)
+    assert seen == texts  # another model or corpus: chunks discarded
+
+
+def test_revision_slug_makes_ntp_toolkit_revisions_ref_safe():
+    from leanpremise.export.bundle import revision_slug
+
+    assert revision_slug("v4.22.0") == "v4.22.0"
+    slug = revision_slug("mathlib4@f4a7 batteries@45f6 lean4:v4.33.0-rc1")
+    assert slug == "mathlib4_f4a7_batteries_45f6_lean4_v4.33.0-rc1"
+
+
+def test_push_without_network_fails_with_a_clear_message(exported, tmp_path):
+    port = free_port()  # nothing listens there
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_OFFLINE": "0", "HF_TOKEN": "hf_dummy",
+           "HF_HOME": str(tmp_path / "hf")}
+    proc = subprocess.run([sys.executable, "-m", "leanpremise", "export", "--out", str(exported), "--push",
+                           "--model_repo", "someone/tiny-lean", "--data_repo", "someone/lean-premises"],
+                          env=env, check=False, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "publishing to someone/tiny-lean failed while trying to create the repository" in proc.stderr
+    assert f"could not reach the Hub at http://127.0.0.1:{port}" in proc.stderr
+
+
+def test_push_needs_both_repositories(exported):
+    proc = subprocess.run([sys.executable, "-m", "leanpremise", "export", "--out", str(exported), "--push",
+                           "--model_repo", "someone/x"], check=False, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--data_repo" in proc.stderr
+
+
+def test_publish_pushes_model_and_data_to_the_revision_branch(exported, monkeypatch):
+    """Up to the wire: the calls huggingface_hub receives (a recording HfApi stands in for the Hub)."""
+    import huggingface_hub
+
+    from leanpremise.export.publish import DATA_PATTERNS, publish_bundle
+
+    calls = []
+
+    class RecordingApi:
+        def __init__(self, **kw):
+            calls.append(("init", kw.get("endpoint")))
+
+        def create_repo(self, repo, **kw):
+            calls.append(("create_repo", repo, kw["repo_type"]))
+
+        def create_branch(self, repo, **kw):
+            calls.append(("create_branch", repo, kw["branch"], kw["repo_type"]))
+
+        def upload_folder(self, **kw):
+            calls.append(("upload_folder", kw["repo_id"], kw["repo_type"], kw["revision"], Path(kw["folder_path"]),
+                          kw["allow_patterns"]))
+            return type("Info", (), {"commit_url": f"https://hub/{kw['repo_id']}/commit/1"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    urls = publish_bundle(exported, "me/model", "me/data")
+    assert urls == {"model": "https://hub/me/model/commit/1", "data": "https://hub/me/data/commit/1"}
+    assert ("create_branch", "me/model", "v4.99.0", "model") in calls
+    assert ("create_branch", "me/data", "v4.99.0", "dataset") in calls
+    uploads = [c for c in calls if c[0] == "upload_folder"]
+    assert uploads[0][1:5] == ("me/model", "model", "v4.99.0", exported / "model")
+    assert uploads[1][1:6] == ("me/data", "dataset", "v4.99.0", exported, DATA_PATTERNS)
+    assert json.loads((exported / "manifest.json").read_text())["revision"] == "v4.99.0"
