@@ -19,7 +19,7 @@ _OPERATOR = r"[^\w\s()\[\]{}⦃⦄⟨⟩,;\"`«»·]+"
 _TOKEN_RE = re.compile(rf"(?P<ident>{_IDENT})|(?P<num>\d+)|(?P<op>{_OPERATOR})")
 _DOC_RE = re.compile(r"/--.*?-/\s*", re.DOTALL)
 _PARTS_RE = re.compile(r"[._]+")
-_VARIABLE_RE = re.compile(r"^(?:[^\W\d_][\d₀-₉'!?]*|h[^\W\d_]?[\d₀-₉']*|ih\w{0,2}|inst\w*|this|u_\d+)$|✝")
+_VARIABLE_RE = re.compile(r"^(?:(?![ℕℤℚℝℂ])[^\W\d_][\d₀-₉'!?]*|h[^\W\d_]?[\d₀-₉']*|ih\w{0,2}|inst\w*|this|u_\d+)$|✝")
 _BINDER_RE = re.compile(r"[(\[{⦃]\s*([^()\[\]{}⦃⦄:]+?)\s*:")
 _QUANT_RE = re.compile(r"(?:∀|∃!?|fun|λ|∑|∏|⋃|⋂|⨆|⨅)\s+([^,:=∈∉↦]+?)\s*(?:,|:|=>|↦|∈|∉)")
 _HYP_RE = re.compile(r"^([^\s:⊢][^:\n]*?) : ", re.MULTILINE)
