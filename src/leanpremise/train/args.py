@@ -101,3 +101,9 @@ class RunArguments:
         metadata={"help": "Where the retrieved-premises files (dot_<split>-<run>.json) go."},
     )
     eval_batch_size: int = field(default=64, metadata={"help": "Batch size for encoding in evaluations."})
+    max_train_minutes: float | None = field(
+        default=None,
+        metadata={"help": "Stop training after this many minutes, with the LR schedule stretched to the steps "
+                          "that fit (default: none; 5 on a machine without GPU when no step/epoch/time flag is "
+                          "given)."},
+    )

@@ -34,6 +34,9 @@ DEFAULTS = {
 
 CPU_MAX_SEQ_LENGTH = 128
 """Without a GPU and without --max_seq_length, texts are truncated to this many tokens (speed)."""
+CPU_BATCH_SIZE = 32
+CPU_TRAIN_MINUTES = 5.0
+"""Without a GPU: batch size and training time budget unless given (steps, epochs or minutes)."""
 
 
 def build_parser():
@@ -47,7 +50,9 @@ def build_parser():
         prog="leanpremise train",
         description="Train a premise selector (contrastive, masked, GradCache) on an ntp-toolkit data dir. "
                     "With no argument: the packaged all-MiniLM-L6-v2 on the shipped sample, 1 epoch, batch 64, "
-                    f"3 negatives, texts cut to {CPU_MAX_SEQ_LENGTH} tokens on CPU; valid Recall@{{8,16,32}} "
+                    f"3 negatives; on a machine without GPU, batch {CPU_BATCH_SIZE}, texts cut to "
+                    f"{CPU_MAX_SEQ_LENGTH} tokens and at most {CPU_TRAIN_MINUTES:g} minutes of training unless "
+                    "those flags are given. Valid Recall@{8,16,32} "
                     "is printed before and after training. --output_dir defaults to output/<run_name or model>.",
     )
     parser.set_defaults(**DEFAULTS)
@@ -75,12 +80,16 @@ def parse(argv: list[str]):
         model_args, _, _, _, train_args = parser.parse_args_into_dataclasses(args=argv)
         argv += ["--output_dir", default_output_dir(model_args.model_name_or_path, train_args.run_name)]
     parsed = parser.parse_args_into_dataclasses(args=argv)
-    model_args = parsed[0]
-    if model_args.max_seq_length is None and not given(argv, "max_seq_length"):
-        import torch
+    model_args, run_args, train_args = parsed[0], parsed[3], parsed[4]
+    import torch
 
-        if not torch.cuda.is_available():
+    if not torch.cuda.is_available():
+        if model_args.max_seq_length is None and not given(argv, "max_seq_length"):
             model_args.max_seq_length = CPU_MAX_SEQ_LENGTH
+        if not given(argv, "per_device_train_batch_size"):
+            train_args.per_device_train_batch_size = CPU_BATCH_SIZE
+        if not any(given(argv, f) for f in ("max_steps", "num_train_epochs", "max_train_minutes")):
+            run_args.max_train_minutes = CPU_TRAIN_MINUTES
     return parsed
 
 

@@ -31,6 +31,26 @@ class MaskInputs:
     """(B, (1+n)·B) bool, True = candidate stays in the state's softmax."""
     state_ids: Tensor | None = None
     candidate_ids: Tensor | None = None
+    inverse_orders: list[Tensor | None] | None = None
+    """Per column, the permutation that undoes the length sort of `sort_by_length`."""
+
+
+def sort_rows_by_length(feature: dict) -> tuple[dict, Tensor | None]:
+    """Rows ordered by token count, so each GradCache mini-batch pads only to its own longest text.
+
+    sentence-transformers trims the padding columns a mini-batch does not use;
+    with rows sorted, a chunk of short premises no longer pays for the batch's
+    longest one (about half the tokens on Mathlib premises). Returns the
+    permuted features and the inverse permutation.
+    """
+    mask = feature.get("attention_mask")
+    if not isinstance(mask, Tensor) or mask.ndim != 2:
+        return feature, None
+    batch = mask.shape[0]
+    order = torch.argsort(mask.sum(dim=1), stable=True)
+    sorted_feature = {k: (v[order] if isinstance(v, Tensor) and v.ndim >= 1 and v.shape[0] == batch else v)
+                      for k, v in feature.items()}
+    return sorted_feature, torch.argsort(order)
 
 
 class MaskedCachedMultipleNegativesRankingLoss(CachedMultipleNegativesRankingLoss):
@@ -43,19 +63,26 @@ class MaskedCachedMultipleNegativesRankingLoss(CachedMultipleNegativesRankingLos
     rebuilt by `mask_builder` from the gathered state and candidate ids.
     """
 
-    def __init__(self, model, mask_builder=None, **kwargs: Any):
+    def __init__(self, model, mask_builder=None, sort_by_length: bool = True, **kwargs: Any):
         directions = kwargs.get("directions", ("query_to_doc",))
         if tuple(directions) != ("query_to_doc",) or kwargs.get("hardness_mode"):
             raise ValueError("the masked loss supports only the query_to_doc direction without hardness weighting")
         super().__init__(model, **kwargs)
         self.mask_builder = mask_builder
+        self.sort_by_length = sort_by_length
 
     def forward(self, sentence_features, labels: Tensor | None = None) -> Tensor:
         features = [dict(f) for f in sentence_features]
         if len(features) < 2:
             raise ValueError(f"Expected at least 2 inputs, got {len(features)}")
         extras = {key: features[0].pop(key, None) for key in EXTRA_KEYS}
-        inputs = MaskInputs(extras["retrieval_mask"], extras["state_ids"], extras["candidate_ids"])
+        inverse = []
+        if self.sort_by_length:
+            for k, feature in enumerate(features):
+                features[k], inv = sort_rows_by_length(feature)
+                inverse.append(inv)
+        inputs = MaskInputs(extras["retrieval_mask"], extras["state_ids"], extras["candidate_ids"],
+                            inverse or None)
         return self.forward_cached(features, inputs)
 
     def _global_mask(self, inputs: MaskInputs, batch_size: int, num_columns: int, device) -> Tensor | None:
@@ -75,8 +102,21 @@ class MaskedCachedMultipleNegativesRankingLoss(CachedMultipleNegativesRankingLos
     def calculate_loss(self, reps: list[list[Tensor]], labels: MaskInputs | None = None, *,
                        with_backward: bool = False) -> Tensor:
         """Masked all-pairs InfoNCE, chunked over mini_batch_size states (backward per chunk if asked)."""
-        queries = torch.cat(reps[0])
-        docs = [torch.cat(r) for r in reps[1:]]
+        columns = [torch.cat(r) for r in reps]
+        if isinstance(labels, MaskInputs) and labels.inverse_orders:
+            columns = [c if inv is None else c[inv.to(c.device)] for c, inv in zip(columns, labels.inverse_orders)]
+        if not with_backward:
+            return self._masked_loss(columns, labels, with_backward=False)
+        # Each chunk back-propagates on its own, so it must stop at leaves: the un-sorting above is
+        # back-propagated once, at the end, into the per-mini-batch embeddings.
+        leaves = [c.detach().requires_grad_() for c in columns]
+        loss = self._masked_loss(leaves, labels, with_backward=True)
+        grads = [leaf.grad if leaf.grad is not None else torch.zeros_like(leaf) for leaf in leaves]
+        torch.autograd.backward(columns, grads)
+        return loss
+
+    def _masked_loss(self, columns: list[Tensor], labels, *, with_backward: bool) -> Tensor:
+        queries, docs = columns[0], columns[1:]
         batch_size = len(queries)
         mask = labels.retrieval_mask if isinstance(labels, MaskInputs) else None
         offset = 0

@@ -26,6 +26,7 @@ class TrainResult:
     steps: int = 0
     step_seconds: float = 0.0
     collate_seconds: float = 0.0
+    trainer: object = None
 
 
 def data_config(args: DataArguments):
@@ -83,7 +84,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, loss_args
     from leanpremise.train.loss import MaskedCachedMultipleNegativesRankingLoss
     from leanpremise.train.model import build_model
     from leanpremise.train.runs import resolve_resume, retire_stale_output, save_final, write_revision
-    from leanpremise.train.trainer import PremiseTrainer
+    from leanpremise.train.trainer import PremiseTrainer, TimeBudget
 
     output_dir = Path(train_args.output_dir)
     is_main = train_args.process_index == 0
@@ -120,7 +121,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, loss_args
     trainer = PremiseTrainer(
         model=model, args=train_args, train_dataset=hf_train_dataset(state_col, positive_col), loss=loss,
         evaluator=evaluator, data_collator=collator,
-        callbacks=[EpochCallback(collator)] + list(callbacks or []), time_steps=time_steps)
+        callbacks=[EpochCallback(collator)] + list(callbacks or []), time_steps=time_steps,
+        time_budget=TimeBudget(run_args.max_train_minutes) if run_args.max_train_minutes else None)
     if train_args.dataloader_persistent_workers and train_args.dataloader_num_workers > 0:
         logger.warning("persistent dataloader workers keep the first epoch's negatives seed; "
                        "negatives are still random per batch but not resampled per epoch")
@@ -129,6 +131,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, loss_args
     trainer.train(resume_from_checkpoint=resume)
     result.train_seconds = time.perf_counter() - t0
     result.steps = trainer.state.global_step
+    result.trainer = trainer
     result.step_seconds = trainer.step_seconds
     result.collate_seconds = float(sum(collator.timings)) if collator.timings is not None else 0.0
     trainer.save_state()

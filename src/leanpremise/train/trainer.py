@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 from sentence_transformers import SentenceTransformerTrainer
+from transformers import TrainerCallback
 
 
 class PremiseTrainer(SentenceTransformerTrainer):
@@ -16,8 +18,11 @@ class PremiseTrainer(SentenceTransformerTrainer):
     CUDA around each step, so it is off unless `time_steps` is set.
     """
 
-    def __init__(self, *args, time_steps: bool = False, **kwargs):
+    def __init__(self, *args, time_steps: bool = False, time_budget: TimeBudget | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.time_budget = time_budget
+        if time_budget is not None:
+            self.add_callback(time_budget)
         self.time_steps = time_steps
         self.step_seconds = 0.0
         self.steps_timed = 0
@@ -33,8 +38,66 @@ class PremiseTrainer(SentenceTransformerTrainer):
         self.steps_timed += 1
         return out
 
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """Under a time budget, a schedule that follows the budget's step estimate (see TimeBudget)."""
+        if self.time_budget is None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        from torch.optim.lr_scheduler import LambdaLR
+
+        if self.lr_scheduler is None:
+            kind = str(getattr(self.args.lr_scheduler_type, "value", self.args.lr_scheduler_type))
+            warmup = self.args.get_warmup_steps(num_training_steps)
+            budget = self.time_budget
+            self.lr_scheduler = LambdaLR(optimizer if optimizer is not None else self.optimizer,
+                                         lambda step: budget.lr_factor(step, num_training_steps, warmup, kind))
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
     def _sync(self) -> None:
         import torch
 
         if torch.cuda.is_available():
             torch.cuda.synchronize()
+
+
+class TimeBudget(TrainerCallback):
+    """Stop training after `minutes` of wall-clock time, stretching the LR schedule to what fits.
+
+    The planned number of steps is re-estimated after every step from the mean
+    step time so far, and the schedule (linear warm-up, then cosine, linear or
+    constant decay) is evaluated against that plan, so a budgeted run still
+    decays its learning rate to ~0 by the time the budget runs out.
+    """
+
+    def __init__(self, minutes: float):
+        self.seconds = float(minutes) * 60.0
+        self.start: float | None = None
+        self.start_step = 0
+        self.planned_steps: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+        self.start_step = state.global_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        elapsed = time.perf_counter() - (self.start or time.perf_counter())
+        done = state.global_step - self.start_step
+        if done > 0:
+            per_step = elapsed / done
+            fit = state.global_step + int(max(self.seconds - elapsed, 0.0) / per_step)
+            self.planned_steps = max(state.global_step, min(fit, state.max_steps))
+        if elapsed >= self.seconds:
+            control.should_training_stop = True
+            control.should_save = True
+        return control
+
+    def lr_factor(self, step: int, total: int, warmup: int, kind: str) -> float:
+        total = self.planned_steps or total
+        if step < warmup:
+            return (step + 1) / max(warmup, 1)
+        progress = min(1.0, (step - warmup) / max(total - warmup, 1))
+        if "cosine" in kind:
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        if kind == "linear":
+            return 1.0 - progress
+        return 1.0
