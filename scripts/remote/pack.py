@@ -22,6 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from slim_data import copy_lines, slim_decl, slim_state  # noqa: E402
 
 
+def transfer_state(raw: bytes) -> bytes:
+    """slim_state, minus the next-tactic fields that training does not read."""
+    d = orjson.loads(slim_state(raw))
+    d.pop("nextTactic", None)
+    d.pop("nextTacticHammerRecommendation", None)
+    return orjson.dumps(d)
+
+
 def pack_data(src: Path, out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dst = Path(tmp) / "data"
@@ -32,7 +40,7 @@ def pack_data(src: Path, out: Path) -> None:
         for f in sorted((src / "Imports").iterdir()):
             direct = [ln for ln in f.read_bytes().splitlines() if ln.strip() and orjson.loads(ln).get("isDirect")]
             (dst / "Imports" / f.name).write_bytes(b"".join(ln + b"\n" for ln in direct))
-        for part, fn in (("Declarations", slim_decl), ("TrainingDataWithPremises", slim_state)):
+        for part, fn in (("Declarations", slim_decl), ("TrainingDataWithPremises", transfer_state)):
             (dst / part).mkdir()
             for f in sorted((src / part).iterdir()):
                 copy_lines(f, dst / part / f.name, fn)
@@ -51,7 +59,10 @@ def pack_model(model_dir: Path, out: Path) -> None:
 def main() -> None:
     data_dir, model_dir, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     out.mkdir(parents=True, exist_ok=True)
-    pack_model(model_dir, out / "model16")
+    if not (out / "model16.tar.xz").exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            pack_model(model_dir, Path(tmp) / "model16")
+            subprocess.run(f"tar -C '{tmp}' -cf - model16 | xz -9 -T2 > '{out}/model16.tar.xz'", shell=True, check=True)
     pack_data(data_dir, out / "data.tar.xz")
     for p in sorted(out.rglob("*")):
         if p.is_file():

@@ -37,8 +37,10 @@ def transitive_imports(imports_dir: Path) -> None:
 def main() -> None:
     bundle, out = Path(sys.argv[1]), Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(bundle / "data.tar.xz") as tar:
-        tar.extractall(out, filter="data")
+    for archive in ("data.tar.xz", "model16.tar.xz"):
+        if (bundle / archive).exists():
+            with tarfile.open(bundle / archive) as tar:
+                tar.extractall(out if archive.startswith("data") else bundle, filter="data")
     transitive_imports(out / "data" / "Imports")
     import torch
     from sentence_transformers import SentenceTransformer
