@@ -92,8 +92,8 @@ class MaskedCachedMultipleNegativesRankingLoss(CachedMultipleNegativesRankingLos
         if self.mask_builder is None or inputs.state_ids is None or inputs.candidate_ids is None:
             raise ValueError("gather_across_devices with a retrieval mask needs state_ids, candidate_ids and a "
                              "mask_builder")
-        gathered = torch.stack(all_gather(inputs.candidate_ids.to(device)))  # (W, C·B)
-        world = gathered.shape[0]
+        gathered = all_gather(inputs.candidate_ids.to(device))  # (W·C·B,), rank-major
+        world = gathered.numel() // (num_columns * batch_size)
         gathered = gathered.view(world, num_columns, batch_size).transpose(0, 1).reshape(-1)
         own = get_rank() * batch_size + torch.arange(batch_size)
         mask = self.mask_builder.build(inputs.state_ids.cpu().numpy(), gathered.cpu().numpy(), own.numpy())
