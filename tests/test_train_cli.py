@@ -19,7 +19,7 @@ def _env(tmp_path):
 
 
 def test_help_documents_original_and_training_flags():
-    out = subprocess.run([sys.executable, "-m", "leanpremise", "train", "-h"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "leanpremise", "train", "-h"], capture_output=True, text=True, check=False,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     for flag in ("--model_name_or_path", "--is_sentence_transformer", "--pooling_mode", "--mini_batch_size",
@@ -40,7 +40,7 @@ def test_cli_end_to_end_on_sample_with_stale_output(tmp_path, tiny_model_dir, sa
            "--num_negatives_per_state", "2", "--resume_from_checkpoint", "True", "--evaluate_before", "False",
            "--retrieved_premises_dir", str(tmp_path / "rp"), "--n_valid", "100", "--n_test", "100",
            "--disable_tqdm", "True"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=_env(tmp_path))
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300, cwd=tmp_path, env=_env(tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
     assert "starting from scratch" in out.stdout
     assert (tmp_path / "run.stale-1" / "checkpoint-99").is_dir()
@@ -108,11 +108,11 @@ def test_default_output_dir_and_cpu_defaults(monkeypatch):
     from leanpremise.train.cli import CPU_BATCH_SIZE, CPU_MAX_SEQ_LENGTH, CPU_TRAIN_MINUTES, parse
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    m, d, lo, r, t = parse([])
+    m, _, lo, r, t = parse([])
     assert Path(t.output_dir) == Path("output") / "all-MiniLM-L6-v2"
     assert (m.max_seq_length, t.per_device_train_batch_size, r.max_train_minutes) == (
         CPU_MAX_SEQ_LENGTH, CPU_BATCH_SIZE, CPU_TRAIN_MINUTES)
     assert lo.retrieval_mask_mode == "no_positive" and lo.num_negatives_per_state == 3
-    m, d, lo, r, t = parse(["--num_train_epochs", "2", "--per_device_train_batch_size", "256", "--run_name", "x"])
+    _, _, _, r, t = parse(["--num_train_epochs", "2", "--per_device_train_batch_size", "256", "--run_name", "x"])
     assert (r.max_train_minutes, t.per_device_train_batch_size, t.num_train_epochs) == (None, 256, 2)
     assert Path(t.output_dir) == Path("output") / "x"

@@ -145,8 +145,8 @@ def test_cached_loss_and_gradients_equal_uncached(sample_dataset, tiny_model_dir
 
     assert torch.allclose(cached.detach(), ref.detach(), atol=1e-5), (cached.item(), ref.item())
     assert grads_cached.keys() == grads_ref.keys() and grads_ref
-    for name in grads_ref:
-        assert torch.allclose(grads_cached[name], grads_ref[name], atol=1e-5), name
+    for name, want in grads_ref.items():
+        assert torch.allclose(grads_cached[name], want, atol=1e-5), name
 
     if mode != "none":  # the mask changes the loss: the comparison above is not vacuous
         feats = _features(batch)

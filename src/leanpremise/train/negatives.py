@@ -43,7 +43,7 @@ class HardNegatives:
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"{path}: cannot read retrieved premises: {e}") from e
         if not isinstance(entries, list):
-            raise ValueError(f"{path}: expected a JSON list of retrieved-premises entries")
+            raise ValueError(f"{path}: expected a JSON list of retrieved-premises entries")  # noqa: TRY004
         corpus, states = dataset.corpus, dataset.states
         by_state: dict[str, list[int]] = {}
         by_decl: dict[str, list[int]] = {}
@@ -101,7 +101,7 @@ class NegativeSampler:
         self.dataset = dataset
         self.n = n
         self.hard = hard
-        self.n_hard = int(round(n * hard_ratio)) if hard is not None else 0
+        self.n_hard = round(n * hard_ratio) if hard is not None else 0
 
     def sample(self, state_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(B, n) premise ids."""
