@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import decl, make_data_dir, state
 
+from conftest import decl, make_data_dir, state
 from leanpremise.data import DataConfig, load_dataset
 from leanpremise.eval.evaluator import PremiseRetrievalEvaluator
 from leanpremise.eval.ranking import rank_premises

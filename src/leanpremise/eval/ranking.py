@@ -17,6 +17,10 @@ ChunkScorer = Callable[[slice, int, int], "object"]
 """(rows: positions of a batch in `state_ids`, lo, hi) -> (B, hi-lo) float32 scores (numpy or torch)."""
 
 
+STATE_BATCH = 512
+"""States ranked together: large enough for an efficient matmul, small enough to bound memory (~64 MB/chunk)."""
+
+
 def _torch():
     import torch
 
@@ -24,7 +28,7 @@ def _torch():
 
 
 def rank_with_scorer(score_chunk: ChunkScorer, n_premises: int, access, state_ids: np.ndarray, k: int,
-                     chunk_size: int = 32768, state_batch: int = 1024,
+                     chunk_size: int = 32768, state_batch: int = STATE_BATCH,
                      progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(ids (B,k) int64 padded with -1, scores (B,k) float32), best first, accessible premises only."""
     torch = _torch()
@@ -48,16 +52,20 @@ def rank_with_scorer(score_chunk: ChunkScorer, n_premises: int, access, state_id
             best_i = torch.zeros((b - a, 0), dtype=torch.int64)
             for lo, hi in chunks:
                 scores = torch.as_tensor(score_chunk(slice(a, b), lo, hi), dtype=torch.float32)
-                mask = torch.from_numpy(access.mask(batch, lo, hi))
-                scores.masked_fill_(~mask, -torch.inf)
-                top_s, top_i = torch.topk(scores, min(k, hi - lo), dim=1)
+                scores.masked_fill_(torch.from_numpy(access.mask(batch, lo, hi)).logical_not_(), -torch.inf)
+                top_s, top_i = torch.topk(scores, min(k, hi - lo), dim=1, sorted=False)
+                del scores
                 cand_s = torch.cat([best_s, top_s], dim=1)
                 cand_i = torch.cat([best_i, top_i + lo], dim=1)
-                best_s, pick = torch.topk(cand_s, min(k, cand_s.shape[1]), dim=1)
-                best_i = torch.gather(cand_i, 1, pick)
+                if cand_s.shape[1] > k:
+                    cand_s, pick = torch.topk(cand_s, k, dim=1, sorted=False)
+                    cand_i = torch.gather(cand_i, 1, pick)
+                best_s, best_i = cand_s, cand_i
                 if bar is not None:
                     bar.update()
             s, i = best_s.numpy(), best_i.numpy()
+            order = np.lexsort((i, -s), axis=1)  # best first; equal scores by corpus id
+            s, i = np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
             valid = np.isfinite(s)
             width = s.shape[1]
             out_scores[a:b, :width] = np.where(valid, s, -np.inf)
@@ -83,10 +91,13 @@ def rank_premises(state_emb: np.ndarray, corpus_emb: np.ndarray, access, state_i
         raise ValueError(f"state embeddings have dimension {state_emb.shape[1]}, "
                          f"corpus embeddings {corpus_emb.shape[1]}: were they made by the same model?")
     queries = torch.from_numpy(np.ascontiguousarray(state_emb, dtype=np.float32))
+    buffer = torch.empty((min(len(state_ids), STATE_BATCH), min(chunk_size, len(corpus_emb))), dtype=torch.float32)
 
     def score_chunk(rows: slice, lo: int, hi: int):
+        # one reused output buffer: a fresh (states x chunk) tensor per chunk costs page faults
         chunk = torch.from_numpy(np.ascontiguousarray(corpus_emb[lo:hi], dtype=np.float32))
-        return queries[rows] @ chunk.T
+        q = queries[rows]
+        return torch.mm(q, chunk.T, out=buffer[: len(q), : hi - lo])
 
     return rank_with_scorer(score_chunk, len(corpus_emb), access, state_ids, k, chunk_size=chunk_size,
-                            progress=progress)
+                            state_batch=STATE_BATCH, progress=progress)
