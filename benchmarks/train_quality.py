@@ -36,6 +36,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_dir", default="/work/cache/data/mathlib-small")
     p.add_argument("--minutes", type=float, default=20.0, help="training time budget")
+    p.add_argument("--model", default=None, help="model to train (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--max_seq_length", type=int, default=128)
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `leanpremise train` flags")
@@ -56,12 +57,14 @@ def main(argv=None) -> int:
                       str(args.batch_size), "--max_seq_length", str(args.max_seq_length), "--save_strategy", "no",
                       "--evaluate_before", "False", "--evaluate_after", "False", "--disable_tqdm", "True",
                       *args.extra]
+        if args.model:
+            train_argv += ["--model_name_or_path", args.model]
         parsed = parse(train_argv)
         ds = load_dataset(data_config(parsed[1]))
         t0 = time.perf_counter()
         bm25 = bm25_metrics(args.data_dir, tmp)
         t_bm25 = time.perf_counter() - t0
-        untrained = split_recall(load_model(device="cpu"), ds, "test")
+        untrained = split_recall(load_model(args.model), ds, "test")
         t0 = time.perf_counter()
         res = run_training(*parsed, dataset=ds)
         t_train = time.perf_counter() - t0
@@ -71,7 +74,7 @@ def main(argv=None) -> int:
         return {f"recall@{k}": round(float(metrics[f"recall@{k}"]), 4) for k in KS}
 
     out = {
-        "data_dir": args.data_dir, "train_pairs": res.examples, "train_minutes_budget": args.minutes,
+        "data_dir": args.data_dir, "model": args.model or "all-MiniLM-L6-v2", "train_pairs": res.examples, "train_minutes_budget": args.minutes,
         "train_seconds": round(res.train_seconds, 1), "steps": res.steps,
         "examples_seen": res.steps * args.batch_size, "batch_size": args.batch_size,
         "max_seq_length": args.max_seq_length, "extra_flags": args.extra,
