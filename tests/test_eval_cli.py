@@ -154,3 +154,30 @@ def test_baseline_reprover_end_to_end(tmp_path):
     assert {e["decl_name"] for e in entries} == {"b1", "b2"}
     b2 = next(e for e in entries if e["decl_name"] == "b2")
     assert {p["corpus_id"] for p in b2["premises"]} == {"a1", "a2", "b1"}
+
+
+def test_eval_files_on_hand_made_files(tmp_path, capsys):
+    """Scores sorted by value (not file order), duplicates counted once, both no-positive conventions."""
+    decls = [{"decl_name": "t1", "module": "M", "idx_in_module": 0, "gt_premises": ["p", "q"], "gt_hints": {}},
+             {"decl_name": "t2", "module": "M", "idx_in_module": 1, "gt_premises": [], "gt_hints": {}}]
+    retrieved = [{"state_name": "M#0", "decl_name": "t1", "module": "M", "idx_in_module": 0,
+                  "premises": [{"corpus_id": "x", "score": 0.1}, {"corpus_id": "p", "score": 0.9},
+                               {"corpus_id": "p", "score": 0.8}, {"corpus_id": "q", "score": 0.2}]},
+                 {"state_name": "M#1", "decl_name": "t2", "module": "M", "idx_in_module": 1,
+                  "premises": [{"corpus_id": "x", "score": 1.0}]},
+                 {"state_name": "M#2", "decl_name": "other", "module": "M", "idx_in_module": 2, "premises": []}]
+    (tmp_path / "decls.json").write_text(json.dumps(decls))
+    (tmp_path / "dot_test-m.json").write_text(json.dumps(retrieved))
+    args = ["eval-files", str(tmp_path / "decls.json"), str(tmp_path / "dot_test-m.json"), "--k", "1", "2"]
+    assert main([*args, "--json", str(tmp_path / "skip.json")]) == 0
+    assert main([*args, "--json", str(tmp_path / "one.json"), "--recall_without_positives", "one"]) == 0
+    skip = json.loads((tmp_path / "skip.json").read_text())[str(tmp_path / "dot_test-m.json")]
+    one = json.loads((tmp_path / "one.json").read_text())[str(tmp_path / "dot_test-m.json")]
+    # ranking of t1 by score: p, q, x  (the second "p" is dropped)
+    assert skip["states"] == 2 and skip["missing"] == 1
+    assert skip["recall@1"] == pytest.approx(0.5) and skip["recall@2"] == pytest.approx(1.0)
+    assert one["recall@1"] == pytest.approx((0.5 + 1.0) / 2)
+    assert skip["precision@2"] == pytest.approx((1.0 + 0.0) / 2)
+    assert skip["fullrecall@1"] == pytest.approx((0 + 1) / 2) and skip["fullrecall@2"] == 1.0
+    assert skip["f1@2"] == pytest.approx((1.0 + 0.0) / 2)
+    assert "m " in capsys.readouterr().out  # the row is labelled by model name

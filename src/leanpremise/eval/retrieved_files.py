@@ -75,7 +75,7 @@ def read_json_list(path: Path, what: str) -> list[dict]:
 
 
 def ranked_names(entry: dict, path: Path, index: int) -> list[str]:
-    """Premise names of a retrieved entry, best first (sorted by score; stable for ties)."""
+    """Premise names of a retrieved entry, best first (sorted by score; stable for ties), each name once."""
     premises = entry.get("premises")
     if not isinstance(premises, list):
         raise RetrievedFileError(f"{path}: entry {index} ({entry.get('decl_name')}) has no 'premises' list")
@@ -85,4 +85,4 @@ def ranked_names(entry: dict, path: Path, index: int) -> list[str]:
         raise RetrievedFileError(f"{path}: entry {index} ({entry.get('decl_name')}): each premise needs "
                                  "'corpus_id' and a numeric 'score'") from None
     order = sorted(range(len(pairs)), key=lambda j: -pairs[j][1])
-    return [pairs[j][0] for j in order]
+    return list(dict.fromkeys(pairs[j][0] for j in order))  # a name listed twice counts once
