@@ -65,9 +65,9 @@ def given(argv: list[str], name: str) -> bool:
 
 
 def default_output_dir(model_name_or_path: str | None, run_name: str | None) -> str:
-    from leanpremise.model import model_display_name
+    from leanpremise.train.model import display_name
 
-    return str(Path("output") / (run_name or model_display_name(model_name_or_path)))
+    return str(Path("output") / (run_name or display_name(model_name_or_path)))
 
 
 def parse(argv: list[str]):

@@ -16,6 +16,22 @@ def resolve_model_path(args: ModelArguments) -> str:
     return str(args.model_name_or_path or default_model_path())
 
 
+def display_name(model_name_or_path: str | None) -> str:
+    """The model's short name for output dirs and messages.
+
+    Works where the packaged MiniLM is not installed (a GPU machine given only
+    a model dir): the shared helper compares against the packaged path.
+    """
+    from leanpremise.model import DEFAULT_MODEL_NAME, model_display_name
+
+    if model_name_or_path is None:
+        return DEFAULT_MODEL_NAME
+    try:
+        return model_display_name(model_name_or_path)
+    except ModuleNotFoundError:
+        return Path(str(model_name_or_path).rstrip("/")).name or DEFAULT_MODEL_NAME
+
+
 def looks_like_sentence_transformer(path: str) -> bool:
     """A local dir with modules.json is a saved SentenceTransformer; a hub id is assumed not to be."""
     return (Path(path) / "modules.json").is_file()

@@ -77,12 +77,11 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, loss_args
                  time_steps: bool = False) -> TrainResult:
     """Train a premise selector as the CLI does; returns where things went and the metrics."""
     from leanpremise.data import load_dataset
-    from leanpremise.model import model_display_name
     from leanpremise.train.collator import EpochCallback
     from leanpremise.train.data import hf_train_dataset, train_pairs
     from leanpremise.train.evaluation import evaluate_and_retrieve, make_evaluator, recall_line, split_recall
     from leanpremise.train.loss import MaskedCachedMultipleNegativesRankingLoss
-    from leanpremise.train.model import build_model
+    from leanpremise.train.model import build_model, display_name
     from leanpremise.train.runs import resolve_resume, retire_stale_output, save_final, write_revision
     from leanpremise.train.trainer import PremiseTrainer, TimeBudget
 
@@ -105,7 +104,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, loss_args
 
     if run_args.evaluate_before and is_main:
         result.before = split_recall(model, ds, "valid", run_args.eval_batch_size)
-        print(f"valid before training ({model_display_name(model_args.model_name_or_path)}): "
+        print(f"valid before training ({display_name(model_args.model_name_or_path)}): "
               f"{recall_line(result.before)}", flush=True)
     _barrier()
 
