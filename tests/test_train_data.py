@@ -114,3 +114,16 @@ def test_collator_layout(sample_dataset, tiny_model_dir):
     assert torch.equal(batch["anchor_input_ids"], want["input_ids"])
     collator.epoch = 1
     assert not torch.equal(collator(rows)["anchor_candidate_ids"], batch["anchor_candidate_ids"])
+
+
+def test_half_precision_checkpoint_is_trained_in_float32(tmp_path, tiny_model_dir):
+    from sentence_transformers import SentenceTransformer
+
+    from leanpremise.train.args import ModelArguments
+    from leanpremise.train.model import build_model
+
+    half = SentenceTransformer(str(tiny_model_dir), device="cpu").half()
+    half.save(str(tmp_path / "half"))
+    assert SentenceTransformer(str(tmp_path / "half"), device="cpu")[0].auto_model.dtype == torch.float16
+    model = build_model(ModelArguments(model_name_or_path=str(tmp_path / "half")))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

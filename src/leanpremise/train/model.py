@@ -69,6 +69,23 @@ def build_model(args: ModelArguments, device: str | None = None):
         model = SentenceTransformer(modules=[word, pool, Normalize()], device=device)
     if args.max_seq_length:
         model.max_seq_length = args.max_seq_length
+    return full_precision(model)
+
+
+def full_precision(model):
+    """Train float32 weights: a checkpoint stored in fp16/bf16 would otherwise be trained in that dtype.
+
+    AdamW updates on fp16 weights underflow and overflow (a MiniLM saved in fp16
+    reached NaN within one epoch on the sample); --bf16/--fp16 give mixed
+    precision through autocast on top of float32 weights, as intended.
+    """
+    import torch
+
+    low = {p.dtype for p in model.parameters() if p.dtype in (torch.float16, torch.bfloat16)}
+    if low:
+        logger.warning("model weights are stored in %s: training float32 weights (use --bf16/--fp16 for mixed "
+                       "precision)", ", ".join(sorted(str(d) for d in low)))
+        model.float()
     return model
 
 
