@@ -14,7 +14,7 @@ if [ -z "${SKIP_WHEELS:-}" ] && ls "$WHEELS"/*.whl >/dev/null 2>&1; then
 else
   export PYTHONPATH=$PWD/src
 fi
-export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false LEANPREMISE_CACHE_DIR=$WORK/cache
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=${TOKENIZERS_PARALLELISM:-false} LEANPREMISE_CACHE_DIR=$WORK/cache
 nvidia-smi -L 2>&1 | tee -a "$OUT/run.log"
 python3 -c "import torch, transformers, sentence_transformers as st, datasets; print('torch', torch.__version__, 'transformers', transformers.__version__, 'st', st.__version__, 'datasets', datasets.__version__)" 2>&1 | tee -a "$OUT/run.log"
 log "unpack"
