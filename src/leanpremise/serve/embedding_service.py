@@ -57,6 +57,8 @@ class LRUCache:
 
 URGENT_MAX_TEXTS = 8
 """Requests with at most this many uncached texts take the urgent lane."""
+BULK_CHUNK = 8
+"""Texts per bulk chunk: an urgent request waits for at most one such batch (~0.1 s for MiniLM on 2 cores)."""
 
 
 @dataclass
@@ -122,8 +124,9 @@ class EmbeddingService:
             texts = list(states) + own
             urgent = len(texts) <= URGENT_MAX_TEXTS
             rows = []
-            for lo in range(0, len(texts), self.chunk_size):
-                chunk = texts[lo : lo + self.chunk_size]
+            step = self.chunk_size if urgent else min(self.chunk_size, BULK_CHUNK)
+            for lo in range(0, len(texts), step):
+                chunk = texts[lo : lo + step]
                 part = await self._submit(chunk, urgent)
                 rows.append(part)
                 for t, row in zip(chunk, part):
@@ -197,9 +200,9 @@ class EmbeddingService:
 
 
     def _take_batch(self) -> list[_Job]:
-        """Urgent jobs first (all of them, up to max_batch texts); else bulk chunks, up to one chunk_size
-        of texts, so that an urgent job arriving meanwhile waits for a short batch only."""
-        lane, limit = (self._urgent, self.max_batch) if self._urgent else (self._bulk, self.chunk_size)
+        """Urgent jobs first (all of them, up to max_batch texts); else bulk chunks, up to BULK_CHUNK
+        texts, so that an urgent job arriving meanwhile waits for a short batch only."""
+        lane, limit = (self._urgent, self.max_batch) if self._urgent else (self._bulk, min(self.chunk_size, BULK_CHUNK))
         jobs = [lane.popleft()]
         n = len(jobs[0].texts)
         while lane and n + len(lane[0].texts) <= limit:
