@@ -109,7 +109,7 @@ def test_default_output_dir_and_cpu_defaults(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     m, _, lo, r, t = parse([])
-    assert Path(t.output_dir) == Path("output") / "all-MiniLM-L6-v2"
+    assert Path(t.output_dir) == Path("output") / "all-MiniLM-L6-v2-trained"
     assert (m.max_seq_length, t.per_device_train_batch_size, r.max_train_minutes) == (
         CPU_MAX_SEQ_LENGTH, CPU_BATCH_SIZE, CPU_TRAIN_MINUTES)
     assert lo.retrieval_mask_mode == "no_positive" and lo.num_negatives_per_state == 3

@@ -53,7 +53,7 @@ def build_parser():
                     f"3 negatives; on a machine without GPU, batch {CPU_BATCH_SIZE}, texts cut to "
                     f"{CPU_MAX_SEQ_LENGTH} tokens and at most {CPU_TRAIN_MINUTES:g} minutes of training unless "
                     "those flags are given. Valid Recall@{8,16,32} "
-                    "is printed before and after training. --output_dir defaults to output/<run_name or model>.",
+                    "is printed before and after training. --output_dir defaults to output/<run_name or model-trained>.",
     )
     parser.set_defaults(**DEFAULTS)
     return parser
@@ -67,7 +67,9 @@ def given(argv: list[str], name: str) -> bool:
 def default_output_dir(model_name_or_path: str | None, run_name: str | None) -> str:
     from leanpremise.train.model import display_name
 
-    return str(Path("output") / (run_name or display_name(model_name_or_path)))
+    # "-trained": the retrieved-premises files are named after this dir, and must not overwrite the base
+    # model's (dot_valid-all-MiniLM-L6-v2.json is the untrained baseline's file).
+    return str(Path("output") / (run_name or f"{display_name(model_name_or_path)}-trained"))
 
 
 def parse(argv: list[str]):
