@@ -32,9 +32,17 @@ def model_display_name(path_or_name: str | Path | None) -> str:
     name = Path(text).name
     if name in ("final", "model") or name.startswith("checkpoint-"):
         name = f"{Path(text).parent.name}-{name}" if name != "final" else Path(text).parent.name
-    if Path(text).resolve() == default_model_path().resolve():
+    if _is_default_model(text):
         return DEFAULT_MODEL_NAME
     return name or DEFAULT_MODEL_NAME
+
+
+def _is_default_model(path: str) -> bool:
+    """Whether `path` is the packaged MiniLM (False where that package is not installed, e.g. a GPU box)."""
+    try:
+        return Path(path).resolve() == default_model_path().resolve()
+    except ImportError:
+        return False
 
 
 def pick_device(device: str | None = None) -> str:
