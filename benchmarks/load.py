@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import unpacked, write_result  # noqa: E402
+from common import unpacked, write_result
 
 CHILD = """
 import json, sys

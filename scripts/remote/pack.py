@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from slim_data import copy_lines, slim_decl, slim_state  # noqa: E402
+from slim_data import copy_lines, slim_decl, slim_state
 
 
 def transfer_state(raw: bytes) -> bytes:

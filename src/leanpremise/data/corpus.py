@@ -18,8 +18,7 @@ from leanpremise.data.reader import RawData
 
 # The original project's default filters; the Lean client applies the same ones.
 MODULE_BLACKLIST = frozenset(
-    "Aesop Auto Cli CodeAction DocGen4 Duper ImportGraph Lake Lean LeanSearchClient Linter Mathport "
-    "MD4Lean Plausible ProofWidgets Qq QuerySMT Tactic TacticExtra Test Testing UnicodeBasic Util".split()
+    ["Aesop", "Auto", "Cli", "CodeAction", "DocGen4", "Duper", "ImportGraph", "Lake", "Lean", "LeanSearchClient", "Linter", "Mathport", "MD4Lean", "Plausible", "ProofWidgets", "Qq", "QuerySMT", "Tactic", "TacticExtra", "Test", "Testing", "UnicodeBasic", "Util"]
 )
 NAME_BLACKLIST = frozenset({"Lean", "Lake", "Qq"})
 TYPE_PREFIX_BLACKLIST = ("Lean.",)
@@ -114,9 +113,7 @@ class Corpus:
         module_ok = np.ones(len(raw.modules), dtype=bool)
         for i, m in enumerate(raw.modules):
             comps = m.split(".")
-            if mathlib_only and comps[0] != "Mathlib":
-                module_ok[i] = False
-            elif filter and not MODULE_BLACKLIST.isdisjoint(comps):
+            if mathlib_only and comps[0] != "Mathlib" or filter and not MODULE_BLACKLIST.isdisjoint(comps):
                 module_ok[i] = False
         keep = module_ok[d.module_id] if len(d.name) else np.zeros(0, dtype=bool)
         if filter:

@@ -9,9 +9,9 @@ warning per file can name them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 
@@ -29,7 +29,7 @@ class BadLines:
     def add(self, path: Path | str, line_no: int, why: str) -> None:
         self.by_file.setdefault(str(path), []).append((line_no, why))
 
-    def merge(self, other: "BadLines") -> None:
+    def merge(self, other: BadLines) -> None:
         for path, rows in other.by_file.items():
             self.by_file.setdefault(path, []).extend(rows)
 

@@ -443,7 +443,7 @@ def read_data_dir(
                 logger.info("loaded parsed %s from cache %s", data_dir, cache_path)
                 raw.bad_lines.warn()
                 return raw
-            except Exception as e:  # a damaged cache entry is rebuilt, never fatal
+            except Exception as e:  # noqa: BLE001 - a damaged cache entry, whatever the error, is rebuilt
                 logger.warning("ignoring unreadable cache %s (%s)", cache_path, e)
     raw = parse_data_dir(data_dir, with_states=with_states, workers=workers)
     raw.bad_lines.warn()
