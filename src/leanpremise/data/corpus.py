@@ -17,9 +17,11 @@ import numpy as np
 from leanpremise.data.reader import RawData
 
 # The original project's default filters; the Lean client applies the same ones.
-MODULE_BLACKLIST = frozenset(
-    ["Aesop", "Auto", "Cli", "CodeAction", "DocGen4", "Duper", "ImportGraph", "Lake", "Lean", "LeanSearchClient", "Linter", "Mathport", "MD4Lean", "Plausible", "ProofWidgets", "Qq", "QuerySMT", "Tactic", "TacticExtra", "Test", "Testing", "UnicodeBasic", "Util"]
-)
+MODULE_BLACKLIST = frozenset([
+    "Aesop", "Auto", "Cli", "CodeAction", "DocGen4", "Duper", "ImportGraph", "Lake", "Lean", "LeanSearchClient",
+    "Linter", "Mathport", "MD4Lean", "Plausible", "ProofWidgets", "Qq", "QuerySMT", "Tactic", "TacticExtra", "Test",
+    "Testing", "UnicodeBasic", "Util",
+])
 NAME_BLACKLIST = frozenset({"Lean", "Lake", "Qq"})
 TYPE_PREFIX_BLACKLIST = ("Lean.",)
 
@@ -113,7 +115,8 @@ class Corpus:
         module_ok = np.ones(len(raw.modules), dtype=bool)
         for i, m in enumerate(raw.modules):
             comps = m.split(".")
-            if mathlib_only and comps[0] != "Mathlib" or filter and not MODULE_BLACKLIST.isdisjoint(comps):
+            outside_mathlib = mathlib_only and comps[0] != "Mathlib"
+            if outside_mathlib or (filter and not MODULE_BLACKLIST.isdisjoint(comps)):
                 module_ok[i] = False
         keep = module_ok[d.module_id] if len(d.name) else np.zeros(0, dtype=bool)
         if filter:
