@@ -340,15 +340,20 @@ def parse_data_dir(data_dir: Path, with_states: bool = True, workers: int | None
     )
 
 
-def _decl_columns(stems, results, module_index, bad: BadLines) -> RawDecls:
+def _columns(stems, results, module_index, bad: BadLines, width: int) -> tuple[np.ndarray, list[tuple]]:
+    """Concatenate per-file row lists into (module id per row, columns), collecting bad lines."""
     module_id, rows = [], []
     for stem, (file_rows, b) in zip(stems, results):
         bad.merge(b)
         module_id.extend([module_index[stem]] * len(file_rows))
         rows.extend(file_rows)
-    cols = list(zip(*rows)) if rows else [()] * 11
+    return np.asarray(module_id, dtype=np.int32), (list(zip(*rows)) if rows else [()] * width)
+
+
+def _decl_columns(stems, results, module_index, bad: BadLines) -> RawDecls:
+    module_id, cols = _columns(stems, results, module_index, bad, 11)
     return RawDecls(
-        module_id=np.asarray(module_id, dtype=np.int32),
+        module_id=module_id,
         name=list(cols[0]),
         kind=list(cols[1]),
         args=list(cols[2]),
@@ -364,14 +369,9 @@ def _decl_columns(stems, results, module_index, bad: BadLines) -> RawDecls:
 
 
 def _state_columns(stems, results, module_index, bad: BadLines) -> RawStates:
-    module_id, rows = [], []
-    for stem, (file_rows, b) in zip(stems, results):
-        bad.merge(b)
-        module_id.extend([module_index[stem]] * len(file_rows))
-        rows.extend(file_rows)
-    cols = list(zip(*rows)) if rows else [()] * 6
+    module_id, cols = _columns(stems, results, module_index, bad, 6)
     return RawStates(
-        module_id=np.asarray(module_id, dtype=np.int32),
+        module_id=module_id,
         idx_in_module=np.asarray(cols[0], dtype=np.int32),
         decl_name=list(cols[1]),
         state=list(cols[2]),
