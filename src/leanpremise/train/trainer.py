@@ -46,10 +46,10 @@ class PremiseTrainer(SentenceTransformerTrainer):
 
         if self.lr_scheduler is None:
             kind = str(getattr(self.args.lr_scheduler_type, "value", self.args.lr_scheduler_type))
-            warmup = self.args.get_warmup_steps(num_training_steps)
             budget = self.time_budget
             self.lr_scheduler = LambdaLR(optimizer if optimizer is not None else self.optimizer,
-                                         lambda step: budget.lr_factor(step, num_training_steps, warmup, kind))
+                                         lambda step: budget.lr_factor(step, num_training_steps,
+                                                                       self.args.get_warmup_steps, kind))
             self._created_lr_scheduler = True
         return self.lr_scheduler
 
@@ -91,8 +91,14 @@ class TimeBudget(TrainerCallback):
             control.should_save = True
         return control
 
-    def lr_factor(self, step: int, total: int, warmup: int, kind: str) -> float:
+    def lr_factor(self, step: int, total: int, warmup_steps, kind: str) -> float:
+        """LR multiplier at `step`; `warmup_steps(total)` gives the warm-up for a run of `total` steps.
+
+        The warm-up is taken from the planned steps, not the nominal ones: a budgeted run with a large
+        nominal epoch count would otherwise never leave its warm-up.
+        """
         total = self.planned_steps or total
+        warmup = warmup_steps(total)
         if step < warmup:
             return (step + 1) / max(warmup, 1)
         progress = min(1.0, (step - warmup) / max(total - warmup, 1))
