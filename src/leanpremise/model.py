@@ -71,7 +71,7 @@ def encode_texts(model, texts: list[str], batch_size: int = 64, show_progress: b
     dim = model.get_embedding_dimension()
     if not texts:
         return np.zeros((0, dim), dtype=np.float32)
-    if str(model.device).startswith("cpu"):
+    if str(getattr(model, "device", "")).startswith("cpu"):
         batch_size = min(batch_size, CPU_BATCH_CAP)
     emb = model.encode(
         texts,
