@@ -39,18 +39,21 @@ def unpacked(name: str) -> Path:
     return target
 
 
+def save_json(path: Path, payload: dict) -> Path:
+    """Write `payload` to `path` atomically (a killed benchmark leaves no half file) and print it."""
+    from leanpremise.data.reader import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), (json.dumps(payload, indent=2) + "\n").encode())
+    print(json.dumps(payload, indent=2))
+    return Path(path)
+
+
 def write_result(name: str, payload: dict) -> Path:
-    """Write benchmarks/results/<name>.json with the machine described, atomically."""
+    """Write benchmarks/results/<name>.json with the machine described."""
     payload = {
         "benchmark": name,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         **payload,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{name}.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(out)
-    print(json.dumps(payload, indent=2))
-    return out
+    return save_json(RESULTS / f"{name}.json", payload)

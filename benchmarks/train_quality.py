@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import save_json
+
 KS = (16, 32)
 
 
@@ -85,11 +87,7 @@ def main(argv=None) -> int:
         "seconds": {"bm25": round(t_bm25, 1), "run_training": round(t_train, 1)},
         "machine": {"cpus": os.cpu_count(), "load_average_at_end": round(os.getloadavg()[0], 2)},
     }
-    from leanpremise.data.reader import atomic_write_bytes
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(args.out, json.dumps(out, indent=1).encode())
-    print(json.dumps(out, indent=1))
+    save_json(args.out, out)
     return 0
 
 

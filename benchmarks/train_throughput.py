@@ -13,13 +13,14 @@ scheduler, logging. Target: under 10%.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import save_json
 
 
 def main(argv=None) -> int:
@@ -77,11 +78,7 @@ def main(argv=None) -> int:
     import torch
 
     out["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    from leanpremise.data.reader import atomic_write_bytes
-
-    atomic_write_bytes(args.out, json.dumps(out, indent=1).encode())
-    print(json.dumps(out, indent=1))
+    save_json(args.out, out)
     return 0
 
 
