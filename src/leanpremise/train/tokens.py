@@ -3,14 +3,18 @@
 Tokenising inside the collator would cost as much CPU per step as a good part
 of the forward pass on small models; a ragged array per tokenizer output (one
 flat int32 buffer plus offsets) keeps each batch to a gather and a pad.
-The model's own `preprocess` does the tokenising, so prompts, lower-casing and
-truncation are exactly what `model.encode` does at evaluation time.
+The result is what the model's own `preprocess` gives (lower-casing, special
+tokens, truncation at max_seq_length): plain text models go straight to the Rust
+tokenizer, everything else through `preprocess` itself.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 import torch
@@ -59,14 +63,199 @@ class TokenTable:
         return out
 
 
-def tokenize_texts(model, texts: list[str], chunk: int = 2048, desc: str = "tokenize",
-                   show_progress: bool = True) -> TokenTable:
-    """Tokenise `texts` with `model.preprocess` (truncated to model.max_seq_length) into a TokenTable."""
+def tokenize_texts(model, texts: list[str], chunk: int = 4096, desc: str = "tokenize",
+                   show_progress: bool = True, fast: bool = True) -> TokenTable:
+    """Tokenise `texts` as `model.preprocess` does (truncated to model.max_seq_length) into a TokenTable.
+
+    Plain text models take the fast path (the Rust tokenizer, unpadded: 3x faster on 2 cores, more on many
+    where the old path's serial padding dominated); any other model, a fast path that disagrees with
+    `preprocess` on a sample of `texts`, or `fast=False` goes through `preprocess` itself.
+    """
+    rust = fast_tokenizer(model) if fast and texts else None
+    if rust is not None and not _agrees_with_preprocess(model, rust, texts):
+        rust = None
+    if rust is None:
+        return _tokenize_with_preprocess(model, texts, chunk, desc, show_progress)
+    return _tokenize_fast(model, rust, texts, chunk, desc, show_progress)
+
+
+@dataclass
+class FastTokenizer:
+    """The model's Rust tokenizer, set up as `preprocess` calls it but without padding."""
+
+    backend: object
+    """A private copy of the `tokenizers.Tokenizer`, so its truncation/padding settings are ours alone."""
+    keys: tuple[str, ...]
+    """Output keys in the order `preprocess` returns them."""
+    zero_type_ids: bool = False
+    """Whether the post-processor gives single texts type id 0 throughout (then `type_ids` need not be read)."""
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Row lengths and the flat int32 array of each key for `texts`.
+
+        `encode_batch_fast` skips character offsets (half the Rust work) and releases the GIL, so the next
+        chunk encodes while this thread flattens the last one. The attention mask of unpadded rows is all ones.
+        """
+        encodings = self.backend.encode_batch_fast(texts, add_special_tokens=True)
+        ids = [e.ids for e in encodings]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        total = int(lengths.sum())
+        flat = {}
+        for key in self.keys:
+            if key == "input_ids":
+                flat[key] = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=total)
+            elif key == "token_type_ids" and not self.zero_type_ids:
+                type_ids = (e.type_ids for e in encodings)
+                flat[key] = np.fromiter(chain.from_iterable(type_ids), dtype=np.int32, count=total)
+            else:
+                flat[key] = (np.zeros if key == "token_type_ids" else np.ones)(total, dtype=np.int32)
+        return lengths, flat
+
+
+_HF_CALL_PATH = ("__call__", "_encode_plus", "_get_padding_truncation_strategies", "set_truncation_and_padding",
+                 "_convert_encoding")
+"""The transformers methods between `tokenizer(texts, ...)` and the Rust `encode_batch`: a tokenizer class that
+overrides any of them may do something the fast path does not."""
+
+
+def fast_path_blocker(model) -> str | None:
+    """Why `model.preprocess` may differ from the bare Rust tokenizer on a list of strings (None: it does not).
+
+    Read from sentence-transformers 6.2 `Transformer.preprocess`: for text-only modules it calls
+    `tokenizer(texts, padding=True, truncation="longest_first", return_tensors="pt")` plus any
+    `processing_kwargs`; lower-casing (`do_lower_case`) lives in the Rust normaliser and max_seq_length is the
+    tokenizer's model_max_length. Prompts are not applied by `preprocess` without a `prompt` argument. Anything
+    else (chat templates, decoders' left padding checks, flattened flash-attention inputs, custom modules,
+    Python tokenizers) keeps the general path.
+    """
+    try:
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.base.modules import Transformer
+        from transformers import TokenizersBackend
+    except ImportError as exc:
+        return f"import failed: {exc}"
+    if not isinstance(model, SentenceTransformer) or type(model).preprocess is not SentenceTransformer.preprocess:
+        return f"{type(model).__name__} is not a plain SentenceTransformer"
+    first = model[0] if len(model) else None
+    if type(first) is not Transformer:
+        return f"first module is {type(first).__name__}, not Transformer"
+    if first.transformer_task != "feature-extraction":
+        return f"transformer_task is {first.transformer_task!r}"
+    if list(first.modality_config) != ["text"]:
+        return f"modalities are {list(first.modality_config)}, not text only"
+    if first.processing_kwargs:
+        return f"processing_kwargs {first.processing_kwargs}"
+    if first.can_flatten_inputs:
+        return "inputs are flattened for flash attention"
+    tokenizer = first.processor
+    if not isinstance(tokenizer, TokenizersBackend):
+        return f"processor {type(tokenizer).__name__} is not a fast tokenizer"
+    overridden = [name for name in _HF_CALL_PATH
+                  if getattr(type(tokenizer), name, None) is not getattr(TokenizersBackend, name, None)]
+    if overridden or hasattr(tokenizer, "_switch_to_input_mode"):
+        return f"{type(tokenizer).__name__} overrides {overridden or ['_switch_to_input_mode']}"
+    names = tokenizer.model_input_names
+    if "input_ids" not in names or "attention_mask" not in names:
+        return f"model_input_names {names}"
+    return None
+
+
+def fast_tokenizer(model) -> FastTokenizer | None:
+    """The fast path's tokenizer for `model`, or None (with the reason logged) where it must use `preprocess`."""
+    from transformers.tokenization_utils_base import LARGE_INTEGER
+
+    reason = fast_path_blocker(model)
+    if reason is None:
+        tokenizer = model[0].tokenizer
+        try:
+            from tokenizers import Tokenizer
+
+            serialised = tokenizer.backend_tokenizer.to_str()
+            backend = Tokenizer.from_str(serialised)
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception, e.g. for custom components
+            reason = f"tokenizer cannot be copied: {exc}"
+    if reason is not None:
+        logger.info("pre-tokenising through model.preprocess: %s", reason)
+        return None
+    # What transformers' _get_padding_truncation_strategies and set_truncation_and_padding do for
+    # truncation="longest_first" without max_length, minus the padding.
+    if tokenizer.model_max_length > LARGE_INTEGER:
+        backend.no_truncation()
+    else:
+        backend.enable_truncation(max_length=tokenizer.model_max_length, stride=0, strategy="longest_first",
+                                  direction=tokenizer.truncation_side)
+    backend.no_padding()
+    backend.encode_special_tokens = bool(tokenizer.split_special_tokens)
+    keys = ("input_ids",) + (("token_type_ids",) if "token_type_ids" in tokenizer.model_input_names else ()) + (
+        "attention_mask",)
+    zero_type_ids = _single_type_ids_are_zero(json.loads(serialised).get("post_processor"))
+    return FastTokenizer(backend=backend, keys=keys, zero_type_ids=zero_type_ids)
+
+
+def _single_type_ids_are_zero(post_processor: dict | None) -> bool:
+    """Whether a (serialised) Rust post-processor leaves every type id of a single sequence at 0.
+
+    Reading type ids back from Rust costs as much as reading the ids; BERT-style tokenizers make them all 0
+    for one text. Unknown post-processors answer False, so their type ids are read.
+    """
+    if post_processor is None:
+        return True
+    kind = post_processor.get("type")
+    if kind in ("BertProcessing", "RobertaProcessing", "ByteLevel"):
+        return True
+    if kind == "TemplateProcessing":
+        return all(piece["type_id"] == 0 for item in post_processor.get("single", []) for piece in item.values())
+    if kind == "Sequence":
+        return all(_single_type_ids_are_zero(p) for p in post_processor.get("processors", []))
+    return False
+
+
+def _agrees_with_preprocess(model, fast: FastTokenizer, texts: list[str], n: int = 32) -> bool:
+    """Whether the fast path gives what `preprocess` gives on the first and the longest `n` texts.
+
+    A cheap guard (milliseconds) against a tokenizer setting the eligibility check does not know about.
+    """
+    if not all(type(t) is str for t in texts):
+        logger.info("pre-tokenising through model.preprocess: not every text is a str")
+        return False
+    char_lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    longest = np.argsort(-char_lengths, kind="stable")[:n]
+    sample = [texts[i] for i in np.unique(np.r_[np.arange(min(n, len(texts))), longest]).tolist()]
+    want = _tokenize_with_preprocess(model, sample, len(sample), "", False)
+    got = _tokenize_fast(model, fast, sample, len(sample), "", False)
+    same = (np.array_equal(want.offsets, got.offsets) and list(want.flat) == list(got.flat)
+            and all(np.array_equal(want.flat[k], got.flat[k]) for k in want.flat) and want.extra == got.extra)
+    if not same:
+        logger.warning("the fast tokenizer path disagrees with model.preprocess; pre-tokenising through preprocess")
+    return same
+
+
+def _tokenize_fast(model, fast: FastTokenizer, texts: list[str], chunk: int, desc: str,
+                   show_progress: bool) -> TokenTable:
+    """Fast path: encode chunk i+1 on a helper thread (the Rust side releases the GIL) while flattening chunk i."""
     from tqdm.auto import tqdm
 
-    tokenizer = getattr(model, "tokenizer", None)
-    padding_side = getattr(tokenizer, "padding_side", "right")
-    pad_id = getattr(tokenizer, "pad_token_id", None) or 0
+    starts = range(0, len(texts), chunk)
+    lengths: list[np.ndarray] = []
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in fast.keys}
+    with ThreadPoolExecutor(max_workers=1) as pool, tqdm(
+            total=len(starts), desc=desc, disable=not show_progress or len(texts) <= chunk, unit="chunk") as bar:
+        pending = pool.submit(fast.encode, texts[:chunk])
+        for begin in starts:
+            done = pending.result()
+            if begin + chunk < len(texts):
+                pending = pool.submit(fast.encode, texts[begin + chunk:begin + 2 * chunk])
+            lengths.append(done[0])
+            for key, flat in done[1].items():
+                parts[key].append(flat)
+            bar.update()
+    return _table(model, lengths, parts, {"modality": "text"})
+
+
+def _tokenize_with_preprocess(model, texts: list[str], chunk: int, desc: str, show_progress: bool) -> TokenTable:
+    """General path: `model.preprocess` per chunk, its padded tensors masked back into ragged rows."""
+    from tqdm.auto import tqdm
+
     parts: dict[str, list[np.ndarray]] = {}
     lengths: list[np.ndarray] = []
     extra: dict = {}
@@ -80,7 +269,16 @@ def tokenize_texts(model, texts: list[str], chunk: int = 2048, desc: str = "toke
                 parts.setdefault(key, []).append(value.numpy()[mask].astype(np.int32))
             elif not isinstance(value, torch.Tensor):
                 extra[key] = value
-    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    return _table(model, lengths, parts, extra)
+
+
+def _table(model, lengths: list[np.ndarray], parts: dict[str, list[np.ndarray]], extra: dict) -> TokenTable:
+    """Offsets from the per-chunk row lengths, flat arrays from the per-chunk pieces, pads from the tokenizer."""
+    tokenizer = getattr(model, "tokenizer", None)
+    padding_side = getattr(tokenizer, "padding_side", "right")
+    pad_id = getattr(tokenizer, "pad_token_id", None) or 0
+    n_rows = int(sum(len(x) for x in lengths))
+    offsets = np.zeros(n_rows + 1, dtype=np.int64)
     if lengths:
         np.cumsum(np.concatenate(lengths), out=offsets[1:])
     flat = {k: np.concatenate(v) for k, v in parts.items()} or {
