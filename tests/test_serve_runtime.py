@@ -156,7 +156,9 @@ def test_tei_backend_matches_brute_force_and_survives_tei_going_away(bundle, cac
         assert_same_ranking(got, expected)
         n_calls = len(tei_app.state.calls)
         httpx.post(f"{srv.url}/retrieve", json=body)
-        assert len(tei_app.state.calls) == n_calls + 1  # only the state: "mine" came from the cache
+        assert len(tei_app.state.calls) == n_calls  # state and "mine" both came from the cache
+        httpx.post(f"{srv.url}/retrieve", json={**body, "state": "⊢ q ∧ p → p ∧ q"})
+        assert tei_app.state.calls[n_calls:] == [1]  # one text embedded: the new state
         tei.stop()
         r = httpx.post(f"{srv.url}/retrieve", json={**body, "state": "⊢ a new state"})
         assert r.status_code == 502 and "embedding" in r.json()["detail"]

@@ -24,6 +24,7 @@ from leanpremise.serve.embedders import EmbeddingFailed
 from leanpremise.serve.embedding_service import EmbeddingService, Overloaded
 from leanpremise.serve.metrics import Metrics
 from leanpremise.serve.schemas import RetrieveRequest
+from leanpremise.serve.search_batcher import SearchBatcher
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +43,13 @@ class ServerState:
         self.indexed_premises_json = b"[]"
         self.indexed_modules_json = b"[]"
         self.load_seconds = 0.0
-        self.search_pool = ThreadPoolExecutor(max_workers=config.search_threads, thread_name_prefix="search")
+        self.search_pool = ThreadPoolExecutor(max_workers=config.search_threads, thread_name_prefix="candidates")
+        self.search_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
+        self.searcher: SearchBatcher | None = None
 
     def load(self):
         """Blocking: bundle (or hub download), index, embedder."""
-        from leanpremise.serve.embedders import make_embedder
+        from leanpremise.serve.embedders import make_embedders
         from leanpremise.serve.index import PremiseIndex
         from leanpremise.serve.loader import load_bundle, load_from_hub
 
@@ -57,17 +60,17 @@ class ServerState:
         else:
             bundle = load_from_hub(cfg.data_repo, cfg.data_revision, cfg.model_id, cfg.model_revision, cfg.data_dir)
         index = PremiseIndex(bundle.corpus, bundle.embeddings, cfg.dtype)
-        embedder = make_embedder(cfg, bundle)
+        embedders = make_embedders(cfg, bundle)
         bundle.embeddings = None  # the index holds its own (possibly half-precision) copy
-        if embedder.dim != index.dim:
-            raise ValueError(f"the model embeds in dimension {embedder.dim}, the index in {index.dim}")
+        if embedders[0].dim != index.dim:
+            raise ValueError(f"the model embeds in dimension {embedders[0].dim}, the index in {index.dim}")
         self.bundle, self.index = bundle, index
         self.indexed_premises_json = orjson.dumps(index.indexed_premises)
         self.indexed_modules_json = orjson.dumps(index.indexed_modules)
         self.load_seconds = time.perf_counter() - t0
-        logger.info("loaded %d premises (%d modules), %s embedder, in %.1fs", index.size,
-                    len(index.indexed_modules), embedder.name, self.load_seconds)
-        return embedder
+        logger.info("loaded %d premises (%d modules), %s embedder x%d, in %.1fs", index.size,
+                    len(index.indexed_modules), embedders[0].name, len(embedders), self.load_seconds)
+        return embedders
 
 
 def create_app(config: ServeConfig, on_load_failed=None, preloaded: ServerState | None = None):
@@ -84,13 +87,15 @@ def create_app(config: ServeConfig, on_load_failed=None, preloaded: ServerState 
     async def _load_in_background():
         loop = asyncio.get_running_loop()
         try:
-            embedder = await loop.run_in_executor(None, state.load)
-            service = EmbeddingService(embedder, cache_size=config.lru_cache_size,
+            embedders = await loop.run_in_executor(None, state.load)
+            service = EmbeddingService(embedders, cache_size=config.lru_cache_size,
                                        max_inflight=config.embed_service_max_concurrent_inputs,
                                        chunk_size=config.max_client_batch_size,
                                        max_batch=config.embed_batch_size, metrics=metrics)
+            searcher = SearchBatcher(state.index, state.search_executor, config.search_batch_size, metrics)
             await service.start()
-            state.service = service
+            await searcher.start()
+            state.service, state.searcher = service, searcher
             state.ready = True
             metrics.ready.set(1)
             metrics.load_seconds.set(state.load_seconds)
@@ -108,7 +113,10 @@ def create_app(config: ServeConfig, on_load_failed=None, preloaded: ServerState 
         task.cancel()
         if state.service is not None:
             await state.service.stop()
+        if state.searcher is not None:
+            await state.searcher.stop()
         state.search_pool.shutdown(wait=False, cancel_futures=True)
+        state.search_executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="leanpremise premise server", lifespan=lifespan)
     app.state.server = state
@@ -140,7 +148,7 @@ def create_app(config: ServeConfig, on_load_failed=None, preloaded: ServerState 
     async def health():
         if state.ready:
             return {"status": "ok", "premises": state.index.size, "modules": len(state.index.indexed_modules),
-                    "backend": state.service.embedder.name, "load_seconds": round(state.load_seconds, 2),
+                    "backend": state.service.embedder.name, "embed_workers": len(state.service.embedders), "load_seconds": round(state.load_seconds, 2),
                     "revision": state.bundle.manifest.revision}
         return JSONResponse({"status": "failed" if state.error else "loading", "error": state.error},
                             status_code=503, headers={"Retry-After": "5"})

@@ -31,6 +31,13 @@ def register(sub) -> None:
                    help="texts embedded at once before 503 [EMBED_SERVICE_MAX_CONCURRENT_INPUTS=128]")
     p.add_argument("--max_client_batch_size", type=int, default=None, help="[MAX_CLIENT_BATCH_SIZE=32]")
     p.add_argument("--embed_batch_size", type=int, default=None, help="[EMBED_BATCH_SIZE=64]")
+    p.add_argument("--embed_workers", type=int, default=None,
+                   help="embedding workers, each with its own model copy [EMBED_WORKERS] (default: 2 on CPU, "
+                        "1 on a GPU or with TEI)")
+    p.add_argument("--embed_threads", type=int, default=None,
+                   help="threads per CPU embedding worker [EMBED_THREADS] (default: cores / workers)")
+    p.add_argument("--search_batch_size", type=int, default=None,
+                   help="most concurrent queries scored in one pass [SEARCH_BATCH_SIZE=16]")
     p.add_argument("--lru_cache_size", type=int, default=None, help="[LRU_CACHE_SIZE=131072]")
     p.add_argument("--max_new_premises", type=int, default=None, help="[MAX_NEW_PREMISES=2048]")
     p.add_argument("--max_k", type=int, default=None, help="[MAX_K=1024]")
@@ -50,7 +57,8 @@ def config_from_args(args: argparse.Namespace):
         hub = {"data_repo": data_repo, "data_revision": data_rev, "model_id": model_id, "model_revision": model_rev}
     flags = {k: getattr(args, k) for k in (
         "bundle", "host", "port", "backend", "device", "embed_service_url", "embed_service_timeout",
-        "embed_service_max_concurrent_inputs", "max_client_batch_size", "embed_batch_size", "lru_cache_size",
+        "embed_service_max_concurrent_inputs", "max_client_batch_size", "embed_batch_size", "embed_workers", "embed_threads",
+        "search_batch_size", "lru_cache_size",
         "max_new_premises", "max_k", "dtype", "data_dir")}
     if args.no_verify:
         flags["verify"] = False

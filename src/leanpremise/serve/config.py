@@ -45,6 +45,12 @@ class ServeConfig:
     """Texts one request hands to the embedder at a time (and per TEI call)."""
     embed_batch_size: int = 64
     """Texts per in-process encode call; concurrent requests' chunks are batched up to this."""
+    embed_workers: int | None = None
+    """Embedding workers, each with its own model copy (default: 2 on CPU, 1 on a GPU or with TEI)."""
+    embed_threads: int | None = None
+    """Threads per CPU embedding worker (default: the cores divided among the workers)."""
+    search_batch_size: int = 16
+    """Most queries (states of concurrent requests) scored in one pass over the embeddings."""
     lru_cache_size: int = 131072
     max_new_premises: int = 2048
     max_k: int = 1024
@@ -64,8 +70,11 @@ class ServeConfig:
         if self.backend == "tei" and not self.embed_service_url:
             raise ConfigError("backend tei needs EMBED_SERVICE_URL / --embed_service_url")
         for name in ("embed_service_max_concurrent_inputs", "max_client_batch_size", "embed_batch_size",
-                     "max_k", "lru_cache_size"):
+                     "max_k", "lru_cache_size", "search_batch_size"):
             if getattr(self, name) < 1:
+                raise ConfigError(f"{name.upper()}: must be at least 1, got {getattr(self, name)}")
+        for name in ("embed_workers", "embed_threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name.upper()}: must be at least 1, got {getattr(self, name)}")
         if self.max_new_premises < 0:
             raise ConfigError(f"MAX_NEW_PREMISES: must be >= 0, got {self.max_new_premises}")
@@ -88,6 +97,9 @@ ENV_NAMES = {
     "embed_service_max_concurrent_inputs": "EMBED_SERVICE_MAX_CONCURRENT_INPUTS",
     "max_client_batch_size": "MAX_CLIENT_BATCH_SIZE",
     "embed_batch_size": "EMBED_BATCH_SIZE",
+    "embed_workers": "EMBED_WORKERS",
+    "embed_threads": "EMBED_THREADS",
+    "search_batch_size": "SEARCH_BATCH_SIZE",
     "lru_cache_size": "LRU_CACHE_SIZE",
     "max_new_premises": "MAX_NEW_PREMISES",
     "max_k": "MAX_K",
@@ -100,7 +112,7 @@ def _convert(name: str, raw: str, kind):
     if text == "":
         return None
     try:
-        if kind in ("int", int):
+        if kind in ("int", int, "int | None"):
             return int(text)
         if kind in ("float | None", float):
             return float(text)

@@ -40,6 +40,7 @@ class TorchEmbedder:
     def __init__(self, model_dir: Path, device: str = "cpu", batch_size: int = 64):
         from leanpremise.model import load_model
 
+        self.batches_well = not str(device).startswith("cpu")
         self.model = load_model(model_dir, device)
         self.dim = self.model.get_embedding_dimension()
         self.batch_size = batch_size
@@ -53,6 +54,9 @@ class TorchEmbedder:
 class OnnxEmbedder:
     """The bundle's ONNX graph (pooling and normalisation inside) under ONNX Runtime, with the HF tokenizer."""
 
+    batches_well = False
+    """On CPU, padding a short text to a long one's length costs more than one call per request saves."""
+
     def __init__(self, model_dir: Path, onnx_path: Path, batch_size: int = 64, threads: int | None = None):
         import onnxruntime as ort
         from transformers import AutoTokenizer
@@ -63,6 +67,8 @@ class OnnxEmbedder:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        # Idle pool threads spinning for work would take the cores other requests' workers need.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.batch_size = batch_size
@@ -89,6 +95,7 @@ class TEIEmbedder:
     """A text-embeddings-inference service: POST {url}/embed {"inputs": [...], "truncate": true}."""
 
     name = "tei"
+    batches_well = True
 
     def __init__(self, url: str, dim: int, timeout: float | None = None, client_batch_size: int = 32):
         import httpx
@@ -117,17 +124,35 @@ class TEIEmbedder:
         return _normalise(np.concatenate(parts)) if parts else np.zeros((0, self.dim), dtype=np.float32)
 
 
-def make_embedder(config, bundle):
-    """The configured backend; `auto` is ONNX Runtime when the bundle has an ONNX export, else PyTorch."""
-    backend = config.backend
-    if backend == "tei":
-        return TEIEmbedder(config.embed_service_url, bundle.embeddings.shape[1], config.embed_service_timeout,
-                           config.max_client_batch_size)
-    if backend in ("auto", "onnx", "onnx-int8"):
-        path = bundle.onnx_path(int8=backend == "onnx-int8")
+def worker_layout(config, cpus: int | None = None) -> tuple[int, int]:
+    """(embedding workers, threads each): on CPU two workers by default, splitting the cores, so two
+    requests' states are embedded side by side (a short text keeps several threads poorly busy); one
+    worker for a GPU or a TEI service, which batch instead."""
+    import os
+
+    cpus = cpus or os.cpu_count() or 1
+    on_cpu = config.backend != "tei" and str(config.device).startswith("cpu")
+    workers = config.embed_workers or (min(2, cpus) if on_cpu else 1)
+    threads = config.embed_threads or max(1, cpus // workers)
+    return workers, threads
+
+
+def make_embedders(config, bundle) -> list:
+    """One embedder per worker (see worker_layout), each with its own tokenizer and session or model."""
+    workers, threads = worker_layout(config)
+    if config.backend == "tei":
+        return [TEIEmbedder(config.embed_service_url, bundle.embeddings.shape[1], config.embed_service_timeout,
+                            config.max_client_batch_size) for _ in range(workers)]
+    if config.backend in ("auto", "onnx", "onnx-int8"):
+        path = bundle.onnx_path(int8=config.backend == "onnx-int8")
         if path is not None:
-            return OnnxEmbedder(bundle.model_dir, path, config.embed_batch_size)
-        if backend != "auto":
-            raise FileNotFoundError(f"{bundle.model_dir}/onnx: no {'int8 ' if backend == 'onnx-int8' else ''}"
+            return [OnnxEmbedder(bundle.model_dir, path, config.embed_batch_size, threads=threads)
+                    for _ in range(workers)]
+        if config.backend != "auto":
+            raise FileNotFoundError(f"{bundle.model_dir}/onnx: no {'int8 ' if config.backend == 'onnx-int8' else ''}"
                                     "ONNX model in this bundle (re-export with --onnx / --int8)")
-    return TorchEmbedder(bundle.model_dir, config.device, config.embed_batch_size)
+    if str(config.device).startswith("cpu"):
+        import torch
+
+        torch.set_num_threads(threads)
+    return [TorchEmbedder(bundle.model_dir, config.device, config.embed_batch_size) for _ in range(workers)]

@@ -1,8 +1,13 @@
 """Embedding requests' texts: an LRU cache for new premises, cross-request batching, and a bound.
 
-Requests hand their uncached texts over in chunks of `chunk_size`; one worker
-thread runs the embedder on whatever chunks are queued (up to `max_batch`
-texts), so concurrent requests share encode calls. Requests with only a few
+Requests hand their uncached texts over in chunks of `chunk_size`; worker
+threads (one per embedder given, each with its own copy of the model, since
+tokenizers are not safe to share between threads) run the embedder on what
+is queued. An embedder that batches well (a GPU, a TEI service) takes every
+queued urgent chunk at once, up to `max_batch` texts; a CPU one takes one
+request's texts at a time, since padding a short state to a long one costs
+more than batching saves there, and the workers run side by side on the
+cores instead. Requests with only a few
 uncached texts (a state and a new premise or two: the usual, cached request)
 go to an urgent lane the worker always drains first, so they never wait behind
 more than one batch of a file's first, all-uncached request. At most `max_inflight`
@@ -70,8 +75,9 @@ class _Job:
 class EmbeddingService:
     def __init__(self, embedder, cache_size: int = 131072, max_inflight: int = 128, chunk_size: int = 32,
                  max_batch: int = 64, metrics=None):
-        self.embedder = embedder
-        self.dim = embedder.dim
+        self.embedders = list(embedder) if isinstance(embedder, (list, tuple)) else [embedder]
+        self.embedder = self.embedders[0]
+        self.dim = self.embedder.dim
         self.cache = LRUCache(cache_size)
         self.max_inflight = max_inflight
         self.chunk_size = max(1, min(chunk_size, max_inflight))
@@ -81,38 +87,46 @@ class EmbeddingService:
         self._pending: dict[str, asyncio.Future] = {}
         self._urgent: deque[_Job] = deque()
         self._bulk: deque[_Job] = deque()
-        self._wake: asyncio.Event | None = None
-        self._worker: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        self._wake: asyncio.Condition | None = None
+        self._workers: list[asyncio.Task] = []
+        self._bulk_busy = 0
+        self._executors = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embed{i}")
+                           for i in range(len(self.embedders))]
 
     async def start(self) -> None:
-        self._wake = asyncio.Event()
-        self._worker = asyncio.create_task(self._run(), name="embedding-worker")
+        self._wake = asyncio.Condition()
+        self._workers = [asyncio.create_task(self._run(e, x), name=f"embedding-worker-{i}")
+                         for i, (e, x) in enumerate(zip(self.embedders, self._executors))]
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
             try:
-                await self._worker
+                await worker
             except asyncio.CancelledError:
                 pass
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for executor in self._executors:
+            executor.shutdown(wait=False, cancel_futures=True)
 
     # ---- the request side --------------------------------------------------------------------
 
     async def embed(self, states: list[str], premises: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(state embeddings, premise embeddings), rows in the order given; premises cached by text."""
-        premise_emb = np.empty((len(premises), self.dim), dtype=np.float32)
+        """(state embeddings, premise embeddings), rows in the order given.
+
+        States are cached like premises: a text embeds the same whatever its role, and Lean sends the
+        same goal again whenever it re-elaborates the tactic block below an edit."""
+        texts = list(states) + list(premises)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
         missing: dict[str, list[int]] = {}
-        for i, text in enumerate(premises):
+        for i, text in enumerate(texts):
             row = self.cache.get(text)
             if row is None:
                 missing.setdefault(text, []).append(i)
             else:
-                premise_emb[i] = row
+                out[i] = row
         if self.metrics is not None:
-            self.metrics.cache_hits.inc(len(premises) - sum(map(len, missing.values())))
-            self.metrics.cache_misses.inc(sum(map(len, missing.values())))
+            self._count(len(states), len(texts), missing)
         shared = {t: self._pending[t] for t in missing if t in self._pending}
         own = [t for t in missing if t not in shared]
         loop = asyncio.get_running_loop()
@@ -121,20 +135,17 @@ class EmbeddingService:
             fut.add_done_callback(_consume)
             self._pending[t] = fut
         try:
-            texts = list(states) + own
-            urgent = len(texts) <= URGENT_MAX_TEXTS
-            rows = []
+            urgent = len(own) <= URGENT_MAX_TEXTS
             step = self.chunk_size if urgent else min(self.chunk_size, BULK_CHUNK)
-            for lo in range(0, len(texts), step):
-                chunk = texts[lo : lo + step]
+            for lo in range(0, len(own), step):
+                chunk = own[lo : lo + step]
                 part = await self._submit(chunk, urgent)
-                rows.append(part)
                 for t, row in zip(chunk, part):
-                    if t in owned and not owned[t].done():
+                    out[missing[t]] = row
+                    if not owned[t].done():
                         self.cache.put(t, row)
                         owned[t].set_result(row)
                         self._pending.pop(t, None)
-            computed = np.concatenate(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
         except BaseException as e:
             for t, fut in owned.items():
                 if not fut.done():
@@ -142,12 +153,19 @@ class EmbeddingService:
                 if self._pending.get(t) is fut:
                     del self._pending[t]
             raise
-        state_emb = computed[: len(states)]
-        for t, row in zip(own, computed[len(states) :]):
-            premise_emb[missing[t]] = row
         for t, fut in shared.items():
-            premise_emb[missing[t]] = await fut
-        return state_emb, premise_emb
+            out[missing[t]] = await fut
+        return out[: len(states)], out[len(states) :]
+
+    def _count(self, n_states: int, n_texts: int, missing: dict[str, list[int]]) -> None:
+        """Cache hits and misses, states and new premises apart."""
+        rows = [i for where in missing.values() for i in where]
+        state_misses = sum(1 for i in rows if i < n_states)
+        premise_misses = len(rows) - state_misses
+        self.metrics.state_cache_hits.inc(n_states - state_misses)
+        self.metrics.state_cache_misses.inc(state_misses)
+        self.metrics.cache_hits.inc(n_texts - n_states - premise_misses)
+        self.metrics.cache_misses.inc(premise_misses)
 
     async def _submit(self, texts: list[str], urgent: bool = True) -> np.ndarray:
         if self.inflight + len(texts) > self.max_inflight:
@@ -160,7 +178,8 @@ class EmbeddingService:
         try:
             job = _Job(texts, asyncio.get_running_loop().create_future())
             (self._urgent if urgent else self._bulk).append(job)
-            self._wake.set()
+            async with self._wake:
+                self._wake.notify()
             return await job.future
         finally:
             self.inflight -= len(texts)
@@ -169,40 +188,57 @@ class EmbeddingService:
 
     # ---- the worker side ---------------------------------------------------------------------
 
-    async def _run(self) -> None:
+    def _bulk_allowed(self) -> bool:
+        """Bulk chunks may keep all workers but one busy, so that a request with only its state to embed
+        always finds a worker within one state's time, not one bulk chunk's."""
+        return bool(self._bulk) and self._bulk_busy < max(1, len(self.embedders) - 1)
+
+    async def _run(self, embedder, executor) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._urgent and not self._bulk:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            jobs = self._take_batch()
-            jobs = [j for j in jobs if not j.future.done()]  # requests cancelled while queued
-            if not jobs:
-                continue
-            texts = [t for j in jobs for t in j.texts]
+            async with self._wake:
+                await self._wake.wait_for(lambda: bool(self._urgent) or self._bulk_allowed())
+                bulk = not self._urgent
+                jobs = self._take_batch(getattr(embedder, "batches_well", True))
+                self._bulk_busy += bulk
             try:
-                emb = await loop.run_in_executor(self._executor, self.embedder.encode, texts)
-            except Exception as e:  # noqa: BLE001 - a backend failure fails these requests, not the worker
-                logger.warning("embedding %d texts failed: %s", len(texts), e)
-                for j in jobs:
-                    if not j.future.done():
-                        j.future.set_exception(e)
-                continue
-            if self.metrics is not None:
-                self.metrics.embedded.inc(len(texts))
-                self.metrics.batch_size.observe(len(texts))
-            pos = 0
+                await self._embed_jobs(loop, embedder, executor, jobs)
+            finally:
+                if bulk:
+                    async with self._wake:
+                        self._bulk_busy -= 1
+                        self._wake.notify_all()
+
+    async def _embed_jobs(self, loop, embedder, executor, jobs: list[_Job]) -> None:
+        jobs = [j for j in jobs if not j.future.done()]  # requests cancelled while queued
+        if not jobs:
+            return
+        texts = [t for j in jobs for t in j.texts]
+        try:
+            emb = await loop.run_in_executor(executor, embedder.encode, texts)
+        except Exception as e:  # noqa: BLE001 - a backend failure fails these requests, not the worker
+            logger.warning("embedding %d texts failed: %s", len(texts), e)
             for j in jobs:
                 if not j.future.done():
-                    j.future.set_result(emb[pos : pos + len(j.texts)])
-                pos += len(j.texts)
+                    j.future.set_exception(e)
+            return
+        if self.metrics is not None:
+            self.metrics.embedded.inc(len(texts))
+            self.metrics.batch_size.observe(len(texts))
+        pos = 0
+        for j in jobs:
+            if not j.future.done():
+                j.future.set_result(emb[pos : pos + len(j.texts)])
+            pos += len(j.texts)
 
-
-    def _take_batch(self) -> list[_Job]:
-        """Urgent jobs first (all of them, up to max_batch texts); else bulk chunks, up to BULK_CHUNK
-        texts, so that an urgent job arriving meanwhile waits for a short batch only."""
-        lane, limit = (self._urgent, self.max_batch) if self._urgent else (self._bulk, min(self.chunk_size, BULK_CHUNK))
+    def _take_batch(self, batches_well: bool = True) -> list[_Job]:
+        """Urgent jobs first (all of them, up to max_batch texts, for an embedder that batches well; else
+        one); else bulk chunks, up to BULK_CHUNK texts, so that an urgent job arriving meanwhile waits for
+        a short batch only."""
+        if self._urgent:
+            lane, limit = self._urgent, (self.max_batch if batches_well else 0)
+        else:
+            lane, limit = self._bulk, min(self.chunk_size, BULK_CHUNK)
         jobs = [lane.popleft()]
         n = len(jobs[0].texts)
         while lane and n + len(lane[0].texts) <= limit:

@@ -17,11 +17,16 @@ class Metrics:
                                   registry=r)
         self.cache_misses = Counter("leanpremise_new_premise_cache_misses_total", "new premises embedded",
                                     registry=r)
-        self.cache_entries = Gauge("leanpremise_new_premise_cache_entries", "cached new-premise embeddings",
+        self.state_cache_hits = Counter("leanpremise_state_cache_hits_total", "states found in the cache",
+                                        registry=r)
+        self.state_cache_misses = Counter("leanpremise_state_cache_misses_total", "states embedded", registry=r)
+        self.cache_entries = Gauge("leanpremise_new_premise_cache_entries", "cached embeddings (new premises and states)",
                                    registry=r)
         self.embedded = Counter("leanpremise_embedded_texts_total", "texts run through the embedder", registry=r)
         self.batch_size = Histogram("leanpremise_embed_batch_texts", "texts per embedder call", registry=r,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.search_batch = Histogram("leanpremise_search_batch_requests", "requests served by one search pass",
+                                      registry=r, buckets=(1, 2, 3, 4, 6, 8, 12, 16))
         self.inflight = Gauge("leanpremise_embed_inflight_texts", "texts queued or being embedded", registry=r)
         self.overloaded = Counter("leanpremise_overloaded_total", "requests refused with 503 (overload)",
                                   registry=r)

@@ -51,7 +51,7 @@ async def retrieve(state, req: RetrieveRequest):
         state_emb, new_emb = await service.embed(states, [p.decl for p in new])
     finally:
         cand = await cand_future
-    scores, ids = await loop.run_in_executor(state.search_pool, index.search, state_emb, cand, k)
+    scores, ids = await state.searcher.search(state_emb, cand, k)
     new_scores = state_emb @ new_emb.T if len(new) else np.zeros((len(states), 0), dtype=np.float32)
     new_names = [p.name for p in new]
     results = [merge(index.names, scores[b], ids[b], new_names, new_scores[b], k) for b in range(len(states))]

@@ -1,0 +1,101 @@
+"""Concurrent requests' searches, run together in one pass over the embeddings.
+
+Scoring a request reads tens of thousands of embedding rows and is bound by
+memory bandwidth, not arithmetic: scoring four queries costs little more than
+scoring one. One worker runs `PremiseIndex.search_many` on every search queued
+while the previous pass ran (up to `max_queries` queries), so under load each
+pass serves several requests, and an idle server answers a lone request at
+once, without waiting to fill a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from leanpremise.serve.index import Candidates, PremiseIndex
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Search:
+    queries: np.ndarray
+    cand: Candidates
+    k: int
+    future: asyncio.Future
+
+
+class SearchBatcher:
+    def __init__(self, index: PremiseIndex, executor: Executor, max_queries: int = 16, metrics=None):
+        self.index = index
+        self.executor = executor
+        self.max_queries = max(1, max_queries)
+        self.metrics = metrics
+        self._queue: deque[_Search] = deque()
+        self._wake: asyncio.Event | None = None
+        self._worker: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._worker = asyncio.create_task(self._run(), name="search-worker")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+
+    async def search(self, queries: np.ndarray, cand: Candidates, k: int) -> tuple[list, list]:
+        """Per query row: (scores, ids) of its exact top-k among `cand`, best first."""
+        if len(queries) == 0:
+            return [], []
+        job = _Search(queries, cand, k, asyncio.get_running_loop().create_future())
+        self._queue.append(job)
+        self._wake.set()
+        results = await job.future
+        return [r[0] for r in results], [r[1] for r in results]
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            jobs = self._take()
+            queries = np.concatenate([j.queries for j in jobs])
+            cands = [j.cand for j in jobs for _ in range(len(j.queries))]
+            ks = [j.k for j in jobs for _ in range(len(j.queries))]
+            try:
+                results = await loop.run_in_executor(self.executor, self.index.search_many, queries, cands, ks)
+            except Exception as e:
+                logger.exception("search of %d queries failed", len(queries))
+                for j in jobs:
+                    if not j.future.done():
+                        j.future.set_exception(e)
+                continue
+            if self.metrics is not None:
+                self.metrics.search_batch.observe(len(jobs))
+            pos = 0
+            for j in jobs:
+                if not j.future.done():
+                    j.future.set_result(results[pos : pos + len(j.queries)])
+                pos += len(j.queries)
+
+    def _take(self) -> list[_Search]:
+        """Queued searches in arrival order, up to max_queries query rows (at least one search)."""
+        jobs = [self._queue.popleft()]
+        n = len(jobs[0].queries)
+        while self._queue and n + len(self._queue[0].queries) <= self.max_queries:
+            job = self._queue.popleft()
+            jobs.append(job)
+            n += len(job.queries)
+        return jobs

@@ -1,0 +1,204 @@
+"""Work shared between concurrent requests: one search pass for several queries, embedding workers side by
+side with one kept free of bulk work, and states cached like new premises."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def corpus(sample_dataset):
+    return sample_dataset.corpus
+
+
+def _index(corpus, dtype="float32", dim=16, seed=0):
+    from leanpremise.serve.index import PremiseIndex
+
+    rng = np.random.default_rng(seed)
+    emb = rng.standard_normal((len(corpus), dim)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    return PremiseIndex(corpus, emb, dtype), emb
+
+
+def _reference(emb, query, mask, k):
+    allowed = np.ones(len(emb), bool) if mask is None else mask
+    scores = emb @ query
+    return np.flatnonzero(allowed)[np.argsort(-scores[allowed], kind="stable")[:k]]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_one_pass_over_mixed_candidates_equals_each_query_alone(corpus, dtype):
+    idx, emb = _index(corpus, dtype)
+    rng = np.random.default_rng(1)
+    mods = rng.permutation(len(corpus.modules))
+    cands = [idx.candidates(mods[:30].tolist(), None), idx.candidates(mods[20:60].tolist(), None),
+             idx.candidates(None, None), idx.candidates(mods[:2].tolist(), [corpus.names[3]]),
+             idx.candidates([], [])]
+    cands.insert(2, cands[0])  # the same candidates object twice (one request's several states)
+    ks = [10, 25, 5, 40, 7, 3]
+    queries = rng.standard_normal((len(cands), emb.shape[1])).astype(np.float32)
+    results = idx.search_many(queries, cands, ks)
+    tol = 1e-5 if dtype == "float32" else 2e-2
+    for q, c, k, (scores, ids) in zip(queries, cands, ks, results):
+        expected = _reference(emb, q, c.mask, k)
+        assert len(ids) == min(k, c.count)
+        if c.mask is not None:
+            assert c.mask[ids].all()
+        np.testing.assert_allclose(scores, emb[expected] @ q, atol=tol)
+        if dtype == "float32":
+            np.testing.assert_array_equal(ids, expected)
+    assert len(results[-1][1]) == 0  # no candidates at all
+
+
+def test_concurrent_searches_share_a_pass_and_each_gets_its_own_result(corpus):
+    from leanpremise.serve.search_batcher import SearchBatcher
+
+    idx, emb = _index(corpus)
+    passes: list[int] = []
+    original = idx.search_many
+
+    def slow_search_many(queries, cands, ks):
+        passes.append(len(queries))
+        time.sleep(0.05)  # while this pass runs, the other requests queue up
+        return original(queries, cands, ks)
+
+    idx.search_many = slow_search_many
+    rng = np.random.default_rng(2)
+    mods = rng.permutation(len(corpus.modules))
+    requests = [(rng.standard_normal((n, emb.shape[1])).astype(np.float32),
+                 idx.candidates(mods[i * 10:(i + 1) * 10 + 25].tolist(), None), 8 + i) for i, n in
+                enumerate([1, 2, 1, 1, 3])]
+
+    async def scenario():
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:
+            batcher = SearchBatcher(idx, pool, max_queries=16)
+            await batcher.start()
+            try:
+                first = asyncio.create_task(batcher.search(*requests[0]))
+                await asyncio.sleep(0.01)  # the first pass is running: the others queue behind it
+                rest = await asyncio.gather(*[batcher.search(q, c, k) for q, c, k in requests[1:]])
+                return [await first, *rest]
+            finally:
+                await batcher.stop()
+
+    results = asyncio.run(scenario())
+    assert passes[0] == 1 and len(passes) == 2 and passes[1] == 7  # the first alone, the rest together
+    for (queries, cand, k), (scores, ids) in zip(requests, results):
+        assert len(ids) == len(queries)
+        for q, s, i in zip(queries, scores, ids):
+            np.testing.assert_array_equal(i, _reference(emb, q, cand.mask, k))
+            np.testing.assert_allclose(s, emb[i] @ q, atol=1e-5)
+
+
+class SleepyEmbedder:
+    """A CPU-like embedder: one request's texts per call; records what ran when, and on which thread."""
+
+    dim = 4
+    name = "sleepy"
+    batches_well = False
+
+    def __init__(self, log: list, per_text: float = 0.02):
+        self.log, self.per_text = log, per_text
+
+    def encode(self, texts):
+        start = time.perf_counter()
+        time.sleep(self.per_text * len(texts))
+        self.log.append((threading.current_thread().name, list(texts), start, time.perf_counter()))
+        out = np.array([[len(t), 1, 0, 0] for t in texts], dtype=np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_two_workers_embed_two_requests_at_once_and_keep_one_free_of_bulk_work():
+    from leanpremise.serve.embedding_service import EmbeddingService
+
+    log: list = []
+
+    async def scenario():
+        svc = EmbeddingService([SleepyEmbedder(log, 0.1), SleepyEmbedder(log, 0.1)], max_inflight=400,
+                               chunk_size=8)
+        await svc.start()
+        try:
+            t0 = time.perf_counter()
+            await asyncio.gather(svc.embed(["state a"], []), svc.embed(["state b"], []))
+            both = time.perf_counter() - t0
+            light_times = []
+
+            async def bulk(j):
+                await svc.embed([f"bulk state {j}"], [f"premise {j}.{i}" for i in range(10)])
+
+            async def light(i):
+                await asyncio.sleep(0.15 + 0.1 * i)
+                t = time.perf_counter()
+                await svc.embed([f"light state {i}"], [])
+                light_times.append(time.perf_counter() - t)
+
+            await asyncio.gather(bulk(0), bulk(1), *[light(i) for i in range(5)])
+            return both, light_times
+        finally:
+            await svc.stop()
+
+    both, light_times = asyncio.run(scenario())
+    assert both < 0.18  # side by side, not 2 x 0.1 s one after the other
+    first_two = [entry for entry in log if entry[1][0].startswith("state")]
+    assert {entry[0] for entry in first_two} == {"embed0_0", "embed1_0"}
+    assert all(len(entry[1]) == 1 for entry in log if entry[1][0].startswith("light"))
+    bulk_threads = {entry[0] for entry in log if entry[1][0].startswith("premise")}
+    assert len(bulk_threads) >= 1
+    # At most one bulk chunk runs at a time: bulk intervals never overlap each other.
+    spans = sorted((s, e) for _, texts, s, e in log if texts[0].startswith(("premise", "bulk")))
+    assert all(b[0] >= a[1] - 1e-3 for a, b in itertools.pairwise(spans))
+    assert max(light_times) < 0.4  # never behind a bulk chunk of 8 x 0.1 s
+
+
+def test_states_are_cached_like_new_premises():
+    from leanpremise.serve.embedding_service import EmbeddingService
+    from leanpremise.serve.metrics import Metrics
+
+    log: list = []
+
+    async def scenario():
+        metrics = Metrics()
+        svc = EmbeddingService(SleepyEmbedder(log, 0.0), metrics=metrics)
+        await svc.start()
+        try:
+            first = await svc.embed(["⊢ a = a"], ["theorem t : a = a"])
+            again = await svc.embed(["⊢ a = a"], ["theorem t : a = a", "⊢ a = a"])
+            return first, again, metrics
+        finally:
+            await svc.stop()
+
+    first, again, metrics = asyncio.run(scenario())
+    assert [t for entry in log for t in entry[1]] == ["⊢ a = a", "theorem t : a = a"]  # each embedded once
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(again[1][1], first[0][0])  # a premise whose text equals a state's
+    text = metrics.render()[0].decode()
+    assert "leanpremise_state_cache_hits_total 1.0" in text
+    assert "leanpremise_state_cache_misses_total 1.0" in text
+
+
+def test_worker_layout_follows_the_backend_and_the_settings(monkeypatch):
+    from leanpremise.serve.config import config_from_env
+    from leanpremise.serve.embedders import worker_layout
+
+    cfg = config_from_env({}, bundle=Path("/b")).validate()
+    assert worker_layout(cfg, cpus=2) == (2, 1)
+    assert worker_layout(cfg, cpus=16) == (2, 8)
+    assert worker_layout(cfg, cpus=1) == (1, 1)
+    gpu = config_from_env({}, bundle=Path("/b"), device="cuda").validate()
+    assert worker_layout(gpu, cpus=16) == (1, 16)
+    env = config_from_env({"EMBED_WORKERS": "3", "EMBED_THREADS": "2", "SEARCH_BATCH_SIZE": "4"},
+                          bundle=Path("/b")).validate()
+    assert worker_layout(env, cpus=16) == (3, 2) and env.search_batch_size == 4
+    from leanpremise.serve.config import ConfigError
+
+    with pytest.raises(ConfigError, match="EMBED_WORKERS"):
+        config_from_env({"EMBED_WORKERS": "0"}, bundle=Path("/b")).validate()
