@@ -11,8 +11,12 @@ Each client plays a user editing one Mathlib file: imported_modules = the
 import closure of a random Mathlib module (as positions in /indexed-modules),
 local_premises = positions of that module's earlier declarations, 50 new
 premises that repeat from request to request, of which a share is replaced by
-unseen ones; every 100 requests the client moves to another file. Latency is
-reported separately for requests whose new premises are all cached.
+unseen ones; every 100 requests the client moves to another file. The goal is
+new each time (the file's declarations in turn) except for a share
+(--repeat_share, 0.2) that re-sends one of the file's earlier goals, as
+re-elaboration after an edit does. Latency is reported separately for
+requests whose new premises are all cached, and among those for new and
+re-sent goals.
 
 Reports startup time (cold: unpack + parse the premises archive; warm: parse
 cache present), p50/p90/p99 latency, requests/s and the server's peak RSS.
@@ -33,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -111,8 +116,10 @@ class Server:
 class Client:
     """One simulated user: a file (module), its imports and locals, and 50 mostly repeating new premises."""
 
-    def __init__(self, corpus, modules: np.ndarray, seed: int, n_new: int, fresh_share: float):
+    def __init__(self, corpus, modules: np.ndarray, seed: int, n_new: int, fresh_share: float,
+                 repeat_share: float = 0.2):
         self.corpus, self.modules, self.n_new, self.fresh_share = corpus, modules, n_new, fresh_share
+        self.repeat_share = repeat_share
         self.rng = np.random.default_rng(seed)
         self.seed = seed
         self.fresh = 0
@@ -127,9 +134,27 @@ class Client:
         picks = self.rng.choice(len(c), self.n_new, replace=False)
         self.new = [{"name": f"User{self.seed}.{c.names[i]}", "decl": c.text(int(i))} for i in picks.tolist()]
         self.sent_in_file = 0
+        self.sent_states: list[str] = []
+        self.state_cursor = 0
 
-    def next_request(self) -> tuple[dict, bool]:
-        """(body, all new premises already seen by the server)."""
+    def _state(self) -> tuple[str, bool]:
+        """(goal, sent before): mostly a goal not sent yet (each of the file's declarations once, then
+        goals with a hypothesis added); a share of `repeat_share` re-sends one of this file's earlier
+        goals, as Lean does when it re-elaborates the proofs below an edit."""
+        if self.sent_states and self.rng.random() < self.repeat_share:
+            return self.sent_states[int(self.rng.integers(len(self.sent_states)))], True
+        c = self.corpus
+        i = int(self.ids[self.state_cursor % len(self.ids)])
+        goal = "⊢ " + c.text(i).split(" : ", 1)[-1]
+        if self.state_cursor >= len(self.ids):
+            j = int(self.rng.integers(len(c)))
+            goal = f"h{self.state_cursor} : {c.text(j).split(' : ', 1)[-1]}\n{goal}"
+        self.state_cursor += 1
+        self.sent_states.append(goal)
+        return goal, False
+
+    def next_request(self) -> tuple[dict, bool, bool]:
+        """(body, all new premises already seen by the server, state already sent)."""
         if self.sent_in_file >= REQUESTS_PER_FILE:
             self._open_file()
         cached = self.sent_in_file > 0
@@ -142,12 +167,12 @@ class Client:
             cached = False
         cursor = int(self.rng.integers(0, len(self.ids) + 1))
         local = self.corpus.source_index[self.ids[:cursor]].tolist()
-        state = "⊢ " + self.corpus.text(int(self.rng.choice(self.ids))).split(" : ", 1)[-1]
+        state, repeated = self._state()
         body = {"state": state, "local_premises": local, "imported_modules": self.imported,
                 "new_premises": list(self.new), "k": 32, "caller_in_module_system": False,
                 "imported_all_modules": []}
         self.sent_in_file += 1
-        return body, cached
+        return body, cached, repeated
 
 
 def percentiles(xs: list[float]) -> dict:
@@ -162,7 +187,7 @@ def run_load(url: str, clients: list[Client], duration: float, pid: int) -> dict
     import httpx
     import psutil
 
-    records: list[tuple[float, int, bool]] = []
+    records: list[tuple[float, int, bool, bool]] = []
     lock = threading.Lock()
     stop = time.perf_counter() + duration
     proc = psutil.Process(pid)
@@ -171,12 +196,13 @@ def run_load(url: str, clients: list[Client], duration: float, pid: int) -> dict
     def worker(client: Client):
         with httpx.Client(timeout=60) as http:
             while time.perf_counter() < stop:
-                body, cached = client.next_request()
+                body, cached, repeated = client.next_request()
+                payload = orjson.dumps(body)  # as compact as Lean's client sends, and cheap for the shared cores
                 t0 = time.perf_counter()
-                r = http.post(f"{url}/retrieve", json=body)
+                r = http.post(f"{url}/retrieve", content=payload, headers={"content-type": "application/json"})
                 dt = time.perf_counter() - t0
                 with lock:
-                    records.append((dt, r.status_code, cached))
+                    records.append((dt, r.status_code, cached, repeated))
 
     threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
     t0 = time.perf_counter()
@@ -195,6 +221,8 @@ def run_load(url: str, clients: list[Client], duration: float, pid: int) -> dict
         "latency_all": percentiles([r[0] for r in ok]),
         "latency_cached_new_premises": percentiles([r[0] for r in ok if r[2]]),
         "latency_with_uncached_new_premises": percentiles([r[0] for r in ok if not r[2]]),
+        "latency_cached_new_premises_state_sent_before": percentiles([r[0] for r in ok if r[2] and r[3]]),
+        "latency_cached_new_premises_state_not_sent_before": percentiles([r[0] for r in ok if r[2] and not r[3]]),
         "server_peak_rss_mib": round(max(peak) / 2**20, 1),
     }
 
@@ -212,6 +240,8 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--new_premises", type=int, default=50)
     ap.add_argument("--fresh_share", type=float, default=0.1, help="share of requests bringing 3 unseen new premises")
+    ap.add_argument("--repeat_share", type=float, default=0.2,
+                    help="share of requests re-sending an earlier goal of the same file (re-elaboration)")
     ap.add_argument("--port", type=int, default=8731)
     ap.add_argument("--name", default="serve_load", help="result file name (benchmarks/results/<name>.json)")
     ap.add_argument("--cache_dir", type=Path, default=None,
@@ -236,7 +266,7 @@ def main() -> None:
 
         health = httpx.get(f"{server.url}/health").json()
         loadavg = os.getloadavg()
-        clients = [Client(corpus, mathlib, seed, args.new_premises, args.fresh_share) for seed in range(args.clients)]
+        clients = [Client(corpus, mathlib, seed, args.new_premises, args.fresh_share, args.repeat_share) for seed in range(args.clients)]
         result = run_load(server.url, clients, args.duration, server.proc.pid)
         server.stop()
     finally:
@@ -246,6 +276,7 @@ def main() -> None:
         "bundle": str(args.bundle), "corpus_embeddings": kind, "premises": health["premises"],
         "modules": health["modules"], "backend": health["backend"], "dtype": args.dtype, "clients": args.clients,
         "new_premises_per_request": args.new_premises, "fresh_share": args.fresh_share,
+        "repeat_share": args.repeat_share,
         "startup_cold_s": startup_cold, "startup_warm_s": round(startup_warm, 1),
         "server_load_seconds": health["load_seconds"], **result, "loadavg_at_start": loadavg,
         "targets": {"p50_cached_ms": 50, "p99_cached_ms": 250, "startup_s": 30},

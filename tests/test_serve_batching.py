@@ -202,3 +202,61 @@ def test_worker_layout_follows_the_backend_and_the_settings(monkeypatch):
 
     with pytest.raises(ConfigError, match="EMBED_WORKERS"):
         config_from_env({"EMBED_WORKERS": "0"}, bundle=Path("/b")).validate()
+
+
+def test_a_background_worker_takes_all_bulk_work_at_lower_priority():
+    import os
+
+    from leanpremise.serve.embedding_service import EmbeddingService
+
+    log: list = []
+    nice: dict[str, int] = {}
+
+    class NiceRecorder(SleepyEmbedder):
+        def encode(self, texts):
+            nice[threading.current_thread().name] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            return super().encode(texts)
+
+    async def scenario():
+        svc = EmbeddingService([NiceRecorder(log, 0.01), NiceRecorder(log, 0.01)], max_inflight=400, chunk_size=8,
+                               background=NiceRecorder(log, 0.01), background_nice=5)
+        await svc.start()
+        try:
+            await asyncio.gather(svc.embed(["bulk state"], [f"premise {i}" for i in range(20)]),
+                                 *[svc.embed([f"light state {i}"], []) for i in range(4)])
+        finally:
+            await svc.stop()
+
+    asyncio.run(scenario())
+    bulk_threads = {name for name, texts, _, _ in log if any(t.startswith(("premise", "bulk")) for t in texts)}
+    light_threads = {name for name, texts, _, _ in log if texts[0].startswith("light")}
+    assert bulk_threads == {"embed-background_0"}
+    assert "embed-background_0" not in light_threads
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    if os.uname().sysname == "Linux":
+        assert nice["embed-background_0"] == min(base + 5, 19)
+        assert all(nice[t] == base for t in light_threads)
+
+
+def test_an_urgent_request_is_never_left_waiting_for_a_background_worker_to_wake():
+    """Workers wait for different lanes; waking only one of them could wake the background worker for an
+    urgent job, which it may not take, and leave the job queued forever."""
+    from leanpremise.serve.embedding_service import EmbeddingService
+
+    log: list = []
+
+    async def scenario():
+        svc = EmbeddingService([SleepyEmbedder(log, 0.0), SleepyEmbedder(log, 0.0)], chunk_size=8,
+                               background=SleepyEmbedder(log, 0.0))
+        await svc.start()
+        try:
+            await asyncio.wait_for(svc.embed(["s0"], []), 5)  # the urgent workers re-queue as waiters...
+            await asyncio.wait_for(svc.embed(["b"], [f"p{i}" for i in range(12)]), 5)  # ...behind the background
+            await asyncio.sleep(0.05)
+            for i in range(3):
+                await asyncio.wait_for(svc.embed([f"s{i + 1}"], []), 5)
+        finally:
+            await svc.stop()
+
+    asyncio.run(scenario())
+    assert [t for _, texts, _, _ in log for t in texts if t.startswith("s")] == ["s0", "s1", "s2", "s3"]

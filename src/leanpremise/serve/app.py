@@ -43,7 +43,7 @@ class ServerState:
         self.indexed_premises_json = b"[]"
         self.indexed_modules_json = b"[]"
         self.load_seconds = 0.0
-        self.search_pool = ThreadPoolExecutor(max_workers=config.search_threads, thread_name_prefix="candidates")
+        self.search_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="candidates")
         self.search_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
         self.searcher: SearchBatcher | None = None
 
@@ -60,7 +60,8 @@ class ServerState:
         else:
             bundle = load_from_hub(cfg.data_repo, cfg.data_revision, cfg.model_id, cfg.model_revision, cfg.data_dir)
         index = PremiseIndex(bundle.corpus, bundle.embeddings, cfg.dtype)
-        embedders = make_embedders(cfg, bundle)
+        limit_torch_threads(cfg, limit_blas_threads(cfg.search_threads))
+        embedders, background = make_embedders(cfg, bundle)
         bundle.embeddings = None  # the index holds its own (possibly half-precision) copy
         if embedders[0].dim != index.dim:
             raise ValueError(f"the model embeds in dimension {embedders[0].dim}, the index in {index.dim}")
@@ -68,9 +69,10 @@ class ServerState:
         self.indexed_premises_json = orjson.dumps(index.indexed_premises)
         self.indexed_modules_json = orjson.dumps(index.indexed_modules)
         self.load_seconds = time.perf_counter() - t0
-        logger.info("loaded %d premises (%d modules), %s embedder x%d, in %.1fs", index.size,
-                    len(index.indexed_modules), embedders[0].name, len(embedders), self.load_seconds)
-        return embedders
+        logger.info("loaded %d premises (%d modules), %s embedder x%d%s, in %.1fs", index.size,
+                    len(index.indexed_modules), embedders[0].name, len(embedders),
+                    " + 1 in the background" if background is not None else "", self.load_seconds)
+        return embedders, background
 
 
 def create_app(config: ServeConfig, on_load_failed=None, preloaded: ServerState | None = None):
@@ -87,8 +89,8 @@ def create_app(config: ServeConfig, on_load_failed=None, preloaded: ServerState 
     async def _load_in_background():
         loop = asyncio.get_running_loop()
         try:
-            embedders = await loop.run_in_executor(None, state.load)
-            service = EmbeddingService(embedders, cache_size=config.lru_cache_size,
+            embedders, background = await loop.run_in_executor(None, state.load)
+            service = EmbeddingService(embedders, background=background, cache_size=config.lru_cache_size,
                                        max_inflight=config.embed_service_max_concurrent_inputs,
                                        chunk_size=config.max_client_batch_size,
                                        max_batch=config.embed_batch_size, metrics=metrics)
@@ -196,6 +198,28 @@ def create_app(config: ServeConfig, on_load_failed=None, preloaded: ServerState 
         return Response(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
     return app
+
+
+def limit_blas_threads(threads: int | None, cpus: int | None = None) -> int:
+    """Set the BLAS pool that scores the embeddings to `threads` (default: 1 up to 4 cores, else cpus // 4)."""
+    import os
+
+    from threadpoolctl import threadpool_limits
+
+    cpus = cpus or os.cpu_count() or 1
+    threads = threads or (1 if cpus <= 4 else cpus // 4)
+    threadpool_limits(limits=threads, user_api="blas")
+    return threads
+
+
+def limit_torch_threads(config, search_threads: int) -> None:
+    """Torch runs only the search's top-k and masking unless it is also the embedding backend (which then
+    sets its own threads): one OpenMP pool sized for those small ops, since its idle threads spin."""
+    if config.backend == "torch":
+        return
+    import torch
+
+    torch.set_num_threads(search_threads)
 
 
 def validation_error_response(errors: list[dict]):

@@ -30,12 +30,17 @@ def register(sub) -> None:
     p.add_argument("--max_concurrent_inputs", dest="embed_service_max_concurrent_inputs", type=int, default=None,
                    help="texts embedded at once before 503 [EMBED_SERVICE_MAX_CONCURRENT_INPUTS=128]")
     p.add_argument("--max_client_batch_size", type=int, default=None, help="[MAX_CLIENT_BATCH_SIZE=32]")
-    p.add_argument("--embed_batch_size", type=int, default=None, help="[EMBED_BATCH_SIZE=64]")
+    p.add_argument("--embed_batch_size", type=int, default=None,
+                   help="texts per torch encode call, and most texts batched for a backend that batches well "
+                        "[EMBED_BATCH_SIZE=64]; ONNX Runtime on CPU embeds one text per run (no padding)")
     p.add_argument("--embed_workers", type=int, default=None,
                    help="embedding workers, each with its own model copy [EMBED_WORKERS] (default: 2 on CPU, "
                         "1 on a GPU or with TEI)")
     p.add_argument("--embed_threads", type=int, default=None,
                    help="threads per CPU embedding worker [EMBED_THREADS] (default: cores / workers)")
+    p.add_argument("--search_threads", type=int, default=None,
+                   help="BLAS threads scoring the embeddings [SEARCH_THREADS] (default: 1 up to 4 cores, else "
+                        "a quarter of them)")
     p.add_argument("--search_batch_size", type=int, default=None,
                    help="most concurrent queries scored in one pass [SEARCH_BATCH_SIZE=16]")
     p.add_argument("--lru_cache_size", type=int, default=None, help="[LRU_CACHE_SIZE=131072]")
@@ -58,7 +63,7 @@ def config_from_args(args: argparse.Namespace):
     flags = {k: getattr(args, k) for k in (
         "bundle", "host", "port", "backend", "device", "embed_service_url", "embed_service_timeout",
         "embed_service_max_concurrent_inputs", "max_client_batch_size", "embed_batch_size", "embed_workers", "embed_threads",
-        "search_batch_size", "lru_cache_size",
+        "search_batch_size", "search_threads", "lru_cache_size",
         "max_new_premises", "max_k", "dtype", "data_dir")}
     if args.no_verify:
         flags["verify"] = False

@@ -59,7 +59,9 @@ class ServeConfig:
     verify: bool = True
     """Check the bundle's sha256 checksums of the premises archive and embeddings at startup."""
     retry_after_s: int = 1
-    search_threads: int = 2
+    search_threads: int | None = None
+    """BLAS threads scoring the embeddings (default 1 up to 4 cores, else a quarter of them): the pass is
+    bound by memory bandwidth, and OpenBLAS threads spinning between passes took a core from embedding."""
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> ServeConfig:
@@ -73,7 +75,7 @@ class ServeConfig:
                      "max_k", "lru_cache_size", "search_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.upper()}: must be at least 1, got {getattr(self, name)}")
-        for name in ("embed_workers", "embed_threads"):
+        for name in ("embed_workers", "embed_threads", "search_threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name.upper()}: must be at least 1, got {getattr(self, name)}")
         if self.max_new_premises < 0:
@@ -100,6 +102,7 @@ ENV_NAMES = {
     "embed_workers": "EMBED_WORKERS",
     "embed_threads": "EMBED_THREADS",
     "search_batch_size": "SEARCH_BATCH_SIZE",
+    "search_threads": "SEARCH_THREADS",
     "lru_cache_size": "LRU_CACHE_SIZE",
     "max_new_premises": "MAX_NEW_PREMISES",
     "max_k": "MAX_K",

@@ -15,12 +15,20 @@ texts are queued or being embedded; a chunk that would exceed that is refused
 with :class:`Overloaded` (the server answers 503 + Retry-After) instead of
 growing an unbounded queue. A text some other request is already embedding is
 awaited, not embedded twice.
+
+Given a `background` embedder, bulk chunks go to it alone, on a thread of
+lowered CPU priority (nice +10 on Linux), and the other workers take urgent
+work only: on a small CPU machine a file's first request, embedding dozens of
+premises, then slows the cached requests of everyone else by little instead of
+taking a core from them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -74,7 +82,7 @@ class _Job:
 
 class EmbeddingService:
     def __init__(self, embedder, cache_size: int = 131072, max_inflight: int = 128, chunk_size: int = 32,
-                 max_batch: int = 64, metrics=None):
+                 max_batch: int = 64, metrics=None, background=None, background_nice: int = 10):
         self.embedders = list(embedder) if isinstance(embedder, (list, tuple)) else [embedder]
         self.embedder = self.embedders[0]
         self.dim = self.embedder.dim
@@ -92,11 +100,17 @@ class EmbeddingService:
         self._bulk_busy = 0
         self._executors = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embed{i}")
                            for i in range(len(self.embedders))]
+        self._roles = ["urgent" if background is not None else "any"] * len(self.embedders)
+        if background is not None:
+            self.embedders.append(background)
+            self._roles.append("bulk")
+            self._executors.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-background",
+                                                      initializer=_lower_priority, initargs=(background_nice,)))
 
     async def start(self) -> None:
         self._wake = asyncio.Condition()
-        self._workers = [asyncio.create_task(self._run(e, x), name=f"embedding-worker-{i}")
-                         for i, (e, x) in enumerate(zip(self.embedders, self._executors))]
+        self._workers = [asyncio.create_task(self._run(e, x, role), name=f"embedding-worker-{i}")
+                         for i, (e, x, role) in enumerate(zip(self.embedders, self._executors, self._roles))]
 
     async def stop(self) -> None:
         for worker in self._workers:
@@ -179,7 +193,7 @@ class EmbeddingService:
             job = _Job(texts, asyncio.get_running_loop().create_future())
             (self._urgent if urgent else self._bulk).append(job)
             async with self._wake:
-                self._wake.notify()
+                self._wake.notify_all()  # workers wait for different lanes: wake them all to look
             return await job.future
         finally:
             self.inflight -= len(texts)
@@ -193,13 +207,20 @@ class EmbeddingService:
         always finds a worker within one state's time, not one bulk chunk's."""
         return bool(self._bulk) and self._bulk_busy < max(1, len(self.embedders) - 1)
 
-    async def _run(self, embedder, executor) -> None:
+    def _has_work(self, role: str) -> bool:
+        if role == "urgent":
+            return bool(self._urgent)
+        if role == "bulk":
+            return bool(self._bulk)
+        return bool(self._urgent) or self._bulk_allowed()
+
+    async def _run(self, embedder, executor, role: str = "any") -> None:
         loop = asyncio.get_running_loop()
         while True:
             async with self._wake:
-                await self._wake.wait_for(lambda: bool(self._urgent) or self._bulk_allowed())
-                bulk = not self._urgent
-                jobs = self._take_batch(getattr(embedder, "batches_well", True))
+                await self._wake.wait_for(lambda: self._has_work(role))
+                bulk = role == "bulk" or not self._urgent
+                jobs = self._take_batch(getattr(embedder, "batches_well", True), bulk)
                 self._bulk_busy += bulk
             try:
                 await self._embed_jobs(loop, embedder, executor, jobs)
@@ -231,11 +252,11 @@ class EmbeddingService:
                 j.future.set_result(emb[pos : pos + len(j.texts)])
             pos += len(j.texts)
 
-    def _take_batch(self, batches_well: bool = True) -> list[_Job]:
+    def _take_batch(self, batches_well: bool = True, bulk: bool = False) -> list[_Job]:
         """Urgent jobs first (all of them, up to max_batch texts, for an embedder that batches well; else
         one); else bulk chunks, up to BULK_CHUNK texts, so that an urgent job arriving meanwhile waits for
         a short batch only."""
-        if self._urgent:
+        if not bulk:
             lane, limit = self._urgent, (self.max_batch if batches_well else 0)
         else:
             lane, limit = self._bulk, min(self.chunk_size, BULK_CHUNK)
@@ -246,6 +267,15 @@ class EmbeddingService:
             jobs.append(job)
             n += len(job.texts)
         return jobs
+
+
+def _lower_priority(nice: int) -> None:
+    """Raise this thread's nice value (Linux schedules threads apart; elsewhere this may do nothing)."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except (AttributeError, OSError) as e:
+        logger.debug("could not lower the background embedding thread's priority: %s", e)
 
 
 def _consume(fut: asyncio.Future) -> None:
