@@ -280,7 +280,7 @@ def main() -> None:
         "startup_cold_s": startup_cold, "startup_warm_s": round(startup_warm, 1),
         "server_load_seconds": health["load_seconds"], **result, "loadavg_at_start": loadavg,
         "targets": {"p50_cached_ms": 50, "p99_cached_ms": 250, "startup_s": 30},
-        "note": "2-core machine shared with other jobs; the client threads run on the same 2 cores",
+        "note": "closed loop: each client sends its next request when the last is answered; the clients run on the server's 2 cores",
     })
 
 
