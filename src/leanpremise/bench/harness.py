@@ -19,8 +19,10 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,6 +236,24 @@ def _not_tested_entry(sel_module: str, decl_name: str, why: str) -> dict:
             "result_output": why, "returncode": None, "seconds": 0.0}
 
 
+class _interrupts_as_flag:
+    """Ctrl-C and SIGTERM set a flag that the result loop checks, instead of raising wherever the main thread
+    happens to be: an exception raised inside the futures' lock handling can leave a lock held, and the
+    workers finishing their runs then block on it forever (seen once in CI: the interrupted run hung)."""
+
+    def __enter__(self) -> threading.Event:
+        self.flag = threading.Event()
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, lambda signum, frame: self.flag.set())
+        return self.flag
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 def run_tactic_benchmark(cfg: TacticBenchConfig) -> RunReport:
     """Run (or finish, with `resume`) one setting; returns where the results were written."""
     from tqdm import tqdm
@@ -269,19 +289,26 @@ def run_tactic_benchmark(cfg: TacticBenchConfig) -> RunReport:
         try:
             with open(journal, "a", encoding="utf-8") as jf, \
                     tqdm(total=len(todo), desc=out_file.name, unit="thm", disable=not cfg.progress) as bar:
-                futures = [pool.submit(run_theorem, cfg, groups, s, premises_dir) for s in todo]
+                pending = {pool.submit(run_theorem, cfg, groups, s, premises_dir) for s in todo}
                 solved = 0
-                for fut in concurrent.futures.as_completed(futures):
-                    entry = fut.result()
-                    jf.write(json.dumps(entry, ensure_ascii=False) + "\n")
-                    jf.flush()
-                    os.fsync(jf.fileno())
-                    new[entry["decl_name"]] = entry
-                    solved += outcomes.is_solved(entry["result_emoji"])
-                    bar.set_postfix(solved=solved, refresh=False)
-                    bar.update()
-                    if cfg.verbose:
-                        bar.write(f"{entry['result_emoji']} {entry['decl_name']} ({entry['seconds']:.1f}s)")
+                with _interrupts_as_flag() as interrupted:
+                    while pending:
+                        done, pending = concurrent.futures.wait(pending, timeout=0.2,
+                                                                return_when=concurrent.futures.FIRST_COMPLETED)
+                        for fut in done:
+                            entry = fut.result()
+                            jf.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                            jf.flush()
+                            os.fsync(jf.fileno())
+                            new[entry["decl_name"]] = entry
+                            solved += outcomes.is_solved(entry["result_emoji"])
+                            bar.set_postfix(solved=solved, refresh=False)
+                            bar.update()
+                            if cfg.verbose:
+                                bar.write(f"{entry['result_emoji']} {entry['decl_name']} "
+                                          f"({entry['seconds']:.1f}s)")
+                        if interrupted.is_set():
+                            raise KeyboardInterrupt()
         except BaseException:
             groups.kill_all()  # Ctrl-C or a failure: end every running Lean process group now
             pool.shutdown(wait=True, cancel_futures=True)
