@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from leanpremise.serve.jobs import fail_jobs, hand_out
+
 logger = logging.getLogger(__name__)
 
 
@@ -239,18 +241,12 @@ class EmbeddingService:
             emb = await loop.run_in_executor(executor, embedder.encode, texts)
         except Exception as e:  # noqa: BLE001 - a backend failure fails these requests, not the worker
             logger.warning("embedding %d texts failed: %s", len(texts), e)
-            for j in jobs:
-                if not j.future.done():
-                    j.future.set_exception(e)
+            fail_jobs([j.future for j in jobs], e)
             return
         if self.metrics is not None:
             self.metrics.embedded.inc(len(texts))
             self.metrics.batch_size.observe(len(texts))
-        pos = 0
-        for j in jobs:
-            if not j.future.done():
-                j.future.set_result(emb[pos : pos + len(j.texts)])
-            pos += len(j.texts)
+        hand_out([j.future for j in jobs], [len(j.texts) for j in jobs], emb)
 
     def _take_batch(self, batches_well: bool = True, bulk: bool = False) -> list[_Job]:
         """Urgent jobs first (all of them, up to max_batch texts, for an embedder that batches well; else

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from leanpremise.serve.index import Candidates, PremiseIndex
+from leanpremise.serve.jobs import fail_jobs, hand_out
 
 logger = logging.getLogger(__name__)
 
@@ -78,17 +79,11 @@ class SearchBatcher:
                 results = await loop.run_in_executor(self.executor, self.index.search_many, queries, cands, ks)
             except Exception as e:
                 logger.exception("search of %d queries failed", len(queries))
-                for j in jobs:
-                    if not j.future.done():
-                        j.future.set_exception(e)
+                fail_jobs([j.future for j in jobs], e)
                 continue
             if self.metrics is not None:
                 self.metrics.search_batch.observe(len(jobs))
-            pos = 0
-            for j in jobs:
-                if not j.future.done():
-                    j.future.set_result(results[pos : pos + len(j.queries)])
-                pos += len(j.queries)
+            hand_out([j.future for j in jobs], [len(j.queries) for j in jobs], results)
 
     def _take(self) -> list[_Search]:
         """Queued searches in arrival order, up to max_queries query rows (at least one search)."""
