@@ -260,3 +260,46 @@ def test_an_urgent_request_is_never_left_waiting_for_a_background_worker_to_wake
 
     asyncio.run(scenario())
     assert [t for _, texts, _, _ in log for t in texts if t.startswith("s")] == ["s0", "s1", "s2", "s3"]
+
+
+def test_a_search_lingers_for_announced_requests_but_not_past_its_limit(corpus):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from leanpremise.serve.search_batcher import SearchBatcher
+
+    idx, emb = _index(corpus)
+    passes: list[int] = []
+    original = idx.search_many
+    idx.search_many = lambda q, c, k: (passes.append(len(q)), original(q, c, k))[1]
+    cand = idx.candidates(None, None)
+    rng = np.random.default_rng(3)
+    q = [rng.standard_normal((1, emb.shape[1])).astype(np.float32) for _ in range(3)]
+
+    async def request(batcher, query, delay, search=True):
+        async with batcher.expecting() as announced:
+            await asyncio.sleep(delay)  # "embedding"
+            if search:
+                return await batcher.search(query, cand, 5, announced)
+            return None
+
+    async def scenario():
+        with ThreadPoolExecutor(1) as pool:
+            batcher = SearchBatcher(idx, pool, linger_ms=300)
+            await batcher.start()
+            try:
+                t0 = time.perf_counter()
+                together = await asyncio.gather(request(batcher, q[0], 0.0), request(batcher, q[1], 0.05))
+                joined = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                await asyncio.gather(request(batcher, q[2], 0.0), request(batcher, None, 0.02, search=False))
+                withdrawn = time.perf_counter() - t0
+                return together, joined, withdrawn
+            finally:
+                await batcher.stop()
+
+    together, joined, withdrawn = asyncio.run(scenario())
+    assert passes == [2, 1]  # the second request joined the first's pass; the third ran alone
+    assert joined < 0.25  # it did not wait out the 300 ms once nobody else was expected
+    assert withdrawn < 0.25  # a request that left without searching released the wait
+    for query, (scores, ids) in zip(q, together):
+        np.testing.assert_array_equal(ids[0], _reference(emb, query[0], None, 5))

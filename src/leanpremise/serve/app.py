@@ -94,7 +94,8 @@ def create_app(config: ServeConfig, on_load_failed=None, preloaded: ServerState 
                                        max_inflight=config.embed_service_max_concurrent_inputs,
                                        chunk_size=config.max_client_batch_size,
                                        max_batch=config.embed_batch_size, metrics=metrics)
-            searcher = SearchBatcher(state.index, state.search_executor, config.search_batch_size, metrics)
+            searcher = SearchBatcher(state.index, state.search_executor, config.search_batch_size, metrics,
+                                     linger_ms=config.search_linger_ms)
             await service.start()
             await searcher.start()
             state.service, state.searcher = service, searcher

@@ -41,6 +41,9 @@ def register(sub) -> None:
     p.add_argument("--search_threads", type=int, default=None,
                    help="BLAS threads scoring the embeddings [SEARCH_THREADS] (default: 1 up to 4 cores, else "
                         "a quarter of them)")
+    p.add_argument("--search_linger_ms", type=float, default=None,
+                   help="how long a search may wait for requests being embedded to join its pass "
+                        "[SEARCH_LINGER_MS=10]")
     p.add_argument("--search_batch_size", type=int, default=None,
                    help="most concurrent queries scored in one pass [SEARCH_BATCH_SIZE=16]")
     p.add_argument("--lru_cache_size", type=int, default=None, help="[LRU_CACHE_SIZE=131072]")
@@ -63,7 +66,7 @@ def config_from_args(args: argparse.Namespace):
     flags = {k: getattr(args, k) for k in (
         "bundle", "host", "port", "backend", "device", "embed_service_url", "embed_service_timeout",
         "embed_service_max_concurrent_inputs", "max_client_batch_size", "embed_batch_size", "embed_workers", "embed_threads",
-        "search_batch_size", "search_threads", "lru_cache_size",
+        "search_batch_size", "search_linger_ms", "search_threads", "lru_cache_size",
         "max_new_premises", "max_k", "dtype", "data_dir")}
     if args.no_verify:
         flags["verify"] = False

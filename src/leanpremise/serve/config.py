@@ -51,6 +51,8 @@ class ServeConfig:
     """Threads per CPU embedding worker (default: the cores divided among the workers)."""
     search_batch_size: int = 16
     """Most queries (states of concurrent requests) scored in one pass over the embeddings."""
+    search_linger_ms: float = 10.0
+    """How long a search may wait for requests already being embedded to join its pass."""
     lru_cache_size: int = 131072
     max_new_premises: int = 2048
     max_k: int = 1024
@@ -102,6 +104,7 @@ ENV_NAMES = {
     "embed_workers": "EMBED_WORKERS",
     "embed_threads": "EMBED_THREADS",
     "search_batch_size": "SEARCH_BATCH_SIZE",
+    "search_linger_ms": "SEARCH_LINGER_MS",
     "search_threads": "SEARCH_THREADS",
     "lru_cache_size": "LRU_CACHE_SIZE",
     "max_new_premises": "MAX_NEW_PREMISES",
@@ -117,7 +120,7 @@ def _convert(name: str, raw: str, kind):
     try:
         if kind in ("int", int, "int | None"):
             return int(text)
-        if kind in ("float | None", float):
+        if kind in ("float | None", float, "float"):
             return float(text)
         if kind in ("Path | None", Path):
             return Path(text)
