@@ -203,3 +203,22 @@ def test_type_ids_from_a_template_that_marks_single_texts_are_kept(tiny_model_di
     got = fast_table(model, texts)
     assert_same_table(got, tokenize_texts(model, texts, show_progress=False, fast=False))
     assert got.flat["token_type_ids"].tolist().count(1) == len(got.flat["token_type_ids"]) - len(texts)
+
+
+def test_a_default_prompt_is_prepended_as_encode_does(sample_dataset, tiny_model_dir, encode_calls):
+    from leanpremise.train.tokens import default_prompt
+
+    model = _tiny_transformer_model(tiny_model_dir)
+    texts = sample_dataset.corpus.texts[:50]
+    plain = tokenize_texts(model, texts, show_progress=False)
+    assert default_prompt(model) is None and encode_calls  # no prompt: the fast path
+    encode_calls.clear()
+    model.prompts = {"query": "query: "}
+    model.default_prompt_name = "query"
+    assert default_prompt(model) == "query: "
+    table = tokenize_texts(model, texts, show_progress=False)
+    assert not encode_calls  # the fast path does not prepend prompts
+    want = model.preprocess(texts[:10], prompt="query: ")
+    got = table.batch(np.arange(10))
+    assert torch.equal(got["input_ids"], want["input_ids"])
+    assert (table.lengths > plain.lengths).all()  # every text got the prompt's tokens
