@@ -22,6 +22,19 @@ def bench_cache() -> Path:
     return Path(os.environ.get("LEANPREMISE_BENCH_CACHE", Path.home() / ".cache" / "leanpremise" / "bench"))
 
 
+def onnx_exports(model_dir: Path, out: Path) -> tuple[Path, Path]:
+    """float32 and int8 ONNX exports of `model_dir`, made once into `out` and reused."""
+    from leanpremise.export.onnx_export import export_onnx, quantize_int8
+
+    fp32, int8 = out / "model.onnx", out / "model_qint8.onnx"
+    if not fp32.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        export_onnx(model_dir, fp32)
+    if not int8.exists():
+        quantize_int8(fp32, int8)
+    return fp32, int8
+
+
 def unpacked(name: str) -> Path:
     """Unpack `<shared>/data/<name>.tar.zst` once into the bench cache; return the data dir."""
     target = bench_cache() / "data" / name

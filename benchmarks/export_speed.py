@@ -21,21 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, write_result
+from common import RESULTS, onnx_exports, write_result
 
 DEFAULT_DATA = Path("/work/cache/data/mathlib-small")
-
-
-def onnx_files(model_dir: Path, cache: Path) -> tuple[Path, Path]:
-    """fp32 and int8 ONNX exports of `model_dir`, built once into `cache`."""
-    from leanpremise.export.onnx_export import export_onnx, quantize_int8
-
-    fp32, int8 = cache / "model.onnx", cache / "model_qint8.onnx"
-    if not fp32.exists():
-        export_onnx(model_dir, fp32)
-    if not int8.exists():
-        quantize_int8(fp32, int8)
-    return fp32, int8
 
 
 def throughput(embedder, texts: list[str]) -> float:
@@ -73,7 +61,7 @@ def main() -> None:
     args = ap.parse_args()
 
     model_dir = args.model or default_model_path()
-    fp32_path, int8_path = onnx_files(model_dir, args.onnx_cache)
+    fp32_path, int8_path = onnx_exports(model_dir, args.onnx_cache)
     dataset = load_dataset(DataConfig(data_dir=args.data_dir))
     rng = np.random.default_rng(0)
     pick = rng.choice(len(dataset.corpus), min(args.n, len(dataset.corpus)), replace=False)

@@ -22,22 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import bench_cache, unpacked, write_result
+from common import bench_cache, onnx_exports, unpacked, write_result
 
 KS = (8, 16, 32, 64)
-
-
-def onnx_exports(model_dir: Path, out: Path) -> tuple[Path, Path]:
-    """float32 and int8 ONNX exports of the model (made once, cached)."""
-    from leanpremise.export.onnx_export import export_onnx, quantize_int8
-
-    fp32, int8 = out / "model.onnx", out / "model_qint8.onnx"
-    if not fp32.exists():
-        out.mkdir(parents=True, exist_ok=True)
-        export_onnx(model_dir, fp32)
-    if not int8.exists():
-        quantize_int8(fp32, int8)
-    return fp32, int8
 
 
 def main() -> None:
