@@ -266,7 +266,8 @@ def main() -> None:
 
         health = httpx.get(f"{server.url}/health").json()
         loadavg = os.getloadavg()
-        clients = [Client(corpus, mathlib, seed, args.new_premises, args.fresh_share, args.repeat_share) for seed in range(args.clients)]
+        clients = [Client(corpus, mathlib, seed, args.new_premises, args.fresh_share, args.repeat_share)
+                   for seed in range(args.clients)]
         result = run_load(server.url, clients, args.duration, server.proc.pid)
         server.stop()
     finally:
@@ -280,7 +281,8 @@ def main() -> None:
         "startup_cold_s": startup_cold, "startup_warm_s": round(startup_warm, 1),
         "server_load_seconds": health["load_seconds"], **result, "loadavg_at_start": loadavg,
         "targets": {"p50_cached_ms": 50, "p99_cached_ms": 250, "startup_s": 30},
-        "note": "closed loop: each client sends its next request when the last is answered; the clients run on the server's 2 cores",
+        "note": "closed loop: each client sends its next request when the last is answered; "
+                "the clients run on the server's 2 cores",
     })
 
 

@@ -151,7 +151,8 @@ def create_app(config: ServeConfig, on_load_failed=None, preloaded: ServerState 
     async def health():
         if state.ready:
             return {"status": "ok", "premises": state.index.size, "modules": len(state.index.indexed_modules),
-                    "backend": state.service.embedder.name, "embed_workers": len(state.service.embedders), "load_seconds": round(state.load_seconds, 2),
+                    "backend": state.service.embedder.name, "embed_workers": len(state.service.embedders),
+                    "load_seconds": round(state.load_seconds, 2),
                     "revision": state.bundle.manifest.revision}
         return JSONResponse({"status": "failed" if state.error else "loading", "error": state.error},
                             status_code=503, headers={"Retry-After": "5"})

@@ -65,8 +65,8 @@ def config_from_args(args: argparse.Namespace):
         hub = {"data_repo": data_repo, "data_revision": data_rev, "model_id": model_id, "model_revision": model_rev}
     flags = {k: getattr(args, k) for k in (
         "bundle", "host", "port", "backend", "device", "embed_service_url", "embed_service_timeout",
-        "embed_service_max_concurrent_inputs", "max_client_batch_size", "embed_batch_size", "embed_workers", "embed_threads",
-        "search_batch_size", "search_linger_ms", "search_threads", "lru_cache_size",
+        "embed_service_max_concurrent_inputs", "max_client_batch_size", "embed_batch_size", "embed_workers",
+        "embed_threads", "search_batch_size", "search_linger_ms", "search_threads", "lru_cache_size",
         "max_new_premises", "max_k", "dtype", "data_dir")}
     if args.no_verify:
         flags["verify"] = False

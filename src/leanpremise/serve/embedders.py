@@ -140,24 +140,28 @@ def worker_layout(config, cpus: int | None = None) -> tuple[int, int]:
 
 
 def make_embedders(config, bundle) -> tuple[list, object | None]:
-    """(one embedder per worker, see worker_layout; a background embedder for bulk work on CPU, else None),
-    each with its own tokenizer and session or model."""
+    """(one embedder per worker, see worker_layout; a one-thread background embedder for bulk work on CPU,
+    else None), each with its own tokenizer and session or model."""
     workers, threads = worker_layout(config)
+    make, on_cpu = _embedder_factory(config, bundle, threads)
+    return [make(threads) for _ in range(workers)], (make(1) if on_cpu else None)
+
+
+def _embedder_factory(config, bundle, threads: int):
+    """(threads -> a new embedder of the configured backend, whether it runs on this machine's CPU)."""
     if config.backend == "tei":
-        return [TEIEmbedder(config.embed_service_url, bundle.embeddings.shape[1], config.embed_service_timeout,
-                            config.max_client_batch_size) for _ in range(workers)], None
+        return (lambda _: TEIEmbedder(config.embed_service_url, bundle.embeddings.shape[1],
+                                      config.embed_service_timeout, config.max_client_batch_size)), False
     if config.backend in ("auto", "onnx", "onnx-int8"):
         path = bundle.onnx_path(int8=config.backend == "onnx-int8")
         if path is not None:
-            return ([OnnxEmbedder(bundle.model_dir, path, batch_size=1, threads=threads) for _ in range(workers)],
-                    OnnxEmbedder(bundle.model_dir, path, batch_size=1, threads=1))
+            return (lambda n: OnnxEmbedder(bundle.model_dir, path, batch_size=1, threads=n)), True
         if config.backend != "auto":
             raise FileNotFoundError(f"{bundle.model_dir}/onnx: no {'int8 ' if config.backend == 'onnx-int8' else ''}"
                                     "ONNX model in this bundle (re-export with --onnx / --int8)")
-    if not str(config.device).startswith("cpu"):
-        return [TorchEmbedder(bundle.model_dir, config.device, config.embed_batch_size) for _ in range(workers)], None
-    import torch
+    on_cpu = str(config.device).startswith("cpu")
+    if on_cpu:
+        import torch  # torch's threads are per process, not per model: set once for every worker
 
-    torch.set_num_threads(threads)
-    return ([TorchEmbedder(bundle.model_dir, config.device, config.embed_batch_size) for _ in range(workers)],
-            TorchEmbedder(bundle.model_dir, config.device, config.embed_batch_size))
+        torch.set_num_threads(threads)
+    return (lambda _: TorchEmbedder(bundle.model_dir, config.device, config.embed_batch_size)), on_cpu

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from leanpremise.serve.jobs import fail_jobs, hand_out
+from leanpremise.serve.jobs import fail_jobs, hand_out, take_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -256,13 +256,7 @@ class EmbeddingService:
             lane, limit = self._urgent, (self.max_batch if batches_well else 0)
         else:
             lane, limit = self._bulk, min(self.chunk_size, BULK_CHUNK)
-        jobs = [lane.popleft()]
-        n = len(jobs[0].texts)
-        while lane and n + len(lane[0].texts) <= limit:
-            job = lane.popleft()
-            jobs.append(job)
-            n += len(job.texts)
-        return jobs
+        return take_jobs(lane, limit, lambda job: len(job.texts))
 
 
 def _lower_priority(nice: int) -> None:

@@ -1,9 +1,20 @@
-"""Handing a batched computation's outcome back to the requests whose jobs it served."""
+"""Batching queued jobs: taking a batch off a queue, and handing its outcome back to the requests it served."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
+
+
+def take_jobs(lane: deque, limit: int, size: Callable) -> list:
+    """The oldest job, then the next ones in arrival order while their sizes together stay within `limit`."""
+    jobs = [lane.popleft()]
+    n = size(jobs[0])
+    while lane and n + size(lane[0]) <= limit:
+        jobs.append(lane.popleft())
+        n += size(jobs[-1])
+    return jobs
 
 
 def fail_jobs(futures: Sequence[asyncio.Future], error: BaseException) -> None:

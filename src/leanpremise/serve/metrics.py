@@ -20,7 +20,8 @@ class Metrics:
         self.state_cache_hits = Counter("leanpremise_state_cache_hits_total", "states found in the cache",
                                         registry=r)
         self.state_cache_misses = Counter("leanpremise_state_cache_misses_total", "states embedded", registry=r)
-        self.cache_entries = Gauge("leanpremise_new_premise_cache_entries", "cached embeddings (new premises and states)",
+        self.cache_entries = Gauge("leanpremise_new_premise_cache_entries",
+                                   "cached embeddings (new premises and states)",
                                    registry=r)
         self.embedded = Counter("leanpremise_embedded_texts_total", "texts run through the embedder", registry=r)
         self.batch_size = Histogram("leanpremise_embed_batch_texts", "texts per embedder call", registry=r,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from leanpremise.serve.index import Candidates, PremiseIndex
-from leanpremise.serve.jobs import fail_jobs, hand_out
+from leanpremise.serve.jobs import fail_jobs, hand_out, take_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -128,10 +128,4 @@ class SearchBatcher:
 
     def _take(self) -> list[_Search]:
         """Queued searches in arrival order, up to max_queries query rows (at least one search)."""
-        jobs = [self._queue.popleft()]
-        n = len(jobs[0].queries)
-        while self._queue and n + len(self._queue[0].queries) <= self.max_queries:
-            job = self._queue.popleft()
-            jobs.append(job)
-            n += len(job.queries)
-        return jobs
+        return take_jobs(self._queue, self.max_queries, lambda job: len(job.queries))
