@@ -1,4 +1,4 @@
-"""Work shared between concurrent requests: one search pass for several queries, embedding workers side by
+"""Work shared between concurrent requests: searches taken together by one worker, embedding workers side by
 side with one kept free of bulk work, and states cached like new premises."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _reference(emb, query, mask, k):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_one_pass_over_mixed_candidates_equals_each_query_alone(corpus, dtype):
+def test_search_many_over_mixed_candidates_equals_each_query_alone(corpus, dtype):
     idx, emb = _index(corpus, dtype)
     rng = np.random.default_rng(1)
     mods = rng.permutation(len(corpus.modules))
@@ -57,7 +57,7 @@ def test_one_pass_over_mixed_candidates_equals_each_query_alone(corpus, dtype):
     assert len(results[-1][1]) == 0  # no candidates at all
 
 
-def test_concurrent_searches_share_a_pass_and_each_gets_its_own_result(corpus):
+def test_concurrent_searches_are_taken_together_and_each_gets_its_own_result(corpus):
     from leanpremise.serve.search_batcher import SearchBatcher
 
     idx, emb = _index(corpus)
@@ -66,7 +66,7 @@ def test_concurrent_searches_share_a_pass_and_each_gets_its_own_result(corpus):
 
     def slow_search_many(queries, cands, ks):
         passes.append(len(queries))
-        time.sleep(0.05)  # while this pass runs, the other requests queue up
+        time.sleep(0.05)  # while this call runs, the other requests queue up
         return original(queries, cands, ks)
 
     idx.search_many = slow_search_many
@@ -84,7 +84,7 @@ def test_concurrent_searches_share_a_pass_and_each_gets_its_own_result(corpus):
             await batcher.start()
             try:
                 first = asyncio.create_task(batcher.search(*requests[0]))
-                await asyncio.sleep(0.01)  # the first pass is running: the others queue behind it
+                await asyncio.sleep(0.01)  # the first call is running: the others queue behind it
                 rest = await asyncio.gather(*[batcher.search(q, c, k) for q, c, k in requests[1:]])
                 return [await first, *rest]
             finally:
@@ -260,46 +260,3 @@ def test_an_urgent_request_is_never_left_waiting_for_a_background_worker_to_wake
 
     asyncio.run(scenario())
     assert [t for _, texts, _, _ in log for t in texts if t.startswith("s")] == ["s0", "s1", "s2", "s3"]
-
-
-def test_a_search_lingers_for_announced_requests_but_not_past_its_limit(corpus):
-    from concurrent.futures import ThreadPoolExecutor
-
-    from leanpremise.serve.search_batcher import SearchBatcher
-
-    idx, emb = _index(corpus)
-    passes: list[int] = []
-    original = idx.search_many
-    idx.search_many = lambda q, c, k: (passes.append(len(q)), original(q, c, k))[1]
-    cand = idx.candidates(None, None)
-    rng = np.random.default_rng(3)
-    q = [rng.standard_normal((1, emb.shape[1])).astype(np.float32) for _ in range(3)]
-
-    async def request(batcher, query, delay, search=True):
-        async with batcher.expecting() as announced:
-            await asyncio.sleep(delay)  # "embedding"
-            if search:
-                return await batcher.search(query, cand, 5, announced)
-            return None
-
-    async def scenario():
-        with ThreadPoolExecutor(1) as pool:
-            batcher = SearchBatcher(idx, pool, linger_ms=300)
-            await batcher.start()
-            try:
-                t0 = time.perf_counter()
-                together = await asyncio.gather(request(batcher, q[0], 0.0), request(batcher, q[1], 0.05))
-                joined = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                await asyncio.gather(request(batcher, q[2], 0.0), request(batcher, None, 0.02, search=False))
-                withdrawn = time.perf_counter() - t0
-                return together, joined, withdrawn
-            finally:
-                await batcher.stop()
-
-    together, joined, withdrawn = asyncio.run(scenario())
-    assert passes == [2, 1]  # the second request joined the first's pass; the third ran alone
-    assert joined < 0.25  # it did not wait out the 300 ms once nobody else was expected
-    assert withdrawn < 0.25  # a request that left without searching released the wait
-    for query, (scores, ids) in zip(q, together):
-        np.testing.assert_array_equal(ids[0], _reference(emb, query[0], None, 5))

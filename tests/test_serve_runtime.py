@@ -208,31 +208,95 @@ def sample_corpus(sample_dataset):
     return sample_dataset.corpus
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_search_paths_agree_with_numpy(sample_corpus, dtype, monkeypatch):
-    from leanpremise.serve import index as index_mod
+def _stored(emb: np.ndarray, dtype: str) -> np.ndarray:
+    """The rows as the index stores them at `dtype` (bfloat16 rounded to nearest, as torch does)."""
+    import torch
+
+    return torch.from_numpy(emb).to(getattr(torch, dtype)).float().numpy()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("extra", [8, 0])
+def test_search_equals_brute_force_over_the_stored_rows(sample_corpus, dtype, extra, monkeypatch):
+    """Exact top-k at the serving precision, for every kind of candidate set; extra=0 makes the first
+    scan fetch exactly k rows, so the fetch-more path runs whenever a row lies within the error bound."""
+    from leanpremise.serve import exact_search
     from leanpremise.serve.index import PremiseIndex
 
+    monkeypatch.setattr(exact_search, "SCAN_EXTRA", extra)
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((len(sample_corpus), 16)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     idx = PremiseIndex(sample_corpus, emb, dtype)
+    stored = _stored(emb, dtype)
     queries = rng.standard_normal((3, 16)).astype(np.float32)
     mods = rng.choice(len(sample_corpus.modules), 40, replace=False).tolist()
     cases = [idx.candidates(None, None), idx.candidates(mods, None), idx.candidates(mods[:3], ["Nat.add_comm"]),
              idx.candidates(None, None, overridden=[sample_corpus.names[5]]), idx.candidates([], [])]
-    for max_runs in (4096, 1):  # slices, then the gather path for fragmented masks
-        monkeypatch.setattr(index_mod, "MAX_RUNS", max_runs)
-        for cand in cases:
-            scores, ids = idx.search(queries, cand, 20)
-            allowed = np.ones(len(sample_corpus), bool) if cand.mask is None else cand.mask
-            full = emb @ queries.T
-            for b in range(3):
-                ref = np.flatnonzero(allowed)[np.argsort(-full[allowed, b], kind="stable")[:20]]
-                assert len(ids[b]) == min(20, allowed.sum())
-                tol = 1e-5 if dtype == "float32" else 5e-3
-                np.testing.assert_allclose(scores[b], full[ref, b], atol=tol)
-                assert allowed[ids[b]].all()
+    for cand in cases:
+        scores, ids = idx.search(queries, cand, 20)
+        allowed = np.ones(len(sample_corpus), bool) if cand.mask is None else cand.mask
+        full = stored @ queries.T
+        for b in range(3):
+            ref = np.flatnonzero(allowed)[np.argsort(-full[allowed, b], kind="stable")[:20]]
+            assert len(ids[b]) == min(20, allowed.sum())
+            np.testing.assert_array_equal(ids[b], ref)
+            np.testing.assert_allclose(scores[b], full[ref, b], atol=1e-5)
+
+
+def test_near_ties_beyond_the_first_fetch_are_still_ranked_exactly(sample_corpus):
+    """Rows whose float32 scores differ by less than float16 can resolve: the scan cannot order them,
+    so the search must fetch all of them and let the float32 rescoring decide."""
+    from leanpremise.serve.index import PremiseIndex
+
+    rng = np.random.default_rng(3)
+    n, dim = len(sample_corpus), 32
+    emb = rng.standard_normal((n, dim)).astype(np.float32) * 0.05
+    base = np.zeros(dim, np.float32)
+    base[0] = 1.0
+    near = rng.choice(n, 200, replace=False)
+    emb[near] = base + rng.standard_normal((200, dim)).astype(np.float32) * 1e-4  # 200 near-duplicates
+    idx = PremiseIndex(sample_corpus, emb)
+    calls = []
+
+    class CountingScan:  # the faiss index, counting the scans
+        def __init__(self, inner):
+            self.inner = inner
+
+        def search(self, *args, **kwargs):
+            calls.append(args[1])
+            return self.inner.search(*args, **kwargs)
+
+        def reconstruct_batch(self, ids):
+            return self.inner.reconstruct_batch(ids)
+
+    idx.searcher.scan = CountingScan(idx.searcher.scan)
+    query = base + rng.standard_normal(dim).astype(np.float32) * 1e-3
+    scores, ids = idx.search(query[None], idx.candidates(None, None), 10)
+    ref = np.argsort(-(emb @ query), kind="stable")[:10]
+    np.testing.assert_array_equal(ids[0], ref)
+    np.testing.assert_allclose(scores[0], emb[ref] @ query, rtol=1e-6)
+    assert set(ids[0]) <= set(near)
+    assert len(calls) > 1 and calls[-1] >= 200  # it fetched more, past all the near-duplicates
+
+
+def test_scan_scores_stay_within_the_error_bound():
+    """The certified bound must hold for every row, else exactness is luck: check it on rows with a
+    spread of norms and components, including float16 subnormals."""
+    from leanpremise.serve.exact_search import ExactSearcher
+
+    rng = np.random.default_rng(5)
+    emb = rng.standard_normal((5000, 384)).astype(np.float32)
+    emb *= rng.uniform(0.01, 3.0, (5000, 1)).astype(np.float32)
+    emb[:100, :50] = rng.uniform(-1e-5, 1e-5, (100, 50))
+    s = ExactSearcher(emb)
+    for _ in range(5):
+        q = rng.standard_normal(384).astype(np.float32) * rng.uniform(0.1, 10)
+        approx, labels = s.scan.search(q[None], len(emb))
+        exact = emb[labels[0]] @ q
+        gap = np.abs(approx[0] - exact).max()
+        eps = s.scan_error(q)
+        assert 0 < gap <= eps / 2, (gap, eps)  # within the bound without its safety factor
 
 
 def test_module_entries_resolve_from_positions_names_and_paths(sample_corpus):
@@ -319,3 +383,28 @@ def test_cached_requests_overtake_a_bulk_embedding():
         assert max(map(len, emb.batches)) <= 8  # bulk batches are one chunk, so an urgent job waits little
 
     asyncio.run(scenario())
+
+
+def test_auto_backend_takes_int8_onnx_on_cpu_then_float32_then_torch(tmp_path):
+    from leanpremise.serve.embedders import onnx_choice
+
+    class FakeBundle:
+        model_dir = tmp_path
+
+        def __init__(self, have):
+            self.have = have
+
+        def onnx_path(self, int8=False):
+            return self.have.get(int8)
+
+    both = FakeBundle({True: Path("q8.onnx"), False: Path("fp32.onnx")})
+    fp32_only = FakeBundle({False: Path("fp32.onnx")})
+    neither = FakeBundle({})
+    assert onnx_choice("auto", both, on_cpu=True) == Path("q8.onnx")
+    assert onnx_choice("auto", fp32_only, on_cpu=True) == Path("fp32.onnx")
+    assert onnx_choice("auto", neither, on_cpu=True) is None
+    assert onnx_choice("auto", both, on_cpu=False) is None  # a GPU runs PyTorch
+    assert onnx_choice("onnx", both, on_cpu=True) == Path("fp32.onnx")
+    assert onnx_choice("torch", both, on_cpu=True) is None
+    with pytest.raises(FileNotFoundError, match="no int8 ONNX model"):
+        onnx_choice("onnx-int8", fp32_only, on_cpu=True)

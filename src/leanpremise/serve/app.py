@@ -2,7 +2,7 @@
 
 The bundle and model load in a background thread after the socket is open,
 so /health can say 503 ("loading") and then 200; the Lean routes answer 503
-with Retry-After until then. Search runs in a thread pool (torch releases the
+with Retry-After until then. Search runs in a thread pool (faiss releases the
 GIL), embedding in the embedding service's worker, so the event loop stays
 free to accept requests and to batch them.
 """
@@ -59,8 +59,9 @@ class ServerState:
             bundle = load_bundle(cfg.bundle, cfg.data_dir, verify=cfg.verify)
         else:
             bundle = load_from_hub(cfg.data_repo, cfg.data_revision, cfg.model_id, cfg.model_revision, cfg.data_dir)
-        index = PremiseIndex(bundle.corpus, bundle.embeddings, cfg.dtype)
-        limit_torch_threads(cfg, limit_blas_threads(cfg.search_threads))
+        search_threads = limit_blas_threads(cfg.search_threads)
+        index = PremiseIndex(bundle.corpus, bundle.embeddings, cfg.dtype, search_threads)
+        limit_torch_threads(cfg, search_threads)
         embedders, background = make_embedders(cfg, bundle)
         bundle.embeddings = None  # the index holds its own (possibly half-precision) copy
         if embedders[0].dim != index.dim:
@@ -94,8 +95,7 @@ def create_app(config: ServeConfig, on_load_failed=None, preloaded: ServerState 
                                        max_inflight=config.embed_service_max_concurrent_inputs,
                                        chunk_size=config.max_client_batch_size,
                                        max_batch=config.embed_batch_size, metrics=metrics)
-            searcher = SearchBatcher(state.index, state.search_executor, config.search_batch_size, metrics,
-                                     linger_ms=config.search_linger_ms)
+            searcher = SearchBatcher(state.index, state.search_executor, config.search_batch_size, metrics)
             await service.start()
             await searcher.start()
             state.service, state.searcher = service, searcher
@@ -215,9 +215,11 @@ def limit_blas_threads(threads: int | None, cpus: int | None = None) -> int:
 
 
 def limit_torch_threads(config, search_threads: int) -> None:
-    """Torch runs only the search's top-k and masking unless it is also the embedding backend (which then
-    sets its own threads): one OpenMP pool sized for those small ops, since its idle threads spin."""
-    if config.backend == "torch":
+    """Where torch is loaded but not the embedding backend (which sets its own threads), keep its OpenMP
+    pool small, since idle OpenMP threads spin; a server on ONNX Runtime need not load torch at all."""
+    import sys
+
+    if config.backend == "torch" or "torch" not in sys.modules:
         return
     import torch
 

@@ -23,7 +23,8 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--backend", default=None, help="auto|torch|onnx|onnx-int8|tei [EMBED_BACKEND] (default auto: "
-                                                  "ONNX Runtime when the bundle has it, else PyTorch)")
+                                                  "on CPU the bundle's int8 ONNX model, else its ONNX model, "
+                                                  "else PyTorch; PyTorch on a GPU)")
     p.add_argument("--device", default=None, help="torch device for the torch backend (default cpu)")
     p.add_argument("--embed_service_url", default=None, help="text-embeddings-inference URL [EMBED_SERVICE_URL]")
     p.add_argument("--embed_service_timeout", type=float, default=None, help="[EMBED_SERVICE_TIMEOUT] seconds")
@@ -39,13 +40,10 @@ def register(sub) -> None:
     p.add_argument("--embed_threads", type=int, default=None,
                    help="threads per CPU embedding worker [EMBED_THREADS] (default: cores / workers)")
     p.add_argument("--search_threads", type=int, default=None,
-                   help="BLAS threads scoring the embeddings [SEARCH_THREADS] (default: 1 up to 4 cores, else "
-                        "a quarter of them)")
-    p.add_argument("--search_linger_ms", type=float, default=None,
-                   help="how long a search may wait for requests being embedded to join its pass "
-                        "[SEARCH_LINGER_MS=10]")
+                   help="threads scoring the embeddings (faiss, BLAS) [SEARCH_THREADS] (default: 1 up to 4 "
+                        "cores, else a quarter of them)")
     p.add_argument("--search_batch_size", type=int, default=None,
-                   help="most concurrent queries scored in one pass [SEARCH_BATCH_SIZE=16]")
+                   help="most queued queries the search worker takes at once [SEARCH_BATCH_SIZE=16]")
     p.add_argument("--lru_cache_size", type=int, default=None, help="[LRU_CACHE_SIZE=131072]")
     p.add_argument("--max_new_premises", type=int, default=None, help="[MAX_NEW_PREMISES=2048]")
     p.add_argument("--max_k", type=int, default=None, help="[MAX_K=1024]")
@@ -66,7 +64,7 @@ def config_from_args(args: argparse.Namespace):
     flags = {k: getattr(args, k) for k in (
         "bundle", "host", "port", "backend", "device", "embed_service_url", "embed_service_timeout",
         "embed_service_max_concurrent_inputs", "max_client_batch_size", "embed_batch_size", "embed_workers",
-        "embed_threads", "search_batch_size", "search_linger_ms", "search_threads", "lru_cache_size",
+        "embed_threads", "search_batch_size", "search_threads", "lru_cache_size",
         "max_new_premises", "max_k", "dtype", "data_dir")}
     if args.no_verify:
         flags["verify"] = False

@@ -34,7 +34,8 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     backend: str = "auto"
-    """auto (ONNX when the bundle has it, else PyTorch), torch, onnx, onnx-int8 or tei."""
+    """auto, torch, onnx, onnx-int8 or tei. auto: on CPU the bundle's int8 ONNX model if it has one, else its
+    float32 ONNX model, else PyTorch; on a GPU, PyTorch (see docs/decisions.md)."""
     device: str = "cpu"
     embed_service_url: str | None = None
     """text-embeddings-inference base URL for backend=tei (POST {url}/embed)."""
@@ -50,20 +51,19 @@ class ServeConfig:
     embed_threads: int | None = None
     """Threads per CPU embedding worker (default: the cores divided among the workers)."""
     search_batch_size: int = 16
-    """Most queries (states of concurrent requests) scored in one pass over the embeddings."""
-    search_linger_ms: float = 10.0
-    """How long a search may wait for requests already being embedded to join its pass."""
+    """Most queued queries (states of concurrent requests) the search worker takes in one call."""
     lru_cache_size: int = 131072
     max_new_premises: int = 2048
     max_k: int = 1024
     dtype: str = "float32"
-    """Storage/compute type of the corpus embeddings (float16 halves memory and search time)."""
+    """Precision the corpus embeddings are kept and ranked at: float32 (a float16 copy is scanned, then
+    rescored exactly), or float16/bfloat16 (only the 16-bit copy: half the memory)."""
     verify: bool = True
     """Check the bundle's sha256 checksums of the premises archive and embeddings at startup."""
     retry_after_s: int = 1
     search_threads: int | None = None
-    """BLAS threads scoring the embeddings (default 1 up to 4 cores, else a quarter of them): the pass is
-    bound by memory bandwidth, and OpenBLAS threads spinning between passes took a core from embedding."""
+    """Threads scoring the embeddings, faiss's and BLAS's (default 1 up to 4 cores, else a quarter of them):
+    a scan is bound by memory bandwidth, and pool threads spinning between scans took a core from embedding."""
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> ServeConfig:
@@ -104,7 +104,6 @@ ENV_NAMES = {
     "embed_workers": "EMBED_WORKERS",
     "embed_threads": "EMBED_THREADS",
     "search_batch_size": "SEARCH_BATCH_SIZE",
-    "search_linger_ms": "SEARCH_LINGER_MS",
     "search_threads": "SEARCH_THREADS",
     "lru_cache_size": "LRU_CACHE_SIZE",
     "max_new_premises": "MAX_NEW_PREMISES",

@@ -1,11 +1,8 @@
 """The indexed premises: request fields -> a candidate mask -> exact inner-product top-k.
 
 Candidates are built as arrays: a request's import closure becomes a boolean
-mask over modules, gathered through each premise's module id; since the
-corpus keeps each module's premises contiguous, the mask is a union of id
-ranges. Scores are computed only over the
-runs of that mask (contiguous slices of the embedding matrix, no copies), or
-over the whole matrix when the mask covers most of it or is fragmented.
+mask over modules, gathered through each premise's module id. The mask then
+selects the rows an exact search scores (see exact_search.py).
 """
 
 from __future__ import annotations
@@ -15,11 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from leanpremise.data.corpus import Corpus
+from leanpremise.serve.exact_search import ExactSearcher
 
 THEOREM_KINDS = frozenset({"theorem", "lemma"})
-FULL_SCAN_SHARE = 0.5
-"""Above this share of candidates, one matmul over all rows beats many slices."""
-MAX_RUNS = 4096
 
 
 def module_name_from(entry: str) -> str:
@@ -38,19 +33,14 @@ class Candidates:
 
 
 class PremiseIndex:
-    def __init__(self, corpus: Corpus, embeddings: np.ndarray, dtype: str = "float32"):
-        import torch
-
+    def __init__(self, corpus: Corpus, embeddings: np.ndarray, dtype: str = "float32", search_threads: int = 1):
         if embeddings.shape[0] != len(corpus):
             raise ValueError(f"{embeddings.shape[0]} embeddings for {len(corpus)} premises")
         self.corpus = corpus
         self.size = len(corpus)
         self.dim = int(embeddings.shape[1])
-        self.dtype = getattr(torch, dtype)
-        self.emb = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)).to(self.dtype).contiguous()
-        self._emb_np = self.emb.numpy() if self.dtype == torch.float32 else None
-        """float32 rows are scored with numpy's BLAS: measured on 2 cores over ~95k rows, torch's float32
-        matmul with 4 query columns took 5-9x its one-column time, OpenBLAS about 1.1x."""
+        self.dtype = dtype
+        self.searcher = ExactSearcher(embeddings, dtype, search_threads)
         self.names = np.asarray(corpus.names, dtype=object)
         self.indexed_premises: list[str] = list(corpus.unfiltered_names)
         self.indexed_modules: list[str] = list(corpus.modules)
@@ -146,82 +136,19 @@ class PremiseIndex:
 
     def search_many(self, queries: np.ndarray, cands: list[Candidates], ks: list[int]
                     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Exact top-k of several queries, each with its own candidates and k, in one pass over the
-        embeddings: the rows scored are the union of the candidates, so concurrent requests (whose
-        import closures overlap) read the memory-bound embedding matrix once instead of once each.
+        """Exact top-k of several queries, each with its own candidates and k; queries sharing a
+        candidates object (one request's several states) share one scan call.
         Returns one (scores, ids) per query, best first, at most min(k, candidates) long."""
-        import torch
-
-        b = len(queries)
-        ks = [max(0, min(k, c.count)) for k, c in zip(ks, cands)]
-        k_max = max(ks, default=0)
-        if k_max == 0:
-            return [(np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)) for _ in range(b)]
-        q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32).T)  # (D, B)
-        q = q if self._emb_np is not None else torch.from_numpy(q).to(self.dtype)
-        distinct = list({id(c): c for c in cands}.values())
-        union = None if any(c.mask is None for c in distinct) else np.logical_or.reduce([c.mask for c in distinct])
-        with torch.inference_mode():
-            if union is None or int(union.sum()) > FULL_SCAN_SHARE * self.size:
-                ids = None
-                scores = self._matmul(0, self.size, q)
-            else:
-                ids = np.flatnonzero(union)
-                scores = self._score_rows(union, ids, q)
-            scores = torch.from_numpy(scores) if isinstance(scores, np.ndarray) else scores
-            hidden = self._hidden(cands, union, ids)
-            if hidden is not None:
-                scores.masked_fill_(torch.from_numpy(hidden), float("-inf"))
-            top_scores, top_rows = torch.topk(scores, k_max, dim=0)
-        top_scores = top_scores.T.float().numpy()
-        top_rows = top_rows.T.numpy()
-        top_ids = top_rows if ids is None else ids[top_rows]
-        return [(top_scores[j, : ks[j]], top_ids[j, : ks[j]]) for j in range(b)]
-
-    def _matmul(self, start: int, end: int, q, out=None):
-        """Rows [start, end) times the (D, B) queries, into `out` if given."""
-        import torch
-
-        if self._emb_np is not None:
-            return np.matmul(self._emb_np[start:end], q, out=out)
-        return torch.matmul(self.emb[start:end], q, out=out)
-
-    @staticmethod
-    def _hidden(cands: list[Candidates], union: np.ndarray | None, ids: np.ndarray | None) -> np.ndarray | None:
-        """(rows scored, B) True where a row is not one of that query's candidates; None when none is hidden."""
-        if all(c.mask is None or c.mask is union for c in cands):
-            return None
-        rows = len(cands[0].mask) if ids is None else len(ids)
-        hidden = np.zeros((rows, len(cands)), dtype=bool)
-        done: dict[int, np.ndarray] = {}
+        queries = np.asarray(queries, dtype=np.float32).reshape(len(cands), self.dim)
+        groups: dict[int, list[int]] = {}
         for j, c in enumerate(cands):
-            if c.mask is None:
-                continue
-            if id(c) not in done:
-                done[id(c)] = ~(c.mask if ids is None else c.mask[ids])
-            hidden[:, j] = done[id(c)]
-        return hidden
-
-    def _score_rows(self, union: np.ndarray, ids: np.ndarray, q):
-        """Scores (len(ids), B) of the rows in `union`: one matmul per contiguous run (slices, no copy),
-        or a gather when the runs are too many for that to pay."""
-        import torch
-
-        starts, ends = _runs(union)
-        if len(starts) > MAX_RUNS:
-            if self._emb_np is not None:
-                return self._emb_np[ids] @ q
-            return self.emb[torch.from_numpy(ids)] @ q
-        shape = (len(ids), q.shape[1])
-        scores = np.empty(shape, np.float32) if self._emb_np is not None else torch.empty(shape, dtype=self.dtype)
-        pos = 0
-        for s, e in zip(starts.tolist(), ends.tolist()):
-            self._matmul(s, e, q, out=scores[pos : pos + e - s])
-            pos += e - s
-        return scores
-
-
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, ends) of the runs of True in `mask`."""
-    d = np.diff(mask.view(np.int8), prepend=np.int8(0), append=np.int8(0))
-    return np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+            groups.setdefault(id(c), []).append(j)
+        results: list = [None] * len(cands)
+        for members in groups.values():
+            cand = cands[members[0]]
+            k = max(ks[j] for j in members)
+            found = self.searcher.topk(queries[members], cand.mask, cand.count, k)
+            for j, (scores, ids) in zip(members, found):
+                n = max(0, min(ks[j], cand.count))
+                results[j] = (scores[:n], ids[:n])
+        return results

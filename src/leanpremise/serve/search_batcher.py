@@ -1,22 +1,16 @@
-"""Concurrent requests' searches, run together in one pass over the embeddings.
+"""Concurrent requests' searches, taken together by one search worker.
 
-Scoring a request reads tens of thousands of embedding rows and is bound by
-memory bandwidth, not arithmetic: scoring four queries costs little more than
-scoring one. One worker runs `PremiseIndex.search_many` on every search queued
-while the previous pass ran (up to `max_queries` queries), so under load each
-pass serves several requests, and an idle server answers a lone request at
-once, without waiting to fill a batch. Under load a search may linger a few
-milliseconds for requests already being embedded (`expecting()`), since a
-pass that also serves them costs little more than one that does not, and the
-CPU it saves shortens every queue.
+One worker thread runs `PremiseIndex.search_many` on every search queued
+while the previous call ran (up to `max_queries` query rows), so under load
+one executor hop serves several requests, an idle server answers a lone
+request at once, and searches never compete with each other for the cores
+the embedding workers use.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections import deque
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -35,18 +29,14 @@ class _Search:
     cand: Candidates
     k: int
     future: asyncio.Future
-    queued_at: float = 0.0
 
 
 class SearchBatcher:
-    def __init__(self, index: PremiseIndex, executor: Executor, max_queries: int = 16, metrics=None,
-                 linger_ms: float = 0.0):
+    def __init__(self, index: PremiseIndex, executor: Executor, max_queries: int = 16, metrics=None):
         self.index = index
         self.executor = executor
         self.max_queries = max(1, max_queries)
         self.metrics = metrics
-        self.linger = max(0.0, linger_ms) / 1000
-        self._expected = 0
         self._queue: deque[_Search] = deque()
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
@@ -63,29 +53,11 @@ class SearchBatcher:
             except asyncio.CancelledError:
                 pass
 
-    @contextlib.asynccontextmanager
-    async def expecting(self):
-        """Announce a request that will search once its texts are embedded; a pass may wait for it."""
-        self._expected += 1
-        announced = [True]
-        try:
-            yield announced
-        finally:
-            if announced[0]:  # left without searching (an error, a 503): a lingering pass need not wait
-                self._expected -= 1
-                if self._wake is not None:
-                    self._wake.set()
-
-    async def search(self, queries: np.ndarray, cand: Candidates, k: int, announced: list | None = None
-                     ) -> tuple[list, list]:
-        """Per query row: (scores, ids) of its exact top-k among `cand`, best first. `announced` is what
-        `expecting()` yielded for this request, if it was announced."""
-        if announced is not None and announced[0]:
-            announced[0] = False
-            self._expected -= 1
+    async def search(self, queries: np.ndarray, cand: Candidates, k: int) -> tuple[list, list]:
+        """Per query row: (scores, ids) of its exact top-k among `cand`, best first."""
         if len(queries) == 0:
             return [], []
-        job = _Search(queries, cand, k, asyncio.get_running_loop().create_future(), time.perf_counter())
+        job = _Search(queries, cand, k, asyncio.get_running_loop().create_future())
         self._queue.append(job)
         self._wake.set()
         results = await job.future
@@ -98,7 +70,6 @@ class SearchBatcher:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            await self._linger()
             jobs = self._take()
             queries = np.concatenate([j.queries for j in jobs])
             cands = [j.cand for j in jobs for _ in range(len(j.queries))]
@@ -112,19 +83,6 @@ class SearchBatcher:
             if self.metrics is not None:
                 self.metrics.search_batch.observe(len(jobs))
             hand_out([j.future for j in jobs], [len(j.queries) for j in jobs], results)
-
-    async def _linger(self) -> None:
-        """Wait up to `linger` after the oldest queued search for announced requests to queue theirs."""
-        deadline = self._queue[0].queued_at + self.linger
-        while self._expected > 0 and sum(len(j.queries) for j in self._queue) < self.max_queries:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                return
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), remaining)
-            except TimeoutError:
-                return
 
     def _take(self) -> list[_Search]:
         """Queued searches in arrival order, up to max_queries query rows (at least one search)."""

@@ -1,0 +1,120 @@
+"""Exact inner-product top-k over a candidate subset: a half-precision faiss scan, then an fp32 rescoring.
+
+Scoring a request reads tens of thousands of embedding rows, so it is bound
+by memory bandwidth. A faiss scalar-quantizer index over 16-bit copies of the
+rows halves what one query reads and skips the rows a candidate bitmap leaves
+out without touching them (measured on 2 cores, ~40k candidates of 276k
+MiniLM-sized rows: 1.8 ms per query, against 6.9 ms for numpy's BLAS over the
+candidate runs in float32).
+
+The scan's scores differ from the exact ones by at most a bound `eps` that
+follows from the storage precision and float32 rounding (see `scan_error`).
+If T is the scan's k-th best score, every true top-k row scores at least
+T - 2 eps in the scan, so the scan fetches rows down to that threshold and
+rescoring them at the stored precision gives exactly the brute-force top-k;
+when the first fetch stops short of the threshold, it fetches more.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+SCAN_EXTRA = 8
+"""Rows fetched beyond k by the first scan; with 16-bit rows few scores fall within 2 eps of the k-th."""
+GROWTH = 4
+SAFETY = 2.0
+"""The error bound is multiplied by this, so that a kernel rounding a little worse than assumed stays exact."""
+FP16_MAX = 65504.0
+
+STORAGE_UNIT_ROUNDOFF = {"float16": 2.0**-10, "bfloat16": 2.0**-7}
+"""Relative error of storing a float32 in each 16-bit format, allowing for truncation (twice round-to-nearest)."""
+
+
+class ExactSearcher:
+    """Holds the rows at the serving precision (`dtype`) and a 16-bit faiss copy to scan.
+
+    float32 keeps the float32 rows for rescoring beside a float16 scan copy; float16 and bfloat16 keep
+    only the 16-bit copy, which is then both what is scanned and the stored value rescored."""
+
+    def __init__(self, embeddings: np.ndarray, dtype: str = "float32", threads: int = 1):
+        import faiss
+
+        emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+        self.size, self.dim = emb.shape
+        self.threads = max(1, int(threads))
+        peak = float(np.abs(emb).max()) if emb.size else 0.0
+        scan_type = "bfloat16" if dtype == "bfloat16" else "float16"
+        if peak > FP16_MAX and scan_type == "float16":
+            if dtype == "float16":
+                raise ValueError(f"DTYPE=float16: embedding values up to {peak:g} overflow float16; use float32")
+            scan_type = "float32"
+        self.rows = emb if dtype == "float32" else None
+        self.scan = self._build(faiss, emb, scan_type)
+        self.unit_roundoff = STORAGE_UNIT_ROUNDOFF.get(scan_type, 0.0) if dtype == "float32" else 0.0
+        self.max_norm = float(np.sqrt(np.einsum("ij,ij->i", emb, emb).max())) * (1 + 1e-5) if self.size else 0.0
+
+    def _build(self, faiss, emb: np.ndarray, scan_type: str):
+        if scan_type == "float32":
+            index = faiss.IndexFlatIP(self.dim)
+        else:
+            qtype = faiss.ScalarQuantizer.QT_fp16 if scan_type == "float16" else faiss.ScalarQuantizer.QT_bf16
+            index = faiss.IndexScalarQuantizer(self.dim, qtype, faiss.METRIC_INNER_PRODUCT)
+        if self.size:
+            index.add(emb)
+        return index
+
+    def row_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Rows `ids` at the stored precision, as float32."""
+        if self.rows is not None:
+            return self.rows[ids]
+        return self.scan.reconstruct_batch(np.asarray(ids, dtype=np.int64))
+
+    def scan_error(self, query: np.ndarray) -> float:
+        """A bound on |scan score - float32 score of the stored row| for any row, for this query.
+
+        Storage: |q.(x - h)| <= |q| |x| u (+ float16 subnormals: 2^-25 per component). Rounding of the
+        two float32 dot products: each at most gamma_D |q| |x|, gamma_D = D u32 / (1 - D u32)."""
+        qn = float(np.linalg.norm(query.astype(np.float64)))
+        u32 = 2.0**-24
+        gamma = self.dim * u32 / (1 - self.dim * u32)
+        storage = self.unit_roundoff * self.max_norm + (math.sqrt(self.dim) * 2.0**-25 if self.unit_roundoff else 0.0)
+        rounding = 2.1 * gamma * self.max_norm
+        return SAFETY * qn * (storage + rounding)
+
+    def topk(self, queries: np.ndarray, mask: np.ndarray | None, count: int, k: int
+             ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query: (scores, ids) of its exact top-min(k, count) among the rows `mask` allows (all when
+        None; `count` is how many it allows), best first, ties by lower id."""
+        import faiss
+
+        k = max(0, min(k, count))
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        if k == 0:
+            return [(np.zeros(0, np.float32), np.zeros(0, np.int64)) for _ in range(len(queries))]
+        faiss.omp_set_num_threads(self.threads)
+        params = None
+        if mask is not None:
+            bits = np.packbits(mask, bitorder="little")  # kept alive: the selector points into it
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits)))
+        fetch = min(count, k + SCAN_EXTRA + k // 8)
+        approx, labels = self.scan.search(queries, fetch, params=params)
+        out = []
+        for j, query in enumerate(queries):
+            s, ids = approx[j], labels[j]
+            eps = self.scan_error(query)
+            n = fetch
+            while n < count and s[n - 1] >= s[k - 1] - 2 * eps:
+                n = min(count, n * GROWTH)
+                s_all, l_all = self.scan.search(query[None], n, params=params)
+                s, ids = s_all[0], l_all[0]
+            out.append(self._rescore(query, ids[ids >= 0], k))
+        return out
+
+    def _rescore(self, query: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The exact top-k of rows `ids` (which contain it), best first, ties by lower id."""
+        ids = np.sort(ids)
+        scores = self.row_vectors(ids) @ query
+        order = np.argsort(-scores, kind="stable")[:k]
+        return scores[order].astype(np.float32), ids[order]
