@@ -54,7 +54,7 @@ def unpacked(name: str) -> Path:
 
 def save_json(path: Path, payload: dict) -> Path:
     """Write `payload` to `path` atomically (a killed benchmark leaves no half file) and print it."""
-    from leanpremise.data.reader import atomic_write_bytes
+    from leanpremise.atomic import atomic_write_bytes
 
     atomic_write_bytes(Path(path), (json.dumps(payload, indent=2) + "\n").encode())
     print(json.dumps(payload, indent=2))

@@ -134,8 +134,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "eval_speed.json")
     args = ap.parse_args()
 
+    from leanpremise.atomic import atomic_write_bytes
     from leanpremise.data import DataConfig, load_dataset
-    from leanpremise.data.reader import atomic_write_bytes
 
     t0 = time.perf_counter()
     ds = load_dataset(DataConfig(data_dir=args.data_dir))

@@ -76,7 +76,7 @@ def ensure_bundle(bundle: Path, data_dir: Path, embeddings: Path, n_premises: in
                                    int8=True, corpus_embeddings=source, model_name="all-MiniLM-L6-v2"))
     if not real:  # mark the bundle so a later run rebuilds it with the real embeddings
         m.source_model += " (random embeddings)"
-        from leanpremise.data.reader import atomic_write_bytes
+        from leanpremise.atomic import atomic_write_bytes
 
         atomic_write_bytes(bundle / "manifest.json", m.to_json())
     return "minilm" if real else "random"

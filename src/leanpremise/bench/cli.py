@@ -170,9 +170,9 @@ def _suite(args) -> int:
 
 
 def _results(args) -> int:
+    from leanpremise.atomic import atomic_write_bytes
     from leanpremise.bench.premises_dir import BenchInputError
     from leanpremise.bench.results import format_summary, plot_summary, summarize
-    from leanpremise.data.reader import atomic_write_bytes
 
     try:
         summary = summarize(args.files)

@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from leanpremise.atomic import atomic_write_bytes
 from leanpremise.bench import outcomes
 from leanpremise.bench.premises_dir import (
     BenchInputError,
@@ -36,7 +37,6 @@ from leanpremise.bench.premises_dir import (
     write_premises_dir,
 )
 from leanpremise.bench.processes import ProcessGroups, RunCancelled
-from leanpremise.data.reader import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -164,7 +164,7 @@ def plot_summary(summary: Summary, out_path: Path, title: str = "LeanHammer tact
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from leanpremise.data.reader import atomic_write_bytes
+    from leanpremise.atomic import atomic_write_bytes
 
     n = len(summary.runs)
     y = np.arange(n)[::-1]

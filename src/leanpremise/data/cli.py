@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from leanpremise.atomic import atomic_write_bytes
 from leanpremise.data.config import DataConfig
-from leanpremise.data.reader import atomic_write_bytes
 
 
 def add_data_args(p: argparse.ArgumentParser, positional: bool = False) -> None:

@@ -14,7 +14,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from leanpremise.atomic import atomic_write_bytes
 from leanpremise.data.errors import DataLayoutError
 from leanpremise.data.jsonl import BadLines, iter_jsonl
 
@@ -408,19 +408,6 @@ def fingerprint(data_dir: Path, with_states: bool) -> str:
             st = path.stat()
             h.update(repr((part, st.st_size, st.st_mtime_ns)).encode())
     return h.hexdigest()[:24]
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write via a temp file in the same folder and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_data_dir(

@@ -77,7 +77,7 @@ def _eval_files(args) -> int:
     rows = [(fr.label, file_metrics(fr, args.k, args.recall_without_positives)) for fr in rankings]
     print(format_rows(rows, args.k))
     if args.json:
-        from leanpremise.data.reader import atomic_write_bytes
+        from leanpremise.atomic import atomic_write_bytes
 
         payload = {str(fr.path): m for fr, (_, m) in zip(rankings, rows)}
         atomic_write_bytes(args.json, json.dumps(payload, indent=1).encode())
@@ -138,7 +138,7 @@ def _baseline(args) -> int:
 def _write_metrics(path: Path | None, metrics: dict, index_seconds: float) -> None:
     if path is None:
         return
-    from leanpremise.data.reader import atomic_write_bytes
+    from leanpremise.atomic import atomic_write_bytes
 
     atomic_write_bytes(Path(path), json.dumps({**metrics, "index_seconds": index_seconds}, indent=1).encode())
 

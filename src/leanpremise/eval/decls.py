@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leanpremise.data.reader import atomic_write_bytes
+from leanpremise.atomic import atomic_write_bytes
 from leanpremise.eval.retrieved_files import dumps
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 
-from leanpremise.data.reader import atomic_write_bytes
+from leanpremise.atomic import atomic_write_bytes
 from leanpremise.eval.metrics import DEFAULT_K_LIST, DEFAULT_MRR_K, compute_metrics, format_table
 from leanpremise.eval.ranking import rank_premises
 from leanpremise.model import encode_texts

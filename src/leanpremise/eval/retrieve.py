@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leanpremise.data.reader import atomic_write_bytes
+from leanpremise.atomic import atomic_write_bytes
 from leanpremise.eval.metrics import DEFAULT_K_LIST, DEFAULT_MRR_K, compute_metrics, format_table
 from leanpremise.eval.retrieved_files import retrieved_entries, retrieved_file_name, write_retrieved
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leanpremise.data.reader import atomic_write_bytes
+from leanpremise.atomic import atomic_write_bytes
 
 
 def retrieved_file_name(split: str, model_name: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leanpremise.data.reader import atomic_write_bytes
+from leanpremise.atomic import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from leanpremise.atomic import atomic_write_bytes
 from leanpremise.data import DataConfig, load_corpus
-from leanpremise.data.reader import atomic_write_bytes
 from leanpremise.export.bundle import (
     MODEL_DIR,
     PREMISES_ARCHIVE,

@@ -54,18 +54,16 @@ def register(sub) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from leanpremise.serve.config import config_from_env
+    from dataclasses import fields
+
+    from leanpremise.serve.config import ServeConfig, config_from_env
     from leanpremise.serve.loader import parse_repo_at
 
     hub = {}
     if args.from_hub:
         (data_repo, data_rev), (model_id, model_rev) = map(parse_repo_at, args.from_hub)
         hub = {"data_repo": data_repo, "data_revision": data_rev, "model_id": model_id, "model_revision": model_rev}
-    flags = {k: getattr(args, k) for k in (
-        "bundle", "host", "port", "backend", "device", "embed_service_url", "embed_service_timeout",
-        "embed_service_max_concurrent_inputs", "max_client_batch_size", "embed_batch_size", "embed_workers",
-        "embed_threads", "search_batch_size", "search_threads", "lru_cache_size",
-        "max_new_premises", "max_k", "dtype", "data_dir")}
+    flags = {f.name: getattr(args, f.name) for f in fields(ServeConfig) if hasattr(args, f.name)}
     if args.no_verify:
         flags["verify"] = False
     return config_from_env(**flags, **hub).validate()

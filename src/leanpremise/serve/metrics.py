@@ -26,8 +26,8 @@ class Metrics:
         self.embedded = Counter("leanpremise_embedded_texts_total", "texts run through the embedder", registry=r)
         self.batch_size = Histogram("leanpremise_embed_batch_texts", "texts per embedder call", registry=r,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
-        self.search_batch = Histogram("leanpremise_search_batch_requests", "requests served by one search pass",
-                                      registry=r, buckets=(1, 2, 3, 4, 6, 8, 12, 16))
+        self.search_batch = Histogram("leanpremise_search_batch_requests",
+                                      "requests taken by one call of the search worker", registry=r, buckets=(1, 2, 3, 4, 6, 8, 12, 16))
         self.inflight = Gauge("leanpremise_embed_inflight_texts", "texts queued or being embedded", registry=r)
         self.overloaded = Counter("leanpremise_overloaded_total", "requests refused with 503 (overload)",
                                   registry=r)

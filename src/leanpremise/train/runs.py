@@ -6,7 +6,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from leanpremise.data.reader import atomic_write_bytes
+from leanpremise.atomic import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
