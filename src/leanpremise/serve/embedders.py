@@ -57,21 +57,17 @@ class OnnxEmbedder:
     batches_well = False
     """On CPU, padding a short text to a long one's length costs more than one call per request saves."""
 
-    def __init__(self, model_dir: Path, onnx_path: Path, batch_size: int = 1, threads: int | None = None):
+    def __init__(self, model_dir: Path, onnx_path: Path, batch_size: int = 1, threads: int | None = None,
+                 session=None):
         """`batch_size` 1 runs each text unpadded: on one CPU thread MiniLM took 21.6 ms per premise so,
-        and 39.5 ms in batches of 8 padded to their longest (int8: 10.0 and 19.9 ms)."""
-        import onnxruntime as ort
+        and 39.5 ms in batches of 8 padded to their longest (int8: 10.0 and 19.9 ms). `session`: an
+        ONNX Runtime session to share (`run` is thread-safe; each embedder keeps its own tokenizer)."""
         from transformers import AutoTokenizer
 
         self.name = "onnx-int8" if "qint8" in Path(onnx_path).name else "onnx"
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.max_length = max_seq_length(model_dir, self.tokenizer)
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        # Idle pool threads spinning for work would take the cores other requests' workers need.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self.session = session or onnx_session(onnx_path, threads)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.batch_size = batch_size
         self.dim = 0
@@ -91,6 +87,18 @@ class OnnxEmbedder:
         out = np.empty_like(emb)
         out[order] = emb
         return _normalise(out)
+
+
+def onnx_session(onnx_path: Path, threads: int | None = None):
+    """A CPU ONNX Runtime session running each call on `threads` threads that do not spin when idle."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    # Idle pool threads spinning for work would take the cores other requests' workers need.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
 
 
 class TEIEmbedder:
@@ -141,7 +149,7 @@ def worker_layout(config, cpus: int | None = None) -> tuple[int, int]:
 
 def make_embedders(config, bundle) -> tuple[list, object | None]:
     """(one embedder per worker, see worker_layout; a one-thread background embedder for bulk work on CPU,
-    else None), each with its own tokenizer and session or model."""
+    else None), each with its own tokenizer; ONNX embedders of one thread count share a session."""
     workers, threads = worker_layout(config)
     make, on_cpu = _embedder_factory(config, bundle, threads)
     return [make(threads) for _ in range(workers)], (make(1) if on_cpu else None)
@@ -155,7 +163,14 @@ def _embedder_factory(config, bundle, threads: int):
     on_cpu = str(config.device).startswith("cpu")
     path = onnx_choice(config.backend, bundle, on_cpu)
     if path is not None:
-        return (lambda n: OnnxEmbedder(bundle.model_dir, path, batch_size=1, threads=n)), True
+        sessions: dict[int, object] = {}  # one per thread count: workers share the model's memory
+
+        def make_onnx(n: int) -> OnnxEmbedder:
+            if n not in sessions:
+                sessions[n] = onnx_session(path, n)
+            return OnnxEmbedder(bundle.model_dir, path, batch_size=1, threads=n, session=sessions[n])
+
+        return make_onnx, True
     if on_cpu:
         import torch  # torch's threads are per process, not per model: set once for every worker
 

@@ -1,7 +1,7 @@
 """Embedding requests' texts: an LRU cache for new premises, cross-request batching, and a bound.
 
 Requests hand their uncached texts over in chunks of `chunk_size`; worker
-threads (one per embedder given, each with its own copy of the model, since
+threads (one per embedder given, each with its own tokenizer, since
 tokenizers are not safe to share between threads) run the embedder on what
 is queued. An embedder that batches well (a GPU, a TEI service) takes every
 queued urgent chunk at once, up to `max_batch` texts; a CPU one takes one

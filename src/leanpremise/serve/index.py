@@ -50,6 +50,11 @@ class PremiseIndex:
         self.restricted = corpus.in_module_system & ~is_theorem & ~corpus.is_exposed
         """Premises a module-system caller sees only through `import all` of their module."""
         self._module_cache: dict[str, int | None] = {}
+        sizes = np.bincount(corpus.module_id, minlength=len(self.indexed_modules))
+        contiguous = np.array_equal(np.repeat(np.arange(len(sizes)), sizes), corpus.module_id)
+        self._module_sizes = sizes if contiguous else None
+        """Premises per module when the corpus lists modules in id order: a module mask then expands to a
+        premise mask by a sequential repeat instead of a gather."""
 
     # ---- resolving request fields ------------------------------------------------------------
 
@@ -71,8 +76,13 @@ class PremiseIndex:
         return found
 
     def module_ids(self, entries) -> np.ndarray:
+        """Module ids of `entries` (unknown ones dropped; may repeat). Positions, the Lean client's usual form,
+        are resolved as one array (an import closure has thousands)."""
+        positions = np.asarray(entries) if len(entries) else np.zeros(0, np.int64)
+        if positions.dtype.kind in "iu":
+            return positions[(positions >= 0) & (positions < len(self.indexed_modules))]
         ids = [self.module_id(e) for e in entries]
-        return np.unique(np.asarray([i for i in ids if i is not None], dtype=np.int64))
+        return np.asarray([i for i in ids if i is not None], dtype=np.int64)
 
     def premise_ids(self, entries) -> np.ndarray:
         """Corpus ids of local premises given as /indexed-premises positions or names; dropped if filtered out."""
@@ -109,16 +119,16 @@ class PremiseIndex:
             if mask is None:
                 mask = np.ones(self.size, dtype=bool)
             mask[override_ids] = False
-        return Candidates(mask=mask, count=self.size if mask is None else int(mask.sum()))
+        return Candidates(mask=mask, count=self.size if mask is None else int(np.count_nonzero(mask)))
 
     def _fill_modules(self, mask: np.ndarray, module_ids: np.ndarray, value: bool = True) -> None:
-        """Set the premises of `module_ids` to `value`: one gather through the per-premise module id
-        (an import closure of thousands of modules costs ~1 ms, not a Python loop over id ranges)."""
+        """Set the premises of `module_ids` to `value`: a module mask expanded to premises in one array
+        operation (an import closure has thousands of modules: no Python loop over id ranges)."""
         if len(module_ids) == 0:
             return
         selected = np.zeros(len(self.indexed_modules), dtype=bool)
         selected[module_ids] = True
-        hit = selected[self.corpus.module_id]
+        hit = np.repeat(selected, self._module_sizes) if self._module_sizes is not None else selected[self.corpus.module_id]
         if value:
             mask |= hit
         else:
