@@ -63,9 +63,7 @@ def ensure_bundle(bundle: Path, data_dir: Path, embeddings: Path, n_premises: in
     if not real:
         source = BUNDLES / "random-unit-384-mathlib-src.npy"
         if not source.exists():
-            rng = np.random.default_rng(0)
-            arr = rng.standard_normal((n_premises, 384), dtype=np.float32)
-            arr /= np.linalg.norm(arr, axis=1, keepdims=True)
+            arr = random_unit_rows(n_premises)
             source.parent.mkdir(parents=True, exist_ok=True)
             np.save(source, arr)
     from leanpremise.data import DataConfig
@@ -80,6 +78,19 @@ def ensure_bundle(bundle: Path, data_dir: Path, embeddings: Path, n_premises: in
 
         atomic_write_bytes(bundle / "manifest.json", m.to_json())
     return "minilm" if real else "random"
+
+
+def random_unit_rows(n: int, dim: int = 384) -> np.ndarray:
+    """Stand-in corpus embeddings: random unit vectors of MiniLM's shape (search cost ignores the values)."""
+    arr = np.random.default_rng(0).standard_normal((n, dim), dtype=np.float32)
+    arr /= np.linalg.norm(arr, axis=1, keepdims=True)
+    return arr
+
+
+def mathlib_modules(corpus) -> np.ndarray:
+    """Ids of the Mathlib modules that declare premises: the files a simulated user edits."""
+    mathlib = np.flatnonzero([m.startswith("Mathlib.") for m in corpus.modules])
+    return mathlib[(corpus.module_end[mathlib] - corpus.module_start[mathlib]) > 0]
 
 
 class Server:
@@ -250,8 +261,7 @@ def main() -> None:
 
     corpus = load_corpus(DataConfig(data_dir=args.data_dir))
     kind = ensure_bundle(args.bundle, args.data_dir, args.embeddings, len(corpus))
-    mathlib = np.flatnonzero([m.startswith("Mathlib.") for m in corpus.modules])
-    mathlib = mathlib[(corpus.module_end[mathlib] - corpus.module_start[mathlib]) > 0]
+    mathlib = mathlib_modules(corpus)
 
     cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="serve-load-cache-", dir=BUNDLES))
     try:

@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import write_result
-from serve_load import DATA, MINILM_EMB, Client
+from serve_load import DATA, MINILM_EMB, Client, mathlib_modules, random_unit_rows
 
 
 def main() -> None:
@@ -46,16 +46,12 @@ def main() -> None:
     if args.embeddings.exists():
         emb, kind = np.load(args.embeddings), "minilm"
     else:
-        rng = np.random.default_rng(0)
-        emb = rng.standard_normal((len(corpus), 384), dtype=np.float32)
-        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        kind = "random"
+        emb, kind = random_unit_rows(len(corpus)), "random"
     t0 = time.perf_counter()
     index = PremiseIndex(corpus, emb)
     build = time.perf_counter() - t0
 
-    mathlib = np.flatnonzero([m.startswith("Mathlib.") for m in corpus.modules])
-    mathlib = mathlib[(corpus.module_end[mathlib] - corpus.module_start[mathlib]) > 0]
+    mathlib = mathlib_modules(corpus)
     clients = [Client(corpus, mathlib, seed, 50, 0.1) for seed in range(8)]
     bodies = [clients[i % 8].next_request()[0] for i in range(args.requests)]
     rng = np.random.default_rng(1)

@@ -203,7 +203,8 @@ def create_app(config: ServeConfig, on_load_failed=None, preloaded: ServerState 
 
 
 def limit_blas_threads(threads: int | None, cpus: int | None = None) -> int:
-    """Set the BLAS pool that scores the embeddings to `threads` (default: 1 up to 4 cores, else cpus // 4)."""
+    """Set the BLAS pool (the search's rescoring) to the search's `threads` (default: 1 up to 4 cores, else
+    cpus // 4), the count its faiss scan uses too."""
     import os
 
     from threadpoolctl import threadpool_limits

@@ -35,7 +35,7 @@ def register(sub) -> None:
                    help="texts per torch encode call, and most texts batched for a backend that batches well "
                         "[EMBED_BATCH_SIZE=64]; ONNX Runtime on CPU embeds one text per run (no padding)")
     p.add_argument("--embed_workers", type=int, default=None,
-                   help="embedding workers, each with its own model copy [EMBED_WORKERS] (default: 2 on CPU, "
+                   help="embedding workers, each with its own tokenizer [EMBED_WORKERS] (default: 2 on CPU, "
                         "1 on a GPU or with TEI)")
     p.add_argument("--embed_threads", type=int, default=None,
                    help="threads per CPU embedding worker [EMBED_THREADS] (default: cores / workers)")

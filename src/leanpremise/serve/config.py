@@ -47,7 +47,7 @@ class ServeConfig:
     embed_batch_size: int = 64
     """Texts per in-process encode call; concurrent requests' chunks are batched up to this."""
     embed_workers: int | None = None
-    """Embedding workers, each with its own model copy (default: 2 on CPU, 1 on a GPU or with TEI)."""
+    """Embedding workers, each with its own tokenizer (default: 2 on CPU, 1 on a GPU or with TEI)."""
     embed_threads: int | None = None
     """Threads per CPU embedding worker (default: the cores divided among the workers)."""
     search_batch_size: int = 16

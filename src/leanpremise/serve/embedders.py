@@ -182,8 +182,8 @@ def onnx_choice(backend: str, bundle, on_cpu: bool) -> Path | None:
     """The ONNX model a backend setting runs, or None for PyTorch.
 
     auto on CPU takes the int8 model when the bundle has one: on 2 cores it embeds a state in about half
-    the time of float32 and moved mathlib-small Recall@32 by -0.0005 (docs/decisions.md); then the float32
-    model; on a GPU, PyTorch."""
+    the time of float32, for a Recall change within noise (docs/decisions.md); then the float32 model; on a
+    GPU, PyTorch."""
     if backend == "auto":
         if not on_cpu:
             return None

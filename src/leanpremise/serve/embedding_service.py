@@ -1,4 +1,4 @@
-"""Embedding requests' texts: an LRU cache for new premises, cross-request batching, and a bound.
+"""Embedding requests' texts: an LRU cache for new premises and states, cross-request batching, and a bound.
 
 Requests hand their uncached texts over in chunks of `chunk_size`; worker
 threads (one per embedder given, each with its own tokenizer, since

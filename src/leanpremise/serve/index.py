@@ -50,11 +50,9 @@ class PremiseIndex:
         self.restricted = corpus.in_module_system & ~is_theorem & ~corpus.is_exposed
         """Premises a module-system caller sees only through `import all` of their module."""
         self._module_cache: dict[str, int | None] = {}
-        sizes = np.bincount(corpus.module_id, minlength=len(self.indexed_modules))
-        contiguous = np.array_equal(np.repeat(np.arange(len(sizes)), sizes), corpus.module_id)
-        self._module_sizes = sizes if contiguous else None
-        """Premises per module when the corpus lists modules in id order: a module mask then expands to a
-        premise mask by a sequential repeat instead of a gather."""
+        self._module_sizes = corpus.module_end - corpus.module_start
+        """Premises per module: the corpus is sorted by module id, so a module mask expands to the premise
+        mask by a sequential repeat."""
 
     # ---- resolving request fields ------------------------------------------------------------
 
@@ -128,7 +126,7 @@ class PremiseIndex:
             return
         selected = np.zeros(len(self.indexed_modules), dtype=bool)
         selected[module_ids] = True
-        hit = np.repeat(selected, self._module_sizes) if self._module_sizes is not None else selected[self.corpus.module_id]
+        hit = np.repeat(selected, self._module_sizes)
         if value:
             mask |= hit
         else:

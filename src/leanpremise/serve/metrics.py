@@ -27,7 +27,8 @@ class Metrics:
         self.batch_size = Histogram("leanpremise_embed_batch_texts", "texts per embedder call", registry=r,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
         self.search_batch = Histogram("leanpremise_search_batch_requests",
-                                      "requests taken by one call of the search worker", registry=r, buckets=(1, 2, 3, 4, 6, 8, 12, 16))
+                                      "requests taken by one call of the search worker", registry=r,
+                                      buckets=(1, 2, 3, 4, 6, 8, 12, 16))
         self.inflight = Gauge("leanpremise_embed_inflight_texts", "texts queued or being embedded", registry=r)
         self.overloaded = Counter("leanpremise_overloaded_total", "requests refused with 503 (overload)",
                                   registry=r)
