@@ -125,6 +125,22 @@ def brute_force(corpus, emb: np.ndarray, state_vec: np.ndarray, k: int, imported
     return [{"name": n, "score": s} for s, n in scored[:k]]
 
 
+def search_stacked(index, queries: np.ndarray, cand, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`index.search_many` of every query over one candidate set, as (B, k') arrays of scores and ids."""
+    results = index.search_many(queries, [cand] * len(queries), [k] * len(queries))
+    k = max(0, min(k, cand.count))
+    if not results:
+        return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
+    return np.stack([r[0] for r in results]), np.stack([r[1] for r in results])
+
+
+def service_config(**settings):
+    """Server settings for tests: defaults (and the environment) with `settings` over them, no .env file."""
+    from leanpremise.serve.settings import ServeConfig
+
+    return ServeConfig(_env_file=None, **settings)
+
+
 def assert_same_ranking(got: list, expected: list, atol: float = 2e-4) -> None:
     """Same length, same scores in order, same names except among (near-)ties."""
     assert len(got) == len(expected), (got, expected)

@@ -4,13 +4,13 @@ side with one kept free of bulk work, and states cached like new premises."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from serve_helpers import service_config
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +63,15 @@ def test_concurrent_searches_are_taken_together_and_each_gets_its_own_result(cor
     idx, emb = _index(corpus)
     passes: list[int] = []
     original = idx.search_many
+    running, release = threading.Event(), threading.Event()
 
-    def slow_search_many(queries, cands, ks):
+    def held_search_many(queries, cands, ks):
         passes.append(len(queries))
-        time.sleep(0.05)  # while this call runs, the other requests queue up
+        running.set()
+        assert release.wait(30)  # held until the other requests have queued behind this call
         return original(queries, cands, ks)
 
-    idx.search_many = slow_search_many
+    idx.search_many = held_search_many
     rng = np.random.default_rng(2)
     mods = rng.permutation(len(corpus.modules))
     requests = [(rng.standard_normal((n, emb.shape[1])).astype(np.float32),
@@ -84,9 +86,12 @@ def test_concurrent_searches_are_taken_together_and_each_gets_its_own_result(cor
             await batcher.start()
             try:
                 first = asyncio.create_task(batcher.search(*requests[0]))
-                await asyncio.sleep(0.01)  # the first call is running: the others queue behind it
-                rest = await asyncio.gather(*[batcher.search(q, c, k) for q, c, k in requests[1:]])
-                return [await first, *rest]
+                assert await asyncio.to_thread(running.wait, 30)  # the first call is running
+                rest = [asyncio.create_task(batcher.search(q, c, k)) for q, c, k in requests[1:]]
+                while len(batcher._queue) < len(rest):  # each queues its search on its first step
+                    await asyncio.sleep(0)
+                release.set()
+                return [await first, *await asyncio.gather(*rest)]
             finally:
                 await batcher.stop()
 
@@ -100,74 +105,106 @@ def test_concurrent_searches_are_taken_together_and_each_gets_its_own_result(cor
 
 
 class SleepyEmbedder:
-    """A CPU-like embedder: one request's texts per call; records what ran when, and on which thread."""
+    """A CPU-like embedder: one request's texts per call; records what ran on which thread, and how many
+    calls of its kind ran at once."""
 
     dim = 4
     name = "sleepy"
     batches_well = False
 
-    def __init__(self, log: list, per_text: float = 0.02):
+    def __init__(self, log: list, per_text: float = 0.0):
         self.log, self.per_text = log, per_text
 
     def encode(self, texts):
-        start = time.perf_counter()
         time.sleep(self.per_text * len(texts))
-        self.log.append((threading.current_thread().name, list(texts), start, time.perf_counter()))
-        out = np.array([[len(t), 1, 0, 0] for t in texts], dtype=np.float32)
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
+        self.log.append((threading.current_thread().name, list(texts)))
+        return _rows(texts)
+
+
+def _rows(texts):
+    out = np.array([[len(t), 1, 0, 0] for t in texts], dtype=np.float32)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+class GatedEmbedder:
+    """Calls whose first text is a state meet at a barrier (so two only return if they run at once); bulk
+    calls (premises) wait for `gate`, and count how many of them run at once."""
+
+    dim = 4
+    name = "gated"
+    batches_well = False
+
+    def __init__(self, log: list, meet: threading.Barrier, gate: threading.Event, bulk_started: threading.Event,
+                 counter: dict):
+        self.log, self.meet, self.gate, self.bulk_started, self.counter = log, meet, gate, bulk_started, counter
+
+    def encode(self, texts):
+        name = threading.current_thread().name
+        if texts[0].startswith("state"):
+            self.meet.wait(30)  # BrokenBarrierError unless the other state is being embedded meanwhile
+        if texts[0].startswith(("premise", "bulk")):
+            with self.counter["lock"]:
+                self.counter["now"] += 1
+                self.counter["most"] = max(self.counter["most"], self.counter["now"])
+            self.counter.setdefault("held_by", name)
+            self.bulk_started.set()
+            assert self.gate.wait(30)
+            with self.counter["lock"]:
+                self.counter["now"] -= 1
+        self.log.append((name, list(texts)))
+        return _rows(texts)
 
 
 def test_two_workers_embed_two_requests_at_once_and_keep_one_free_of_bulk_work():
     from leanpremise.serve.embedding_service import EmbeddingService
 
     log: list = []
+    meet, gate, bulk_started = threading.Barrier(2), threading.Event(), threading.Event()
+    counter = {"lock": threading.Lock(), "now": 0, "most": 0}
+    light_done_while_bulk_held = []
 
     async def scenario():
-        svc = EmbeddingService([SleepyEmbedder(log, 0.1), SleepyEmbedder(log, 0.1)], max_inflight=400,
-                               chunk_size=8)
+        workers = [GatedEmbedder(log, meet, gate, bulk_started, counter) for _ in range(2)]
+        svc = EmbeddingService(workers, service_config(embed_service_max_concurrent_inputs=400,
+                                                       max_client_batch_size=8))
         await svc.start()
         try:
-            t0 = time.perf_counter()
-            await asyncio.gather(svc.embed(["state a"], []), svc.embed(["state b"], []))
-            both = time.perf_counter() - t0
-            light_times = []
-
-            async def bulk(j):
-                await svc.embed([f"bulk state {j}"], [f"premise {j}.{i}" for i in range(10)])
-
-            async def light(i):
-                await asyncio.sleep(0.15 + 0.1 * i)
-                t = time.perf_counter()
-                await svc.embed([f"light state {i}"], [])
-                light_times.append(time.perf_counter() - t)
-
-            await asyncio.gather(bulk(0), bulk(1), *[light(i) for i in range(5)])
-            return both, light_times
+            await asyncio.wait_for(asyncio.gather(svc.embed(["state a"], []), svc.embed(["state b"], [])), 30)
+            bulk = [asyncio.create_task(svc.embed([f"bulk state {j}"], [f"premise {j}.{i}" for i in range(10)]))
+                    for j in range(2)]
+            assert await asyncio.to_thread(bulk_started.wait, 30)  # a bulk chunk holds one worker...
+            for i in range(3):  # ...and the other takes each light request meanwhile
+                await asyncio.wait_for(svc.embed([f"light state {i}"], []), 30)
+                light_done_while_bulk_held.append(not gate.is_set())
+            gate.set()
+            await asyncio.wait_for(asyncio.gather(*bulk), 30)
         finally:
+            gate.set()
             await svc.stop()
 
-    both, light_times = asyncio.run(scenario())
-    assert both < 0.18  # side by side, not 2 x 0.1 s one after the other
+    asyncio.run(scenario())
     first_two = [entry for entry in log if entry[1][0].startswith("state")]
-    assert {entry[0] for entry in first_two} == {"embed0_0", "embed1_0"}
-    assert all(len(entry[1]) == 1 for entry in log if entry[1][0].startswith("light"))
-    bulk_threads = {entry[0] for entry in log if entry[1][0].startswith("premise")}
-    assert len(bulk_threads) >= 1
-    # At most one bulk chunk runs at a time: bulk intervals never overlap each other.
-    spans = sorted((s, e) for _, texts, s, e in log if texts[0].startswith(("premise", "bulk")))
-    assert all(b[0] >= a[1] - 1e-3 for a, b in itertools.pairwise(spans))
-    assert max(light_times) < 0.4  # never behind a bulk chunk of 8 x 0.1 s
+    assert {entry[0] for entry in first_two} == {"embed0_0", "embed1_0"}  # side by side (the barrier passed)
+    assert light_done_while_bulk_held == [True, True, True]
+    lights = [entry for entry in log if entry[1][0].startswith("light")]
+    assert [texts for _, texts in lights] == [[f"light state {i}"] for i in range(3)]
+    bulk_threads = {name for name, texts in log if texts[0].startswith(("premise", "bulk"))}
+    assert counter["held_by"] in bulk_threads and counter["held_by"] not in {name for name, _ in lights}
+    assert counter["most"] == 1  # at most one bulk chunk ran at a time: the other worker stayed free
+    embedded = sorted(t for _, texts in log for t in texts if t.startswith(("premise", "bulk")))
+    assert embedded == sorted([f"bulk state {j}" for j in range(2)] +
+                              [f"premise {j}.{i}" for j in range(2) for i in range(10)])
 
 
 def test_states_are_cached_like_new_premises():
     from leanpremise.serve.embedding_service import EmbeddingService
-    from leanpremise.serve.metrics import Metrics
+    from leanpremise.serve.prometheus import Metrics
 
     log: list = []
 
     async def scenario():
         metrics = Metrics()
-        svc = EmbeddingService(SleepyEmbedder(log, 0.0), metrics=metrics)
+        svc = EmbeddingService(SleepyEmbedder(log), service_config(), metrics=metrics)
         await svc.start()
         try:
             first = await svc.embed(["⊢ a = a"], ["theorem t : a = a"])
@@ -186,22 +223,23 @@ def test_states_are_cached_like_new_premises():
 
 
 def test_worker_layout_follows_the_backend_and_the_settings(monkeypatch):
-    from leanpremise.serve.config import config_from_env
     from leanpremise.serve.embedders import worker_layout
+    from leanpremise.serve.settings import ConfigError, load_config
 
-    cfg = config_from_env({}, bundle=Path("/b")).validate()
+    cfg = load_config(None, bundle="/b")
     assert worker_layout(cfg, cpus=2) == (2, 1)
     assert worker_layout(cfg, cpus=16) == (2, 8)
     assert worker_layout(cfg, cpus=1) == (1, 1)
-    gpu = config_from_env({}, bundle=Path("/b"), device="cuda").validate()
-    assert worker_layout(gpu, cpus=16) == (1, 16)
-    env = config_from_env({"EMBED_WORKERS": "3", "EMBED_THREADS": "2", "SEARCH_BATCH_SIZE": "4"},
-                          bundle=Path("/b")).validate()
-    assert worker_layout(env, cpus=16) == (3, 2) and env.search_batch_size == 4
-    from leanpremise.serve.config import ConfigError
-
+    assert worker_layout(load_config(None, device="cuda"), cpus=16) == (1, 16)
+    assert worker_layout(load_config(None, backend="tei", embed_service_url="http://x"), cpus=16) == (1, 16)
+    monkeypatch.setenv("EMBED_WORKERS", "3")
+    monkeypatch.setenv("EMBED_THREADS", "2")
+    monkeypatch.setenv("MAX_QUERIES_PER_SEARCH", "4")
+    env = load_config(None)
+    assert worker_layout(env, cpus=16) == (3, 2) and env.max_queries_per_search == 4
+    monkeypatch.setenv("EMBED_WORKERS", "0")
     with pytest.raises(ConfigError, match="EMBED_WORKERS"):
-        config_from_env({"EMBED_WORKERS": "0"}, bundle=Path("/b")).validate()
+        load_config(None)
 
 
 def test_a_background_worker_takes_all_bulk_work_at_lower_priority():
@@ -218,7 +256,8 @@ def test_a_background_worker_takes_all_bulk_work_at_lower_priority():
             return super().encode(texts)
 
     async def scenario():
-        svc = EmbeddingService([NiceRecorder(log, 0.01), NiceRecorder(log, 0.01)], max_inflight=400, chunk_size=8,
+        svc = EmbeddingService([NiceRecorder(log, 0.01), NiceRecorder(log, 0.01)],
+                               service_config(embed_service_max_concurrent_inputs=400, max_client_batch_size=8),
                                background=NiceRecorder(log, 0.01), background_nice=5)
         await svc.start()
         try:
@@ -228,8 +267,8 @@ def test_a_background_worker_takes_all_bulk_work_at_lower_priority():
             await svc.stop()
 
     asyncio.run(scenario())
-    bulk_threads = {name for name, texts, _, _ in log if any(t.startswith(("premise", "bulk")) for t in texts)}
-    light_threads = {name for name, texts, _, _ in log if texts[0].startswith("light")}
+    bulk_threads = {name for name, texts in log if any(t.startswith(("premise", "bulk")) for t in texts)}
+    light_threads = {name for name, texts in log if texts[0].startswith("light")}
     assert bulk_threads == {"embed-background_0"}
     assert "embed-background_0" not in light_threads
     base = os.getpriority(os.PRIO_PROCESS, 0)
@@ -246,17 +285,18 @@ def test_an_urgent_request_is_never_left_waiting_for_a_background_worker_to_wake
     log: list = []
 
     async def scenario():
-        svc = EmbeddingService([SleepyEmbedder(log, 0.0), SleepyEmbedder(log, 0.0)], chunk_size=8,
-                               background=SleepyEmbedder(log, 0.0))
+        svc = EmbeddingService([SleepyEmbedder(log), SleepyEmbedder(log)], service_config(max_client_batch_size=8),
+                               background=SleepyEmbedder(log))
         await svc.start()
         try:
             await asyncio.wait_for(svc.embed(["s0"], []), 5)  # the urgent workers re-queue as waiters...
             await asyncio.wait_for(svc.embed(["b"], [f"p{i}" for i in range(12)]), 5)  # ...behind the background
-            await asyncio.sleep(0.05)
+            while svc._bulk_busy:  # the background worker is back to waiting, ahead of the urgent ones
+                await asyncio.sleep(0)
             for i in range(3):
                 await asyncio.wait_for(svc.embed([f"s{i + 1}"], []), 5)
         finally:
             await svc.stop()
 
     asyncio.run(scenario())
-    assert [t for _, texts, _, _ in log for t in texts if t.startswith("s")] == ["s0", "s1", "s2", "s3"]
+    assert [t for _, texts in log for t in texts if t.startswith("s")] == ["s0", "s1", "s2", "s3"]

@@ -15,7 +15,15 @@ import httpx
 import numpy as np
 import pytest
 
-from serve_helpers import ThreadServer, assert_same_ranking, brute_force, build_data_dir, free_port
+from serve_helpers import (
+    ThreadServer,
+    assert_same_ranking,
+    brute_force,
+    build_data_dir,
+    free_port,
+    search_stacked,
+    service_config,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +40,7 @@ def bundle(tiny_model_dir, cache_dir, tmp_path_factory) -> Path:
 
 
 def make_config(bundle, cache_dir, **kw):
-    from leanpremise.serve.config import ServeConfig
-
-    return ServeConfig(bundle=bundle, data_dir=cache_dir, backend=kw.pop("backend", "torch"), **kw)
+    return service_config(bundle=bundle, data_dir=cache_dir, backend=kw.pop("backend", "torch"), **kw)
 
 
 def test_overload_gives_503_with_retry_after_and_the_server_recovers(bundle, cache_dir):
@@ -180,24 +186,92 @@ def test_from_hub_without_network_fails_with_a_clear_message(tmp_path):
     assert f"127.0.0.1:{port}" in proc.stderr
 
 
-def test_config_reads_the_original_environment_variables():
-    from leanpremise.serve.config import ConfigError, config_from_env
+def test_settings_read_the_original_environment_variables(monkeypatch, tmp_path):
+    from leanpremise.serve.settings import load_config
 
-    env = {"MAX_K": "16  # comment", "MAX_NEW_PREMISES": "7", "LRU_CACHE_SIZE": "99", "DTYPE": "float16",
-           "EMBED_SERVICE_TIMEOUT": "", "BUNDLE_DIR": "/b", "EMBED_SERVICE_MAX_CONCURRENT_INPUTS": "64"}
-    cfg = config_from_env(env, max_k=20).validate()
-    assert (cfg.max_k, cfg.max_new_premises, cfg.lru_cache_size, cfg.dtype) == (20, 7, 99, "float16")
+    monkeypatch.chdir(tmp_path)  # no .env here
+    for name, value in {"MAX_K": "16  # comment", "MAX_NEW_PREMISES": "7", "LRU_CACHE_SIZE": "99",
+                        "DTYPE": "float16", "EMBED_SERVICE_TIMEOUT": "", "BUNDLE_DIR": "/b",
+                        "EMBED_SERVICE_MAX_CONCURRENT_INPUTS": "64", "EMBED_SERVICE_URL": "http://tei:80",
+                        "URGENT_MAX_TEXTS": "3", "BULK_CHUNK": "5"}.items():
+        monkeypatch.setenv(name, value)
+    cfg = load_config()
+    assert (cfg.max_k, cfg.max_new_premises, cfg.lru_cache_size, cfg.dtype) == (16, 7, 99, "float16")
     assert cfg.embed_service_timeout is None and cfg.embed_service_max_concurrent_inputs == 64
-    assert str(cfg.bundle) == "/b"
-    defaults = config_from_env({}, bundle=Path("/b")).validate()
-    assert (defaults.max_k, defaults.max_new_premises, defaults.lru_cache_size, defaults.dtype) == \
-        (1024, 2048, 131072, "float32")
-    with pytest.raises(ConfigError, match="MAX_K"):
-        config_from_env({"MAX_K": "lots"})
-    with pytest.raises(ConfigError, match="DTYPE"):
-        config_from_env({"DTYPE": "int4", "BUNDLE_DIR": "/b"}).validate()
-    with pytest.raises(ConfigError, match="EMBED_SERVICE_URL"):
-        config_from_env({"EMBED_BACKEND": "tei", "BUNDLE_DIR": "/b"}).validate()
+    assert cfg.bundle == Path("/b") and cfg.embed_service_url == "http://tei:80"
+    assert (cfg.urgent_max_texts, cfg.bulk_chunk) == (3, 5)
+
+
+def test_settings_defaults_are_the_original_servers(monkeypatch, tmp_path):
+    from leanpremise.serve.settings import load_config
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("MAX_K", "MAX_NEW_PREMISES", "LRU_CACHE_SIZE", "DTYPE"):
+        monkeypatch.delenv(name, raising=False)
+    cfg = load_config()
+    assert (cfg.max_k, cfg.max_new_premises, cfg.lru_cache_size, cfg.dtype) == (1024, 2048, 131072, "float32")
+
+
+def test_a_dotenv_file_is_read_and_the_environment_and_flags_override_it(monkeypatch, tmp_path):
+    from leanpremise.serve.settings import load_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("MAX_K=12  # per request\nLRU_CACHE_SIZE=500\nDTYPE=bfloat16\n"
+                                   "HF_TOKEN=not-a-setting\n")
+    monkeypatch.delenv("MAX_K", raising=False)
+    monkeypatch.delenv("DTYPE", raising=False)
+    monkeypatch.setenv("LRU_CACHE_SIZE", "700")
+    cfg = load_config()
+    assert (cfg.max_k, cfg.lru_cache_size, cfg.dtype) == (12, 700, "bfloat16")  # env over .env
+    assert load_config(max_k="20", lru_cache_size=None).max_k == 20  # a flag over .env
+    monkeypatch.setenv("MAX_K", "30")
+    assert load_config().max_k == 30 and load_config(max_k="40").max_k == 40  # a flag over the env
+    assert load_config(env_file=None).dtype == "float32"
+
+
+@pytest.mark.parametrize(("env", "flags", "named"), [
+    ({"MAX_K": "lots"}, {}, "MAX_K (--max_k)"),
+    ({}, {"max_k": "0"}, "MAX_K (--max_k)"),
+    ({"DTYPE": "int4"}, {}, "DTYPE (--dtype)"),
+    ({"EMBED_BACKEND": "gpu"}, {}, "EMBED_BACKEND (--backend)"),
+    ({}, {"embed_service_max_concurrent_inputs": "x"}, "EMBED_SERVICE_MAX_CONCURRENT_INPUTS (--max_concurrent_inputs)"),
+    ({"EMBED_BACKEND": "tei"}, {}, "EMBED_SERVICE_URL"),
+])
+def test_a_bad_setting_is_one_line_naming_its_variable_and_flag(monkeypatch, tmp_path, env, flags, named):
+    from leanpremise.serve.settings import ConfigError, load_config
+
+    monkeypatch.chdir(tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_config(**flags)
+    message = str(info.value)
+    assert named in message and "\n" not in message and "pydantic" not in message
+
+
+def test_serve_flags_come_from_the_settings_with_env_names_and_defaults():
+    from leanpremise.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["serve"]
+    text = " ".join(sub.format_help().split())  # argparse wraps lines
+    assert "[env MAX_K; default 1024]" in text and "[env LRU_CACHE_SIZE; default 131072]" in text
+    assert "--max_queries_per_search INT" in text and "--dtype {float32,float16,bfloat16}" in text
+    assert "--no_verify" in text and "--max_concurrent_inputs INT" in text
+    args = parser.parse_args(["serve", "/some/bundle", "--max_k", "5", "--no_verify"])
+    assert (args.bundle, args.max_k, args.verify, args.lru_cache_size) == ("/some/bundle", "5", False, None)
+
+
+def test_serve_with_a_bad_bundle_or_setting_ends_in_one_line_before_uvicorn_starts(tmp_path):
+    env = {**os.environ, "LEANPREMISE_CACHE_DIR": str(tmp_path)}
+    for argv, expected in [([str(tmp_path / "nothing")], "no such bundle dir"),
+                           ([str(tmp_path)], "manifest.json: missing"),
+                           ([str(tmp_path), "--max_k", "many"], "MAX_K (--max_k)")]:
+        proc = subprocess.run([sys.executable, "-m", "leanpremise", "serve", *argv, "--port", str(free_port())],
+                              env=env, check=False, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert expected in proc.stderr and "Uvicorn running" not in proc.stderr + proc.stdout
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 # ---- the index and the embedding service, without HTTP -----------------------------------------
@@ -234,7 +308,7 @@ def test_search_equals_brute_force_over_the_stored_rows(sample_corpus, dtype, ex
     cases = [idx.candidates(None, None), idx.candidates(mods, None), idx.candidates(mods[:3], ["Nat.add_comm"]),
              idx.candidates(None, None, overridden=[sample_corpus.names[5]]), idx.candidates([], [])]
     for cand in cases:
-        scores, ids = idx.search(queries, cand, 20)
+        scores, ids = search_stacked(idx, queries, cand, 20)
         allowed = np.ones(len(sample_corpus), bool) if cand.mask is None else cand.mask
         full = stored @ queries.T
         for b in range(3):
@@ -272,7 +346,7 @@ def test_near_ties_beyond_the_first_fetch_are_still_ranked_exactly(sample_corpus
 
     idx.searcher.scan = CountingScan(idx.searcher.scan)
     query = base + rng.standard_normal(dim).astype(np.float32) * 1e-3
-    scores, ids = idx.search(query[None], idx.candidates(None, None), 10)
+    scores, ids = search_stacked(idx, query[None], idx.candidates(None, None), 10)
     ref = np.argsort(-(emb @ query), kind="stable")[:10]
     np.testing.assert_array_equal(ids[0], ref)
     np.testing.assert_allclose(scores[0], emb[ref] @ query, rtol=1e-6)
@@ -314,17 +388,21 @@ def test_module_entries_resolve_from_positions_names_and_paths(sample_corpus):
 
 
 class CountingEmbedder:
+    """Records every text and batch; with `hold`, its first call waits until `release` is set."""
+
     dim = 4
     name = "counting"
 
-    def __init__(self):
+    def __init__(self, hold: bool = False):
         self.texts: list[str] = []
         self.batches: list[list[str]] = []
+        self.running, self.release = threading.Event(), threading.Event()
+        if not hold:
+            self.release.set()
 
     def encode(self, texts):
-        import time
-
-        time.sleep(0.05)
+        self.running.set()
+        assert self.release.wait(30)
         self.texts += texts
         self.batches.append(list(texts))
         out = np.array([[len(t), 1, 0, 0] for t in texts], dtype=np.float32)
@@ -336,7 +414,8 @@ def test_embedding_service_caches_batches_and_shares_pending_texts():
 
     async def scenario():
         emb = CountingEmbedder()
-        svc = EmbeddingService(emb, cache_size=3, max_inflight=100, chunk_size=8, max_batch=64)
+        svc = EmbeddingService(emb, service_config(lru_cache_size=3, embed_service_max_concurrent_inputs=100,
+                                                   max_client_batch_size=8, embed_batch_size=64))
         await svc.start()
         try:
             results = await asyncio.gather(*[svc.embed([f"s{i}"], ["p1", "p2", "p1"]) for i in range(5)])
@@ -357,11 +436,13 @@ def test_embedding_service_caches_batches_and_shares_pending_texts():
 def test_cached_requests_overtake_a_bulk_embedding():
     """A request with one uncached text (its state) is embedded in a small batch of its own, not in the
     middle of other requests' 40 new premises each."""
-    from leanpremise.serve.embedding_service import URGENT_MAX_TEXTS, EmbeddingService
+    from leanpremise.serve.embedding_service import EmbeddingService
+
+    emb = CountingEmbedder(hold=True)
 
     async def scenario():
-        emb = CountingEmbedder()
-        svc = EmbeddingService(emb, max_inflight=100, chunk_size=8, max_batch=64)
+        svc = EmbeddingService(emb, service_config(embed_service_max_concurrent_inputs=200, max_client_batch_size=8,
+                                                   embed_batch_size=64))
         await svc.start()
         done = []
         try:
@@ -370,17 +451,27 @@ def test_cached_requests_overtake_a_bulk_embedding():
                 done.append("bulk")
 
             async def light():
-                await asyncio.sleep(0.01)
                 await svc.embed(["light state"], [])
                 done.append("light")
 
-            await asyncio.gather(*[bulk(j) for j in range(4)], light())
+            bulks = [asyncio.create_task(bulk(j)) for j in range(4)]
+            assert await asyncio.to_thread(emb.running.wait, 30)  # the first bulk chunk is being embedded
+            lights = asyncio.create_task(light())
+            while not svc._urgent:  # the light request is queued behind it
+                await asyncio.sleep(0)
+            emb.release.set()
+            await asyncio.wait_for(asyncio.gather(*bulks, lights), 30)
         finally:
+            emb.release.set()
             await svc.stop()
-        assert done[0] == "light"
-        batch = next(b for b in emb.batches if "light state" in b)
-        assert len(batch) <= URGENT_MAX_TEXTS
-        assert max(map(len, emb.batches)) <= 8  # bulk batches are one chunk, so an urgent job waits little
+        return done
+
+    assert asyncio.run(scenario())[0] == "light"
+    assert emb.batches[1] == ["light state"]  # right after the chunk that was running, in a batch of its own
+    bulk_batches = [b for b in emb.batches if b != ["light state"]]
+    assert len(bulk_batches[0]) == 8 and max(map(len, bulk_batches)) == 8  # one chunk (BULK_CHUNK) at a time
+    assert sorted(t for b in bulk_batches for t in b) == sorted(
+        [f"bulk state {j}" for j in range(4)] + [f"premise {j}.{i}" for j in range(4) for i in range(40)])
 
     asyncio.run(scenario())
 

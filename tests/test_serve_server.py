@@ -153,9 +153,14 @@ def test_new_premises_override_indexed_and_merge_by_score(server, ref):
     expected = ref.rank(state, imported=["Init.Core"], local=[], new_premises=new)
     assert_same_ranking(got, expected)
     assert names(got).count("Core.p9") <= 1
-    score_of = {r["name"]: r["score"] for r in got}
-    if "Core.p9" in score_of:  # the overriding text's score, not the indexed premise's
-        assert score_of["Core.p9"] == pytest.approx(float(ref.embed(new[0]["decl"]) @ ref.embed(state)), abs=2e-4)
+    # Few enough candidates that all come back: the indexed Core.p9 (a local premise here) gives way to the
+    # new one, which is ranked with its own text's score.
+    few = post(server, {"state": state, "k": MAX_K, "imported_modules": [], "local_premises": ["Core.p9", "Core.p1"],
+                        "new_premises": new}).json()
+    score_of = {r["name"]: r["score"] for r in few}
+    assert sorted(names(few)) == ["Core.p1", "Core.p9", "user.lemma"]
+    assert score_of["Core.p9"] == pytest.approx(float(ref.embed(new[0]["decl"]) @ ref.embed(state)), abs=2e-4)
+    assert_same_ranking(few, ref.rank(state, imported=[], local=["Core.p9", "Core.p1"], new_premises=new))
 
 
 def test_new_premises_beyond_the_maximum_are_dropped(server):
@@ -252,12 +257,23 @@ def test_parallel_clients_get_the_sequential_answers(server):
         assert_same_ranking(par.json(), seq, atol=1e-5)
 
 
+def _metric(text: str, name: str) -> float:
+    """The value of the sample `name` (with its labels) in a Prometheus text page; 0 when absent."""
+    lines = [ln for ln in text.splitlines() if ln.startswith(name + " ")]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
 def test_metrics_count_requests_and_cache_hits(server):
-    body = {"state": "⊢ True", "k": 3, "new_premises": [{"name": "m1", "decl": "theorem m1 : metrics = 1"}]}
+    body = {"state": "⊢ metrics", "k": 3, "new_premises": [{"name": "m1", "decl": "theorem m1 : metrics = 1"}]}
+    requests = 'leanpremise_requests_total{route="/retrieve",status="200"}'
+    before = httpx.get(f"{server}/metrics").text
     post(server, body)
     post(server, body)
-    text = httpx.get(f"{server}/metrics").text
-    assert 'leanpremise_requests_total{route="/retrieve",status="200"}' in text
-    hits = [ln for ln in text.splitlines() if ln.startswith("leanpremise_new_premise_cache_hits_total")]
-    assert hits and float(hits[0].split()[-1]) >= 1
-    assert "process_resident_memory_bytes" in text
+    after = httpx.get(f"{server}/metrics").text
+    assert _metric(after, requests) - _metric(before, requests) == 2
+    for kind, misses, hits in [("new_premise", 1, 1), ("state", 1, 1)]:  # the first embeds, the second hits
+        assert _metric(after, f"leanpremise_{kind}_cache_misses_total") - \
+            _metric(before, f"leanpremise_{kind}_cache_misses_total") == misses
+        assert _metric(after, f"leanpremise_{kind}_cache_hits_total") - \
+            _metric(before, f"leanpremise_{kind}_cache_hits_total") == hits
+    assert _metric(after, "process_resident_memory_bytes") > 0

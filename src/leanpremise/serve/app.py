@@ -5,6 +5,10 @@ so /health can say 503 ("loading") and then 200; the Lean routes answer 503
 with Retry-After until then. Search runs in a thread pool (faiss releases the
 GIL), embedding in the embedding service's worker, so the event loop stays
 free to accept requests and to batch them.
+
+A request's path: `observe` (metrics, last-resort 500) -> its route below, which reads the one
+`ServerState` of the app -> the exception handlers, which turn `NotReady`, `Overloaded`,
+`EmbeddingFailed` and validation errors into their status codes.
 """
 
 from __future__ import annotations
@@ -16,17 +20,24 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import orjson
-from fastapi import Request
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from leanpremise.serve.config import ServeConfig
+from leanpremise.serve import retrieve_request
 from leanpremise.serve.embedders import EmbeddingFailed
 from leanpremise.serve.embedding_service import EmbeddingService, Overloaded
-from leanpremise.serve.metrics import Metrics
+from leanpremise.serve.prometheus import Metrics
 from leanpremise.serve.schemas import RetrieveRequest
 from leanpremise.serve.search_batcher import SearchBatcher
+from leanpremise.serve.settings import ServeConfig
 
 logger = logging.getLogger(__name__)
+
+
+class NotReady(Exception):
+    """A Lean route was called before loading finished (or after it failed)."""
 
 
 class ServerState:
@@ -37,13 +48,14 @@ class ServerState:
         self.metrics = Metrics()
         self.ready = False
         self.error: str | None = None
+        self.on_load_failed = None
         self.index = None
         self.service: EmbeddingService | None = None
         self.bundle = None
         self.indexed_premises_json = b"[]"
         self.indexed_modules_json = b"[]"
         self.load_seconds = 0.0
-        self.search_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="candidates")
+        self.candidate_mask_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="candidates")
         self.search_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
         self.searcher: SearchBatcher | None = None
 
@@ -75,131 +87,179 @@ class ServerState:
                     " + 1 in the background" if background is not None else "", self.load_seconds)
         return embedders, background
 
-
-def create_app(config: ServeConfig, on_load_failed=None, preloaded: ServerState | None = None):
-    """The ASGI app; `on_load_failed` is called (e.g. to stop uvicorn) if loading raises."""
-    from fastapi import FastAPI
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
-
-    from leanpremise.serve.retrieve import retrieve
-
-    state = preloaded or ServerState(config.validate())
-    metrics = state.metrics
-
-    async def _load_in_background():
-        loop = asyncio.get_running_loop()
+    async def start(self) -> None:
+        """Load off the event loop, then start the embedding and search workers; a failure is kept for
+        /health and handed to `on_load_failed` (the CLI stops uvicorn)."""
+        cfg, metrics = self.config, self.metrics
         try:
-            embedders, background = await loop.run_in_executor(None, state.load)
-            service = EmbeddingService(embedders, background=background, cache_size=config.lru_cache_size,
-                                       max_inflight=config.embed_service_max_concurrent_inputs,
-                                       chunk_size=config.max_client_batch_size,
-                                       max_batch=config.embed_batch_size, metrics=metrics)
-            searcher = SearchBatcher(state.index, state.search_executor, config.search_batch_size, metrics)
+            embedders, background = await asyncio.get_running_loop().run_in_executor(None, self.load)
+            service = EmbeddingService(embedders, cfg, metrics=metrics, background=background)
+            searcher = SearchBatcher(self.index, self.search_executor, cfg.max_queries_per_search, metrics)
             await service.start()
             await searcher.start()
-            state.service, state.searcher = service, searcher
-            state.ready = True
+            self.service, self.searcher = service, searcher
+            self.ready = True
             metrics.ready.set(1)
-            metrics.load_seconds.set(state.load_seconds)
-            metrics.indexed.set(state.index.size)
+            metrics.load_seconds.set(self.load_seconds)
+            metrics.indexed.set(self.index.size)
         except Exception as e:  # noqa: BLE001 - reported on /health and to the launcher
-            state.error = f"{type(e).__name__}: {e}"
-            logger.error("loading failed: %s", state.error)
-            if on_load_failed is not None:
-                on_load_failed(e)
+            self.error = f"{type(e).__name__}: {e}"
+            logger.error("loading failed: %s", self.error)
+            if self.on_load_failed is not None:
+                self.on_load_failed(e)
 
-    @asynccontextmanager
-    async def lifespan(app):
-        task = asyncio.create_task(_load_in_background())
-        yield
-        task.cancel()
-        if state.service is not None:
-            await state.service.stop()
-        if state.searcher is not None:
-            await state.searcher.stop()
-        state.search_pool.shutdown(wait=False, cancel_futures=True)
-        state.search_executor.shutdown(wait=False, cancel_futures=True)
+    async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+        if self.searcher is not None:
+            await self.searcher.stop()
+        self.candidate_mask_pool.shutdown(wait=False, cancel_futures=True)
+        self.search_executor.shutdown(wait=False, cancel_futures=True)
 
+
+def create_app(config: ServeConfig, on_load_failed=None, preloaded: ServerState | None = None) -> FastAPI:
+    """The ASGI app; `on_load_failed` is called (e.g. to stop uvicorn) if loading raises; `preloaded`: a
+    state to serve instead of a new one."""
+    state = preloaded or ServerState(config.check_source())
+    state.on_load_failed = on_load_failed
     app = FastAPI(title="leanpremise premise server", lifespan=lifespan)
     app.state.server = state
-
-    def not_ready() -> JSONResponse:
-        if state.error:
-            return JSONResponse({"detail": f"server failed to load: {state.error}"}, status_code=503)
-        return JSONResponse({"detail": "loading the index and model"}, status_code=503,
-                            headers={"Retry-After": "5"})
-
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        t0 = time.perf_counter()
-        route = request.url.path if request.url.path in ROUTES else "other"
-        try:
-            response = await call_next(request)
-        except Exception:  # never let one request take the process down
-            logger.exception("unhandled error on %s", request.url.path)
-            response = JSONResponse({"detail": "internal error"}, status_code=500)
-        metrics.requests.labels(route, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - t0)
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError):
-        return validation_error_response(exc.errors())
-
-    @app.get("/health")
-    async def health():
-        if state.ready:
-            return {"status": "ok", "premises": state.index.size, "modules": len(state.index.indexed_modules),
-                    "backend": state.service.embedder.name, "embed_workers": len(state.service.embedders),
-                    "load_seconds": round(state.load_seconds, 2),
-                    "revision": state.bundle.manifest.revision}
-        return JSONResponse({"status": "failed" if state.error else "loading", "error": state.error},
-                            status_code=503, headers={"Retry-After": "5"})
-
-    @app.get("/metrics")
-    async def prometheus():
-        if state.service is not None:
-            metrics.cache_entries.set(len(state.service.cache))
-        body, ctype = metrics.render()
-        return Response(body, media_type=ctype)
-
-    @app.get("/indexed-premises")
-    async def indexed_premises():
-        if not state.ready:
-            return not_ready()
-        return Response(state.indexed_premises_json, media_type="application/json")
-
-    @app.get("/indexed-modules")
-    async def indexed_modules():
-        if not state.ready:
-            return not_ready()
-        return Response(state.indexed_modules_json, media_type="application/json")
-
-    @app.get("/max-new-premises")
-    async def max_new_premises():
-        return config.max_new_premises
-
-    @app.post("/retrieve")
-    async def retrieve_route(request: Request):
-        # Parsed here rather than by FastAPI so that a body is read as JSON whatever its content type
-        # (curl -d sends form-encoded headers) and errors name the field without a "body." prefix.
-        try:
-            body = RetrieveRequest.model_validate_json(await request.body())
-        except ValidationError as e:
-            return validation_error_response(e.errors())
-        if not state.ready:
-            return not_ready()
-        try:
-            result = await retrieve(state, body)
-        except Overloaded as e:
-            return JSONResponse({"detail": f"server overloaded ({e}); retry later"}, status_code=503,
-                                headers={"Retry-After": str(config.retry_after_s)})
-        except EmbeddingFailed as e:
-            return JSONResponse({"detail": f"embedding backend failed: {e}"}, status_code=502)
-        return Response(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
-
+    app.middleware("http")(observe)
+    app.add_exception_handler(NotReady, not_ready)
+    app.add_exception_handler(Overloaded, overloaded)
+    app.add_exception_handler(EmbeddingFailed, embedding_failed)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(ValidationError, invalid_request)
+    app.include_router(router)
     return app
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    state: ServerState = app.state.server
+    task = asyncio.create_task(state.start())
+    yield
+    task.cancel()
+    await state.stop()
+
+
+def server_state(request: Request) -> ServerState:
+    return request.app.state.server
+
+
+def ready_state(request: Request) -> ServerState:
+    """The server state, or NotReady (503) while loading or after loading failed."""
+    state = request.app.state.server
+    if not state.ready:
+        raise NotReady()
+    return state
+
+
+# ---- the routes -----------------------------------------------------------------------------------
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(request: Request):
+    state = server_state(request)
+    if state.ready:
+        return {"status": "ok", "premises": state.index.size, "modules": len(state.index.indexed_modules),
+                "backend": state.service.embedder.name, "embed_workers": len(state.service.embedders),
+                "load_seconds": round(state.load_seconds, 2), "revision": state.bundle.manifest.revision}
+    return JSONResponse({"status": "failed" if state.error else "loading", "error": state.error},
+                        status_code=503, headers={"Retry-After": "5"})
+
+
+@router.get("/metrics")
+async def prometheus(request: Request):
+    state = server_state(request)
+    if state.service is not None:
+        state.metrics.cache_entries.set(len(state.service.cache))
+    body, ctype = state.metrics.render()
+    return Response(body, media_type=ctype)
+
+
+@router.get("/indexed-premises")
+async def indexed_premises(request: Request):
+    return Response(ready_state(request).indexed_premises_json, media_type="application/json")
+
+
+@router.get("/indexed-modules")
+async def indexed_modules(request: Request):
+    return Response(ready_state(request).indexed_modules_json, media_type="application/json")
+
+
+@router.get("/max-new-premises")
+async def max_new_premises(request: Request):
+    return server_state(request).config.max_new_premises
+
+
+@router.post("/retrieve")
+async def retrieve(request: Request):
+    # Parsed here rather than by FastAPI so that a body is read as JSON whatever its content type
+    # (curl -d sends form-encoded headers) and errors name the field without a "body." prefix.
+    body = RetrieveRequest.model_validate_json(await request.body())
+    result = await retrieve_request.answer(ready_state(request), body)
+    return Response(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+
+ROUTES = frozenset(route.path for route in router.routes)
+"""Paths that get their own metrics label; any other path is counted as `other`."""
+
+
+# ---- around every request: metrics, and errors -> status codes ------------------------------------
+
+
+async def observe(request: Request, call_next):
+    """Count and time every request by route; an unhandled error answers 500, never ends the process."""
+    t0 = time.perf_counter()
+    route = request.url.path if request.url.path in ROUTES else "other"
+    try:
+        response = await call_next(request)
+    except Exception:
+        logger.exception("unhandled error on %s", request.url.path)
+        response = JSONResponse({"detail": "internal error"}, status_code=500)
+    metrics = request.app.state.server.metrics
+    metrics.requests.labels(route, str(response.status_code)).inc()
+    metrics.latency.labels(route).observe(time.perf_counter() - t0)
+    return response
+
+
+async def not_ready(request: Request, exc: NotReady) -> JSONResponse:
+    error = server_state(request).error
+    if error:
+        return JSONResponse({"detail": f"server failed to load: {error}"}, status_code=503)
+    return JSONResponse({"detail": "loading the index and model"}, status_code=503, headers={"Retry-After": "5"})
+
+
+async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+    return JSONResponse({"detail": f"server overloaded ({exc}); retry later"}, status_code=503,
+                        headers={"Retry-After": str(server_state(request).config.retry_after_s)})
+
+
+async def embedding_failed(request: Request, exc: EmbeddingFailed) -> JSONResponse:
+    return JSONResponse({"detail": f"embedding backend failed: {exc}"}, status_code=502)
+
+
+async def invalid_request(request: Request, exc: RequestValidationError | ValidationError) -> JSONResponse:
+    return validation_error_response(exc.errors())
+
+
+def validation_error_response(errors: list[dict]) -> JSONResponse:
+    """422 whose `message` names each offending field (`k: Input should be a valid integer`)."""
+    parts = []
+    for err in errors:
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+        if err.get("type") == "json_invalid":
+            parts.append(f"request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})")
+        else:
+            parts.append(f"{loc or 'body'}: {err.get('msg')}")
+    detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
+    return JSONResponse({"detail": detail, "message": "; ".join(dict.fromkeys(parts))}, status_code=422)
+
+
+# ---- thread pools ---------------------------------------------------------------------------------
 
 
 def limit_blas_threads(threads: int | None, cpus: int | None = None) -> int:
@@ -225,21 +285,3 @@ def limit_torch_threads(config, search_threads: int) -> None:
     import torch
 
     torch.set_num_threads(search_threads)
-
-
-def validation_error_response(errors: list[dict]):
-    """422 whose `message` names each offending field (`k: Input should be a valid integer`)."""
-    from fastapi.responses import JSONResponse
-
-    parts = []
-    for err in errors:
-        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
-        if err.get("type") == "json_invalid":
-            parts.append(f"request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})")
-        else:
-            parts.append(f"{loc or 'body'}: {err.get('msg')}")
-    detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
-    return JSONResponse({"detail": detail, "message": "; ".join(dict.fromkeys(parts))}, status_code=422)
-
-
-ROUTES = {"/retrieve", "/indexed-premises", "/indexed-modules", "/max-new-premises", "/health", "/metrics"}

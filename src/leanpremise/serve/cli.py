@@ -1,10 +1,18 @@
-"""`leanpremise serve BUNDLE` (or `--from_hub DATA_REPO@REV MODEL_REPO@REV`): run the premise server."""
+"""`leanpremise serve BUNDLE` (or `--from_hub DATA_REPO@REV MODEL_REPO@REV`): run the premise server.
+
+Every flag but `--from_hub` is generated from a field of `ServeConfig` (serve/settings.py), so its name,
+type, default, environment variable and help are written once, there.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import types
+import typing
 from pathlib import Path
+
+from leanpremise.serve.settings import ServeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -14,73 +22,89 @@ def register(sub) -> None:
         "serve", help="run the premise server Lean's Cloud.premiseSelector calls",
         description="Serve /indexed-premises, /indexed-modules, /max-new-premises and /retrieve (plus /health, "
                     "/metrics) from a bundle written by `leanpremise export`, or from the Hub. Every option "
-                    "can also come from the environment variable in brackets (the original server's names).",
+                    "can also come from its environment variable (the original server's names) or a .env file "
+                    "in the working directory; flags override the environment, which overrides .env.",
     )
-    p.add_argument("bundle", nargs="?", type=Path, default=None, help="bundle dir [BUNDLE_DIR]")
     p.add_argument("--from_hub", nargs=2, metavar=("DATA_REPO@REVISION", "MODEL_REPO@REVISION"), default=None,
                    help="download premises.tar.gz + embeddings and the model from the Hub "
-                        "[DATA_REPO, DATA_REVISION, MODEL_ID, MODEL_REVISION]")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--backend", default=None, help="auto|torch|onnx|onnx-int8|tei [EMBED_BACKEND] (default auto: "
-                                                  "on CPU the bundle's int8 ONNX model, else its ONNX model, "
-                                                  "else PyTorch; PyTorch on a GPU)")
-    p.add_argument("--device", default=None, help="torch device for the torch backend (default cpu)")
-    p.add_argument("--embed_service_url", default=None, help="text-embeddings-inference URL [EMBED_SERVICE_URL]")
-    p.add_argument("--embed_service_timeout", type=float, default=None, help="[EMBED_SERVICE_TIMEOUT] seconds")
-    p.add_argument("--max_concurrent_inputs", dest="embed_service_max_concurrent_inputs", type=int, default=None,
-                   help="texts embedded at once before 503 [EMBED_SERVICE_MAX_CONCURRENT_INPUTS=128]")
-    p.add_argument("--max_client_batch_size", type=int, default=None, help="[MAX_CLIENT_BATCH_SIZE=32]")
-    p.add_argument("--embed_batch_size", type=int, default=None,
-                   help="texts per torch encode call, and most texts batched for a backend that batches well "
-                        "[EMBED_BATCH_SIZE=64]; ONNX Runtime on CPU embeds one text per run (no padding)")
-    p.add_argument("--embed_workers", type=int, default=None,
-                   help="embedding workers, each with its own tokenizer [EMBED_WORKERS] (default: 2 on CPU, "
-                        "1 on a GPU or with TEI)")
-    p.add_argument("--embed_threads", type=int, default=None,
-                   help="threads per CPU embedding worker [EMBED_THREADS] (default: cores / workers)")
-    p.add_argument("--search_threads", type=int, default=None,
-                   help="threads scoring the embeddings (faiss, BLAS) [SEARCH_THREADS] (default: 1 up to 4 "
-                        "cores, else a quarter of them)")
-    p.add_argument("--search_batch_size", type=int, default=None,
-                   help="most queued queries the search worker takes at once [SEARCH_BATCH_SIZE=16]")
-    p.add_argument("--lru_cache_size", type=int, default=None, help="[LRU_CACHE_SIZE=131072]")
-    p.add_argument("--max_new_premises", type=int, default=None, help="[MAX_NEW_PREMISES=2048]")
-    p.add_argument("--max_k", type=int, default=None, help="[MAX_K=1024]")
-    p.add_argument("--dtype", default=None, help="float32|float16|bfloat16 [DTYPE=float32]")
-    p.add_argument("--data_dir", type=Path, default=None, help="download/unpack dir [DATA_DIR]")
-    p.add_argument("--no_verify", action="store_true", help="skip the bundle's sha256 checks at startup")
+                        "[env DATA_REPO, DATA_REVISION, MODEL_ID, MODEL_REVISION]")
+    add_setting_flags(p, ServeConfig)
     p.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace):
-    from dataclasses import fields
+def add_setting_flags(parser: argparse.ArgumentParser, model: type[ServeConfig]) -> None:
+    """One flag per field of `model` (a positional argument where its flag has no leading dash). Values
+    stay text: the model parses them, so a flag and its environment variable are checked alike."""
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra
+        if not extra["cli"]:
+            continue
+        flag = extra["flag"] or f"--{name}"
+        kind = _base_type(field.annotation)
+        shown = "" if field.default is None else f"; default {field.default}"
+        text = f"{field.description} [env {extra['env']}{shown}]".replace("%", "%%")
+        if kind is bool:
+            # A switch that turns the default off (`--no_verify`) or on.
+            text = (f"turn {'off' if field.default else 'on'}: {field.description} [env {extra['env']}=true|false; "
+                    f"default {'on' if field.default else 'off'}]").replace("%", "%%")
+            parser.add_argument(flag, dest=name, action="store_const", const=not field.default, default=None,
+                                help=text)
+        elif not flag.startswith("-"):
+            parser.add_argument(name, nargs="?", default=None, metavar=flag.upper(), help=text)
+        else:
+            parser.add_argument(flag, dest=name, default=None, metavar=_metavar(kind), help=text)
 
-    from leanpremise.serve.config import ServeConfig, config_from_env
+
+def _base_type(annotation):
+    """`int | None` -> int; a Literal stays itself."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def _metavar(kind) -> str:
+    if typing.get_origin(kind) is typing.Literal:
+        return "{" + ",".join(typing.get_args(kind)) + "}"
+    return {int: "INT", float: "SECONDS", Path: "PATH"}.get(kind, "TEXT")
+
+
+def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    """Flags given, over the environment, over .env, over the defaults; checked to name something to serve."""
     from leanpremise.serve.loader import parse_repo_at
+    from leanpremise.serve.settings import load_config
 
-    hub = {}
+    flags = {name: getattr(args, name) for name in ServeConfig.model_fields if hasattr(args, name)}
     if args.from_hub:
         (data_repo, data_rev), (model_id, model_rev) = map(parse_repo_at, args.from_hub)
-        hub = {"data_repo": data_repo, "data_revision": data_rev, "model_id": model_id, "model_revision": model_rev}
-    flags = {f.name: getattr(args, f.name) for f in fields(ServeConfig) if hasattr(args, f.name)}
-    if args.no_verify:
-        flags["verify"] = False
-    return config_from_env(**flags, **hub).validate()
+        flags.update(data_repo=data_repo, data_revision=data_rev, model_id=model_id, model_revision=model_rev)
+    return load_config(**flags).check_source()
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from leanpremise.export.bundle import BundleError
-    from leanpremise.serve.app import create_app
-    from leanpremise.serve.config import ConfigError
+    from leanpremise.serve.loader import check_bundle
+    from leanpremise.serve.settings import ConfigError
 
+    if not getattr(args, "verbose", False):
+        # faiss logs each CPU-specific library it tries and fails to load (AVX512_SPR, ...) at INFO: harmless.
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         config = config_from_args(args)
+        if config.bundle is not None:
+            check_bundle(config.bundle)  # a bundle that cannot load ends here, before uvicorn says it runs
     except (ConfigError, BundleError) as e:
         logger.error("%s", e)
         return 2
+    return serve(config)
+
+
+def serve(config: ServeConfig) -> int:
+    """Run uvicorn until stopped; 1 when loading the bundle or model failed (uvicorn is then stopped)."""
+    import uvicorn
+
+    from leanpremise.serve.app import create_app
+
     failed: list[BaseException] = []
     server: uvicorn.Server | None = None
 

@@ -59,9 +59,9 @@ class OnnxEmbedder:
 
     def __init__(self, model_dir: Path, onnx_path: Path, batch_size: int = 1, threads: int | None = None,
                  session=None):
-        """`batch_size` 1 runs each text unpadded: on one CPU thread MiniLM took 21.6 ms per premise so,
-        and 39.5 ms in batches of 8 padded to their longest (int8: 10.0 and 19.9 ms). `session`: an
-        ONNX Runtime session to share (`run` is thread-safe; each embedder keeps its own tokenizer)."""
+        """`batch_size` 1 runs each text unpadded, which on CPU is faster per text than batches padded to
+        their longest (docs/decisions.md). `session`: an ONNX Runtime session to share (`run` is
+        thread-safe; each embedder keeps its own tokenizer)."""
         from transformers import AutoTokenizer
 
         self.name = "onnx-int8" if "qint8" in Path(onnx_path).name else "onnx"
@@ -181,9 +181,8 @@ def _embedder_factory(config, bundle, threads: int):
 def onnx_choice(backend: str, bundle, on_cpu: bool) -> Path | None:
     """The ONNX model a backend setting runs, or None for PyTorch.
 
-    auto on CPU takes the int8 model when the bundle has one: on 2 cores it embeds a state in about half
-    the time of float32, for a Recall change within noise (docs/decisions.md); then the float32 model; on a
-    GPU, PyTorch."""
+    auto on CPU takes the int8 model when the bundle has one: faster than float32 for a Recall change
+    within noise (figures in docs/decisions.md); then the float32 model; on a GPU, PyTorch."""
     if backend == "auto":
         if not on_cpu:
             return None

@@ -66,15 +66,6 @@ class LRUCache:
     def __len__(self) -> int:
         return len(self._data)
 
-    def __contains__(self, key: str) -> bool:
-        return key in self._data
-
-
-URGENT_MAX_TEXTS = 8
-"""Requests with at most this many uncached texts take the urgent lane."""
-BULK_CHUNK = 8
-"""Texts per bulk chunk: an urgent request waits for at most one such batch (~0.1 s for MiniLM on 2 cores)."""
-
 
 @dataclass
 class _Job:
@@ -82,48 +73,61 @@ class _Job:
     future: asyncio.Future
 
 
+@dataclass
+class _Worker:
+    """One embedder on its own thread, and which lane it serves: `urgent` (urgent jobs only, beside a
+    background worker), `bulk` (the background worker: bulk jobs only) or `any` (urgent first, then bulk)."""
+
+    embedder: object
+    executor: ThreadPoolExecutor
+    role: str
+
+
 class EmbeddingService:
-    def __init__(self, embedder, cache_size: int = 131072, max_inflight: int = 128, chunk_size: int = 32,
-                 max_batch: int = 64, metrics=None, background=None, background_nice: int = 10):
-        self.embedders = list(embedder) if isinstance(embedder, (list, tuple)) else [embedder]
-        self.embedder = self.embedders[0]
+    def __init__(self, embedder, config, metrics=None, background=None, background_nice: int = 10):
+        """`config`: the server's settings (a ServeConfig), read for the cache size, the in-flight bound, chunk
+        and batch sizes and the urgent lane's threshold."""
+        embedders = list(embedder) if isinstance(embedder, (list, tuple)) else [embedder]
+        self.embedder = embedders[0]
         self.dim = self.embedder.dim
-        self.cache = LRUCache(cache_size)
-        self.max_inflight = max_inflight
-        self.chunk_size = max(1, min(chunk_size, max_inflight))
-        self.max_batch = max(max_batch, self.chunk_size)
+        self.cache = LRUCache(config.lru_cache_size)
+        self.max_inflight = config.embed_service_max_concurrent_inputs
+        self.chunk_size = max(1, min(config.max_client_batch_size, self.max_inflight))
+        self.max_batch = max(config.embed_batch_size, self.chunk_size)
+        self.urgent_max_texts = config.urgent_max_texts
+        self.bulk_chunk = min(self.chunk_size, config.bulk_chunk)
         self.metrics = metrics
         self.inflight = 0
         self._pending: dict[str, asyncio.Future] = {}
         self._urgent: deque[_Job] = deque()
         self._bulk: deque[_Job] = deque()
         self._wake: asyncio.Condition | None = None
-        self._workers: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task] = []
         self._bulk_busy = 0
-        self._executors = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embed{i}")
-                           for i in range(len(self.embedders))]
-        self._roles = ["urgent" if background is not None else "any"] * len(self.embedders)
+        role = "urgent" if background is not None else "any"
+        self.workers = [_Worker(e, ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embed{i}"), role)
+                        for i, e in enumerate(embedders)]
         if background is not None:
-            self.embedders.append(background)
-            self._roles.append("bulk")
-            self._executors.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-background",
-                                                      initializer=_lower_priority, initargs=(background_nice,)))
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-background",
+                                          initializer=_lower_priority, initargs=(background_nice,))
+            self.workers.append(_Worker(background, executor, "bulk"))
+        self.embedders = [w.embedder for w in self.workers]
 
     async def start(self) -> None:
         self._wake = asyncio.Condition()
-        self._workers = [asyncio.create_task(self._run(e, x, role), name=f"embedding-worker-{i}")
-                         for i, (e, x, role) in enumerate(zip(self.embedders, self._executors, self._roles))]
+        self._tasks = [asyncio.create_task(self._run(w), name=f"embedding-worker-{i}")
+                       for i, w in enumerate(self.workers)]
 
     async def stop(self) -> None:
-        for worker in self._workers:
-            worker.cancel()
-        for worker in self._workers:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             try:
-                await worker
+                await task
             except asyncio.CancelledError:
                 pass
-        for executor in self._executors:
-            executor.shutdown(wait=False, cancel_futures=True)
+        for worker in self.workers:
+            worker.executor.shutdown(wait=False, cancel_futures=True)
 
     # ---- the request side --------------------------------------------------------------------
 
@@ -134,6 +138,17 @@ class EmbeddingService:
         same goal again whenever it re-elaborates the tactic block below an edit."""
         texts = list(states) + list(premises)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
+        missing = self._fill_from_cache(texts, out)
+        if self.metrics is not None:
+            self._count(len(states), len(texts), missing)
+        shared = {t: self._pending[t] for t in missing if t in self._pending}
+        await self._embed_own([t for t in missing if t not in shared], missing, out)
+        for t, fut in shared.items():
+            out[missing[t]] = await fut
+        return out[: len(states)], out[len(states) :]
+
+    def _fill_from_cache(self, texts: list[str], out: np.ndarray) -> dict[str, list[int]]:
+        """Copy cached rows into `out`; the rest: text -> its rows in `out`."""
         missing: dict[str, list[int]] = {}
         for i, text in enumerate(texts):
             row = self.cache.get(text)
@@ -141,18 +156,19 @@ class EmbeddingService:
                 missing.setdefault(text, []).append(i)
             else:
                 out[i] = row
-        if self.metrics is not None:
-            self._count(len(states), len(texts), missing)
-        shared = {t: self._pending[t] for t in missing if t in self._pending}
-        own = [t for t in missing if t not in shared]
+        return missing
+
+    async def _embed_own(self, own: list[str], missing: dict[str, list[int]], out: np.ndarray) -> None:
+        """Embed the texts no other request is embedding, in chunks (small requests in the urgent lane);
+        other requests wanting one of them meanwhile await its future instead of embedding it again."""
         loop = asyncio.get_running_loop()
         owned = {t: loop.create_future() for t in own}
         for t, fut in owned.items():
             fut.add_done_callback(_consume)
             self._pending[t] = fut
         try:
-            urgent = len(own) <= URGENT_MAX_TEXTS
-            step = self.chunk_size if urgent else min(self.chunk_size, BULK_CHUNK)
+            urgent = len(own) <= self.urgent_max_texts
+            step = self.chunk_size if urgent else self.bulk_chunk
             for lo in range(0, len(own), step):
                 chunk = own[lo : lo + step]
                 part = await self._submit(chunk, urgent)
@@ -169,9 +185,6 @@ class EmbeddingService:
                 if self._pending.get(t) is fut:
                     del self._pending[t]
             raise
-        for t, fut in shared.items():
-            out[missing[t]] = await fut
-        return out[: len(states)], out[len(states) :]
 
     def _count(self, n_states: int, n_texts: int, missing: dict[str, list[int]]) -> None:
         """Cache hits and misses, states and new premises apart."""
@@ -184,6 +197,7 @@ class EmbeddingService:
         self.metrics.cache_misses.inc(premise_misses)
 
     async def _submit(self, texts: list[str], urgent: bool = True) -> np.ndarray:
+        """Queue one chunk in its lane and wait for its rows; Overloaded if it would exceed the bound."""
         if self.inflight + len(texts) > self.max_inflight:
             if self.metrics is not None:
                 self.metrics.overloaded.inc()
@@ -202,43 +216,54 @@ class EmbeddingService:
             if self.metrics is not None:
                 self.metrics.inflight.set(self.inflight)
 
-    # ---- the worker side ---------------------------------------------------------------------
+    # ---- the worker side: each role's pick, then one loop for all --------------------------------
 
-    def _bulk_allowed(self) -> bool:
-        """Bulk chunks may keep all workers but one busy, so that a request with only its state to embed
-        always finds a worker within one state's time, not one bulk chunk's."""
-        return bool(self._bulk) and self._bulk_busy < max(1, len(self.embedders) - 1)
+    def _pick_urgent(self, worker: _Worker) -> tuple[list[_Job], bool] | None:
+        """Urgent jobs: all queued ones up to max_batch texts for an embedder that batches well, else one."""
+        if not self._urgent:
+            return None
+        limit = self.max_batch if getattr(worker.embedder, "batches_well", True) else 0
+        return take_jobs(self._urgent, limit, _size), False
 
-    def _has_work(self, role: str) -> bool:
-        if role == "urgent":
-            return bool(self._urgent)
-        if role == "bulk":
-            return bool(self._bulk)
-        return bool(self._urgent) or self._bulk_allowed()
+    def _pick_bulk(self, worker: _Worker) -> tuple[list[_Job], bool] | None:
+        """Bulk chunks up to `bulk_chunk` texts, so that an urgent job arriving meanwhile waits for a short
+        batch only."""
+        if not self._bulk:
+            return None
+        return take_jobs(self._bulk, self.bulk_chunk, _size), True
 
-    async def _run(self, embedder, executor, role: str = "any") -> None:
+    def _pick_any(self, worker: _Worker) -> tuple[list[_Job], bool] | None:
+        """Urgent first; bulk only while it keeps all workers but one busy, so that a request with only its
+        state to embed always finds a worker within one state's time, not one bulk chunk's."""
+        if self._urgent:
+            return self._pick_urgent(worker)
+        if self._bulk_busy < max(1, len(self.workers) - 1):
+            return self._pick_bulk(worker)
+        return None
+
+    async def _run(self, worker: _Worker) -> None:
+        """Wait until this worker's role finds work, take it, embed it; forever."""
+        pick = {"urgent": self._pick_urgent, "bulk": self._pick_bulk, "any": self._pick_any}[worker.role]
         loop = asyncio.get_running_loop()
         while True:
             async with self._wake:
-                await self._wake.wait_for(lambda: self._has_work(role))
-                bulk = role == "bulk" or not self._urgent
-                jobs = self._take_batch(getattr(embedder, "batches_well", True), bulk)
+                jobs, bulk = await self._wake.wait_for(lambda: pick(worker))
                 self._bulk_busy += bulk
             try:
-                await self._embed_jobs(loop, embedder, executor, jobs)
+                await self._embed_jobs(loop, worker, jobs)
             finally:
                 if bulk:
                     async with self._wake:
                         self._bulk_busy -= 1
                         self._wake.notify_all()
 
-    async def _embed_jobs(self, loop, embedder, executor, jobs: list[_Job]) -> None:
+    async def _embed_jobs(self, loop, worker: _Worker, jobs: list[_Job]) -> None:
         jobs = [j for j in jobs if not j.future.done()]  # requests cancelled while queued
         if not jobs:
             return
         texts = [t for j in jobs for t in j.texts]
         try:
-            emb = await loop.run_in_executor(executor, embedder.encode, texts)
+            emb = await loop.run_in_executor(worker.executor, worker.embedder.encode, texts)
         except Exception as e:  # noqa: BLE001 - a backend failure fails these requests, not the worker
             logger.warning("embedding %d texts failed: %s", len(texts), e)
             fail_jobs([j.future for j in jobs], e)
@@ -248,15 +273,9 @@ class EmbeddingService:
             self.metrics.batch_size.observe(len(texts))
         hand_out([j.future for j in jobs], [len(j.texts) for j in jobs], emb)
 
-    def _take_batch(self, batches_well: bool = True, bulk: bool = False) -> list[_Job]:
-        """Urgent jobs first (all of them, up to max_batch texts, for an embedder that batches well; else
-        one); else bulk chunks, up to BULK_CHUNK texts, so that an urgent job arriving meanwhile waits for
-        a short batch only."""
-        if not bulk:
-            lane, limit = self._urgent, (self.max_batch if batches_well else 0)
-        else:
-            lane, limit = self._bulk, min(self.chunk_size, BULK_CHUNK)
-        return take_jobs(lane, limit, lambda job: len(job.texts))
+
+def _size(job: _Job) -> int:
+    return len(job.texts)
 
 
 def _lower_priority(nice: int) -> None:

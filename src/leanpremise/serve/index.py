@@ -134,14 +134,6 @@ class PremiseIndex:
 
     # ---- search ------------------------------------------------------------------------------
 
-    def search(self, queries: np.ndarray, cand: Candidates, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids), each (B, k') with k' = min(k, candidates), best first; exact."""
-        results = self.search_many(queries, [cand] * len(queries), [k] * len(queries))
-        k = max(0, min(k, cand.count))
-        if not results:
-            return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
-        return np.stack([r[0] for r in results]), np.stack([r[1] for r in results])
-
     def search_many(self, queries: np.ndarray, cands: list[Candidates], ks: list[int]
                     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Exact top-k of several queries, each with its own candidates and k; queries sharing a

@@ -90,13 +90,22 @@ def assemble(manifest: Manifest, archive: Path, embeddings_path: Path, model_dir
                         model_dir=model_dir, premises_dir=premises_dir)
 
 
-def load_bundle(bundle: Path, cache_dir: Path | None = None, verify: bool = True) -> LoadedBundle:
+def check_bundle(bundle: Path) -> Manifest:
+    """The bundle's manifest, once it and every file it names are there (cheap: nothing is hashed or read)."""
     bundle = Path(bundle)
+    if not bundle.is_dir():
+        raise BundleError(f"{bundle}: no such bundle dir (write one with `leanpremise export`)")
     manifest = Manifest.read(bundle)
-    archive, emb = bundle / PREMISES_ARCHIVE, bundle / manifest.embeddings
-    for path in (archive, emb, bundle / MODEL_DIR):
+    for path in (bundle / PREMISES_ARCHIVE, bundle / manifest.embeddings, bundle / MODEL_DIR):
         if not path.exists():
             raise BundleError(f"{path}: missing from the bundle")
+    return manifest
+
+
+def load_bundle(bundle: Path, cache_dir: Path | None = None, verify: bool = True) -> LoadedBundle:
+    bundle = Path(bundle)
+    manifest = check_bundle(bundle)
+    archive, emb = bundle / PREMISES_ARCHIVE, bundle / manifest.embeddings
     if verify:
         verify_checksums(bundle, manifest, [PREMISES_ARCHIVE, manifest.embeddings])
     return assemble(manifest, archive, emb, bundle / MODEL_DIR, cache_dir)

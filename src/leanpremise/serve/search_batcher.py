@@ -32,7 +32,7 @@ class _Search:
 
 
 class SearchBatcher:
-    def __init__(self, index: PremiseIndex, executor: Executor, max_queries: int = 16, metrics=None):
+    def __init__(self, index: PremiseIndex, executor: Executor, max_queries: int, metrics=None):
         self.index = index
         self.executor = executor
         self.max_queries = max(1, max_queries)

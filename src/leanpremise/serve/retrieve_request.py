@@ -33,7 +33,7 @@ def merge(index_names: np.ndarray, scores: np.ndarray, ids: np.ndarray, new_name
     return out
 
 
-async def retrieve(state, req: RetrieveRequest):
+async def answer(state, req: RetrieveRequest):
     """The response body: a list of {name, score} (or one list per state when `state` is a list)."""
     cfg, index, service = state.config, state.index, state.service
     single = isinstance(req.state, str)
@@ -44,7 +44,7 @@ async def retrieve(state, req: RetrieveRequest):
     new = clip_new_premises(req.new_premises, cfg.max_new_premises)
     loop = asyncio.get_running_loop()
     cand_future = loop.run_in_executor(
-        state.search_pool, index.candidates, req.imported_modules, req.local_premises,
+        state.candidate_mask_pool, index.candidates, req.imported_modules, req.local_premises,
         bool(req.caller_in_module_system), req.imported_all_modules, [p.name for p in new],
     )
     try:

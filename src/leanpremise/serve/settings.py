@@ -1,0 +1,153 @@
+"""The server's settings: one typed model, from which the environment names, the `.env` file and the
+flags of `leanpremise serve` all follow.
+
+Precedence: flags, then environment variables, then a `.env` file in the working directory, then the
+defaults. The environment names of settings the original server had are its names (MAX_K,
+MAX_NEW_PREMISES, LRU_CACHE_SIZE, DTYPE, EMBED_SERVICE_URL, ...), so an existing `.env` keeps working.
+A new setting is one `setting(...)` field below: its flag and its help line are generated from it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticUseDefault
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Backend = Literal["auto", "torch", "onnx", "onnx-int8", "tei"]
+Dtype = Literal["float32", "float16", "bfloat16"]
+
+_COMMENT = re.compile(r"(?:^|\s)#.*$", re.DOTALL)
+"""A trailing `# comment` (a `#` at the start or after whitespace), as `.env` files carry them."""
+
+
+class ConfigError(ValueError):
+    """A setting with a bad value, or a combination of settings that cannot serve; one line."""
+
+
+def setting(default, env: str, help: str, *, flag: str | None = None, cli: bool = True, **constraints):
+    """A field of :class:`ServeConfig`: default, environment variable `env`, help text; `flag` spells its
+    command-line flag when that is not `--<field name>`, `cli=False` leaves it without one."""
+    return Field(default, validation_alias=env, description=help,
+                 json_schema_extra={"env": env, "flag": flag, "cli": cli}, **constraints)
+
+
+class ServeConfig(BaseSettings):
+    """Every setting of the premise server."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore",
+                                      validate_by_name=True, validate_by_alias=True)
+
+    # ---- what to serve -----------------------------------------------------------------------------
+    bundle: Path | None = setting(None, "BUNDLE_DIR", "bundle dir written by `leanpremise export`", flag="bundle")
+    data_repo: str | None = setting(None, "DATA_REPO", "dataset repo holding premises.tar.gz and embeddings/",
+                                    cli=False)
+    data_revision: str | None = setting(None, "DATA_REVISION", "revision of DATA_REPO", cli=False)
+    model_id: str | None = setting(None, "MODEL_ID", "model repo on the Hub", cli=False)
+    model_revision: str | None = setting(None, "MODEL_REVISION", "revision of MODEL_ID", cli=False)
+    data_dir: Path | None = setting(None, "DATA_DIR", "where hub downloads and unpacked premises go "
+                                                      "(default: the leanpremise cache)")
+    verify: bool = setting(True, "VERIFY_CHECKSUMS", "check the bundle's sha256 checksums of the premises "
+                                                      "archive and embeddings at startup", flag="--no_verify")
+    # ---- the HTTP server ---------------------------------------------------------------------------
+    host: str = setting("127.0.0.1", "SERVE_HOST", "address to listen on")
+    port: int = setting(8000, "SERVE_PORT", "port to listen on", ge=0, le=65535)
+    retry_after_s: int = setting(1, "RETRY_AFTER_S", "Retry-After seconds of an overload 503", ge=0)
+    # ---- request limits ----------------------------------------------------------------------------
+    max_k: int = setting(1024, "MAX_K", "most premises one request gets back (a larger k is clipped)", ge=1)
+    max_new_premises: int = setting(2048, "MAX_NEW_PREMISES", "new premises of a request beyond this are "
+                                                              "dropped (also answered by /max-new-premises)",
+                                    ge=0)
+    # ---- embedding ---------------------------------------------------------------------------------
+    backend: Backend = setting("auto", "EMBED_BACKEND",
+                               "auto: on CPU the bundle's int8 ONNX model if it has one, else its float32 ONNX "
+                               "model, else PyTorch; on a GPU, PyTorch (see docs/decisions.md)")
+    device: str = setting("cpu", "EMBED_DEVICE", "torch device of the torch backend")
+    embed_service_url: str | None = setting(None, "EMBED_SERVICE_URL", "text-embeddings-inference base URL "
+                                                                       "for backend tei (POST {url}/embed)")
+    embed_service_timeout: float | None = setting(None, "EMBED_SERVICE_TIMEOUT",
+                                                  "seconds to wait for the TEI service (default: no limit)", gt=0)
+    embed_service_max_concurrent_inputs: int = setting(
+        128, "EMBED_SERVICE_MAX_CONCURRENT_INPUTS", "uncached texts (states + new premises) being embedded at "
+        "once; more gets 503 + Retry-After", flag="--max_concurrent_inputs", ge=1)
+    max_client_batch_size: int = setting(32, "MAX_CLIENT_BATCH_SIZE", "texts one request hands to the embedder "
+                                                                      "at a time (and per TEI call)", ge=1)
+    embed_batch_size: int = setting(64, "EMBED_BATCH_SIZE", "texts per torch encode call, and most texts "
+                                    "batched for a backend that batches well (ONNX Runtime on CPU embeds one "
+                                    "text per run: no padding)", ge=1)
+    embed_workers: int | None = setting(None, "EMBED_WORKERS", "embedding workers, each with its own tokenizer "
+                                        "(default: 2 on CPU, 1 on a GPU or with TEI)", ge=1)
+    embed_threads: int | None = setting(None, "EMBED_THREADS", "threads per CPU embedding worker (default: the "
+                                        "cores divided among the workers)", ge=1)
+    urgent_max_texts: int = setting(8, "URGENT_MAX_TEXTS", "requests with at most this many uncached texts "
+                                    "take the urgent lane, which workers drain before bulk work", ge=1)
+    bulk_chunk: int = setting(8, "BULK_CHUNK", "texts per chunk of a large request's embedding: an urgent "
+                              "request waits behind at most one such chunk", ge=1)
+    lru_cache_size: int = setting(131072, "LRU_CACHE_SIZE", "embeddings of new premises and states kept, "
+                                                            "least recently used evicted first", ge=1)
+    # ---- search ------------------------------------------------------------------------------------
+    dtype: Dtype = setting("float32", "DTYPE", "precision the corpus embeddings are kept and ranked at: float32 "
+                           "(a float16 copy is scanned, then rescored exactly), or float16/bfloat16 (only the "
+                           "16-bit copy: half the memory)")
+    max_queries_per_search: int = setting(16, "MAX_QUERIES_PER_SEARCH", "most queued queries (states of "
+                                          "concurrent requests) the search worker takes in one call", ge=1)
+    search_threads: int | None = setting(None, "SEARCH_THREADS", "threads scoring the embeddings, faiss's and "
+                                         "BLAS's (default: 1 up to 4 cores, else a quarter of them)", ge=1)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strip_comment(cls, value):
+        """`MAX_K=16  # per request` means 16, as the original server's .env read it; nothing left: default."""
+        if isinstance(value, str):
+            value = _COMMENT.sub("", value).strip()
+            if value == "":
+                raise PydanticUseDefault()
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServeConfig:
+        if self.backend == "tei" and not self.embed_service_url:
+            raise ValueError("backend tei needs EMBED_SERVICE_URL (--embed_service_url)")
+        self.max_client_batch_size = min(self.max_client_batch_size, self.embed_service_max_concurrent_inputs)
+        return self
+
+    def check_source(self) -> ServeConfig:
+        """Raise unless the settings say what to serve: a bundle dir, or a data repo and a model on the Hub."""
+        if self.bundle is None and not (self.data_repo and self.model_id):
+            raise ConfigError("give a bundle dir (BUNDLE_DIR) or --from_hub DATA_REPO@REV MODEL_REPO@REV")
+        return self
+
+
+def env_name(field: str) -> str:
+    return ServeConfig.model_fields[field].json_schema_extra["env"]
+
+
+def flag_name(field: str) -> str:
+    return ServeConfig.model_fields[field].json_schema_extra["flag"] or f"--{field}"
+
+
+def load_config(env_file: str | Path | None = ".env", **flags) -> ServeConfig:
+    """Settings from the non-None `flags`, then the environment, then `env_file`, then the defaults;
+    a bad value raises :class:`ConfigError` naming its environment variable and flag."""
+    try:
+        return ServeConfig(_env_file=env_file, **{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as e:
+        raise ConfigError(describe(e)) from None
+
+
+def describe(error: ValidationError) -> str:
+    """One line per bad setting: `MAX_K (--max_k): Input should be a valid integer ... (got 'lots')`."""
+    by_env = {f.json_schema_extra["env"].lower(): name for name, f in ServeConfig.model_fields.items()}
+    parts = []
+    for err in error.errors():
+        key = str(err["loc"][0]) if err["loc"] else ""
+        field = by_env.get(key.lower(), key)
+        if field in ServeConfig.model_fields:
+            where = f"{env_name(field)} ({flag_name(field)})"
+            parts.append(f"{where}: {err['msg']} (got {err['input']!r})")
+        else:
+            parts.append(err["msg"].removeprefix("Value error, "))
+    return "; ".join(parts)
