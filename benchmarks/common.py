@@ -19,6 +19,8 @@ def shared_data_dir() -> Path:
 
 
 def bench_cache() -> Path:
+    """Where benchmarks keep what they build once (unpacked data, bundles, embeddings, ONNX exports):
+    $LEANPREMISE_BENCH_CACHE, else ~/.cache/leanpremise/bench."""
     return Path(os.environ.get("LEANPREMISE_BENCH_CACHE", Path.home() / ".cache" / "leanpremise" / "bench"))
 
 

@@ -21,9 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, onnx_exports, write_result
-
-DEFAULT_DATA = Path("/work/cache/data/mathlib-small")
+from common import RESULTS, bench_cache, onnx_exports, unpacked, write_result
 
 
 def throughput(embedder, texts: list[str]) -> float:
@@ -54,13 +52,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=None, help="SentenceTransformer dir (default: packaged MiniLM)")
     ap.add_argument("--n", type=int, default=2000)
-    ap.add_argument("--data_dir", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--data_dir", type=Path, default=None,
+                    help="default: mathlib-small from the shared data, unpacked once into the bench cache")
     ap.add_argument("--split", default="valid")
-    ap.add_argument("--onnx_cache", type=Path, default=Path("/work/cache/bundles/minilm-onnx"))
+    ap.add_argument("--onnx_cache", type=Path, default=None,
+                    help="where the ONNX exports are made once (default: <bench cache>/onnx/<model name>)")
     ap.add_argument("--skip_recall", action="store_true")
     args = ap.parse_args()
 
     model_dir = args.model or default_model_path()
+    args.data_dir = args.data_dir or unpacked("mathlib-small")
+    # the packaged model's exports are shared with serve_int8_quality.py
+    args.onnx_cache = args.onnx_cache or bench_cache() / "onnx" / (Path(model_dir).name if args.model
+                                                                   else "all-MiniLM-L6-v2")
     fp32_path, int8_path = onnx_exports(model_dir, args.onnx_cache)
     dataset = load_dataset(DataConfig(data_dir=args.data_dir))
     rng = np.random.default_rng(0)

@@ -41,12 +41,35 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_result
+from common import bench_cache, unpacked, write_result
 
-DATA = Path("/work/cache/data/mathlib-src")
-MINILM_EMB = Path("/work/cache/emb/all-MiniLM-L6-v2-mathlib-src.npy")
-BUNDLES = Path("/work/cache/bundles")
+DATA_NAME = "mathlib-src"
+"""The shared dataset the serve benchmarks use (unpacked once into the bench cache)."""
 REQUESTS_PER_FILE = 100
+
+
+def bundles_dir() -> Path:
+    """Bundles, server caches and stand-in embeddings of the serve benchmarks, in the bench cache."""
+    return bench_cache() / "bundles"
+
+
+def minilm_embeddings() -> Path:
+    """The MiniLM corpus embeddings of mathlib-src, if someone computed them (else random rows stand in)."""
+    return bench_cache() / "emb" / f"all-MiniLM-L6-v2-{DATA_NAME}.npy"
+
+
+def add_data_args(ap: argparse.ArgumentParser) -> None:
+    """--data_dir and --embeddings, defaulting to the bench cache (shared by serve_load and serve_search)."""
+    ap.add_argument("--data_dir", type=Path, default=None,
+                    help=f"default: {DATA_NAME} from the shared data, unpacked once into the bench cache")
+    ap.add_argument("--embeddings", type=Path, default=None,
+                    help="corpus embeddings (.npy); default: <bench cache>/emb/"
+                         f"all-MiniLM-L6-v2-{DATA_NAME}.npy, random unit rows when it does not exist")
+
+
+def resolve_data_args(args) -> None:
+    args.data_dir = args.data_dir or unpacked(DATA_NAME)
+    args.embeddings = args.embeddings or minilm_embeddings()
 
 
 def ensure_bundle(bundle: Path, data_dir: Path, embeddings: Path, n_premises: int) -> str:
@@ -61,7 +84,7 @@ def ensure_bundle(bundle: Path, data_dir: Path, embeddings: Path, n_premises: in
             return kind
     source = embeddings
     if not real:
-        source = BUNDLES / "random-unit-384-mathlib-src.npy"
+        source = bundles_dir() / f"random-unit-384-{DATA_NAME}.npy"
         if not source.exists():
             arr = random_unit_rows(n_premises)
             source.parent.mkdir(parents=True, exist_ok=True)
@@ -242,9 +265,9 @@ def main() -> None:
     from leanpremise.data import DataConfig, load_corpus
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", type=Path, default=BUNDLES / "mathlib-src-minilm")
-    ap.add_argument("--data_dir", type=Path, default=DATA)
-    ap.add_argument("--embeddings", type=Path, default=MINILM_EMB)
+    ap.add_argument("--bundle", type=Path, default=None,
+                    help=f"default: <bench cache>/bundles/{DATA_NAME}-minilm, built when missing")
+    add_data_args(ap)
     ap.add_argument("--duration", type=float, default=60)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--backend", default="auto")
@@ -258,12 +281,14 @@ def main() -> None:
     ap.add_argument("--cache_dir", type=Path, default=None,
                     help="reuse this server cache (unpacked premises + parse) and skip the cold start")
     args = ap.parse_args()
+    resolve_data_args(args)
+    args.bundle = args.bundle or bundles_dir() / f"{DATA_NAME}-minilm"
 
     corpus = load_corpus(DataConfig(data_dir=args.data_dir))
     kind = ensure_bundle(args.bundle, args.data_dir, args.embeddings, len(corpus))
     mathlib = mathlib_modules(corpus)
 
-    cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="serve-load-cache-", dir=BUNDLES))
+    cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="serve-load-cache-", dir=bundles_dir()))
     try:
         startup_cold = None
         if args.cache_dir is None:

@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import write_result
-from serve_load import DATA, MINILM_EMB, Client, mathlib_modules, random_unit_rows
+from serve_load import Client, add_data_args, mathlib_modules, random_unit_rows, resolve_data_args
 
 
 def main() -> None:
@@ -35,11 +35,11 @@ def main() -> None:
     from leanpremise.serve.index import PremiseIndex
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data_dir", type=Path, default=DATA)
-    ap.add_argument("--embeddings", type=Path, default=MINILM_EMB)
+    add_data_args(ap)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--k", type=int, default=32)
     args = ap.parse_args()
+    resolve_data_args(args)
     threadpool_limits(1)
 
     corpus = load_corpus(DataConfig(data_dir=args.data_dir))

@@ -83,3 +83,59 @@ def test_f1_per_state():
 def test_empty_inputs_give_zeros():
     m = compute_metrics(np.zeros((0, 4), dtype=np.int64), [], k_list=[1], mrr_k=1)
     assert m["states"] == 0 and m["recall@1"] == 0.0 and m["precision@1"] == 0.0
+
+
+# --- cross-check against ranx, an independent implementation ------------------------------------------
+
+def _random_case(seed: int, states: int, depth: int, universe: int, padded: bool):
+    """Rankings without repeats (so no ties), 0-8 positives per state drawn from the whole universe:
+    some are ranked, some are not (inaccessible premises), some states have none."""
+    rng = np.random.default_rng(seed)
+    ranked = np.stack([rng.permutation(universe)[:depth] for _ in range(states)]).astype(np.int64)
+    if padded:  # shorter rankings end in -1 padding
+        lengths = rng.integers(1, depth + 1, states)
+        ranked[np.arange(depth)[None, :] >= lengths[:, None]] = -1
+    positives = [rng.choice(universe, size=rng.integers(0, 9), replace=False) for _ in range(states)]
+    positives[0] = np.array([], dtype=np.int64)  # at least one state without positives
+    return ranked, positives
+
+
+def _ranx_scores(ranked, positives, metrics):
+    from ranx import Qrels, Run, evaluate
+
+    keep = [i for i, p in enumerate(positives) if len(p)]
+    qrels = Qrels({f"q{i}": {f"d{d}": 1 for d in positives[i]} for i in keep})
+    # strictly decreasing scores reproduce the ranking's order exactly; padding is simply not retrieved
+    run = Run({f"q{i}": {f"d{d}": float(len(ranked[i]) - r) for r, d in enumerate(ranked[i]) if d >= 0}
+               for i in keep})
+    return evaluate(qrels, run, metrics, make_comparable=True)
+
+
+@pytest.mark.filterwarnings("ignore:unsafe cast")  # numba, inside ranx
+@pytest.mark.parametrize("seed, states, depth, universe, padded", [
+    (0, 5, 10, 30, False), (1, 60, 20, 100, False), (2, 300, 64, 1000, False), (3, 80, 32, 60, True),
+])
+def test_metrics_agree_with_ranx_on_random_rankings(seed, states, depth, universe, padded):
+    """Recall@k, nDCG@k, MRR@k and MAP@k equal ranx's to 1e-9, with aligned definitions.
+
+    Where the definitions differ, the inputs or the compared key are aligned:
+    * ranx only scores queries that have relevant documents, so it is given the states with positives
+      and compared with our over-positive-states values (`recall`, `ndcg`, `map` already average there;
+      MRR is compared as `mrr@k_pos`).
+    * ranx's recall divides by all relevant documents, ranked or not, as ours does (inaccessible
+      positives count), so it is compared as is.
+    * ranx's AP@k divides by all relevant documents, ours (the original evaluator's convention) by
+      min(relevant, k): MAP is compared only at k no smaller than any state's number of positives.
+    * Padding ids (-1) are not passed to ranx: a shorter ranking is simply a shorter run.
+    """
+    ranked, positives = _random_case(seed, states, depth, universe, padded)
+    assert any(len(p) == 0 for p in positives) and any(len(p) for p in positives)
+    ks = sorted({1, 3, 8, depth // 2, depth})
+    ours = compute_metrics(ranked, positives, k_list=ks, mrr_k=ks)
+    names = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "mrr")]
+    names += [f"map@{k}" for k in ks if k >= 8]
+    theirs = _ranx_scores(ranked, positives, names)
+    for name in names:
+        assert ours[f"{name}_pos"] == pytest.approx(theirs[name], abs=1e-9), name
+        if not name.startswith("mrr"):
+            assert ours[name] == ours[f"{name}_pos"], name

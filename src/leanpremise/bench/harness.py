@@ -254,32 +254,59 @@ class _interrupts_as_flag:
             signal.signal(sig, handler)
 
 
-def run_tactic_benchmark(cfg: TacticBenchConfig) -> RunReport:
-    """Run (or finish, with `resume`) one setting; returns where the results were written."""
-    from tqdm import tqdm
-
+def _checked_config(cfg: TacticBenchConfig) -> TacticBenchConfig:
+    """Fail before any work if the checkout or lake is missing; `lake` resolved to its full path."""
     if not Path(cfg.ntp_toolkit_path).is_dir():
         raise BenchError(f"ntp-toolkit checkout not found: {cfg.ntp_toolkit_path}")
     cfg = dataclasses.replace(cfg, lake=resolve_lake(cfg.lake))
     if cfg.scratch_dir is not None:
         Path(cfg.scratch_dir).mkdir(parents=True, exist_ok=True)
-    out_file = output_path(cfg)
-    journal = journal_path(out_file)
+    return cfg
+
+
+def _previous_results(cfg: TacticBenchConfig, out_file: Path, journal: Path) -> dict[str, dict]:
+    """What earlier attempts left, honouring resume/overwrite: existing results are never silently replaced."""
     if (out_file.exists() or journal.exists()) and not (cfg.resume or cfg.overwrite):
         raise BenchError(f"results for this run already exist ({out_file if out_file.exists() else journal}); "
                          "pass --resume to finish it or --overwrite to start again")
     if cfg.overwrite and not cfg.resume:
         journal.unlink(missing_ok=True)
-    previous = _read_previous(out_file, journal) if cfg.resume else {}
+    return _read_previous(out_file, journal) if cfg.resume else {}
 
-    theorems = load_decls(cfg.decls_file, need_ground_truth=cfg.premises_file is None)
-    selections, missing = select_premises(theorems, cfg.premises_file, cfg.k, cfg.rerank, cfg.pred_simp_all_hint)
-    todo = [s for s in selections if s.theorem.decl_name not in previous]
-    report = RunReport(out_file, n_resumed=len(selections) - len(todo), n_without_premises=len(missing))
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    if not cfg.skip_build and todo:
-        build_tactic_benchmark(cfg)
 
+def _append_to_journal(jf, entry: dict) -> None:
+    """One result line, flushed to disk before the next is taken, so an interruption loses none."""
+    jf.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    jf.flush()
+    os.fsync(jf.fileno())
+
+
+def _collect_results(cfg: TacticBenchConfig, pending: set, jf, bar, new: dict[str, dict]) -> None:
+    """Journal each theorem's result as it finishes; a Ctrl-C / SIGTERM is raised here, between results."""
+    solved = 0
+    with _interrupts_as_flag() as interrupted:
+        while pending:
+            done, pending = concurrent.futures.wait(pending, timeout=0.2,
+                                                    return_when=concurrent.futures.FIRST_COMPLETED)
+            for fut in done:
+                entry = fut.result()
+                _append_to_journal(jf, entry)
+                new[entry["decl_name"]] = entry
+                solved += outcomes.is_solved(entry["result_emoji"])
+                bar.set_postfix(solved=solved, refresh=False)
+                bar.update()
+                if cfg.verbose:
+                    bar.write(f"{entry['result_emoji']} {entry['decl_name']} ({entry['seconds']:.1f}s)")
+            if interrupted.is_set():
+                raise KeyboardInterrupt()
+
+
+def _run_theorems(cfg: TacticBenchConfig, selections: list[Selection], todo: list[Selection], out_file: Path,
+                  n_previous: int) -> dict[str, dict]:
+    """Run `todo` in parallel against a temporary premises dir; on any failure, end every Lean run first."""
+    from tqdm import tqdm
+
+    journal = journal_path(out_file)
     new: dict[str, dict] = {}
     groups = ProcessGroups()
     with tempfile.TemporaryDirectory(prefix="leanpremise-premises-", dir=cfg.scratch_dir) as tmp:
@@ -290,34 +317,20 @@ def run_tactic_benchmark(cfg: TacticBenchConfig) -> RunReport:
             with open(journal, "a", encoding="utf-8") as jf, \
                     tqdm(total=len(todo), desc=out_file.name, unit="thm", disable=not cfg.progress) as bar:
                 pending = {pool.submit(run_theorem, cfg, groups, s, premises_dir) for s in todo}
-                solved = 0
-                with _interrupts_as_flag() as interrupted:
-                    while pending:
-                        done, pending = concurrent.futures.wait(pending, timeout=0.2,
-                                                                return_when=concurrent.futures.FIRST_COMPLETED)
-                        for fut in done:
-                            entry = fut.result()
-                            jf.write(json.dumps(entry, ensure_ascii=False) + "\n")
-                            jf.flush()
-                            os.fsync(jf.fileno())
-                            new[entry["decl_name"]] = entry
-                            solved += outcomes.is_solved(entry["result_emoji"])
-                            bar.set_postfix(solved=solved, refresh=False)
-                            bar.update()
-                            if cfg.verbose:
-                                bar.write(f"{entry['result_emoji']} {entry['decl_name']} "
-                                          f"({entry['seconds']:.1f}s)")
-                        if interrupted.is_set():
-                            raise KeyboardInterrupt()
+                _collect_results(cfg, pending, jf, bar, new)
         except BaseException:
             groups.kill_all()  # Ctrl-C or a failure: end every running Lean process group now
             pool.shutdown(wait=True, cancel_futures=True)
-            if new or previous:
+            if new or n_previous:
                 log.warning("interrupted: %d results kept in %s; rerun with --resume to finish",
-                            len(new) + len(previous), journal)
+                            len(new) + n_previous, journal)
             raise
         pool.shutdown(wait=True)
+    return new
 
+
+def _final_results(theorems, new: dict[str, dict], previous: dict[str, dict]) -> dict[str, dict]:
+    """Every theorem of the decls file, in its order: this run's result, else an earlier one, else not tested."""
     final: dict[str, dict] = {}
     for t in theorems:
         name = t.decl_name
@@ -325,8 +338,27 @@ def run_tactic_benchmark(cfg: TacticBenchConfig) -> RunReport:
             final[name] = new.get(name) or previous[name]
         else:
             final[name] = _not_tested_entry(t.module, name, "no retrieved premises for this declaration")
-    payload = json.dumps(final, indent=4, ensure_ascii=False).encode("utf-8")
-    atomic_write_bytes(out_file, payload)
+    return final
+
+
+def run_tactic_benchmark(cfg: TacticBenchConfig) -> RunReport:
+    """Run (or finish, with `resume`) one setting; returns where the results were written."""
+    cfg = _checked_config(cfg)
+    out_file = output_path(cfg)
+    journal = journal_path(out_file)
+    previous = _previous_results(cfg, out_file, journal)
+
+    theorems = load_decls(cfg.decls_file, need_ground_truth=cfg.premises_file is None)
+    selections, missing = select_premises(theorems, cfg.premises_file, cfg.k, cfg.rerank, cfg.pred_simp_all_hint)
+    todo = [s for s in selections if s.theorem.decl_name not in previous]
+    report = RunReport(out_file, n_resumed=len(selections) - len(todo), n_without_premises=len(missing))
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    if not cfg.skip_build and todo:
+        build_tactic_benchmark(cfg)
+
+    new = _run_theorems(cfg, selections, todo, out_file, len(previous))
+    final = _final_results(theorems, new, previous)
+    atomic_write_bytes(out_file, json.dumps(final, indent=4, ensure_ascii=False).encode("utf-8"))
     journal.unlink(missing_ok=True)
     report.n_run = len(new)
     report.counts = Counter(outcomes.outcome_of_entry(e) for e in final.values())

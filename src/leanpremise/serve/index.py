@@ -98,7 +98,7 @@ class PremiseIndex:
 
     def candidates(self, imported_modules, local_premises, caller_in_module_system: bool = False,
                    imported_all_modules=None, overridden: list[str] | tuple = ()) -> Candidates:
-        """The candidate mask of one request (see lean-client-api.md for the rules)."""
+        """The candidate mask of one request (see docs/lean-client-api.md for the rules)."""
         mask = None
         if imported_modules is not None or local_premises is not None:
             mask = np.zeros(self.size, dtype=bool)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 from sentence_transformers import SentenceTransformerTrainer
 from transformers import TrainerCallback
@@ -69,18 +70,21 @@ class TimeBudget(TrainerCallback):
     decays its learning rate to ~0 by the time the budget runs out.
     """
 
-    def __init__(self, minutes: float):
+    def __init__(self, minutes: float, clock: Callable[[], float] = time.perf_counter):
         self.seconds = float(minutes) * 60.0
+        self.clock = clock
+        """Seconds from an arbitrary origin; injectable so tests can drive the budget with a fake clock."""
         self.start: float | None = None
         self.start_step = 0
         self.planned_steps: int | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.start = time.perf_counter()
+        self.start = self.clock()
         self.start_step = state.global_step
 
     def on_step_end(self, args, state, control, **kwargs):
-        elapsed = time.perf_counter() - (self.start or time.perf_counter())
+        now = self.clock()
+        elapsed = now - (now if self.start is None else self.start)
         done = state.global_step - self.start_step
         if done > 0:
             per_step = elapsed / done
