@@ -188,8 +188,8 @@ def test_premise_selection_top_k_hints_and_rerank(tmp_path, caplog):
     assert missing == []
     assert sel[0].recommendation() == expected_top("Nat.le_of_lt_succ", 4, 10)
     assert [r.message.split(": ", 1)[1] for r in caplog.records if "rise in file order" in r.message] == [
-        "2 of 2 entries have scores that rise in file order; ranking them in file order (what Lean reads), "
-        "not by score"]
+        ("2 of 2 entries have scores that rise in file order; ranking them in file order (what Lean reads), "
+        "not by score")]
     sel, _ = select_premises(theorems, dot, k=3, pred_simp_all_hint=True)
     assert [h for h in sel[0].hints] == ["simpPre" if int(p.rsplit("p", 1)[1]) % 2 else "notInSimpAll"
                                          for p in sel[0].premises]

@@ -37,8 +37,8 @@ class PremisesLine(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    declName: str  # noqa: N815 (the Lean program's field name)
-    declHammerRecommendation: list[str]  # noqa: N815
+    declName: str
+    declHammerRecommendation: list[str]
 
 
 PREMISES_LINE = TypeAdapter(PremisesLine)

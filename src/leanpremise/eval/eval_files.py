@@ -57,9 +57,10 @@ def load_decls(path: Path) -> dict[str, list[str]]:
     out = {}
     for i, d in enumerate(decls):
         if d.gt_premises is None:
-            hint = f" ({path} looks like a retrieved-premises file. {USAGE_ORDER})" if (
-                d.model_extra and "premises" in d.model_extra) else ""
-            raise RetrievedFileError(f'{path}: entry {i} ("{d.decl_name}"): field "gt_premises": missing{hint}')
+            if d.model_extra and "premises" in d.model_extra:
+                raise RetrievedFileError(f"{path}: this is a retrieved-premises file, not a decls file. "
+                                         f"{USAGE_ORDER}")
+            raise RetrievedFileError(f'{path}: entry {i} ("{d.decl_name}"): field "gt_premises": missing')
         out[d.decl_name] = d.gt_premises
     return out
 

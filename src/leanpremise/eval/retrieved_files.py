@@ -12,6 +12,7 @@ warns about files from elsewhere that break this and ranks them in file order.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 
@@ -52,7 +53,7 @@ class RetrievedEntry(BaseModel):
     def scores_rise(self) -> bool:
         """Whether a premise scores above the one before it (the file order disagrees with the scores)."""
         scores = [p["score"] for p in self.premises]
-        return any(b > a for a, b in zip(scores, scores[1:]))
+        return any(b > a for a, b in itertools.pairwise(scores))
 
 
 RETRIEVED_FILE = TypeAdapter(list[RetrievedEntry])
