@@ -72,7 +72,7 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from leanpremise.export.bundle import BundleError
+    from leanpremise.bundle import BundleError
     from leanpremise.serve.app import create_app
     from leanpremise.serve.config import ConfigError
 
