@@ -47,8 +47,8 @@ def test_a_missing_model_dir_fails_at_once_in_one_line(tmp_path):
             "print(rc, 'torch' in sys.modules, 'sentence_transformers' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert proc.stdout.split() == ["2", "False", "False"]  # refused before loading anything heavy
-    assert proc.stderr.strip().splitlines() == ["leanpremise export: error: --model /no/such/path: no such model "
-                                                "directory"]
+    want = "leanpremise export: error: --model /no/such/path: no such model directory"
+    assert proc.stderr.strip().splitlines() == [want]
     assert not (tmp_path / "b").exists()
 
 
