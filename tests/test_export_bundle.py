@@ -248,3 +248,23 @@ def test_publish_pushes_model_and_data_to_the_revision_branch(exported, monkeypa
     assert uploads[0][1:5] == ("me/model", "model", "v4.99.0", exported / "model")
     assert uploads[1][1:6] == ("me/data", "dataset", "v4.99.0", exported, DATA_PATTERNS)
     assert json.loads((exported / "manifest.json").read_text())["revision"] == "v4.99.0"
+
+
+def test_manifest_reads_unknown_keys_and_names_a_bad_field(exported, tmp_path):
+    import shutil
+
+    from leanpremise.bundle import MANIFEST, BundleError, Manifest
+
+    copy = tmp_path / "b"
+    shutil.copytree(exported, copy)
+    data = json.loads((copy / MANIFEST).read_text())
+    assert Manifest.read(copy).to_json() == (copy / MANIFEST).read_bytes()  # what export wrote, byte for byte
+    (copy / MANIFEST).write_text(json.dumps({**data, "from_a_newer_export": 1}))
+    assert Manifest.read(copy).model_name == "tiny"
+    (copy / MANIFEST).write_text(json.dumps({**data, "dimension": "wide"}))
+    with pytest.raises(BundleError, match=r'manifest.json: field "dimension": Input should be a valid integer'):
+        Manifest.read(copy)
+    del data["embeddings"]
+    (copy / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r'manifest.json: field "embeddings": missing'):
+        Manifest.read(copy)

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 @with_config(ConfigDict(extra="allow"))
 class RetrievedPremise(TypedDict):
-    """One ranked premise (a TypedDict: files hold ~500k of them, and dicts validate ~5x faster)."""
+    """One ranked premise (a TypedDict, not a model: a file holds a great many, and dicts validate faster)."""
 
     corpus_id: str
     score: float

@@ -1,6 +1,6 @@
 """Corpus embeddings for a bundle: encoded in chunks that survive interruption, or reused from a file.
 
-Encoding Mathlib on a CPU takes an hour; each finished chunk is saved
+Encoding Mathlib on a CPU takes long; each finished chunk is saved
 atomically in a chunk folder keyed by the model and the corpus texts, so a
 re-run after Ctrl-C or a crash starts at the first missing chunk.
 """
