@@ -202,6 +202,18 @@ def test_premise_selection_top_k_hints_and_rerank(tmp_path, caplog):
     assert gt[0].hints == ["simp", "notInSimpAll", "notInSimpAll"]
 
 
+def test_premises_dir_lines_keep_their_bytes(tmp_path):
+    from leanpremise.bench.premises_dir import PREMISES_LINE, write_premises_dir
+
+    decls_file, dot = write_inputs(tmp_path, THEOREMS[:1], n_premises=2)
+    sel, _ = select_premises(load_decls(decls_file), dot, k=2)
+    write_premises_dir(tmp_path / "pd", sel)
+    text = (tmp_path / "pd" / "Mathlib.Order.Basic.jsonl").read_text(encoding="utf-8")
+    assert text == ('{"declName": "Nat.le_of_lt_succ", "declHammerRecommendation": '
+                    '["(Nat.le_of_lt_succ.p0, notInSimpAll)", "(Nat.le_of_lt_succ.p1, notInSimpAll)"]}\n')
+    assert PREMISES_LINE.validate_json(text).declName == "Nat.le_of_lt_succ"
+
+
 def test_first_entry_wins_and_wrapped_files_are_read(tmp_path):
     decls_file, dot = write_inputs(tmp_path, THEOREMS[:1], n_premises=5)
     entries = json.loads(dot.read_text())

@@ -12,6 +12,7 @@ every ground-truth premise (`k` is not applied; the Lean program receives `--k` 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class PremisesLine(BaseModel):
 
 
 PREMISES_LINE = TypeAdapter(PremisesLine)
+"""For readers of a premises-dir line (`PREMISES_LINE.validate_json(line)`)."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,6 @@ def write_premises_dir(directory: Path, selections: list[Selection]) -> None:
     by_module: dict[str, list[str]] = defaultdict(list)
     for s in selections:
         line = PremisesLine(declName=s.theorem.decl_name, declHammerRecommendation=s.recommendation())
-        by_module[s.theorem.module].append(PREMISES_LINE.dump_json(line).decode())
+        by_module[s.theorem.module].append(json.dumps(line.model_dump(), ensure_ascii=False))
     for module, lines in by_module.items():
         (directory / f"{module}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
