@@ -136,7 +136,8 @@ def write_inputs(root: Path, theorems=THEOREMS, n_premises: int = 40, missing: t
                       "gt_hints": {p: ("simp" if j == 0 else "notInSimpAll") for j, p in enumerate(gt)}})
         if name in missing:
             continue
-        # scores deliberately not sorted; premise p<j> has score (j * 7) % n / n, rerank_score reversed
+        # scores deliberately not sorted (a file from elsewhere): premise p<j> has score (j * 7) % n / n,
+        # rerank_score reversed; the ranking is the file order, p0 first
         premises = [{"corpus_id": f"{name}.p{j}", "score": ((j * 7) % n_premises) / n_premises,
                      "rerank_score": -j, "simp_all_hint": "simpPre" if j % 2 else "notInSimpAll"}
                     for j in range(n_premises)]
@@ -150,9 +151,8 @@ def write_inputs(root: Path, theorems=THEOREMS, n_premises: int = 40, missing: t
 
 
 def expected_top(name: str, k: int, n: int = 40) -> list[str]:
-    scores = {j: ((j * 7) % n) / n for j in range(n)}
-    order = sorted(range(n), key=lambda j: scores[j], reverse=True)[:k]
-    return [f"({name}.p{j}, notInSimpAll)" for j in order]
+    """The first k in file order, whatever the scores say (the order is the retriever's ranking)."""
+    return [f"({name}.p{j}, notInSimpAll)" for j in range(min(k, n))]
 
 
 def wait_until(pred, timeout: float) -> bool:
@@ -211,12 +211,16 @@ def test_output_names_follow_the_original():
         harness.default_out_dir(Path("decls.json"), None)
 
 
-def test_premise_selection_top_k_hints_and_rerank(tmp_path):
+def test_premise_selection_top_k_hints_and_rerank(tmp_path, caplog):
     decls_file, dot = write_inputs(tmp_path, THEOREMS[:2], n_premises=10)
     theorems = load_decls(decls_file)
-    sel, missing = select_premises(theorems, dot, k=4)
+    with caplog.at_level("WARNING"):
+        sel, missing = select_premises(theorems, dot, k=4)
     assert missing == []
     assert sel[0].recommendation() == expected_top("Nat.le_of_lt_succ", 4, 10)
+    assert [r.message.split(": ", 1)[1] for r in caplog.records if "rise in file order" in r.message] == [
+        ("2 of 2 entries have scores that rise in file order; ranking them in file order (what Lean reads), "
+        "not by score")]
     sel, _ = select_premises(theorems, dot, k=3, pred_simp_all_hint=True)
     assert [h for h in sel[0].hints] == ["simpPre" if int(p.rsplit("p", 1)[1]) % 2 else "notInSimpAll"
                                          for p in sel[0].premises]
@@ -227,6 +231,18 @@ def test_premise_selection_top_k_hints_and_rerank(tmp_path):
     assert gt[0].recommendation() == [f"(Nat.le_of_lt_succ.gt{j}, notInSimpAll)" for j in range(3)]
     gt, _ = select_premises(load_decls(decls_file, need_ground_truth=True), None, k=1, pred_simp_all_hint=True)
     assert gt[0].hints == ["simp", "notInSimpAll", "notInSimpAll"]
+
+
+def test_premises_dir_lines_keep_their_bytes(tmp_path):
+    from leanpremise.bench.premises_dir import PREMISES_LINE, write_premises_dir
+
+    decls_file, dot = write_inputs(tmp_path, THEOREMS[:1], n_premises=2)
+    sel, _ = select_premises(load_decls(decls_file), dot, k=2)
+    write_premises_dir(tmp_path / "pd", sel)
+    text = (tmp_path / "pd" / "Mathlib.Order.Basic.jsonl").read_text(encoding="utf-8")
+    assert text == ('{"declName": "Nat.le_of_lt_succ", "declHammerRecommendation": '
+                    '["(Nat.le_of_lt_succ.p0, notInSimpAll)", "(Nat.le_of_lt_succ.p1, notInSimpAll)"]}\n')
+    assert PREMISES_LINE.validate_json(text).declName == "Nat.le_of_lt_succ"
 
 
 def test_first_entry_wins_and_wrapped_files_are_read(tmp_path):
@@ -243,14 +259,14 @@ def test_bad_inputs_name_file_and_entry(tmp_path):
     data = json.loads(decls_file.read_text())
     del data[1]["module"]
     decls_file.write_text(json.dumps(data))
-    with pytest.raises(BenchInputError, match=r"test_decls.json: entry 1 has no 'module' field"):
+    with pytest.raises(BenchInputError, match=r'test_decls.json: entry 1 \("[^"]+"\): field "module": missing'):
         load_decls(decls_file)
     decls_file, dot = write_inputs(tmp_path, THEOREMS[:2], n_premises=3)
     data = json.loads(decls_file.read_text())
     del data[0]["gt_premises"]
     decls_file.write_text(json.dumps(data))
     load_decls(decls_file)  # fine for retrieved premises
-    with pytest.raises(BenchInputError, match="entry 0 has no 'gt_premises'"):
+    with pytest.raises(BenchInputError, match=r'entry 0 \("[^"]+"\): field "gt_premises": missing'):
         load_decls(decls_file, need_ground_truth=True)
     decls_file, dot = write_inputs(tmp_path, THEOREMS[:2], n_premises=3)
     data = json.loads(dot.read_text())

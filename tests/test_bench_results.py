@@ -63,7 +63,10 @@ def test_cli_prints_summary_plot_and_json(tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "solved: 3 (33.33% of 9 tested)" in out
-    assert "gains: 1, losses: 1 (✅️✅️✅️💥️❌️❌️: 1)" in out
+    assert "gains: 3 (the first run: every theorem it solves), losses: 0\n" in out
+    assert ("against the run above: gains: 1 (solved here, by no run above), "
+            "losses: 1 (solved by a run above, not here; ✅️✅️✅️💥️❌️❌️: 1)\n") in out
+    assert "against the 2 runs above: gains: 1 (solved here, by no run above), losses: 1" in out
     assert "+ Finset.card_le_card ✅️(success)" in out and "- List.length_append ❌️" in out
     assert "\ncumulative solved: 5 / 9 (55.56%)\n" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
@@ -89,7 +92,7 @@ def test_plot_segments_one_per_label():
 def test_bad_results_file_names_the_file(tmp_path, capsys):
     bad = tmp_path / "broken.json"
     bad.write_text('{"Nat.foo": "✅️"}')
-    with pytest.raises(BenchInputError, match="broken.json.*'Nat.foo'"):
+    with pytest.raises(BenchInputError, match="broken.json: entry 'Nat.foo': Input should be an object"):
         results.load_outcomes(bad)
     assert main(["bench", "results", str(bad)]) == 1
     assert "broken.json" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -156,28 +157,22 @@ def test_baseline_reprover_end_to_end(tmp_path):
     assert {p["corpus_id"] for p in b2["premises"]} == {"a1", "a2", "b1"}
 
 
-def test_eval_files_on_hand_made_files(tmp_path, capsys):
-    """Scores sorted by value (not file order), duplicates counted once, both no-positive conventions."""
-    decls = [{"decl_name": "t1", "module": "M", "idx_in_module": 0, "gt_premises": ["p", "q"], "gt_hints": {}},
-             {"decl_name": "t2", "module": "M", "idx_in_module": 1, "gt_premises": [], "gt_hints": {}}]
-    retrieved = [{"state_name": "M#0", "decl_name": "t1", "module": "M", "idx_in_module": 0,
-                  "premises": [{"corpus_id": "x", "score": 0.1}, {"corpus_id": "p", "score": 0.9},
-                               {"corpus_id": "p", "score": 0.8}, {"corpus_id": "q", "score": 0.2}]},
-                 {"state_name": "M#1", "decl_name": "t2", "module": "M", "idx_in_module": 1,
-                  "premises": [{"corpus_id": "x", "score": 1.0}]},
-                 {"state_name": "M#2", "decl_name": "other", "module": "M", "idx_in_module": 2, "premises": []}]
-    (tmp_path / "decls.json").write_text(json.dumps(decls))
-    (tmp_path / "dot_test-m.json").write_text(json.dumps(retrieved))
-    args = ["eval-files", str(tmp_path / "decls.json"), str(tmp_path / "dot_test-m.json"), "--k", "1", "2"]
-    assert main([*args, "--json", str(tmp_path / "skip.json")]) == 0
-    assert main([*args, "--json", str(tmp_path / "one.json"), "--recall_without_positives", "one"]) == 0
-    skip = json.loads((tmp_path / "skip.json").read_text())[str(tmp_path / "dot_test-m.json")]
-    one = json.loads((tmp_path / "one.json").read_text())[str(tmp_path / "dot_test-m.json")]
-    # ranking of t1 by score: p, q, x  (the second "p" is dropped)
-    assert skip["states"] == 2 and skip["missing"] == 1
-    assert skip["recall@1"] == pytest.approx(0.5) and skip["recall@2"] == pytest.approx(1.0)
-    assert one["recall@1"] == pytest.approx((0.5 + 1.0) / 2)
-    assert skip["precision@2"] == pytest.approx((1.0 + 0.0) / 2)
-    assert skip["fullrecall@1"] == pytest.approx((0 + 1) / 2) and skip["fullrecall@2"] == 1.0
-    assert skip["f1@2"] == pytest.approx((1.0 + 0.0) / 2)
-    assert "m " in capsys.readouterr().out  # the row is labelled by model name
+def test_mepo_file_is_ranked_as_its_scores_say_and_eval_files_agrees(out, capsys):
+    """MePo ranks by round first; its written scores must fall in file order, so eval-files (and anyone
+    sorting by score) reports the Recall the run reported (it used to re-sort and report far less)."""
+    rp, k = out / "mepo", 64
+    assert main(["baseline", "mepo", "--k", str(k), "--out_dir", str(rp), "--metrics_out", str(out / "mepo.json")]) == 0
+    assert main(["export-decls", "--split", "test", "--out_dir", str(rp)]) == 0
+    entries = json.loads((rp / "dot_test-mepo-p0.6-c2.4.json").read_text())
+    rounds = 0
+    for e in entries:
+        scores = [p["score"] for p in e["premises"]]
+        assert all(a >= b for a, b in itertools.pairwise(scores)), e["decl_name"]
+        rounds = max(rounds, -min(scores, default=0) // 1)
+    assert rounds >= 1  # later rounds were accepted, so a score-only order would differ
+    assert main(["eval-files", str(rp / "test_decls.json"), str(rp / "dot_test-mepo-p0.6-c2.4.json"),
+                 "--k", "16", "32", "--json", str(out / "mepo-files.json")]) == 0
+    got = json.loads((out / "mepo-files.json").read_text())[str(rp / "dot_test-mepo-p0.6-c2.4.json")]
+    want = json.loads((out / "mepo.json").read_text())
+    for key in ("recall@16", "recall@32", "precision@16", "fullrecall@32"):
+        assert got[key] == pytest.approx(want[key]), key

@@ -44,10 +44,24 @@ def test_one_round_then_the_pass_mark_rises_past_the_rest(index):
 
 def test_slow_decay_lets_a_second_round_in(index):
     # c huge: p stays ~0.6, so {X,Y} (0.667 once X is relevant) joins in round 2; {Z} never does.
-    # Ranked by round first: premise 2 comes after 1 although both score 2/3 with M = 2.
+    # Ranked by round first: premise 2 comes after 1 although both score 2/3 with M = 2; the written
+    # score is score - round (rounds counted from 0), so premise 2's is 2/3 - 1.
     ids, scores = _run(index, c=1e6)
     assert ids == [0, 4, 1, 2]
-    assert scores == pytest.approx([1.0, 1.0, 2 / 3, 2 / 3])
+    assert scores == pytest.approx([1.0, 1.0, 2 / 3, 2 / 3 - 1])
+
+
+def test_a_later_round_s_higher_score_is_written_below_the_earlier_round():
+    # freq: A 1 (w 3), Y 2 (w 2); goal {A}.
+    # round 0 (p=0.6): {A,Y} M=3, one irrelevant symbol: 3/4 accepted; {Y} M=0 not. R becomes {A,Y}.
+    # round 1 (p=0.767): {Y} M=2, nothing irrelevant: 1.0 accepted. MePo's order: [0, 1] (round first),
+    # raw scores [0.75, 1.0] would rise; written [0.75, 1.0 - 1].
+    index = SymbolIndex([{"A", "Y"}, {"Y"}])
+    rel = np.zeros((index.matrix.shape[1], 1), dtype=np.float32)
+    rel[index.vocab["A"], 0] = 1
+    ids, scores = mepo_batch(index, rel, np.ones((1, 2), dtype=bool), 2, MePoConfig())
+    assert ids[0].tolist() == [0, 1]
+    assert scores[0].tolist() == pytest.approx([0.75, 0.0])
 
 
 def test_stops_at_k_and_respects_accessibility(index):

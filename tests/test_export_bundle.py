@@ -30,7 +30,26 @@ def exported(data_dir, tiny_model_dir, cache_dir, tmp_path_factory):
                            "--data_dir", str(data_dir), "--out", str(out), "--int8", "--model_name", "tiny"],
                           env=env, check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (out.parent / "export.stderr").write_text(proc.stderr)
     return out
+
+
+def test_export_log_has_no_quantiser_chatter(exported):
+    log = (exported.parent / "export.stderr").read_text()
+    assert "exported ONNX and int8 ONNX" in log  # our own INFO lines still come through
+    assert "Quantization parameters" not in log and "pre-process" not in log
+    assert not [line for line in log.splitlines() if " INFO root: " in line or " WARNING root: " in line]
+
+
+def test_a_missing_model_dir_fails_at_once_in_one_line(tmp_path):
+    code = ("import sys; from leanpremise.cli import main; "
+            f"rc = main(['export', '--model', '/no/such/path', '--out', {str(tmp_path / 'b')!r}]); "
+            "print(rc, 'torch' in sys.modules, 'sentence_transformers' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.stdout.split() == ["2", "False", "False"]  # refused before loading anything heavy
+    want = "leanpremise export: error: --model /no/such/path: no such model directory"
+    assert proc.stderr.strip().splitlines() == [want]
+    assert not (tmp_path / "b").exists()
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +60,7 @@ def corpus(data_dir, cache_dir):
 
 
 def test_bundle_layout_and_manifest(exported, corpus, data_dir):
-    from leanpremise.export.bundle import Manifest, file_checksums
+    from leanpremise.bundle import Manifest, file_checksums
 
     m = Manifest.read(exported)
     assert (m.model_name, m.revision, m.data_revision) == ("tiny", "v4.99.0", "v4.99.0")
@@ -81,8 +100,8 @@ def test_onnx_and_int8_embed_like_the_model(exported, corpus):
 
 
 def test_the_premises_archive_reloads_to_the_same_corpus(exported, corpus, tmp_path):
+    from leanpremise.bundle import extract_premises_archive
     from leanpremise.data import DataConfig, load_corpus
-    from leanpremise.export.premises_archive import extract_premises_archive
 
     target = extract_premises_archive(exported / "premises.tar.gz", tmp_path / "unpacked")
     again = load_corpus(DataConfig(data_dir=target, cache_dir=tmp_path / "cache"))
@@ -91,8 +110,8 @@ def test_the_premises_archive_reloads_to_the_same_corpus(exported, corpus, tmp_p
 
 def test_reexport_is_reproducible_and_reuses_given_embeddings(exported, data_dir, tiny_model_dir, cache_dir,
                                                               tmp_path):
+    from leanpremise.bundle import Manifest
     from leanpremise.data import DataConfig
-    from leanpremise.export.bundle import Manifest
     from leanpremise.export.exporter import ExportConfig, export_bundle
 
     given = np.load(exported / "embeddings" / "tiny-v4.99.0.npy")
@@ -155,8 +174,24 @@ def test_embedding_resumes_from_chunks_after_an_interruption(tmp_path):
     assert seen == texts  # another model or corpus: chunks discarded
 
 
+def test_embedding_progress_moves_per_batch_and_rows_stay_in_corpus_order(tmp_path):
+    from leanpremise.export.corpus_embeddings import encode_in_chunks
+
+    texts = [f"t{'x' * (i * 7 % 5)}{i}" for i in range(11)]  # lengths out of order
+    calls: list[list[str]] = []
+
+    def encode(batch):
+        calls.append(list(batch))
+        return np.array([[float(t[-2:].lstrip("tx") or 0), len(t), 1.0] for t in batch], np.float32)
+
+    out = encode_in_chunks(encode, texts, tmp_path / "c", "k", 3, chunk_size=5, progress=False, batch_size=2)
+    assert [len(c) for c in calls] == [2, 2, 1, 2, 2, 1, 1]  # per batch within each chunk of 5, 5, 1
+    assert all(len(c[0]) >= len(c[-1]) for c in calls)  # longest first, as sentence-transformers batches
+    np.testing.assert_array_equal(out, encode(texts))  # every row where its text is
+
+
 def test_revision_slug_makes_ntp_toolkit_revisions_ref_safe():
-    from leanpremise.export.bundle import revision_slug
+    from leanpremise.bundle import revision_slug
 
     assert revision_slug("v4.22.0") == "v4.22.0"
     slug = revision_slug("mathlib4@f4a7 batteries@45f6 lean4:v4.33.0-rc1")
@@ -213,3 +248,23 @@ def test_publish_pushes_model_and_data_to_the_revision_branch(exported, monkeypa
     assert uploads[0][1:5] == ("me/model", "model", "v4.99.0", exported / "model")
     assert uploads[1][1:6] == ("me/data", "dataset", "v4.99.0", exported, DATA_PATTERNS)
     assert json.loads((exported / "manifest.json").read_text())["revision"] == "v4.99.0"
+
+
+def test_manifest_reads_unknown_keys_and_names_a_bad_field(exported, tmp_path):
+    import shutil
+
+    from leanpremise.bundle import MANIFEST, BundleError, Manifest
+
+    copy = tmp_path / "b"
+    shutil.copytree(exported, copy)
+    data = json.loads((copy / MANIFEST).read_text())
+    assert Manifest.read(copy).to_json() == (copy / MANIFEST).read_bytes()  # what export wrote, byte for byte
+    (copy / MANIFEST).write_text(json.dumps({**data, "from_a_newer_export": 1}))
+    assert Manifest.read(copy).model_name == "tiny"
+    (copy / MANIFEST).write_text(json.dumps({**data, "dimension": "wide"}))
+    with pytest.raises(BundleError, match=r'manifest.json: field "dimension": Input should be a valid integer'):
+        Manifest.read(copy)
+    del data["embeddings"]
+    (copy / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r'manifest.json: field "embeddings": missing'):
+        Manifest.read(copy)

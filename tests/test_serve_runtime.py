@@ -100,7 +100,7 @@ def test_health_is_503_until_loaded(bundle, cache_dir):
 def test_a_damaged_bundle_is_refused_naming_the_file(bundle, tmp_path, cache_dir):
     import shutil
 
-    from leanpremise.export.bundle import BundleError, Manifest
+    from leanpremise.bundle import BundleError, Manifest
     from leanpremise.serve.loader import load_bundle
 
     copy = tmp_path / "copy"
@@ -135,8 +135,8 @@ def _tei_app(model_dir):
 
 
 def test_tei_backend_matches_brute_force_and_survives_tei_going_away(bundle, cache_dir, tiny_model_dir):
+    from leanpremise.bundle import Manifest
     from leanpremise.data import DataConfig, load_corpus
-    from leanpremise.export.bundle import Manifest
     from leanpremise.model import encode_texts, load_model
     from leanpremise.serve.app import create_app
 

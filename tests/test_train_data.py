@@ -85,8 +85,8 @@ def test_hard_negatives_come_from_top_ranks_minus_positives(sample_dataset, tmp_
 
 def test_hard_negatives_bad_file_is_a_clear_error(sample_dataset, tmp_path):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps([{"state_name": "x#1", "premises": [{"score": 1}]}]))
-    with pytest.raises(ValueError, match=r"bad.json: entry 0: missing field 'corpus_id'"):
+    bad.write_text(json.dumps([{"state_name": "x#1", "decl_name": "X.y", "premises": [{"score": 1}]}]))
+    with pytest.raises(ValueError, match=r'bad.json: entry 0 \("X.y"\): field "premises\[0\].corpus_id": missing'):
         HardNegatives.from_file(bad, sample_dataset)
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="bad.json"):

@@ -18,13 +18,32 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+
+from leanpremise.eval.decls import read_decls
+from leanpremise.eval.retrieved_files import RetrievedFileError, RetrievedPremise, read_retrieved
+from leanpremise.json_files import FileFormatError
+
 log = logging.getLogger(__name__)
 
 NOT_IN_SIMP_ALL = "notInSimpAll"
 
 
-class BenchInputError(ValueError):
+class BenchInputError(FileFormatError):
     """An input file of the benchmark is missing or malformed; the message names the file and entry."""
+
+
+class PremisesLine(BaseModel):
+    """One line of `<module>.jsonl` in the premises dir: a theorem and the premises it is tested with."""
+
+    model_config = ConfigDict(extra="allow")
+
+    declName: str
+    declHammerRecommendation: list[str]
+
+
+PREMISES_LINE = TypeAdapter(PremisesLine)
+"""For readers of a premises-dir line (`PREMISES_LINE.validate_json(line)`)."""
 
 
 @dataclass(frozen=True)
@@ -50,88 +69,57 @@ class Selection:
         return [f"({p}, {h})" for p, h in zip(self.premises, self.hints, strict=True)]
 
 
-def _load_json(path: Path, what: str):
-    try:
-        with open(path, "rb") as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        raise BenchInputError(f"{what} not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BenchInputError(f"{path}: not valid JSON ({e})") from None
-
-
-def _require(entry, key: str, kind: type, path: Path, i: int):
-    if not isinstance(entry, dict):
-        raise BenchInputError(f"{path}: entry {i} is a {type(entry).__name__}, expected an object")
-    if key not in entry:
-        raise BenchInputError(f"{path}: entry {i} has no {key!r} field")
-    value = entry[key]
-    if not isinstance(value, kind):
-        raise BenchInputError(f"{path}: entry {i} field {key!r} is a {type(value).__name__}, "
-                              f"expected {kind.__name__}")
-    return value
-
-
 def load_decls(path: Path, need_ground_truth: bool = False) -> list[Theorem]:
     """Read `<split>_decls.json`; ground-truth fields are required only for ground-truth runs."""
     path = Path(path)
-    raw = _load_json(path, "decls file")
-    if not isinstance(raw, list):
-        raise BenchInputError(f"{path}: expected a JSON list of theorems, got {type(raw).__name__}")
     theorems, seen = [], set()
-    for i, entry in enumerate(raw):
-        name = _require(entry, "decl_name", str, path, i)
-        module = _require(entry, "module", str, path, i)
+    for i, entry in enumerate(read_decls(path, BenchInputError)):
+        name = entry.decl_name
         if name in seen:
-            raise BenchInputError(f"{path}: entry {i}: {name!r} is listed twice")
+            raise BenchInputError(f'{path}: entry {i} ("{name}"): listed twice')
         seen.add(name)
-        premises: list = entry.get("gt_premises", []) if isinstance(entry, dict) else []
-        hints: dict = entry.get("gt_hints", {})
         if need_ground_truth:
-            premises = _require(entry, "gt_premises", list, path, i)
-            hints = _require(entry, "gt_hints", dict, path, i)
-        theorems.append(Theorem(name, module, tuple(premises), dict(hints)))
+            for key in ("gt_premises", "gt_hints"):
+                if getattr(entry, key) is None:
+                    raise BenchInputError(f'{path}: entry {i} ("{name}"): field "{key}": missing '
+                                          "(a ground-truth run needs it)")
+        theorems.append(Theorem(name, entry.module, tuple(entry.gt_premises or ()), dict(entry.gt_hints or {})))
     return theorems
 
 
-def load_retrieved(path: Path, wanted: set[str]) -> dict[str, list[dict]]:
+def load_retrieved(path: Path, wanted: set[str]) -> dict[str, list[RetrievedPremise]]:
     """Map each wanted decl name to its retrieved premise records (the first entry of a decl wins).
 
     Older files held several states per declaration with the root state first, and some wrapped the list
     as `{"dot": [...]}`; both are accepted.
     """
     path = Path(path)
-    raw = _load_json(path, "retrieved-premises file")
-    if isinstance(raw, dict) and isinstance(raw.get("dot"), list):
-        raw = raw["dot"]
-    if not isinstance(raw, list):
-        raise BenchInputError(f"{path}: expected a JSON list of retrieval entries, got {type(raw).__name__}")
-    found: dict[str, list[dict]] = {}
+    try:
+        entries = read_retrieved(path)
+    except RetrievedFileError as e:
+        raise BenchInputError(str(e)) from None
+    found: dict[str, list[RetrievedPremise]] = {}
     extra = 0
-    for i, entry in enumerate(raw):
-        name = _require(entry, "decl_name", str, path, i)
-        premises = _require(entry, "premises", list, path, i)
-        if name not in wanted:
+    for entry in entries:
+        if entry.decl_name not in wanted:
             extra += 1
-            continue
-        if name not in found:
-            for j, p in enumerate(premises):
-                if not isinstance(p, dict) or not isinstance(p.get("corpus_id"), str):
-                    raise BenchInputError(f"{path}: entry {i} ({name}) premise {j} has no string 'corpus_id'")
-            found[name] = premises
+        elif entry.decl_name not in found:
+            found[entry.decl_name] = entry.premises
     if extra:
         log.warning("%s: %d entries are for declarations not in the decls file; ignored", path, extra)
     return found
 
 
-def top_k(records: list[dict], k: int, rerank: bool, where: str) -> list[dict]:
-    """The k best records by `score`, or by `rerank_score` when reranking (stable on ties)."""
-    key = "rerank_score" if rerank else "score"
+def top_k(records: list[RetrievedPremise], k: int, rerank: bool, where: str) -> list[RetrievedPremise]:
+    """The first k records in file order (the retriever's ranking), or the k best by `rerank_score` when
+    reranking (stable on ties)."""
+    if not rerank:
+        return records[:k]
     for j, r in enumerate(records):
-        if not isinstance(r.get(key), int | float):
-            hint = " (--rerank needs a reranker's output)" if rerank else ""
-            raise BenchInputError(f"{where}: premise {j} ({r.get('corpus_id')}) has no numeric {key!r}{hint}")
-    return sorted(records, key=lambda r: r[key], reverse=True)[:k]
+        if not isinstance(r.get("rerank_score"), int | float):
+            raise BenchInputError(f"{where}: premise {j} ({r.get('corpus_id')}) has no numeric 'rerank_score' "
+                                  "(--rerank needs a reranker's output)")
+    return sorted(records, key=lambda r: r["rerank_score"], reverse=True)[:k]
 
 
 def select_premises(
@@ -169,8 +157,7 @@ def write_premises_dir(directory: Path, selections: list[Selection]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     by_module: dict[str, list[str]] = defaultdict(list)
     for s in selections:
-        line = json.dumps({"declName": s.theorem.decl_name, "declHammerRecommendation": s.recommendation()},
-                          ensure_ascii=False)
-        by_module[s.theorem.module].append(line)
+        line = PremisesLine(declName=s.theorem.decl_name, declHammerRecommendation=s.recommendation())
+        by_module[s.theorem.module].append(json.dumps(line.model_dump(), ensure_ascii=False))
     for module, lines in by_module.items():
         (directory / f"{module}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -9,13 +9,31 @@ cumulative number solved; at the end the cumulative rate.
 from __future__ import annotations
 
 import io
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+
 from leanpremise.bench import outcomes
 from leanpremise.bench.premises_dir import BenchInputError
+from leanpremise.json_files import read_validated
+
+
+class ResultEntry(BaseModel):
+    """One theorem's result in `results_<DATE>-<split>/<model>/<setting>[-k<k>].json` (an object keyed by
+    declaration name). Older files may lack `result_emoji`: the outcome is then parsed from the output."""
+
+    model_config = ConfigDict(extra="allow")
+
+    decl_name: str = ""
+    module: str = ""
+    command: str = ""
+    result_emoji: str | None = None
+    result_output: str = ""
+
+
+RESULTS_FILE = TypeAdapter(dict[str, ResultEntry])
 
 
 @dataclass
@@ -61,21 +79,9 @@ class Summary:
 
 def load_outcomes(path: Path) -> dict[str, str]:
     """decl name -> outcome of one results file (recorded emoji, else parsed from its output)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BenchInputError(f"results file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BenchInputError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise BenchInputError(f"{path}: expected an object keyed by declaration name, got {type(data).__name__}")
-    result = {}
-    for decl, entry in data.items():
-        if not isinstance(entry, dict):
-            raise BenchInputError(f"{path}: entry {decl!r} is a {type(entry).__name__}, expected an object")
-        result[decl] = outcomes.outcome_of_entry(entry)
-    return result
+    data = read_validated(Path(path), RESULTS_FILE, "results (an object keyed by declaration name)",
+                          BenchInputError)
+    return {decl: outcomes.outcome_of_entry(entry.model_dump(exclude_none=True)) for decl, entry in data.items()}
 
 
 def summarize(paths: list[Path]) -> Summary:
@@ -115,16 +121,25 @@ def _counts_text(counts: Counter) -> str:
     return ", ".join(f"{o} {outcomes.label(o)}: {n}" for o, n in counts.most_common()) or "(none)"
 
 
+def _gains_text(r: RunSummary, position: int) -> str:
+    """Gains and losses, saying what they are measured against (the runs listed before this one)."""
+    if position == 0:
+        return f"gains: {len(r.gains)} (the first run: every theorem it solves), losses: 0"
+    loss_counts = Counter(o for _, o in r.losses)
+    lost = f"; {', '.join(f'{o}: {n}' for o, n in loss_counts.most_common())}" if loss_counts else ""
+    runs = "the run above" if position == 1 else f"the {position} runs above"
+    return (f"against {runs}: gains: {len(r.gains)} (solved here, by no run above), "
+            f"losses: {len(r.losses)} (solved by a run above, not here{lost})")
+
+
 def format_summary(summary: Summary, verbose: bool = False) -> str:
     """The printed report; `verbose` lists each gain (+) and loss (-) with its outcome."""
     lines = []
-    for r in summary.runs:
+    for i, r in enumerate(summary.runs):
         lines.append(str(r.path))
         lines.append(f"  outcomes: {_counts_text(r.counts)}")
         lines.append(f"  solved: {r.solved} ({r.rate:.2%} of {r.tested} tested)")
-        loss_counts = Counter(o for _, o in r.losses)
-        lost = f" ({', '.join(f'{o}: {n}' for o, n in loss_counts.most_common())})" if loss_counts else ""
-        lines.append(f"  gains: {len(r.gains)}, losses: {len(r.losses)}{lost}")
+        lines.append(f"  {_gains_text(r, i)}")
         if verbose:
             lines += [f"    + {d} {o}" for d, o in r.gains]
             lines += [f"    - {d} {o}" for d, o in r.losses]

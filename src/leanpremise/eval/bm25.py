@@ -30,6 +30,9 @@ class BM25Ranker:
     def __init__(self, corpus_texts: list[str], config: BM25Config | None = None, progress: bool = False):
         import bm25s
 
+        # bm25s sets its logger to DEBUG when imported, which prints at our default INFO level; let it
+        # follow the root logger's level instead (so `-v` still shows it).
+        logging.getLogger("bm25s").setLevel(logging.NOTSET)
         self.config = config or BM25Config()
         self.n = len(corpus_texts)
         self.retriever = bm25s.BM25(k1=self.config.k1, b=self.config.b, method=self.config.method)

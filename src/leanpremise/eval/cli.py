@@ -66,16 +66,16 @@ def _export_decls(args) -> int:
 
 def _eval_files(args) -> int:
     from leanpremise.eval.eval_files import file_metrics, format_rows, load_decls, load_ranking, plot_recall
-    from leanpremise.eval.retrieved_files import RetrievedFileError
+    from leanpremise.json_files import FileFormatError
 
     try:
         gt = load_decls(args.decls)
         rankings = [load_ranking(p, gt) for p in args.retrieved]
-    except RetrievedFileError as e:
+    except FileFormatError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     rows = [(fr.label, file_metrics(fr, args.k, args.recall_without_positives)) for fr in rankings]
-    print(format_rows(rows, args.k))
+    print(format_rows(rows, args.k, args.recall_without_positives))
     if args.json:
         from leanpremise.atomic import atomic_write_bytes
 
@@ -179,8 +179,8 @@ def register(sub) -> None:
     d.set_defaults(func=_export_decls)
 
     e = sub.add_parser("eval-files", help="Recall/Precision/F1/FullRecall@k of retrieved-premises files")
-    e.add_argument("decls", type=Path, help="<split>_decls.json")
-    e.add_argument("retrieved", type=Path, nargs="+", help="retrieved-premises JSON files")
+    e.add_argument("decls", type=Path, help="<split>_decls.json (first: the ground truth)")
+    e.add_argument("retrieved", type=Path, nargs="+", help="retrieved-premises files (dot_<split>-<model>.json)")
     e.add_argument("--k", type=int, nargs="+", default=[16, 32])
     e.add_argument("--plot", type=Path, default=None, help="write Recall@k curves of all files (PNG)")
     e.add_argument("--json", type=Path, default=None, help="also write the table as JSON")

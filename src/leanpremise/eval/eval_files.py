@@ -1,8 +1,10 @@
 """Score any retrieved-premises files (ours, baselines, other tools) against a decls file.
 
 Each file's entries are matched to the decls file by `decl_name`, premises are
-ordered by score, names are mapped to integers, and the same vectorised
-metrics as the evaluator are applied, so a file and the run that wrote it agree.
+taken in file order (the ranking Lean reads; `retrieved_files` warns when a
+file's scores disagree with it), names are mapped to integers, and the same
+vectorised metrics as the evaluator are applied, so a file and the run that
+wrote it agree.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import orjson
 
+from leanpremise.eval.decls import read_decls
 from leanpremise.eval.metrics import f1_at, hit_matrix, per_state_metrics
-from leanpremise.eval.retrieved_files import RetrievedFileError, ranked_names, read_json_list
+from leanpremise.eval.retrieved_files import RetrievedFileError, read_retrieved
 
 logger = logging.getLogger(__name__)
+
+USAGE_ORDER = "eval-files takes the decls file first: eval-files <split>_decls.json dot_<split>-<model>.json ..."
 
 
 @dataclass
@@ -30,14 +36,32 @@ class FileRanking:
     missing: int  # entries whose decl is not in the decls file (skipped)
 
 
+def _first_entry_keys(path: Path) -> set[str]:
+    """Keys of the file's first entry (empty if it is not a JSON list of objects): to spot swapped arguments."""
+    try:
+        data = orjson.loads(Path(path).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return set()
+    return set(data[0]) if isinstance(data, list) and data and isinstance(data[0], dict) else set()
+
+
 def load_decls(path: Path) -> dict[str, list[str]]:
-    decls = read_json_list(Path(path), "decls")
+    """decl name -> ground-truth premise names."""
+    try:
+        decls = read_decls(path, RetrievedFileError)
+    except RetrievedFileError as e:
+        if "premises" in _first_entry_keys(path):
+            raise RetrievedFileError(f"{path}: this is a retrieved-premises file, not a decls file. {USAGE_ORDER}"
+                                     ) from None
+        raise e from None
     out = {}
     for i, d in enumerate(decls):
-        gt = d.get("gt_premises")
-        if not isinstance(gt, list):
-            raise RetrievedFileError(f"{path}: entry {i} ({d['decl_name']}) has no 'gt_premises' list")
-        out[d["decl_name"]] = [str(n) for n in gt]
+        if d.gt_premises is None:
+            if d.model_extra and "premises" in d.model_extra:
+                raise RetrievedFileError(f"{path}: this is a retrieved-premises file, not a decls file. "
+                                         f"{USAGE_ORDER}")
+            raise RetrievedFileError(f'{path}: entry {i} ("{d.decl_name}"): field "gt_premises": missing')
+        out[d.decl_name] = d.gt_premises
     return out
 
 
@@ -50,17 +74,22 @@ def file_label(path: Path) -> str:
 
 
 def load_ranking(path: Path, gt: dict[str, list[str]]) -> FileRanking:
-    entries = read_json_list(Path(path), "retrieved-premises")
+    try:
+        entries = read_retrieved(path)
+    except RetrievedFileError as e:
+        keys = _first_entry_keys(path)
+        if "gt_premises" in keys and "premises" not in keys:
+            raise RetrievedFileError(f"{path}: this is a decls file, not a retrieved-premises file. {USAGE_ORDER}"
+                                     ) from None
+        raise e from None
     vocab: dict[str, int] = {}
     rows, positives, missing = [], [], 0
-    for i, entry in enumerate(entries):
-        name = entry["decl_name"]
-        if name not in gt:
+    for entry in entries:
+        if entry.decl_name not in gt:
             missing += 1
             continue
-        names = ranked_names(entry, Path(path), i)
-        rows.append([vocab.setdefault(n, len(vocab)) for n in names])
-        positives.append(np.asarray([vocab.setdefault(n, len(vocab)) for n in gt[name]], dtype=np.int64))
+        rows.append([vocab.setdefault(n, len(vocab)) for n in entry.ranked_names()])
+        positives.append(np.asarray([vocab.setdefault(n, len(vocab)) for n in gt[entry.decl_name]], dtype=np.int64))
     if missing:
         logger.warning("%s: %d of %d entries name declarations not in the decls file (skipped)",
                        path, missing, len(entries))
@@ -72,16 +101,17 @@ def load_ranking(path: Path, gt: dict[str, list[str]]) -> FileRanking:
 
 
 def file_metrics(fr: FileRanking, k_list=(16, 32), recall_without_positives: str = "skip") -> dict[str, float]:
-    """Recall/Precision/F1/FullRecall@k for one file.
+    """Recall/Precision/F1/FullRecall/MRR@k for one file.
 
     `recall_without_positives`: "skip" averages Recall over states with positives (the
     evaluator's convention); "one" counts such states as recall 1 (the original's
-    eval_recall_at_k script).
+    eval_recall_at_k script). The other metrics average over all states, as the evaluator's do.
     """
     hits, n_pos = hit_matrix(fr.ranked, fr.positives)
-    per = per_state_metrics(hits, n_pos, list(k_list), [])
+    per = per_state_metrics(hits, n_pos, list(k_list), list(k_list))
     has_pos = n_pos > 0
-    out: dict[str, float] = {"states": float(len(n_pos)), "missing": float(fr.missing)}
+    out: dict[str, float] = {"states": float(len(n_pos)), "states_with_positives": float(has_pos.sum()),
+                             "missing": float(fr.missing)}
     for k in k_list:
         recall = per[f"recall@{k}"]
         if recall_without_positives == "one":
@@ -91,6 +121,7 @@ def file_metrics(fr: FileRanking, k_list=(16, 32), recall_without_positives: str
         out[f"precision@{k}"] = float(per[f"precision@{k}"].mean()) if len(n_pos) else 0.0
         out[f"f1@{k}"] = float(f1_at(fr.ranked, fr.positives, k).mean()) if len(n_pos) else 0.0
         out[f"fullrecall@{k}"] = float(per[f"fullrecall@{k}"].mean()) if len(n_pos) else 0.0
+        out[f"mrr@{k}"] = float(per[f"mrr@{k}"].mean()) if len(n_pos) else 0.0
     return out
 
 
@@ -105,8 +136,17 @@ def recall_curve(fr: FileRanking, ks: np.ndarray) -> np.ndarray:
     return (at / n_pos[has_pos][:, None]).mean(axis=0)
 
 
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def curve_style(i: int, n_colors: int = 10) -> dict[str, str]:
+    """Colour and line style of curve i: ten colours, then the same colours dashed, dotted, ... so that no
+    two of the first 40 curves look alike."""
+    return {"color": f"C{i % n_colors}", "linestyle": LINESTYLES[(i // n_colors) % len(LINESTYLES)]}
+
+
 def plot_recall(rankings: list[FileRanking], out: Path) -> Path:
-    """Recall@k curves of all files on one chart, k on a log axis."""
+    """Recall@k curves of all files on one chart, k on a log axis, the legend beside the axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,28 +155,34 @@ def plot_recall(rankings: list[FileRanking], out: Path) -> Path:
     depth = max((fr.ranked.shape[1] for fr in rankings), default=1)
     ks = np.unique(np.geomspace(1, max(depth, 1), num=64).round().astype(np.int64))
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for fr in rankings:
-        ax.plot(ks, 100 * recall_curve(fr, ks), label=fr.label)
+    for i, fr in enumerate(rankings):
+        ax.plot(ks, 100 * recall_curve(fr, ks), label=fr.label, **curve_style(i))
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k")
-    ax.set_ylabel("Recall@k (%)")
+    ax.set_ylabel("Recall@k (%), states with positives")
     ax.set_title("Recall@k of retrieved premises")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
-    fig.savefig(tmp, dpi=120)
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")  # "tight" widens the image to hold the outside legend
     plt.close(fig)
     tmp.replace(out)
     return out
 
 
-def format_rows(rows: list[tuple[str, dict[str, float]]], k_list) -> str:
-    cols = [f"{m}@{k}" for k in k_list for m in ("recall", "precision", "f1", "fullrecall")]
+def format_rows(rows: list[tuple[str, dict[str, float]]], k_list, recall_without_positives: str = "skip") -> str:
+    """The table, then a line saying which states each metric averages over."""
+    cols = [f"{m}@{k}" for k in k_list for m in ("recall", "precision", "f1", "fullrecall", "mrr")]
     width = max([len("file")] + [len(label) for label, _ in rows])
-    lines = [f"{'file':<{width}}  {'states':>6}  " + "  ".join(f"{c:>13}" for c in cols)]
+    lines = [f"{'file':<{width}}  {'states':>6}  {'w/ pos':>6}  " + "  ".join(f"{c:>13}" for c in cols)]
     for label, m in rows:
-        lines.append(f"{label:<{width}}  {int(m['states']):>6}  " + "  ".join(f"{100 * m[c]:>12.2f}%" for c in cols))
+        cells = [f"{m[c]:>13.4f}" if c.startswith("mrr") else f"{100 * m[c]:>12.2f}%" for c in cols]
+        lines.append(f"{label:<{width}}  {int(m['states']):>6}  {int(m['states_with_positives']):>6}  "
+                     + "  ".join(cells))
+    recall_over = ("the states with positives (w/ pos)" if recall_without_positives == "skip"
+                   else "all states, those without positives counting as 1")
+    lines.append(f"Recall averages over {recall_over}; Precision, F1, FullRecall and MRR over all states "
+                 "(a state without positives has FullRecall 1, Precision and MRR 0).")
     return "\n".join(lines)

@@ -12,7 +12,11 @@ Sledgehammer's MePo orders them: by round (earlier rounds are closer to the
 goal), then by score, then by larger M (more matched rare symbols), then later
 premises first. (Lean core's `mepoSelector` sorts by score alone, which puts
 late-round premises, scored against a much larger relevant set, above the
-first round's: on Mathlib's test split Recall@16 drops from 11% to 4%.)
+first round's and loses Recall; docs/decisions.md has the figures.)
+
+The written score is `score - round`: the integer part says the round, and
+scores fall in file order as for every ranker, so a reader that sorts by score
+gets MePo's own ranking (a round-r score lies in (-r, 1 - r]).
 
 Vectorised: premise symbols are a sparse (premises x symbols) matrix and a
 batch of states runs its rounds together, so one round is two sparse-dense
@@ -87,7 +91,7 @@ def mepo_batch(index: SymbolIndex, relevant: np.ndarray, accessible: np.ndarray,
                config: MePoConfig) -> tuple[np.ndarray, np.ndarray]:
     """Run MePo for a batch of states. relevant: (V, B) 0/1; accessible: (B, N) bool.
 
-    Returns (ids (B, k) int64 padded with -1, scores (B, k) float32), best first.
+    Returns (ids (B, k) int64 padded with -1, scores (B, k) float32 = score - round), best first.
     """
     n_states = relevant.shape[1]
     n = index.matrix.shape[0]
@@ -127,7 +131,7 @@ def mepo_batch(index: SymbolIndex, relevant: np.ndarray, accessible: np.ndarray,
         cand = np.flatnonzero(accepted[b])
         order = np.lexsort((-cand, -acc_m[b, cand], -acc_score[b, cand], acc_round[b, cand]))[:k]
         ids[b, : len(order)] = cand[order]
-        scores[b, : len(order)] = acc_score[b, cand[order]]
+        scores[b, : len(order)] = acc_score[b, cand[order]] - acc_round[b, cand[order]]
     return ids, scores
 
 

@@ -18,7 +18,9 @@ ChunkScorer = Callable[[slice, int, int], "object"]
 
 
 STATE_BATCH = 512
-"""States ranked together: large enough for an efficient matmul, small enough to bound memory (~64 MB/chunk)."""
+"""States ranked together. Fixed, not a setting: rankings do not depend on it (each state's top k is exact),
+only memory does: one STATE_BATCH x chunk_size float32 score block (64 MiB at the default chunk), small
+next to the corpus embeddings on any machine that holds them, and large enough for an efficient matmul."""
 
 
 def _torch():

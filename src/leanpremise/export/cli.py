@@ -40,10 +40,21 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def missing_model_dir(model: str) -> str | None:
+    """Why `--model` names no model, when that shows without loading anything (a path that does not exist;
+    a hub id is `NAME` or `OWNER/NAME`), so the command fails at once rather than after its imports."""
+    path = Path(model).expanduser()
+    if path.exists():
+        return None if path.is_dir() else f"--model {model}: not a directory (a SentenceTransformer dir or hub id)"
+    if path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1 or "\\" in model:
+        return f"--model {model}: no such model directory"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    from leanpremise.bundle import BundleError
     from leanpremise.data.cli import data_config_from_args
     from leanpremise.data.errors import DataLayoutError
-    from leanpremise.export.bundle import BundleError
     from leanpremise.export.corpus_embeddings import EmbeddingShapeError
     from leanpremise.export.publish import PublishError
 
@@ -53,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if args.model is None and not args.push:
         logger.error("--model is required (only `--push` of an existing bundle may omit it)")
         return 2
+    if args.model is not None and (why := missing_model_dir(args.model)):
+        raise FileNotFoundError(why)  # printed as one line by the top-level CLI
     try:
         if args.model is not None:
             from leanpremise.export.exporter import ExportConfig, export_bundle

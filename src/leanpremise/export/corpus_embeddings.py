@@ -1,6 +1,6 @@
 """Corpus embeddings for a bundle: encoded in chunks that survive interruption, or reused from a file.
 
-Encoding Mathlib on a CPU takes an hour; each finished chunk is saved
+Encoding Mathlib on a CPU takes long; each finished chunk is saved
 atomically in a chunk folder keyed by the model and the corpus texts, so a
 re-run after Ctrl-C or a crash starts at the first missing chunk.
 """
@@ -53,10 +53,12 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 
 
 def encode_in_chunks(encode, texts: list[str], chunk_dir: Path, key: str, dim: int,
-                     chunk_size: int = CHUNK_SIZE, progress: bool = True) -> np.ndarray:
+                     chunk_size: int = CHUNK_SIZE, progress: bool = True,
+                     batch_size: int | None = None) -> np.ndarray:
     """Embed `texts` with `encode(list[str]) -> (n, dim)`, saving chunk i as `chunk_dir/<i>.npy`.
 
-    Chunks written for another `key` (other model, other corpus) or chunk size are discarded.
+    Chunks written for another `key` (other model, other corpus) or chunk size are discarded. With
+    `batch_size`, `encode` is called once per batch (and the progress bar moves per batch).
     """
     from tqdm.auto import tqdm
 
@@ -94,12 +96,30 @@ def encode_in_chunks(encode, texts: list[str], chunk_dir: Path, key: str, dim: i
     with tqdm(total=len(texts), initial=done, desc="embedding corpus", unit="premise", disable=not progress) as bar:
         for i in todo:
             lo, hi = i * chunk_size, min(len(texts), (i + 1) * chunk_size)
-            part = np.ascontiguousarray(encode(texts[lo:hi]), dtype=np.float32)
-            if part.shape != (hi - lo, dim):
-                raise EmbeddingShapeError(f"encoder returned shape {part.shape} for {hi - lo} texts of dim {dim}")
+            part = encode_chunk(encode, texts[lo:hi], dim, batch_size or (hi - lo), bar.update)
             atomic_write_bytes(chunk_dir / f"{i:06d}.npy", _npy_bytes(part))
             out[lo:hi] = part
-            bar.update(hi - lo)
+    return out
+
+
+def encode_chunk(encode, texts: list[str], dim: int, batch_size: int, advance) -> np.ndarray:
+    """One chunk's embeddings, `encode` called per batch of `batch_size` texts of similar length.
+
+    The texts are batched longest first, as sentence-transformers batches a single call, so padding (and
+    the numbers) stay what one call over the chunk gives; `advance(n)` reports each finished batch.
+    """
+    out = np.empty((len(texts), dim), dtype=np.float32)
+    if batch_size >= len(texts):  # one call, in the given order
+        order = np.arange(len(texts))
+    else:
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+    for a in range(0, len(texts), max(batch_size, 1)):
+        idx = order[a:a + batch_size]
+        part = np.asarray(encode([texts[j] for j in idx.tolist()]), dtype=np.float32)
+        if part.shape != (len(idx), dim):
+            raise EmbeddingShapeError(f"encoder returned shape {part.shape} for {len(idx)} texts of dim {dim}")
+        out[idx] = part
+        advance(len(idx))
     return out
 
 

@@ -17,15 +17,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from leanpremise.atomic import atomic_write_bytes
-from leanpremise.data import DataConfig, load_corpus
-from leanpremise.export.bundle import (
+from leanpremise.bundle import (
+    INT8_FILE,
+    MANIFEST,
     MODEL_DIR,
+    ONNX_DIR,
+    ONNX_FILE,
     PREMISES_ARCHIVE,
     Manifest,
     embeddings_file_name,
     file_checksums,
     revision_slug,
 )
+from leanpremise.data import DataConfig, load_corpus
 from leanpremise.export.corpus_embeddings import (
     CHUNK_SIZE,
     embeddings_npy_bytes,
@@ -34,7 +38,7 @@ from leanpremise.export.corpus_embeddings import (
     model_fingerprint,
     texts_fingerprint,
 )
-from leanpremise.export.onnx_export import INT8_FILE, ONNX_DIR, ONNX_FILE, export_onnx, quantize_int8
+from leanpremise.export.onnx_export import export_onnx, quantize_int8
 from leanpremise.export.premises_archive import write_premises_archive
 
 logger = logging.getLogger(__name__)
@@ -80,7 +84,7 @@ def _swap_in(work: Path, out: Path) -> None:
 
 
 def export_bundle(cfg: ExportConfig) -> Manifest:
-    """Write the bundle for `cfg`; returns its manifest."""
+    """Write the bundle for `cfg` into a partial dir, then swap it in; returns its manifest."""
     from leanpremise.model import load_model, model_display_name
 
     t0 = time.perf_counter()
@@ -88,8 +92,6 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
     corpus = load_corpus(cfg.data)
     if not len(corpus):
         raise ValueError(f"{cfg.data.data_dir}: the corpus is empty after filtering; nothing to export")
-    revision = cfg.revision or revision_slug(corpus.revision)
-    model_name = cfg.model_name or model_display_name(cfg.model)
     model = load_model(cfg.model, cfg.device or "cpu")
     dim = model.get_embedding_dimension()
     emb = None
@@ -99,46 +101,59 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
     work = partial_dir(out)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    model_dir = work / MODEL_DIR
-    model.save(str(model_dir))
-    logger.info("saved model %s (dimension %d) to the bundle", cfg.model, dim)
-    onnx_rel = int8_rel = None
-    if cfg.onnx or cfg.int8:
-        onnx_path = export_onnx(model_dir, model_dir / ONNX_DIR / ONNX_FILE)
-        onnx_rel = onnx_path.relative_to(work).as_posix()
-        if cfg.int8:
-            int8_rel = quantize_int8(onnx_path, model_dir / ONNX_DIR / INT8_FILE).relative_to(work).as_posix()
-        if not cfg.onnx:
-            onnx_path.unlink()
-            onnx_rel = None
-        logger.info("exported ONNX%s", " and int8 ONNX" if cfg.int8 else "")
-
+    onnx_rel, int8_rel = write_model(model, work, cfg)
     write_premises_archive(corpus_data_dir(cfg.data), work / PREMISES_ARCHIVE)
-
     if emb is None:
-        texts = corpus.texts
-        key = f"{model_fingerprint(model_dir)[:32]}-{texts_fingerprint(texts)[:32]}"
-        emb = encode_in_chunks(
-            lambda batch: _encode(model, batch, cfg.batch_size), texts, chunks_dir(out), key, dim,
-            chunk_size=cfg.chunk_size, progress=cfg.progress,
-        )
+        emb = encode_corpus(model, corpus.texts, work / MODEL_DIR, chunks_dir(out), cfg)
+    model_name = cfg.model_name or model_display_name(cfg.model)
+    revision = cfg.revision or revision_slug(corpus.revision)
     emb_rel = embeddings_file_name(model_name, revision)
     atomic_write_bytes(work / emb_rel, embeddings_npy_bytes(emb))
-
     manifest = Manifest(
         model_name=model_name, revision=revision, dimension=dim, premise_count=len(corpus),
         unfiltered_premise_count=len(corpus.unfiltered_names), module_count=len(corpus.modules),
         embeddings=emb_rel, filter=cfg.data.filter, mathlib_only=cfg.data.mathlib_only,
-        nameless=cfg.data.nameless, data_revision=corpus.revision, onnx=onnx_rel, onnx_int8=int8_rel, source_model=str(cfg.model),
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        nameless=cfg.data.nameless, data_revision=corpus.revision, onnx=onnx_rel, onnx_int8=int8_rel,
+        source_model=str(cfg.model), created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    manifest.checksums = file_checksums(work)
-    atomic_write_bytes(work / "manifest.json", manifest.to_json())
+    manifest.checksums = file_checksums(work)  # last: covers every file written above
+    atomic_write_bytes(work / MANIFEST, manifest.to_json())
     _swap_in(work, out)
     shutil.rmtree(chunks_dir(out), ignore_errors=True)
     logger.info("wrote bundle %s: %d premises, dimension %d, in %.0fs", out, len(corpus), dim,
                 time.perf_counter() - t0)
     return manifest
+
+
+def write_model(model, work: Path, cfg: ExportConfig) -> tuple[str | None, str | None]:
+    """The model in sentence-transformers format, plus the ONNX graphs asked for; their bundle paths.
+
+    int8 is quantised from the float32 graph, so that one is written whenever either is asked for and
+    removed again when only int8 was wanted.
+    """
+    model_dir = work / MODEL_DIR
+    model.save(str(model_dir))
+    logger.info("saved model %s (dimension %d) to the bundle", cfg.model, model.get_embedding_dimension())
+    if not (cfg.onnx or cfg.int8):
+        return None, None
+    onnx_path = export_onnx(model_dir, model_dir / ONNX_DIR / ONNX_FILE)
+    onnx_rel = onnx_path.relative_to(work).as_posix()
+    int8_rel = None
+    if cfg.int8:
+        int8_rel = quantize_int8(onnx_path, model_dir / ONNX_DIR / INT8_FILE).relative_to(work).as_posix()
+    if not cfg.onnx:
+        onnx_path.unlink()
+        onnx_rel = None
+    logger.info("exported ONNX%s", " and int8 ONNX" if cfg.int8 else "")
+    return onnx_rel, int8_rel
+
+
+def encode_corpus(model, texts: list[str], model_dir: Path, chunk_dir: Path, cfg: ExportConfig):
+    """Corpus embeddings in resumable chunks keyed by the saved model and the texts."""
+    key = f"{model_fingerprint(model_dir)[:32]}-{texts_fingerprint(texts)[:32]}"
+    return encode_in_chunks(lambda batch: _encode(model, batch, cfg.batch_size), texts, chunk_dir, key,
+                            model.get_embedding_dimension(), chunk_size=cfg.chunk_size, progress=cfg.progress,
+                            batch_size=cfg.batch_size)
 
 
 def corpus_data_dir(data: DataConfig) -> Path:

@@ -1,4 +1,6 @@
-"""`premises.tar.gz`: the part of an ntp-toolkit data dir a premise server needs, nothing else.
+"""Writing `premises.tar.gz`: the part of an ntp-toolkit data dir a premise server needs, nothing else.
+
+(A server unpacks it with `leanpremise.bundle.extract_premises_archive`.)
 
 The archive is reproducible (sorted members, zero mtimes and owners), so
 re-exporting unchanged data gives the same checksum.
@@ -7,7 +9,6 @@ re-exporting unchanged data gives the same checksum.
 from __future__ import annotations
 
 import gzip
-import io
 import tarfile
 from pathlib import Path
 
@@ -52,17 +53,3 @@ def write_premises_archive(data_dir: Path, out_path: Path, compresslevel: int = 
             with open(path, "rb") as fh:
                 tar.addfile(info, fh)
     return out_path
-
-
-def extract_premises_archive(archive: Path, target: Path) -> Path:
-    """Unpack into `target` (must not exist yet), refusing members outside it."""
-    target.mkdir(parents=True)
-    with tarfile.open(archive, "r:gz") as tar:
-        tar.extractall(target, filter="data")
-    return target
-
-
-def read_archive_revision(archive: Path) -> str:
-    with tarfile.open(archive, "r:gz") as tar:
-        member = tar.extractfile("revision")
-        return io.TextIOWrapper(member).read().strip() if member else ""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from leanpremise.export.bundle import EMBEDDINGS_DIR, MANIFEST, MODEL_DIR, PREMISES_ARCHIVE, Manifest
+from leanpremise.bundle import EMBEDDINGS_DIR, MANIFEST, MODEL_DIR, PREMISES_ARCHIVE, Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +61,9 @@ def _push_folder(api, repo: str, repo_type: str, folder: Path, revision: str, pa
     return str(getattr(info, "commit_url", info))
 
 
-def publish_bundle(bundle: Path, model_repo: str, data_repo: str, token: str | None = None) -> dict[str, str]:
-    """Push the model and the data of `bundle`; returns the commit URLs."""
+def publish_bundle(bundle: Path, model_repo: str, data_repo: str) -> dict[str, str]:
+    """Push the model and the data of `bundle`; returns the commit URLs (the token is huggingface_hub's:
+    HF_TOKEN or `hf auth login`)."""
     from huggingface_hub import HfApi
 
     bundle = Path(bundle)
@@ -70,7 +71,7 @@ def publish_bundle(bundle: Path, model_repo: str, data_repo: str, token: str | N
     revision = manifest.revision
     if not revision:
         raise PublishError(f"{bundle / MANIFEST}: no revision; cannot choose the branch to push to")
-    api = HfApi(endpoint=_endpoint(), token=token)
+    api = HfApi(endpoint=_endpoint())
     logger.info("pushing %s to %s@%s and %s to %s@%s", MODEL_DIR, model_repo, revision,
                 PREMISES_ARCHIVE, data_repo, revision)
     model_url = _push_folder(api, model_repo, "model", bundle / MODEL_DIR, revision, None,

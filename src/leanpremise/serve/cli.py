@@ -82,7 +82,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leanpremise.export.bundle import BundleError
+    from leanpremise.bundle import BundleError
     from leanpremise.serve.loader import check_bundle
     from leanpremise.serve.settings import ConfigError
 

@@ -17,20 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
-from leanpremise.data import DataConfig, load_corpus
-from leanpremise.data.corpus import Corpus
-from leanpremise.data.reader import default_cache_dir
-from leanpremise.export.bundle import (
+from leanpremise.bundle import (
+    INT8_FILE,
     MODEL_DIR,
+    ONNX_DIR,
+    ONNX_FILE,
     PREMISES_ARCHIVE,
     BundleError,
     Manifest,
     embeddings_file_name,
+    extract_premises_archive,
     sha256_file,
     verify_checksums,
 )
-from leanpremise.export.onnx_export import INT8_FILE, ONNX_DIR, ONNX_FILE
-from leanpremise.export.premises_archive import extract_premises_archive
+from leanpremise.data import DataConfig, load_corpus
+from leanpremise.data.corpus import Corpus
+from leanpremise.data.reader import default_cache_dir
 
 logger = logging.getLogger(__name__)
 

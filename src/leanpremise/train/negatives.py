@@ -8,7 +8,6 @@ with a few vectorised numpy calls.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -36,27 +35,21 @@ class HardNegatives:
 
     @classmethod
     def from_file(cls, path: Path, dataset, top_k: int = 64) -> HardNegatives:
-        """Read a dot_<split>-<model>.json file; entries match states by state_name, else by decl_name."""
+        """Read a dot_<split>-<model>.json file (its first `top_k` premises in file order, the ranking);
+        entries match states by state_name, else by decl_name. A malformed file raises RetrievedFileError
+        (a ValueError) naming the file, the entry and the field."""
+        from leanpremise.eval.retrieved_files import read_retrieved
+
         path = Path(path)
-        try:
-            entries = json.loads(path.read_bytes())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: cannot read retrieved premises: {e}") from e
-        if not isinstance(entries, list):
-            raise ValueError(f"{path}: expected a JSON list of retrieved-premises entries")  # noqa: TRY004
         corpus, states = dataset.corpus, dataset.states
         by_state: dict[str, list[int]] = {}
         by_decl: dict[str, list[int]] = {}
-        for n, entry in enumerate(entries):
-            try:
-                names = [p["corpus_id"] for p in entry["premises"][:top_k]]
-            except (KeyError, TypeError) as e:
-                raise ValueError(f"{path}: entry {n}: missing field {e} (need premises[].corpus_id)") from e
+        for entry in read_retrieved(path, "hard-negatives (retrieved-premises)"):
+            names = [p["corpus_id"] for p in entry.premises[:top_k]]
             ids = [corpus.name_to_id[x] for x in names if x in corpus.name_to_id]
-            if "state_name" in entry:
-                by_state[entry["state_name"]] = ids
-            if "decl_name" in entry:
-                by_decl.setdefault(entry["decl_name"], ids)
+            if entry.state_name is not None:
+                by_state[entry.state_name] = ids
+            by_decl.setdefault(entry.decl_name, ids)
         indptr = np.zeros(len(states) + 1, dtype=np.int64)
         chunks: list[np.ndarray] = []
         matched = 0

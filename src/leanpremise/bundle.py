@@ -1,4 +1,7 @@
-"""The export bundle's layout and manifest: what `export` writes and `serve` reads.
+"""The export bundle's layout, manifest and premises archive: what `export` writes and `serve` reads.
+
+Its own module so that a server needs nothing from the export stage (docs/output-formats.md, "The export
+bundle").
 
     BUNDLE/
       manifest.json                     model name, revision, dimension, counts, sha256 of every file
@@ -14,13 +17,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+import tarfile
 from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from leanpremise.json_files import read_validated
 
 MANIFEST = "manifest.json"
 MODEL_DIR = "model"
 PREMISES_ARCHIVE = "premises.tar.gz"
 EMBEDDINGS_DIR = "embeddings"
+ONNX_DIR = "onnx"
+"""Under MODEL_DIR: the ONNX graphs."""
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model_qint8.onnx"
 FORMAT_VERSION = 1
 
 
@@ -48,9 +59,13 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-@dataclass
-class Manifest:
-    """What a server checks before trusting a bundle (the corpus options decide the premise count)."""
+class Manifest(BaseModel):
+    """What a server checks before trusting a bundle (the corpus options decide the premise count).
+
+    Unknown keys (from a newer export) are ignored, as before; a key of the wrong type is an error naming it.
+    """
+
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
 
     model_name: str
     revision: str
@@ -71,23 +86,21 @@ class Manifest:
     source_model: str = ""
     created: str = ""
     format_version: int = FORMAT_VERSION
-    checksums: dict[str, str] = field(default_factory=dict)
+    checksums: dict[str, str] = Field(default_factory=dict)
     """sha256 of every file in the bundle except the manifest, keyed by relative path."""
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+        return json.dumps(self.model_dump(), indent=1, sort_keys=True).encode()
 
     @classmethod
     def read(cls, bundle: Path) -> Manifest:
         path = Path(bundle) / MANIFEST
         if not path.is_file():
             raise BundleError(f"{path}: missing; is {bundle} a bundle written by `leanpremise export`?")
-        try:
-            data = json.loads(path.read_text())
-            known = {f for f in cls.__dataclass_fields__}
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except (json.JSONDecodeError, TypeError) as e:
-            raise BundleError(f"{path}: not a valid manifest ({e})") from e
+        return read_validated(path, MANIFEST_FILE, "bundle manifest", BundleError, name_field=None)
+
+
+MANIFEST_FILE = TypeAdapter(Manifest)
 
 
 def file_checksums(root: Path) -> dict[str, str]:
@@ -110,3 +123,11 @@ def verify_checksums(bundle: Path, manifest: Manifest, paths: list[str] | None =
             raise BundleError(f"{path}: listed in the manifest but missing")
         if sha256_file(path) != expected:
             raise BundleError(f"{path}: sha256 differs from {MANIFEST} (damaged or edited after export)")
+
+
+def extract_premises_archive(archive: Path, target: Path) -> Path:
+    """Unpack `premises.tar.gz` into `target` (must not exist yet), refusing members outside it."""
+    target.mkdir(parents=True)
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(target, filter="data")
+    return target
