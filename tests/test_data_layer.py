@@ -291,7 +291,7 @@ def test_cli_stats_json_and_split(tmp_path, cache_dir):
     out = _cli("data", "stats", "--json", env_cache=cache_dir)
     assert out.returncode == 0, out.stderr
     stats = json.loads(out.stdout)
-    for key in ("modules", "premises_unfiltered", "premises", "states", "train_states", "valid_states",
+    for key in ("modules", "modules_with_imported_only", "premises_unfiltered", "premises", "states", "train_states", "valid_states",
                 "test_states", "train_pairs", "load_seconds", "peak_rss_bytes"):
         assert key in stats
     assert stats["test_states"] == 500 and stats["premises"] < stats["premises_unfiltered"]
@@ -320,3 +320,15 @@ def test_imports_of_modules_outside_the_project(tmp_path):
         b = ds.corpus.module_index["Mathlib.B"]
         assert sorted(ds.corpus.modules[m] for m in ds.corpus.imports_of(b)) == ["Init.Core", "Mathlib.A"]
         assert [ds.corpus.names[i] for i in ds.access.ids(0)] == ["a1"]
+
+
+def test_stats_counts_imported_only_modules_and_says_why(tmp_path):
+    root = make_data_dir(tmp_path / "d", ["Mathlib.A", "Mathlib.B"],
+                         {"Mathlib.A": ["Init.Core"], "Mathlib.B": ["Init.Core", "Mathlib.A"]},
+                         {"Mathlib.A": [decl("a1", 1)], "Mathlib.B": [decl("b1", 1)]},
+                         {"Mathlib.B": [state("b1", 2, recs=["a1"])]})
+    out = _cli("data", "stats", str(root), "--n_test", "1", "--n_valid", "0", env_cache=tmp_path / "c")
+    assert out.returncode == 0, out.stderr
+    lines = {line.split()[0]: line for line in out.stdout.splitlines()}
+    assert lines["modules"].split()[1] == "2" and "Modules.jsonl" in lines["modules"]
+    assert lines["modules_with_imported_only"].split()[1] == "3" and "Init.Core" in lines["modules_with_imported_only"]
