@@ -48,7 +48,7 @@ def pick(metrics: dict) -> dict:
 
 def bench_speed(ds, emb_path: Path | None, random: bool, repeats: int) -> dict:
     from leanpremise.eval.evaluator import PremiseRetrievalEvaluator
-    from leanpremise.model import load_model
+    from leanpremise.text_encoder import load_model
 
     n = len(ds.corpus)
     if random or emb_path is None:

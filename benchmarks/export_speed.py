@@ -46,8 +46,8 @@ def recall_at(embedder, dataset, split: str, k: int = 32) -> tuple[float, float]
 
 def main() -> None:
     from leanpremise.data import DataConfig, load_dataset
-    from leanpremise.model import default_model_path
     from leanpremise.serve.embedders import OnnxEmbedder, TorchEmbedder
+    from leanpremise.text_encoder import default_model_path
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=None, help="SentenceTransformer dir (default: packaged MiniLM)")

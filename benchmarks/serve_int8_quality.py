@@ -32,8 +32,8 @@ def main() -> None:
     from leanpremise.data import DataConfig, load_dataset
     from leanpremise.eval.metrics import compute_metrics, hit_matrix, per_state_metrics
     from leanpremise.eval.ranking import rank_premises
-    from leanpremise.model import default_model_path
     from leanpremise.serve.embedders import OnnxEmbedder
+    from leanpremise.text_encoder import default_model_path
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data_dir", type=Path, default=None, help="default: mathlib-small from ../shared/data")

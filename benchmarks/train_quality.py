@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from leanpremise.data import load_dataset
-    from leanpremise.model import load_model
+    from leanpremise.text_encoder import load_model
     from leanpremise.train.cli import parse
     from leanpremise.train.evaluation import split_recall
     from leanpremise.train.runner import data_config, run_training

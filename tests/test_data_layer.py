@@ -160,7 +160,7 @@ def test_mask_matches_bruteforce_on_sample(sample_dataset):
 def _reference_split(ds, n):
     """The original's procedure, written plainly with the global numpy RNG."""
     names = sorted({n for n in ds.states.decl_name})
-    np.random.seed(ds.config.seed)
+    np.random.seed(ds.config.split_seed)
     np.random.shuffle(names)
     eligible = [x for x in names if x and x in ds.corpus.name_to_id and ds.corpus.is_human[ds.corpus.name_to_id[x]]]
     return eligible[:n], eligible[n : 2 * n]
@@ -179,7 +179,7 @@ def test_split_matches_original_procedure_and_is_disjoint(sample_dataset):
 def test_split_deterministic_and_seed_dependent(sample_dataset, cache_dir):
     again = load_dataset(DataConfig(cache_dir=cache_dir))
     assert again.split.test_decls == sample_dataset.split.test_decls
-    other = load_dataset(DataConfig(cache_dir=cache_dir, seed=1))
+    other = load_dataset(DataConfig(cache_dir=cache_dir, split_seed=1))
     assert other.split.test_decls != sample_dataset.split.test_decls
 
 
@@ -268,8 +268,8 @@ def test_cache_hit_and_invalidation(small_dir, tmp_path):
 
 
 def test_parallel_parse_equals_serial(small_dir, tmp_path):
-    serial = load_dataset(DataConfig(data_dir=small_dir, use_cache=False, workers=1, n_test=1, n_valid=1))
-    parallel = load_dataset(DataConfig(data_dir=small_dir, use_cache=False, workers=2, n_test=1, n_valid=1))
+    serial = load_dataset(DataConfig(data_dir=small_dir, use_data_cache=False, workers=1, n_test=1, n_valid=1))
+    parallel = load_dataset(DataConfig(data_dir=small_dir, use_data_cache=False, workers=2, n_test=1, n_valid=1))
     assert serial.corpus.names == parallel.corpus.names
     assert serial.states.decl_name == parallel.states.decl_name
     assert np.array_equal(serial.states.pos_indices, parallel.states.pos_indices)
@@ -291,7 +291,7 @@ def test_cli_stats_json_and_split(tmp_path, cache_dir):
     out = _cli("data", "stats", "--json", env_cache=cache_dir)
     assert out.returncode == 0, out.stderr
     stats = json.loads(out.stdout)
-    for key in ("modules", "premises_unfiltered", "premises", "states", "train_states", "valid_states",
+    for key in ("modules", "modules_with_imported_only", "premises_unfiltered", "premises", "states", "train_states", "valid_states",
                 "test_states", "train_pairs", "load_seconds", "peak_rss_bytes"):
         assert key in stats
     assert stats["test_states"] == 500 and stats["premises"] < stats["premises_unfiltered"]
@@ -315,8 +315,20 @@ def test_imports_of_modules_outside_the_project(tmp_path):
                          {"Mathlib.A": [decl("a1", 1)], "Mathlib.B": [decl("b1", 1)]},
                          {"Mathlib.B": [state("b1", 2, recs=["a1"])]})
     for workers in (1, 2):
-        ds = load_dataset(DataConfig(data_dir=root, use_cache=False, workers=workers, n_test=1, n_valid=0))
+        ds = load_dataset(DataConfig(data_dir=root, use_data_cache=False, workers=workers, n_test=1, n_valid=0))
         assert "Init.Core" in ds.corpus.modules and "Lean.Elab" in ds.corpus.modules
         b = ds.corpus.module_index["Mathlib.B"]
         assert sorted(ds.corpus.modules[m] for m in ds.corpus.imports_of(b)) == ["Init.Core", "Mathlib.A"]
         assert [ds.corpus.names[i] for i in ds.access.ids(0)] == ["a1"]
+
+
+def test_stats_counts_imported_only_modules_and_says_why(tmp_path):
+    root = make_data_dir(tmp_path / "d", ["Mathlib.A", "Mathlib.B"],
+                         {"Mathlib.A": ["Init.Core"], "Mathlib.B": ["Init.Core", "Mathlib.A"]},
+                         {"Mathlib.A": [decl("a1", 1)], "Mathlib.B": [decl("b1", 1)]},
+                         {"Mathlib.B": [state("b1", 2, recs=["a1"])]})
+    out = _cli("data", "stats", str(root), "--n_test", "1", "--n_valid", "0", env_cache=tmp_path / "c")
+    assert out.returncode == 0, out.stderr
+    lines = {line.split()[0]: line for line in out.stdout.splitlines()}
+    assert lines["modules"].split()[1] == "2" and "Modules.jsonl" in lines["modules"]
+    assert lines["modules_with_imported_only"].split()[1] == "3" and "Init.Core" in lines["modules_with_imported_only"]

@@ -79,7 +79,7 @@ def test_bundle_layout_and_manifest(exported, corpus, data_dir):
 
 
 def test_embeddings_are_the_model_s_in_corpus_order(exported, corpus, tiny_model_dir):
-    from leanpremise.model import encode_texts, load_model
+    from leanpremise.text_encoder import encode_texts, load_model
 
     emb = np.load(exported / "embeddings" / "tiny-v4.99.0.npy")
     assert emb.dtype == np.float32 and emb.shape == (len(corpus), 32)

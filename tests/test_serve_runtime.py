@@ -117,7 +117,7 @@ def _tei_app(model_dir):
     """A stand-in for text-embeddings-inference's POST /embed, backed by the same tiny model."""
     from fastapi import Body, FastAPI
 
-    from leanpremise.model import encode_texts, load_model
+    from leanpremise.text_encoder import encode_texts, load_model
 
     model = load_model(model_dir, "cpu")
     app = FastAPI()
@@ -137,8 +137,8 @@ def _tei_app(model_dir):
 def test_tei_backend_matches_brute_force_and_survives_tei_going_away(bundle, cache_dir, tiny_model_dir):
     from leanpremise.bundle import Manifest
     from leanpremise.data import DataConfig, load_corpus
-    from leanpremise.model import encode_texts, load_model
     from leanpremise.serve.app import create_app
+    from leanpremise.text_encoder import encode_texts, load_model
 
     tei_app = _tei_app(tiny_model_dir)
     tei = ThreadServer(tei_app).start(wait_ready=False)

@@ -43,7 +43,7 @@ def ref(bundle, data_dir, tiny_model_dir, cache_dir):
     """Corpus, bundle embeddings and model, loaded independently of the server code."""
     from leanpremise.bundle import Manifest
     from leanpremise.data import DataConfig, load_corpus
-    from leanpremise.model import encode_texts, load_model
+    from leanpremise.text_encoder import encode_texts, load_model
 
     corpus = load_corpus(DataConfig(data_dir=data_dir, cache_dir=cache_dir))
     emb = np.load(bundle / Manifest.read(bundle).embeddings)

@@ -116,3 +116,116 @@ def test_default_output_dir_and_cpu_defaults(monkeypatch):
     _, _, _, r, t = parse(["--num_train_epochs", "2", "--per_device_train_batch_size", "256", "--run_name", "x"])
     assert (r.max_train_minutes, t.per_device_train_batch_size, t.num_train_epochs) == (None, 256, 2)
     assert Path(t.output_dir) == Path("output") / "x"
+
+
+def test_given_flags_are_never_overridden_by_the_cpu_defaults(monkeypatch):
+    from leanpremise.train.cli import parse
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    m, _, _, r, t = parse(["--per_device_train_batch_size", "64", "--max_seq_length", "256", "--max_steps", "3"])
+    assert (t.per_device_train_batch_size, m.max_seq_length, t.max_steps, r.max_train_minutes) == (64, 256, 3, None)
+    _, _, _, r, t = parse(["--per_device_train_batch_size=8", "--max_train_minutes", "2"])
+    assert (t.per_device_train_batch_size, r.max_train_minutes, t.num_train_epochs) == (8, 2.0, 1)
+    assert t.dataloader_pin_memory is False
+
+
+
+def test_gpu_defaults_fill_only_what_is_left_out():
+    from types import SimpleNamespace
+
+    from leanpremise.train.cli import resolve_defaults
+
+    m, r = SimpleNamespace(max_seq_length=None), SimpleNamespace(max_train_minutes=None)
+    t = SimpleNamespace(per_device_train_batch_size=None, num_train_epochs=None, max_steps=-1,
+                        dataloader_pin_memory=True)
+    resolve_defaults(m, r, t, has_gpu=True)
+    assert (t.per_device_train_batch_size, t.num_train_epochs, m.max_seq_length, r.max_train_minutes,
+            t.dataloader_pin_memory) == (64, 1, None, None, True)
+    t = SimpleNamespace(per_device_train_batch_size=16, num_train_epochs=3, max_steps=-1, dataloader_pin_memory=True)
+    resolve_defaults(m, r, t, has_gpu=False)
+    assert (t.per_device_train_batch_size, t.num_train_epochs, r.max_train_minutes) == (16, 3, None)
+
+
+@pytest.mark.parametrize("flag", ["--max_step", "--per_device_train_batch", "--split_see"])
+def test_abbreviated_train_flags_are_errors(flag):
+    from leanpremise.train.cli import UsageError, parse
+
+    with pytest.raises(UsageError, match=f"unrecognized arguments: {flag}"):
+        parse([flag, "2"])
+
+
+def test_train_data_flags_are_the_data_configs_fields():
+    """train and the argparse commands read the same argv into the same DataConfig."""
+    import argparse
+    import dataclasses
+
+    from leanpremise.data.config import DataConfig, add_data_args, data_config_from_args
+    from leanpremise.train.cli import parse
+
+    argv = ["--split_seed", "3", "--filter", "False", "--mathlib_only", "--no_use_data_cache", "--workers", "2",
+            "--n_valid", "7", "--split_mode", "all", "--data_dir", "/some/dir"]
+    p = argparse.ArgumentParser(allow_abbrev=False)
+    add_data_args(p)
+    from_argparse = data_config_from_args(p.parse_args(argv))
+    from_train = parse(argv + ["--output_dir", "o"])[1]
+    assert from_train == from_argparse
+    assert (from_train.split_seed, from_train.filter, from_train.mathlib_only, from_train.use_data_cache,
+            from_train.workers, from_train.split_mode) == (3, False, True, False, 2, "all")
+    assert data_config_from_args(p.parse_args([])) == DataConfig()
+    shown = " ".join(p.format_help().split())
+    for f in dataclasses.fields(DataConfig):
+        assert " ".join(f.metadata["help"].split()) in shown, f.name
+
+
+def _leanpremise(*args, cwd=None):
+    code = ("import sys; from leanpremise.cli import main; rc = main(sys.argv[1:]); "
+            "print('heavy imported' if 'torch' in sys.modules else 'light', file=sys.stderr); sys.exit(rc)")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False,
+                          timeout=300, cwd=cwd, env=_env(None))
+
+
+def test_train_input_errors_are_one_line_before_the_slow_imports(tmp_path):
+    (tmp_path / "not_an_extraction").mkdir()
+    for data_dir, words in ((tmp_path / "missing", "does not exist"), (tmp_path / "not_an_extraction", "missing")):
+        out = _leanpremise("train", "--data_dir", str(data_dir), "--max_steps", "1")
+        assert out.returncode == 2
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 2 and lines[0].startswith("leanpremise train: error: ") and words in lines[0], lines
+        assert lines[1] == "light"  # reported before torch/transformers were imported
+
+
+def test_misspelled_train_flag_is_one_line(tmp_path):
+    out = _leanpremise("train", "--max_step", "2")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert lines[0] == "leanpremise train: error: unrecognized arguments: --max_step 2 (every flag: leanpremise train -h)"
+    assert len(lines) == 2 and "Traceback" not in out.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU machine may support bf16")
+def test_bf16_on_cpu_is_a_one_line_error():
+    from leanpremise.train.cli import UsageError, parse
+
+    with pytest.raises(UsageError, match="--bf16 needs a GPU"):
+        parse(["--bf16", "True", "--max_steps", "1"])
+
+
+def test_subcommand_flag_errors_show_the_subcommands_usage():
+    for args, usage in ((["data", "stats", "--n_val", "3"], "usage: leanpremise data stats"),
+                        (["export-decls", "--split_see", "1"], "usage: leanpremise export-decls"),
+                        (["data", "split", "--seed", "1", "--out", "x.json"], "usage: leanpremise data split")):
+        out = _leanpremise(*args)
+        assert out.returncode == 2, args
+        assert usage in out.stderr and "usage: leanpremise [-h]" not in out.stderr, out.stderr
+        assert "unrecognized arguments" in out.stderr
+    assert "--seed is now --split_seed" in out.stderr
+
+
+def test_a_time_budget_stop_is_said(tmp_path, tiny_model_dir, sample_dataset, capsys):
+    result = _run(["--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "o"),
+                   "--max_steps", "40", "--max_train_minutes", "0.0001", "--per_device_train_batch_size", "4",
+                   "--num_negatives_per_state", "1", "--evaluate_before", "False", "--evaluate_after", "False",
+                   "--disable_tqdm", "True", "--save_strategy", "no"], sample_dataset)
+    out = capsys.readouterr().out
+    assert result.steps < 40
+    assert f"the time budget (--max_train_minutes 0.0001) ended training after step {result.steps} of 40" in out

@@ -66,7 +66,7 @@ def _tiny_transformer_model(tiny_model_dir, **kwargs):
 
 def test_minilm_fast_path_equals_preprocess_on_sample_premises_and_states(sample_dataset, minilm_path,
                                                                           encode_calls, caplog):
-    from leanpremise.model import load_model
+    from leanpremise.text_encoder import load_model
 
     model = load_model(minilm_path, "cpu")
     assert fast_path_blocker(model) is None
@@ -127,7 +127,7 @@ def test_processing_kwargs_take_the_preprocess_path(sample_dataset, tiny_model_d
 def test_decoder_takes_the_preprocess_path_with_left_padding(tmp_path, encode_calls):
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from leanpremise.model import default_model_path
+    from leanpremise.text_encoder import default_model_path
 
     tok = AutoTokenizer.from_pretrained(str(default_model_path()))
     cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,

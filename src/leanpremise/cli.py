@@ -4,6 +4,11 @@ A stage's `cli` module provides `register(subparsers)`, adding its parsers with
 `set_defaults(func=...)`. A command that parses its own arguments (training
 takes every Hugging Face TrainingArguments flag) is listed in OWN_PARSER and
 receives the raw argument list.
+
+Every command reports bad input the same way: `leanpremise <command>: error:
+<message>` on stderr, exit status 2, no traceback. Flags are never abbreviated
+(`--max_step` is an error, not `--max_steps`), and a flag error shows the usage
+of the command it belongs to.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import argparse
 import importlib
 import logging
 import sys
+
+from leanpremise.data.errors import DataLayoutError
 
 STAGES = [
     "leanpremise.data.cli",
@@ -22,32 +29,41 @@ STAGES = [
     "leanpremise.bench.cli",
 ]
 
-from leanpremise.data.errors import DataLayoutError
-
 USER_ERRORS = (DataLayoutError, FileNotFoundError)
+
+RENAMED_FLAGS = {"--seed": "--split_seed", "--no_cache": "--no_use_data_cache"}
+"""Data flags renamed when the data options became one dataclass: an old spelling gets a hint, not a meaning."""
 
 OWN_PARSER = {"train": "leanpremise.train.cli"}
 """Commands whose module has `main(argv)` parsing everything after the command name."""
 
 
-def _stage_modules():
-    for name in STAGES:
-        try:
-            yield importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:  # a missing dependency is a real error; a stage not yet built is not
-                raise
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse without abbreviations, remembering which (sub)command parsed the arguments.
+
+    Subparsers are made of the parent's class, so every command's parser is one of these.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, extras = super().parse_known_args(args, namespace)
+        if getattr(ns, "parser_", None) is None:  # the innermost parser runs first and wins
+            ns.parser_ = self
+        return ns, extras
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="leanpremise",
         description="Train, evaluate, export and serve the premise selector behind LeanHammer.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in _stage_modules():
-        module.register(sub)
+    for name in STAGES:
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -65,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging()
         return int(importlib.import_module(OWN_PARSER[argv[0]]).main(argv[1:]) or 0)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # reported by the command's own parser, with its usage
+        hints = [f"{old} is now {new}" for old, new in RENAMED_FLAGS.items()
+                 if any(e == old or e.startswith(old + "=") for e in extras)]
+        args.parser_.error(f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else ""))
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if not argv else 2
@@ -74,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except USER_ERRORS as e:
         # Bad input is reported as one clear line naming the file, not a traceback.
-        print(f"leanpremise {args.command}: error: {e}", file=sys.stderr)
+        print(f"{args.parser_.prog}: error: {e}", file=sys.stderr)
         return 2
 
 

@@ -7,49 +7,14 @@ import json
 from pathlib import Path
 
 from leanpremise.atomic import atomic_write_bytes
-from leanpremise.data.config import DataConfig
+from leanpremise.data.config import add_data_args, data_config_from_args
 
-
-def add_data_args(p: argparse.ArgumentParser, positional: bool = False) -> None:
-    """The data options every command that reads a data dir shares (names as the original's train.py)."""
-    if positional:
-        p.add_argument("data_dir", nargs="?", type=Path, default=None,
-                       help="ntp-toolkit data dir (default: the sample shipped with the package)")
-    else:
-        p.add_argument("--data_dir", type=Path, default=None,
-                       help="ntp-toolkit data dir (default: the sample shipped with the package)")
-    p.add_argument("--mathlib_only", type=_bool, default=False, help="keep only Mathlib.* modules")
-    p.add_argument("--filter", type=_bool, default=True, help="apply the default corpus filters (True/False)")
-    p.add_argument("--nameless", type=_bool, default=False, help="leave premise names out of premise texts")
-    p.add_argument("--seed", type=int, default=0, help="split seed (0 reproduces the original's split)")
-    p.add_argument("--n_valid", type=int, default=500)
-    p.add_argument("--n_test", type=int, default=500)
-    p.add_argument("--split_mode", choices=["standard", "all"], default="standard",
-                   help="`all` evaluates every eligible root state (another project's extraction)")
-    p.add_argument("--no_cache", action="store_true", help="re-parse the data dir even if a cached parse exists")
-
-
-def _bool(text: str) -> bool:
-    low = str(text).lower()
-    if low in ("true", "1", "yes"):
-        return True
-    if low in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
-
-
-def data_config_from_args(args: argparse.Namespace) -> DataConfig:
-    return DataConfig(
-        data_dir=args.data_dir,
-        mathlib_only=args.mathlib_only,
-        filter=args.filter,
-        nameless=args.nameless,
-        seed=args.seed,
-        n_valid=args.n_valid,
-        n_test=args.n_test,
-        split_mode=args.split_mode,
-        use_cache=not args.no_cache,
-    )
+NOTES = {
+    "modules": "listed in Modules.jsonl",
+    "modules_with_imported_only": "plus modules only imported, without files (Lean core such as Init.Core); "
+                                  "the server counts these",
+}
+"""A word after the figures whose meaning is not plain from the key."""
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -65,7 +30,8 @@ def _stats(args: argparse.Namespace) -> int:
             value = f"{value / 2**20:.0f} MiB"
         elif isinstance(value, float):
             value = f"{value:.3f}"
-        print(f"{key:<{width}}  {value}")
+        note = f"  ({NOTES[key]})" if key in NOTES else ""
+        print(f"{key:<{width}}  {value}{note}")
     return 0
 
 

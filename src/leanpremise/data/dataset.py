@@ -66,6 +66,7 @@ class PremiseDataset:
             "data_dir": str(self.data_dir),
             "revision": self.revision,
             "modules": len(self.corpus.listed_modules),
+            "modules_with_imported_only": len(self.corpus.modules),
             "modules_with_declarations": int((self.corpus.module_end > self.corpus.module_start).sum()),
             "premises_unfiltered": self.corpus.stats.premises_unfiltered,
             "premises": self.corpus.stats.premises,
@@ -94,11 +95,11 @@ def load_dataset(config: DataConfig | None = None, **overrides) -> PremiseDatase
     config = replace(config or DataConfig(), **overrides)
     t0 = time.perf_counter()
     data_dir = resolve_data_dir(config)
-    raw = read_data_dir(data_dir, with_states=True, cache_dir=config.cache_dir, use_cache=config.use_cache,
+    raw = read_data_dir(data_dir, with_states=True, cache_dir=config.cache_dir, use_cache=config.use_data_cache,
                         workers=config.workers)
     corpus = Corpus(raw, filter=config.filter, mathlib_only=config.mathlib_only, nameless=config.nameless)
     states = States(raw.states, corpus, mathlib_only=config.mathlib_only)
-    split = make_split(states, corpus, seed=config.seed, n_valid=config.n_valid, n_test=config.n_test,
+    split = make_split(states, corpus, seed=config.split_seed, n_valid=config.n_valid, n_test=config.n_test,
                        mode=config.split_mode)
     access = Accessibility(corpus, states)
     seconds = time.perf_counter() - t0
@@ -111,6 +112,6 @@ def load_corpus(config: DataConfig | None = None, **overrides) -> Corpus:
     """The corpus alone: for a premise server or an export, where no TrainingDataWithPremises is needed."""
     config = replace(config or DataConfig(), **overrides)
     data_dir = resolve_data_dir(config)
-    raw = read_data_dir(data_dir, with_states=False, cache_dir=config.cache_dir, use_cache=config.use_cache,
+    raw = read_data_dir(data_dir, with_states=False, cache_dir=config.cache_dir, use_cache=config.use_data_cache,
                         workers=config.workers)
     return Corpus(raw, filter=config.filter, mathlib_only=config.mathlib_only, nameless=config.nameless)

@@ -96,9 +96,6 @@ class RawData:
     states: RawStates | None
     bad_lines: BadLines = field(default_factory=BadLines)
 
-    def imports_of(self, module_id: int) -> np.ndarray:
-        return self.import_indices[self.import_indptr[module_id] : self.import_indptr[module_id + 1]]
-
 
 def _need(path: Path, part: str) -> Path:
     if not path.exists():

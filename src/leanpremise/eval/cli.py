@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from leanpremise.data.cli import add_data_args, data_config_from_args
+from leanpremise.data.config import add_data_args, data_config_from_args
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def load_corpus_embeddings(path: Path, n_premises: int):
 def _retrieve(args) -> int:
     from leanpremise.eval.encoders import load_encoder
     from leanpremise.eval.retrieve import retrieve
-    from leanpremise.model import model_display_name
+    from leanpremise.text_encoder import model_display_name
 
     ds = _load_dataset(args)
     emb = load_corpus_embeddings(args.corpus_embeddings, len(ds.corpus)) if args.corpus_embeddings else None

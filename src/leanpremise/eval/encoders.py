@@ -21,7 +21,7 @@ def load_t5_encoder(path: str | Path, max_seq_length: int = 1024, device: str | 
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
     from transformers import AutoConfig
 
-    from leanpremise.model import pick_device
+    from leanpremise.text_encoder import pick_device
 
     config = AutoConfig.from_pretrained(str(path))
     if config.model_type not in ("t5", "mt5", "umt5"):
@@ -32,7 +32,7 @@ def load_t5_encoder(path: str | Path, max_seq_length: int = 1024, device: str | 
 
 
 def load_encoder(path: str | Path | None, encoder: str = "sentence-transformers", device: str | None = None):
-    from leanpremise.model import load_model
+    from leanpremise.text_encoder import load_model
 
     if encoder == "t5":
         if path is None:

@@ -21,7 +21,7 @@ from sentence_transformers.sentence_transformer.evaluation import SentenceEvalua
 from leanpremise.atomic import atomic_write_bytes
 from leanpremise.eval.metrics import DEFAULT_K_LIST, DEFAULT_MRR_K, compute_metrics, format_table
 from leanpremise.eval.ranking import rank_premises
-from leanpremise.model import encode_texts
+from leanpremise.text_encoder import encode_texts
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class PremiseRetrievalEvaluator(SentenceEvaluator):
 
     def encode_corpus(self, model) -> np.ndarray:
         return encode_texts(model, self.dataset.corpus.texts, batch_size=self.batch_size,
-                            show_progress=self.show_progress_bar, desc="corpus")
+                            show_progress=self.show_progress_bar, desc="encode premises")
 
     def compute(self, model=None, corpus_embeddings: np.ndarray | None = None) -> EvalResult:
         """Rank and score. `seconds` covers encoding the states, ranking and metrics (not the corpus)."""
@@ -97,7 +97,8 @@ class PremiseRetrievalEvaluator(SentenceEvaluator):
         t0 = time.perf_counter()
         if model is None:
             raise ValueError("compute() needs a model to encode the states")
-        state_emb = encode_texts(model, self.state_texts(), batch_size=self.batch_size)
+        state_emb = encode_texts(model, self.state_texts(), batch_size=self.batch_size,
+                                 show_progress=self.show_progress_bar, desc=f"encode {self.split} states")
         t1 = time.perf_counter()
         ids, scores = rank_premises(state_emb, corpus_emb, self.dataset.access, self.state_ids, self.max_k,
                                     progress=self.show_progress_bar)

@@ -11,7 +11,7 @@ logger = logging.getLogger(__name__)
 
 
 def register(sub) -> None:
-    from leanpremise.data.cli import add_data_args
+    from leanpremise.data.config import add_data_args
 
     p = sub.add_parser(
         "export", help="write a server bundle (model, ONNX, premises.tar.gz, embeddings) and optionally push it",
@@ -53,7 +53,7 @@ def missing_model_dir(model: str) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from leanpremise.bundle import BundleError
-    from leanpremise.data.cli import data_config_from_args
+    from leanpremise.data.config import data_config_from_args
     from leanpremise.data.errors import DataLayoutError
     from leanpremise.export.corpus_embeddings import EmbeddingShapeError
     from leanpremise.export.publish import PublishError

@@ -85,7 +85,7 @@ def _swap_in(work: Path, out: Path) -> None:
 
 def export_bundle(cfg: ExportConfig) -> Manifest:
     """Write the bundle for `cfg` into a partial dir, then swap it in; returns its manifest."""
-    from leanpremise.model import load_model, model_display_name
+    from leanpremise.text_encoder import load_model, model_display_name
 
     t0 = time.perf_counter()
     out = Path(cfg.out).resolve()
@@ -163,6 +163,6 @@ def corpus_data_dir(data: DataConfig) -> Path:
 
 
 def _encode(model, texts: list[str], batch_size: int):
-    from leanpremise.model import encode_texts
+    from leanpremise.text_encoder import encode_texts
 
     return encode_texts(model, texts, batch_size=batch_size)

@@ -38,7 +38,7 @@ class TorchEmbedder:
     name = "torch"
 
     def __init__(self, model_dir: Path, device: str = "cpu", batch_size: int = 64):
-        from leanpremise.model import load_model
+        from leanpremise.text_encoder import load_model
 
         self.batches_well = not str(device).startswith("cpu")
         self.model = load_model(model_dir, device)
@@ -46,7 +46,7 @@ class TorchEmbedder:
         self.batch_size = batch_size
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        from leanpremise.model import encode_texts
+        from leanpremise.text_encoder import encode_texts
 
         return encode_texts(self.model, texts, batch_size=self.batch_size)
 

@@ -1,7 +1,8 @@
 """Typed arguments of `leanpremise train` (parsed by HfArgumentParser with the training arguments).
 
 Names and meanings follow the original LeanHammer `train.py`, so an existing
-`train.sh` keeps working; additions are documented in each field's help.
+`train.sh` keeps working; additions are documented in each field's help. The
+data options are the data layer's own :class:`leanpremise.data.config.DataConfig`.
 """
 
 from __future__ import annotations
@@ -40,26 +41,6 @@ class ModelArguments:
         metadata={"help": "Truncate texts to this many tokens (default: the model's own max_seq_length; the "
                           "no-argument CPU quick run uses 128)."},
     )
-
-
-@dataclass
-class DataArguments:
-    data_dir: Path | None = field(
-        default=None,
-        metadata={"help": "ntp-toolkit data dir (default: the sample shipped with the package)."},
-    )
-    mathlib_only: bool = field(default=False, metadata={"help": "Use only Mathlib premises and states."})
-    filter: bool = field(
-        default=True,
-        metadata={"help": "Filter by the explicit blacklist and name/module/type-based blacklists."},
-    )
-    nameless: bool = field(default=False, metadata={"help": "Leave premise names out of premise texts."})
-    split_seed: int = field(default=0, metadata={"help": "Seed of the valid/test split (0 = the original's)."})
-    n_valid: int = field(default=500, metadata={"help": "Valid declarations."})
-    n_test: int = field(default=500, metadata={"help": "Test declarations."})
-    split_mode: Literal["standard", "all"] = field(
-        default="standard", metadata={"help": "`all` evaluates every eligible root state."})
-    cache_dir: Path | None = field(default=None, metadata={"help": "Cache of parsed data dirs."})
 
 
 @dataclass

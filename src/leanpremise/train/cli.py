@@ -4,7 +4,8 @@ Flags a user does not give take the defaults below (shown by `-h`), chosen so
 that `leanpremise train` with no argument trains the packaged MiniLM on the
 shipped sample on a 2-core CPU in under 10 minutes including the valid
 evaluations before and after. Explicit flags mean what they meant in the
-original.
+original. Bad input (a flag, a data dir, a model path) is one line on stderr
+and exit status 2, reported before the slow work where it can be.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 DEFAULTS = {
-    "num_train_epochs": 1,
-    "per_device_train_batch_size": 64,
+    "num_train_epochs": None,
+    "per_device_train_batch_size": None,
     "learning_rate": 2e-4,
     "lr_scheduler_type": "cosine",
     "warmup_steps": 0.03,
@@ -30,7 +31,13 @@ DEFAULTS = {
     "report_to": "none",
     "eval_strategy": "no",
 }
-"""Training-argument defaults of `leanpremise train` where they differ from Hugging Face's."""
+"""Training-argument defaults of `leanpremise train` where they differ from Hugging Face's.
+
+None marks a default that depends on the machine or on other flags: it is filled in by `resolve_defaults` on
+the parsed values, so a flag the user gave is never overridden."""
+
+EPOCHS = 1
+BATCH_SIZE = 64
 
 CPU_MAX_SEQ_LENGTH = 128
 """Without a GPU and without --max_seq_length, texts are truncated to this many tokens (speed)."""
@@ -39,19 +46,29 @@ CPU_TRAIN_MINUTES = 5.0
 """Without a GPU: batch size and training time budget unless given (steps, epochs or minutes)."""
 
 
+class UsageError(Exception):
+    """Bad flags or inputs of `leanpremise train`: reported as one line, exit status 2."""
+
+
 def build_parser():
     from sentence_transformers import SentenceTransformerTrainingArguments
     from transformers import HfArgumentParser
 
-    from leanpremise.train.args import DataArguments, LossArguments, ModelArguments, RunArguments
+    from leanpremise.data.config import DataConfig
+    from leanpremise.train.args import LossArguments, ModelArguments, RunArguments
 
-    parser = HfArgumentParser(
-        (ModelArguments, DataArguments, LossArguments, RunArguments, SentenceTransformerTrainingArguments),
+    class TrainParser(HfArgumentParser):
+        def error(self, message):  # one line, as every other command's input errors
+            raise UsageError(f"{message} (every flag: leanpremise train -h)")
+
+    parser = TrainParser(
+        (ModelArguments, DataConfig, LossArguments, RunArguments, SentenceTransformerTrainingArguments),
         prog="leanpremise train",
+        allow_abbrev=False,
         description="Train a premise selector (contrastive, masked, GradCache) on an ntp-toolkit data dir. "
-                    "With no argument: the packaged all-MiniLM-L6-v2 on the shipped sample, 1 epoch, batch 64, "
-                    f"3 negatives; on a machine without GPU, batch {CPU_BATCH_SIZE}, texts cut to "
-                    f"{CPU_MAX_SEQ_LENGTH} tokens and at most {CPU_TRAIN_MINUTES:g} minutes of training unless "
+                    f"With no argument: the packaged all-MiniLM-L6-v2 on the shipped sample, {EPOCHS} epoch, "
+                    f"batch {BATCH_SIZE}, 3 negatives; on a machine without GPU, batch {CPU_BATCH_SIZE}, texts cut "
+                    f"to {CPU_MAX_SEQ_LENGTH} tokens and at most {CPU_TRAIN_MINUTES:g} minutes of training unless "
                     "those flags are given. Valid Recall@{8,16,32} "
                     "is printed before and after training. --output_dir defaults to output/<run_name or model-trained>.",
     )
@@ -60,8 +77,20 @@ def build_parser():
 
 
 def given(argv: list[str], name: str) -> bool:
+    """Whether `--name` is in `argv` (exact: the parser accepts no abbreviation)."""
     flag = f"--{name}"
     return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+def flag_value(argv: list[str], name: str) -> str | None:
+    """The value of `--name X` / `--name=X` in `argv` (the last one), read without building the parser."""
+    flag, value = f"--{name}", None
+    for i, a in enumerate(argv):
+        if a == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif a.startswith(flag + "="):
+            value = a[len(flag) + 1:]
+    return value
 
 
 def default_output_dir(model_name_or_path: str | None, run_name: str | None) -> str:
@@ -72,40 +101,77 @@ def default_output_dir(model_name_or_path: str | None, run_name: str | None) -> 
     return str(Path("output") / (run_name or f"{display_name(model_name_or_path)}-trained"))
 
 
+def resolve_defaults(model_args, run_args, train_args, has_gpu: bool) -> None:
+    """Fill in the machine-dependent defaults (those left None by the parser); given values stay as they are."""
+    budget_given = (train_args.max_steps > 0 or train_args.num_train_epochs is not None
+                    or run_args.max_train_minutes is not None)
+    if train_args.num_train_epochs is None:
+        train_args.num_train_epochs = EPOCHS
+    if train_args.per_device_train_batch_size is None:
+        train_args.per_device_train_batch_size = BATCH_SIZE if has_gpu else CPU_BATCH_SIZE
+    if not has_gpu:
+        train_args.dataloader_pin_memory = False  # nothing to pin for; torch warns on every dataloader
+        if model_args.max_seq_length is None:
+            model_args.max_seq_length = CPU_MAX_SEQ_LENGTH
+        if not budget_given:
+            run_args.max_train_minutes = CPU_TRAIN_MINUTES
+
+
 def parse(argv: list[str]):
-    """(model, data, loss, run, training) arguments; --output_dir filled in when not given."""
-    parser = build_parser()
-    argv = list(argv)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(argv[0])
-    if not given(argv, "output_dir"):
-        model_args, _, _, _, train_args = parser.parse_args_into_dataclasses(args=argv)
-        argv += ["--output_dir", default_output_dir(model_args.model_name_or_path, train_args.run_name)]
-    parsed = parser.parse_args_into_dataclasses(args=argv)
-    model_args, run_args, train_args = parsed[0], parsed[3], parsed[4]
+    """(model, data, loss, run, training) arguments; --output_dir and the machine's defaults filled in."""
     import torch
 
-    if not torch.cuda.is_available():
-        if model_args.max_seq_length is None and not given(argv, "max_seq_length"):
-            model_args.max_seq_length = CPU_MAX_SEQ_LENGTH
-        if not given(argv, "per_device_train_batch_size"):
-            train_args.per_device_train_batch_size = CPU_BATCH_SIZE
-        if not any(given(argv, f) for f in ("max_steps", "num_train_epochs", "max_train_minutes")):
-            run_args.max_train_minutes = CPU_TRAIN_MINUTES
+    parser = build_parser()
+    argv = list(argv)
+    try:
+        if len(argv) == 1 and argv[0].endswith(".json"):
+            return parser.parse_json_file(argv[0])
+        *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except ValueError as e:  # TrainingArguments checks flag combinations in __post_init__
+        if "bf16" in str(e) and not torch.cuda.is_available():
+            raise UsageError("--bf16 needs a GPU with bfloat16 support and this machine has none: leave it out "
+                             "on CPU") from None
+        raise UsageError(str(e)) from None
+    if unknown:
+        raise UsageError(f"unrecognized arguments: {' '.join(unknown)} (every flag: leanpremise train -h)")
+    model_args, run_args, train_args = parsed[0], parsed[3], parsed[4]
+    if not given(argv, "output_dir"):
+        train_args.output_dir = default_output_dir(model_args.model_name_or_path, train_args.run_name)
+    resolve_defaults(model_args, run_args, train_args, has_gpu=torch.cuda.is_available())
     return parsed
 
 
+def check_paths_early(argv: list[str]) -> None:
+    """Input paths that must exist, checked from the raw flags before the slow imports and the model load."""
+    from leanpremise.data.reader import check_layout
+
+    data_dir = flag_value(argv, "data_dir")
+    if data_dir is not None:
+        check_layout(Path(data_dir).expanduser(), need_states=True)
+    for name in ("hard_negatives",):
+        value = flag_value(argv, name)
+        if value is not None and not Path(value).expanduser().is_file():
+            raise UsageError(f"--{name} {value}: no such file")
+    model = flag_value(argv, "model_name_or_path")
+    if model is not None and not Path(model).expanduser().exists() and model.startswith(("/", ".", "~")):
+        raise UsageError(f"--model_name_or_path {model}: no such model dir")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from leanpremise.data.errors import DataLayoutError
+
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    model_args, data_args, loss_args, run_args, train_args = parse(argv)
-    from leanpremise.train.runner import run_training
-
-    if train_args.process_index == 0:
-        logger.info("model %s\ndata %s\nloss %s\nrun %s", model_args, data_args, loss_args, run_args)
     try:
+        if argv not in (["-h"], ["--help"]):
+            check_paths_early(argv)
+        model_args, data_args, loss_args, run_args, train_args = parse(argv)
+        from leanpremise.train.runner import run_training
+
+        if train_args.process_index == 0:
+            logger.info("model %s\ndata %s\nloss %s\nrun %s", model_args, data_args, loss_args, run_args)
         run_training(model_args, data_args, loss_args, run_args, train_args)
-    except ValueError as e:
+    except (UsageError, DataLayoutError, FileNotFoundError, ValueError) as e:
         print(f"leanpremise train: error: {e}", file=sys.stderr)
         return 2
     return 0

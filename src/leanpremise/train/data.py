@@ -22,3 +22,13 @@ def hf_train_dataset(state_col: np.ndarray, positive_col: np.ndarray):
     from datasets import Dataset
 
     return Dataset.from_dict({"state": state_col.tolist(), "positive": positive_col.tolist()})
+
+
+def model_card_widget(dataset, state_col: np.ndarray, positive_col: np.ndarray, n_others: int = 3) -> list[dict]:
+    """One example for the saved model card: a train state, its first positive and a few other premises."""
+    if len(state_col) == 0:
+        return []
+    texts = dataset.corpus.texts
+    others = [texts[int(i)] for i in np.unique(positive_col)[:n_others + 1].tolist() if i != positive_col[0]]
+    return [{"source_sentence": dataset.states.state[int(state_col[0])],
+             "sentences": [texts[int(positive_col[0])]] + others[:n_others]}]

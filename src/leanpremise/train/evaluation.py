@@ -1,7 +1,8 @@
 """Evaluation around training: valid Recall@k before and after, retrieved-premises files after.
 
 The evaluation stage (`leanpremise.eval`) does the ranking and writes the
-files; it is imported lazily so that training works on its own.
+files; training reports through it, so that a training's figures are those
+`leanpremise retrieve` would give.
 """
 
 from __future__ import annotations
@@ -9,37 +10,39 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from leanpremise.eval.evaluator import PremiseRetrievalEvaluator
+from leanpremise.eval.retrieve import retrieve
+from leanpremise.text_encoder import encode_texts
+
 logger = logging.getLogger(__name__)
 
 REPORT_KS = (8, 16, 32)
 
 
-def make_evaluator(dataset, split: str = "valid", batch_size: int = 64, name: str | None = None):
+def make_evaluator(dataset, split: str = "valid", batch_size: int = 64, name: str | None = None,
+                   show_progress: bool = False) -> PremiseRetrievalEvaluator:
     """The evaluation stage's PremiseRetrievalEvaluator (used by the trainer at --eval_strategy)."""
-    from leanpremise.eval.evaluator import PremiseRetrievalEvaluator
-
     return PremiseRetrievalEvaluator(dataset, split=split, batch_size=batch_size, name=name,
-                                     show_progress_bar=False)
+                                     show_progress_bar=show_progress)
 
 
-def split_recall(model, dataset, split: str = "valid", batch_size: int = 64) -> dict[str, float]:
+def split_recall(model, dataset, split: str = "valid", batch_size: int = 64,
+                 show_progress: bool = False) -> dict[str, float]:
     """Flat metrics of `model` on `split` (recall@k, ...)."""
-    evaluator = make_evaluator(dataset, split, batch_size)
+    evaluator = make_evaluator(dataset, split, batch_size, show_progress=show_progress)
     return dict(evaluator.compute(model).metrics)
 
 
 def recall_line(metrics: dict[str, float], ks=REPORT_KS) -> str:
-    return "  ".join(f"R@{k} {metrics.get(f'recall@{k}', float('nan')):.4f}" for k in ks)
+    """Recall@k in percent, as the evaluation tables print it (over the states with positives)."""
+    return "  ".join(f"R@{k} {100 * metrics.get(f'recall@{k}', float('nan')):.2f}%" for k in ks)
 
 
 def evaluate_and_retrieve(model, dataset, model_name: str, out_dir: Path, batch_size: int = 64,
                           metrics_dir: Path | None = None) -> dict[str, dict[str, float]]:
     """Encode the corpus once; evaluate valid and test and write dot_<split>-<model_name>.json for each."""
-    from leanpremise.eval.retrieve import retrieve
-    from leanpremise.model import encode_texts
-
     corpus_emb = encode_texts(model, dataset.corpus.texts, batch_size=batch_size, show_progress=True,
-                              desc="corpus")
+                              desc="encode premises")
     results = {}
     for split in ("valid", "test"):
         metrics_out = Path(metrics_dir) / f"metrics_{split}.json" if metrics_dir is not None else None

@@ -11,25 +11,16 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_model_path(args: ModelArguments) -> str:
-    from leanpremise.model import default_model_path
+    from leanpremise.text_encoder import default_model_path
 
     return str(args.model_name_or_path or default_model_path())
 
 
 def display_name(model_name_or_path: str | None) -> str:
-    """The model's short name for output dirs and messages.
+    """The model's short name for output dirs and messages (that of every stage's output files)."""
+    from leanpremise.text_encoder import model_display_name
 
-    Works where the packaged MiniLM is not installed (a GPU machine given only
-    a model dir): the shared helper compares against the packaged path.
-    """
-    from leanpremise.model import DEFAULT_MODEL_NAME, model_display_name
-
-    if model_name_or_path is None:
-        return DEFAULT_MODEL_NAME
-    try:
-        return model_display_name(model_name_or_path)
-    except ModuleNotFoundError:
-        return Path(str(model_name_or_path).rstrip("/")).name or DEFAULT_MODEL_NAME
+    return model_display_name(model_name_or_path)
 
 
 def looks_like_sentence_transformer(path: str) -> bool:

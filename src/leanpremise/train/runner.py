@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from leanpremise.train.args import DataArguments, LossArguments, ModelArguments, RunArguments
+from leanpremise.data.config import DataConfig
+from leanpremise.train.args import LossArguments, ModelArguments, RunArguments
 
 logger = logging.getLogger(__name__)
 
@@ -27,14 +28,6 @@ class TrainResult:
     step_seconds: float = 0.0
     collate_seconds: float = 0.0
     trainer: object = None
-
-
-def data_config(args: DataArguments):
-    from leanpremise.data import DataConfig
-
-    return DataConfig(data_dir=args.data_dir, mathlib_only=args.mathlib_only, filter=args.filter,
-                      nameless=args.nameless, seed=args.split_seed, n_valid=args.n_valid, n_test=args.n_test,
-                      split_mode=args.split_mode, cache_dir=args.cache_dir)
 
 
 def _barrier() -> None:
@@ -72,42 +65,76 @@ def build_collator(model, dataset, loss_args: LossArguments, seed: int, state_id
         mask_builder=RetrievalMaskBuilder(dataset, loss_args.retrieval_mask_mode), seed=seed)
 
 
-def run_training(model_args: ModelArguments, data_args: DataArguments, loss_args: LossArguments,
+def run_training(model_args: ModelArguments, data_args: DataConfig, loss_args: LossArguments,
                  run_args: RunArguments, train_args, callbacks=None, dataset=None,
                  time_steps: bool = False) -> TrainResult:
     """Train a premise selector as the CLI does; returns where things went and the metrics."""
     from leanpremise.data import load_dataset
-    from leanpremise.train.collator import EpochCallback
-    from leanpremise.train.data import hf_train_dataset, train_pairs
-    from leanpremise.train.evaluation import evaluate_and_retrieve, make_evaluator, recall_line, split_recall
-    from leanpremise.train.loss import MaskedCachedMultipleNegativesRankingLoss
-    from leanpremise.train.model import build_model, display_name
-    from leanpremise.train.runs import resolve_resume, retire_stale_output, save_final, write_revision
-    from leanpremise.train.trainer import PremiseTrainer, TimeBudget
+    from leanpremise.train.data import train_pairs
+    from leanpremise.train.model import build_model
 
     output_dir = Path(train_args.output_dir)
     is_main = train_args.process_index == 0
-    ds = dataset if dataset is not None else load_dataset(data_config(data_args))
-    if is_main:
-        retire_stale_output(output_dir, ds.revision)
-    _barrier()
-    resume = resolve_resume(train_args.resume_from_checkpoint, output_dir, verbose=is_main)
-    if is_main:
-        write_revision(output_dir, ds.revision)
+    ds = dataset if dataset is not None else load_dataset(data_args)
+    resume = prepare_output_dir(output_dir, ds.revision, train_args.resume_from_checkpoint, is_main)
 
     model = build_model(model_args)
     state_col, positive_col = train_pairs(ds)
     if len(state_col) == 0:
         raise ValueError(f"{ds.data_dir}: the train split has no (state, positive premise) pair to train on")
     result = TrainResult(output_dir=output_dir, final_dir=None, examples=len(state_col))
-    run_name = train_args.run_name or output_dir.name
 
     if run_args.evaluate_before and is_main:
-        result.before = split_recall(model, ds, "valid", run_args.eval_batch_size)
-        print(f"valid before training ({display_name(model_args.model_name_or_path)}): "
-              f"{recall_line(result.before)}", flush=True)
+        result.before = evaluate_untrained(model, ds, model_args, run_args, train_args.disable_tqdm)
     _barrier()
 
+    trainer, collator = build_trainer(model, ds, state_col, positive_col, model_args, loss_args, run_args,
+                                      train_args, callbacks, time_steps)
+    train(trainer, collator, resume, result, is_main)
+    if is_main:
+        finish(model, ds, train_args.run_name or output_dir.name, run_args, result)
+    _barrier()
+    return result
+
+
+def prepare_output_dir(output_dir: Path, revision: str, resume_flag, is_main: bool) -> str | None:
+    """Move a run on other data aside, find the checkpoint to resume from, record the data revision."""
+    from leanpremise.train.runs import resolve_resume, retire_stale_output, write_revision
+
+    if is_main:
+        retire_stale_output(output_dir, revision)
+    _barrier()
+    resume = resolve_resume(resume_flag, output_dir, verbose=is_main)
+    if is_main:
+        write_revision(output_dir, revision)
+    return resume
+
+
+def evaluate_untrained(model, ds, model_args: ModelArguments, run_args: RunArguments,
+                       quiet: bool = False) -> dict[str, float]:
+    """Valid metrics of the model before training, saying what it encodes first (it takes minutes on CPU)."""
+    from leanpremise.train.evaluation import recall_line, split_recall
+    from leanpremise.train.model import display_name
+
+    name = display_name(model_args.model_name_or_path)
+    n_states = len(ds.split_ids("valid"))
+    print(f"evaluating {name} before training: encoding {len(ds.corpus)} premises and {n_states} valid "
+          "states, then ranking", flush=True)
+    before = split_recall(model, ds, "valid", run_args.eval_batch_size, show_progress=not quiet)
+    print(f"valid before training ({name}): {recall_line(before)}", flush=True)
+    return before
+
+
+def build_trainer(model, ds, state_col, positive_col, model_args: ModelArguments, loss_args: LossArguments,
+                  run_args: RunArguments, train_args, callbacks, time_steps: bool):
+    """The trainer over the (state, positive) pairs, with the masked GradCache loss and its collator."""
+    from leanpremise.train.collator import EpochCallback
+    from leanpremise.train.data import hf_train_dataset, model_card_widget
+    from leanpremise.train.evaluation import make_evaluator
+    from leanpremise.train.loss import MaskedCachedMultipleNegativesRankingLoss
+    from leanpremise.train.trainer import PremiseTrainer, TimeBudget
+
+    is_main = train_args.process_index == 0
     collator = build_collator(model, ds, loss_args, train_args.seed, state_col,
                               show_progress=is_main and not train_args.disable_tqdm)
     collator.timings = [] if time_steps else None
@@ -117,6 +144,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, loss_args
     evaluator = None
     if str(getattr(train_args.eval_strategy, "value", train_args.eval_strategy)) != "no":
         evaluator = make_evaluator(ds, "valid", run_args.eval_batch_size, name="valid")
+    # The train rows are ids, from which the model card cannot draw its examples: give it real texts.
+    model.model_card_data.widget = model_card_widget(ds, state_col, positive_col)
     trainer = PremiseTrainer(
         model=model, args=train_args, train_dataset=hf_train_dataset(state_col, positive_col), loss=loss,
         evaluator=evaluator, data_collator=collator,
@@ -125,7 +154,11 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, loss_args
     if train_args.dataloader_persistent_workers and train_args.dataloader_num_workers > 0:
         logger.warning("persistent dataloader workers keep the first epoch's negatives seed; "
                        "negatives are still random per batch but not resampled per epoch")
+    return trainer, collator
 
+
+def train(trainer, collator, resume: str | None, result: TrainResult, is_main: bool) -> None:
+    """Run the trainer, record steps and timings, and say so when the time budget ended training."""
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     result.train_seconds = time.perf_counter() - t0
@@ -134,32 +167,30 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, loss_args
     result.step_seconds = trainer.step_seconds
     result.collate_seconds = float(sum(collator.timings)) if collator.timings is not None else 0.0
     trainer.save_state()
-
-    if is_main:
-        result.final_dir = save_final(model, output_dir, ds.revision)
-        print(f"saved the final model to {result.final_dir}", flush=True)
-        if run_args.evaluate_after:
-            result.after = _evaluate_after(model, ds, run_name, run_args, output_dir, evaluate_and_retrieve,
-                                           split_recall)
-            print(f"valid after training: {recall_line(result.after.get('valid', {}))}", flush=True)
-            if result.before:
-                print(f"valid before training: {recall_line(result.before)}", flush=True)
-            if "test" in result.after:
-                print(f"test after training:  {recall_line(result.after['test'])}", flush=True)
-            summary = {"before": result.before, "after": result.after, "train_seconds": result.train_seconds,
-                       "steps": result.steps, "examples": result.examples}
-            (output_dir / "final_metrics.json").write_text(json.dumps(summary, indent=1))
-    _barrier()
-    return result
+    budget = trainer.time_budget
+    if is_main and budget is not None and budget.stopped:
+        print(f"the time budget (--max_train_minutes {budget.seconds / 60:g}) ended training after step "
+              f"{result.steps} of {trainer.state.max_steps}; the learning rate schedule was fitted to the "
+              "budget", flush=True)
 
 
-def _evaluate_after(model, ds, run_name, run_args, output_dir, evaluate_and_retrieve, split_recall):
-    """Valid and test metrics plus retrieved-premises files; valid Recall@k alone if retrieval is missing."""
-    try:
-        return evaluate_and_retrieve(model, ds, run_name, run_args.retrieved_premises_dir,
-                                     run_args.eval_batch_size, metrics_dir=output_dir)
-    except ModuleNotFoundError as e:
-        if not e.name or not e.name.startswith("leanpremise.eval"):
-            raise
-        logger.warning("%s is not available: evaluating valid Recall@k only", e.name)
-        return {"valid": split_recall(model, ds, "valid", run_args.eval_batch_size)}
+def finish(model, ds, run_name: str, run_args: RunArguments, result: TrainResult) -> None:
+    """Save the final model; evaluate valid and test, write retrieved premises and final_metrics.json."""
+    from leanpremise.train.evaluation import evaluate_and_retrieve, recall_line
+    from leanpremise.train.runs import save_final
+
+    output_dir = result.output_dir
+    result.final_dir = save_final(model, output_dir, ds.revision)
+    print(f"saved the final model to {result.final_dir}", flush=True)
+    if not run_args.evaluate_after:
+        return
+    result.after = evaluate_and_retrieve(model, ds, run_name, run_args.retrieved_premises_dir,
+                                         run_args.eval_batch_size, metrics_dir=output_dir)
+    print(f"valid after training: {recall_line(result.after.get('valid', {}))}", flush=True)
+    if result.before:
+        print(f"valid before training: {recall_line(result.before)}", flush=True)
+    if "test" in result.after:
+        print(f"test after training:  {recall_line(result.after['test'])}", flush=True)
+    summary = {"before": result.before, "after": result.after, "train_seconds": result.train_seconds,
+               "steps": result.steps, "examples": result.examples}
+    (output_dir / "final_metrics.json").write_text(json.dumps(summary, indent=1))

@@ -8,6 +8,17 @@ from collections.abc import Callable
 
 from sentence_transformers import SentenceTransformerTrainer
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
+
+
+class NumericProgressCallback(ProgressCallback):
+    """The training bar, with each log line's figures printed as numbers (4 significant digits), not strings."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None:
+            shown = {k: (float(f"{v:.4g}") if isinstance(v, float) else v)
+                     for k, v in (logs or {}).items() if k != "total_flos"}
+            self.training_bar.write(str(shown))
 
 
 class PremiseTrainer(SentenceTransformerTrainer):
@@ -22,6 +33,8 @@ class PremiseTrainer(SentenceTransformerTrainer):
     def __init__(self, *args, time_steps: bool = False, time_budget: TimeBudget | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.time_budget = time_budget
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(NumericProgressCallback)
         if time_budget is not None:
             self.add_callback(time_budget)
         self.time_steps = time_steps
@@ -77,6 +90,8 @@ class TimeBudget(TrainerCallback):
         self.start: float | None = None
         self.start_step = 0
         self.planned_steps: int | None = None
+        self.stopped = False
+        """Whether the budget, rather than the step or epoch count, ended the last training."""
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = self.clock()
@@ -91,6 +106,7 @@ class TimeBudget(TrainerCallback):
             fit = state.global_step + int(max(self.seconds - elapsed, 0.0) / per_step)
             self.planned_steps = max(state.global_step, min(fit, state.max_steps))
         if elapsed >= self.seconds:
+            self.stopped = state.global_step < state.max_steps
             control.should_training_stop = True
             control.should_save = True
         return control
