@@ -8,6 +8,12 @@ PY=${PYTHON:-python3}
 VENV=${LEANPREMISE_VENV:-.venv}
 stamp="$VENV/.leanpremise-setup"
 want=$(sha256sum pyproject.toml | cut -c1-16)
+# The Redis tests start a real redis-server on loopback; install Debian's package where we may (root + apt).
+if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing redis-server (the shared-cache tests start one on loopback)..." >&2
+  (apt-get install -y -q redis-server >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q redis-server >/dev/null; }) \
+    || echo "could not install redis-server: the Redis tests will be skipped" >&2
+fi
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
