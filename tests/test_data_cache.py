@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import pickle
 
@@ -97,7 +98,8 @@ def test_object_array_inside_an_npz_is_never_unpickled(data_dir, tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("damage", ["truncated", "empty", "foreign", "directory", "wrong_dtype"])
+@pytest.mark.parametrize("damage", ["truncated", "empty", "foreign", "directory", "wrong_dtype", "wrong_strings",
+                                    "short_column"])
 def test_damaged_or_foreign_entry_is_set_aside_and_parsed_again(data_dir, tmp_path, caplog, damage):
     cache = tmp_path / "c"
     first = load(data_dir, cache)
@@ -114,10 +116,18 @@ def test_damaged_or_foreign_entry_is_set_aside_and_parsed_again(data_dir, tmp_pa
     elif damage == "directory":
         entry.unlink()
         entry.mkdir()
-    else:
+    else:  # right name and key, wrong content: as a forged entry would be
         with np.load(entry, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-        arrays["decls.line"] = arrays["decls.line"].astype(np.float64)
+        if damage == "wrong_dtype":
+            arrays["decls.line"] = arrays["decls.line"].astype(np.float64)
+        else:
+            strings = json.loads(arrays["states.strings"].tobytes())
+            if damage == "wrong_strings":
+                strings["recommendation"][0] = [1]
+            else:
+                strings["state"].pop()
+            arrays["states.strings"] = np.frombuffer(json.dumps(strings).encode(), dtype=np.uint8)
         with open(entry, "wb") as fh:
             np.savez(fh, **arrays)
     with caplog.at_level(logging.WARNING):
