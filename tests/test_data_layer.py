@@ -257,7 +257,7 @@ def test_corpus_without_states(small_dir, tmp_path):
 def test_cache_hit_and_invalidation(small_dir, tmp_path):
     cache = tmp_path / "c"
     first = load(small_dir, cache)
-    assert list((cache / "parsed").glob("*.pkl"))
+    assert list((cache / "parsed").glob("*.npz"))
     second = load(small_dir, cache)
     assert second.corpus.names == first.corpus.names and second.states.state == first.states.state
     f = small_dir / "Declarations" / "Batteries.D.jsonl"

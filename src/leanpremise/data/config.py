@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -48,6 +49,16 @@ class DataConfig:
         "help": "Load a data dir's parse from the cache when no input file changed (False: parse again)."})
     workers: int | None = field(default=None, metadata={
         "help": "Parser processes (default: from the CPU count and the data size)."})
+
+
+def default_cache_dir() -> Path:
+    """Where `cache_dir` points when unset: `$LEANPREMISE_CACHE_DIR`, else `$XDG_CACHE_HOME/leanpremise`,
+    else `~/.cache/leanpremise` (read when called, never at import)."""
+    env = os.environ.get("LEANPREMISE_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "leanpremise"
 
 
 def parse_bool(text: str) -> bool:

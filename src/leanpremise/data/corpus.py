@@ -14,7 +14,7 @@ from functools import cached_property
 
 import numpy as np
 
-from leanpremise.data.reader import RawData
+from leanpremise.data.parse import RawData
 
 # The original project's default filters; the Lean client applies the same ones.
 MODULE_BLACKLIST = frozenset([

@@ -14,7 +14,7 @@ from leanpremise.data.accessibility import Accessibility
 from leanpremise.data.config import DataConfig
 from leanpremise.data.corpus import Corpus
 from leanpremise.data.jsonl import BadLines
-from leanpremise.data.reader import read_data_dir
+from leanpremise.data.parse_cache import read_data_dir
 from leanpremise.data.sample import sample_data_dir
 from leanpremise.data.split import Split, make_split
 from leanpremise.data.states import States

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import orjson
 
+from leanpremise.data.errors import unreadable
+
 logger = logging.getLogger(__name__)
 
 MAX_LINES_NAMED = 5
@@ -52,22 +54,26 @@ def iter_jsonl(path: Path, bad: BadLines, required: tuple[str, ...] = ()) -> Ite
 
     A line that is not JSON, not an object, or lacks a `required` key is
     recorded in `bad` and skipped. Line indices count every line, good or bad,
-    so they stay the positions the rest of the ecosystem uses.
+    so they stay the positions the rest of the ecosystem uses. A file the OS
+    will not read is a :class:`DataLayoutError` naming it.
     """
-    with open(path, "rb") as fh:
-        for i, raw in enumerate(fh):
-            if not raw.strip():
-                continue
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError as e:
-                bad.add(path, i + 1, f"invalid JSON: {str(e)[:60]}")
-                continue
-            if not isinstance(obj, dict):
-                bad.add(path, i + 1, "not a JSON object")
-                continue
-            missing = [k for k in required if k not in obj]
-            if missing:
-                bad.add(path, i + 1, f"missing field {missing[0]!r}")
-                continue
-            yield i, obj
+    try:
+        with open(path, "rb") as fh:
+            for i, raw in enumerate(fh):
+                if not raw.strip():
+                    continue
+                try:
+                    obj = orjson.loads(raw)
+                except orjson.JSONDecodeError as e:
+                    bad.add(path, i + 1, f"invalid JSON: {str(e)[:60]}")
+                    continue
+                if not isinstance(obj, dict):
+                    bad.add(path, i + 1, "not a JSON object")
+                    continue
+                missing = [k for k in required if k not in obj]
+                if missing:
+                    bad.add(path, i + 1, f"missing field {missing[0]!r}")
+                    continue
+                yield i, obj
+    except OSError as e:
+        raise unreadable(path, e) from e

@@ -9,7 +9,7 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from leanpremise.data.reader import default_cache_dir
+from leanpremise.data.config import default_cache_dir
 
 SAMPLE_ARCHIVE = "mathlib-sample.tar.xz"
 SAMPLE_DIR_NAME = "mathlib-sample"

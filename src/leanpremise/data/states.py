@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from leanpremise.data.corpus import Corpus
-from leanpremise.data.reader import RawStates
+from leanpremise.data.parse import RawStates
 
 
 def parse_recommendation(entry: str) -> tuple[str, str]:

@@ -12,7 +12,7 @@ import gzip
 import tarfile
 from pathlib import Path
 
-from leanpremise.data.reader import check_layout
+from leanpremise.data.layout import check_layout
 
 ARCHIVE_FILES = ("revision", "Modules.jsonl", "HammerBlacklist.jsonl")
 ARCHIVE_DIRS = ("Declarations", "Imports")

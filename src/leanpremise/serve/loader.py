@@ -31,8 +31,8 @@ from leanpremise.bundle import (
     verify_checksums,
 )
 from leanpremise.data import DataConfig, load_corpus
+from leanpremise.data.config import default_cache_dir
 from leanpremise.data.corpus import Corpus
-from leanpremise.data.reader import default_cache_dir
 
 logger = logging.getLogger(__name__)
 

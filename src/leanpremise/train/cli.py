@@ -143,7 +143,7 @@ def parse(argv: list[str]):
 
 def check_paths_early(argv: list[str]) -> None:
     """Input paths that must exist, checked from the raw flags before the slow imports and the model load."""
-    from leanpremise.data.reader import check_layout
+    from leanpremise.data.layout import check_layout
 
     data_dir = flag_value(argv, "data_dir")
     if data_dir is not None:
