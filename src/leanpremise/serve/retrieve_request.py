@@ -10,16 +10,10 @@ from leanpremise.serve.schemas import LimitExceeded
 
 
 def cut(text: str, max_chars: int) -> str:
-    """`text` cut to `max_chars` characters (a bound the tokenizer's own truncation lies within, so the
-    embedding does not change) and made encodable: a lone surrogate, which JSON can carry but a tokenizer
-    cannot take, becomes U+FFFD."""
-    text = text[:max_chars]
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
-    return text
+    """`text` cut to `max_chars` characters before it reaches the tokenizer, which would otherwise read all
+    of it to keep its first max-sequence-length tokens; `max_chars` lies beyond what those tokens cover, so
+    the embedding does not change."""
+    return text[:max_chars]
 
 
 def clip_new_premises(new_premises, limit: int) -> list:
@@ -65,7 +59,7 @@ async def answer(state, req):
     check_results(len(states), k, cfg.max_results)
     states = [cut(s, state.max_text_chars) for s in states]
     new = clip_new_premises(req.new_premises, cfg.max_new_premises)
-    new_names = [cut(p.name, cfg.max_name_chars) for p in new]  # echoed in the answer: must encode
+    new_names = [p.name for p in new]
     loop = asyncio.get_running_loop()
     cand_future = loop.run_in_executor(
         state.candidate_mask_pool, index.candidates, req.imported_modules, req.local_premises,
