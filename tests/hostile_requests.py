@@ -75,9 +75,9 @@ def cases() -> list[Case]:
         Case("200 decls of 60,000 characters", bad,
              _json({"state": GOAL, "k": 8, "new_premises": [{"name": f"n{i}", "decl": "y" * 60000}
                                                              for i in range(200)]})),
-        Case("64 decls of 40,000 characters", ok,
+        Case("8 decls of 40,000 characters", ok,
              _json({"state": GOAL, "k": 8, "new_premises": [{"name": f"n{i}", "decl": f"{i} " + DECL * 500}
-                                                             for i in range(64)]})),
+                                                             for i in range(8)]})),
         Case("2,048 realistic new premises", ok,
              _json({"state": GOAL, "k": 100, "new_premises": [{"name": f"My.thm{i}", "decl": f"{DECL} -- {i}"}
                                                                for i in range(2048)]})),
