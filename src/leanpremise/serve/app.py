@@ -6,9 +6,10 @@ with Retry-After until then. Search runs in a thread pool (faiss releases the
 GIL), embedding in the embedding service's worker, so the event loop stays
 free to accept requests and to batch them.
 
-A request's path: `observe` (metrics, last-resort 500) -> its route below, which reads the one
-`ServerState` of the app -> the exception handlers, which turn `NotReady`, `Overloaded`,
-`EmbeddingFailed` and validation errors into their status codes.
+A request's path: `RequestGuard` (serve/guard.py: concurrency bound, body size and time limits,
+metrics, last-resort 500) -> its route below, which reads the one `ServerState` of the app -> the
+exception handlers, which turn `NotReady`, `Overloaded`, `EmbeddingFailed`, `LimitExceeded` and
+validation errors into their status codes.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from pydantic import ValidationError
 from leanpremise.serve import retrieve_request
 from leanpremise.serve.embedders import EmbeddingFailed
 from leanpremise.serve.embedding_service import EmbeddingService, Overloaded
+from leanpremise.serve.guard import RequestGuard
 from leanpremise.serve.prometheus import Metrics
-from leanpremise.serve.schemas import RetrieveRequest
+from leanpremise.serve.schemas import LimitExceeded, request_model
 from leanpremise.serve.search_batcher import SearchBatcher
 from leanpremise.serve.settings import ServeConfig
 
@@ -55,6 +57,9 @@ class ServerState:
         self.indexed_premises_json = b"[]"
         self.indexed_modules_json = b"[]"
         self.load_seconds = 0.0
+        self.request_model = request_model(config)
+        self.max_text_chars = 512 * config.chars_per_token
+        """States and decls are cut to this many characters before tokenising (set from the model)."""
         self.candidate_mask_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="candidates")
         self.search_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
         self.searcher: SearchBatcher | None = None
@@ -76,6 +81,7 @@ class ServerState:
         limit_torch_threads(cfg, search_threads)
         embedders, background = make_embedders(cfg, bundle)
         bundle.embeddings = None  # the index holds its own (possibly half-precision) copy
+        self.max_text_chars = text_bound(embedders[0], bundle, cfg.chars_per_token)
         if embedders[0].dim != index.dim:
             raise ValueError(f"the model embeds in dimension {embedders[0].dim}, the index in {index.dim}")
         self.bundle, self.index = bundle, index
@@ -122,16 +128,50 @@ def create_app(config: ServeConfig, on_load_failed=None, preloaded: ServerState 
     state to serve instead of a new one."""
     state = preloaded or ServerState(config.check_source())
     state.on_load_failed = on_load_failed
-    app = FastAPI(title="leanpremise premise server", lifespan=lifespan)
+    docs = state.config.docs
+    app = FastAPI(title="leanpremise premise server", lifespan=lifespan, docs_url="/docs" if docs else None,
+                  redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
     app.state.server = state
-    app.middleware("http")(observe)
+    app.add_middleware(RequestGuard, state=state, routes=ROUTES)
     app.add_exception_handler(NotReady, not_ready)
     app.add_exception_handler(Overloaded, overloaded)
     app.add_exception_handler(EmbeddingFailed, embedding_failed)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(ValidationError, invalid_request)
+    app.add_exception_handler(LimitExceeded, limit_exceeded)
     app.include_router(router)
+    app.openapi = lambda: openapi_schema(app)
     return app
+
+
+def openapi_schema(app: FastAPI) -> dict:
+    """FastAPI's schema, plus the /retrieve body it cannot see (the route parses the body itself): the
+    request model with this server's limits, so the published schema says what is accepted. Built also
+    when /openapi.json is off: tests fuzz the app from it in-process."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = FastAPI.openapi(app)
+    body = app.state.server.request_model.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(body.pop("$defs", {}))
+    components["RetrieveRequest"] = body
+    post = schema["paths"]["/retrieve"]["post"]
+    post["requestBody"] = {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/RetrieveRequest"}}}}
+    for code, text in {"413": "body larger than MAX_BODY_BYTES", "422": "a field is invalid or over a limit",
+                       "503": "loading or overloaded (Retry-After)"}.items():
+        post["responses"].setdefault(code, {"description": text})
+    app.openapi_schema = schema
+    return schema
+
+
+def text_bound(embedder, bundle, chars_per_token: int) -> int:
+    """Characters of a state or decl that can matter: the model's max sequence length (in tokens) times a
+    generous bound on the characters one token covers; beyond that the tokenizer truncates anyway."""
+    from leanpremise.serve.embedders import max_seq_length
+
+    tokens = getattr(embedder, "max_length", None) or max_seq_length(bundle.model_dir, None)
+    return int(tokens) * chars_per_token
 
 
 @asynccontextmanager
@@ -176,6 +216,7 @@ async def prometheus(request: Request):
     state = server_state(request)
     if state.service is not None:
         state.metrics.cache_entries.set(len(state.service.cache))
+        state.metrics.cache_bytes.set(state.service.cache.nbytes)
     body, ctype = state.metrics.render()
     return Response(body, media_type=ctype)
 
@@ -199,7 +240,8 @@ async def max_new_premises(request: Request):
 async def retrieve(request: Request):
     # Parsed here rather than by FastAPI so that a body is read as JSON whatever its content type
     # (curl -d sends form-encoded headers) and errors name the field without a "body." prefix.
-    body = RetrieveRequest.model_validate_json(await request.body())
+    state = server_state(request)
+    body = state.request_model.model_validate_json(await request.body())
     result = await retrieve_request.answer(ready_state(request), body)
     return Response(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
@@ -208,22 +250,7 @@ ROUTES = frozenset(route.path for route in router.routes)
 """Paths that get their own metrics label; any other path is counted as `other`."""
 
 
-# ---- around every request: metrics, and errors -> status codes ------------------------------------
-
-
-async def observe(request: Request, call_next):
-    """Count and time every request by route; an unhandled error answers 500, never ends the process."""
-    t0 = time.perf_counter()
-    route = request.url.path if request.url.path in ROUTES else "other"
-    try:
-        response = await call_next(request)
-    except Exception:
-        logger.exception("unhandled error on %s", request.url.path)
-        response = JSONResponse({"detail": "internal error"}, status_code=500)
-    metrics = request.app.state.server.metrics
-    metrics.requests.labels(route, str(response.status_code)).inc()
-    metrics.latency.labels(route).observe(time.perf_counter() - t0)
-    return response
+# ---- errors -> status codes ---------------------------------------------------------------------
 
 
 async def not_ready(request: Request, exc: NotReady) -> JSONResponse:
@@ -246,16 +273,43 @@ async def invalid_request(request: Request, exc: RequestValidationError | Valida
     return validation_error_response(exc.errors())
 
 
+async def limit_exceeded(request: Request, exc: LimitExceeded) -> JSONResponse:
+    return validation_error_response([{"loc": (exc.field,), "msg": str(exc), "type": "limit_exceeded"}])
+
+
+MAX_ERRORS_SHOWN = 20
+"""A request with thousands of bad entries gets the first few named, not an answer as large as itself."""
+
+REQUEST_FIELDS = frozenset({"state", "k", "imported_modules", "local_premises", "new_premises",
+                            "caller_in_module_system", "imported_all_modules", "name", "decl"})
+
+
+def field_path(loc) -> str:
+    """`("new_premises", 3, "function-after[...]", "decl")` -> `new_premises[3].decl`: fields and indices,
+    without pydantic's union-member tags."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in REQUEST_FIELDS:
+            out += f".{part}" if out else part
+    return out
+
+
 def validation_error_response(errors: list[dict]) -> JSONResponse:
-    """422 whose `message` names each offending field (`k: Input should be a valid integer`)."""
+    """422 whose `message` names each offending field (`k: Input should be a valid integer`,
+    `new_premises[3].decl: String should have at most 50000 characters`)."""
     parts = []
-    for err in errors:
-        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+    for err in errors[:MAX_ERRORS_SHOWN]:
+        loc = field_path(err.get("loc", ()))
         if err.get("type") == "json_invalid":
             parts.append(f"request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})")
         else:
             parts.append(f"{loc or 'body'}: {err.get('msg')}")
-    detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
+    if len(errors) > MAX_ERRORS_SHOWN:
+        parts.append(f"... and {len(errors) - MAX_ERRORS_SHOWN} more errors")
+    detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+              for e in errors[:MAX_ERRORS_SHOWN]]
     return JSONResponse({"detail": detail, "message": "; ".join(dict.fromkeys(parts))}, status_code=422)
 
 

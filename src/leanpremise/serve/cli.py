@@ -114,7 +114,20 @@ def serve(config: ServeConfig) -> int:
             server.should_exit = True
 
     app = create_app(config, on_load_failed=stop)
-    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="info",
-                                           timeout_graceful_shutdown=5))
+    server = uvicorn.Server(uvicorn_config(app, config))
     server.run()
     return 1 if failed else 0
+
+
+def uvicorn_config(app, config: ServeConfig, **overrides):
+    """uvicorn's settings for `app`: h11 with a header timeout and a bound on header bytes (uvicorn's
+    httptools protocol has neither), the keep-alive timeout and the connection backstop."""
+    import uvicorn
+
+    from leanpremise.serve.connection import timed_h11
+
+    options = {"host": config.host, "port": config.port, "log_level": "info", "timeout_graceful_shutdown": 5,
+               "http": timed_h11(config.header_timeout_s), "timeout_keep_alive": config.keep_alive_timeout_s,
+               "limit_concurrency": config.max_connections,
+               "h11_max_incomplete_event_size": config.max_header_bytes}
+    return uvicorn.Config(app, **{**options, **overrides})

@@ -43,6 +43,8 @@ class TorchEmbedder:
         self.batches_well = not str(device).startswith("cpu")
         self.model = load_model(model_dir, device)
         self.dim = self.model.get_embedding_dimension()
+        self.max_length = int(getattr(self.model, "max_seq_length", None) or 512)
+        """Tokens the model keeps of a text (sentence-transformers truncates to it)."""
         self.batch_size = batch_size
 
     def encode(self, texts: list[str]) -> np.ndarray:

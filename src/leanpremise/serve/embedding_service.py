@@ -26,13 +26,15 @@ taking a core from them.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import cachetools
 import numpy as np
 
 from leanpremise.serve.jobs import fail_jobs, hand_out, take_jobs
@@ -44,27 +46,46 @@ class Overloaded(Exception):
     """More texts in flight than the configured bound."""
 
 
-class LRUCache:
-    """Text -> embedding row, least recently used evicted first."""
+class EmbeddingCache:
+    """Text -> embedding row, least recently used evicted first, bounded in entries and in bytes. Keys are
+    a hash of the text, so that a cached 50,000-character state costs 16 bytes of key, not its text."""
 
-    def __init__(self, maxsize: int):
-        self.maxsize = maxsize
-        self._data: OrderedDict[str, np.ndarray] = OrderedDict()
+    ENTRY_OVERHEAD = 160
+    """Bytes an entry costs beside its row: the 16-byte key as a bytes object, the array header, and the
+    cache's dict slot and order bookkeeping (an estimate, counted so that tiny rows are bounded too)."""
 
-    def get(self, key: str) -> np.ndarray | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
+    def __init__(self, max_entries: int, max_bytes: int):
+        self.max_entries = max_entries
+        self._lru = cachetools.LRUCache(maxsize=max_bytes, getsizeof=self._size)
 
-    def put(self, key: str, value: np.ndarray) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
+    @staticmethod
+    def key(text: str) -> bytes:
+        # surrogatepass: JSON can carry a lone surrogate, which plain UTF-8 cannot encode.
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    @classmethod
+    def _size(cls, row: np.ndarray) -> int:
+        return row.nbytes + cls.ENTRY_OVERHEAD
+
+    def get(self, key: bytes) -> np.ndarray | None:
+        return self._lru.get(key)
+
+    def put(self, key: bytes, row: np.ndarray) -> None:
+        """Keep a copy of `row` (a view would keep its whole batch alive and be counted as one row)."""
+        if key not in self._lru:
+            while len(self._lru) >= self.max_entries:
+                self._lru.popitem()
+        try:
+            self._lru[key] = np.array(row, dtype=np.float32, copy=True)
+        except ValueError:  # one row larger than the whole byte bound: not cached
+            pass
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._lru.currsize)
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._lru)
 
 
 @dataclass
@@ -90,7 +111,7 @@ class EmbeddingService:
         embedders = list(embedder) if isinstance(embedder, (list, tuple)) else [embedder]
         self.embedder = embedders[0]
         self.dim = self.embedder.dim
-        self.cache = LRUCache(config.lru_cache_size)
+        self.cache = EmbeddingCache(config.lru_cache_size, config.cache_max_bytes)
         self.max_inflight = config.embed_service_max_concurrent_inputs
         self.chunk_size = max(1, min(config.max_client_batch_size, self.max_inflight))
         self.max_batch = max(config.embed_batch_size, self.chunk_size)
@@ -98,7 +119,8 @@ class EmbeddingService:
         self.bulk_chunk = min(self.chunk_size, config.bulk_chunk)
         self.metrics = metrics
         self.inflight = 0
-        self._pending: dict[str, asyncio.Future] = {}
+        self._pending: dict[bytes, asyncio.Future] = {}
+        """Texts being embedded, by cache key: a request wanting one of them awaits it."""
         self._urgent: deque[_Job] = deque()
         self._bulk: deque[_Job] = deque()
         self._wake: asyncio.Condition | None = None
@@ -141,54 +163,58 @@ class EmbeddingService:
         missing = self._fill_from_cache(texts, out)
         if self.metrics is not None:
             self._count(len(states), len(texts), missing)
-        shared = {t: self._pending[t] for t in missing if t in self._pending}
-        await self._embed_own([t for t in missing if t not in shared], missing, out)
-        for t, fut in shared.items():
-            out[missing[t]] = await fut
+        shared = {key: self._pending[key] for key in missing if key in self._pending}
+        await self._embed_own([key for key in missing if key not in shared], missing, out)
+        for key, fut in shared.items():
+            out[missing[key][1]] = await fut
         return out[: len(states)], out[len(states) :]
 
-    def _fill_from_cache(self, texts: list[str], out: np.ndarray) -> dict[str, list[int]]:
-        """Copy cached rows into `out`; the rest: text -> its rows in `out`."""
-        missing: dict[str, list[int]] = {}
+    def _fill_from_cache(self, texts: list[str], out: np.ndarray) -> dict[bytes, tuple[str, list[int]]]:
+        """Copy cached rows into `out`; the rest: cache key -> (its text, its rows in `out`)."""
+        missing: dict[bytes, tuple[str, list[int]]] = {}
         for i, text in enumerate(texts):
-            row = self.cache.get(text)
+            key = self.cache.key(text)
+            row = self.cache.get(key)
             if row is None:
-                missing.setdefault(text, []).append(i)
+                missing.setdefault(key, (text, []))[1].append(i)
             else:
                 out[i] = row
         return missing
 
-    async def _embed_own(self, own: list[str], missing: dict[str, list[int]], out: np.ndarray) -> None:
-        """Embed the texts no other request is embedding, in chunks (small requests in the urgent lane);
-        other requests wanting one of them meanwhile await its future instead of embedding it again."""
+    async def _embed_own(self, own: list[bytes], missing: dict[bytes, tuple[str, list[int]]],
+                         out: np.ndarray) -> None:
+        """Embed the texts (by key) no other request is embedding, in chunks (small requests in the urgent
+        lane); other requests wanting one of them meanwhile await its future instead of embedding it again."""
         loop = asyncio.get_running_loop()
-        owned = {t: loop.create_future() for t in own}
-        for t, fut in owned.items():
+        owned = {key: loop.create_future() for key in own}
+        for key, fut in owned.items():
             fut.add_done_callback(_consume)
-            self._pending[t] = fut
+            self._pending[key] = fut
         try:
             urgent = len(own) <= self.urgent_max_texts
             step = self.chunk_size if urgent else self.bulk_chunk
             for lo in range(0, len(own), step):
                 chunk = own[lo : lo + step]
-                part = await self._submit(chunk, urgent)
-                for t, row in zip(chunk, part):
-                    out[missing[t]] = row
-                    if not owned[t].done():
-                        self.cache.put(t, row)
-                        owned[t].set_result(row)
-                        self._pending.pop(t, None)
+                part = await self._submit([missing[key][0] for key in chunk], urgent)
+                for key, row in zip(chunk, part):
+                    out[missing[key][1]] = row
+                    if not owned[key].done():
+                        self.cache.put(key, row)
+                        owned[key].set_result(row)
+                        self._pending.pop(key, None)
+            if self.metrics is not None:
+                self.metrics.cache_bytes.set(self.cache.nbytes)
         except BaseException as e:
-            for t, fut in owned.items():
+            for key, fut in owned.items():
                 if not fut.done():
                     fut.set_exception(e if isinstance(e, Exception) else Overloaded())
-                if self._pending.get(t) is fut:
-                    del self._pending[t]
+                if self._pending.get(key) is fut:
+                    del self._pending[key]
             raise
 
-    def _count(self, n_states: int, n_texts: int, missing: dict[str, list[int]]) -> None:
+    def _count(self, n_states: int, n_texts: int, missing: dict[bytes, tuple[str, list[int]]]) -> None:
         """Cache hits and misses, states and new premises apart."""
-        rows = [i for where in missing.values() for i in where]
+        rows = [i for _, where in missing.values() for i in where]
         state_misses = sum(1 for i in rows if i < n_states)
         premise_misses = len(rows) - state_misses
         self.metrics.state_cache_hits.inc(n_states - state_misses)

@@ -49,7 +49,7 @@ class PremiseIndex:
         is_theorem = np.fromiter((k in THEOREM_KINDS for k in corpus.kinds), dtype=bool, count=self.size)
         self.restricted = corpus.in_module_system & ~is_theorem & ~corpus.is_exposed
         """Premises a module-system caller sees only through `import all` of their module."""
-        self._module_cache: dict[str, int | None] = {}
+        self._max_module_depth = max((m.count(".") + 1 for m in self.indexed_modules), default=1)
         self._module_sizes = corpus.module_end - corpus.module_start
         """Premises per module: the corpus is sorted by module id, so a module mask expands to the premise
         mask by a sequential repeat."""
@@ -57,30 +57,29 @@ class PremiseIndex:
     # ---- resolving request fields ------------------------------------------------------------
 
     def module_id(self, entry) -> int | None:
-        """A position in /indexed-modules, a module name, or a path; None when unknown."""
+        """A position in /indexed-modules, a module name, or a path; None when unknown. Nothing is cached:
+        a request's names are resolved by a few dict lookups each, and a cache keyed by what clients send
+        would grow with every new string they make up."""
         if isinstance(entry, int):
             return entry if 0 <= entry < len(self.indexed_modules) else None
-        if entry in self._module_cache:
-            return self._module_cache[entry]
         index = self.corpus.module_index
         name = module_name_from(entry)
         found = index.get(name)
         if found is None and name != entry:  # a path: try dropping leading folders (.lake/packages/mathlib/...)
+            # Only suffixes as deep as the deepest indexed module can match: a path of a thousand folders
+            # costs as much as one of ten.
             parts = name.split(".")
-            found = next((index[".".join(parts[i:])] for i in range(1, len(parts)) if ".".join(parts[i:]) in index),
-                         None)
-        if len(self._module_cache) < 1_000_000:
-            self._module_cache[entry] = found
+            first = max(1, len(parts) - self._max_module_depth)
+            found = next((index[".".join(parts[i:])] for i in range(first, len(parts))
+                          if ".".join(parts[i:]) in index), None)
         return found
 
     def module_ids(self, entries) -> np.ndarray:
-        """Module ids of `entries` (unknown ones dropped; may repeat). Positions, the Lean client's usual form,
-        are resolved as one array (an import closure has thousands)."""
-        positions = np.asarray(entries) if len(entries) else np.zeros(0, np.int64)
-        if positions.dtype.kind in "iu":
-            return positions[(positions >= 0) & (positions < len(self.indexed_modules))]
-        ids = [self.module_id(e) for e in entries]
-        return np.asarray([i for i in ids if i is not None], dtype=np.int64)
+        """Module ids of `entries` (unknown ones dropped; may repeat). The array is built from the resolved,
+        in-range ids only, never from the request's values themselves: numpy sizes an array of strings by the
+        longest one, and an int beyond int64 would not fit."""
+        ids = (self.module_id(e) for e in entries)
+        return np.fromiter((i for i in ids if i is not None), dtype=np.int64)
 
     def premise_ids(self, entries) -> np.ndarray:
         """Corpus ids of local premises given as /indexed-premises positions or names; dropped if filtered out."""

@@ -23,6 +23,8 @@ class Metrics:
         self.cache_entries = Gauge("leanpremise_new_premise_cache_entries",
                                    "cached embeddings (new premises and states)",
                                    registry=r)
+        self.cache_bytes = Gauge("leanpremise_embedding_cache_bytes", "bytes the cached embeddings take (rows and "
+                                 "keys, estimated)", registry=r)
         self.embedded = Counter("leanpremise_embedded_texts_total", "texts run through the embedder", registry=r)
         self.batch_size = Histogram("leanpremise_embed_batch_texts", "texts per embedder call", registry=r,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))

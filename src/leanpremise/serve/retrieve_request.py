@@ -6,7 +6,14 @@ import asyncio
 
 import numpy as np
 
-from leanpremise.serve.schemas import RetrieveRequest
+from leanpremise.serve.schemas import LimitExceeded
+
+
+def cut(text: str, max_chars: int) -> str:
+    """`text` cut to `max_chars` characters before it reaches the tokenizer, which would otherwise read all
+    of it to keep its first max-sequence-length tokens; `max_chars` lies beyond what those tokens cover, so
+    the embedding does not change."""
+    return text[:max_chars]
 
 
 def clip_new_premises(new_premises, limit: int) -> list:
@@ -33,26 +40,36 @@ def merge(index_names: np.ndarray, scores: np.ndarray, ids: np.ndarray, new_name
     return out
 
 
-async def answer(state, req: RetrieveRequest):
-    """The response body: a list of {name, score} (or one list per state when `state` is a list)."""
+def check_results(n_states: int, k: int, limit: int) -> None:
+    """Refuse a response of more than `limit` results before any work is done for it."""
+    if n_states * k > limit:
+        raise LimitExceeded("state", f"{n_states} states x k={k} asks for {n_states * k} results; "
+                                     f"at most {limit} results per response (MAX_RESULTS)")
+
+
+async def answer(state, req):
+    """The response body: a list of {name, score} (or one list per state when `state` is a list);
+    `req` is an instance of the server's request model (schemas.request_model)."""
     cfg, index, service = state.config, state.index, state.service
     single = isinstance(req.state, str)
     states = [req.state] if single else list(req.state)
     k = min(req.k, cfg.max_k)
     if k <= 0 or not states:
         return []
+    check_results(len(states), k, cfg.max_results)
+    states = [cut(s, state.max_text_chars) for s in states]
     new = clip_new_premises(req.new_premises, cfg.max_new_premises)
+    new_names = [p.name for p in new]
     loop = asyncio.get_running_loop()
     cand_future = loop.run_in_executor(
         state.candidate_mask_pool, index.candidates, req.imported_modules, req.local_premises,
-        bool(req.caller_in_module_system), req.imported_all_modules, [p.name for p in new],
+        bool(req.caller_in_module_system), req.imported_all_modules, new_names,
     )
     try:
-        state_emb, new_emb = await service.embed(states, [p.decl for p in new])
+        state_emb, new_emb = await service.embed(states, [cut(p.decl, state.max_text_chars) for p in new])
     finally:
         cand = await cand_future
     scores, ids = await state.searcher.search(state_emb, cand, k)
     new_scores = state_emb @ new_emb.T if len(new) else np.zeros((len(states), 0), dtype=np.float32)
-    new_names = [p.name for p in new]
     results = [merge(index.names, scores[b], ids[b], new_names, new_scores[b], k) for b in range(len(states))]
     return results[0] if single else results

@@ -56,6 +56,36 @@ class ServeConfig(BaseSettings):
     host: str = setting("127.0.0.1", "SERVE_HOST", "address to listen on")
     port: int = setting(8000, "SERVE_PORT", "port to listen on", ge=0, le=65535)
     retry_after_s: int = setting(1, "RETRY_AFTER_S", "Retry-After seconds of an overload 503", ge=0)
+    docs: bool = setting(False, "SERVE_DOCS", "serve /docs, /redoc and /openapi.json")
+    max_concurrent_requests: int = setting(64, "MAX_CONCURRENT_REQUESTS", "requests (but /health and "
+                                           "/metrics) handled at once; more get 503 + Retry-After", ge=1)
+    max_connections: int = setting(1024, "MAX_CONNECTIONS", "open connections uvicorn accepts (beyond: 503 "
+                                   "from uvicorn itself, a backstop for MAX_CONCURRENT_REQUESTS)", ge=1)
+    keep_alive_timeout_s: float = setting(5.0, "KEEP_ALIVE_TIMEOUT_S", "seconds an idle connection is kept "
+                                          "open between requests", gt=0)
+    header_timeout_s: float = setting(10.0, "HEADER_TIMEOUT_S", "seconds a connection may take to send a "
+                                      "request line and headers; slower: closed", gt=0)
+    body_timeout_s: float = setting(30.0, "BODY_TIMEOUT_S", "seconds a request body may take to arrive, "
+                                    "from its first byte to its last; slower: 408", gt=0)
+    max_header_bytes: int = setting(65536, "MAX_HEADER_BYTES", "bytes of a request line and headers "
+                                    "(larger: the connection is refused by uvicorn's parser)", ge=1024)
+    # ---- request limits: checked before any work (docs/decisions.md has why these defaults) --------
+    max_body_bytes: int = setting(16 * 2**20, "MAX_BODY_BYTES", "bytes of a request body; larger: 413, "
+                                  "refused while reading (or from Content-Length), never buffered whole", ge=1)
+    max_states: int = setting(64, "MAX_STATES", "states of one request (a list of goals); more: 422", ge=1)
+    max_state_chars: int = setting(100_000, "MAX_STATE_CHARS", "characters of one state; longer: 422", ge=1)
+    max_decl_chars: int = setting(50_000, "MAX_DECL_CHARS", "characters of one new premise's decl; longer: "
+                                  "422", ge=1)
+    max_list_entries: int = setting(32_768, "MAX_LIST_ENTRIES", "entries of each list of a request "
+                                    "(imported_modules, imported_all_modules, local_premises, "
+                                    "new_premises); more: 422", ge=1)
+    max_name_chars: int = setting(2048, "MAX_NAME_CHARS", "characters of a module or premise name (or "
+                                  "path) in a request; longer: 422", ge=1)
+    max_results: int = setting(16_384, "MAX_RESULTS", "results of one response: states x k (k after "
+                               "clipping to MAX_K); more: 422", ge=1)
+    chars_per_token: int = setting(64, "CHARS_PER_TOKEN", "states and decls are cut to the model's max "
+                                   "sequence length times this many characters before tokenising (the "
+                                   "tokenizer keeps only that many tokens anyway)", ge=1)
     # ---- request limits ----------------------------------------------------------------------------
     max_k: int = setting(1024, "MAX_K", "most premises one request gets back (a larger k is clipped)", ge=1)
     max_new_premises: int = setting(2048, "MAX_NEW_PREMISES", "new premises of a request beyond this are "
@@ -88,6 +118,8 @@ class ServeConfig(BaseSettings):
                               "request waits behind at most one such chunk", ge=1)
     lru_cache_size: int = setting(131072, "LRU_CACHE_SIZE", "embeddings of new premises and states kept, "
                                                             "least recently used evicted first", ge=1)
+    cache_max_bytes: int = setting(256 * 2**20, "CACHE_MAX_BYTES", "bytes the cached embeddings (and their "
+                                   "hashed keys) may take; least recently used evicted first", ge=1)
     # ---- search ------------------------------------------------------------------------------------
     dtype: Dtype = setting("float32", "DTYPE", "precision the corpus embeddings are kept and ranked at: float32 "
                            "(a float16 copy is scanned, then rescored exactly), or float16/bfloat16 (only the "

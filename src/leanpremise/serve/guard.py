@@ -1,0 +1,166 @@
+"""What stands between a connection and the routes: body limits and timeouts, a concurrency bound,
+metrics by route and status, and the last-resort 500.
+
+A pure ASGI middleware rather than a `BaseHTTPMiddleware`, because it must see the body arrive: an
+oversized body is refused from its Content-Length, or else once its running byte count passes the limit,
+never after it has been buffered whole; a body arriving too slowly is cut off at a deadline; and a client
+that goes away mid-body is counted under its own status label, `client_closed`, not as a server error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import orjson
+
+logger = logging.getLogger(__name__)
+
+UNGATED = frozenset({"/health", "/metrics"})
+"""Routes answered whatever the load: operators and probes must see an overloaded server."""
+
+CLIENT_CLOSED = "client_closed"
+"""The status label of a request whose client went away before its answer (nginx logs these as 499)."""
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyTimeout(Exception):
+    pass
+
+
+class ClientGone(Exception):
+    pass
+
+
+class BodyReader:
+    """`receive`, counting body bytes against `limit` and the time against `deadline`."""
+
+    def __init__(self, receive, limit: int, deadline: float):
+        self._receive, self.limit, self.deadline = receive, limit, deadline
+        self.received = 0
+        self.done = False
+
+    async def __call__(self):
+        if self.done:
+            return await self._receive()
+        remaining = self.deadline - time.monotonic()
+        try:
+            message = await asyncio.wait_for(self._receive(), timeout=max(remaining, 0.001))
+        except TimeoutError:
+            raise BodyTimeout() from None
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.limit:
+                raise BodyTooLarge()
+            self.done = not message.get("more_body", False)
+        return message
+
+
+class RequestGuard:
+    """ASGI middleware over the app; reads its limits from the server state's config on each request."""
+
+    def __init__(self, app, state, routes: frozenset[str]):
+        """`routes`: the paths counted under their own label in /metrics; any other is `other`."""
+        self.app, self.state, self.routes = app, state, routes
+        self.active = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        cfg, metrics = self.state.config, self.state.metrics
+        path = scope.get("path", "")
+        route = path if path in self.routes else "other"
+        t0 = time.perf_counter()
+        sent = {"status": None}
+
+        async def tracked_send(message):
+            if message["type"] == "http.response.start":
+                sent["status"] = message["status"]
+            await send(message)
+
+        label = await self._handle(scope, receive, tracked_send, sent, path, cfg)
+        metrics.requests.labels(route, label or str(sent["status"] or 500)).inc()
+        metrics.latency.labels(route).observe(time.perf_counter() - t0)
+
+    async def _handle(self, scope, receive, send, sent, path, cfg) -> str | None:
+        """Run the request; returns a status label to count instead of the status sent, or None."""
+        gated = path not in UNGATED
+        if gated and self.active >= cfg.max_concurrent_requests:
+            await respond(send, 503, f"more than {cfg.max_concurrent_requests} requests at once; retry later",
+                          {"retry-after": str(cfg.retry_after_s)})
+            return None
+        length = content_length(scope)
+        if length is None:
+            await respond(send, 400, "bad Content-Length header", close=True)
+            return None
+        if length > cfg.max_body_bytes:
+            await respond(send, 413, too_large(cfg.max_body_bytes), close=True)
+            return None
+        self.active += gated
+        reader = BodyReader(receive, cfg.max_body_bytes, time.monotonic() + cfg.body_timeout_s)
+        try:
+            await self.app(scope, reader, send)
+        except BodyTooLarge:
+            await respond_unless_started(send, sent, 413, too_large(cfg.max_body_bytes))
+        except BodyTimeout:
+            logger.info("%s: request body not received within %gs: answered 408", path, cfg.body_timeout_s)
+            await respond_unless_started(send, sent, 408, f"request body not received within "
+                                         f"{cfg.body_timeout_s:g} s (BODY_TIMEOUT_S)")
+        except (ClientGone, OSError) as e:
+            return self._client_closed(path, reader, e)
+        except Exception as e:  # last resort: one request fails, the server stays up
+            if _is_disconnect(e):
+                return self._client_closed(path, reader, e)
+            logger.exception("unhandled error on %s", path)
+            await respond_unless_started(send, sent, 500, "internal error")
+        finally:
+            self.active -= gated
+        return None
+
+    @staticmethod
+    def _client_closed(path: str, reader: BodyReader, error: BaseException) -> str:
+        logger.info("%s: client went away after %d body bytes (%s)", path, reader.received,
+                    type(error).__name__)
+        return CLIENT_CLOSED
+
+
+def _is_disconnect(error: BaseException) -> bool:
+    """Starlette's ClientDisconnect, raised when it reads the disconnect our reader did not see."""
+    return type(error).__name__ == "ClientDisconnect"
+
+
+def content_length(scope) -> int | None:
+    """The Content-Length header (0 when absent), None when it is not a plain number."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            text = value.strip()
+            if not text.isdigit() or len(text) > 18:
+                return None
+            return int(text)
+    return 0
+
+
+def too_large(limit: int) -> str:
+    return f"request body larger than {limit} bytes (MAX_BODY_BYTES)"
+
+
+async def respond(send, status: int, detail: str, headers: dict | None = None, close: bool = False) -> None:
+    """A JSON `{"detail": ...}` answer; `close` ends the connection after it (a body left unread)."""
+    body = orjson.dumps({"detail": detail})
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    if close:
+        raw.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def respond_unless_started(send, sent, status: int, detail: str) -> None:
+    if sent["status"] is None:
+        await respond(send, status, detail, close=True)
