@@ -119,7 +119,7 @@ def test_a_state_cut_before_tokenising_gets_the_answer_of_the_whole_state(server
     import json
 
     from leanpremise.data import DataConfig, load_corpus
-    from leanpremise.model import encode_texts, load_model
+    from leanpremise.text_encoder import encode_texts, load_model
 
     url, _ = server
     words = "∀ (x y : ℕ) (h : x ≤ y), Nat.succ x ≤ Nat.succ y ∧ List.length (List.range x) = x "
