@@ -60,14 +60,22 @@ def corpus(data_dir, cache_dir):
 
 
 def test_bundle_layout_and_manifest(exported, corpus, data_dir):
-    from leanpremise.bundle import Manifest, file_checksums
+    import hashlib
+
+    from leanpremise.bundle import FORMAT_VERSION, Manifest
 
     m = Manifest.read(exported)
     assert (m.model_name, m.revision, m.data_revision) == ("tiny", "v4.99.0", "v4.99.0")
     assert m.premise_count == len(corpus) and m.unfiltered_premise_count == len(corpus.unfiltered_names)
     assert m.dimension == 32 and m.embeddings == "embeddings/tiny-v4.99.0.npy"
     assert m.onnx == "model/onnx/model.onnx" and m.onnx_int8 == "model/onnx/model_qint8.onnx"
-    assert m.checksums == file_checksums(exported)
+    on_disk = {p.relative_to(exported).as_posix(): p for p in exported.rglob("*") if p.is_file()}
+    del on_disk["manifest.json"]
+    assert {"model/model.safetensors", "model/tokenizer.json", "model/1_Pooling/config.json",
+            "model/onnx/model.onnx", "model/onnx/model_qint8.onnx", "premises.tar.gz", m.embeddings} <= set(on_disk)
+    assert m.checksums == {rel: hashlib.sha256(p.read_bytes()).hexdigest() for rel, p in on_disk.items()}
+    assert m.sizes == {rel: len(p.read_bytes()) for rel, p in on_disk.items()}
+    assert m.format_version == FORMAT_VERSION == 2
     assert (exported / "model" / "modules.json").is_file() and (exported / "model" / "onnx" / "model.onnx").is_file()
     assert not list(exported.parent.glob(".bundle.*"))  # no partial or chunk dirs left behind
     with tarfile.open(exported / "premises.tar.gz") as tar:

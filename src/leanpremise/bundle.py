@@ -4,7 +4,7 @@ Its own module so that a server needs nothing from the export stage (docs/output
 bundle").
 
     BUNDLE/
-      manifest.json                     model name, revision, dimension, counts, sha256 of every file
+      manifest.json                     model name, revision, dimension, counts, size and sha256 of every file
       model/                            sentence-transformers format (pushed to the model repo)
         onnx/model.onnx                 ONNX export (pooling + normalisation in the graph)
         onnx/model_qint8.onnx           optional int8 dynamic quantisation
@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import re
 import tarfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from leanpremise.json_files import read_validated
 
@@ -32,7 +34,13 @@ ONNX_DIR = "onnx"
 """Under MODEL_DIR: the ONNX graphs."""
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model_qint8.onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2 added `sizes`; a format-1 manifest (sha256 only) still loads, fully hashed (docs/decisions.md)."""
+FAST_VERIFY_MAX_BYTES = 16 << 20
+"""In the fast check, files up to this size are hashed; larger ones (weights, ONNX graphs, embeddings,
+often the archive) only have their size compared."""
+
+logger = logging.getLogger(__name__)
 
 
 class BundleError(Exception):
@@ -49,6 +57,27 @@ def revision_slug(revision: str) -> str:
 def embeddings_file_name(model_name: str, revision: str) -> str:
     """`embeddings/<model_name>-<revision>.npy`, the path the original server downloads."""
     return f"{EMBEDDINGS_DIR}/{model_name}-{revision}.npy"
+
+
+def bundle_path_problem(rel: str) -> str | None:
+    """Why `rel` cannot name a file inside a bundle (absolute, `..`, empty parts, a backslash), or None.
+
+    Manifest paths are joined to the bundle dir, so one that leaves it would make the server read or
+    trust any file of the machine."""
+    if not rel or "\\" in rel or "\0" in rel:
+        return "not a relative path with / separators"
+    parts = rel.split("/")
+    if PurePosixPath(rel).is_absolute() or re.match(r"^[A-Za-z]:", rel):
+        return "an absolute path, outside the bundle"
+    if any(part in ("", ".", "..") for part in parts):
+        return "leaves the bundle or has empty parts (`..`, `.`, `//`)"
+    return None
+
+
+def _confined(rel: str | None) -> str | None:
+    if rel is not None and (why := bundle_path_problem(rel)):
+        raise ValueError(f"{rel!r}: {why}")
+    return rel
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -75,7 +104,7 @@ class Manifest(BaseModel):
     unfiltered_premise_count: int
     module_count: int
     embeddings: str
-    """Path of the embeddings file inside the bundle."""
+    """Path of the embeddings file inside the bundle (a listed file)."""
     filter: bool = True
     mathlib_only: bool = False
     nameless: bool = False
@@ -87,7 +116,36 @@ class Manifest(BaseModel):
     created: str = ""
     format_version: int = FORMAT_VERSION
     checksums: dict[str, str] = Field(default_factory=dict)
-    """sha256 of every file in the bundle except the manifest, keyed by relative path."""
+    """sha256 of every file in the bundle except the manifest, keyed by relative path: the bundle's files."""
+    sizes: dict[str, int] = Field(default_factory=dict)
+    """Byte size of every file in `checksums` (format 2; a format-1 manifest has none)."""
+
+    @field_validator("embeddings", "onnx", "onnx_int8")
+    @classmethod
+    def _check_path(cls, rel: str | None) -> str | None:
+        """A named part stays inside the bundle."""
+        return _confined(rel)
+
+    @field_validator("checksums", "sizes")
+    @classmethod
+    def _check_keys(cls, files: dict):
+        """Every listed path stays inside the bundle."""
+        for rel in files:
+            _confined(rel)
+        return files
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        """Sizes, when given, cover exactly the listed files, and the parts named above are listed."""
+        if self.sizes and self.sizes.keys() != self.checksums.keys():
+            odd = min(self.sizes.keys() ^ self.checksums.keys())
+            raise ValueError(f"`sizes` and `checksums` list different files ({odd!r} is in one only)")
+        if self.checksums:
+            for name in ("embeddings", "onnx", "onnx_int8"):
+                rel = getattr(self, name)
+                if rel is not None and rel not in self.checksums:
+                    raise ValueError(f"`{name}` {rel!r} is not among the files listed in `checksums`")
+        return self
 
     def to_json(self) -> bytes:
         return json.dumps(self.model_dump(), indent=1, sort_keys=True).encode()
@@ -103,26 +161,84 @@ class Manifest(BaseModel):
 MANIFEST_FILE = TypeAdapter(Manifest)
 
 
-def file_checksums(root: Path) -> dict[str, str]:
-    """sha256 of every regular file under `root` except the manifest."""
-    return {
-        p.relative_to(root).as_posix(): sha256_file(p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
-    }
+def bundle_files(root: Path) -> tuple[dict[str, str], dict[str, int]]:
+    """sha256 and size of every regular file under `root` except the manifest (what export lists)."""
+    root = Path(root)
+    files = [p for p in sorted(root.rglob("*")) if p.is_file() and p.relative_to(root).as_posix() != MANIFEST]
+    rels = [p.relative_to(root).as_posix() for p in files]
+    return ({r: sha256_file(p) for r, p in zip(rels, files, strict=True)},
+            {r: p.stat().st_size for r, p in zip(rels, files, strict=True)})
 
 
-def verify_checksums(bundle: Path, manifest: Manifest, paths: list[str] | None = None) -> None:
-    """Raise BundleError naming the first file whose sha256 differs from the manifest."""
-    for rel in paths if paths is not None else sorted(manifest.checksums):
-        expected = manifest.checksums.get(rel)
-        path = Path(bundle) / rel
-        if expected is None:
-            continue
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _present_files(bundle: Path) -> set[str]:
+    """Relative paths of the files in `bundle` (symlinks not followed), refusing links that leave it."""
+    root = bundle.resolve()
+    found = set()
+    for folder, dirs, files in os.walk(bundle, followlinks=False):
+        for name in dirs + files:
+            path = Path(folder) / name
+            if path.is_symlink() and not _inside(path.resolve(), root):
+                raise BundleError(f"{path}: a symlink pointing outside the bundle ({os.readlink(path)})")
+        found.update((Path(folder) / name).relative_to(bundle).as_posix() for name in files)
+    found.discard(MANIFEST)
+    return found
+
+
+def check_inventory(bundle: Path, manifest: Manifest) -> None:
+    """Raise BundleError (one line naming the file) unless the bundle holds exactly the listed files, each
+    inside the bundle and of its listed size. Only `stat`s: cheap enough to run before every start."""
+    bundle = Path(bundle)
+    if not manifest.checksums:
+        raise BundleError(f"{bundle / MANIFEST}: lists no files, so the bundle cannot be verified; "
+                          "re-export it with this version of `leanpremise export`")
+    present = _present_files(bundle)
+    for rel in sorted(manifest.checksums):
+        path = bundle / rel
         if not path.is_file():
-            raise BundleError(f"{path}: listed in the manifest but missing")
-        if sha256_file(path) != expected:
-            raise BundleError(f"{path}: sha256 differs from {MANIFEST} (damaged or edited after export)")
+            raise BundleError(f"{path}: listed in {MANIFEST} but missing")
+        if not _inside(path.resolve(), bundle.resolve()):
+            raise BundleError(f"{path}: resolves outside the bundle ({path.resolve()})")
+        if rel in manifest.sizes and (size := path.stat().st_size) != manifest.sizes[rel]:
+            raise BundleError(f"{path}: {size} bytes, {MANIFEST} says {manifest.sizes[rel]} "
+                              "(truncated, damaged or edited after export)")
+    if extra := sorted(present - manifest.checksums.keys()):
+        raise BundleError(f"{bundle / extra[0]}: in the bundle but not listed in {MANIFEST}"
+                          + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+    if not manifest.sizes:
+        logger.warning("%s: a format-%d manifest without file sizes: sizes are not checked and every file is "
+                       "hashed, also in the fast check", bundle / MANIFEST, manifest.format_version)
+
+
+def verify_file(path: Path, rel: str, manifest: Manifest, fast: bool = False) -> bool:
+    """Check the file listed as `rel` against the manifest; True when it was hashed.
+
+    Fast: a file larger than FAST_VERIFY_MAX_BYTES whose size the manifest lists is only size-checked."""
+    expected = manifest.checksums.get(rel)
+    if expected is None:
+        raise BundleError(f"{path}: not listed in {MANIFEST}")
+    if not Path(path).is_file():
+        raise BundleError(f"{path}: listed in {MANIFEST} but missing")
+    size = Path(path).stat().st_size
+    if rel in manifest.sizes and size != manifest.sizes[rel]:
+        raise BundleError(f"{path}: {size} bytes, {MANIFEST} says {manifest.sizes[rel]} "
+                          "(truncated, damaged or edited after export)")
+    if fast and rel in manifest.sizes and size > FAST_VERIFY_MAX_BYTES:
+        return False
+    if sha256_file(path) != expected:
+        raise BundleError(f"{path}: sha256 differs from {MANIFEST} (damaged or edited after export)")
+    return True
+
+
+def verify_bundle_files(bundle: Path, manifest: Manifest, fast: bool = False) -> None:
+    """Every listed file against its size and sha256 (fast: large files by size only); run after
+    :func:`check_inventory`, so nothing unlisted is there."""
+    hashed = sum(verify_file(Path(bundle) / rel, rel, manifest, fast) for rel in sorted(manifest.checksums))
+    logger.info("verified %d bundle files (%d by sha256%s)", len(manifest.checksums), hashed,
+                ", the others by size" if hashed < len(manifest.checksums) else "")
 
 
 def extract_premises_archive(archive: Path, target: Path) -> Path:

@@ -69,6 +69,20 @@ class Selection:
         return [f"({p}, {h})" for p, h in zip(self.premises, self.hints, strict=True)]
 
 
+def module_file_problem(module: str) -> str | None:
+    """Why `<module>.jsonl` would not be a file directly inside the premises dir, or None.
+
+    The name comes from a data file and is joined to a folder the benchmark writes into, so `../x`, an
+    absolute path or a separator would write elsewhere; Lean module names (`Mathlib.Logic.Basic`) have none."""
+    if not module or module.strip() != module:
+        return "empty or padded with spaces"
+    if "/" in module or "\\" in module or "\0" in module:
+        return "holds a path separator (a Lean module name has dots, not slashes)"
+    if module.startswith("."):
+        return "starts with a dot (would leave or hide in the premises dir)"
+    return None
+
+
 def load_decls(path: Path, need_ground_truth: bool = False) -> list[Theorem]:
     """Read `<split>_decls.json`; ground-truth fields are required only for ground-truth runs."""
     path = Path(path)
@@ -77,6 +91,8 @@ def load_decls(path: Path, need_ground_truth: bool = False) -> list[Theorem]:
         name = entry.decl_name
         if name in seen:
             raise BenchInputError(f'{path}: entry {i} ("{name}"): listed twice')
+        if why := module_file_problem(entry.module):
+            raise BenchInputError(f'{path}: entry {i} ("{name}"): field "module": {entry.module!r} {why}')
         seen.add(name)
         if need_ground_truth:
             for key in ("gt_premises", "gt_hints"):
@@ -152,11 +168,14 @@ def select_premises(
 
 
 def write_premises_dir(directory: Path, selections: list[Selection]) -> None:
-    """Write one `<module>.jsonl` per module, a line per theorem, in the decls file's order."""
+    """Write one `<module>.jsonl` per module, a line per theorem, in the decls file's order; every file
+    directly inside `directory` (a module name that would leave it is refused)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     by_module: dict[str, list[str]] = defaultdict(list)
     for s in selections:
+        if why := module_file_problem(s.theorem.module):
+            raise BenchInputError(f"{s.theorem.decl_name}: module {s.theorem.module!r} {why}")
         line = PremisesLine(declName=s.theorem.decl_name, declHammerRecommendation=s.recommendation())
         by_module[s.theorem.module].append(json.dumps(line.model_dump(), ensure_ascii=False))
     for module, lines in by_module.items():

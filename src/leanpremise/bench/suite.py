@@ -3,7 +3,8 @@
 For a retrieval model: aesop (`aesop_with_premises`, k=32), auto (`hammerCore_nosimp`, k=16), aesop+auto
 (`aesop_hammerCore_nosimp`, k=16) and full (`aesop_hammerCore_nosimp_with_premises`, k=32,
 k_hammerCore=16, hammer priority 10, premise priority 20), on `retrieved_premises/dot_<split>-<model>.json`.
-Ground-truth runs (`--gt`, or a model name starting with `gt`) run the same settings on the decls file's
+Ground-truth runs (`--gt` besides the model's runs, `--gt_only` instead of them; never guessed from the
+model's name, so `gte-small` uses its own premises) run the same settings on the decls file's
 ground-truth premises with the harness defaults, as the original did. `duper` (run by the original .sh
 at k=16 too) and other settings can be added with `--settings`.
 """
@@ -42,6 +43,9 @@ class SuiteConfig:
     date: str | None = None
     settings: tuple[str, ...] = PAPER_SETTINGS
     gt: bool = False
+    """Also run the settings on the ground-truth premises (results under `gt/`)."""
+    gt_only: bool = False
+    """Only the ground-truth runs, their results under `<model>/` (the original's `gt...` model names)."""
     k: int = 32
     k_hammerCore: int = 16
     aesopHammerPriority: int = 10
@@ -60,7 +64,7 @@ def plan(cfg: SuiteConfig) -> list[TacticBenchConfig]:
         return TacticBenchConfig(ntp_toolkit_path=cfg.ntp_toolkit_path, decls_file=decls, date=date,
                                  **{**cfg.runner, **kw})
 
-    if not cfg.model.startswith("gt"):
+    if not cfg.gt_only:
         premises = cfg.premises_file or cfg.retrieved_dir / f"dot_{cfg.split}-{cfg.model}.json"
         out_dir = cfg.results_root / f"results_{date}-{cfg.split}" / cfg.model
         for setting in cfg.settings:
@@ -71,8 +75,8 @@ def plan(cfg: SuiteConfig) -> list[TacticBenchConfig]:
                 kw.update(k_hammerCore=cfg.k_hammerCore, aesopHammerPriority=cfg.aesopHammerPriority,
                           aesopPremisePriority=cfg.aesopPremisePriority)
             runs.append(base(**kw))
-    if cfg.gt or cfg.model.startswith("gt"):
-        gt_name = cfg.model if cfg.model.startswith("gt") else "gt"
+    if cfg.gt or cfg.gt_only:
+        gt_name = cfg.model if cfg.gt_only else "gt"
         out_dir = cfg.results_root / f"results_{date}-{cfg.split}" / gt_name
         for setting in cfg.settings:
             runs.append(base(setting=setting, premises_file=None, out_dir=out_dir, k=cfg.gt_k))

@@ -1,8 +1,9 @@
 """Corpus embeddings for a bundle: encoded in chunks that survive interruption, or reused from a file.
 
 Encoding Mathlib on a CPU takes long; each finished chunk is saved
-atomically in a chunk folder keyed by the model and the corpus texts, so a
-re-run after Ctrl-C or a crash starts at the first missing chunk.
+atomically in a chunk folder keyed by the model's content identity and the
+corpus texts (never paths or times), so a re-run after Ctrl-C, a crash or
+SIGKILL embeds only the missing chunks.
 """
 
 from __future__ import annotations
@@ -27,18 +28,8 @@ class EmbeddingShapeError(ValueError):
     pass
 
 
-def model_fingerprint(model_dir: Path) -> str:
-    """Changes when any file of the model changes (names, sizes, mtimes: cheap on GB-sized weights)."""
-    h = hashlib.sha256()
-    root = Path(model_dir)
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            st = p.stat()
-            h.update(f"{p.relative_to(root).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
 def texts_fingerprint(texts: list[str]) -> str:
+    """sha256 of the corpus texts in order: with the model's identity, what decides every row."""
     h = hashlib.sha256()
     for t in texts:
         h.update(t.encode("utf-8", "surrogatepass"))

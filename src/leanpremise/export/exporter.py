@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from leanpremise.atomic import atomic_write_bytes
+from leanpremise.atomic import atomic_write_bytes, follow_umask
 from leanpremise.bundle import (
     INT8_FILE,
     MANIFEST,
@@ -25,8 +25,8 @@ from leanpremise.bundle import (
     ONNX_FILE,
     PREMISES_ARCHIVE,
     Manifest,
+    bundle_files,
     embeddings_file_name,
-    file_checksums,
     revision_slug,
 )
 from leanpremise.data import DataConfig, load_corpus
@@ -35,9 +35,9 @@ from leanpremise.export.corpus_embeddings import (
     embeddings_npy_bytes,
     encode_in_chunks,
     load_precomputed,
-    model_fingerprint,
     texts_fingerprint,
 )
+from leanpremise.export.model_identity import model_identity
 from leanpremise.export.onnx_export import export_onnx, quantize_int8
 from leanpremise.export.premises_archive import write_premises_archive
 
@@ -116,8 +116,9 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
         nameless=cfg.data.nameless, data_revision=corpus.revision, onnx=onnx_rel, onnx_int8=int8_rel,
         source_model=str(cfg.model), created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    manifest.checksums = file_checksums(work)  # last: covers every file written above
+    manifest.checksums, manifest.sizes = bundle_files(work)  # last: covers every file written above
     atomic_write_bytes(work / MANIFEST, manifest.to_json())
+    follow_umask(work)  # another user can serve it where the umask lets them
     _swap_in(work, out)
     shutil.rmtree(chunks_dir(out), ignore_errors=True)
     logger.info("wrote bundle %s: %d premises, dimension %d, in %.0fs", out, len(corpus), dim,
@@ -149,8 +150,8 @@ def write_model(model, work: Path, cfg: ExportConfig) -> tuple[str | None, str |
 
 
 def encode_corpus(model, texts: list[str], model_dir: Path, chunk_dir: Path, cfg: ExportConfig):
-    """Corpus embeddings in resumable chunks keyed by the saved model and the texts."""
-    key = f"{model_fingerprint(model_dir)[:32]}-{texts_fingerprint(texts)[:32]}"
+    """Corpus embeddings in resumable chunks keyed by the saved model's content identity and the texts."""
+    key = f"{model_identity(model_dir)[:32]}-{texts_fingerprint(texts)[:32]}"
     return encode_in_chunks(lambda batch: _encode(model, batch, cfg.batch_size), texts, chunk_dir, key,
                             model.get_embedding_dimension(), chunk_size=cfg.chunk_size, progress=cfg.progress,
                             batch_size=cfg.batch_size)

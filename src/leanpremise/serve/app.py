@@ -73,9 +73,10 @@ class ServerState:
         cfg = self.config
         t0 = time.perf_counter()
         if cfg.bundle is not None:
-            bundle = load_bundle(cfg.bundle, cfg.data_dir, verify=cfg.verify)
+            bundle = load_bundle(cfg.bundle, cfg.data_dir, verify=cfg.verify, fast=cfg.fast_verify)
         else:
-            bundle = load_from_hub(cfg.data_repo, cfg.data_revision, cfg.model_id, cfg.model_revision, cfg.data_dir)
+            bundle = load_from_hub(cfg.data_repo, cfg.data_revision, cfg.model_id, cfg.model_revision, cfg.data_dir,
+                                   verify=cfg.verify, fast=cfg.fast_verify)
         search_threads = limit_blas_threads(cfg.search_threads)
         index = PremiseIndex(bundle.corpus, bundle.embeddings, cfg.dtype, search_threads)
         limit_torch_threads(cfg, search_threads)

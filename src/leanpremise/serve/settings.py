@@ -17,6 +17,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from leanpremise.bundle import FAST_VERIFY_MAX_BYTES
+
 Backend = Literal["auto", "torch", "onnx", "onnx-int8", "tei"]
 Dtype = Literal["float32", "float16", "bfloat16"]
 
@@ -50,8 +52,12 @@ class ServeConfig(BaseSettings):
     model_revision: str | None = setting(None, "MODEL_REVISION", "revision of MODEL_ID", cli=False)
     data_dir: Path | None = setting(None, "DATA_DIR", "where hub downloads and unpacked premises go "
                                                       "(default: the leanpremise cache)")
-    verify: bool = setting(True, "VERIFY_CHECKSUMS", "check the bundle's sha256 checksums of the premises "
-                                                      "archive and embeddings at startup", flag="--no_verify")
+    verify: bool = setting(True, "VERIFY_CHECKSUMS", "check the size and sha256 of every bundle file (model, "
+                                                      "ONNX, premises archive, embeddings) against its manifest "
+                                                      "at startup", flag="--no_verify")
+    fast_verify: bool = setting(False, "VERIFY_FAST", "check every bundle file's size but hash only files up "
+                                f"to {FAST_VERIFY_MAX_BYTES >> 20} MiB (fast startup; damage that keeps a large "
+                                "file's size goes unseen)", flag="--fast_verify")
     # ---- the HTTP server ---------------------------------------------------------------------------
     host: str = setting("127.0.0.1", "SERVE_HOST", "address to listen on")
     port: int = setting(8000, "SERVE_PORT", "port to listen on", ge=0, le=65535)
