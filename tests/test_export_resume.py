@@ -104,7 +104,7 @@ def test_export_killed_with_sigkill_resumes_and_encodes_only_the_rest(data_dir, 
 
 
 def test_model_identity_ignores_where_and_when_but_sees_what_embeds(tiny_model_dir, tmp_path):
-    from leanpremise.export.model_identity import model_identity
+    from leanpremise.model_identity import model_identity
 
     first = model_identity(tiny_model_dir)
     copy = tmp_path / "elsewhere" / "copy"
