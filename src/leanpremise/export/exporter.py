@@ -37,9 +37,9 @@ from leanpremise.export.corpus_embeddings import (
     load_precomputed,
     texts_fingerprint,
 )
-from leanpremise.model_identity import model_identity
 from leanpremise.export.onnx_export import export_onnx, quantize_int8
 from leanpremise.export.premises_archive import write_premises_archive
+from leanpremise.model_identity import model_identity
 
 logger = logging.getLogger(__name__)
 
