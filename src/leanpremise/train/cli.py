@@ -2,8 +2,8 @@
 
 Flags a user does not give take the defaults below (shown by `-h`), chosen so
 that `leanpremise train` with no argument trains the packaged MiniLM on the
-shipped sample on a 2-core CPU in under 10 minutes including the valid
-evaluations before and after. Explicit flags mean what they meant in the
+shipped sample on a small CPU machine within the time README.md states, including the
+valid evaluations before and after. Explicit flags mean what they meant in the
 original. Bad input (a flag, a data dir, a model path) is one line on stderr
 and exit status 2, reported before the slow work where it can be.
 """

@@ -68,8 +68,8 @@ def tokenize_texts(model, texts: list[str], chunk: int = 4096, desc: str = "toke
                    show_progress: bool = True, fast: bool = True) -> TokenTable:
     """Tokenise `texts` as `model.preprocess` does (truncated to model.max_seq_length) into a TokenTable.
 
-    Plain text models take the fast path (the Rust tokenizer, unpadded: 3x faster on 2 cores, more on many
-    where the old path's serial padding dominated); any other model, a fast path that disagrees with
+    Plain text models take the fast path (the Rust tokenizer, unpadded: faster, as it skips
+    padding and tensor building; figures in docs/decisions.md); any other model, a fast path that disagrees with
     `preprocess` on a sample of `texts`, or `fast=False` goes through `preprocess` itself. A model with a
     default prompt gets it prepended, as `model.encode` (which evaluation uses) does.
     """
@@ -96,7 +96,7 @@ class FastTokenizer:
     def encode(self, texts: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Row lengths and the flat int32 array of each key for `texts`.
 
-        `encode_batch_fast` skips character offsets (half the Rust work) and releases the GIL, so the next
+        `encode_batch_fast` skips character offsets (a large part of the Rust work) and releases the GIL, so the next
         chunk encodes while this thread flattens the last one. The attention mask of unpadded rows is all ones.
         """
         encodings = self.backend.encode_batch_fast(texts, add_special_tokens=True)
