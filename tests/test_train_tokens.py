@@ -222,3 +222,62 @@ def test_a_default_prompt_is_prepended_as_encode_does(sample_dataset, tiny_model
     got = table.batch(np.arange(10))
     assert torch.equal(got["input_ids"], want["input_ids"])
     assert (table.lengths > plain.lengths).all()  # every text got the prompt's tokens
+
+
+def _retype_tokenizer(model, **functions):
+    """Give the model's tokenizer a subclass of its class holding `functions` (as a custom tokenizer would)."""
+    tok = model.tokenizer
+    tok.__class__ = type(f"Custom{type(tok).__name__}", (type(tok),), functions)
+    return tok
+
+
+def test_a_tokenizer_class_overriding_the_encoding_takes_the_preprocess_path(tiny_model_dir, encode_calls):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    base = type(model.tokenizer)
+
+    def _encode_plus(self, text, *args, **kwargs):  # e.g. Code Llama's infilling split, here: shouting
+        shout = [t.upper() for t in text] if isinstance(text, list) else text.upper()
+        return base._encode_plus(self, shout, *args, **kwargs)
+
+    _retype_tokenizer(model, _encode_plus=_encode_plus)
+    assert "_encode_plus" in fast_path_blocker(model)
+    texts = ["nat.prime p", "theorem foo : 1 + 1 = 2"]
+    table = tokenize_texts(model, texts, show_progress=False)
+    assert not encode_calls
+    assert torch.equal(table.batch(np.arange(2))["input_ids"], model.preprocess(texts)["input_ids"])
+
+
+def test_public_additions_and_properties_of_a_tokenizer_class_keep_the_fast_path(tiny_model_dir):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    _retype_tokenizer(model, sentinel_tokens=lambda self: [], shout=property(lambda self: True))
+    assert fast_path_blocker(model) is None
+    assert_same_table(fast_table(model, EDGE_TEXTS), tokenize_texts(model, EDGE_TEXTS, show_progress=False,
+                                                                     fast=False))
+
+
+def test_a_tokenizer_without_length_limit_cuts_nothing_as_preprocess(tiny_model_dir):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    model.tokenizer.model_max_length = int(1e30)  # transformers' mark for "no limit"
+    got = fast_table(model, EDGE_TEXTS)
+    assert_same_table(got, tokenize_texts(model, EDGE_TEXTS, show_progress=False, fast=False))
+    assert got.lengths.max() > 512
+
+
+def test_the_default_prompt_path_equals_preprocess_with_the_prompt_on_edge_texts(minilm_path):
+    from leanpremise.text_encoder import load_model
+
+    model = load_model(minilm_path, "cpu")
+    model.prompts = {"query": "query: "}
+    model.default_prompt_name = "query"
+    table = tokenize_texts(model, EDGE_TEXTS, show_progress=False)
+    want = model.preprocess(EDGE_TEXTS, prompt="query: ")
+    got = table.batch(np.arange(len(EDGE_TEXTS)))
+    for key in ("input_ids", "token_type_ids", "attention_mask"):
+        assert torch.equal(got[key], want[key]), key
+    assert table.lengths.max() == model.max_seq_length  # the long text is cut with its prompt

@@ -7,7 +7,9 @@ and states the same way (normalised float32 rows, dot product = cosine).
 
 from __future__ import annotations
 
+import json
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -61,12 +63,68 @@ def pick_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(path_or_name: str | Path | None = None, device: str | None = None):
-    """Load a SentenceTransformer from a local dir or hub id (None: the packaged MiniLM)."""
+CODE_CONFIGS = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
+"""The files of a model dir whose `auto_map` names Python code that transformers would import from the dir."""
+
+
+def custom_code_files(path: str | Path) -> list[str]:
+    """The files of a local model dir (one level of sub-modules included) whose `auto_map` names code to run."""
+    root = Path(path)
+    if not root.is_dir():
+        return []
+    found = []
+    for config in sorted(p for name in CODE_CONFIGS for p in (root / name, *root.glob(f"*/{name}"))):
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # transformers reports an unreadable config itself, when it loads it
+        if isinstance(data, dict) and data.get("auto_map"):
+            found.append(str(config.relative_to(root)))
+    return found
+
+
+class RemoteCodeRefused(ValueError):
+    """The model needs code from its own files and --trust_remote_code was not given: one line, nothing run."""
+
+    def __init__(self, model: str, where: str):
+        super().__init__(f"{model}: the model needs custom code ({where}); nothing of it was run: pass "
+                         "--trust_remote_code True to run it, if you trust the model's author")
+
+
+def check_remote_code(path_or_name: str | Path, trust_remote_code: bool) -> None:
+    """Refuse a local model dir that names custom code (an `auto_map`) unless it is trusted.
+
+    Transformers would quietly load its built-in class for a known `model_type` instead (a different model
+    from the one its authors meant); refusing says what would be run and how to allow it, before any load.
+    """
+    if not trust_remote_code and (files := custom_code_files(path_or_name)):
+        raise RemoteCodeRefused(str(path_or_name), f"auto_map in {', '.join(files)}")
+
+
+@contextmanager
+def remote_code_refused_as_one_line(path_or_name: str | Path):
+    """Turn transformers' several-line refusal of a Hub model's custom code into a RemoteCodeRefused."""
+    try:
+        yield
+    except ValueError as exc:
+        if isinstance(exc, RemoteCodeRefused) or "trust_remote_code" not in str(exc):
+            raise
+        raise RemoteCodeRefused(str(path_or_name), "its repository contains custom code") from None
+
+
+def load_model(path_or_name: str | Path | None = None, device: str | None = None,
+               trust_remote_code: bool = False):
+    """Load a SentenceTransformer from a local dir or hub id (None: the packaged MiniLM).
+
+    Code shipped with the model (an `auto_map`, custom modules) runs only with `trust_remote_code`; otherwise
+    such a model is refused with a RemoteCodeRefused before anything is imported from it.
+    """
     from sentence_transformers import SentenceTransformer
 
     target = str(path_or_name) if path_or_name is not None else str(default_model_path())
-    return SentenceTransformer(target, device=pick_device(device))
+    check_remote_code(target, trust_remote_code)
+    with remote_code_refused_as_one_line(target):
+        return SentenceTransformer(target, device=pick_device(device), trust_remote_code=trust_remote_code)
 
 
 def encode_texts(model, texts: list[str], batch_size: int = 64, show_progress: bool = False,

@@ -25,8 +25,14 @@ class ModelArguments:
         default=None,
         metadata={"help": "True: load SentenceTransformer(model_name_or_path). False: build Transformer -> "
                           "Pooling(pooling_mode) -> Normalize from a Hugging Face encoder or decoder (decoders get "
-                          "an EOS token appended). Default: True iff the path holds a saved SentenceTransformer "
-                          "(modules.json)."},
+                          "an EOS token appended). Default: True iff the dir or Hub repo holds a saved "
+                          "SentenceTransformer (modules.json), which then keeps its own pooling and normalisation."},
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Run Python code shipped with the model (an auto_map in its config, custom modules), as "
+                          "in transformers. Off by default: such a model is refused with a one-line error and "
+                          "nothing of it runs."},
     )
     pooling_mode: PoolingMode = field(
         default="lasttoken",

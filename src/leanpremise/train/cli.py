@@ -2,8 +2,8 @@
 
 Flags a user does not give take the defaults below (shown by `-h`), chosen so
 that `leanpremise train` with no argument trains the packaged MiniLM on the
-shipped sample on a 2-core CPU in under 10 minutes including the valid
-evaluations before and after. Explicit flags mean what they meant in the
+shipped sample on a small CPU machine within the time README.md states, including the
+valid evaluations before and after. Explicit flags mean what they meant in the
 original. Bad input (a flag, a data dir, a model path) is one line on stderr
 and exit status 2, reported before the slow work where it can be.
 """
@@ -155,6 +155,18 @@ def check_paths_early(argv: list[str]) -> None:
     model = flag_value(argv, "model_name_or_path")
     if model is not None and not Path(model).expanduser().exists() and model.startswith(("/", ".", "~")):
         raise UsageError(f"--model_name_or_path {model}: no such model dir")
+    if model is not None:
+        from leanpremise.text_encoder import check_remote_code
+
+        check_remote_code(Path(model).expanduser(), trusted(argv))
+
+
+def trusted(argv: list[str]) -> bool:
+    """Whether the raw flags turn --trust_remote_code on (`--trust_remote_code`, `... True`, `...=yes`)."""
+    if not given(argv, "trust_remote_code"):
+        return False
+    value = flag_value(argv, "trust_remote_code")
+    return value is None or value.startswith("-") or value.lower() in ("true", "yes", "1", "y", "t")
 
 
 def main(argv: list[str] | None = None) -> int:

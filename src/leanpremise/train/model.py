@@ -24,8 +24,22 @@ def display_name(model_name_or_path: str | None) -> str:
 
 
 def looks_like_sentence_transformer(path: str) -> bool:
-    """A local dir with modules.json is a saved SentenceTransformer; a hub id is assumed not to be."""
-    return (Path(path) / "modules.json").is_file()
+    """Whether `path` (a local dir or a Hub id) holds a saved SentenceTransformer: it has a modules.json.
+
+    Such a model is loaded with its own modules (pooling, normalisation, prompts), not rebuilt. A Hub id is
+    looked up in the local cache when offline, else on the Hub; a Hub that cannot answer is one error line.
+    """
+    if Path(path).is_dir():
+        return (Path(path) / "modules.json").is_file()
+    from huggingface_hub import constants
+    from sentence_transformers.util import is_sentence_transformer_model
+
+    try:
+        return is_sentence_transformer_model(path, local_files_only=constants.HF_HUB_OFFLINE)
+    except Exception as exc:  # noqa: BLE001 - network and auth errors of the Hub client have no common base
+        raise ValueError(f"{path}: cannot tell whether it is a SentenceTransformer ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}); pass --is_sentence_transformer "
+                         "True or False") from None
 
 
 def is_decoder_config(config) -> bool:
@@ -38,26 +52,28 @@ def build_model(args: ModelArguments, device: str | None = None):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
+    from leanpremise.text_encoder import check_remote_code, remote_code_refused_as_one_line
+
     path = resolve_model_path(args)
+    trust = args.trust_remote_code
+    check_remote_code(path, trust)
     is_st = args.is_sentence_transformer
     if is_st is None:
         is_st = looks_like_sentence_transformer(path)
-    if is_st:
-        model = SentenceTransformer(path, device=device)
-    else:
-        from transformers import AutoConfig
+    with remote_code_refused_as_one_line(path):
+        if is_st:
+            model = SentenceTransformer(path, device=device, trust_remote_code=trust)
+        else:
+            from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(path, trust_remote_code=True)
-        decoder = is_decoder_config(config)
-        tokenizer_args = {"trust_remote_code": True}
-        if decoder:
-            tokenizer_args["add_eos_token"] = True
-        word = Transformer(path, model_args={"trust_remote_code": True}, tokenizer_args=tokenizer_args,
-                           config_args={"trust_remote_code": True})
-        if decoder:
-            ensure_eos(word.tokenizer)
-        pool = Pooling(word.get_embedding_dimension(), pooling_mode=args.pooling_mode)
-        model = SentenceTransformer(modules=[word, pool, Normalize()], device=device)
+            decoder = is_decoder_config(AutoConfig.from_pretrained(path, trust_remote_code=trust))
+            processor_kwargs = {"trust_remote_code": trust, **({"add_eos_token": True} if decoder else {})}
+            word = Transformer(path, model_kwargs={"trust_remote_code": trust}, processor_kwargs=processor_kwargs,
+                               config_kwargs={"trust_remote_code": trust})
+            if decoder:
+                ensure_eos(word.tokenizer)
+            pool = Pooling(word.get_embedding_dimension(), pooling_mode=args.pooling_mode)
+            model = SentenceTransformer(modules=[word, pool, Normalize()], device=device)
     if args.max_seq_length:
         model.max_seq_length = args.max_seq_length
     return full_precision(model)

@@ -10,6 +10,7 @@ tokenizer, everything else through `preprocess` itself.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -67,8 +68,8 @@ def tokenize_texts(model, texts: list[str], chunk: int = 4096, desc: str = "toke
                    show_progress: bool = True, fast: bool = True) -> TokenTable:
     """Tokenise `texts` as `model.preprocess` does (truncated to model.max_seq_length) into a TokenTable.
 
-    Plain text models take the fast path (the Rust tokenizer, unpadded: 3x faster on 2 cores, more on many
-    where the old path's serial padding dominated); any other model, a fast path that disagrees with
+    Plain text models take the fast path (the Rust tokenizer, unpadded: faster, as it skips
+    padding and tensor building; figures in docs/decisions.md); any other model, a fast path that disagrees with
     `preprocess` on a sample of `texts`, or `fast=False` goes through `preprocess` itself. A model with a
     default prompt gets it prepended, as `model.encode` (which evaluation uses) does.
     """
@@ -95,7 +96,7 @@ class FastTokenizer:
     def encode(self, texts: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Row lengths and the flat int32 array of each key for `texts`.
 
-        `encode_batch_fast` skips character offsets (half the Rust work) and releases the GIL, so the next
+        `encode_batch_fast` skips character offsets (a large part of the Rust work) and releases the GIL, so the next
         chunk encodes while this thread flattens the last one. The attention mask of unpadded rows is all ones.
         """
         encodings = self.backend.encode_batch_fast(texts, add_special_tokens=True)
@@ -114,10 +115,32 @@ class FastTokenizer:
         return lengths, flat
 
 
-_HF_CALL_PATH = ("__call__", "_encode_plus", "_get_padding_truncation_strategies", "set_truncation_and_padding",
-                 "_convert_encoding")
-"""The transformers methods between `tokenizer(texts, ...)` and the Rust `encode_batch`: a tokenizer class that
-overrides any of them may do something the fast path does not."""
+NO_LIMIT = 2 ** 63
+"""A tokenizer whose model_max_length is this or more has no length limit (transformers marks "none" with
+1e30); the Rust tokenizer's lengths are 64-bit, and no text has that many tokens, so such texts are not cut."""
+
+
+def class_overrides(tokenizer) -> list[str]:
+    """Functions the tokenizer's class adds to or overrides in `TokenizersBackend`, the stock fast tokenizer.
+
+    The stock classes (BERT, RoBERTa, XLM-R, Llama, Qwen, GPT-2, ...) only configure the Rust tokenizer in
+    their constructor, so their `__call__` ends in the Rust `encode_batch` and nothing else. Any other function
+    of a subclass may be on the call path (an override of one of the base's methods, or a private hook the base
+    looks up); public additions are not called by the base, and properties only describe special tokens, which
+    the serialised Rust tokenizer already holds.
+    """
+    from transformers import TokenizersBackend
+
+    base = set(dir(TokenizersBackend))
+    found = []
+    for klass in type(tokenizer).__mro__:
+        if klass is TokenizersBackend:
+            break
+        for name, value in vars(klass).items():
+            function = inspect.isfunction(value) or isinstance(value, (staticmethod, classmethod))
+            if function and name != "__init__" and (name in base or name.startswith("_")):
+                found.append(f"{klass.__name__}.{name}")
+    return found
 
 
 def fast_path_blocker(model) -> str | None:
@@ -152,10 +175,9 @@ def fast_path_blocker(model) -> str | None:
     tokenizer = first.processor
     if not isinstance(tokenizer, TokenizersBackend):
         return f"processor {type(tokenizer).__name__} is not a fast tokenizer"
-    overridden = [name for name in _HF_CALL_PATH
-                  if getattr(type(tokenizer), name, None) is not getattr(TokenizersBackend, name, None)]
-    if overridden or hasattr(tokenizer, "_switch_to_input_mode"):
-        return f"{type(tokenizer).__name__} overrides {overridden or ['_switch_to_input_mode']}"
+    overridden = class_overrides(tokenizer)
+    if overridden:
+        return f"{type(tokenizer).__name__} has its own {', '.join(overridden)}"
     names = tokenizer.model_input_names
     if "input_ids" not in names or "attention_mask" not in names:
         return f"model_input_names {names}"
@@ -164,8 +186,6 @@ def fast_path_blocker(model) -> str | None:
 
 def fast_tokenizer(model) -> FastTokenizer | None:
     """The fast path's tokenizer for `model`, or None (with the reason logged) where it must use `preprocess`."""
-    from transformers.tokenization_utils_base import LARGE_INTEGER
-
     reason = fast_path_blocker(model)
     if reason is None:
         tokenizer = model[0].tokenizer
@@ -179,9 +199,9 @@ def fast_tokenizer(model) -> FastTokenizer | None:
     if reason is not None:
         logger.info("pre-tokenising through model.preprocess: %s", reason)
         return None
-    # What transformers' _get_padding_truncation_strategies and set_truncation_and_padding do for
-    # truncation="longest_first" without max_length, minus the padding.
-    if tokenizer.model_max_length > LARGE_INTEGER:
+    # What `tokenizer(texts, truncation="longest_first")` sets up without max_length (the model's limit, on the
+    # tokenizer's side), minus the padding.
+    if tokenizer.model_max_length >= NO_LIMIT:
         backend.no_truncation()
     else:
         backend.enable_truncation(max_length=tokenizer.model_max_length, stride=0, strategy="longest_first",
@@ -213,16 +233,19 @@ def _single_type_ids_are_zero(post_processor: dict | None) -> bool:
 
 
 def _agrees_with_preprocess(model, fast: FastTokenizer, texts: list[str], n: int = 32) -> bool:
-    """Whether the fast path gives what `preprocess` gives on the first and the longest `n` texts.
+    """Whether the fast path gives what `preprocess` gives on the first, the longest and `n` random texts.
 
-    A cheap guard (milliseconds) against a tokenizer setting the eligibility check does not know about.
+    A cheap guard (milliseconds) against a tokenizer setting the eligibility check does not know about; the
+    longest texts exercise truncation, the random ones whatever the list holds beyond its head.
     """
     if not all(type(t) is str for t in texts):
         logger.info("pre-tokenising through model.preprocess: not every text is a str")
         return False
     char_lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
     longest = np.argsort(-char_lengths, kind="stable")[:n]
-    sample = [texts[i] for i in np.unique(np.r_[np.arange(min(n, len(texts))), longest]).tolist()]
+    spread = np.random.default_rng(0).choice(len(texts), size=min(n, len(texts)), replace=False)
+    rows = np.unique(np.r_[np.arange(min(n, len(texts))), longest, spread])
+    sample = [texts[i] for i in rows.tolist()]
     want = _tokenize_with_preprocess(model, sample, len(sample), "", False)
     got = _tokenize_fast(model, fast, sample, len(sample), "", False)
     same = (np.array_equal(want.offsets, got.offsets) and list(want.flat) == list(got.flat)
