@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leanpremise.eval.fusion import (Candidates, FusionSpec, Run, apply, per_state_objective, read_fusion, tune,
-                                     write_fusion)
+from leanpremise.eval.fusion import (
+    Candidates,
+    FusionSpec,
+    Run,
+    apply,
+    per_state_objective,
+    read_fusion,
+    tune,
+    write_fusion,
+)
 from leanpremise.json_files import FileFormatError
 
 X, Y, Z, W = 10, 11, 12, 13
