@@ -49,8 +49,47 @@ def _retrieve(args) -> int:
     emb = load_corpus_embeddings(args.corpus_embeddings, len(ds.corpus)) if args.corpus_embeddings else None
     model = load_encoder(args.model, args.encoder, args.device)
     name = args.model_name or model_display_name(args.model)
+    if getattr(args, "hybrid", None):
+        return _retrieve_hybrid(args, ds, model, name, emb)
     retrieve(model, ds, args.split, k=args.k, out_dir=args.out_dir, model_name=name, corpus_embeddings=emb,
              metrics_out=args.metrics_out, batch_size=args.batch_size)
+    return 0
+
+
+def _retrieve_hybrid(args, ds, model, name, emb) -> int:
+    from leanpremise.eval.hybrid import hybrid_retrieve, parse_rankers
+
+    try:
+        lexical = parse_rankers(args.hybrid)
+        hybrid_retrieve(model, ds, args.split, lexical, args.k, args.out_dir, name, corpus_embeddings=emb,
+                        metrics_out=args.metrics_out, batch_size=args.batch_size, tune_on=args.tune_on,
+                        seed=args.tune_seed)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _fuse(args) -> int:
+    from leanpremise.eval.fuse_files import fuse_files
+    from leanpremise.json_files import FileFormatError
+
+    if (args.decls is None) == (args.fusion is None):
+        print("error: fuse needs exactly one of --decls VALID_DECLS (tune) and --fusion FUSION_JSON (apply)",
+              file=sys.stderr)
+        return 2
+    try:
+        spec, written = fuse_files(args.files, args.out, decls=args.decls, fusion=args.fusion,
+                                   tune_split=args.tune_split, seed=args.tune_seed)
+    except (FileFormatError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    how = "applied" if args.fusion else f"tuned on {spec.tuned_on.states} {spec.tuned_on.split} states"
+    print(f"fusion {how}: {spec.label()}")
+    if not args.fusion:
+        print(f"wrote {args.out / 'fusion.json'}")
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 
@@ -181,7 +220,7 @@ def register(sub) -> None:
     e = sub.add_parser("eval-files", help="Recall/Precision/F1/FullRecall@k of retrieved-premises files")
     e.add_argument("decls", type=Path, help="<split>_decls.json (first: the ground truth)")
     e.add_argument("retrieved", type=Path, nargs="+", help="retrieved-premises files (dot_<split>-<model>.json)")
-    e.add_argument("--k", type=int, nargs="+", default=[16, 32])
+    e.add_argument("--k", type=int, nargs="+", default=[16, 32, 100])
     e.add_argument("--plot", type=Path, default=None, help="write Recall@k curves of all files (PNG)")
     e.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
     e.add_argument("--recall_without_positives", choices=["skip", "one"], default="skip",
@@ -202,3 +241,25 @@ def register(sub) -> None:
     b.add_argument("--b", type=float, default=0.75, help="BM25 b")
     _add_model_args(b)
     b.set_defaults(func=_baseline)
+
+    _add_hybrid_args(r)
+    f = sub.add_parser("fuse", help="fuse retrieved-premises files: tune on valid (or apply a fusion.json), "
+                                    "write dot_<split>-<A>+<B>.json for every split given")
+    f.add_argument("files", type=Path, nargs="+", help="dot_<split>-<ranker>.json files (same rankers per split)")
+    f.add_argument("--out", type=Path, required=True, help="where fusion.json and the fused files go")
+    f.add_argument("--decls", type=Path, default=None, help="<tune split>_decls.json: tune on its states")
+    f.add_argument("--fusion", type=Path, default=None, help="apply this fusion.json instead of tuning")
+    f.add_argument("--tune_split", default="valid", help="the split whose files are tuned on (default valid)")
+    f.add_argument("--tune_seed", type=int, default=0, help="seed of the bootstrap (and of --tune_on)")
+    f.set_defaults(func=_fuse)
+
+
+def _add_hybrid_args(p: argparse.ArgumentParser) -> None:
+    """retrieve's fusion flags (added after its other flags, so the data and model flags stay as they are)."""
+    p.add_argument("--hybrid", default=None, metavar="RANKERS",
+                   help="fuse the model's ranking with lexical rankers (comma-separated subset of bm25,mepo), "
+                        "tuned on the valid split; writes dot_<split>-<model>+<rankers>.json and fusion.json")
+    p.add_argument("--tune_on", type=float, default=None, metavar="FRACTION",
+                   help="with --hybrid: tune on a random FRACTION of --split's states (e.g. a --split_mode all "
+                        "extraction) and evaluate and write the rest")
+    p.add_argument("--tune_seed", type=int, default=0, help="seed of the --tune_on draw and the bootstrap")

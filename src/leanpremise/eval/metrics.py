@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-DEFAULT_K_LIST = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+DEFAULT_K_LIST = (1, 2, 4, 8, 16, 32, 64, 100, 128, 256, 512, 1024)
 DEFAULT_MRR_K = 256
 METRIC_NAMES = ("precision", "recall", "fullrecall", "mrr", "ndcg", "map", "accuracy")
 
