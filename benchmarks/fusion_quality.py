@@ -52,11 +52,11 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+    from leanpremise.model import load_model, model_display_name
 
     from leanpremise.data.dataset import load_dataset
     from leanpremise.eval.fusion import FusionSpec, apply, tune
     from leanpremise.eval.hybrid import Rankers
-    from leanpremise.model import load_model, model_display_name
 
     torch.set_num_threads(args.threads)
     ds = load_dataset(data_dir=unpacked(args.data))
