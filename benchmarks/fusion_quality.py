@@ -22,7 +22,7 @@ KS = (16, 32, 100)
 
 
 def corpus_embeddings(model, ds, data: str, model_name: str) -> tuple[np.ndarray, float | None]:
-    from leanpremise.model import encode_texts
+    from leanpremise.text_encoder import encode_texts
 
     path = bench_cache() / "embeddings" / f"{data}-{model_name}.npy"
     if path.exists():
@@ -52,11 +52,11 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from leanpremise.model import load_model, model_display_name
 
     from leanpremise.data.dataset import load_dataset
     from leanpremise.eval.fusion import FusionSpec, apply, tune
     from leanpremise.eval.hybrid import Rankers
+    from leanpremise.text_encoder import load_model, model_display_name
 
     torch.set_num_threads(args.threads)
     ds = load_dataset(data_dir=unpacked(args.data))

@@ -52,7 +52,7 @@ class Rankers:
     """The dense model and the lexical rankers, each built once and run on any states."""
 
     def __init__(self, model, dataset, lexical: list[str], corpus_embeddings, batch_size: int = 64):
-        from leanpremise.model import encode_texts
+        from leanpremise.text_encoder import encode_texts
 
         self.model, self.ds, self.lexical, self.batch_size = model, dataset, lexical, batch_size
         if corpus_embeddings is None:
@@ -72,7 +72,7 @@ class Rankers:
     def runs(self, state_ids: np.ndarray, k: int, dense_name: str) -> list[Run]:
         """Each ranker's top-k over `state_ids` (dense first, then the lexical rankers in LEXICAL order)."""
         from leanpremise.eval.ranking import rank_premises
-        from leanpremise.model import encode_texts
+        from leanpremise.text_encoder import encode_texts
 
         queries = [self.ds.states.state[s] for s in np.asarray(state_ids).tolist()]
         emb = encode_texts(self.model, queries, batch_size=self.batch_size)
