@@ -58,7 +58,9 @@ DEFAULT_TTL_S = 30 * 24 * 3600
 
 def record_key(model_id: str, text: str) -> bytes:
     """The fixed-size key of (model identity, text)."""
-    return hashlib.blake2b(f"{model_id}\0{text}".encode(), digest_size=KEY_BYTES).digest()
+    # surrogatepass: JSON can carry a lone surrogate, which plain UTF-8 cannot encode.
+    data = f"{model_id}\0{text}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=KEY_BYTES).digest()
 
 
 def encode_vector(vector: np.ndarray) -> bytes:
