@@ -22,6 +22,15 @@ Reports startup time (cold: unpack + parse the premises archive; warm: parse
 cache present), p50/p90/p99 latency, requests/s and the server's peak RSS.
 Targets on the 2-core machine: p50 <= 50 ms and p99 <= 250 ms for cached
 requests; startup <= 30 s. Writes benchmarks/results/serve_load.json.
+
+    python benchmarks/serve_load.py --restart [--new_premises 50]
+
+instead times a file's first request (a new goal and 50 premises no server has
+seen) after a restart: one server answers it (embedding them, which fills its
+persistent embedding cache) and stops; then a server restarted on that cache
+and one restarted on a fresh, empty cache each answer the same request first.
+Reports both latencies, their ratio (target >= 20x) and whether the warm
+answer is bit-identical. Writes benchmarks/results/serve_restart.json.
 """
 
 from __future__ import annotations
@@ -117,12 +126,12 @@ def mathlib_modules(corpus) -> np.ndarray:
 
 
 class Server:
-    def __init__(self, bundle: Path, port: int, cache: Path, backend: str, dtype: str):
+    def __init__(self, bundle: Path, port: int, cache: Path, backend: str, dtype: str, extra: tuple[str, ...] = ()):
         env = {**os.environ, "LEANPREMISE_CACHE_DIR": str(cache), "EMBED_BACKEND": backend, "DTYPE": dtype}
         self.url = f"http://127.0.0.1:{port}"
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen([sys.executable, "-m", "leanpremise", "serve", str(bundle), "--port", str(port),
-                                      "--data_dir", str(cache)], env=env, stdout=subprocess.DEVNULL,
+                                      "--data_dir", str(cache), *extra], env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
 
     def wait_ready(self, timeout: float = 600) -> float:
@@ -261,6 +270,74 @@ def run_load(url: str, clients: list[Client], duration: float, pid: int) -> dict
     }
 
 
+def server_metric(url: str, name: str) -> float:
+    """One sample of the server's /metrics page (0 when absent)."""
+    import httpx
+
+    lines = [ln for ln in httpx.get(f"{url}/metrics").text.splitlines() if ln.startswith(name + " ")]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
+def first_request(args, cache: Path, store: Path, payload: bytes) -> dict:
+    """Start a server on `cache` with its persistent embedding cache in `store`, time the first /retrieve of
+    `payload` once it is healthy, stop it; the latency, the answer and the texts the server embedded."""
+    import httpx
+
+    server = Server(args.bundle, args.port, cache, args.backend, args.dtype, ("--embedding_cache", str(store)))
+    try:
+        startup = server.wait_ready()
+        t0 = time.perf_counter()
+        r = httpx.post(f"{server.url}/retrieve", content=payload, headers={"content-type": "application/json"},
+                       timeout=600)
+        latency = time.perf_counter() - t0
+        if r.status_code != 200:
+            raise SystemExit(f"/retrieve answered {r.status_code}: {r.text[:300]}")
+        embedded = server_metric(server.url, "leanpremise_embedded_texts_total")
+        store_hits = server_metric(server.url, "leanpremise_embedding_store_hits_total")
+        backend = httpx.get(f"{server.url}/health").json()["backend"]
+    finally:
+        server.stop()  # a graceful stop: the cache writes still queued are flushed
+    return {"latency_s": latency, "answer": r.content, "embedded": int(embedded), "store_hits": int(store_hits),
+            "startup_s": round(startup, 1), "backend": backend}
+
+
+def run_restart(args, corpus, modules, kind: str) -> None:
+    """First-request latency after a restart, with the persistent embedding cache warm and fresh."""
+    client = Client(corpus, modules, seed=10_000, n_new=args.new_premises, fresh_share=0.0)
+    body, _, _ = client.next_request()
+    payload = orjson.dumps(body)
+    cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="serve-restart-cache-", dir=bundles_dir()))
+    stores = Path(tempfile.mkdtemp(prefix="serve-restart-stores-", dir=bundles_dir()))
+    try:
+        seed = first_request(args, cache, stores / "warm.lmdb", payload)  # embeds them and stores them
+        warm = first_request(args, cache, stores / "warm.lmdb", payload)
+        fresh = first_request(args, cache, stores / "fresh.lmdb", payload)
+    finally:
+        shutil.rmtree(stores, ignore_errors=True)
+        if args.cache_dir is None:
+            shutil.rmtree(cache, ignore_errors=True)
+    fresh_scores = np.array([r["score"] for r in orjson.loads(fresh["answer"])])
+    seed_scores = np.array([r["score"] for r in orjson.loads(seed["answer"])])
+    write_result(args.name or "serve_restart", {
+        "bundle": str(args.bundle), "corpus_embeddings": kind, "backend": warm["backend"], "dtype": args.dtype,
+        "new_premises": args.new_premises, "texts_in_request": args.new_premises + 1,
+        "first_request_fresh_cache_ms": round(fresh["latency_s"] * 1000, 1),
+        "first_request_warm_cache_ms": round(warm["latency_s"] * 1000, 1),
+        "speedup": round(fresh["latency_s"] / warm["latency_s"], 1),
+        "embedded": {"first_server": seed["embedded"], "restart_warm": warm["embedded"],
+                     "restart_fresh": fresh["embedded"]},
+        "store_hits_restart_warm": warm["store_hits"],
+        "warm_answer_bit_identical": warm["answer"] == seed["answer"],
+        "fresh_answer_max_score_diff": float(np.max(np.abs(fresh_scores - seed_scores), initial=0.0))
+        if len(fresh_scores) == len(seed_scores) else None,
+        "startup_s": {"first": seed["startup_s"], "warm": warm["startup_s"], "fresh": fresh["startup_s"]},
+        "loadavg_at_end": os.getloadavg(),
+        "targets": {"speedup": 20},
+        "note": "each latency is the first /retrieve a freshly started server answers; the request is a new "
+                "goal and new premises (corpus texts under new names); both restarts share the parse cache",
+    })
+
+
 def main() -> None:
     from leanpremise.data import DataConfig, load_corpus
 
@@ -277,7 +354,10 @@ def main() -> None:
     ap.add_argument("--repeat_share", type=float, default=0.2,
                     help="share of requests re-sending an earlier goal of the same file (re-elaboration)")
     ap.add_argument("--port", type=int, default=8731)
-    ap.add_argument("--name", default="serve_load", help="result file name (benchmarks/results/<name>.json)")
+    ap.add_argument("--name", default=None, help="result file name (benchmarks/results/<name>.json; default "
+                                                  "serve_load, or serve_restart with --restart)")
+    ap.add_argument("--restart", action="store_true",
+                    help="time a file's first request after a restart, persistent embedding cache warm vs fresh")
     ap.add_argument("--cache_dir", type=Path, default=None,
                     help="reuse this server cache (unpacked premises + parse) and skip the cold start")
     args = ap.parse_args()
@@ -287,6 +367,9 @@ def main() -> None:
     corpus = load_corpus(DataConfig(data_dir=args.data_dir))
     kind = ensure_bundle(args.bundle, args.data_dir, args.embeddings, len(corpus))
     mathlib = mathlib_modules(corpus)
+    if args.restart:
+        run_restart(args, corpus, mathlib, kind)
+        return
 
     cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="serve-load-cache-", dir=bundles_dir()))
     try:
@@ -308,7 +391,7 @@ def main() -> None:
     finally:
         if args.cache_dir is None:
             shutil.rmtree(cache, ignore_errors=True)
-    write_result(args.name, {
+    write_result(args.name or "serve_load", {
         "bundle": str(args.bundle), "corpus_embeddings": kind, "premises": health["premises"],
         "modules": health["modules"], "backend": health["backend"], "dtype": args.dtype, "clients": args.clients,
         "new_premises_per_request": args.new_premises, "fresh_share": args.fresh_share,

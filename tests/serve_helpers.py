@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 from conftest import decl, make_data_dir
 
@@ -151,3 +155,41 @@ def assert_same_ranking(got: list, expected: list, atol: float = 2e-4) -> None:
         if g["name"] != e["name"]:
             tied = [r["name"] for r in expected if abs(r["score"] - e["score"]) <= atol]
             assert g["name"] in tied, (i, g, e)
+
+
+@contextmanager
+def redis_server(workdir: Path, db: int = 3):
+    """A real `redis-server` on a free loopback port (no persistence), yielding (url, process); the test is
+    skipped only when the binary is not installed."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server); the Redis store is untested")
+    import redis
+
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                             "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/{db}"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:  # wait for the server to answer (an event, not a fixed sleep)
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.02)
+    try:
+        yield url, proc
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
+
+
+def metric(url: str, name: str) -> float:
+    """The value of sample `name` (labels included) on the server's /metrics page; 0 when absent."""
+    lines = [ln for ln in httpx.get(f"{url}/metrics", timeout=10).text.splitlines() if ln.startswith(name + " ")]
+    return float(lines[0].split()[-1]) if lines else 0.0

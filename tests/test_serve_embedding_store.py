@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ from leanpremise.serve.embedding_store import (
     open_embedding_store,
     record_key,
 )
+from serve_helpers import free_port, redis_server
 
 MODEL = "model:sha256:abc|pool:mean|prompt:|max_seq:128"
 CHILD = """
@@ -104,37 +103,10 @@ def test_size_bound_evicts_oldest(tmp_path):
     assert LmdbEmbeddingStore(tmp_path / "s", max_bytes=max_bytes).stats()["entries"] == entries  # persisted
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def redis_url(tmp_path):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server); the Redis store is untested")
-    import redis
-
-    port = _free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                             "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    url = f"redis://127.0.0.1:{port}/3"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:  # wait for the server to answer (an event, not a fixed sleep)
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.02)
-    yield url, proc
-    proc.terminate()
-    proc.wait(10)
+    with redis_server(tmp_path) as started:
+        yield started
 
 
 def test_redis_shared_between_processes(redis_url, tmp_path):
@@ -165,7 +137,7 @@ def test_stopped_redis_degrades_to_misses(redis_url, caplog):
 
 
 def test_unreachable_redis_is_quiet_after_failure(caplog):
-    store = RedisEmbeddingStore(f"redis://127.0.0.1:{_free_port()}/0", retry_after_s=60)
+    store = RedisEmbeddingStore(f"redis://127.0.0.1:{free_port()}/0", retry_after_s=60)
     with caplog.at_level(logging.WARNING):
         assert store.get_many(MODEL, ["a"]) == {}
     assert store._down_until > time.monotonic()  # the next calls skip the network

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from leanpremise.serve import retrieve_request
 from leanpremise.serve.embedders import EmbeddingFailed
 from leanpremise.serve.embedding_service import EmbeddingService, Overloaded
+from leanpremise.serve.embedding_store import open_server_store
 from leanpremise.serve.guard import RequestGuard
 from leanpremise.serve.prometheus import Metrics
 from leanpremise.serve.schemas import LimitExceeded, request_model
@@ -100,7 +101,9 @@ class ServerState:
         cfg, metrics = self.config, self.metrics
         try:
             embedders, background = await asyncio.get_running_loop().run_in_executor(None, self.load)
-            service = EmbeddingService(embedders, cfg, metrics=metrics, background=background)
+            store = await asyncio.get_running_loop().run_in_executor(None, open_server_store, cfg, self.bundle,
+                                                                     embedders[0])
+            service = EmbeddingService(embedders, cfg, metrics=metrics, background=background, store=store)
             searcher = SearchBatcher(self.index, self.search_executor, cfg.max_queries_per_search, metrics)
             await service.start()
             await searcher.start()

@@ -16,6 +16,11 @@ with :class:`Overloaded` (the server answers 503 + Retry-After) instead of
 growing an unbounded queue. A text some other request is already embedding is
 awaited, not embedded twice.
 
+Given a persistent `store` (serve/embedding_store.py: LMDB on disk, or Redis shared by replicas), the
+texts the in-memory cache misses are looked up there, all of a request's at once and on a thread of
+their own (a store may block on disk or network), before anything is embedded; what is embedded is
+written to it on another thread, after the request has its rows. A store that fails answers misses.
+
 Given a `background` embedder, bulk chunks go to it alone, on a thread of
 lowered CPU priority (nice +10 on Linux), and the other workers take urgent
 work only: on a small CPU machine a file's first request, embedding dozens of
@@ -105,9 +110,15 @@ class _Worker:
 
 
 class EmbeddingService:
-    def __init__(self, embedder, config, metrics=None, background=None, background_nice: int = 10):
+    MAX_PENDING_PUTS = 64
+    """Chunks waiting to be written to the persistent store; beyond, a chunk is not stored (a slow store
+    must not hold an unbounded backlog of rows in memory)."""
+
+    def __init__(self, embedder, config, metrics=None, background=None, background_nice: int = 10,
+                 store=None):
         """`config`: the server's settings (a ServeConfig), read for the cache size, the in-flight bound, chunk
-        and batch sizes and the urgent lane's threshold."""
+        and batch sizes and the urgent lane's threshold. `store`: a persistent store bound to this model
+        (a BoundEmbeddingStore) or None; the service closes it when it stops."""
         embedders = list(embedder) if isinstance(embedder, (list, tuple)) else [embedder]
         self.embedder = embedders[0]
         self.dim = self.embedder.dim
@@ -134,6 +145,11 @@ class EmbeddingService:
                                           initializer=_lower_priority, initargs=(background_nice,))
             self.workers.append(_Worker(background, executor, "bulk"))
         self.embedders = [w.embedder for w in self.workers]
+        self.store = store
+        if store is not None:
+            self._store_reads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="embedding-store-read")
+            self._store_writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedding-store-write")
+            self._put_slots = threading.BoundedSemaphore(self.MAX_PENDING_PUTS)
 
     async def start(self) -> None:
         self._wake = asyncio.Condition()
@@ -150,6 +166,11 @@ class EmbeddingService:
                 pass
         for worker in self.workers:
             worker.executor.shutdown(wait=False, cancel_futures=True)
+        if self.store is not None:
+            self._store_reads.shutdown(wait=False, cancel_futures=True)
+            # The writes queued so far are flushed (a restart should find them), then the store closes.
+            await asyncio.get_running_loop().run_in_executor(None, self._store_writes.shutdown, True)
+            self.store.store.close()
 
     # ---- the request side --------------------------------------------------------------------
 
@@ -163,6 +184,8 @@ class EmbeddingService:
         missing = self._fill_from_cache(texts, out)
         if self.metrics is not None:
             self._count(len(states), len(texts), missing)
+        if self.store is not None and missing:
+            await self._fill_from_store(missing, out)
         shared = {key: self._pending[key] for key in missing if key in self._pending}
         await self._embed_own([key for key in missing if key not in shared], missing, out)
         for key, fut in shared.items():
@@ -181,6 +204,44 @@ class EmbeddingService:
                 out[i] = row
         return missing
 
+    async def _fill_from_store(self, missing: dict[bytes, tuple[str, list[int]]], out: np.ndarray) -> None:
+        """Copy the rows the persistent store has into `out` and the in-memory cache, and drop them from
+        `missing`; texts another request is embedding are awaited instead, not looked up."""
+        keys = [key for key in missing if key not in self._pending]
+        if not keys:
+            return
+        texts = [missing[key][0] for key in keys]
+        hits = await asyncio.get_running_loop().run_in_executor(self._store_reads, self.store.get_many, texts)
+        for key, text in zip(keys, texts):
+            row = hits.get(text)
+            if row is not None:
+                out[missing.pop(key)[1]] = row
+                self.cache.put(key, row)
+        if self.metrics is not None:
+            self.metrics.store_hits.inc(len(hits))
+            self.metrics.store_misses.inc(len(keys) - len(hits))
+
+    def _store_later(self, texts: list[str], rows: np.ndarray) -> None:
+        """Write freshly embedded rows to the persistent store on its writer thread, unless too many writes
+        are waiting already."""
+        if self.store is None or not texts:
+            return
+        if not self._put_slots.acquire(blocking=False):
+            logger.debug("persistent embedding store busy: %d embeddings not stored", len(texts))
+            return
+        try:
+            self._store_writes.submit(self._store_now, texts, rows)
+        except RuntimeError:  # the service is stopping
+            self._put_slots.release()
+
+    def _store_now(self, texts: list[str], rows: np.ndarray) -> None:
+        try:
+            written = self.store.put_many(texts, rows)
+            if self.metrics is not None:
+                self.metrics.store_written.inc(written)
+        finally:
+            self._put_slots.release()
+
     async def _embed_own(self, own: list[bytes], missing: dict[bytes, tuple[str, list[int]]],
                          out: np.ndarray) -> None:
         """Embed the texts (by key) no other request is embedding, in chunks (small requests in the urgent
@@ -195,7 +256,9 @@ class EmbeddingService:
             step = self.chunk_size if urgent else self.bulk_chunk
             for lo in range(0, len(own), step):
                 chunk = own[lo : lo + step]
-                part = await self._submit([missing[key][0] for key in chunk], urgent)
+                texts = [missing[key][0] for key in chunk]
+                part = await self._submit(texts, urgent)
+                self._store_later(texts, part)
                 for key, row in zip(chunk, part):
                     out[missing[key][1]] = row
                     if not owned[key].done():

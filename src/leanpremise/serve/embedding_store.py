@@ -58,7 +58,9 @@ DEFAULT_TTL_S = 30 * 24 * 3600
 
 def record_key(model_id: str, text: str) -> bytes:
     """The fixed-size key of (model identity, text)."""
-    return hashlib.blake2b(f"{model_id}\0{text}".encode(), digest_size=KEY_BYTES).digest()
+    # surrogatepass: JSON can carry a lone surrogate, which plain UTF-8 cannot encode.
+    data = f"{model_id}\0{text}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=KEY_BYTES).digest()
 
 
 def encode_vector(vector: np.ndarray) -> bytes:
@@ -381,10 +383,98 @@ class RedisEmbeddingStore(EmbeddingStore):
         self._client.close()
 
 
+class SharedStoreHandle(EmbeddingStore):
+    """One opener's handle on an LMDB store that every opener in this process shares (LMDB forbids opening
+    one environment twice in a process); the store closes when its last handle does."""
+
+    def __init__(self, store: LmdbEmbeddingStore, release):
+        super().__init__()
+        self.shared, self._release, self._closed = store, release, False
+
+    @property
+    def where(self) -> str:
+        return self.shared.where
+
+    def get_many(self, model_id: str, texts: Sequence[str], dim: int | None = None) -> dict[str, np.ndarray]:
+        return self.shared.get_many(model_id, texts, dim)
+
+    def put_many(self, model_id: str, texts: Sequence[str], vectors: np.ndarray) -> int:
+        return self.shared.put_many(model_id, texts, vectors)
+
+    def _get_values(self, keys: list[bytes]) -> list[bytes | None]:
+        return self.shared._get_values(keys)
+
+    def _put_values(self, items: dict[bytes, bytes]) -> int:
+        return self.shared._put_values(items)
+
+    def stats(self) -> dict:
+        return self.shared.stats()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._release()
+
+
+_OPEN_LMDB: dict[Path, list] = {}
+"""Resolved directory -> [store, handles open]: this process's LMDB stores."""
+_OPEN_LMDB_LOCK = threading.Lock()
+
+
+def _shared_lmdb(path: Path, max_bytes: int) -> SharedStoreHandle:
+    """A handle on this process's store of `path`, opening it on first use (later openers get the first
+    one's size bound)."""
+    where = path.expanduser().resolve()
+    with _OPEN_LMDB_LOCK:
+        entry = _OPEN_LMDB.get(where)
+        if entry is None:
+            entry = _OPEN_LMDB[where] = [LmdbEmbeddingStore(where, max_bytes=max_bytes), 0]
+        entry[1] += 1
+
+    def release() -> None:
+        with _OPEN_LMDB_LOCK:
+            entry[1] -= 1
+            if entry[1] == 0:
+                entry[0].close()
+                if _OPEN_LMDB.get(where) is entry:
+                    del _OPEN_LMDB[where]
+
+    return SharedStoreHandle(entry[0], release)
+
+
 def open_embedding_store(location: str | Path, max_bytes: int = 2 << 30, ttl_s: int | None = DEFAULT_TTL_S,
                          ) -> EmbeddingStore:
-    """A Redis store for a `redis://` or `rediss://` URL, else an LMDB store in that directory."""
+    """A Redis store for a `redis://`, `rediss://` or `unix://` URL, else a handle on this process's LMDB
+    store in that directory (close each handle once)."""
     text = str(location)
     if text.startswith(("redis://", "rediss://", "unix://")):
         return RedisEmbeddingStore(text, ttl_s=ttl_s)
-    return LmdbEmbeddingStore(Path(location), max_bytes=max_bytes)
+    return _shared_lmdb(Path(location), max_bytes)
+
+
+def store_model_key(identity: str, embedder) -> str:
+    """The model part of a record's key: the model's content identity and the backend that embeds with it
+    (the int8 ONNX graph's vectors are not the float model's, so they must not answer for each other)."""
+    return f"{identity}|backend:{getattr(embedder, 'name', type(embedder).__name__)}"
+
+
+def open_server_store(config, bundle, embedder) -> BoundEmbeddingStore | None:
+    """The persistent cache the server's settings name, bound to the bundle's model as `embedder` runs it;
+    None when it is off or cannot be opened (the server then embeds as without it). Blocking: the model's
+    identity may have to be computed from its files."""
+    location = config.embedding_cache_location()
+    if location is None:
+        return None
+    try:
+        identity = getattr(bundle.manifest, "model_identity", None)
+        if not identity:
+            from leanpremise.model_identity import model_identity
+
+            identity = model_identity(bundle.model_dir)
+        store = open_embedding_store(location, max_bytes=config.embedding_cache_max_bytes,
+                                     ttl_s=config.embedding_cache_ttl_s or None)
+    except Exception as e:  # noqa: BLE001 - a cache that cannot open must not stop the server
+        logger.warning("persistent embedding cache %s: cannot open (%s); running without it", location, e)
+        return None
+    logger.info("persistent embedding cache: %s", store.where)
+    return store.bind(store_model_key(identity, embedder), embedder.dim)

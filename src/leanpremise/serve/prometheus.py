@@ -25,6 +25,12 @@ class Metrics:
                                    registry=r)
         self.cache_bytes = Gauge("leanpremise_embedding_cache_bytes", "bytes the cached embeddings take (rows and "
                                  "keys, estimated)", registry=r)
+        self.store_hits = Counter("leanpremise_embedding_store_hits_total", "texts missing from the in-memory "
+                                  "cache found in the persistent embedding cache", registry=r)
+        self.store_misses = Counter("leanpremise_embedding_store_misses_total", "texts missing from the "
+                                    "in-memory cache and the persistent one", registry=r)
+        self.store_written = Counter("leanpremise_embedding_store_written_total", "embeddings written to the "
+                                     "persistent embedding cache", registry=r)
         self.embedded = Counter("leanpremise_embedded_texts_total", "texts run through the embedder", registry=r)
         self.batch_size = Histogram("leanpremise_embed_batch_texts", "texts per embedder call", registry=r,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))

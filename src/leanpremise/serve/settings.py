@@ -21,6 +21,7 @@ from leanpremise.bundle import FAST_VERIFY_MAX_BYTES
 
 Backend = Literal["auto", "torch", "onnx", "onnx-int8", "tei"]
 Dtype = Literal["float32", "float16", "bfloat16"]
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 _COMMENT = re.compile(r"(?:^|\s)#.*$", re.DOTALL)
 """A trailing `# comment` (a `#` at the start or after whitespace), as `.env` files carry them."""
@@ -126,6 +127,25 @@ class ServeConfig(BaseSettings):
                                                             "least recently used evicted first", ge=1)
     cache_max_bytes: int = setting(256 * 2**20, "CACHE_MAX_BYTES", "bytes the cached embeddings (and their "
                                    "hashed keys) may take; least recently used evicted first", ge=1)
+    # ---- the persistent embedding cache (docs/decisions.md: why on by default, why LMDB) -------------
+    embedding_cache_on: bool = setting(True, "EMBEDDING_CACHE_ENABLED", "keep the embeddings of states and new "
+                                       "premises in a persistent cache behind the in-memory one (LMDB on disk, "
+                                       "or Redis with EMBEDDING_CACHE_URL), so a restarted server does not embed "
+                                       "them again", flag="--no_embedding_cache")
+    embedding_cache: Path | None = setting(None, "EMBEDDING_CACHE_DIR", "directory of the persistent embedding "
+                                           "cache, an LMDB store shared by this host's server processes "
+                                           "(default: <DATA_DIR>/embeddings.lmdb; `off` or an empty flag value: "
+                                           "none)")
+    embedding_cache_max_bytes: int = setting(2 * 2**30, "EMBEDDING_CACHE_MAX_BYTES", "bytes the LMDB cache "
+                                             "file may grow to (vectors fill at most a fifth of it, the rest is "
+                                             "B-tree and copy-on-write room); oldest vectors evicted first",
+                                             ge=2**20)
+    embedding_cache_url: str | None = setting(None, "EMBEDDING_CACHE_URL", "redis://HOST:PORT/N (or rediss://, "
+                                              "unix://): keep the persistent cache in Redis, shared by replicas, "
+                                              "instead of the LMDB directory")
+    embedding_cache_ttl_s: int = setting(30 * 24 * 3600, "EMBEDDING_CACHE_TTL_S", "seconds a vector lives in "
+                                         "Redis (0: no expiry; then give Redis a maxmemory and "
+                                         "maxmemory-policy allkeys-lru)", ge=0)
     # ---- search ------------------------------------------------------------------------------------
     dtype: Dtype = setting("float32", "DTYPE", "precision the corpus embeddings are kept and ranked at: float32 "
                            "(a float16 copy is scanned, then rescored exactly), or float16/bfloat16 (only the "
@@ -145,12 +165,43 @@ class ServeConfig(BaseSettings):
                 raise PydanticUseDefault()
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _cache_dir_off(cls, data):
+        """`--embedding_cache ""` or `EMBEDDING_CACHE_DIR=off` turns the persistent cache off, as
+        `--no_embedding_cache` does (an empty environment variable counts as unset, like any other)."""
+        if isinstance(data, dict):
+            for key in ("embedding_cache", env_name("embedding_cache")):
+                value = data.get(key)
+                if isinstance(value, str) and _COMMENT.sub("", value).strip().lower() in ("", "off", "none"):
+                    data = {k: v for k, v in data.items() if k != key}
+                    data["embedding_cache_on"] = False
+        return data
+
+    @field_validator("embedding_cache_url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(REDIS_SCHEMES):
+            raise ValueError(f"expected a Redis URL ({', '.join(REDIS_SCHEMES)}...)")
+        return url
+
     @model_validator(mode="after")
     def _consistent(self) -> ServeConfig:
         if self.backend == "tei" and not self.embed_service_url:
             raise ValueError("backend tei needs EMBED_SERVICE_URL (--embed_service_url)")
         self.max_client_batch_size = min(self.max_client_batch_size, self.embed_service_max_concurrent_inputs)
         return self
+
+    def embedding_cache_location(self) -> str | None:
+        """Where the persistent embedding cache lives: the Redis URL, else the LMDB directory (by default
+        under DATA_DIR, else the leanpremise cache); None when it is off."""
+        from leanpremise.data.config import default_cache_dir
+
+        if not self.embedding_cache_on:
+            return None
+        if self.embedding_cache_url:
+            return self.embedding_cache_url
+        return str(self.embedding_cache or (self.data_dir or default_cache_dir()) / "embeddings.lmdb")
 
     def check_source(self) -> ServeConfig:
         """Raise unless the settings say what to serve: a bundle dir, or a data repo and a model on the Hub."""

@@ -1,0 +1,149 @@
+"""The server's persistent embedding cache: warm after a restart (LMDB), shared by replicas (Redis), a bad
+cache file set aside, the settings that place it or turn it off."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serve_helpers import ThreadServer, build_data_dir, metric, redis_server, service_config
+
+EMBEDDED = "leanpremise_embedded_texts_total"
+STORE_HITS = "leanpremise_embedding_store_hits_total"
+WRITTEN = "leanpremise_embedding_store_written_total"
+N_NEW = 12
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_model_dir, cache_dir, tmp_path_factory) -> Path:
+    from leanpremise.data import DataConfig
+    from leanpremise.export.exporter import ExportConfig, export_bundle
+
+    data_dir = build_data_dir(tmp_path_factory.mktemp("pcache-data") / "data")
+    out = tmp_path_factory.mktemp("pcache-bundle") / "bundle"
+    export_bundle(ExportConfig(model=str(tiny_model_dir), out=out, data=DataConfig(data_dir=data_dir,
+                               cache_dir=cache_dir), progress=False))
+    return out
+
+
+def body(tag: str) -> dict:
+    """A file's first request: its goal and N_NEW premises of its own, none of which a server has seen."""
+    new = [{"name": f"{tag}.n{i}", "decl": f"theorem {tag}.n{i} (a : Nat) : a + {i} = {i} + a"}
+           for i in range(N_NEW)]
+    return {"state": f"⊢ {tag} goal", "k": 6, "new_premises": new}
+
+
+@contextmanager
+def serving(bundle: Path, data_dir: Path, **settings):
+    srv = ThreadServer(_app(bundle, data_dir, **settings)).start()
+    try:
+        yield srv.url
+    finally:
+        srv.stop()
+
+
+def _app(bundle: Path, data_dir: Path, **settings):
+    from leanpremise.serve.app import create_app
+
+    return create_app(service_config(bundle=bundle, data_dir=data_dir, backend="torch", **settings))
+
+
+def retrieve(url: str, request: dict) -> bytes:
+    r = httpx.post(f"{url}/retrieve", json=request, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.content
+
+
+def test_a_restarted_server_answers_from_the_persistent_cache(bundle, cache_dir, tmp_path):
+    request = body("restart")
+    with serving(bundle, cache_dir, embedding_cache=tmp_path / "emb") as url:
+        first = retrieve(url, request)
+        assert metric(url, EMBEDDED) == N_NEW + 1 and metric(url, STORE_HITS) == 0
+    with serving(bundle, cache_dir, embedding_cache=tmp_path / "emb") as url:  # a fresh app: an empty LRU
+        again = retrieve(url, request)
+        assert metric(url, EMBEDDED) == 0  # neither the state nor a new premise was embedded again
+        assert metric(url, STORE_HITS) == N_NEW + 1
+    assert again == first  # bit for bit: the stored float32 rows are the embedded ones
+
+
+def test_a_garbage_cache_dir_is_set_aside_and_the_server_serves(bundle, cache_dir, tmp_path, caplog):
+    where = tmp_path / "emb"
+    where.mkdir()
+    (where / "data.mdb").write_bytes(b"not an LMDB file at all " * 400)
+    with caplog.at_level(logging.WARNING), serving(bundle, cache_dir, embedding_cache=where) as url:
+        retrieve(url, body("garbage"))
+        assert metric(url, EMBEDDED) == N_NEW + 1
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("emb.corrupt-")]
+    assert len(aside) == 1 and (aside[0] / "data.mdb").read_bytes().startswith(b"not an LMDB")
+    assert any("set aside" in r.getMessage() for r in caplog.records)
+    with serving(bundle, cache_dir, embedding_cache=where) as url:  # the fresh store kept what was embedded
+        retrieve(url, body("garbage"))
+        assert metric(url, EMBEDDED) == 0
+
+
+def test_replicas_share_embeddings_through_redis(bundle, cache_dir, tmp_path):
+    request = body("replica")
+    data_dir = tmp_path / "data"
+    with (redis_server(tmp_path) as (redis_url, _),
+          serving(bundle, data_dir, embedding_cache_url=redis_url) as a,
+          serving(bundle, data_dir, embedding_cache_url=redis_url) as b):
+        first = retrieve(a, request)
+        assert metric(a, EMBEDDED) == N_NEW + 1
+        deadline = time.monotonic() + 20
+        while metric(a, WRITTEN) < N_NEW + 1:  # written after the answer, off the request path
+            assert time.monotonic() < deadline, "replica A never wrote its embeddings to Redis"
+            time.sleep(0.02)
+        assert retrieve(b, request) == first
+        assert metric(b, EMBEDDED) == 0 and metric(b, STORE_HITS) == N_NEW + 1
+    assert not (data_dir / "embeddings.lmdb").exists()  # Redis instead of the LMDB, not beside it
+
+
+def test_cache_settings_place_it_and_turn_it_off(tmp_path, monkeypatch):
+    from leanpremise.serve.cli import register
+    from leanpremise.serve.settings import ConfigError, load_config
+
+    monkeypatch.setenv("LEANPREMISE_CACHE_DIR", str(tmp_path / "lp"))
+    for name in ("EMBEDDING_CACHE_DIR", "EMBEDDING_CACHE_URL", "EMBEDDING_CACHE_ENABLED"):
+        monkeypatch.delenv(name, raising=False)
+    assert load_config(None).embedding_cache_location() == str(tmp_path / "lp" / "embeddings.lmdb")
+    assert load_config(None, data_dir=tmp_path / "d").embedding_cache_location() == \
+        str(tmp_path / "d" / "embeddings.lmdb")
+    assert load_config(None, embedding_cache="").embedding_cache_location() is None
+    assert load_config(None, embedding_cache_on="false").embedding_cache_location() is None
+    monkeypatch.setenv("EMBEDDING_CACHE_DIR", "off")
+    assert load_config(None).embedding_cache_location() is None
+    monkeypatch.setenv("EMBEDDING_CACHE_DIR", str(tmp_path / "x"))
+    assert load_config(None).embedding_cache_location() == str(tmp_path / "x")
+    monkeypatch.setenv("EMBEDDING_CACHE_URL", "redis://10.0.0.5:6379/2")
+    assert load_config(None).embedding_cache_location() == "redis://10.0.0.5:6379/2"
+    with pytest.raises(ConfigError, match="EMBEDDING_CACHE_URL"):
+        load_config(None, embedding_cache_url="http://10.0.0.5:6379")
+
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["serve", "b", "--no_embedding_cache", "--embedding_cache_max_bytes", "1048576"])
+    assert args.embedding_cache_on is False and args.embedding_cache_max_bytes == "1048576"
+
+
+def test_one_lmdb_store_per_process_and_directory(tmp_path):
+    import numpy as np
+
+    from leanpremise.serve.embedding_store import open_embedding_store
+
+    a, b = open_embedding_store(tmp_path / "s"), open_embedding_store(tmp_path / "s")
+    assert a.shared is b.shared  # LMDB must not open one environment twice in a process
+    a.bind("m").put_many(["t"], np.ones((1, 4), np.float32))
+    a.close()
+    a.close()  # closing a handle twice releases it once: b's store stays open
+    assert b.bind("m").get_many(["t"]).keys() == {"t"}
+    b.close()
+    c = open_embedding_store(tmp_path / "s")
+    assert c.shared is not b.shared and c.bind("m").get_many(["t"]).keys() == {"t"}
+    c.close()
