@@ -92,6 +92,7 @@ def test_whole_cycle_runs_as_written_on_the_sample(tmp_path, tiny_model_dir):
     data_dir = sample_data_dir(tmp_path / "cache")
     exe = str(Path(sys.executable).parent / "leanpremise")
     ran = []
+    t0 = time.monotonic()
     for line in cycle_lines(README.read_text()):
         command = runnable(line)
         if command is None:
@@ -106,6 +107,7 @@ def test_whole_cycle_runs_as_written_on_the_sample(tmp_path, tiny_model_dir):
                                  timeout=600, check=False)
             assert out.returncode == 0, f"{line}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
         ran.append(command.split()[1])
+        print(f"{time.monotonic() - t0:7.1f} s  {line}")
     assert {"data", "train", "export-decls", "baseline", "eval-files", "export", "serve"} <= set(ran)
     assert (tmp_path / "recall.png").is_file()
     assert (tmp_path / "bundle" / "manifest.json").is_file()
