@@ -186,6 +186,7 @@ class ServerState:
                 raise ValueError(f"the model embeds in dimension {embedders[0].dim}, the index in {index.dim}")
             shared = SharedEmbedder(key, embedders, background, text_bound(embedders[0], bundle,
                                                                              cfg.chars_per_token))
+            self.embedders[key] = shared  # the next bundle of this model, loaded before activation, shares it
         bundle.embeddings = None  # the pool holds the rows (possibly at half precision)
         seconds = time.perf_counter() - t0
         logger.info("%s: loaded %d premises (%d modules; %d rows shared with other revisions), %s embedder "
@@ -202,7 +203,6 @@ class ServerState:
             shared.service = EmbeddingService(shared.embedders, self.config, metrics=self.metrics,
                                               background=shared.background)
             await shared.service.start()
-            self.embedders[shared.key] = shared
         shared.users += 1
         rev = Revision(spec, self, bundle, index, shared, seconds)
         await rev.searcher.start()
@@ -291,6 +291,9 @@ class ServerState:
             except Exception as e:
                 for rev in added.values():
                     self.retire(rev)
+                for key, shared in list(self.embedders.items()):
+                    if shared.users == 0 and shared.service is None:  # made for a bundle that failed
+                        del self.embedders[key]
                 raise ReloadFailed(f"{type(e).__name__}: {e}") from e
             finally:
                 self.loading.clear()
