@@ -29,6 +29,8 @@ def manifest(data_revision: str, created: str = "2026-01-01T00:00:00Z"):
     ("mathlib4@0123abc batteries@4567def lean4:v4.33.0", "v4.33.0"),
     ("mathlib4@0123abc lean4:v4.33.0-rc1", "v4.33.0-rc1"),
     ("v4.32.0", "v4.32.0"),
+    ("mathlib4@0123abc lean4:v4.33.0+synthetic.0", "v4.33.0"),
+    ("lean4:v4.33.0x", "lean4_v4.33.0x"),
     ("mathlib4@0123abc", "mathlib4_0123abc"),
 ])
 def test_tag_is_the_lean_version_else_the_revision_slug(revision, tag):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from leanpremise.bundle import MANIFEST, BundleError, Manifest, revision_slug
 
-LEAN_VERSION = re.compile(r"(?:^|[\s@:/])(?:lean4?[:@/ ]?)?v(\d+)\.(\d+)\.(\d+)(?:-rc(\d+))?(?=$|[\s,;)])",
+LEAN_VERSION = re.compile(r"(?:^|[\s@:/])(?:lean4?[:@/ ]?)?v(\d+)\.(\d+)\.(\d+)(?:-rc(\d+))?(?=$|[\s,;)+])",
                           re.IGNORECASE)
 """`lean4:v4.33.0`, `lean4@v4.33.0-rc1`, or a revision that is just `v4.33.0`."""
 TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
