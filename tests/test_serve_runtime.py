@@ -259,7 +259,7 @@ def test_serve_flags_come_from_the_settings_with_env_names_and_defaults():
     assert "--max_queries_per_search INT" in text and "--dtype {float32,float16,bfloat16}" in text
     assert "--no_verify" in text and "--max_concurrent_inputs INT" in text
     args = parser.parse_args(["serve", "/some/bundle", "--max_k", "5", "--no_verify"])
-    assert (args.bundle, args.max_k, args.verify, args.lru_cache_size) == ("/some/bundle", "5", False, None)
+    assert (args.bundle, args.max_k, args.verify, args.lru_cache_size) == (["/some/bundle"], "5", False, None)
 
 
 def test_serve_with_a_bad_bundle_or_setting_ends_in_one_line_before_uvicorn_starts(tmp_path):

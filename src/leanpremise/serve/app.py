@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -43,8 +44,66 @@ class NotReady(Exception):
     """A Lean route was called before loading finished (or after it failed)."""
 
 
+class Revision:
+    """One bundle served at /<tag>/ (and at / when it is the default): what the Lean routes read. Its
+    embedding service is shared with every revision of the same model; its rows live in that model's pool."""
+
+    def __init__(self, spec, server: ServerState, bundle, index, shared: SharedEmbedder, load_seconds: float):
+        self.spec, self.tag, self.server = spec, spec.tag, server
+        self.config = server.config
+        self.candidate_mask_pool = server.candidate_mask_pool
+        self.bundle, self.index, self.shared = bundle, index, shared
+        self.service: EmbeddingService = shared.service
+        self.max_text_chars = shared.max_text_chars
+        self.indexed_premises_json = orjson.dumps(index.indexed_premises)
+        self.indexed_modules_json = orjson.dumps(index.indexed_modules)
+        self.load_seconds = load_seconds
+        self.searcher = SearchBatcher(index, server.search_executor, server.config.max_queries_per_search,
+                                      server.metrics)
+        self.active = 0
+        """Requests using this revision now; a retired revision is closed when it reaches 0."""
+        self.retired = False
+        self.closed = False
+
+    def describe(self, default: bool) -> dict:
+        m = self.bundle.manifest
+        return {"tag": self.tag, "revision": m.data_revision or m.revision, "premises": self.index.size,
+                "modules": len(self.index.indexed_modules), "model": m.model_name,
+                "model_identity": self.shared.key, "bundle": str(self.spec.path) if self.spec.path else None,
+                "default": default, "state": "retiring" if self.retired else "loaded",
+                "rows_shared": int(getattr(self.index.searcher, "reused", 0))}
+
+
+class SharedEmbedder:
+    """The embedding service (workers and cache) of one model identity, and the revisions using it."""
+
+    def __init__(self, key: str, embedders, background, max_text_chars: int):
+        self.key, self.embedders, self.background = key, embedders, background
+        self.max_text_chars = max_text_chars
+        self.service: EmbeddingService | None = None
+        self.users = 0
+
+
+class RevisionTable:
+    """The revisions served, swapped whole on reload (one attribute assignment, so a request sees the old
+    table or the new one, never a mixture)."""
+
+    def __init__(self, revisions: dict[str, Revision], default: str | None):
+        self.revisions, self.default = revisions, default
+
+    def pick(self, path: str) -> tuple[Revision | None, str]:
+        """(the revision a request path addresses, the path without its tag)."""
+        first, _, rest = path.lstrip("/").partition("/")
+        rev = self.revisions.get(first)
+        if rev is not None:
+            return rev, "/" + rest
+        return self.revisions.get(self.default), path
+
+
 class ServerState:
-    """What loading produces; `ready` flips once index, model and embedding service exist."""
+    """The server: settings, metrics, the table of revisions; `ready` flips once the first table exists.
+
+    The attributes of one revision (`index`, `service`, `bundle`, ...) read the default revision's."""
 
     def __init__(self, config: ServeConfig):
         self.config = config
@@ -52,79 +111,240 @@ class ServerState:
         self.ready = False
         self.error: str | None = None
         self.on_load_failed = None
-        self.index = None
-        self.service: EmbeddingService | None = None
-        self.bundle = None
-        self.indexed_premises_json = b"[]"
-        self.indexed_modules_json = b"[]"
-        self.load_seconds = 0.0
+        self.table = RevisionTable({}, None)
+        self.embedders: dict[str, SharedEmbedder] = {}
+        self.pools: dict[str, object] = {}
+        self.loading: list[str] = []
         self.request_model = request_model(config)
-        self.max_text_chars = 512 * config.chars_per_token
-        """States and decls are cut to this many characters before tokenising (set from the model)."""
         self.candidate_mask_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="candidates")
         self.search_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
-        self.searcher: SearchBatcher | None = None
+        self._reload_lock: asyncio.Lock | None = None
+        self._search_threads: int | None = None
+
+    # ---- the default revision, as the single-bundle server had it ----------------------------------
+
+    @property
+    def default(self) -> Revision | None:
+        return self.table.revisions.get(self.table.default)
+
+    def _of_default(name: str):  # a property factory, used in the class body only
+        return property(lambda self: getattr(self.default, name, None))
+
+    index = _of_default("index")
+    service = _of_default("service")
+    bundle = _of_default("bundle")
+    searcher = _of_default("searcher")
+    indexed_premises_json = _of_default("indexed_premises_json")
+    indexed_modules_json = _of_default("indexed_modules_json")
+    load_seconds = _of_default("load_seconds")
+    max_text_chars = _of_default("max_text_chars")
+
+    # ---- loading ---------------------------------------------------------------------------------
+
+    def plan(self):
+        """(the bundles to serve, tagged; the default tag): the settings' bundle list, read now."""
+        from leanpremise.serve.revisions import BundleSpec, plan_revisions
+
+        if self.config.bundle is None:  # from the Hub: one revision, read once
+            return [BundleSpec(path=None, manifest=None, tag="hub")], "hub"
+        return plan_revisions(self.config)
 
     def load(self):
-        """Blocking: bundle (or hub download), index, embedder."""
+        """Blocking: the bundle list, then each bundle (index, embedder); returns what `start` activates."""
+        specs, default = self.plan()
+        return [self.load_one(spec) for spec in specs], default
+
+    def load_one(self, spec):
+        """Blocking: one bundle, its rows added to its model's pool, its model's embedders made unless a
+        revision of the same model already has them."""
+        from leanpremise.model_identity import model_identity
         from leanpremise.serve.embedders import make_embedders
         from leanpremise.serve.index import PremiseIndex
         from leanpremise.serve.loader import load_bundle, load_from_hub
+        from leanpremise.serve.revisions import BundleSpec, derived_tag
+        from leanpremise.serve.row_pool import RowPool
 
         cfg = self.config
         t0 = time.perf_counter()
-        if cfg.bundle is not None:
-            bundle = load_bundle(cfg.bundle, cfg.data_dir, verify=cfg.verify, fast=cfg.fast_verify)
+        if spec.path is not None:
+            bundle = load_bundle(spec.path, cfg.data_dir, verify=cfg.verify, fast=cfg.fast_verify)
         else:
             bundle = load_from_hub(cfg.data_repo, cfg.data_revision, cfg.model_id, cfg.model_revision, cfg.data_dir,
                                    verify=cfg.verify, fast=cfg.fast_verify)
-        search_threads = limit_blas_threads(cfg.search_threads)
-        index = PremiseIndex(bundle.corpus, bundle.embeddings, cfg.dtype, search_threads)
-        limit_torch_threads(cfg, search_threads)
-        embedders, background = make_embedders(cfg, bundle)
-        bundle.embeddings = None  # the index holds its own (possibly half-precision) copy
-        self.max_text_chars = text_bound(embedders[0], bundle, cfg.chars_per_token)
-        if embedders[0].dim != index.dim:
-            raise ValueError(f"the model embeds in dimension {embedders[0].dim}, the index in {index.dim}")
-        self.bundle, self.index = bundle, index
-        self.indexed_premises_json = orjson.dumps(index.indexed_premises)
-        self.indexed_modules_json = orjson.dumps(index.indexed_modules)
-        self.load_seconds = time.perf_counter() - t0
-        logger.info("loaded %d premises (%d modules), %s embedder x%d%s, in %.1fs", index.size,
-                    len(index.indexed_modules), embedders[0].name, len(embedders),
-                    " + 1 in the background" if background is not None else "", self.load_seconds)
-        return embedders, background
+            spec = BundleSpec(path=None, manifest=bundle.manifest, tag=derived_tag(bundle.manifest))
+        if self._search_threads is None:
+            self._search_threads = limit_blas_threads(cfg.search_threads)
+        key = getattr(bundle.manifest, "model_identity", None) or model_identity(bundle.model_dir)
+        pool = self.pools.setdefault(key, RowPool(cfg.dtype, self._search_threads))
+        rows = pool.add(bundle.embeddings)
+        index = PremiseIndex(bundle.corpus, None, cfg.dtype, self._search_threads, rows=rows)
+        shared = self.embedders.get(key)
+        if shared is None:
+            limit_torch_threads(cfg, self._search_threads)
+            embedders, background = make_embedders(cfg, bundle)
+            if embedders[0].dim != index.dim:
+                rows.release()
+                raise ValueError(f"the model embeds in dimension {embedders[0].dim}, the index in {index.dim}")
+            shared = SharedEmbedder(key, embedders, background, text_bound(embedders[0], bundle,
+                                                                             cfg.chars_per_token))
+            self.embedders[key] = shared  # the next bundle of this model, loaded before activation, shares it
+        bundle.embeddings = None  # the pool holds the rows (possibly at half precision)
+        seconds = time.perf_counter() - t0
+        logger.info("%s: loaded %d premises (%d modules; %d rows shared with other revisions), %s embedder "
+                    "x%d%s, in %.1fs", spec.tag, index.size, len(index.indexed_modules), rows.reused,
+                    shared.embedders[0].name, len(shared.embedders),
+                    " + 1 in the background" if shared.background is not None else "", seconds)
+        return spec, bundle, index, shared, seconds
+
+    async def activate(self, loaded) -> Revision:
+        """A loaded bundle made servable: its model's embedding service started (once per model), its
+        search worker started."""
+        spec, bundle, index, shared, seconds = loaded
+        if shared.service is None:
+            store = await asyncio.get_running_loop().run_in_executor(None, open_server_store, self.config, bundle,
+                                                                     shared.embedders[0])
+            shared.service = EmbeddingService(shared.embedders, self.config, metrics=self.metrics,
+                                              background=shared.background, store=store)
+            await shared.service.start()
+        shared.users += 1
+        rev = Revision(spec, self, bundle, index, shared, seconds)
+        await rev.searcher.start()
+        return rev
+
+    def swap(self, revisions: dict[str, Revision], default: str) -> RevisionTable:
+        """Serve `revisions` from now on; revisions of the old table not in it close once idle."""
+        old, self.table = self.table, RevisionTable(revisions, default)
+        for tag, rev in old.revisions.items():
+            if revisions.get(tag) is not rev:
+                self.retire(rev)
+        metrics = self.metrics
+        metrics.indexed.set(self.index.size)
+        metrics.load_seconds.set(self.load_seconds)
+        return old
+
+    def retire(self, rev: Revision) -> None:
+        rev.retired = True
+        if rev.active == 0:
+            asyncio.get_running_loop().create_task(self.close(rev))
+
+    def release(self, rev: Revision) -> None:
+        """A request on `rev` finished; the last one on a retired revision closes it."""
+        rev.active -= 1
+        if rev.retired and rev.active == 0:
+            asyncio.get_running_loop().create_task(self.close(rev))
+
+    async def close(self, rev: Revision) -> None:
+        """Stop a retired revision's search worker, give back its pool rows and, if it was the last
+        revision of its model, the model's embedding service."""
+        if rev.closed:
+            return
+        rev.closed = True
+        await rev.searcher.stop()
+        rev.index.searcher.release()
+        shared = rev.shared
+        shared.users -= 1
+        if shared.users == 0 and self.embedders.get(shared.key) is shared:
+            del self.embedders[shared.key]
+            self.pools.pop(shared.key, None)
+            await shared.service.stop()
+        logger.info("%s: revision dropped", rev.tag)
 
     async def start(self) -> None:
         """Load off the event loop, then start the embedding and search workers; a failure is kept for
         /health and handed to `on_load_failed` (the CLI stops uvicorn)."""
-        cfg, metrics = self.config, self.metrics
+        self._reload_lock = asyncio.Lock()
         try:
-            embedders, background = await asyncio.get_running_loop().run_in_executor(None, self.load)
-            store = await asyncio.get_running_loop().run_in_executor(None, open_server_store, cfg, self.bundle,
-                                                                     embedders[0])
-            service = EmbeddingService(embedders, cfg, metrics=metrics, background=background, store=store)
-            searcher = SearchBatcher(self.index, self.search_executor, cfg.max_queries_per_search, metrics)
-            await service.start()
-            await searcher.start()
-            self.service, self.searcher = service, searcher
+            loaded, default = await asyncio.get_running_loop().run_in_executor(None, self.load)
+            revisions = {}
+            for item in loaded:
+                rev = await self.activate(item)
+                revisions[rev.tag] = rev
+            if default not in revisions:  # the Hub's single revision gets its tag once loaded
+                default = next(iter(revisions))
+            self.swap(revisions, default)
             self.ready = True
-            metrics.ready.set(1)
-            metrics.load_seconds.set(self.load_seconds)
-            metrics.indexed.set(self.index.size)
+            self.metrics.ready.set(1)
         except Exception as e:  # noqa: BLE001 - reported on /health and to the launcher
             self.error = f"{type(e).__name__}: {e}"
             logger.error("loading failed: %s", self.error)
             if self.on_load_failed is not None:
                 self.on_load_failed(e)
 
+    async def reload(self) -> RevisionTable:
+        """Re-read the bundle list; load new and changed bundles in the background (the old table serves
+        meanwhile), then swap. A failure leaves the old table serving and is raised."""
+        if not self.ready or self.config.bundle is None:
+            raise ReloadFailed("nothing to reload: the server is still loading, or serves from the Hub")
+        loop = asyncio.get_running_loop()
+        async with self._reload_lock:
+            try:
+                specs, default = await loop.run_in_executor(None, self.plan)
+            except Exception as e:
+                raise ReloadFailed(f"{type(e).__name__}: {e}") from e
+            current = self.table.revisions
+            kept = {s.tag: current[s.tag] for s in specs
+                    if s.tag in current and s.same_bundle(current[s.tag].spec)}
+            added: dict[str, Revision] = {}
+            try:
+                for spec in specs:
+                    if spec.tag not in kept:
+                        self.loading.append(spec.tag)
+                        loaded = await loop.run_in_executor(None, self.load_one, spec)
+                        added[spec.tag] = await self.activate(loaded)
+            except Exception as e:
+                for rev in added.values():
+                    self.retire(rev)
+                for key, shared in list(self.embedders.items()):
+                    if shared.users == 0 and shared.service is None:  # made for a bundle that failed
+                        del self.embedders[key]
+                raise ReloadFailed(f"{type(e).__name__}: {e}") from e
+            finally:
+                self.loading.clear()
+            self.swap({s.tag: kept.get(s.tag) or added[s.tag] for s in specs}, default)
+            logger.info("reloaded: serving %s (default %s); %d loaded, %d kept", ", ".join(self.table.revisions),
+                        default, len(added), len(kept))
+            return self.table
+
     async def stop(self) -> None:
-        if self.service is not None:
-            await self.service.stop()
-        if self.searcher is not None:
-            await self.searcher.stop()
+        for rev in list(self.table.revisions.values()):
+            await rev.searcher.stop()
+        for shared in list(self.embedders.values()):
+            if shared.service is not None:
+                await shared.service.stop()
         self.candidate_mask_pool.shutdown(wait=False, cancel_futures=True)
         self.search_executor.shutdown(wait=False, cancel_futures=True)
+
+
+class ReloadFailed(Exception):
+    """A reload could not read the bundle list or load a bundle; the revisions served stay as they were."""
+
+
+class RevisionRouter:
+    """ASGI middleware (outermost): picks the revision a request addresses (`/<tag>/...`, else the
+    default), strips the tag from the path, and holds the revision until the response is sent, so a swap
+    never takes a revision from under a request."""
+
+    def __init__(self, app, state: ServerState):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        rev, path = self.state.table.pick(scope.get("path", ""))
+        if path != scope.get("path"):
+            scope = {**scope, "path": path, "raw_path": path.encode()}
+        scope[REVISION_KEY] = rev
+        if rev is None:
+            return await self.app(scope, receive, send)
+        rev.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.state.release(rev)
+
+
+REVISION_KEY = "leanpremise.revision"
+"""The scope key of the revision a request addresses."""
 
 
 def create_app(config: ServeConfig, on_load_failed=None, preloaded: ServerState | None = None) -> FastAPI:
@@ -137,6 +357,7 @@ def create_app(config: ServeConfig, on_load_failed=None, preloaded: ServerState 
                   redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
     app.state.server = state
     app.add_middleware(RequestGuard, state=state, routes=ROUTES)
+    app.add_middleware(RevisionRouter, state=state)  # added last: outermost, so the guard sees /retrieve
     app.add_exception_handler(NotReady, not_ready)
     app.add_exception_handler(Overloaded, overloaded)
     app.add_exception_handler(EmbeddingFailed, embedding_failed)
@@ -182,21 +403,46 @@ def text_bound(embedder, bundle, chars_per_token: int) -> int:
 async def lifespan(app: FastAPI):
     state: ServerState = app.state.server
     task = asyncio.create_task(state.start())
+    hup = watch_sighup(state)
     yield
+    if hup:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
     task.cancel()
     await state.stop()
+
+
+def watch_sighup(state: ServerState) -> bool:
+    """SIGHUP reloads the bundle list (the event loop must run in the main thread, as under the CLI; a
+    server run in a thread, as in tests, has no signal handler and reloads by its admin route)."""
+    if not hasattr(signal, "SIGHUP"):
+        return False
+
+    def on_hup():
+        task = asyncio.ensure_future(state.reload())
+        task.add_done_callback(_log_reload)
+
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hup)
+    except (RuntimeError, ValueError, NotImplementedError):
+        return False
+    return True
+
+
+def _log_reload(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("reload failed, still serving the revisions loaded before: %s", task.exception())
 
 
 def server_state(request: Request) -> ServerState:
     return request.app.state.server
 
 
-def ready_state(request: Request) -> ServerState:
-    """The server state, or NotReady (503) while loading or after loading failed."""
-    state = request.app.state.server
-    if not state.ready:
+def ready_state(request: Request) -> Revision:
+    """The revision the request addresses, or NotReady (503) while loading or after loading failed."""
+    rev = request.scope.get(REVISION_KEY)
+    if rev is None or not request.app.state.server.ready:
         raise NotReady()
-    return state
+    return rev
 
 
 # ---- the routes -----------------------------------------------------------------------------------
@@ -207,10 +453,12 @@ router = APIRouter()
 @router.get("/health")
 async def health(request: Request):
     state = server_state(request)
-    if state.ready:
-        return {"status": "ok", "premises": state.index.size, "modules": len(state.index.indexed_modules),
-                "backend": state.service.embedder.name, "embed_workers": len(state.service.embedders),
-                "load_seconds": round(state.load_seconds, 2), "revision": state.bundle.manifest.revision}
+    rev = request.scope.get(REVISION_KEY)
+    if state.ready and rev is not None:
+        return {"status": "ok", "premises": rev.index.size, "modules": len(rev.index.indexed_modules),
+                "backend": rev.service.embedder.name, "embed_workers": len(rev.service.embedders),
+                "load_seconds": round(rev.load_seconds, 2), "revision": rev.bundle.manifest.revision,
+                "tag": rev.tag}
     return JSONResponse({"status": "failed" if state.error else "loading", "error": state.error},
                         status_code=503, headers={"Retry-After": "5"})
 
@@ -218,9 +466,10 @@ async def health(request: Request):
 @router.get("/metrics")
 async def prometheus(request: Request):
     state = server_state(request)
-    if state.service is not None:
-        state.metrics.cache_entries.set(len(state.service.cache))
-        state.metrics.cache_bytes.set(state.service.cache.nbytes)
+    services = [s.service for s in state.embedders.values() if s.service is not None]
+    if services:
+        state.metrics.cache_entries.set(sum(len(s.cache) for s in services))
+        state.metrics.cache_bytes.set(sum(s.cache.nbytes for s in services))
     body, ctype = state.metrics.render()
     return Response(body, media_type=ctype)
 
@@ -248,6 +497,39 @@ async def retrieve(request: Request):
     body = state.request_model.model_validate_json(await request.body())
     result = await retrieve_request.answer(ready_state(request), body)
     return Response(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+
+@router.get("/revisions")
+async def revisions(request: Request):
+    """Every revision served (tag, data revision, premises, model, default flag, state), and any being
+    loaded by a reload."""
+    state = server_state(request)
+    table = state.table
+    out = [rev.describe(tag == table.default) for tag, rev in table.revisions.items()]
+    out += [{"tag": tag, "state": "loading", "default": False} for tag in list(state.loading)
+            if tag not in table.revisions]
+    if not state.ready:
+        out.append({"tag": None, "state": "failed" if state.error else "loading", "default": False})
+    return out
+
+
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+@router.post("/admin/reload")
+async def admin_reload(request: Request):
+    """Reload as SIGHUP does, answering when the new table serves; only with ADMIN_RELOAD on, and only
+    to a loopback client (404 otherwise, so the route's existence is not advertised)."""
+    state = server_state(request)
+    client = request.client.host if request.client else ""
+    if not state.config.admin_reload or not (client in LOOPBACK or client.startswith("127.")):
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
+    try:
+        await state.reload()
+    except ReloadFailed as e:
+        return JSONResponse({"detail": f"reload failed, still serving the revisions loaded before: {e}"},
+                            status_code=500)
+    return await revisions(request)
 
 
 ROUTES = frozenset(route.path for route in router.routes)

@@ -1,4 +1,5 @@
-"""`leanpremise serve BUNDLE` (or `--from_hub DATA_REPO@REV MODEL_REPO@REV`): run the premise server.
+"""`leanpremise serve BUNDLE [BUNDLE ...]` (or `--from_hub DATA_REPO@REV MODEL_REPO@REV`): run the premise
+server; several bundles (or a directory of them) are served side by side, each at /<tag>/.
 
 Every flag but `--from_hub` is generated from a field of `ServeConfig` (serve/settings.py), so its name,
 type, default, environment variable and help are written once, there.
@@ -50,7 +51,10 @@ def add_setting_flags(parser: argparse.ArgumentParser, model: type[ServeConfig])
             parser.add_argument(flag, dest=name, action="store_const", const=not field.default, default=None,
                                 help=text)
         elif not flag.startswith("-"):
-            parser.add_argument(name, nargs="?", default=None, metavar=flag.upper(), help=text)
+            # The bundle positional takes several bundles: the first is BUNDLE_DIR, the rest BUNDLE_DIRS.
+            parser.add_argument(name, nargs="*", default=None, metavar=flag.upper(), help=text)
+        elif typing.get_origin(kind) is list:
+            parser.add_argument(flag, dest=name, action="append", default=None, metavar="TEXT", help=text)
         else:
             parser.add_argument(flag, dest=name, default=None, metavar=_metavar(kind), help=text)
 
@@ -75,6 +79,11 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     from leanpremise.serve.settings import load_config
 
     flags = {name: getattr(args, name) for name in ServeConfig.model_fields if hasattr(args, name)}
+    positional = flags.get("bundle")
+    if isinstance(positional, list):
+        flags["bundle"] = positional[0] if positional else None
+        if len(positional) > 1:
+            flags["bundles"] = positional[1:]
     if args.from_hub:
         (data_repo, data_rev), (model_id, model_rev) = map(parse_repo_at, args.from_hub)
         flags.update(data_repo=data_repo, data_revision=data_rev, model_id=model_id, model_revision=model_rev)
@@ -83,7 +92,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
 
 def run(args: argparse.Namespace) -> int:
     from leanpremise.bundle import BundleError
-    from leanpremise.serve.loader import check_bundle
+    from leanpremise.serve.revisions import plan_revisions
     from leanpremise.serve.settings import ConfigError
 
     if not getattr(args, "verbose", False):
@@ -92,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
         if config.bundle is not None:
-            check_bundle(config.bundle)  # a bundle that cannot load ends here, before uvicorn says it runs
+            # A bundle that cannot load, or a bad tag, ends here, before uvicorn says it runs.
+            plan_revisions(config)
     except (ConfigError, BundleError) as e:
         logger.error("%s", e)
         return 2

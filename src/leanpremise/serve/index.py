@@ -33,14 +33,18 @@ class Candidates:
 
 
 class PremiseIndex:
-    def __init__(self, corpus: Corpus, embeddings: np.ndarray, dtype: str = "float32", search_threads: int = 1):
-        if embeddings.shape[0] != len(corpus):
-            raise ValueError(f"{embeddings.shape[0]} embeddings for {len(corpus)} premises")
+    def __init__(self, corpus: Corpus, embeddings: np.ndarray | None, dtype: str = "float32",
+                 search_threads: int = 1, rows=None):
+        """`rows`: the premises' rows already held elsewhere (a `PooledRows` view shared with other
+        revisions, serve/row_pool.py), searched instead of an own copy of `embeddings`."""
+        size = rows.size if rows is not None else embeddings.shape[0]
+        if size != len(corpus):
+            raise ValueError(f"{size} embeddings for {len(corpus)} premises")
         self.corpus = corpus
         self.size = len(corpus)
-        self.dim = int(embeddings.shape[1])
         self.dtype = dtype
-        self.searcher = ExactSearcher(embeddings, dtype, search_threads)
+        self.searcher = rows if rows is not None else ExactSearcher(embeddings, dtype, search_threads)
+        self.dim = int(self.searcher.dim)
         self.names = np.asarray(corpus.names, dtype=object)
         self.indexed_premises: list[str] = list(corpus.unfiltered_names)
         self.indexed_modules: list[str] = list(corpus.modules)

@@ -45,7 +45,19 @@ class ServeConfig(BaseSettings):
                                       validate_by_name=True, validate_by_alias=True)
 
     # ---- what to serve -----------------------------------------------------------------------------
-    bundle: Path | None = setting(None, "BUNDLE_DIR", "bundle dir written by `leanpremise export`", flag="bundle")
+    bundle: Path | None = setting(None, "BUNDLE_DIR", "bundle dir written by `leanpremise export`, or a "
+                                  "directory of bundles (one revision each)", flag="bundle")
+    bundles: list[Path] = setting([], "BUNDLE_DIRS", "more bundle dirs (or directories of bundles) served "
+                                  "beside BUNDLE_DIR, each at /<tag>/ (a JSON list; on the command line: "
+                                  "more positional arguments)", cli=False)
+    tags: list[str] = setting([], "REVISION_TAGS", "serve a bundle under a tag of your choice: BUNDLE=TAG, "
+                              "BUNDLE a bundle path or the tag it would get (repeatable; env: a JSON list)",
+                              flag="--tag")
+    default_revision: str | None = setting(None, "DEFAULT_REVISION", "tag of the revision `/` serves "
+                                           "(default: the newest Lean version, then the latest export)",
+                                           flag="--default")
+    admin_reload: bool = setting(False, "ADMIN_RELOAD", "accept POST /admin/reload (re-read the bundle list, "
+                                 "as SIGHUP does) from loopback clients", flag="--admin_reload")
     data_repo: str | None = setting(None, "DATA_REPO", "dataset repo holding premises.tar.gz and embeddings/",
                                     cli=False)
     data_revision: str | None = setting(None, "DATA_REVISION", "revision of DATA_REPO", cli=False)
@@ -205,6 +217,8 @@ class ServeConfig(BaseSettings):
 
     def check_source(self) -> ServeConfig:
         """Raise unless the settings say what to serve: a bundle dir, or a data repo and a model on the Hub."""
+        if self.bundle is None and self.bundles:
+            self.bundle, self.bundles = self.bundles[0], self.bundles[1:]
         if self.bundle is None and not (self.data_repo and self.model_id):
             raise ConfigError("give a bundle dir (BUNDLE_DIR) or --from_hub DATA_REPO@REV MODEL_REPO@REV")
         return self
