@@ -160,8 +160,9 @@ class Client:
     """One simulated user: a file (module), its imports and locals, and 50 mostly repeating new premises."""
 
     def __init__(self, corpus, modules: np.ndarray, seed: int, n_new: int, fresh_share: float,
-                 repeat_share: float = 0.2):
+                 repeat_share: float = 0.2, k: int = 100):
         self.corpus, self.modules, self.n_new, self.fresh_share = corpus, modules, n_new, fresh_share
+        self.k = k
         self.repeat_share = repeat_share
         self.rng = np.random.default_rng(seed)
         self.seed = seed
@@ -212,7 +213,7 @@ class Client:
         local = self.corpus.source_index[self.ids[:cursor]].tolist()
         state, repeated = self._state()
         body = {"state": state, "local_premises": local, "imported_modules": self.imported,
-                "new_premises": list(self.new), "k": 32, "caller_in_module_system": False,
+                "new_premises": list(self.new), "k": self.k, "caller_in_module_system": False,
                 "imported_all_modules": []}
         self.sent_in_file += 1
         return body, cached, repeated
@@ -349,6 +350,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--k", type=int, default=100, help="premises asked per request (LeanHammer asks for 100)")
     ap.add_argument("--new_premises", type=int, default=50)
     ap.add_argument("--fresh_share", type=float, default=0.1, help="share of requests bringing 3 unseen new premises")
     ap.add_argument("--repeat_share", type=float, default=0.2,
@@ -384,7 +386,7 @@ def main() -> None:
 
         health = httpx.get(f"{server.url}/health").json()
         loadavg = os.getloadavg()
-        clients = [Client(corpus, mathlib, seed, args.new_premises, args.fresh_share, args.repeat_share)
+        clients = [Client(corpus, mathlib, seed, args.new_premises, args.fresh_share, args.repeat_share, args.k)
                    for seed in range(args.clients)]
         result = run_load(server.url, clients, args.duration, server.proc.pid)
         server.stop()
@@ -394,6 +396,7 @@ def main() -> None:
     write_result(args.name or "serve_load", {
         "bundle": str(args.bundle), "corpus_embeddings": kind, "premises": health["premises"],
         "modules": health["modules"], "backend": health["backend"], "dtype": args.dtype, "clients": args.clients,
+        "k": args.k,
         "new_premises_per_request": args.new_premises, "fresh_share": args.fresh_share,
         "repeat_share": args.repeat_share,
         "startup_cold_s": startup_cold, "startup_warm_s": round(startup_warm, 1),
