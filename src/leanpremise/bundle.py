@@ -10,6 +10,8 @@ bundle").
         onnx/model_qint8.onnx           optional int8 dynamic quantisation
       premises.tar.gz                   revision, Modules.jsonl, HammerBlacklist.jsonl, Declarations/, Imports/
       embeddings/<model>-<revision>.npy one normalised float32 row per corpus premise, corpus order
+      embeddings/<model>-<revision>.texts-sha256.npy
+                                        sha256 of each row's embedded text (prompt included), uint8 (n, 32)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ MANIFEST = "manifest.json"
 MODEL_DIR = "model"
 PREMISES_ARCHIVE = "premises.tar.gz"
 EMBEDDINGS_DIR = "embeddings"
+TEXT_HASHES_SUFFIX = ".texts-sha256.npy"
 ONNX_DIR = "onnx"
 """Under MODEL_DIR: the ONNX graphs."""
 ONNX_FILE = "model.onnx"
@@ -59,6 +62,11 @@ def embeddings_file_name(model_name: str, revision: str) -> str:
     return f"{EMBEDDINGS_DIR}/{model_name}-{revision}.npy"
 
 
+def text_hashes_file_name(embeddings_rel: str) -> str:
+    """The text-hash array beside an embeddings file: `<same stem>.texts-sha256.npy`."""
+    return embeddings_rel.removesuffix(".npy") + TEXT_HASHES_SUFFIX
+
+
 def bundle_path_problem(rel: str) -> str | None:
     """Why `rel` cannot name a file inside a bundle (absolute, `..`, empty parts, a backslash), or None.
 
@@ -86,6 +94,21 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+class ReuseRecord(BaseModel):
+    """How an export with `--reuse` got its rows: copied from older bundles, or embedded anew."""
+
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
+
+    sources: list[str] = Field(default_factory=list)
+    """The bundles given to `--reuse`, as given."""
+    reused: int = 0
+    """Rows copied (bit for bit) from a source embedded by the same model."""
+    embedded: int = 0
+    """Rows whose embedded text no source held, embedded by this export."""
+    other_model: list[str] = Field(default_factory=list)
+    """Sources embedded by another model (by content identity), from which nothing was reused."""
 
 
 class Manifest(BaseModel):
@@ -119,8 +142,16 @@ class Manifest(BaseModel):
     """sha256 of every file in the bundle except the manifest, keyed by relative path: the bundle's files."""
     sizes: dict[str, int] = Field(default_factory=dict)
     """Byte size of every file in `checksums` (format 2; a format-1 manifest has none)."""
+    model_identity: str = ""
+    """`leanpremise.model_identity.model_identity` of `model/` (empty in bundles written before it was
+    recorded): lets a server or `export --reuse` compare models without hashing weights."""
+    text_hashes: str | None = None
+    """Path of the per-row sha256 of the embedded texts (prompt included), a listed file; None in older
+    bundles."""
+    reuse: ReuseRecord | None = None
+    """Set by `export --reuse`: the sources and how many rows were reused and embedded."""
 
-    @field_validator("embeddings", "onnx", "onnx_int8")
+    @field_validator("embeddings", "onnx", "onnx_int8", "text_hashes")
     @classmethod
     def _check_path(cls, rel: str | None) -> str | None:
         """A named part stays inside the bundle."""
@@ -141,7 +172,7 @@ class Manifest(BaseModel):
             odd = min(self.sizes.keys() ^ self.checksums.keys())
             raise ValueError(f"`sizes` and `checksums` list different files ({odd!r} is in one only)")
         if self.checksums:
-            for name in ("embeddings", "onnx", "onnx_int8"):
+            for name in ("embeddings", "onnx", "onnx_int8", "text_hashes"):
                 rel = getattr(self, name)
                 if rel is not None and rel not in self.checksums:
                     raise ValueError(f"`{name}` {rel!r} is not among the files listed in `checksums`")

@@ -28,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--int8", action="store_true", help="also write an int8 dynamically quantised ONNX model")
     p.add_argument("--corpus_embeddings", type=Path, default=None,
                    help=".npy of pre-computed corpus embeddings (corpus order) to reuse instead of encoding")
+    p.add_argument("--reuse", type=Path, nargs="+", default=[], metavar="OLD_BUNDLE",
+                   help="older bundles: copy their rows where the same model (by content identity) embedded "
+                        "the same text, embed only the others; a bundle of another model reuses nothing")
     p.add_argument("--model_name", default=None, help="MODEL_NAME in the embeddings file name (default: model dir name)")
     p.add_argument("--revision", default=None,
                    help="branch/file-name revision (default: the data dir's revision file, made ref-safe)")
@@ -64,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
     if args.model is None and not args.push:
         logger.error("--model is required (only `--push` of an existing bundle may omit it)")
         return 2
+    if args.reuse and args.corpus_embeddings is not None:
+        logger.error("--reuse and --corpus_embeddings exclude each other (both say where the rows come from)")
+        return 2
     if args.model is not None and (why := missing_model_dir(args.model)):
         raise FileNotFoundError(why)  # printed as one line by the top-level CLI
     try:
@@ -74,11 +80,14 @@ def run(args: argparse.Namespace) -> int:
                                int8=args.int8, corpus_embeddings=args.corpus_embeddings,
                                model_name=args.model_name, batch_size=args.batch_size,
                                chunk_size=args.chunk_size, device=args.device,
-                               revision=args.revision)
+                               revision=args.revision, reuse=list(args.reuse))
             manifest = export_bundle(cfg)
-            print(json.dumps({"bundle": str(args.out), "model_name": manifest.model_name,
-                              "revision": manifest.revision, "premises": manifest.premise_count,
-                              "dimension": manifest.dimension}))
+            summary = {"bundle": str(args.out), "model_name": manifest.model_name,
+                       "revision": manifest.revision, "premises": manifest.premise_count,
+                       "dimension": manifest.dimension}
+            if manifest.reuse is not None:
+                summary |= {"reused": manifest.reuse.reused, "embedded": manifest.reuse.embedded}
+            print(json.dumps(summary))
         if args.push:
             from leanpremise.export.publish import publish_bundle
 

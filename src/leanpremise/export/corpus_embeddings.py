@@ -37,7 +37,7 @@ def texts_fingerprint(texts: list[str]) -> str:
     return h.hexdigest()
 
 
-def _npy_bytes(arr: np.ndarray) -> bytes:
+def npy_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
     return buf.getvalue()
@@ -88,7 +88,7 @@ def encode_in_chunks(encode, texts: list[str], chunk_dir: Path, key: str, dim: i
         for i in todo:
             lo, hi = i * chunk_size, min(len(texts), (i + 1) * chunk_size)
             part = encode_chunk(encode, texts[lo:hi], dim, batch_size or (hi - lo), bar.update)
-            atomic_write_bytes(chunk_dir / f"{i:06d}.npy", _npy_bytes(part))
+            atomic_write_bytes(chunk_dir / f"{i:06d}.npy", npy_bytes(part))
             out[lo:hi] = part
     return out
 
@@ -141,4 +141,4 @@ def load_precomputed(path: Path, n_premises: int, dim: int | None = None) -> np.
 
 
 def embeddings_npy_bytes(arr: np.ndarray) -> bytes:
-    return _npy_bytes(np.ascontiguousarray(arr, dtype=np.float32))
+    return npy_bytes(np.ascontiguousarray(arr, dtype=np.float32))

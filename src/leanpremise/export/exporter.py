@@ -28,6 +28,7 @@ from leanpremise.bundle import (
     bundle_files,
     embeddings_file_name,
     revision_slug,
+    text_hashes_file_name,
 )
 from leanpremise.data import DataConfig, load_corpus
 from leanpremise.export.corpus_embeddings import (
@@ -35,10 +36,12 @@ from leanpremise.export.corpus_embeddings import (
     embeddings_npy_bytes,
     encode_in_chunks,
     load_precomputed,
+    npy_bytes,
     texts_fingerprint,
 )
 from leanpremise.export.onnx_export import export_onnx, quantize_int8
 from leanpremise.export.premises_archive import write_premises_archive
+from leanpremise.export.reuse import embedded_texts, reuse_rows, text_hashes
 from leanpremise.model_identity import model_identity
 
 logger = logging.getLogger(__name__)
@@ -62,6 +65,8 @@ class ExportConfig:
     device: str | None = None
     revision: str | None = None
     """Branch / file-name revision; default: the data's `revision` file made ref-safe."""
+    reuse: list[Path] = field(default_factory=list)
+    """Older bundles whose rows are copied where this model already embedded the same text."""
 
 
 def partial_dir(out: Path) -> Path:
@@ -95,26 +100,38 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
     model = load_model(cfg.model, cfg.device or "cpu")
     dim = model.get_embedding_dimension()
     emb = None
+    if cfg.corpus_embeddings is not None and cfg.reuse:
+        raise ValueError("--corpus_embeddings and --reuse exclude each other (both say where rows come from)")
     if cfg.corpus_embeddings is not None:  # checked first: a wrong file should fail before minutes of work
         emb = load_precomputed(cfg.corpus_embeddings, len(corpus), dim)
         logger.info("reusing corpus embeddings from %s", cfg.corpus_embeddings)
+    for source in cfg.reuse:  # likewise: a wrong path fails before the model is saved
+        Manifest.read(source)
     work = partial_dir(out)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     onnx_rel, int8_rel = write_model(model, work, cfg)
     write_premises_archive(corpus_data_dir(cfg.data), work / PREMISES_ARCHIVE)
-    if emb is None:
-        emb = encode_corpus(model, corpus.texts, work / MODEL_DIR, chunks_dir(out), cfg)
+    identity = model_identity(work / MODEL_DIR)
+    hashes = text_hashes(embedded_texts(model, corpus.texts))
+    reuse = None
+    if emb is None and cfg.reuse:
+        emb, reuse = embed_with_reuse(model, corpus.texts, hashes, identity, chunks_dir(out), cfg)
+    elif emb is None:
+        emb = encode_corpus(model, corpus.texts, identity, chunks_dir(out), cfg)
     model_name = cfg.model_name or model_display_name(cfg.model)
     revision = cfg.revision or revision_slug(corpus.revision)
     emb_rel = embeddings_file_name(model_name, revision)
     atomic_write_bytes(work / emb_rel, embeddings_npy_bytes(emb))
+    hashes_rel = text_hashes_file_name(emb_rel)
+    atomic_write_bytes(work / hashes_rel, npy_bytes(hashes))
     manifest = Manifest(
         model_name=model_name, revision=revision, dimension=dim, premise_count=len(corpus),
         unfiltered_premise_count=len(corpus.unfiltered_names), module_count=len(corpus.modules),
         embeddings=emb_rel, filter=cfg.data.filter, mathlib_only=cfg.data.mathlib_only,
         nameless=cfg.data.nameless, data_revision=corpus.revision, onnx=onnx_rel, onnx_int8=int8_rel,
         source_model=str(cfg.model), created=datetime.now(UTC).isoformat(timespec="seconds"),
+        model_identity=identity, text_hashes=hashes_rel, reuse=reuse,
     )
     manifest.checksums, manifest.sizes = bundle_files(work)  # last: covers every file written above
     atomic_write_bytes(work / MANIFEST, manifest.to_json())
@@ -149,12 +166,25 @@ def write_model(model, work: Path, cfg: ExportConfig) -> tuple[str | None, str |
     return onnx_rel, int8_rel
 
 
-def encode_corpus(model, texts: list[str], model_dir: Path, chunk_dir: Path, cfg: ExportConfig):
+def encode_corpus(model, texts: list[str], identity: str, chunk_dir: Path, cfg: ExportConfig):
     """Corpus embeddings in resumable chunks keyed by the saved model's content identity and the texts."""
-    key = f"{model_identity(model_dir)[:32]}-{texts_fingerprint(texts)[:32]}"
+    key = f"{identity[:32]}-{texts_fingerprint(texts)[:32]}"
     return encode_in_chunks(lambda batch: _encode(model, batch, cfg.batch_size), texts, chunk_dir, key,
                             model.get_embedding_dimension(), chunk_size=cfg.chunk_size, progress=cfg.progress,
                             batch_size=cfg.batch_size)
+
+
+def embed_with_reuse(model, texts: list[str], hashes, identity: str, chunk_dir: Path, cfg: ExportConfig):
+    """Rows copied from `cfg.reuse` where the same model embedded the same text, the others encoded (in
+    resumable chunks, like a full export); returns the embeddings and the record for the manifest."""
+    import numpy as np
+
+    emb, found, record = reuse_rows(cfg.reuse, model, identity, hashes, model.get_embedding_dimension())
+    missing = np.flatnonzero(~found)
+    if len(missing):
+        emb[missing] = encode_corpus(model, [texts[i] for i in missing.tolist()], identity, chunk_dir, cfg)
+    logger.info("--reuse: %d rows reused, %d embedded", record.reused, record.embedded)
+    return emb, record
 
 
 def corpus_data_dir(data: DataConfig) -> Path:

@@ -1,0 +1,166 @@
+"""`export --reuse`: a bundle of revision N+1 made from revision N's rows equals a full export of N+1; another
+model reuses nothing; bundles written before text hashes were recorded still serve as a source."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import build_tiny_model
+from leanpremise.bundle import Manifest, bundle_files
+from leanpremise.data import DataConfig, load_corpus
+from leanpremise.data.sample import sample_data_dir
+from leanpremise.export.exporter import ExportConfig, export_bundle
+from leanpremise.revision_synth import Shares, synthesize
+
+ROOTS = ["Batteries.Data.List.Basic", "Batteries.Data.Nat.Lemmas", "Batteries.Classes.Order"]
+SHARES = Shares(rename=0.05, edit=0.05, delete_decl=0.02, add_decl=0.04, move=0.02, delete_module=0.1,
+                add_module=0.1, decls_per_added_module=3)
+
+
+def _closure_of(roots: list[str], dst: Path) -> Path:
+    """The import closure of `roots` in the shipped sample, as its own extraction."""
+    src = sample_data_dir()
+    keep = set(roots)
+    for root in roots:
+        keep |= {json.loads(ln)["name"] for ln in (src / "Imports" / f"{root}.jsonl").read_text().splitlines()}
+    listed = [ln for ln in (src / "Modules.jsonl").read_text().splitlines() if json.loads(ln)["name"] in keep]
+    dst.mkdir(parents=True)
+    (dst / "Modules.jsonl").write_text("\n".join(listed) + "\n")
+    for name in ("revision", "HammerBlacklist.jsonl"):
+        shutil.copy(src / name, dst / name)
+    for part in ("Imports", "Declarations", "TrainingDataWithPremises"):
+        (dst / part).mkdir()
+        for ln in listed:
+            f = src / part / f"{json.loads(ln)['name']}.jsonl"
+            if f.exists():
+                shutil.copy(f, dst / part / f.name)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def revisions(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("reuse-data")
+    old = _closure_of(ROOTS, root / "old")
+    new = root / "new"
+    synthesize(old, new, seed=5, shares=SHARES)
+    return old, new
+
+
+def _export(model: Path, data: Path, out: Path, cache_dir: Path, **kw) -> Manifest:
+    cfg = ExportConfig(model=str(model), out=out, data=DataConfig(data_dir=data, cache_dir=cache_dir), onnx=False,
+                       model_name="tiny", progress=False, chunk_size=64, batch_size=16, **kw)
+    return export_bundle(cfg)
+
+
+@pytest.fixture(scope="module")
+def bundles(revisions, tiny_model_dir, cache_dir, tmp_path_factory):
+    """Revision N's bundle, N+1 exported in full, and N+1 exported with --reuse of N (through the CLI)."""
+    old_data, new_data = revisions
+    root = tmp_path_factory.mktemp("reuse-bundles")
+    old = root / "old"
+    _export(tiny_model_dir, old_data, old, cache_dir)
+    full = root / "full"
+    _export(tiny_model_dir, new_data, full, cache_dir)
+    reused = root / "reused"
+    env = {**os.environ, "LEANPREMISE_CACHE_DIR": str(cache_dir)}
+    proc = subprocess.run([sys.executable, "-m", "leanpremise", "export", "--model", str(tiny_model_dir),
+                           "--data_dir", str(new_data), "--out", str(reused), "--no-onnx", "--model_name", "tiny",
+                           "--reuse", str(old)], env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return old, full, reused, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _texts(data: Path, cache_dir: Path) -> list[str]:
+    return list(load_corpus(DataConfig(data_dir=data, cache_dir=cache_dir)).texts)
+
+
+def _rows(bundle: Path) -> np.ndarray:
+    return np.load(bundle / Manifest.read(bundle).embeddings)
+
+
+def test_reuse_export_equals_a_full_export(bundles, revisions, cache_dir):
+    old, full, reused, printed = bundles
+    old_texts, new_texts = (_texts(d, cache_dir) for d in revisions)
+    known = {t: i for i, t in enumerate(old_texts)}
+    fresh = [i for i, t in enumerate(new_texts) if t not in known]
+    assert 0 < len(fresh) < len(new_texts) // 4  # the synthetic revision changed some premises, not most
+
+    m = Manifest.read(reused)
+    assert (m.reuse.reused, m.reuse.embedded) == (len(new_texts) - len(fresh), len(fresh))
+    assert m.reuse.sources == [str(old)] and m.reuse.other_model == []
+    assert (printed["reused"], printed["embedded"]) == (m.reuse.reused, m.reuse.embedded)
+    assert Manifest.read(full).reuse is None
+
+    old_rows, full_rows, new_rows = _rows(old), _rows(full), _rows(reused)
+    assert new_rows.shape == full_rows.shape == (len(new_texts), 32)
+    for i, t in enumerate(new_texts):
+        if t in known:  # copied bit for bit
+            assert new_rows[i].tobytes() == old_rows[known[t]].tobytes()
+    np.testing.assert_allclose(new_rows[fresh], full_rows[fresh], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(new_rows, full_rows, atol=1e-5, rtol=0)
+
+    sums_full, _ = bundle_files(full)
+    sums_reused, _ = bundle_files(reused)
+    assert sums_full.keys() == sums_reused.keys()
+    differing = {rel for rel in sums_full if sums_full[rel] != sums_reused[rel]}
+    assert differing <= {m.embeddings}  # model, premises archive and text hashes are the same bytes
+    assert Manifest.read(full).model_identity == m.model_identity == Manifest.read(old).model_identity != ""
+
+
+def test_a_different_model_reuses_nothing(bundles, revisions, cache_dir, tmp_path, caplog):
+    old, full, _, _ = bundles
+    other_model = build_tiny_model(tmp_path / "cls-model", pooling="cls")
+    caplog.set_level(logging.INFO, logger="leanpremise")
+    m = _export(other_model, revisions[1], tmp_path / "b", cache_dir, reuse=[old])
+    assert (m.reuse.reused, m.reuse.embedded) == (0, m.premise_count)
+    assert m.reuse.other_model == [str(old)]
+    said = [r.getMessage() for r in caplog.records if "another model" in r.getMessage()]
+    assert len(said) == 1 and str(old) in said[0] and "nothing reused" in said[0]
+    assert m.model_identity != Manifest.read(full).model_identity
+
+
+def test_a_bundle_without_recorded_identity_and_hashes_still_serves(bundles, revisions, cache_dir, tmp_path):
+    """An older export's bundle (no `model_identity`, no text hashes): identity from its model/, texts from
+    its premises archive, the same rows reused."""
+    old, _, reused, _ = bundles
+    legacy = tmp_path / "legacy"
+    shutil.copytree(old, legacy)
+    manifest = json.loads((legacy / "manifest.json").read_text())
+    (legacy / manifest["text_hashes"]).unlink()
+    for key in ("checksums", "sizes"):
+        del manifest[key][manifest["text_hashes"]]
+    for key in ("model_identity", "text_hashes"):
+        del manifest[key]
+    (legacy / "manifest.json").write_text(json.dumps(manifest))
+    assert Manifest.read(legacy).model_identity == "" and Manifest.read(legacy).text_hashes is None
+
+    out = tmp_path / "again"
+    m = _export(Path(Manifest.read(reused).source_model), revisions[1], out, cache_dir, reuse=[legacy])
+    assert (m.reuse.reused, m.reuse.embedded) == (Manifest.read(reused).reuse.reused,
+                                                  Manifest.read(reused).reuse.embedded)
+    assert _rows(out).tobytes() == _rows(reused).tobytes()
+
+
+def test_several_sources_and_a_second_reuse_embeds_nothing(bundles, revisions, cache_dir, tmp_path):
+    old, full, _, _ = bundles
+    m = _export(Path(Manifest.read(full).source_model), revisions[1], tmp_path / "b", cache_dir,
+                reuse=[old, full])
+    assert (m.reuse.reused, m.reuse.embedded) == (m.premise_count, 0)
+    assert m.reuse.sources == [str(old), str(full)]
+
+
+def test_reuse_refuses_a_missing_source_before_writing(revisions, tiny_model_dir, cache_dir, tmp_path):
+    from leanpremise.bundle import BundleError
+
+    with pytest.raises(BundleError, match="nope"):
+        _export(tiny_model_dir, revisions[1], tmp_path / "b", cache_dir, reuse=[tmp_path / "nope"])
+    assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.*"))
