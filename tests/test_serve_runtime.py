@@ -71,7 +71,8 @@ def test_overload_gives_503_with_retry_after_and_the_server_recovers(bundle, cac
 
 
 def test_health_is_503_until_loaded(bundle, cache_dir):
-    from leanpremise.serve.app import ServerState, create_app
+    from leanpremise.serve.app import create_app
+    from leanpremise.serve.server_state import ServerState
 
     gate = threading.Event()
 

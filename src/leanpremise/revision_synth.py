@@ -199,140 +199,183 @@ def synthesize(src: Path, out: Path, seed: int = 0, shares: Shares = Shares(), r
     src, out = Path(src), Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out}: the output directory exists and is not empty")
-    s = _Source(src)
-    rng = random.Random(seed)
-    n_premises = s.corpus_size()
-    n_modules = len(s.modules)
-    taken = set(s.all_names)
-
-    def count(share: float, base: int) -> int:
-        return round(share * base)
-
-    # Modules first, so no declaration change lands in a deleted module.
-    sizes = {m: sum(s.in_corpus(m, d) for d in s.decls[m]) for m in s.modules}
-    leaf = [m for m in s.modules if m not in s.imported_by_any and sizes[m] > 0
-            and all(d["name"] in s.unique for d in s.decls[m])]
-    # The smaller half of the leaves first, so one deletion stays small; larger ones only if too few.
-    rng.shuffle(leaf)
-    median = sorted(sizes[m] for m in leaf)[len(leaf) // 2] if leaf else 0
-    leaf.sort(key=lambda m: sizes[m] > median)
-    want = min(len(leaf), count(shares.delete_module, n_modules))
-    deleted_modules = sorted(leaf[:want])
-    gone = set(deleted_modules)
-    live = [m for m in s.modules if m not in gone]
-
-    pool = [(m, i) for m in live for i, d in enumerate(s.decls[m])
-            if s.in_corpus(m, d) and d["name"] in s.unique]
-    rng.shuffle(pool)
-    targets = {m: _move_targets(s, m, gone) for m in live}
-    eligible = {
-        "delete_decl": lambda m, i: True,
-        "rename": lambda m, i: s.decls[m][i]["name"] not in s.namespaces,  # no `name.x` would follow it
-        "edit": lambda m, i: True,
-        "move": lambda m, i: bool(targets[m]),
-    }
-    picks: dict[str, list[tuple[str, int]]] = {}
-    for kind, ok in eligible.items():
-        want = count(getattr(shares, kind), n_premises)
-        chosen = [p for p in pool if ok(*p)][:want]
-        used = set(chosen)
-        pool = [p for p in pool if p not in used]
-        picks[kind] = sorted(chosen)
-    # Work on copies of the declaration rows.
-    decls = {m: [dict(d) for d in s.decls[m]] for m in live}
-    deleted_names = {decls[m][i]["name"] for m, i in picks["delete_decl"]}
-    deleted_names |= {d["name"] for m in deleted_modules for d in s.decls[m]}
-    renames = {decls[m][i]["name"]: "" for m, i in picks["rename"]}
-    for old in sorted(renames):
-        renames[old] = _fresh_name(old, RENAME_SUFFIXES, taken, rng)
-    renamer = _Renamer(renames)
-    for m, i in picks["edit"]:
-        decls[m][i] = _edit_statement(decls[m][i], rng)
-    moved: dict[str, str] = {}
-    moves_into: dict[str, list[dict]] = {}
-    for m, i in picks["move"]:
-        target = rng.choice(targets[m])
-        moved[decls[m][i]["name"]] = target
-        moves_into.setdefault(target, []).append(decls[m][i])
-    drop_rows = {(m, i) for m, i in picks["delete_decl"] + picks["move"]}
-    for m in live:
-        decls[m] = [d for i, d in enumerate(decls[m]) if (m, i) not in drop_rows]
-    # Added declarations: variants of a corpus declaration of a live module, at that module's end.
-    hosts = [m for m in live if _in_corpus_module(m) and any(s.in_corpus(m, d) for d in decls[m])]
-    added: list[str] = []
-    in_new_modules: list[str] = []
-    appended: dict[str, list[dict]] = {}
-    for _ in range(count(shares.add_decl, n_premises)):
-        m = rng.choice(hosts)
-        base = rng.choice([d for d in decls[m] if s.in_corpus(m, d)])
-        new = _variant(base, renamer, taken, rng)
-        appended.setdefault(m, []).append(new)
-        added.append(new["name"])
-    for target, rows in moves_into.items():
-        appended.setdefault(target, []).extend(rows)
-    for m, rows in appended.items():
-        line = max((d["line"] for d in decls[m]), default=0) + 2
-        for d in rows:
-            d["line"], d["column"] = line, 0
-            line += 2 + d.get("decl", "").count("\n")
-        decls[m].extend(rows)
-    # Added modules: a new sibling importing an existing module, with a few new declarations.
-    new_modules: dict[str, tuple[list[dict], list[dict]]] = {}
-    for _ in range(count(shares.add_module, n_modules)):
-        base_mod = rng.choice(hosts)
-        parent = base_mod.rpartition(".")[0] or base_mod
-        name = _fresh_name(f"{parent}.{rng.choice(MODULE_STEMS)}", ("Ext", "Aux", "Lemmas", "Basic2", "Defs2"),
-                           taken | set(s.modules) | set(new_modules), rng)
-        imports = [{"name": base_mod, "isDirect": True}]
-        imports += [{"name": i["name"], "isDirect": False} for i in s.imports[base_mod] if i["name"] != base_mod]
-        rows = []
-        for k in range(shares.decls_per_added_module):
-            base = rng.choice([d for d in decls[base_mod] if s.in_corpus(base_mod, d)])
-            new = _variant(base, renamer, taken, rng)
-            new["line"], new["column"] = 10 + 4 * k, 0
-            rows.append(new)
-            in_new_modules.append(new["name"])
-        new_modules[name] = (imports, rows)
-
+    c = _Changes(_Source(src), random.Random(seed), shares)
+    # Modules first, so no declaration change lands in a deleted module; the order of the steps is the
+    # order in which they draw from the RNG.
+    c.delete_modules()
+    c.pick_declarations()
+    c.copy_declarations()
+    c.rename()
+    c.edit()
+    c.move()
+    c.drop_deleted_and_moved()
+    c.add_declarations()
+    c.add_modules()
     out.mkdir(parents=True, exist_ok=True)
-    new_revision = revision or f"{s.revision}+synthetic.{seed}"
-    _write_outputs(s, out, live, decls, new_modules, renamer, deleted_names | set(moved), deleted_names,
-                   new_revision)
-    summary = {
-        "synthetic": True,
-        "source": str(src),
-        "source_revision": s.revision,
-        "revision": new_revision,
-        "seed": seed,
-        "shares": asdict(shares),
-        "counts": {
-            "premises_before": n_premises,
-            "modules_before": n_modules,
-            "renamed": len(renames),
-            "statements_edited": len(picks["edit"]),
-            "declarations_deleted": len(picks["delete_decl"]),
-            "declarations_added": len(added),
-            "declarations_moved": len(moved),
-            "modules_deleted": len(deleted_modules),
-            "declarations_in_deleted_modules": sum(
-                1 for m in deleted_modules for d in s.decls[m] if s.in_corpus(m, d)),
-            "modules_added": len(new_modules),
-            "declarations_in_added_modules": len(in_new_modules),
-        },
-        "renames": renames,
-        "edited": sorted(s.decls[m][i]["name"] for m, i in picks["edit"]),
-        "deleted": sorted(s.decls[m][i]["name"] for m, i in picks["delete_decl"]),
-        "added": sorted(added + in_new_modules),
-        "moved": moved,
-        "deleted_modules": deleted_modules,
-        "added_modules": sorted(new_modules),
-    }
-    c = summary["counts"]
-    c["premises_after"] = (n_premises - c["declarations_deleted"] - c["declarations_in_deleted_modules"]
-                           + c["declarations_added"] + c["declarations_in_added_modules"])
-    c["premise_texts_new"] = len(_corpus_texts(_Source(out)) - _corpus_texts(s))
+    new_revision = revision or f"{c.s.revision}+synthetic.{seed}"
+    _write_outputs(c.s, out, c.live, c.decls, c.new_modules, c.renamer, c.deleted_names | set(c.moved),
+                   c.deleted_names, new_revision)
+    summary = c.summary(src, out, seed, new_revision)
     atomic_write_bytes(out / SUMMARY_NAME, json.dumps(summary, indent=1, ensure_ascii=False).encode())
     return summary
+
+
+class _Changes:
+    """The changes from one extraction to its synthetic next revision, drawn step by step from one RNG."""
+
+    def __init__(self, s: _Source, rng: random.Random, shares: Shares):
+        self.s, self.rng, self.shares = s, rng, shares
+        self.n_premises = s.corpus_size()
+        self.n_modules = len(s.modules)
+        self.taken = set(s.all_names)
+        self.added: list[str] = []
+        self.in_new_modules: list[str] = []
+        self.new_modules: dict[str, tuple[list[dict], list[dict]]] = {}
+
+    def count(self, share: float, base: int) -> int:
+        return round(share * base)
+
+    def delete_modules(self) -> None:
+        """Leaf modules (nobody imports them) whose declarations all have unique names."""
+        s = self.s
+        sizes = {m: sum(s.in_corpus(m, d) for d in s.decls[m]) for m in s.modules}
+        leaf = [m for m in s.modules if m not in s.imported_by_any and sizes[m] > 0
+                and all(d["name"] in s.unique for d in s.decls[m])]
+        # The smaller half of the leaves first, so one deletion stays small; larger ones only if too few.
+        self.rng.shuffle(leaf)
+        median = sorted(sizes[m] for m in leaf)[len(leaf) // 2] if leaf else 0
+        leaf.sort(key=lambda m: sizes[m] > median)
+        want = min(len(leaf), self.count(self.shares.delete_module, self.n_modules))
+        self.deleted_modules = sorted(leaf[:want])
+        gone = set(self.deleted_modules)
+        self.live = [m for m in s.modules if m not in gone]
+
+    def pick_declarations(self) -> None:
+        """Disjoint (module, row) picks for each declaration-level change, from one shuffled pool."""
+        s = self.s
+        pool = [(m, i) for m in self.live for i, d in enumerate(s.decls[m])
+                if s.in_corpus(m, d) and d["name"] in s.unique]
+        self.rng.shuffle(pool)
+        gone = set(self.deleted_modules)
+        self.targets = {m: _move_targets(s, m, gone) for m in self.live}
+        eligible = {
+            "delete_decl": lambda m, i: True,
+            "rename": lambda m, i: s.decls[m][i]["name"] not in s.namespaces,  # no `name.x` would follow it
+            "edit": lambda m, i: True,
+            "move": lambda m, i: bool(self.targets[m]),
+        }
+        self.picks: dict[str, list[tuple[str, int]]] = {}
+        for kind, ok in eligible.items():
+            want = self.count(getattr(self.shares, kind), self.n_premises)
+            chosen = [p for p in pool if ok(*p)][:want]
+            used = set(chosen)
+            pool = [p for p in pool if p not in used]
+            self.picks[kind] = sorted(chosen)
+
+    def copy_declarations(self) -> None:
+        """Copies of the live modules' declaration rows to change; the names that disappear."""
+        s = self.s
+        self.decls = {m: [dict(d) for d in s.decls[m]] for m in self.live}
+        self.deleted_names = {self.decls[m][i]["name"] for m, i in self.picks["delete_decl"]}
+        self.deleted_names |= {d["name"] for m in self.deleted_modules for d in s.decls[m]}
+
+    def rename(self) -> None:
+        self.renames = {self.decls[m][i]["name"]: "" for m, i in self.picks["rename"]}
+        for old in sorted(self.renames):
+            self.renames[old] = _fresh_name(old, RENAME_SUFFIXES, self.taken, self.rng)
+        self.renamer = _Renamer(self.renames)
+
+    def edit(self) -> None:
+        for m, i in self.picks["edit"]:
+            self.decls[m][i] = _edit_statement(self.decls[m][i], self.rng)
+
+    def move(self) -> None:
+        """Each moved declaration to a module its own imports directly (appended there later)."""
+        self.moved: dict[str, str] = {}
+        self.moves_into: dict[str, list[dict]] = {}
+        for m, i in self.picks["move"]:
+            target = self.rng.choice(self.targets[m])
+            self.moved[self.decls[m][i]["name"]] = target
+            self.moves_into.setdefault(target, []).append(self.decls[m][i])
+
+    def drop_deleted_and_moved(self) -> None:
+        drop_rows = {(m, i) for m, i in self.picks["delete_decl"] + self.picks["move"]}
+        for m in self.live:
+            self.decls[m] = [d for i, d in enumerate(self.decls[m]) if (m, i) not in drop_rows]
+
+    def add_declarations(self) -> None:
+        """Variants of a corpus declaration of a live module, and the moved declarations, at a module's end."""
+        s, decls = self.s, self.decls
+        self.hosts = [m for m in self.live if _in_corpus_module(m) and any(s.in_corpus(m, d) for d in decls[m])]
+        appended: dict[str, list[dict]] = {}
+        for _ in range(self.count(self.shares.add_decl, self.n_premises)):
+            m = self.rng.choice(self.hosts)
+            base = self.rng.choice([d for d in decls[m] if s.in_corpus(m, d)])
+            new = _variant(base, self.renamer, self.taken, self.rng)
+            appended.setdefault(m, []).append(new)
+            self.added.append(new["name"])
+        for target, rows in self.moves_into.items():
+            appended.setdefault(target, []).extend(rows)
+        for m, rows in appended.items():
+            line = max((d["line"] for d in decls[m]), default=0) + 2
+            for d in rows:
+                d["line"], d["column"] = line, 0
+                line += 2 + d.get("decl", "").count("\n")
+            decls[m].extend(rows)
+
+    def add_modules(self) -> None:
+        """Each a new sibling importing an existing module, with a few new declarations."""
+        s, rng = self.s, self.rng
+        for _ in range(self.count(self.shares.add_module, self.n_modules)):
+            base_mod = rng.choice(self.hosts)
+            parent = base_mod.rpartition(".")[0] or base_mod
+            name = _fresh_name(f"{parent}.{rng.choice(MODULE_STEMS)}", ("Ext", "Aux", "Lemmas", "Basic2", "Defs2"),
+                               self.taken | set(s.modules) | set(self.new_modules), rng)
+            imports = [{"name": base_mod, "isDirect": True}]
+            imports += [{"name": i["name"], "isDirect": False} for i in s.imports[base_mod]
+                        if i["name"] != base_mod]
+            rows = []
+            for k in range(self.shares.decls_per_added_module):
+                base = rng.choice([d for d in self.decls[base_mod] if s.in_corpus(base_mod, d)])
+                new = _variant(base, self.renamer, self.taken, rng)
+                new["line"], new["column"] = 10 + 4 * k, 0
+                rows.append(new)
+                self.in_new_modules.append(new["name"])
+            self.new_modules[name] = (imports, rows)
+
+    def summary(self, src: Path, out: Path, seed: int, revision: str) -> dict:
+        """What changed, with counts; `out` (already written) gives the count of new premise texts."""
+        s, picks = self.s, self.picks
+        summary = {
+            "synthetic": True, "source": str(src), "source_revision": s.revision, "revision": revision,
+            "seed": seed, "shares": asdict(self.shares),
+            "counts": {
+                "premises_before": self.n_premises,
+                "modules_before": self.n_modules,
+                "renamed": len(self.renames),
+                "statements_edited": len(picks["edit"]),
+                "declarations_deleted": len(picks["delete_decl"]),
+                "declarations_added": len(self.added),
+                "declarations_moved": len(self.moved),
+                "modules_deleted": len(self.deleted_modules),
+                "declarations_in_deleted_modules": sum(
+                    1 for m in self.deleted_modules for d in s.decls[m] if s.in_corpus(m, d)),
+                "modules_added": len(self.new_modules),
+                "declarations_in_added_modules": len(self.in_new_modules),
+            },
+            "renames": self.renames,
+            "edited": sorted(s.decls[m][i]["name"] for m, i in picks["edit"]),
+            "deleted": sorted(s.decls[m][i]["name"] for m, i in picks["delete_decl"]),
+            "added": sorted(self.added + self.in_new_modules),
+            "moved": self.moved,
+            "deleted_modules": self.deleted_modules,
+            "added_modules": sorted(self.new_modules),
+        }
+        c = summary["counts"]
+        c["premises_after"] = (self.n_premises - c["declarations_deleted"] - c["declarations_in_deleted_modules"]
+                               + c["declarations_added"] + c["declarations_in_added_modules"])
+        c["premise_texts_new"] = len(_corpus_texts(_Source(out)) - _corpus_texts(s))
+        return summary
 
 
 def _corpus_texts(s: _Source) -> set[str]:
