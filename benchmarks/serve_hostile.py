@@ -70,6 +70,8 @@ def attack(port: int, stop: threading.Event, counts: collections.Counter, slowes
 def one_run(args, corpus, mathlib, cache: Path, hostile: bool) -> dict:
     import psutil
 
+    # each run gets its own persistent embedding cache: the second must not find the first one's vectors
+    os.environ["EMBEDDING_CACHE_DIR"] = str(cache / ("embeddings-attacked" if hostile else "embeddings-calm"))
     server = Server(args.bundle, args.port, cache, args.backend, "float32")
     try:
         server.wait_ready()
@@ -124,8 +126,8 @@ def main() -> None:
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 
-    def ratio(key: str) -> float | None:
-        a, b = attacked["latency_all"].get(key), calm["latency_all"].get(key)
+    def ratio(key: str, group: str = "latency_all") -> float | None:
+        a, b = attacked[group].get(key), calm[group].get(key)
         return round(a / b, 2) if a and b else None
 
     statuses = collections.Counter(attacked.get("hostile_outcomes", {}))
@@ -135,6 +137,8 @@ def main() -> None:
         "bundle": str(args.bundle), "corpus_embeddings": kind, "clients": args.clients, "k": HONEST_K,
         "duration_s": args.duration, "without_attacker": calm, "with_attacker": attacked,
         "honest_p50_ratio": ratio("p50_ms"), "honest_p99_ratio": ratio("p99_ms"),
+        "honest_cached_p50_ratio": ratio("p50_ms", "latency_cached_new_premises"),
+        "honest_cached_p99_ratio": ratio("p99_ms", "latency_cached_new_premises"),
         "answers_500": sum(v for k, v in statuses.items() if k.endswith("500")),
         "targets": {"honest_latency_ratio": 1.25, "peak_over_idle_rss": 1.5, "answers_500": 0},
         "note": "closed loop; the attacker shares the machine's cores with the server and honest clients",

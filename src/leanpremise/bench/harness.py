@@ -37,6 +37,7 @@ from leanpremise.bench.premises_dir import (
     write_premises_dir,
 )
 from leanpremise.bench.processes import ProcessGroups, RunCancelled
+from leanpremise.bench.results import RESULTS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -358,6 +359,7 @@ def run_tactic_benchmark(cfg: TacticBenchConfig) -> RunReport:
 
     new = _run_theorems(cfg, selections, todo, out_file, len(previous))
     final = _final_results(theorems, new, previous)
+    RESULTS_FILE.validate_python(final)  # the writer keeps to the schema `bench results` reads with
     atomic_write_bytes(out_file, json.dumps(final, indent=4, ensure_ascii=False).encode("utf-8"))
     journal.unlink(missing_ok=True)
     report.n_run = len(new)

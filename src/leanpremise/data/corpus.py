@@ -131,6 +131,25 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.names)
 
+    def for_serving(self, strings: dict[str, str]) -> None:
+        """Keep only what ranking needs, sharing equal strings with other corpora through `strings`.
+
+        A server never embeds its corpus (the bundle ships the rows), so the argument, type and doc
+        texts go; names, kinds and modules are replaced by the equal string already in `strings` (one
+        table per process), so revisions of one library hold each name once. `text`/`texts` fail after
+        this unless `texts` was computed before."""
+        self._args = self._types = self._docs = None
+
+        def share(values: list[str]) -> list[str]:
+            return [strings.setdefault(v, v) for v in values]
+
+        self.unfiltered_names = share(self.unfiltered_names)
+        self.names = [self.unfiltered_names[i] for i in self.source_index.tolist()]
+        self.kinds = share(self.kinds)
+        self.modules = share(self.modules)
+        self.name_to_id = {n: i for i, n in enumerate(self.names)}
+        self.module_index = {m: i for i, m in enumerate(self.modules)}
+
     def text(self, i: int) -> str:
         """The embedding text of premise `i`."""
         return premise_text(self.kinds[i], self.names[i], self._args[i], self._types[i], self._docs[i], self.nameless)

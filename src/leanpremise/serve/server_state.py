@@ -97,6 +97,9 @@ class ServerState:
         self.table = RevisionTable({}, None)
         self.embedders: dict[str, SharedEmbedder] = {}
         self.pools: dict[str, object] = {}
+        self.strings: dict[str, str] = {}
+        """Names, kinds and modules of every loaded corpus, each distinct string once (see
+        Corpus.for_serving)."""
         self.loading: list[str] = []
         self.request_model = request_model(config)
         self.candidate_mask_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="candidates")
@@ -160,6 +163,7 @@ class ServerState:
         key = getattr(bundle.manifest, "model_identity", None) or model_identity(bundle.model_dir)
         pool = self.pools.setdefault(key, RowPool(cfg.dtype, self._search_threads))
         rows = pool.add(bundle.embeddings)
+        bundle.corpus.for_serving(self.strings)
         index = PremiseIndex(bundle.corpus, None, cfg.dtype, self._search_threads, rows=rows)
         shared = self.embedders.get(key)
         if shared is None:
@@ -172,6 +176,7 @@ class ServerState:
                                                                              cfg.chars_per_token))
             self.embedders[key] = shared  # the next bundle of this model, loaded before activation, shares it
         bundle.embeddings = None  # the pool holds the rows (possibly at half precision)
+        release_free_memory()
         seconds = time.perf_counter() - t0
         logger.info("%s: loaded %d premises (%d modules; %d rows shared with other revisions), %s embedder "
                     "x%d%s, in %.1fs", spec.tag, index.size, len(index.indexed_modules), rows.reused,
@@ -387,3 +392,16 @@ def limit_torch_threads(config, search_threads: int) -> None:
     import torch
 
     torch.set_num_threads(search_threads)
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the system after a load: parsing a corpus leaves hundreds of
+    megabytes free but mapped, which would count against every later revision (glibc only)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to hand back this way
+        pass
