@@ -44,7 +44,8 @@ def main() -> None:
 
     corpus = load_corpus(DataConfig(data_dir=args.data_dir))
     if args.embeddings.exists():
-        emb, kind = np.load(args.embeddings), "minilm"
+        emb = np.load(args.embeddings)
+        kind = "random" if "random" in args.embeddings.name else "minilm"  # the stand-in file says so in its name
     else:
         emb, kind = random_unit_rows(len(corpus)), "random"
     t0 = time.perf_counter()
