@@ -101,3 +101,28 @@ def make_data_dir(root: Path, modules: dict, imports: dict, decls: dict, states:
     (root / "HammerBlacklist.jsonl").write_text(json.dumps({"hammerBlacklist": list(blacklist)}))
     (root / "revision").write_text(revision + "\n")
     return root
+
+
+def sample_closure(roots, dst: Path) -> Path:
+    """The import closure of `roots` in the shipped sample, written to `dst` as an extraction of its own
+    (small, so tests that rewrite or re-export a whole data dir stay fast)."""
+    import shutil
+
+    from leanpremise.data.sample import sample_data_dir
+
+    src = sample_data_dir()
+    keep = set(roots)
+    for root in roots:
+        keep |= {json.loads(ln)["name"] for ln in (src / "Imports" / f"{root}.jsonl").read_text().splitlines()}
+    listed = [ln for ln in (src / "Modules.jsonl").read_text().splitlines() if json.loads(ln)["name"] in keep]
+    dst.mkdir(parents=True)
+    (dst / "Modules.jsonl").write_text("\n".join(listed) + "\n")
+    for name in ("revision", "HammerBlacklist.jsonl"):
+        shutil.copy(src / name, dst / name)
+    for part in ("Imports", "Declarations", "TrainingDataWithPremises"):
+        (dst / part).mkdir()
+        for ln in listed:
+            f = src / part / f"{json.loads(ln)['name']}.jsonl"
+            if f.exists():
+                shutil.copy(f, dst / part / f.name)
+    return dst

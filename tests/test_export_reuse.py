@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import build_tiny_model
+from conftest import build_tiny_model, sample_closure
 from leanpremise.bundle import Manifest, bundle_files
 from leanpremise.data import DataConfig, load_corpus
-from leanpremise.data.sample import sample_data_dir
 from leanpremise.export.exporter import ExportConfig, export_bundle
 from leanpremise.revision_synth import Shares, synthesize
 
@@ -26,30 +25,10 @@ SHARES = Shares(rename=0.05, edit=0.05, delete_decl=0.02, add_decl=0.04, move=0.
                 add_module=0.1, decls_per_added_module=3)
 
 
-def _closure_of(roots: list[str], dst: Path) -> Path:
-    """The import closure of `roots` in the shipped sample, as its own extraction."""
-    src = sample_data_dir()
-    keep = set(roots)
-    for root in roots:
-        keep |= {json.loads(ln)["name"] for ln in (src / "Imports" / f"{root}.jsonl").read_text().splitlines()}
-    listed = [ln for ln in (src / "Modules.jsonl").read_text().splitlines() if json.loads(ln)["name"] in keep]
-    dst.mkdir(parents=True)
-    (dst / "Modules.jsonl").write_text("\n".join(listed) + "\n")
-    for name in ("revision", "HammerBlacklist.jsonl"):
-        shutil.copy(src / name, dst / name)
-    for part in ("Imports", "Declarations", "TrainingDataWithPremises"):
-        (dst / part).mkdir()
-        for ln in listed:
-            f = src / part / f"{json.loads(ln)['name']}.jsonl"
-            if f.exists():
-                shutil.copy(f, dst / part / f.name)
-    return dst
-
-
 @pytest.fixture(scope="module")
 def revisions(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("reuse-data")
-    old = _closure_of(ROOTS, root / "old")
+    old = sample_closure(ROOTS, root / "old")
     new = root / "new"
     synthesize(old, new, seed=5, shares=SHARES)
     return old, new

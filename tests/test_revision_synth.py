@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import sample_closure
 from leanpremise.data.dataset import load_dataset
-from leanpremise.data.sample import sample_data_dir
 from leanpremise.data.states import parse_recommendation
 from leanpremise.revision_synth import SUMMARY_NAME, Shares, synthesize
 
@@ -27,22 +26,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "synthetic_revision.p
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> Path:
     """The import closure of a few Batteries modules of the shipped sample (small, so the tests are fast)."""
-    src, dst = sample_data_dir(), tmp_path_factory.mktemp("small") / "extraction"
-    keep = set(ROOTS)
-    for root in ROOTS:
-        keep |= {json.loads(ln)["name"] for ln in (src / "Imports" / f"{root}.jsonl").read_text().splitlines()}
-    listed = [ln for ln in (src / "Modules.jsonl").read_text().splitlines() if json.loads(ln)["name"] in keep]
-    dst.mkdir()
-    (dst / "Modules.jsonl").write_text("\n".join(listed) + "\n")
-    for name in ("revision", "HammerBlacklist.jsonl"):
-        shutil.copy(src / name, dst / name)
-    for part in ("Imports", "Declarations", "TrainingDataWithPremises"):
-        (dst / part).mkdir()
-        for ln in listed:
-            f = src / part / f"{json.loads(ln)['name']}.jsonl"
-            if f.exists():
-                shutil.copy(f, dst / part / f.name)
-    return dst
+    return sample_closure(ROOTS, tmp_path_factory.mktemp("small") / "extraction")
 
 
 @pytest.fixture(scope="module")
