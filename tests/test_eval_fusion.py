@@ -134,4 +134,27 @@ def test_fusion_json_round_trip_and_errors(tmp_path):
     with pytest.raises(FileFormatError, match="method"):
         read_fusion(bad)
     with pytest.raises(ValueError, match="needs ranker"):
-        apply([runs["good"]], spec.model_copy(update={"rankers": ["good", "other"]}), k=5)
+        apply([runs["good"]], spec.model_copy(update={"rankers": ["good", "other"],
+                                                      "weights": {"good": 0.5, "other": 0.5}}), k=5)
+    for text, field in [('{"method": "rrf", "rankers": ["a"], "weights": {"a": -1.0}, "params": {"k": 60}}', "weights"),
+                        ('{"method": "wsum", "rankers": ["a", "b"], "weights": {"a": 0, "b": 0}}', "weights"),
+                        ('{"method": "rrf", "rankers": ["a", "a"], "weights": {"a": 1}, "params": {"k": 60}}', "rankers"),
+                        ('{"method": "rrf", "rankers": ["a"], "weights": {"a": 1}, "params": {"k": -3}}', "params")]:
+        bad.write_text(text)
+        with pytest.raises(FileFormatError, match=field):
+            read_fusion(bad)
+
+
+def test_a_ranker_of_weight_zero_is_not_needed_and_changes_nothing():
+    """Its premises are no candidates, so it need not run (the server skips it)."""
+    runs, _ = synthetic(n_states=40, depth=30, kinds=("good", "left", "noise"))
+    names = list(runs)
+    weights = {n: (0.0 if n == names[-1] else 1.0) for n in names}
+    for method, params in (("rrf", {"k": 60}), ("wsum", {"norm": "min-max"})):
+        spec = FusionSpec(method=method, rankers=names, weights=weights, params=params)
+        with_all = apply(list(runs.values()), spec, k=30)
+        without = apply([runs[n] for n in names[:-1]], spec, k=30)
+        np.testing.assert_array_equal(with_all[0], without[0])
+        only_zero = set(runs[names[-1]].ids.ravel().tolist()) - set().union(
+            *(set(runs[n].ids.ravel().tolist()) for n in names[:-1]))
+        assert not only_zero & set(with_all[0].ravel().tolist())

@@ -12,6 +12,11 @@ bundle").
       embeddings/<model>-<revision>.npy one normalised float32 row per corpus premise, corpus order
       embeddings/<model>-<revision>.texts-sha256.npy
                                         sha256 of each row's embedded text (prompt included), uint8 (n, 32)
+      hybrid/                           only with `export --hybrid FUSION_JSON`:
+        fusion.json                     the tuned fusion (eval/fusion.py's FusionSpec)
+        bm25/                           bm25s's saved index of the corpus texts + bm25_stats.json
+        mepo/vocab.json, indptr.npy, indices.npy
+                                        MePo's premise-symbol table (CSR over the corpus order)
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ ONNX_DIR = "onnx"
 """Under MODEL_DIR: the ONNX graphs."""
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model_qint8.onnx"
+HYBRID_DIR = "hybrid"
+HYBRID_FUSION = f"{HYBRID_DIR}/fusion.json"
+HYBRID_BM25 = f"{HYBRID_DIR}/bm25"
+HYBRID_MEPO = f"{HYBRID_DIR}/mepo"
+MEPO_VOCAB, MEPO_INDPTR, MEPO_INDICES = "vocab.json", "indptr.npy", "indices.npy"
 FORMAT_VERSION = 2
 """2 added `sizes`; a format-1 manifest (sha256 only) still loads, fully hashed (docs/decisions.md)."""
 FAST_VERIFY_MAX_BYTES = 16 << 20
@@ -150,8 +160,11 @@ class Manifest(BaseModel):
     bundles."""
     reuse: ReuseRecord | None = None
     """Set by `export --reuse`: the sources and how many rows were reused and embedded."""
+    hybrid: str | None = None
+    """Path of the fusion file (`hybrid/fusion.json`, a listed file) when `export --hybrid` put the
+    lexical rankers into the bundle; None: dense only."""
 
-    @field_validator("embeddings", "onnx", "onnx_int8", "text_hashes")
+    @field_validator("embeddings", "onnx", "onnx_int8", "text_hashes", "hybrid")
     @classmethod
     def _check_path(cls, rel: str | None) -> str | None:
         """A named part stays inside the bundle."""
@@ -172,7 +185,7 @@ class Manifest(BaseModel):
             odd = min(self.sizes.keys() ^ self.checksums.keys())
             raise ValueError(f"`sizes` and `checksums` list different files ({odd!r} is in one only)")
         if self.checksums:
-            for name in ("embeddings", "onnx", "onnx_int8", "text_hashes"):
+            for name in ("embeddings", "onnx", "onnx_int8", "text_hashes", "hybrid"):
                 rel = getattr(self, name)
                 if rel is not None and rel not in self.checksums:
                     raise ValueError(f"`{name}` {rel!r} is not among the files listed in `checksums`")

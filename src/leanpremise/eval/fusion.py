@@ -73,13 +73,37 @@ class FusionFileError(FileFormatError):
 
 
 def read_fusion(path) -> FusionSpec:
+    """A fusion file, checked as far as fusing needs (it may come from an untrusted bundle)."""
     spec = read_validated(path, FUSION_FILE, "fusion", FusionFileError, name_field=None)
+    if why := fusion_problem(spec):
+        raise FusionFileError(f"{path}: {why}")
+    return spec
+
+
+def fusion_problem(spec: FusionSpec) -> str | None:
+    """Why `spec` cannot be applied (as one line naming the field), or None."""
     missing = [n for n in spec.rankers if n not in spec.weights]
     if missing:
-        raise FusionFileError(f"{path}: field \"weights\": no weight for ranker(s) {missing}")
-    if spec.method == "rrf" and "k" not in spec.params:
-        raise FusionFileError(f'{path}: field "params": rrf needs "k"')
-    return spec
+        return f'field "weights": no weight for ranker(s) {missing}'
+    if len(set(spec.rankers)) != len(spec.rankers) or not spec.rankers:
+        return f'field "rankers": expected distinct ranker names, got {spec.rankers}'
+    bad = {n: w for n, w in spec.weights.items() if not (np.isfinite(w) and w >= 0)}
+    if bad:
+        return f'field "weights": weights must be finite and >= 0, got {bad}'
+    if not any(spec.weights[n] > 0 for n in spec.rankers):
+        return 'field "weights": no ranker has a weight above 0'
+    if spec.method == "rrf":
+        k = spec.params.get("k")
+        if not isinstance(k, int | float) or not np.isfinite(k) or k <= 0:
+            return f'field "params": rrf needs a finite "k" > 0, got {k!r}'
+    if spec.k is not None and spec.k < 1:
+        return f'field "k": expected a depth >= 1, got {spec.k}'
+    return None
+
+
+def active_rankers(spec: FusionSpec) -> list[str]:
+    """The rankers whose rankings the fusion reads (weight above 0), in `spec.rankers` order."""
+    return [n for n in spec.rankers if spec.weights.get(n, 0.0) > 0]
 
 
 def write_fusion(path, spec: FusionSpec):
@@ -162,7 +186,9 @@ class Candidates:
             out = np.tensordot(w, 1.0 / (k + self.rank), axes=1) + self.tie_bonus(w)
         else:
             out = np.tensordot(w, self.norm, axes=1) + self.tie_bonus(w)
-        return np.where(self.cand >= 0, out, -np.inf)
+        # a premise listed only by rankers of weight 0 is not a candidate, so such rankers need not run
+        listed = np.isfinite(self.rank[w > 0]).any(axis=0) if (w > 0).any() else self.cand >= 0
+        return np.where((self.cand >= 0) & listed, out, -np.inf)
 
     def top(self, spec: FusionSpec, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids (B, k) -1 padded, scores (B, k)) of the fused ranking, best first."""
@@ -269,7 +295,7 @@ def tune(runs: list[Run], positives: list[np.ndarray], seed: int = 0, step: floa
 def apply(runs: list[Run], spec: FusionSpec, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Fuse `runs` (named as in `spec.rankers`, any order) with a tuned spec; (ids, scores) best first."""
     by_name = {r.name: r for r in runs}
-    missing = [n for n in spec.rankers if n not in by_name]
+    missing = [n for n in active_rankers(spec) if n not in by_name]
     if missing:
         raise ValueError(f"the fusion needs ranker(s) {missing}; given {sorted(by_name)}")
-    return Candidates([by_name[n] for n in spec.rankers]).top(spec, k)
+    return Candidates([by_name[n] for n in active_rankers(spec)]).top(spec, k)

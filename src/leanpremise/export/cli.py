@@ -31,6 +31,9 @@ def register(sub) -> None:
     p.add_argument("--reuse", type=Path, nargs="+", default=[], metavar="OLD_BUNDLE",
                    help="older bundles: copy their rows where the same model (by content identity) embedded "
                         "the same text, embed only the others; a bundle of another model reuses nothing")
+    p.add_argument("--hybrid", type=Path, default=None, metavar="FUSION_JSON",
+                   help="fusion.json from `retrieve --hybrid` or `fuse`: put it and the BM25 index / MePo "
+                        "symbol table it needs into the bundle, so `serve` fuses dense and lexical rankings")
     p.add_argument("--model_name", default=None, help="MODEL_NAME in the embeddings file name (default: model dir name)")
     p.add_argument("--revision", default=None,
                    help="branch/file-name revision (default: the data dir's revision file, made ref-safe)")
@@ -80,11 +83,13 @@ def run(args: argparse.Namespace) -> int:
                                int8=args.int8, corpus_embeddings=args.corpus_embeddings,
                                model_name=args.model_name, batch_size=args.batch_size,
                                chunk_size=args.chunk_size, device=args.device,
-                               revision=args.revision, reuse=list(args.reuse))
+                               revision=args.revision, reuse=list(args.reuse), hybrid=args.hybrid)
             manifest = export_bundle(cfg)
             summary = {"bundle": str(args.out), "model_name": manifest.model_name,
                        "revision": manifest.revision, "premises": manifest.premise_count,
                        "dimension": manifest.dimension}
+            if manifest.hybrid is not None:
+                summary["hybrid"] = manifest.hybrid
             if manifest.reuse is not None:
                 summary |= {"reused": manifest.reuse.reused, "embedded": manifest.reuse.embedded}
             print(json.dumps(summary))

@@ -39,6 +39,7 @@ from leanpremise.export.corpus_embeddings import (
     npy_bytes,
     texts_fingerprint,
 )
+from leanpremise.export.hybrid_export import check_fusion_file, write_hybrid
 from leanpremise.export.onnx_export import export_onnx, quantize_int8
 from leanpremise.export.premises_archive import write_premises_archive
 from leanpremise.export.reuse import embedded_texts, reuse_rows, text_hashes
@@ -67,6 +68,8 @@ class ExportConfig:
     """Branch / file-name revision; default: the data's `revision` file made ref-safe."""
     reuse: list[Path] = field(default_factory=list)
     """Older bundles whose rows are copied where this model already embedded the same text."""
+    hybrid: Path | None = None
+    """A fusion.json (`retrieve --hybrid` / `fuse`): put it and its lexical rankers into the bundle."""
 
 
 def partial_dir(out: Path) -> Path:
@@ -107,11 +110,13 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
         logger.info("reusing corpus embeddings from %s", cfg.corpus_embeddings)
     for source in cfg.reuse:  # likewise: a wrong path fails before the model is saved
         Manifest.read(source)
+    fusion = check_fusion_file(cfg.hybrid) if cfg.hybrid is not None else None
     work = partial_dir(out)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     onnx_rel, int8_rel = write_model(model, work, cfg)
     write_premises_archive(corpus_data_dir(cfg.data), work / PREMISES_ARCHIVE)
+    hybrid_rel = write_hybrid(fusion, corpus, work, cfg.progress) if fusion is not None else None
     identity = model_identity(work / MODEL_DIR)
     hashes = text_hashes(embedded_texts(model, corpus.texts))
     reuse = None
@@ -131,7 +136,7 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
         embeddings=emb_rel, filter=cfg.data.filter, mathlib_only=cfg.data.mathlib_only,
         nameless=cfg.data.nameless, data_revision=corpus.revision, onnx=onnx_rel, onnx_int8=int8_rel,
         source_model=str(cfg.model), created=datetime.now(UTC).isoformat(timespec="seconds"),
-        model_identity=identity, text_hashes=hashes_rel, reuse=reuse,
+        model_identity=identity, text_hashes=hashes_rel, reuse=reuse, hybrid=hybrid_rel,
     )
     manifest.checksums, manifest.sizes = bundle_files(work)  # last: covers every file written above
     atomic_write_bytes(work / MANIFEST, manifest.to_json())

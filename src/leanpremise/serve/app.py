@@ -125,7 +125,8 @@ async def health(request: Request):
         return {"status": "ok", "premises": rev.index.size, "modules": len(rev.index.indexed_modules),
                 "backend": rev.service.embedder.name, "embed_workers": len(rev.service.embedders),
                 "load_seconds": round(rev.load_seconds, 2), "revision": rev.bundle.manifest.revision,
-                "tag": rev.tag}
+                "tag": rev.tag, "hybrid": rev.fused.describe() if rev.fused is not None else None,
+                "hybrid_in_bundle": bool(rev.bundle.manifest.hybrid)}
     return JSONResponse({"status": "failed" if state.error else "loading", "error": state.error},
                         status_code=503, headers={"Retry-After": "5"})
 

@@ -48,7 +48,8 @@ def add_setting_flags(parser: argparse.ArgumentParser, model: type[ServeConfig])
             # A switch that turns the default off (`--no_verify`) or on.
             text = (f"turn {'off' if field.default else 'on'}: {field.description} [env {extra['env']}=true|false; "
                     f"default {'on' if field.default else 'off'}]").replace("%", "%%")
-            parser.add_argument(flag, dest=name, action="store_const", const=not field.default, default=None,
+            flags = [flag] + ([flag.replace("_", "-")] if flag.startswith("--no_") else [])  # --no-hybrid too
+            parser.add_argument(*flags, dest=name, action="store_const", const=not field.default, default=None,
                                 help=text)
         elif not flag.startswith("-"):
             # The bundle positional takes several bundles: the first is BUNDLE_DIR, the rest BUNDLE_DIRS.

@@ -50,6 +50,10 @@ class LoadedBundle:
     embeddings: np.ndarray
     model_dir: Path
     premises_dir: Path
+    root: Path | None = None
+    """The bundle dir (None for a Hub download): where `manifest.hybrid` and its files are."""
+    fused: object = None
+    """The bundle's `serve.fused_ranking.FusedRanking` when it has one and HYBRID is on."""
 
     def onnx_path(self, int8: bool = False) -> Path | None:
         path = self.model_dir / ONNX_DIR / (INT8_FILE if int8 else ONNX_FILE)
@@ -126,7 +130,9 @@ def load_bundle(bundle: Path, cache_dir: Path | None = None, verify: bool = True
     else:
         logger.warning("%s: checksums not verified (VERIFY_CHECKSUMS=false)", bundle)
     archive_sha = manifest.checksums[PREMISES_ARCHIVE] if verify and not fast else None
-    return assemble(manifest, archive, emb, bundle / MODEL_DIR, cache_dir, archive_sha)
+    loaded = assemble(manifest, archive, emb, bundle / MODEL_DIR, cache_dir, archive_sha)
+    loaded.root = bundle
+    return loaded
 
 
 def parse_repo_at(spec: str) -> tuple[str, str | None]:

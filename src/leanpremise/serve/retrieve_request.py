@@ -1,4 +1,5 @@
-"""One /retrieve request: clip, build candidates, embed, search, merge new premises by score."""
+"""One /retrieve request: clip, build candidates, embed, search, merge new premises by score; with a
+fusion (serve/fused_ranking.py), the lexical rankers run in their own threads while the states embed."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def check_results(n_states: int, k: int, limit: int) -> None:
 
 async def answer(state, req):
     """The response body: a list of {name, score} (or one list per state when `state` is a list);
-    `req` is an instance of the server's request model (schemas.request_model)."""
+    `req` is an instance of the server's request model (schemas.request_model); `state` is the revision."""
     cfg, index, service = state.config, state.index, state.service
     single = isinstance(req.state, str)
     states = [req.state] if single else list(req.state)
@@ -57,6 +58,8 @@ async def answer(state, req):
     if k <= 0 or not states:
         return []
     check_results(len(states), k, cfg.max_results)
+    fused = state.fused
+    full_states = states
     states = [cut(s, state.max_text_chars) for s in states]
     new = clip_new_premises(req.new_premises, cfg.max_new_premises)
     new_names = [p.name for p in new]
@@ -65,11 +68,41 @@ async def answer(state, req):
         state.candidate_mask_pool, index.candidates, req.imported_modules, req.local_premises,
         bool(req.caller_in_module_system), req.imported_all_modules, new_names,
     )
+    embedding = asyncio.ensure_future(service.embed(states, [cut(p.decl, state.max_text_chars) for p in new]))
+    lexical = None
     try:
-        state_emb, new_emb = await service.embed(states, [cut(p.decl, state.max_text_chars) for p in new])
-    finally:
         cand = await cand_future
-    scores, ids = await state.searcher.search(state_emb, cand, k)
+        if fused is not None:
+            lexical = loop.run_in_executor(state.lexical_pool, fused.lexical, full_states, cand.mask,
+                                           [p.decl for p in new], new_names, k)
+        state_emb, new_emb = await embedding
+    finally:
+        if not embedding.done():
+            embedding.cancel()
+        if lexical is not None and not lexical.done():
+            await asyncio.wait([lexical])  # a worker thread cannot be stopped: let it finish before leaving
+    depth = fused.depth(k) if fused is not None else k
+    scores, ids = await state.searcher.search(state_emb, cand, depth)
     new_scores = state_emb @ new_emb.T if len(new) else np.zeros((len(states), 0), dtype=np.float32)
-    results = [merge(index.names, scores[b], ids[b], new_names, new_scores[b], k) for b in range(len(states))]
+    if fused is None:
+        results = [merge(index.names, scores[b], ids[b], new_names, new_scores[b], k) for b in range(len(states))]
+    else:
+        lexical_runs = await lexical
+        results = [fuse_one(fused, index, scores[b], ids[b], new_names, new_scores[b], lexical_runs[b], k)
+                   for b in range(len(states))]
     return results[0] if single else results
+
+
+def fuse_one(fused, index, scores, ids, new_names, new_scores, lexical_runs, k) -> list[dict]:
+    """One state's fused results as {name, score}, best first."""
+    from leanpremise.serve.fused_ranking import merged_run
+
+    dense = merged_run("dense", np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float32),
+                       new_scores, index.size, fused.depth(k))
+    top_ids, top_scores = fused.fuse(dense, lexical_runs, k)
+    out = []
+    for i, s in zip(top_ids.tolist(), top_scores.tolist()):
+        if i < 0:
+            break
+        out.append({"name": index.names[i] if i < index.size else new_names[i - index.size], "score": s})
+    return out

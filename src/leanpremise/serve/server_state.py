@@ -35,6 +35,8 @@ class Revision:
         self.spec, self.tag, self.server = spec, spec.tag, server
         self.config = server.config
         self.candidate_mask_pool = server.candidate_mask_pool
+        self.lexical_pool = server.lexical_pool
+        self.fused = bundle.fused
         self.bundle, self.index, self.shared = bundle, index, shared
         self.service: EmbeddingService = shared.service
         self.max_text_chars = shared.max_text_chars
@@ -103,6 +105,7 @@ class ServerState:
         self.loading: list[str] = []
         self.request_model = request_model(config)
         self.candidate_mask_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="candidates")
+        self.lexical_pool = ThreadPoolExecutor(max_workers=config.lexical_threads, thread_name_prefix="lexical")
         self.search_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
         self._reload_lock: asyncio.Lock | None = None
         self._search_threads: int | None = None
@@ -158,6 +161,14 @@ class ServerState:
             bundle = load_from_hub(cfg.data_repo, cfg.data_revision, cfg.model_id, cfg.model_revision, cfg.data_dir,
                                    verify=cfg.verify, fast=cfg.fast_verify)
             spec = BundleSpec(path=None, manifest=bundle.manifest, tag=derived_tag(bundle.manifest))
+        if bundle.manifest.hybrid and cfg.hybrid:
+            if bundle.root is None:
+                logger.warning("%s: a hybrid bundle from the Hub is served dense only (the lexical files are "
+                               "read from bundle dirs)", spec.tag)
+            else:
+                from leanpremise.serve.fused_ranking import FusedRanking
+
+                bundle.fused = FusedRanking.load(bundle.root, bundle.manifest, bundle.corpus)
         if self._search_threads is None:
             self._search_threads = limit_blas_threads(cfg.search_threads)
         key = getattr(bundle.manifest, "model_identity", None) or model_identity(bundle.model_dir)
@@ -300,6 +311,7 @@ class ServerState:
             if shared.service is not None:
                 await shared.service.stop()
         self.candidate_mask_pool.shutdown(wait=False, cancel_futures=True)
+        self.lexical_pool.shutdown(wait=False, cancel_futures=True)
         self.search_executor.shutdown(wait=False, cancel_futures=True)
 
 

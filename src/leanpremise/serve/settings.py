@@ -139,6 +139,11 @@ class ServeConfig(BaseSettings):
                                                             "least recently used evicted first", ge=1)
     cache_max_bytes: int = setting(256 * 2**20, "CACHE_MAX_BYTES", "bytes the cached embeddings (and their "
                                    "hashed keys) may take; least recently used evicted first", ge=1)
+    # ---- hybrid ranking (a bundle written with `export --hybrid`) -----------------------------------
+    hybrid: bool = setting(True, "HYBRID", "fuse the dense ranking with the bundle's lexical rankers (BM25, "
+                           "MePo) where the bundle has a fusion; off: dense only", flag="--no_hybrid")
+    lexical_threads: int = setting(2, "LEXICAL_THREADS", "threads running the lexical rankers of hybrid "
+                                   "requests (one request's states run in one thread)", ge=1, le=64)
     # ---- the persistent embedding cache (docs/decisions.md: why on by default, why LMDB) -------------
     embedding_cache_on: bool = setting(True, "EMBEDDING_CACHE_ENABLED", "keep the embeddings of states and new "
                                        "premises in a persistent cache behind the in-memory one (LMDB on disk, "

@@ -1,0 +1,60 @@
+"""`export --hybrid FUSION_JSON`: the tuned fusion and what its lexical rankers need, written into a bundle.
+
+The server then fuses without tokenising the corpus at startup: BM25 is bm25s's saved index of the corpus
+texts, MePo the premise-symbol table. Only rankers the fusion reads (weight above 0) are written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from leanpremise.atomic import atomic_write_bytes
+from leanpremise.bundle import HYBRID_BM25, HYBRID_FUSION, HYBRID_MEPO, MEPO_INDICES, MEPO_INDPTR, MEPO_VOCAB
+from leanpremise.eval.fusion import FUSION_FILE, active_rankers, read_fusion
+from leanpremise.eval.hybrid import LEXICAL
+
+logger = logging.getLogger(__name__)
+
+DEEP_FUSION = 256
+"""A fusion tuned deeper than this makes every served request rank that deep: warn."""
+
+
+def check_fusion_file(path: Path):
+    """The fusion spec at `path`, refused unless the server can apply it (one dense ranker at most, every
+    other one lexical); checked before the export's long steps."""
+    spec = read_fusion(path)
+    dense = [n for n in spec.rankers if n not in LEXICAL]
+    if len(dense) > 1:
+        raise ValueError(f"{path}: field \"rankers\": {dense} are not lexical rankers ({', '.join(LEXICAL)}); "
+                         "a bundle has one dense model")
+    if spec.k is not None and spec.k > DEEP_FUSION:
+        logger.warning("%s was tuned at depth k=%d: the server ranks every request that deep for it (tune with "
+                       "`retrieve --hybrid ... --k 100` for LeanHammer's k)", path, spec.k)
+    return spec
+
+
+def write_hybrid(spec, corpus, work: Path, progress: bool = True) -> str:
+    """fusion.json, the BM25 index and the MePo table (those the fusion reads) under `work`; the fusion
+    file's bundle path."""
+    active = active_rankers(spec)
+    atomic_write_bytes(work / HYBRID_FUSION, FUSION_FILE.dump_json(spec, indent=1))
+    if "bm25" in active:
+        from leanpremise.eval.bm25 import BM25Ranker
+
+        BM25Ranker(corpus.texts, progress=progress).save(work / HYBRID_BM25)
+    if "mepo" in active:
+        from leanpremise.eval.mepo import SymbolIndex
+
+        vocab, indptr, indices = SymbolIndex.from_corpus(corpus).to_arrays()
+        folder = work / HYBRID_MEPO
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(folder / MEPO_VOCAB, json.dumps(vocab, ensure_ascii=False).encode())
+        np.save(folder / MEPO_INDPTR, np.asarray(indptr, dtype=np.int64), allow_pickle=False)
+        np.save(folder / MEPO_INDICES, np.asarray(indices, dtype=np.int32), allow_pickle=False)
+    logger.info("hybrid: %s; lexical rankers written: %s", spec.label(),
+                ", ".join(n for n in active if n in LEXICAL) or "none")
+    return HYBRID_FUSION
