@@ -72,7 +72,7 @@ class FusedRanking:
                 k: int) -> list[list[Run]]:
         """Per state, the lexical rankers' runs over the candidates and the new premises (one row each)."""
         depth = self.depth(k)
-        n = self.bm25.n if self.bm25 is not None else self.mepo.matrix.shape[0] if self.mepo else 0
+        n = self.bm25.n if self.bm25 is not None else self.mepo.n_premises if self.mepo is not None else 0
         out = []
         new_symbols = None
         for state in states:
@@ -87,8 +87,9 @@ class FusedRanking:
 
                 if new_symbols is None:
                     new_symbols = [symbols(t, exclude=n) for t, n in zip(new_texts, new_names)]
-                ids, scores = mepo_state(self.mepo, self.mepo.query_ids(state), mask, depth, MePoConfig(),
-                                         extra=new_symbols)
+                known, unknown = self.mepo.query_symbols(state)
+                ids, scores = mepo_state(self.mepo, known, mask, depth, MePoConfig(), extra=new_symbols,
+                                         goal_new=unknown if new_symbols else ())
                 runs.append(Run("mepo", ids[None, :], scores[None, :]))
             out.append(runs)
         return out
@@ -133,4 +134,7 @@ def load_symbol_index(folder: Path, n_premises: int):
         raise ValueError(f"{folder / MEPO_VOCAB}: expected a JSON list of symbol strings")
     if len(indptr) != n_premises + 1:
         raise ValueError(f"{folder / MEPO_INDPTR}: {len(indptr) - 1} premises, the corpus has {n_premises}")
-    return SymbolIndex.from_arrays(vocab, indptr, indices)
+    try:
+        return SymbolIndex.from_arrays(vocab, indptr, indices)
+    except ValueError as e:
+        raise ValueError(f"{folder}: {e}") from e
