@@ -235,6 +235,24 @@ def test_bundle_arrays_round_trip_and_bad_arrays_are_named():
             SymbolIndex.from_arrays(*args)
 
 
+def test_rankings_do_not_depend_on_symbol_numbering():
+    """Symbol ids follow set iteration order, which changes between processes (string hashing); with
+    float32 sums that order decided ties. Exact sums: the same rankings under any numbering."""
+    rng = np.random.default_rng(1)
+    prem = [set(rng.choice(SYMS, size=rng.integers(1, 6), replace=False).tolist()) for _ in range(60)]
+    index = SymbolIndex(prem)
+    vocab, indptr, indices = index.to_arrays()
+    perm = rng.permutation(len(vocab))
+    renamed = [vocab[i] for i in np.argsort(perm)]  # symbol vocab[j] gets id perm[j]
+    rows = [perm[indices[a:b]][rng.permutation(b - a)] for a, b in itertools.pairwise(indptr)]
+    other = SymbolIndex.from_arrays(renamed, indptr, np.concatenate(rows))
+    for goal in ({"A"}, {"B", "C"}, {"D", "E", "F"}):
+        for p, c in ((0.6, 2.4), (0.5, 1e6), (0.3, 3.6)):
+            a = mepo_state(index, _goal_ids(index, goal), None, 40, MePoConfig(p=p, c=c))
+            b = mepo_state(other, _goal_ids(other, goal), None, 40, MePoConfig(p=p, c=c))
+            assert a[0].tolist() == b[0].tolist() and a[1].tolist() == b[1].tolist()
+
+
 def test_bad_candidate_mask_and_config_are_rejected(index):
     with pytest.raises(ValueError, match="shape"):
         mepo_state(index, _goal_ids(index, GOAL), np.ones(3, dtype=bool), 4, MePoConfig())
