@@ -22,7 +22,7 @@ def setup(sample_dataset, tiny_model_dir, cache_dir, tmp_path_factory):
     """`retrieve --hybrid` on the sample's test split, and two bundles: one with the tuned fusion, one with
     a hand-written three-way RRF (so the served fusion really mixes rankers whatever the tuning picks)."""
     from leanpremise.data import DataConfig
-    from leanpremise.eval.hybrid import hybrid_retrieve
+    from leanpremise.eval.hybrid import Rankers, hybrid_retrieve
     from leanpremise.export.exporter import ExportConfig, export_bundle
     from leanpremise.text_encoder import encode_texts, load_model
 
@@ -30,6 +30,7 @@ def setup(sample_dataset, tiny_model_dir, cache_dir, tmp_path_factory):
     ds = sample_dataset
     model = load_model(str(tiny_model_dir), "cpu")
     corpus_emb = encode_texts(model, ds.corpus.texts, batch_size=64)
+    np.save(root / "corpus.npy", corpus_emb)
     hybrid_retrieve(model, ds, "test", ["bm25", "mepo"], K, root / "rp", "tiny", corpus_embeddings=corpus_emb)
     rrf = {"method": "rrf", "rankers": ["tiny", "bm25", "mepo"], "weights": {"tiny": 0.4, "bm25": 0.3, "mepo": 0.3},
            "params": {"k": 60}, "k": K}
@@ -39,9 +40,9 @@ def setup(sample_dataset, tiny_model_dir, cache_dir, tmp_path_factory):
     for name, fusion in (("tuned", root / "rp" / "fusion.json"), ("rrf", root / "rrf.json")):
         bundles[name] = root / f"bundle-{name}"
         export_bundle(ExportConfig(model=str(tiny_model_dir), out=bundles[name], data=data, onnx=False,
-                                   progress=False, hybrid=fusion, corpus_embeddings=None))
-    return {"root": root, "ds": ds, "model": model, "corpus_emb": corpus_emb, "bundles": bundles,
-            "rrf": rrf}
+                                   progress=False, hybrid=fusion, corpus_embeddings=root / "corpus.npy"))
+    return {"root": root, "ds": ds, "rankers": Rankers(model, ds, ["bm25", "mepo"], corpus_emb),
+            "bundles": bundles, "rrf": rrf}
 
 
 def serve(bundle, cache_dir, **kw):
@@ -101,10 +102,9 @@ def rrf_server(setup, cache_dir):
 def library_fusion(setup, states, k):
     """The eval path's fused ranking (what `retrieve --hybrid` runs) with the hand-written RRF."""
     from leanpremise.eval.fusion import FusionSpec, apply
-    from leanpremise.eval.hybrid import Rankers
 
     ds = setup["ds"]
-    runs = Rankers(setup["model"], ds, ["bm25", "mepo"], setup["corpus_emb"]).runs(np.array(states), K, "tiny")
+    runs = setup["rankers"].runs(np.array(states), K, "tiny")
     ids, _ = apply(runs, FusionSpec(**setup["rrf"]), k)
     return [[ds.corpus.names[i] for i in row if i >= 0] for row in ids.tolist()], runs
 

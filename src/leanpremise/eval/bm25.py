@@ -159,12 +159,12 @@ class BM25Ranker:
 
         Reads bm25s's (premises x tokens) score matrix column by column: each distinct query token once,
         times its count, so a query costs at most one pass over the index however long it is (bm25s's
-        `get_scores` adds a column per occurrence)."""
+        `get_scores` adds a column per occurrence). `np.add.at` beats `out[idx] += ...` here."""
         data, indices, indptr = (self.retriever.scores[x] for x in ("data", "indices", "indptr"))
         out = np.zeros(self.n, dtype=np.float32)
         for i, c in self.query_counts(text).items():
             lo, hi = int(indptr[i]), int(indptr[i + 1])
-            out[indices[lo:hi]] += np.float32(c) * data[lo:hi]
+            np.add.at(out, indices[lo:hi], data[lo:hi] if c == 1 else np.float32(c) * data[lo:hi])
         return out
 
     def rank(self, queries: list[str], access, state_ids: np.ndarray, k: int,
