@@ -121,24 +121,26 @@ class BM25Ranker:
         out._finish()
         return out
 
-    def new_premise_scores(self, query: str, texts: list[str]) -> np.ndarray:
-        """BM25 scores of premises that are not in the index against `query`, with the index's idf and
-        average length (as if each were one more document that changes neither)."""
+    def doc_terms(self, text: str) -> dict[int, np.float32]:
+        """Token id -> BM25 term weight of a premise that is not in the index (as if it were one more
+        document that changes neither idf nor the average length); query-independent, so callers cache it."""
+        tokens = bm25_tokens(text)
+        counts: dict[int, int] = {}
+        for t in tokens:
+            if (i := self.vocab.get(t)) is not None:
+                counts[i] = counts.get(i, 0) + 1
+        norm = self.config.k1 * ((1 - self.config.b) + self.config.b * len(tokens) / self.avgdl)  # float64,
+        return {i: np.float32(float(self.idf[i]) * (c / (norm + c))) for i, c in counts.items()}  # as bm25s's
+
+    def new_premise_scores(self, query: str, texts: list[str], terms: list[dict] | None = None) -> np.ndarray:
+        """BM25 scores against `query` of premises that are not in the index (`terms`: their `doc_terms`,
+        if the caller has them), bit-identical to the score of an indexed premise of the same text."""
         q = self.query_counts(query)
-        out = np.zeros(len(texts), dtype=np.float32)
+        terms = terms if terms is not None else [self.doc_terms(t) for t in texts]
+        out = np.zeros(len(terms), dtype=np.float32)
         if not q:
             return out
-        k1, b = self.config.k1, self.config.b
-        for j, text in enumerate(texts):
-            tokens = bm25_tokens(text)
-            counts: dict[int, int] = {}
-            for t in tokens:
-                if (i := self.vocab.get(t)) is not None:
-                    counts[i] = counts.get(i, 0) + 1
-            if not counts:
-                continue
-            norm = k1 * ((1 - b) + b * len(tokens) / self.avgdl)  # float64, as bm25s's term weights are
-            term = {i: np.float32(float(self.idf[i]) * (c / (norm + c))) for i, c in counts.items()}
+        for j, term in enumerate(terms):
             total = np.float32(0.0)
             for i, c in q.items():  # the order and float32 arithmetic of `scores`
                 if i in term:

@@ -212,10 +212,22 @@ class _Tables:
     scale: int
     post_indptr: np.ndarray
     post: np.ndarray
-    rows_indptr: np.ndarray  # premise -> symbols, for indexed premises and then extra ones
+    rows_indptr: np.ndarray  # indexed premise -> symbols (the index's own arrays, never copied)
     rows: np.ndarray
     extra_post_indptr: np.ndarray | None = None
     extra_post: np.ndarray | None = None
+    extra_rows_indptr: np.ndarray | None = None  # request premise j (id n_indexed + j) -> symbols
+    extra_rows: np.ndarray | None = None
+    n_indexed: int = 0
+
+    def symbols_of(self, ids: np.ndarray) -> np.ndarray:
+        """The symbols of premises `ids` (indexed and request premises), concatenated."""
+        inner = ids[ids < self.n_indexed]
+        syms, _ = _gather_ranges(self.rows_indptr, self.rows, inner)
+        if self.extra_rows is None or len(inner) == len(ids):
+            return syms.astype(np.int64)
+        more, _ = _gather_ranges(self.extra_rows_indptr, self.extra_rows, ids[ids >= self.n_indexed] - self.n_indexed)
+        return np.concatenate([syms.astype(np.int64), more.astype(np.int64)])
 
 
 def _tables(index: SymbolIndex, extra: Sequence[Iterable[str]], goal_new: Iterable[str]) -> tuple[_Tables, np.ndarray]:
@@ -223,7 +235,7 @@ def _tables(index: SymbolIndex, extra: Sequence[Iterable[str]], goal_new: Iterab
     n = index.n_premises
     if not extra:
         return _Tables(n, index.sizes, index.weights, index.scale, index.post_indptr, index.post,
-                       index.indptr, index.indices), np.zeros(0, dtype=np.int64)
+                       index.indptr, index.indices, n_indexed=n), np.zeros(0, dtype=np.int64)
     local: dict[str, int] = {}
     rows_ptr = np.zeros(len(extra) + 1, dtype=np.int64)
     cols: list[int] = []
@@ -244,9 +256,8 @@ def _tables(index: SymbolIndex, extra: Sequence[Iterable[str]], goal_new: Iterab
     epost = (n + np.repeat(np.arange(len(extra), dtype=np.int64), esizes))[order].astype(np.int32)
     goal_local = np.asarray([index.n_symbols + local[s] for s in goal_new if s in local], dtype=np.int64)
     return _Tables(n + len(extra), np.concatenate([index.sizes, esizes]), weights, scale,
-                   index.post_indptr, index.post,
-                   np.concatenate([index.indptr, index.indptr[-1] + rows_ptr[1:]]),
-                   np.concatenate([index.indices.astype(np.int64), ecols]), eptr, epost), goal_local
+                   index.post_indptr, index.post, index.indptr, index.indices, eptr, epost,
+                   rows_ptr, ecols, n_indexed=n), goal_local
 
 
 def mepo_state(index: SymbolIndex, goal_ids: np.ndarray, candidates: np.ndarray | None, k: int,
@@ -297,7 +308,7 @@ def mepo_state(index: SymbolIndex, goal_ids: np.ndarray, candidates: np.ndarray 
         n_acc += len(new)
         if n_acc >= k:
             break
-        syms, _ = _gather_ranges(t.rows_indptr, t.rows, new)
+        syms = t.symbols_of(new)
         syms = syms[~in_r[syms]]
         delta = _unique_small(syms.astype(np.int64), stamp)
         in_r[delta] = True

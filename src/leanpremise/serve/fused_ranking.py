@@ -18,16 +18,26 @@ import numpy as np
 from leanpremise.bundle import HYBRID_BM25, HYBRID_MEPO, MEPO_INDICES, MEPO_INDPTR, MEPO_VOCAB, BundleError
 from leanpremise.eval.fusion import FusionFileError, Run, active_rankers, apply, read_fusion
 from leanpremise.eval.hybrid import LEXICAL
+from leanpremise.eval.lean_tokens import symbols
 
 logger = logging.getLogger(__name__)
+
+NEW_PREMISE_CACHE_CHARS = 64 << 20
+"""Characters of new-premise text whose lexical analysis is kept (per revision)."""
 
 
 class FusedRanking:
     """The fusion of one bundle and the lexical rankers it reads."""
 
-    def __init__(self, spec, bm25=None, mepo=None):
+    def __init__(self, spec, bm25=None, mepo=None, cache_chars: int = NEW_PREMISE_CACHE_CHARS):
+        from cachetools import LRUCache
+
         self.spec, self.bm25, self.mepo = spec, bm25, mepo
         self.active = active_rankers(spec)
+        self._terms = LRUCache(cache_chars, getsizeof=lambda v: v[0])
+        self._symbols = LRUCache(cache_chars, getsizeof=lambda v: v[0])
+        """A file's new premises come again with every request from it: their BM25 terms and MePo symbols
+        are kept, keyed by text (and name), weighed by text length."""
         dense = [n for n in self.active if n not in LEXICAL]
         self.dense_name = dense[0] if dense else None
 
@@ -74,25 +84,36 @@ class FusedRanking:
         depth = self.depth(k)
         n = self.bm25.n if self.bm25 is not None else self.mepo.n_premises if self.mepo is not None else 0
         out = []
-        new_symbols = None
+        terms = [self._cached(self._terms, t, t, self.bm25.doc_terms) for t in new_texts] if self.bm25 else None
+        new_symbols = [self._cached(self._symbols, (n, t), t, lambda t, n=n: symbols(t, exclude=n))
+                       for t, n in zip(new_texts, new_names)] if self.mepo else None
         for state in states:
             runs = []
             if self.bm25 is not None:
                 ids, scores = self.bm25.rank_one(state, mask, depth)
-                new_scores = self.bm25.new_premise_scores(state, new_texts) if new_texts else np.zeros(0)
+                new_scores = self.bm25.new_premise_scores(state, new_texts, terms) if new_texts else np.zeros(0)
                 runs.append(merged_run("bm25", ids, scores, new_scores, n, depth))
             if self.mepo is not None:
-                from leanpremise.eval.lean_tokens import symbols
                 from leanpremise.eval.mepo import MePoConfig, mepo_state
 
-                if new_symbols is None:
-                    new_symbols = [symbols(t, exclude=n) for t, n in zip(new_texts, new_names)]
                 known, unknown = self.mepo.query_symbols(state)
                 ids, scores = mepo_state(self.mepo, known, mask, depth, MePoConfig(), extra=new_symbols,
                                          goal_new=unknown if new_symbols else ())
                 runs.append(Run("mepo", ids[None, :], scores[None, :]))
             out.append(runs)
         return out
+
+    @staticmethod
+    def _cached(cache, key, text: str, make):
+        """make(text), from `cache` when there (worker threads share it: a race computes twice, no harm)."""
+        hit = cache.get(key)
+        if hit is None:
+            hit = (len(text) + 1, make(text))
+            try:
+                cache[key] = hit
+            except ValueError:  # larger than the whole cache
+                pass
+        return hit[1]
 
     def fuse(self, dense: Run | None, lexical: list[Run], k: int) -> tuple[np.ndarray, np.ndarray]:
         """One state's fused top k: (ids in the shared id space, -1 padded; fused scores)."""
