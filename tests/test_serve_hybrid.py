@@ -207,3 +207,31 @@ def test_a_damaged_hybrid_bundle_fails_to_load_naming_the_file(setup, cache_dir,
     loaded = load_bundle(bundle, cache_dir)
     with pytest.raises(BundleError, match=message):
         FusedRanking.load(bundle, loaded.manifest, loaded.corpus)
+
+
+def test_any_request_text_gets_a_ranking_of_allowed_names(setup, rrf_server):
+    """Fuzzed states and new premises (any unicode, operators, empty text): 200, at most k distinct names,
+    each a candidate or a new premise."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    ds = setup["ds"]
+    s0 = picked_states(ds)[-1]
+    local = accessible_names(ds, s0)[:200]
+    text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300) | st.sampled_from(
+        ["", "⊢", "∀ x, x = x", ds.states.state[s0], "(((((", "h : a ≤ b ⊢ b ≥ a"])
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(state=text, decls=st.lists(st.tuples(st.sampled_from(["N.a", "N.b", local[0]]), text), max_size=4),
+           k=st.integers(1, 40))
+    def check(state, decls, k):
+        new = [{"name": n, "decl": d} for n, d in decls]
+        r = httpx.post(f"{rrf_server.url}/retrieve", json={"state": state, "local_premises": local,
+                                                           "imported_modules": [], "new_premises": new, "k": k},
+                       timeout=60)
+        assert r.status_code == 200, r.text
+        names = [x["name"] for x in r.json()]
+        assert len(names) == len(set(names)) <= k
+        assert set(names) <= set(local) | {n for n, _ in decls}
+
+    check()

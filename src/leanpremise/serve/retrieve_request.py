@@ -69,18 +69,21 @@ async def answer(state, req):
         bool(req.caller_in_module_system), req.imported_all_modules, new_names,
     )
     embedding = asyncio.ensure_future(service.embed(states, [cut(p.decl, state.max_text_chars) for p in new]))
-    lexical = None
     try:
         cand = await cand_future
-        if fused is not None:
-            lexical = loop.run_in_executor(state.lexical_pool, fused.lexical, full_states, cand.mask,
-                                           [p.decl for p in new], new_names, k)
+    except BaseException:
+        await asyncio.gather(embedding, return_exceptions=True)  # finish (or fail) as it would have alone
+        raise
+    lexical = None
+    if fused is not None:  # lexical ranking starts now, in its own threads, while the states embed
+        lexical = loop.run_in_executor(state.lexical_pool, fused.lexical, full_states, cand.mask,
+                                       [p.decl for p in new], new_names, k)
+    try:
         state_emb, new_emb = await embedding
-    finally:
-        if not embedding.done():
-            embedding.cancel()
-        if lexical is not None and not lexical.done():
-            await asyncio.wait([lexical])  # a worker thread cannot be stopped: let it finish before leaving
+    except BaseException:
+        if lexical is not None:
+            await asyncio.gather(lexical, return_exceptions=True)
+        raise
     depth = fused.depth(k) if fused is not None else k
     scores, ids = await state.searcher.search(state_emb, cand, depth)
     new_scores = state_emb @ new_emb.T if len(new) else np.zeros((len(states), 0), dtype=np.float32)
