@@ -176,3 +176,19 @@ def test_mepo_file_is_ranked_as_its_scores_say_and_eval_files_agrees(out, capsys
     want = json.loads((out / "mepo.json").read_text())
     for key in ("recall@16", "recall@32", "precision@16", "fullrecall@32"):
         assert got[key] == pytest.approx(want[key]), key
+
+
+def test_train_split_file_feeds_hard_negatives(tmp_path, sample_dataset):
+    """`baseline bm25 --split train` ranks every training state, and `train --hard_negatives` reads the file
+    back state by state: each training state with accessible non-positives gets hard-negative candidates."""
+    from leanpremise.train.negatives import HardNegatives
+
+    ds, rp = sample_dataset, tmp_path / "rp"
+    assert main(["baseline", "bm25", "--split", "train", "--k", "16", "--out_dir", str(rp)]) == 0
+    entries = json.loads((rp / "dot_train-bm25.json").read_text())
+    assert [e["state_name"] for e in entries] == [ds.states.name(s, ds.corpus.modules) for s in ds.split.train]
+    hard = HardNegatives.from_file(rp / "dot_train-bm25.json", ds, top_k=16)
+    counts = hard.count(ds.split.train)
+    has_other = np.array([ds.access.count(s) > len(ds.states.positives(s)) + 1 for s in ds.split.train.tolist()])
+    assert (counts[has_other] > 0).all()
+    assert not hard.count(ds.split.test).any()

@@ -183,7 +183,8 @@ def _write_metrics(path: Path | None, metrics: dict, index_seconds: float) -> No
 
 
 def _add_output_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--split", choices=["valid", "test", "all"], default="test", help="states to rank (default test)")
+    p.add_argument("--split", choices=["train", "valid", "test", "all"], default="test",
+                   help="states to rank (default test; train: every training state, e.g. for --hard_negatives)")
     p.add_argument("--k", type=int, default=1024, help="premises kept per state (default 1024)")
     p.add_argument("--out_dir", type=Path, default=Path("retrieved_premises"),
                    help="where dot_<split>-<model_name>.json goes (default retrieved_premises)")
