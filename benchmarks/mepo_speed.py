@@ -135,7 +135,7 @@ def main() -> None:
     ap.add_argument("--states", type=int, default=100)
     ap.add_argument("--k", type=int, nargs="+", default=[100, 1024])
     ap.add_argument("--baseline_batch", type=int, default=64)
-    ap.add_argument("--note", default="measured under load: the machine was shared with other jobs")
+    ap.add_argument("--note", default="", help="how quiet the machine was (recorded in the JSON)")
     args = ap.parse_args()
     data_dir = args.data_dir or unpacked("mathlib-src")
 
