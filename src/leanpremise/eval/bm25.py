@@ -125,17 +125,15 @@ class BM25Ranker:
         """Token id -> BM25 term weight of a premise that is not in the index (as if it were one more
         document that changes neither idf nor the average length); query-independent, so callers cache it."""
         tokens = bm25_tokens(text)
-        counts: dict[int, int] = {}
-        for t in tokens:
-            if (i := self.vocab.get(t)) is not None:
-                counts[i] = counts.get(i, 0) + 1
+        counts = self.token_counts(tokens)
         norm = self.config.k1 * ((1 - self.config.b) + self.config.b * len(tokens) / self.avgdl)  # float64,
         return {i: np.float32(float(self.idf[i]) * (c / (norm + c))) for i, c in counts.items()}  # as bm25s's
 
-    def new_premise_scores(self, query: str, texts: list[str], terms: list[dict] | None = None) -> np.ndarray:
+    def new_premise_scores(self, query: str | dict[int, int], texts: list[str], terms: list[dict] | None = None
+                           ) -> np.ndarray:
         """BM25 scores against `query` of premises that are not in the index (`terms`: their `doc_terms`,
         if the caller has them), bit-identical to the score of an indexed premise of the same text."""
-        q = self.query_counts(query)
+        q = self.query_counts(query) if isinstance(query, str) else query
         terms = terms if terms is not None else [self.doc_terms(t) for t in texts]
         out = np.zeros(len(terms), dtype=np.float32)
         if not q:
@@ -150,13 +148,17 @@ class BM25Ranker:
 
     def query_counts(self, text: str) -> dict[int, int]:
         """Token id -> occurrences in `text`, for the tokens the index has, in order of first occurrence."""
+        return self.token_counts(bm25_tokens(text))
+
+    def token_counts(self, tokens: list[str]) -> dict[int, int]:
+        """Token id -> count of the tokens the index has, in order of first occurrence (queries and new premises)."""
         counts: dict[int, int] = {}
-        for t in bm25_tokens(text):
+        for t in tokens:
             if (i := self.vocab.get(t)) is not None:
                 counts[i] = counts.get(i, 0) + 1
         return counts
 
-    def scores(self, text: str) -> np.ndarray:
+    def scores(self, text: str | dict[int, int]) -> np.ndarray:
         """BM25 score of every premise for one query (zeros when no query token is in the corpus).
 
         Reads bm25s's (premises x tokens) score matrix column by column: each distinct query token once,
@@ -164,7 +166,8 @@ class BM25Ranker:
         `get_scores` adds a column per occurrence). `np.add.at` beats `out[idx] += ...` here."""
         data, indices, indptr = (self.retriever.scores[x] for x in ("data", "indices", "indptr"))
         out = np.zeros(self.n, dtype=np.float32)
-        for i, c in self.query_counts(text).items():
+        counts = self.query_counts(text) if isinstance(text, str) else text
+        for i, c in counts.items():
             lo, hi = int(indptr[i]), int(indptr[i + 1])
             np.add.at(out, indices[lo:hi], data[lo:hi] if c == 1 else np.float32(c) * data[lo:hi])
         return out
@@ -186,8 +189,10 @@ class BM25Ranker:
             ids[a:b], scores[a:b] = exact_topk(block, access.mask(state_ids[a:b]), k)
         return ids, scores
 
-    def rank_one(self, query: str, candidates: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """One state over `candidates` (a bool mask, None = every premise): what the server runs."""
+    def rank_one(self, query: str | dict[int, int], candidates: np.ndarray | None, k: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """One state (its text, or its `query_counts`) over `candidates` (a bool mask, None = every premise):
+        what the server runs."""
         mask = None if candidates is None else candidates[None, :]
         ids, scores = exact_topk(self.scores(query)[None, :], mask, k)
         return ids[0], scores[0]

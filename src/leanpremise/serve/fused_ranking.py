@@ -90,8 +90,9 @@ class FusedRanking:
         for state in states:
             runs = []
             if self.bm25 is not None:
-                ids, scores = self.bm25.rank_one(state, mask, depth)
-                new_scores = self.bm25.new_premise_scores(state, new_texts, terms) if new_texts else np.zeros(0)
+                counts = self.bm25.query_counts(state)  # tokenised once for both
+                ids, scores = self.bm25.rank_one(counts, mask, depth)
+                new_scores = self.bm25.new_premise_scores(counts, new_texts, terms) if new_texts else np.zeros(0)
                 runs.append(merged_run("bm25", ids, scores, new_scores, n, depth))
             if self.mepo is not None:
                 from leanpremise.eval.mepo import MePoConfig, mepo_state
