@@ -14,10 +14,12 @@ Every arm runs the same number of optimizer steps (--steps, HF's max_steps, so
 the LR schedule spans exactly those steps): on a shared machine a wall-clock
 budget would give the arms different step counts. --minutes trains each arm
 for a time budget instead. Each trained model is evaluated on test, dense and
-hybrid (dense + BM25 + MePo fused as `retrieve --hybrid bm25,mepo` does, tuned
-on valid only), its corpus embeddings computed once and used for both splits.
-Also reported: the untrained model dense and hybrid, BM25 and MePo alone, and
-a paired bootstrap over test states of each hard arm against random.
+hybrid (dense + BM25 + MePo + usage fused as `retrieve --hybrid bm25,mepo,usage`
+does, tuned on valid only), its corpus embeddings computed once and used for
+both splits. Also reported: the untrained model dense and hybrid, BM25, MePo and
+usage alone, and a paired bootstrap over test states of each hard arm against
+random. Arms scored with another set of fused rankers are rescored from their
+saved models.
 
 Models go to <bench cache>/models/train_quality-<arm>/final (with their
 corpus embeddings and test rankings beside). The result JSON is rewritten
@@ -48,7 +50,6 @@ from common import bench_cache, save_json, unpacked
 ARMS = ("random", "bm25", "self")
 KS = (16, 32, 100)
 RANK_K = 100  # premises ranked per state: enough for Recall@100 and for the fusion, as `retrieve --hybrid --k 100`
-LEXICAL = ["bm25", "mepo"]
 DEFAULT_STEPS = 84  # the steps the 20-minute run on a quiet 2-core machine took (benchmarks/results history)
 BOOTSTRAP = {"resamples": 2000, "seed": 0, "level": 0.95}
 NOISE_FLOOR = 0.01  # a hard arm must beat random by more than this on test Recall@32, and beyond the bootstrap
@@ -124,14 +125,14 @@ class Evaluation:
     """Valid and test rankings of the lexical rankers (made once), and each model's dense and hybrid scores."""
 
     def __init__(self, ds, untrained, untrained_emb: np.ndarray, name: str):
-        from leanpremise.eval.hybrid import Rankers
+        from leanpremise.eval.hybrid import LEXICAL, Rankers
 
         self.ds = ds
         self.valid, self.test = ds.split_ids("valid"), ds.split_ids("test")
         self.valid_pos = [ds.states.positives(s) for s in self.valid.tolist()]
         self.test_pos = [ds.states.positives(s) for s in self.test.tolist()]
         t0 = time.perf_counter()
-        rankers = Rankers(untrained, ds, LEXICAL, untrained_emb)
+        rankers = Rankers(untrained, ds, list(LEXICAL), untrained_emb)
         valid_runs, test_runs = rankers.runs(self.valid, RANK_K, name), rankers.runs(self.test, RANK_K, name)
         self.seconds = round(time.perf_counter() - t0, 1)
         self.lex_valid, self.lex_test = valid_runs[1:], test_runs[1:]
@@ -162,6 +163,19 @@ class Evaluation:
             "fusion": spec.label(), "fusion_spec": spec.model_dump(exclude={"date"}),
         }
         return metrics, {"dense": dense_test.ids, "hybrid": fused_test}
+
+
+def rescore(arm: str, arm_dir: Path, ev: Evaluation, done: dict) -> dict:
+    """A finished arm's figures again from its saved model and corpus embeddings (when the fusion's
+    rankers changed since it was scored); its training record is kept."""
+    from leanpremise.text_encoder import load_model
+
+    model = load_model(str(arm_dir / "final"), "cpu")
+    corpus_emb = np.load(arm_dir / "corpus_embeddings.npy")
+    metrics, rankings = ev.score(*ev.dense_runs(model, corpus_emb, f"{arm}-trained"))
+    np.savez(arm_dir / "test_rankings.npz", **rankings)
+    print(f"[{arm}] rescored: test dense {metrics['dense']}  hybrid {metrics['hybrid']}", flush=True)
+    return {**done, **metrics, "rescored": time.strftime("%Y-%m-%d")}
 
 
 def train_arm(arm: str, args, ds, hard_file: Path | None, arm_dir: Path) -> tuple[object, dict]:
@@ -285,6 +299,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from leanpremise.data import load_dataset
+    from leanpremise.eval.hybrid import LEXICAL
     from leanpremise.text_encoder import encode_texts, load_model, model_display_name
     from leanpremise.train.cli import parse
 
@@ -331,6 +346,11 @@ def main(argv=None) -> int:
         shared["machine"]["load_average_now"] = round(os.getloadavg()[0], 2)
         save_json(args.out, result(config, shared, arms, comparison, winners))
 
+    for arm in list(arms):
+        arm_dir = models / f"train_quality-{arm}"
+        if arms[arm].get("fusion_spec", {}).get("rankers", [])[1:] != list(LEXICAL) and \
+                (arm_dir / "corpus_embeddings.npy").exists():
+            arms[arm] = rescore(arm, arm_dir, ev, arms[arm])
     write()
     for arm in args.arms:
         if arm in arms:

@@ -15,12 +15,13 @@ from serve_helpers import ThreadServer, service_config
 
 K = 16
 STATES = 12
+RANKERS = ["bm25", "mepo", "usage"]
 
 
 @pytest.fixture(scope="module")
 def setup(sample_dataset, tiny_model_dir, cache_dir, tmp_path_factory):
     """`retrieve --hybrid` on the sample's test split, and two bundles: one with the tuned fusion, one with
-    a hand-written three-way RRF (so the served fusion really mixes rankers whatever the tuning picks)."""
+    a hand-written four-way RRF (so the served fusion really mixes rankers whatever the tuning picks)."""
     from leanpremise.data import DataConfig
     from leanpremise.eval.hybrid import Rankers, hybrid_retrieve
     from leanpremise.export.exporter import ExportConfig, export_bundle
@@ -31,9 +32,9 @@ def setup(sample_dataset, tiny_model_dir, cache_dir, tmp_path_factory):
     model = load_model(str(tiny_model_dir), "cpu")
     corpus_emb = encode_texts(model, ds.corpus.texts, batch_size=64)
     np.save(root / "corpus.npy", corpus_emb)
-    hybrid_retrieve(model, ds, "test", ["bm25", "mepo"], K, root / "rp", "tiny", corpus_embeddings=corpus_emb)
-    rrf = {"method": "rrf", "rankers": ["tiny", "bm25", "mepo"], "weights": {"tiny": 0.4, "bm25": 0.3, "mepo": 0.3},
-           "params": {"k": 60}, "k": K}
+    hybrid_retrieve(model, ds, "test", RANKERS, K, root / "rp", "tiny", corpus_embeddings=corpus_emb)
+    rrf = {"method": "rrf", "rankers": ["tiny", *RANKERS],
+           "weights": {"tiny": 0.3, "bm25": 0.25, "mepo": 0.2, "usage": 0.25}, "params": {"k": 60}, "k": K}
     (root / "rrf.json").write_text(json.dumps(rrf))
     data = DataConfig(cache_dir=cache_dir)  # the shipped sample, as sample_dataset loads it
     bundles = {}
@@ -41,7 +42,7 @@ def setup(sample_dataset, tiny_model_dir, cache_dir, tmp_path_factory):
         bundles[name] = root / f"bundle-{name}"
         export_bundle(ExportConfig(model=str(tiny_model_dir), out=bundles[name], data=data, onnx=False,
                                    progress=False, hybrid=fusion, corpus_embeddings=root / "corpus.npy"))
-    return {"root": root, "ds": ds, "rankers": Rankers(model, ds, ["bm25", "mepo"], corpus_emb),
+    return {"root": root, "ds": ds, "rankers": Rankers(model, ds, RANKERS, corpus_emb),
             "bundles": bundles, "rrf": rrf}
 
 
@@ -77,7 +78,7 @@ def test_served_ranking_equals_the_retrieve_hybrid_file(setup, cache_dir):
     from leanpremise.eval.retrieved_files import read_retrieved, retrieved_file_name
 
     ds = setup["ds"]
-    path = setup["root"] / "rp" / retrieved_file_name("test", "tiny+bm25+mepo")
+    path = setup["root"] / "rp" / retrieved_file_name("test", "tiny+bm25+mepo+usage")
     entries = read_retrieved(path, "retrieved")
     by_state = dict(zip(ds.split_ids("test").tolist(), entries))
     srv = serve(setup["bundles"]["tuned"], cache_dir)
@@ -109,11 +110,11 @@ def library_fusion(setup, states, k):
     return [[ds.corpus.names[i] for i in row if i >= 0] for row in ids.tolist()], runs
 
 
-def test_three_way_rrf_served_equals_the_library_fusion_at_each_k(setup, rrf_server):
+def test_four_way_rrf_served_equals_the_library_fusion_at_each_k(setup, rrf_server):
     ds = setup["ds"]
     states = picked_states(ds)
     health = httpx.get(f"{rrf_server.url}/health").json()
-    assert health["hybrid"]["rankers"] == ["tiny", "bm25", "mepo"] and health["hybrid"]["depth"] == K
+    assert health["hybrid"]["rankers"] == ["tiny", *RANKERS] and health["hybrid"]["depth"] == K
     for k in (K, 5):
         want, runs = library_fusion(setup, states, k)
         for s, names in zip(states, want):
@@ -127,8 +128,11 @@ def test_three_way_rrf_served_equals_the_library_fusion_at_each_k(setup, rrf_ser
 
 def untied(runs, b: int, i: int) -> bool:
     """Premise i's score in state b's row of every run that lists it is no other listed premise's (ties
-    break by id, and a new premise's id is not the indexed one's)."""
+    break by id, and a new premise's id is not the indexed one's). Usage is not asked: a new premise takes
+    its indexed namesake's place among equal counts."""
     for run in runs:
+        if run.name == "usage":
+            continue
         ids, scores = run.ids[b], run.scores[b]
         at = np.flatnonzero(ids == i)
         if len(at) and np.sum(scores[ids >= 0] == scores[at[0]]) > 1:
@@ -138,13 +142,16 @@ def untied(runs, b: int, i: int) -> bool:
 
 def test_a_new_premise_ranks_as_the_indexed_premise_of_the_same_text(setup, rrf_server):
     """Send a premise the fused list holds as a new premise (and not as a candidate): every ranker scores
-    it on the fly as it scored the indexed copy, so the ranking is the same."""
+    it on the fly as it scored the indexed copy (usage by its name's count), so the ranking is the same."""
     ds = setup["ds"]
     states = picked_states(ds)
     want, runs = library_fusion(setup, states, K)
-    checked = 0
+    checked = used_checked = 0
     for b, s in enumerate(states):
-        picks = [n for n in want[b][:8] if untied(runs, b, ds.corpus.name_to_id[n])]
+        usage = next(r for r in runs if r.name == "usage")
+        used = set(usage.ids[b][usage.ids[b] >= 0].tolist())
+        picks = sorted((n for n in want[b][:8] if untied(runs, b, ds.corpus.name_to_id[n])),
+                       key=lambda n: ds.corpus.name_to_id[n] not in used)  # a used premise first, when any
         if not picks:
             continue
         name = picks[0]
@@ -155,7 +162,8 @@ def test_a_new_premise_ranks_as_the_indexed_premise_of_the_same_text(setup, rrf_
         got = httpx.post(f"{rrf_server.url}/retrieve", json=body, timeout=60).json()
         assert [r["name"] for r in got] == want[b], s
         checked += 1
-    assert checked >= 3
+        used_checked += ds.corpus.name_to_id[name] in used
+    assert checked >= 3 and used_checked >= 1
 
 
 def test_no_hybrid_serves_the_dense_ranking(setup, cache_dir):
@@ -195,6 +203,10 @@ def tampered_copy(bundle, dst, edit):
      "indptr.npy"),
     ("pickled MePo table", lambda d: np.save(d / "hybrid/mepo/indices.npy", np.array([{"x": 1}], dtype=object),
                                              allow_pickle=True), "indices.npy"),
+    ("usage counts of another corpus", lambda d: np.save(d / "hybrid/usage.npy", np.ones(7, dtype=np.int64)),
+     "usage.npy"),
+    ("pickled usage counts", lambda d: np.save(d / "hybrid/usage.npy", np.array([{"x": 1}], dtype=object),
+                                               allow_pickle=True), "usage.npy"),
     ("BM25 of another corpus", lambda d: (d / "hybrid/bm25/bm25_stats.json").write_text(json.dumps(
         {"n_docs": 3, "avgdl": 5.0, "k1": 1.5, "b": 0.75, "method": "lucene"})), "bm25_stats.json"),
 ])

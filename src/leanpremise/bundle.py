@@ -17,6 +17,7 @@ bundle").
         bm25/                           bm25s's saved index of the corpus texts + bm25_stats.json
         mepo/vocab.json, indptr.npy, indices.npy
                                         MePo's premise-symbol table (CSR over the corpus order)
+        usage.npy                       int64 per corpus premise: train states that used it (usage ranker)
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ HYBRID_DIR = "hybrid"
 HYBRID_FUSION = f"{HYBRID_DIR}/fusion.json"
 HYBRID_BM25 = f"{HYBRID_DIR}/bm25"
 HYBRID_MEPO = f"{HYBRID_DIR}/mepo"
+HYBRID_USAGE = f"{HYBRID_DIR}/usage.npy"
 MEPO_VOCAB, MEPO_INDPTR, MEPO_INDICES = "vocab.json", "indptr.npy", "indices.npy"
 FORMAT_VERSION = 2
 """2 added `sizes`; a format-1 manifest (sha256 only) still loads, fully hashed (docs/decisions.md)."""

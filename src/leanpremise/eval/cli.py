@@ -156,6 +156,20 @@ def _baseline(args) -> int:
                                    time.perf_counter() - t0, None)
         _write_metrics(args.metrics_out, metrics, index_s)
         return 0
+    if args.method == "usage":
+        from leanpremise.eval.usage import UsageRanker
+
+        if args.split == "train":
+            logger.warning("baseline usage --split train: the counts come from the train states themselves")
+        t0 = time.perf_counter()
+        ranker = UsageRanker.from_dataset(ds)
+        index_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ids, scores = ranker.rank(ds.access, state_ids, args.k)
+        metrics = finish_retrieval(ds, args.split, state_ids, ids, scores, args.out_dir, "usage",
+                                   time.perf_counter() - t0, None)
+        _write_metrics(args.metrics_out, metrics, index_s)
+        return 0
     from leanpremise.eval.mepo import MePoConfig, SymbolIndex, mepo_rank
 
     ps = MEPO_GRID_P if args.grid else args.p
@@ -229,8 +243,9 @@ def register(sub) -> None:
                         "one: count them as recall 1 (the original eval_recall_at_k script)")
     e.set_defaults(func=_eval_files)
 
-    b = sub.add_parser("baseline", help="BM25, MePo or ReProver-style retrieval, written like `retrieve`")
-    b.add_argument("method", choices=["bm25", "mepo", "reprover"])
+    b = sub.add_parser("baseline", help="BM25, MePo, usage (train-proof frequency) or ReProver-style "
+                                        "retrieval, written like `retrieve`")
+    b.add_argument("method", choices=["bm25", "mepo", "usage", "reprover"])
     add_data_args(b)
     _add_output_args(b)
     b.add_argument("--p", type=float, nargs="+", default=[0.6], help="MePo pass mark(s)")
@@ -258,7 +273,7 @@ def register(sub) -> None:
 def _add_hybrid_args(p: argparse.ArgumentParser) -> None:
     """retrieve's fusion flags (added after its other flags, so the data and model flags stay as they are)."""
     p.add_argument("--hybrid", default=None, metavar="RANKERS",
-                   help="fuse the model's ranking with lexical rankers (comma-separated subset of bm25,mepo), "
+                   help="fuse the model's ranking with lexical rankers (comma-separated subset of bm25,mepo,usage), "
                         "tuned on the valid split; writes dot_<split>-<model>+<rankers>.json and fusion.json")
     p.add_argument("--tune_on", type=float, default=None, metavar="FRACTION",
                    help="with --hybrid: tune on a random FRACTION of --split's states (e.g. a --split_mode all "

@@ -240,7 +240,7 @@ def candidate_specs(names: list[str], step: float | None = None, rrf_ks=RRF_KS) 
              for m in names]
     if len(names) < 2:
         return specs
-    step = step or (0.1 if len(names) <= 3 else 0.2)
+    step = step or (0.1 if len(names) <= 4 else 0.2)
     for w in simplex_grid(len(names), step):
         weights = dict(zip(names, w))
         specs.append(FusionSpec(method="wsum", rankers=names, weights=weights, params={"norm": "min-max"}))

@@ -1,5 +1,5 @@
-"""`retrieve --hybrid bm25,mepo`: dense and lexical rankings of the same states, fused with a fusion tuned
-on held-out states (the valid split, or a seeded random part of the states with `--tune_on`).
+"""`retrieve --hybrid bm25,mepo,usage`: dense, lexical and usage rankings of the same states, fused with a
+fusion tuned on held-out states (the valid split, or a seeded random part of the states with `--tune_on`).
 
 The tuning states are ranked and tuned on before the evaluation states are
 ranked, and never overlap them. Writes the fused `dot_<split>-<model>+<rankers>.json`,
@@ -18,7 +18,9 @@ from leanpremise.eval.fusion import Run, TunedOn, apply, tune, write_fusion
 
 logger = logging.getLogger(__name__)
 
-LEXICAL = ("bm25", "mepo")
+LEXICAL = ("bm25", "mepo", "usage")
+"""The rankers fused beside the dense model, in this order: BM25 and MePo read the texts, usage ranks by
+how often training proofs used a premise (eval/usage.py). The server runs them in its lexical threads."""
 
 
 def parse_rankers(text: str) -> list[str]:
@@ -59,7 +61,7 @@ class Rankers:
             corpus_embeddings = encode_texts(model, dataset.corpus.texts, batch_size=batch_size,
                                              show_progress=True, desc="corpus")
         self.corpus_emb = corpus_embeddings
-        self.bm25 = self.mepo_index = None
+        self.bm25 = self.mepo_index = self.usage = None
         if "bm25" in lexical:
             from leanpremise.eval.bm25 import BM25Ranker
 
@@ -68,6 +70,10 @@ class Rankers:
             from leanpremise.eval.mepo import SymbolIndex
 
             self.mepo_index = SymbolIndex.from_corpus(dataset.corpus)
+        if "usage" in lexical:
+            from leanpremise.eval.usage import UsageRanker
+
+            self.usage = UsageRanker.from_dataset(dataset)
 
     def runs(self, state_ids: np.ndarray, k: int, dense_name: str) -> list[Run]:
         """Each ranker's top-k over `state_ids` (dense first, then the lexical rankers in LEXICAL order)."""
@@ -84,6 +90,8 @@ class Rankers:
 
             out.append(Run("mepo", *mepo_rank(self.mepo_index, queries, self.ds.access, state_ids, k,
                                               MePoConfig())))
+        if self.usage is not None:
+            out.append(Run("usage", *self.usage.rank(self.ds.access, state_ids, k)))
         return out
 
 

@@ -116,7 +116,7 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
     work.mkdir(parents=True)
     onnx_rel, int8_rel = write_model(model, work, cfg)
     write_premises_archive(corpus_data_dir(cfg.data), work / PREMISES_ARCHIVE)
-    hybrid_rel = write_hybrid(fusion, corpus, work, cfg.progress) if fusion is not None else None
+    hybrid_rel = write_hybrid(fusion, corpus, work, cfg.progress, cfg.data) if fusion is not None else None
     identity = model_identity(work / MODEL_DIR)
     hashes = text_hashes(embedded_texts(model, corpus.texts))
     reuse = None

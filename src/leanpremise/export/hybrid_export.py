@@ -1,7 +1,8 @@
 """`export --hybrid FUSION_JSON`: the tuned fusion and what its lexical rankers need, written into a bundle.
 
 The server then fuses without tokenising the corpus at startup: BM25 is bm25s's saved index of the corpus
-texts, MePo the premise-symbol table. Only rankers the fusion reads (weight above 0) are written.
+texts, MePo the premise-symbol table, usage the per-premise counts over the data dir's train split. Only
+rankers the fusion reads (weight above 0) are written.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from leanpremise.atomic import atomic_write_bytes
-from leanpremise.bundle import HYBRID_BM25, HYBRID_FUSION, HYBRID_MEPO, MEPO_INDICES, MEPO_INDPTR, MEPO_VOCAB
+from leanpremise.bundle import (
+    HYBRID_BM25,
+    HYBRID_FUSION,
+    HYBRID_MEPO,
+    HYBRID_USAGE,
+    MEPO_INDICES,
+    MEPO_INDPTR,
+    MEPO_VOCAB,
+)
 from leanpremise.eval.fusion import FUSION_FILE, active_rankers, read_fusion
 from leanpremise.eval.hybrid import LEXICAL
 
@@ -37,9 +46,9 @@ def check_fusion_file(path: Path):
     return spec
 
 
-def write_hybrid(spec, corpus, work: Path, progress: bool = True) -> str:
-    """fusion.json, the BM25 index and the MePo table (those the fusion reads) under `work`; the fusion
-    file's bundle path."""
+def write_hybrid(spec, corpus, work: Path, progress: bool = True, data=None) -> str:
+    """fusion.json, the BM25 index, the MePo table and the usage counts (those the fusion reads) under
+    `work`; the fusion file's bundle path. `data` (a DataConfig) is read for the usage counts."""
     active = active_rankers(spec)
     atomic_write_bytes(work / HYBRID_FUSION, FUSION_FILE.dump_json(spec, indent=1))
     if "bm25" in active:
@@ -55,6 +64,24 @@ def write_hybrid(spec, corpus, work: Path, progress: bool = True) -> str:
         atomic_write_bytes(folder / MEPO_VOCAB, json.dumps(vocab, ensure_ascii=False).encode())
         np.save(folder / MEPO_INDPTR, np.asarray(indptr, dtype=np.int64), allow_pickle=False)
         np.save(folder / MEPO_INDICES, np.asarray(indices, dtype=np.int32), allow_pickle=False)
+    if "usage" in active:
+        write_usage(corpus, data, work / HYBRID_USAGE)
     logger.info("hybrid: %s; lexical rankers written: %s", spec.label(),
                 ", ".join(n for n in active if n in LEXICAL) or "none")
     return HYBRID_FUSION
+
+
+def write_usage(corpus, data, path: Path):
+    """The usage counts of the data dir's train split, in the exported corpus's order."""
+    from leanpremise.data import load_dataset
+    from leanpremise.eval.usage import UsageRanker
+
+    if data is None:
+        raise ValueError("the fusion uses the usage ranker: export needs the data dir to count it")
+    ds = load_dataset(data)
+    if ds.corpus.names != corpus.names:
+        raise ValueError(f"{data.data_dir}: the dataset's corpus differs from the exported one")
+    ranker = UsageRanker.from_dataset(ds)
+    ranker.save(path)
+    logger.info("usage ranker: %d of %d premises used by %d train states", len(ranker.order), ranker.n,
+                len(ds.split_ids("train")))

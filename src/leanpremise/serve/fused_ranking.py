@@ -15,7 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from leanpremise.bundle import HYBRID_BM25, HYBRID_MEPO, MEPO_INDICES, MEPO_INDPTR, MEPO_VOCAB, BundleError
+from leanpremise.bundle import (
+    HYBRID_BM25,
+    HYBRID_MEPO,
+    HYBRID_USAGE,
+    MEPO_INDICES,
+    MEPO_INDPTR,
+    MEPO_VOCAB,
+    BundleError,
+)
 from leanpremise.eval.fusion import FusionFileError, Run, active_rankers, apply, read_fusion
 from leanpremise.eval.hybrid import LEXICAL
 from leanpremise.eval.lean_tokens import symbols
@@ -29,10 +37,13 @@ NEW_PREMISE_CACHE_CHARS = 64 << 20
 class FusedRanking:
     """The fusion of one bundle and the lexical rankers it reads."""
 
-    def __init__(self, spec, bm25=None, mepo=None, cache_chars: int = NEW_PREMISE_CACHE_CHARS):
+    def __init__(self, spec, bm25=None, mepo=None, usage=None, name_to_id: dict[str, int] | None = None,
+                 cache_chars: int = NEW_PREMISE_CACHE_CHARS):
         from cachetools import LRUCache
 
-        self.spec, self.bm25, self.mepo = spec, bm25, mepo
+        self.spec, self.bm25, self.mepo, self.usage = spec, bm25, mepo, usage
+        self.name_to_id = name_to_id or {}
+        """Indexed premise ids by name: a new premise gets the usage count of its indexed namesake."""
         self.active = active_rankers(spec)
         self._terms = LRUCache(cache_chars, getsizeof=lambda v: v[0])
         self._symbols = LRUCache(cache_chars, getsizeof=lambda v: v[0])
@@ -54,7 +65,7 @@ class FusedRanking:
         if len(dense) > 1:
             raise BundleError(f"{path}: field \"rankers\": more than one non-lexical ranker ({dense})")
         active = active_rankers(spec)
-        bm25 = mepo = None
+        bm25 = mepo = usage = None
         try:
             if "bm25" in active:
                 from leanpremise.eval.bm25 import BM25Ranker
@@ -62,9 +73,13 @@ class FusedRanking:
                 bm25 = BM25Ranker.load(Path(root) / HYBRID_BM25, len(corpus))
             if "mepo" in active:
                 mepo = load_symbol_index(Path(root) / HYBRID_MEPO, len(corpus))
+            if "usage" in active:
+                from leanpremise.eval.usage import UsageRanker
+
+                usage = UsageRanker.load(Path(root) / HYBRID_USAGE, len(corpus))
         except ValueError as e:
             raise BundleError(str(e)) from e
-        return cls(spec, bm25, mepo)
+        return cls(spec, bm25, mepo, usage, corpus.name_to_id if usage is not None else None)
 
     def depth(self, k: int) -> int:
         return max(k, self.spec.k or k)
@@ -82,11 +97,19 @@ class FusedRanking:
                 k: int) -> list[list[Run]]:
         """Per state, the lexical rankers' runs over the candidates and the new premises (one row each)."""
         depth = self.depth(k)
-        n = self.bm25.n if self.bm25 is not None else self.mepo.n_premises if self.mepo is not None else 0
+        n = (self.bm25.n if self.bm25 is not None else self.mepo.n_premises if self.mepo is not None
+             else self.usage.n if self.usage is not None else 0)
         out = []
         terms = [self._cached(self._terms, t, t, self.bm25.doc_terms) for t in new_texts] if self.bm25 else None
         new_symbols = [self._cached(self._symbols, (n, t), t, lambda t, n=n: symbols(t, exclude=n))
                        for t, n in zip(new_texts, new_names)] if self.mepo else None
+        usage = None
+        if self.usage is not None:  # the same for every state of the request
+            from leanpremise.eval.usage import merged_usage_run
+
+            ids, scores = self.usage.rank_one(mask, depth)
+            new_scores, new_at = self.usage.new_premise_scores(new_names, self.name_to_id)
+            usage = merged_usage_run(ids, scores, new_scores, new_at, n, depth)
         for state in states:
             runs = []
             if self.bm25 is not None:
@@ -101,6 +124,8 @@ class FusedRanking:
                 ids, scores = mepo_state(self.mepo, known, mask, depth, MePoConfig(), extra=new_symbols,
                                          goal_new=unknown if new_symbols else ())
                 runs.append(Run("mepo", ids[None, :], scores[None, :]))
+            if usage is not None:
+                runs.append(usage)
             out.append(runs)
         return out
 
