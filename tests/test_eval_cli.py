@@ -81,7 +81,7 @@ def test_eval_files_rejects_bad_input(tmp_path, retrieved, capsys):
     assert "bad.json" in capsys.readouterr().err
 
 
-def test_bm25_beats_chance(out):
+def test_bm25_beats_chance(retrieved, out):
     m = json.loads((out / "bm25.json").read_text())
     assert m[f"recall@{K}"] > 0.2 and m["index_seconds"] >= 0
 

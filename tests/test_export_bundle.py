@@ -52,6 +52,43 @@ def test_a_missing_model_dir_fails_at_once_in_one_line(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def export_cli(argv, cache_dir):
+    env = {**os.environ, "LEANPREMISE_CACHE_DIR": str(cache_dir)}
+    return subprocess.run([sys.executable, "-m", "leanpremise", "export", *argv], env=env, check=False,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_folder_that_is_no_model_fails_in_one_line(tmp_path, data_dir, cache_dir):
+    """An existing folder that is not a model: exit 1, one error line naming --model, no traceback."""
+    notmodel = tmp_path / "notmodel"
+    notmodel.mkdir()
+    (notmodel / "config.json").write_text("{}")
+    proc = export_cli(["--model", str(notmodel), "--data_dir", str(data_dir), "--out", str(tmp_path / "b")],
+                      cache_dir)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert f"--model {notmodel}: cannot load it" in proc.stderr
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("fusion, field", [
+    ({"method": "rrf", "rankers": ["a", "bm25"], "weights": {"a": 1, "bm25": 1}}, "params"),
+    ({"method": "rrf", "rankers": ["a", "b"], "weights": {"a": 1, "b": 1}, "params": {"k": 60}}, "rankers"),
+    ({"method": "sum", "rankers": ["a"], "weights": {"a": 1}}, "method"),
+])
+def test_a_bad_fusion_file_fails_in_one_line_naming_it(tmp_path, data_dir, tiny_model_dir, cache_dir, fusion,
+                                                       field):
+    path = tmp_path / "fusion.json"
+    path.write_text(json.dumps(fusion))
+    proc = export_cli(["--model", str(tiny_model_dir), "--data_dir", str(data_dir), "--out", str(tmp_path / "b"),
+                       "--no-onnx", "--hybrid", str(path)], cache_dir)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    line = next(x for x in proc.stderr.splitlines() if "error" in x.lower() or "ERROR" in x)
+    assert str(path) in line and field in line, proc.stderr
+    assert not (tmp_path / "b").exists()
+
+
 @pytest.fixture(scope="module")
 def corpus(data_dir, cache_dir):
     from leanpremise.data import DataConfig, load_corpus

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The paper's MiniLM recipe on one GPU, start to end inside a wall-clock budget (default 600 s), in one command:
 #   bash scripts/remote/recipe.sh BUNDLE_DIR OUT_DIR
-# BUNDLE_DIR from scripts/remote/pack.py. Stages: unpack; export-decls (also fills the data cache); BM25 and
+# BUNDLE_DIR from scripts/remote/pack.py. Stages: unpack; export-decls (also fills the data cache); BM25, usage and
 # MePo on valid and test (in the background, on the CPU, while the GPU trains); train (batch 256, 3 negatives,
 # lr 2e-4, cosine, 3 % warm-up, bf16, 2 epochs or until the deadline leaves just the reserves below) with its
 # own final evaluation (the corpus embedded once, dense valid and test files); the fusion tuned on valid
-# (`leanpremise fuse`, as `retrieve --hybrid bm25,mepo --k 100` does on the same rankings); eval-files on test.
+# (`leanpremise fuse`, as `retrieve --hybrid bm25,mepo,usage --k 100` does on the same rankings); eval-files on test.
 # OUT_DIR/$NAME.json (the one metrics JSON) is rewritten after every stage; every stage has a timeout.
 # Settings (environment): BUDGET_S 600, EVAL_RESERVE_S (saving and the final evaluation) 90, POST_RESERVE_S
 # (fusion and tables) 45, MARGIN_S 15, EPOCHS 2, BATCH 256, MINI_BATCH 512, NEGATIVES 3, LR 2e-4, WORKERS 4,
@@ -57,7 +57,7 @@ stage unpack "$(left $((POST_RESERVE_S + EVAL_RESERVE_S)))" "$PY" scripts/remote
 stage decls "$(left $((POST_RESERVE_S + EVAL_RESERVE_S)))" "$PY" -m leanpremise export-decls --data_dir "$WORK/data" \
   --split valid test --out_dir "$WORK/rp"
 LEX_PIDS=()
-for method in bm25 mepo; do
+for method in bm25 mepo usage; do
   for split in valid test; do
     stage "${method}_$split" "$(left $((POST_RESERVE_S + MARGIN_S)))" "$PY" -m leanpremise baseline "$method" \
       --data_dir "$WORK/data" --split "$split" --k 100 --out_dir "$WORK/lex" \
@@ -75,7 +75,8 @@ FUSE_FILES=()
 for split in valid test; do
   dense=$WORK/rp/dot_$split-$RUN.json
   [ -f "$dense" ] && "$PY" scripts/remote/recipe_report.py --truncate 100 "$dense" "$WORK/fusein/$(basename "$dense")"
-  FUSE_FILES+=("$WORK/fusein/dot_$split-$RUN.json" "$WORK/lex/dot_$split-bm25.json" "$WORK"/lex/dot_"$split"-mepo-*.json)
+  FUSE_FILES+=("$WORK/fusein/dot_$split-$RUN.json" "$WORK/lex/dot_$split-bm25.json" "$WORK"/lex/dot_"$split"-mepo-*.json
+              "$WORK/lex/dot_$split-usage.json")
 done
 ALL_THERE=1
 for f in "${FUSE_FILES[@]}"; do [ -f "$f" ] || { log "missing $f: no fusion"; ALL_THERE=; }; done
@@ -83,7 +84,7 @@ for f in "${FUSE_FILES[@]}"; do [ -f "$f" ] || { log "missing $f: no fusion"; AL
   --out "$WORK/fused" "${FUSE_FILES[@]}"
 TEST_FILES=()
 for f in "$WORK/rp/dot_test-$RUN.json" "$WORK/lex/dot_test-bm25.json" "$WORK"/lex/dot_test-mepo-*.json \
-  "$WORK"/fused/dot_test-*.json; do [ -f "$f" ] && TEST_FILES+=("$f"); done
+  "$WORK/lex/dot_test-usage.json" "$WORK"/fused/dot_test-*.json; do [ -f "$f" ] && TEST_FILES+=("$f"); done
 [ ${#TEST_FILES[@]} -gt 0 ] && stage eval_files "$(left 3)" "$PY" -m leanpremise eval-files "$WORK/rp/test_decls.json" \
   "${TEST_FILES[@]}" --k 16 32 100 --json "$OUT/eval_files_test.json"
 cp "$WORK/fused/fusion.json" "$OUT/" 2>/dev/null

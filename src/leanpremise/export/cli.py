@@ -62,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     from leanpremise.data.config import data_config_from_args
     from leanpremise.data.errors import DataLayoutError
     from leanpremise.export.corpus_embeddings import EmbeddingShapeError
+    from leanpremise.export.exporter import ModelDirError
     from leanpremise.export.publish import PublishError
+    from leanpremise.json_files import FileFormatError
 
     if args.push and not (args.model_repo and args.data_repo):
         logger.error("--push needs both --model_repo and --data_repo")
@@ -98,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
 
             urls = publish_bundle(args.out, args.model_repo, args.data_repo)
             print(json.dumps({"pushed": urls}))
-    except (PublishError, BundleError, EmbeddingShapeError, DataLayoutError, FileNotFoundError) as e:
+    except (PublishError, BundleError, EmbeddingShapeError, DataLayoutError, FileNotFoundError, FileFormatError,
+            ModelDirError) as e:
         logger.error("%s", e)
         return 1
     return 0

@@ -91,6 +91,10 @@ def _swap_in(work: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+class ModelDirError(ValueError):
+    """--model names something that does not load as a model."""
+
+
 def export_bundle(cfg: ExportConfig) -> Manifest:
     """Write the bundle for `cfg` into a partial dir, then swap it in; returns its manifest."""
     from leanpremise.text_encoder import load_model, model_display_name
@@ -100,7 +104,11 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
     corpus = load_corpus(cfg.data)
     if not len(corpus):
         raise ValueError(f"{cfg.data.data_dir}: the corpus is empty after filtering; nothing to export")
-    model = load_model(cfg.model, cfg.device or "cpu")
+    try:
+        model = load_model(cfg.model, cfg.device or "cpu")
+    except (OSError, ValueError) as e:  # a folder that is not a model: one line, not a traceback
+        raise ModelDirError(f"--model {cfg.model}: cannot load it as a sentence-transformers or transformers "
+                            f"model ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
     dim = model.get_embedding_dimension()
     emb = None
     if cfg.corpus_embeddings is not None and cfg.reuse:

@@ -23,7 +23,7 @@ from leanpremise.bundle import (
     MEPO_INDPTR,
     MEPO_VOCAB,
 )
-from leanpremise.eval.fusion import FUSION_FILE, active_rankers, read_fusion
+from leanpremise.eval.fusion import FUSION_FILE, FusionFileError, active_rankers, read_fusion
 from leanpremise.eval.hybrid import LEXICAL
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def check_fusion_file(path: Path):
     spec = read_fusion(path)
     dense = [n for n in spec.rankers if n not in LEXICAL]
     if len(dense) > 1:
-        raise ValueError(f"{path}: field \"rankers\": {dense} are not lexical rankers ({', '.join(LEXICAL)}); "
+        raise FusionFileError(f"{path}: field \"rankers\": {dense} are not lexical rankers ({', '.join(LEXICAL)}); "
                          "a bundle has one dense model")
     if spec.k is not None and spec.k > DEEP_FUSION:
         logger.warning("%s was tuned at depth k=%d: the server ranks every request that deep for it (tune with "
