@@ -91,8 +91,16 @@ class UsageRanker:
 
     def rank_one(self, mask: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The top k used premises allowed by `mask` (bool over the corpus, None = all): (ids, scores)."""
-        keep = self.order if mask is None else self.order[mask[self.order]]
-        take = keep[:k]
+        if mask is None:
+            take = self.order[:k]
+        else:  # most requests allow most premises: look at the head of the order first, widen if short
+            width = 4 * k
+            while True:
+                head = self.order[:width]
+                take = head[mask[head]][:k]
+                if len(take) == k or width >= len(self.order):
+                    break
+                width *= 4
         ids = np.full(k, -1, dtype=np.int64)
         scores = np.full(k, -np.inf, dtype=np.float32)
         ids[: len(take)] = take
