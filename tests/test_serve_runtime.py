@@ -230,6 +230,29 @@ def test_a_dotenv_file_is_read_and_the_environment_and_flags_override_it(monkeyp
     assert load_config(env_file=None).dtype == "float32"
 
 
+@pytest.mark.parametrize("where", ["environment", ".env"])
+def test_the_original_search_batch_size_is_warned_about_not_silently_dropped(monkeypatch, tmp_path, caplog, where):
+    from leanpremise.serve.settings import load_config
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAX_QUERIES_PER_SEARCH", raising=False)
+    if where == "environment":
+        monkeypatch.setenv("SEARCH_BATCH_SIZE", "4")
+    else:
+        monkeypatch.delenv("SEARCH_BATCH_SIZE", raising=False)
+        (tmp_path / ".env").write_text("SEARCH_BATCH_SIZE=4\n")
+    with caplog.at_level("WARNING"):
+        cfg = load_config()
+    assert "SEARCH_BATCH_SIZE is not read: the setting is now MAX_QUERIES_PER_SEARCH" in caplog.text
+    assert cfg.max_queries_per_search == 16  # the old name changes nothing
+    caplog.clear()
+    monkeypatch.delenv("SEARCH_BATCH_SIZE", raising=False)
+    (tmp_path / ".env").unlink(missing_ok=True)
+    with caplog.at_level("WARNING"):
+        load_config()
+    assert "SEARCH_BATCH_SIZE" not in caplog.text
+
+
 @pytest.mark.parametrize(("env", "flags", "named"), [
     ({"MAX_K": "lots"}, {}, "MAX_K (--max_k)"),
     ({}, {"max_k": "0"}, "MAX_K (--max_k)"),

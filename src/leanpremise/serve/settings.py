@@ -9,6 +9,8 @@ A new setting is one `setting(...)` field below: its flag and its help line are 
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -237,9 +239,26 @@ def flag_name(field: str) -> str:
     return ServeConfig.model_fields[field].json_schema_extra["flag"] or f"--{field}"
 
 
+RENAMED = {"SEARCH_BATCH_SIZE": "MAX_QUERIES_PER_SEARCH"}
+"""Settings the original server read under another name: set, they would be ignored without a word."""
+
+
+def renamed_settings(env_file: str | Path | None) -> list[str]:
+    """A line per old setting name found in the environment or `env_file`."""
+    found = {k.upper() for k in os.environ}
+    if env_file is not None and Path(env_file).is_file():
+        from dotenv import dotenv_values
+
+        found |= {k.upper() for k in dotenv_values(env_file)}
+    return [f"{old} is not read: the setting is now {new}" for old, new in RENAMED.items() if old in found]
+
+
 def load_config(env_file: str | Path | None = ".env", **flags) -> ServeConfig:
     """Settings from the non-None `flags`, then the environment, then `env_file`, then the defaults;
-    a bad value raises :class:`ConfigError` naming its environment variable and flag."""
+    a bad value raises :class:`ConfigError` naming its environment variable and flag. An old setting
+    name (RENAMED) is warned about."""
+    for line in renamed_settings(env_file):
+        logging.getLogger(__name__).warning("%s", line)
     try:
         return ServeConfig(_env_file=env_file, **{k: v for k, v in flags.items() if v is not None})
     except ValidationError as e:
