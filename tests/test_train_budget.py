@@ -25,7 +25,7 @@ class FakeClock:
         return self.now
 
 
-def simulate(minutes, step_seconds, max_steps, start_step=0, kind="cosine"):
+def simulate(minutes, step_seconds, max_steps, start_step=0, kind="cosine", args=None):
     """Run the trainer's loop against the callback: each step trains at the LR the schedule gives
     for it, takes step_seconds(k) seconds on the fake clock, then on_step_end is called.
 
@@ -41,7 +41,7 @@ def simulate(minutes, step_seconds, max_steps, start_step=0, kind="cosine"):
         lrs.append(budget.lr_factor(state.global_step, max_steps, warmup_tenth, kind))
         clock.now += step_seconds(state.global_step)
         state.global_step += 1
-        control = budget.on_step_end(None, state, control)
+        control = budget.on_step_end(args, state, control)
         plans.append(budget.planned_steps)
     return state.global_step, plans, lrs, control
 
@@ -89,6 +89,16 @@ def test_warmup_follows_planned_steps_not_nominal_ones():
     peak = lrs.index(1.0)
     assert 1 <= peak <= 3  # warmed up within a tenth of the 30 planned steps (the nominal tenth is 1,000)
     assert lrs[:peak] == sorted(lrs[:peak]) and lrs[peak:] == [1.0] * (len(lrs) - peak)
+
+
+@pytest.mark.parametrize("strategy, saves", [("no", False), ("steps", True), ("epoch", True)])
+def test_a_budget_stop_saves_a_checkpoint_unless_saving_is_off(strategy, saves):
+    from transformers import TrainingArguments
+
+    args = TrainingArguments(output_dir="unused", save_strategy=strategy, report_to=[])
+    steps, _, _, control = simulate(1, lambda k: 2.0, max_steps=10_000, args=args)
+    assert steps == 30 and control.should_training_stop
+    assert control.should_save is saves
 
 
 def test_without_a_plan_the_nominal_steps_are_used():

@@ -108,7 +108,8 @@ class TimeBudget(TrainerCallback):
         if elapsed >= self.seconds:
             self.stopped = state.global_step < state.max_steps
             control.should_training_stop = True
-            control.should_save = True
+            strategy = getattr(args, "save_strategy", None)  # a checkpoint to resume from, unless asked for none
+            control.should_save = strategy is None or getattr(strategy, "value", strategy) != "no"
         return control
 
     def lr_factor(self, step: int, total: int, warmup_steps, kind: str) -> float:
