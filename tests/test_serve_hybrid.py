@@ -42,7 +42,7 @@ def setup(sample_dataset, tiny_model_dir, cache_dir, tmp_path_factory):
         bundles[name] = root / f"bundle-{name}"
         export_bundle(ExportConfig(model=str(tiny_model_dir), out=bundles[name], data=data, onnx=False,
                                    progress=False, hybrid=fusion, corpus_embeddings=root / "corpus.npy"))
-    return {"root": root, "ds": ds, "rankers": Rankers(model, ds, RANKERS, corpus_emb),
+    return {"root": root, "ds": ds, "rankers": Rankers(model, ds, RANKERS, corpus_emb), "model_dir": tiny_model_dir,
             "bundles": bundles, "rrf": rrf}
 
 
@@ -164,6 +164,46 @@ def test_a_new_premise_ranks_as_the_indexed_premise_of_the_same_text(setup, rrf_
         checked += 1
         used_checked += ds.corpus.name_to_id[name] in used
     assert checked >= 3 and used_checked >= 1
+
+
+def test_a_fusion_named_as_fuse_names_files_serves_the_same(setup, rrf_server, cache_dir, tmp_path):
+    """`fuse` names rankers by their files (`mepo-p0.6-c2.4`, the dense model's file name): exported, that
+    fusion runs MePo with those settings and the model as the dense ranker, ranking as the canonical one."""
+    from leanpremise.data import DataConfig
+    from leanpremise.export.exporter import ExportConfig, export_bundle
+
+    rename = {"tiny": "tiny-model-file", "mepo": "mepo-p0.6-c2.4"}
+    spec = dict(setup["rrf"], rankers=[rename.get(n, n) for n in setup["rrf"]["rankers"]],
+                weights={rename.get(n, n): w for n, w in setup["rrf"]["weights"].items()})
+    (tmp_path / "fused.json").write_text(json.dumps(spec))
+    bundle = tmp_path / "bundle"
+    export_bundle(ExportConfig(model=str(setup["model_dir"]), out=bundle, data=DataConfig(cache_dir=cache_dir),
+                               onnx=False, progress=False, hybrid=tmp_path / "fused.json",
+                               corpus_embeddings=setup["root"] / "corpus.npy"))
+    srv = serve(bundle, cache_dir)
+    try:
+        health = httpx.get(f"{srv.url}/health").json()
+        assert health["hybrid"]["rankers"] == spec["rankers"]
+        ds = setup["ds"]
+        for s in picked_states(ds)[::3]:
+            assert ask(srv.url, ds, s) == ask(rrf_server.url, ds, s), s
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("rankers, message", [
+    (["tiny", "mepo", "mepo-p0.9-c3.6"], "both mepo"),
+    (["tiny", "other", "bm25"], "not lexical rankers"),
+])
+def test_export_refuses_a_fusion_it_cannot_serve(tmp_path, rankers, message):
+    from leanpremise.export.hybrid_export import check_fusion_file
+
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps({"method": "rrf", "rankers": rankers, "weights": dict.fromkeys(rankers, 1.0),
+                                "params": {"k": 60}}))
+    with pytest.raises(ValueError, match=message) as e:
+        check_fusion_file(path)
+    assert str(path) in str(e.value)
 
 
 def test_no_hybrid_serves_the_dense_ranking(setup, cache_dir):

@@ -9,6 +9,7 @@ ranked, and never overlap them. Writes the fused `dot_<split>-<model>+<rankers>.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -21,6 +22,41 @@ logger = logging.getLogger(__name__)
 LEXICAL = ("bm25", "mepo", "usage")
 """The rankers fused beside the dense model, in this order: BM25 and MePo read the texts, usage ranks by
 how often training proofs used a premise (eval/usage.py). The server runs them in its lexical threads."""
+
+
+MEPO_FILE_NAME = re.compile(r"^mepo-p(\d+(?:\.\d+)?)-c(\d+(?:\.\d+)?)$")
+"""How `baseline mepo` names its files (MePoConfig.label), so `fuse` calls that ranker."""
+
+
+def side_ranker(name: str):
+    """(kind in LEXICAL, MePoConfig or None) for a fusion's ranker name, or None for a dense ranker:
+    `retrieve --hybrid` names them bm25 / mepo / usage, `fuse` by their files (`mepo-p0.6-c2.4`)."""
+    from leanpremise.eval.mepo import MePoConfig
+
+    if name in LEXICAL:
+        return name, MePoConfig() if name == "mepo" else None
+    m = MEPO_FILE_NAME.match(name)
+    if m:
+        return "mepo", MePoConfig(p=float(m.group(1)), c=float(m.group(2)))
+    return None
+
+
+def side_rankers(names: list[str]) -> tuple[dict[str, str], object, list[str]]:
+    """({kind: name} of the side rankers among `names`, MePo's config, the dense names); ValueError when
+    two names are the same kind (a fusion runs each side ranker once)."""
+    kinds: dict[str, str] = {}
+    mepo_config, dense = None, []
+    for name in names:
+        side = side_ranker(name)
+        if side is None:
+            dense.append(name)
+            continue
+        kind, config = side
+        if kind in kinds:
+            raise ValueError(f"rankers {kinds[kind]!r} and {name!r} are both {kind}")
+        kinds[kind] = name
+        mepo_config = config if kind == "mepo" else mepo_config
+    return kinds, mepo_config, dense
 
 
 def parse_rankers(text: str) -> list[str]:

@@ -127,7 +127,7 @@ class UsageRanker:
 
 
 def merged_usage_run(ids: np.ndarray, scores: np.ndarray, new_scores: np.ndarray, new_at: np.ndarray,
-                     n: int, depth: int):
+                     n: int, depth: int, name: str = "usage"):
     """One ranking of candidates + new premises (new premise j is id n + j), used premises only, best
     first by count then by corpus position (a new premise takes the position of its indexed namesake)."""
     from leanpremise.eval.fusion import Run
@@ -142,4 +142,4 @@ def merged_usage_run(ids: np.ndarray, scores: np.ndarray, new_scores: np.ndarray
     out_ids = np.full(depth, -1, dtype=np.int64)
     out_scores = np.full(depth, -np.inf, dtype=np.float32)
     out_ids[: len(order)], out_scores[: len(order)] = all_ids[order], all_scores[order]
-    return Run("usage", out_ids[None, :], out_scores[None, :])
+    return Run(name, out_ids[None, :], out_scores[None, :])

@@ -24,7 +24,7 @@ from leanpremise.bundle import (
     MEPO_VOCAB,
 )
 from leanpremise.eval.fusion import FUSION_FILE, FusionFileError, active_rankers, read_fusion
-from leanpremise.eval.hybrid import LEXICAL
+from leanpremise.eval.hybrid import LEXICAL, side_rankers
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,10 @@ def check_fusion_file(path: Path):
     """The fusion spec at `path`, refused unless the server can apply it (one dense ranker at most, every
     other one lexical); checked before the export's long steps."""
     spec = read_fusion(path)
-    dense = [n for n in spec.rankers if n not in LEXICAL]
+    try:
+        _, _, dense = side_rankers(spec.rankers)
+    except ValueError as e:
+        raise FusionFileError(f"{path}: field \"rankers\": {e}") from None
     if len(dense) > 1:
         raise FusionFileError(f"{path}: field \"rankers\": {dense} are not lexical rankers ({', '.join(LEXICAL)}); "
                          "a bundle has one dense model")
@@ -49,7 +52,7 @@ def check_fusion_file(path: Path):
 def write_hybrid(spec, corpus, work: Path, progress: bool = True, data=None) -> str:
     """fusion.json, the BM25 index, the MePo table and the usage counts (those the fusion reads) under
     `work`; the fusion file's bundle path. `data` (a DataConfig) is read for the usage counts."""
-    active = active_rankers(spec)
+    active = list(side_rankers(active_rankers(spec))[0])
     atomic_write_bytes(work / HYBRID_FUSION, FUSION_FILE.dump_json(spec, indent=1))
     if "bm25" in active:
         from leanpremise.eval.bm25 import BM25Ranker

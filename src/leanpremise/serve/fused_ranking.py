@@ -25,7 +25,7 @@ from leanpremise.bundle import (
     BundleError,
 )
 from leanpremise.eval.fusion import FusionFileError, Run, active_rankers, apply, read_fusion
-from leanpremise.eval.hybrid import LEXICAL
+from leanpremise.eval.hybrid import side_rankers
 from leanpremise.eval.lean_tokens import symbols
 
 logger = logging.getLogger(__name__)
@@ -45,11 +45,13 @@ class FusedRanking:
         self.name_to_id = name_to_id or {}
         """Indexed premise ids by name: a new premise gets the usage count of its indexed namesake."""
         self.active = active_rankers(spec)
+        self.names, self.mepo_config, dense = side_rankers(self.active)
+        """The fusion's name of each side ranker it runs (`mepo`, or `mepo-p0.6-c2.4` from `fuse`), and
+        MePo's settings (from that name)."""
         self._terms = LRUCache(cache_chars, getsizeof=lambda v: v[0])
         self._symbols = LRUCache(cache_chars, getsizeof=lambda v: v[0])
         """A file's new premises come again with every request from it: their BM25 terms and MePo symbols
         are kept, keyed by text (and name), weighed by text length."""
-        dense = [n for n in self.active if n not in LEXICAL]
         self.dense_name = dense[0] if dense else None
 
     @classmethod
@@ -61,10 +63,13 @@ class FusedRanking:
             spec = read_fusion(path)
         except FusionFileError as e:
             raise BundleError(str(e)) from e
-        dense = [n for n in spec.rankers if n not in LEXICAL]
+        try:
+            _, _, dense = side_rankers(spec.rankers)
+            active, _, _ = side_rankers(active_rankers(spec))
+        except ValueError as e:
+            raise BundleError(f"{path}: field \"rankers\": {e}") from e
         if len(dense) > 1:
             raise BundleError(f"{path}: field \"rankers\": more than one non-lexical ranker ({dense})")
-        active = active_rankers(spec)
         bm25 = mepo = usage = None
         try:
             if "bm25" in active:
@@ -109,21 +114,21 @@ class FusedRanking:
 
             ids, scores = self.usage.rank_one(mask, depth)
             new_scores, new_at = self.usage.new_premise_scores(new_names, self.name_to_id)
-            usage = merged_usage_run(ids, scores, new_scores, new_at, n, depth)
+            usage = merged_usage_run(ids, scores, new_scores, new_at, n, depth, self.names["usage"])
         for state in states:
             runs = []
             if self.bm25 is not None:
                 counts = self.bm25.query_counts(state)  # tokenised once for both
                 ids, scores = self.bm25.rank_one(counts, mask, depth)
                 new_scores = self.bm25.new_premise_scores(counts, new_texts, terms) if new_texts else np.zeros(0)
-                runs.append(merged_run("bm25", ids, scores, new_scores, n, depth))
+                runs.append(merged_run(self.names["bm25"], ids, scores, new_scores, n, depth))
             if self.mepo is not None:
-                from leanpremise.eval.mepo import MePoConfig, mepo_state
+                from leanpremise.eval.mepo import mepo_state
 
                 known, unknown = self.mepo.query_symbols(state)
-                ids, scores = mepo_state(self.mepo, known, mask, depth, MePoConfig(), extra=new_symbols,
+                ids, scores = mepo_state(self.mepo, known, mask, depth, self.mepo_config, extra=new_symbols,
                                          goal_new=unknown if new_symbols else ())
-                runs.append(Run("mepo", ids[None, :], scores[None, :]))
+                runs.append(Run(self.names["mepo"], ids[None, :], scores[None, :]))
             if usage is not None:
                 runs.append(usage)
             out.append(runs)
