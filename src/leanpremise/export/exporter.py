@@ -101,6 +101,7 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
 
     t0 = time.perf_counter()
     out = Path(cfg.out).resolve()
+    fusion = check_fusion_file(cfg.hybrid) if cfg.hybrid is not None else None  # a bad file fails at once
     corpus = load_corpus(cfg.data)
     if not len(corpus):
         raise ValueError(f"{cfg.data.data_dir}: the corpus is empty after filtering; nothing to export")
@@ -118,7 +119,6 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
         logger.info("reusing corpus embeddings from %s", cfg.corpus_embeddings)
     for source in cfg.reuse:  # likewise: a wrong path fails before the model is saved
         Manifest.read(source)
-    fusion = check_fusion_file(cfg.hybrid) if cfg.hybrid is not None else None
     work = partial_dir(out)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
