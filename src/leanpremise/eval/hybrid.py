@@ -41,9 +41,10 @@ def side_ranker(name: str):
     return None
 
 
-def side_rankers(names: list[str]) -> tuple[dict[str, str], object, list[str]]:
-    """({kind: name} of the side rankers among `names`, MePo's config, the dense names); ValueError when
-    two names are the same kind (a fusion runs each side ranker once)."""
+def side_rankers(names: list[str]) -> tuple[dict[str, str], object, str | None]:
+    """({kind: name} of the side rankers among `names`, MePo's config, the dense ranker's name or None):
+    what a bundle can serve. ValueError when two names are the same kind (a fusion runs each side ranker
+    once) or more than one is dense (a bundle has one model)."""
     kinds: dict[str, str] = {}
     mepo_config, dense = None, []
     for name in names:
@@ -56,7 +57,9 @@ def side_rankers(names: list[str]) -> tuple[dict[str, str], object, list[str]]:
             raise ValueError(f"rankers {kinds[kind]!r} and {name!r} are both {kind}")
         kinds[kind] = name
         mepo_config = config if kind == "mepo" else mepo_config
-    return kinds, mepo_config, dense
+    if len(dense) > 1:
+        raise ValueError(f"{dense} are not lexical rankers ({', '.join(LEXICAL)}); a bundle has one dense model")
+    return kinds, mepo_config, dense[0] if dense else None
 
 
 def parse_rankers(text: str) -> list[str]:

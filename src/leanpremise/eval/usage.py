@@ -29,12 +29,9 @@ def usage_counts(dataset, state_ids: np.ndarray | None = None) -> np.ndarray:
     positive, each state counted once per premise."""
     if state_ids is None:
         state_ids = dataset.split_ids("train")
-    states = dataset.states
-    counts = np.zeros(len(dataset.corpus), dtype=np.int64)
-    if len(state_ids):
-        parts = [np.unique(states.positives(s)) for s in np.asarray(state_ids).tolist()]
-        used = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        counts += np.bincount(used[used >= 0], minlength=len(counts))[: len(counts)]
+    parts = [np.unique(dataset.states.positives(s)) for s in np.asarray(state_ids).tolist()]
+    used = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    counts = np.bincount(used, minlength=len(dataset.corpus)).astype(np.int64)
     if not counts.any():
         logger.warning("usage ranker: no training state has a positive premise (empty train split?); it "
                        "ranks nothing")
@@ -59,7 +56,6 @@ class UsageRanker:
         self.n = len(counts)
         used = np.flatnonzero(self.counts > 0)
         self.order = used[np.lexsort((used, -self.counts[used]))]
-        self.order_scores = usage_score(self.counts[self.order])
 
     @classmethod
     def from_dataset(cls, dataset) -> UsageRanker:

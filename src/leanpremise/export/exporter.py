@@ -30,7 +30,7 @@ from leanpremise.bundle import (
     revision_slug,
     text_hashes_file_name,
 )
-from leanpremise.data import DataConfig, load_corpus
+from leanpremise.data import DataConfig, load_corpus, load_dataset
 from leanpremise.export.corpus_embeddings import (
     CHUNK_SIZE,
     embeddings_npy_bytes,
@@ -39,7 +39,7 @@ from leanpremise.export.corpus_embeddings import (
     npy_bytes,
     texts_fingerprint,
 )
-from leanpremise.export.hybrid_export import check_fusion_file, write_hybrid
+from leanpremise.export.hybrid_export import check_fusion_file, uses_usage, write_hybrid
 from leanpremise.export.onnx_export import export_onnx, quantize_int8
 from leanpremise.export.premises_archive import write_premises_archive
 from leanpremise.export.reuse import embedded_texts, reuse_rows, text_hashes
@@ -102,7 +102,8 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
     t0 = time.perf_counter()
     out = Path(cfg.out).resolve()
     fusion = check_fusion_file(cfg.hybrid) if cfg.hybrid is not None else None  # a bad file fails at once
-    corpus = load_corpus(cfg.data)
+    dataset = load_dataset(cfg.data) if fusion is not None and uses_usage(fusion) else None  # usage counts
+    corpus = dataset.corpus if dataset is not None else load_corpus(cfg.data)
     if not len(corpus):
         raise ValueError(f"{cfg.data.data_dir}: the corpus is empty after filtering; nothing to export")
     try:
@@ -124,7 +125,7 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
     work.mkdir(parents=True)
     onnx_rel, int8_rel = write_model(model, work, cfg)
     write_premises_archive(corpus_data_dir(cfg.data), work / PREMISES_ARCHIVE)
-    hybrid_rel = write_hybrid(fusion, corpus, work, cfg.progress, cfg.data) if fusion is not None else None
+    hybrid_rel = write_hybrid(fusion, corpus, work, cfg.progress, dataset) if fusion is not None else None
     identity = model_identity(work / MODEL_DIR)
     hashes = text_hashes(embedded_texts(model, corpus.texts))
     reuse = None

@@ -45,14 +45,13 @@ class FusedRanking:
         self.name_to_id = name_to_id or {}
         """Indexed premise ids by name: a new premise gets the usage count of its indexed namesake."""
         self.active = active_rankers(spec)
-        self.names, self.mepo_config, dense = side_rankers(self.active)
+        self.names, self.mepo_config, self.dense_name = side_rankers(self.active)
         """The fusion's name of each side ranker it runs (`mepo`, or `mepo-p0.6-c2.4` from `fuse`), and
         MePo's settings (from that name)."""
         self._terms = LRUCache(cache_chars, getsizeof=lambda v: v[0])
         self._symbols = LRUCache(cache_chars, getsizeof=lambda v: v[0])
         """A file's new premises come again with every request from it: their BM25 terms and MePo symbols
         are kept, keyed by text (and name), weighed by text length."""
-        self.dense_name = dense[0] if dense else None
 
     @classmethod
     def load(cls, root: Path, manifest, corpus) -> FusedRanking:
@@ -64,12 +63,10 @@ class FusedRanking:
         except FusionFileError as e:
             raise BundleError(str(e)) from e
         try:
-            _, _, dense = side_rankers(spec.rankers)
-            active, _, _ = side_rankers(active_rankers(spec))
+            side_rankers(spec.rankers)
         except ValueError as e:
             raise BundleError(f"{path}: field \"rankers\": {e}") from e
-        if len(dense) > 1:
-            raise BundleError(f"{path}: field \"rankers\": more than one non-lexical ranker ({dense})")
+        active, _, _ = side_rankers(active_rankers(spec))
         bm25 = mepo = usage = None
         try:
             if "bm25" in active:
