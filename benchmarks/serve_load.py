@@ -380,13 +380,18 @@ def main() -> None:
         return
 
     cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="serve-load-cache-", dir=bundles_dir()))
+    # The persistent embedding cache starts empty in every run, also with --cache_dir: the clients' goals
+    # repeat from run to run (fixed seeds), so a store kept from an earlier run would answer "new" goals
+    # without embedding them.
+    store = Path(tempfile.mkdtemp(prefix="serve-load-store-", dir=bundles_dir()))
+    fresh_store = ("--embedding_cache", str(store / "embeddings.lmdb"))
     try:
         startup_cold = None
         if args.cache_dir is None:
-            cold = Server(args.bundle, args.port, cache, args.backend, args.dtype)
+            cold = Server(args.bundle, args.port, cache, args.backend, args.dtype, fresh_store)
             startup_cold = round(cold.wait_ready(), 1)
             cold.stop()
-        server = Server(args.bundle, args.port, cache, args.backend, args.dtype)
+        server = Server(args.bundle, args.port, cache, args.backend, args.dtype, fresh_store)
         startup_warm = server.wait_ready()
         import httpx
 
@@ -395,8 +400,11 @@ def main() -> None:
         clients = [Client(corpus, mathlib, seed, args.new_premises, args.fresh_share, args.repeat_share, args.k)
                    for seed in range(args.clients)]
         result = run_load(server.url, clients, args.duration, server.proc.pid)
+        result["states_embedded"] = int(server_metric(server.url, "leanpremise_state_cache_misses_total"))
+        result["store_hits"] = int(server_metric(server.url, "leanpremise_embedding_store_hits_total"))
         server.stop()
     finally:
+        shutil.rmtree(store, ignore_errors=True)
         if args.cache_dir is None:
             shutil.rmtree(cache, ignore_errors=True)
     write_result(args.name or "serve_load", {
