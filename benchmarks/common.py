@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+BOOTSTRAP = {"resamples": 2000, "seed": 0, "level": 0.95}
 RESULTS = REPO / "benchmarks" / "results"
 
 
@@ -72,3 +73,23 @@ def write_result(name: str, payload: dict) -> Path:
         **payload,
     }
     return save_json(RESULTS / f"{name}.json", payload)
+
+
+def per_state_recall(ids, positives, k: int = 32):
+    """Recall@k of each state with positives (the states Recall@k averages over), in state order."""
+    from leanpremise.eval.metrics import hit_matrix, per_state_metrics
+
+    hits, n_pos = hit_matrix(ids, positives)
+    return per_state_metrics(hits, n_pos, [k])[f"recall@{k}"][n_pos > 0]
+
+
+def paired(a, b) -> dict[str, float]:
+    """Mean of a - b over the same states, with a two-sided paired-bootstrap interval (BOOTSTRAP)."""
+    import numpy as np
+
+    diff = np.asarray(a) - np.asarray(b)
+    rng = np.random.default_rng(BOOTSTRAP["seed"])
+    means = diff[rng.integers(0, len(diff), size=(BOOTSTRAP["resamples"], len(diff)))].mean(axis=1)
+    tail = (1 - BOOTSTRAP["level"]) / 2
+    return {"mean": round(float(diff.mean()), 4), "low": round(float(np.quantile(means, tail)), 4),
+            "high": round(float(np.quantile(means, 1 - tail)), 4), "states": len(diff)}

@@ -9,7 +9,8 @@ The fusion is tuned by `leanpremise.eval.fusion.tune` on the valid split only,
 exactly as `retrieve --hybrid bm25,mepo,usage --k 100` does (every ranker
 ranks --k deep), then applied to test. Also reported: equal-weight RRF (k=60)
 of all the rankers, untuned, for comparison.
-Writes benchmarks/results/fusion_<data>.json.
+Also: the hybrid minus each ranker alone on test Recall@32, paired over states, with a
+bootstrap interval. Writes benchmarks/results/fusion_<data>.json.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import argparse
 import time
 
 import numpy as np
-from common import bench_cache, unpacked, write_result
+from common import bench_cache, paired, per_state_recall, unpacked, write_result
 
 KS = (16, 32, 100)
 
@@ -99,6 +100,9 @@ def main() -> None:
                   "hybrid_tuned": recalls(apply(valid_runs, spec, args.k)[0], valid_pos)},
         "best_single_on_test": best,
         "hybrid_gain_recall@32_over_best_single": round(hybrid["recall@32"] - singles[best]["recall@32"], 4),
+        "hybrid_gain_recall@32_paired": {
+            ranker: paired(per_state_recall(fused_ids, test_pos), per_state_recall(r.ids, test_pos))
+            for ranker, r in ((r.name, r) for r in test_runs)},
         "target_gain_recall@32": 0.05,
         "fusion": spec.model_dump(exclude={"date"}),
         "seconds": {"corpus_encoding": encode_s, "lexical_indexes": round(index_s, 1),

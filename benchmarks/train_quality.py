@@ -45,13 +45,12 @@ from pathlib import Path
 from typing import Self
 
 import numpy as np
-from common import bench_cache, save_json, unpacked
+from common import BOOTSTRAP, bench_cache, paired, per_state_recall, save_json, unpacked
 
 ARMS = ("random", "bm25", "self")
 KS = (16, 32, 100)
 RANK_K = 100  # premises ranked per state: enough for Recall@100 and for the fusion, as `retrieve --hybrid --k 100`
 DEFAULT_STEPS = 84  # the steps the 20-minute run on a quiet 2-core machine took (benchmarks/results history)
-BOOTSTRAP = {"resamples": 2000, "seed": 0, "level": 0.95}
 HYBRID_GAIN_TARGET = 0.03  # issue #13: hybrid >= dense + 0.03 test Recall@32 with the 20-CPU-minute model
 NOISE_FLOOR = 0.01  # a hard arm must beat random by more than this on test Recall@32, and beyond the bootstrap
 
@@ -112,14 +111,6 @@ def recalls(ids: np.ndarray, positives: list[np.ndarray]) -> dict[str, float]:
 
     m = compute_metrics(ids, positives, list(KS), 32)
     return {f"recall@{k}": round(m[f"recall@{k}"], 4) for k in KS}
-
-
-def per_state_recall32(ids: np.ndarray, positives: list[np.ndarray]) -> np.ndarray:
-    """Recall@32 of each state with positives (the states Recall@32 averages over), in state order."""
-    from leanpremise.eval.metrics import hit_matrix, per_state_metrics
-
-    hits, n_pos = hit_matrix(ids, positives)
-    return per_state_metrics(hits, n_pos, [32])["recall@32"][n_pos > 0]
 
 
 class Evaluation:
@@ -215,16 +206,6 @@ def train_arm(arm: str, args, ds, hard_file: Path | None, arm_dir: Path) -> tupl
     return model, run
 
 
-def paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    """Mean of a - b over the same states, with a two-sided paired-bootstrap interval."""
-    diff = a - b
-    rng = np.random.default_rng(BOOTSTRAP["seed"])
-    means = diff[rng.integers(0, len(diff), size=(BOOTSTRAP["resamples"], len(diff)))].mean(axis=1)
-    tail = (1 - BOOTSTRAP["level"]) / 2
-    return {"mean": round(float(diff.mean()), 4), "low": round(float(np.quantile(means, tail)), 4),
-            "high": round(float(np.quantile(means, 1 - tail)), 4), "states": len(diff)}
-
-
 def compare(arms: dict, rankings: dict[str, dict[str, np.ndarray]], test_pos) -> tuple[dict, dict[str, str]]:
     """Each hard arm against random on test Recall@32 (dense and hybrid), and the winner of each."""
     out: dict[str, dict] = {}
@@ -234,8 +215,8 @@ def compare(arms: dict, rankings: dict[str, dict[str, np.ndarray]], test_pos) ->
         for arm in (a for a in ARMS if a != "random" and a in arms):
             if "random" not in rankings or arm not in rankings:
                 continue
-            d = paired(per_state_recall32(rankings[arm][kind], test_pos),
-                       per_state_recall32(rankings["random"][kind], test_pos))
+            d = paired(per_state_recall(rankings[arm][kind], test_pos),
+                       per_state_recall(rankings["random"][kind], test_pos))
             d["beyond_noise"] = d["low"] > 0 and d["mean"] > NOISE_FLOOR
             out.setdefault(arm, {})[kind] = d
             if d["beyond_noise"] and d["mean"] > best:
@@ -249,8 +230,8 @@ def hybrid_gains(rankings: dict[str, dict[str, np.ndarray]], test_pos) -> dict:
     +0.03 target), with its bootstrap interval."""
     out = {}
     for arm in (a for a in ARMS if a in rankings):
-        d = paired(per_state_recall32(rankings[arm]["hybrid"], test_pos),
-                   per_state_recall32(rankings[arm]["dense"], test_pos))
+        d = paired(per_state_recall(rankings[arm]["hybrid"], test_pos),
+                   per_state_recall(rankings[arm]["dense"], test_pos))
         out[arm] = {**d, "target": HYBRID_GAIN_TARGET, "meets_target": d["mean"] >= HYBRID_GAIN_TARGET}
     return out
 
