@@ -18,8 +18,8 @@ hybrid (dense + BM25 + MePo + usage fused as `retrieve --hybrid bm25,mepo,usage`
 does, tuned on valid only), its corpus embeddings computed once and used for
 both splits. Also reported: the untrained model dense and hybrid, BM25, MePo and
 usage alone, a paired bootstrap over test states of each hard arm against
-random, and each arm's hybrid against its own dense (the +0.03 target). Arms scored with another set of fused rankers are rescored from their
-saved models.
+random, and each arm's hybrid against its own dense (the +0.03 target). Arms
+scored with another set of fused rankers are rescored from their saved models.
 
 Models go to <bench cache>/models/train_quality-<arm>/final (with their
 corpus embeddings and test rankings beside). The result JSON is rewritten
