@@ -27,7 +27,7 @@ def bench_cache() -> Path:
 
 def onnx_exports(model_dir: Path, out: Path) -> tuple[Path, Path]:
     """float32 and int8 ONNX exports of `model_dir`, made once into `out` and reused."""
-    from leanpremise.export.onnx_export import export_onnx, quantize_int8
+    from leanpremise.model.onnx import export_onnx, quantize_int8
 
     fp32, int8 = out / "model.onnx", out / "model_qint8.onnx"
     if not fp32.exists():

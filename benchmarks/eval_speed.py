@@ -48,7 +48,7 @@ def pick(metrics: dict) -> dict:
 
 def bench_speed(ds, emb_path: Path | None, random: bool, repeats: int) -> dict:
     from leanpremise.eval.evaluator import PremiseRetrievalEvaluator
-    from leanpremise.text_encoder import load_model
+    from leanpremise.model.encoder import load_model
 
     n = len(ds.corpus)
     if random or emb_path is None:
@@ -93,8 +93,8 @@ def bench_speed(ds, emb_path: Path | None, random: bool, repeats: int) -> dict:
 
 
 def bench_bm25(ds) -> dict:
-    from leanpremise.eval.bm25 import BM25Ranker
     from leanpremise.eval.metrics import compute_metrics
+    from leanpremise.rank.bm25 import BM25Ranker
 
     ids_ = ds.split.test
     t0 = time.perf_counter()
@@ -108,8 +108,8 @@ def bench_bm25(ds) -> dict:
 
 
 def bench_mepo(ds, p: float, c: float) -> dict:
-    from leanpremise.eval.mepo import MePoConfig, SymbolIndex, mepo_rank
     from leanpremise.eval.metrics import compute_metrics
+    from leanpremise.rank.mepo import MePoConfig, SymbolIndex, mepo_rank
 
     ids_ = ds.split.test
     t0 = time.perf_counter()

@@ -33,7 +33,7 @@ def throughput(embedder, texts: list[str]) -> float:
 
 def recall_at(embedder, dataset, split: str, k: int = 32) -> tuple[float, float]:
     from leanpremise.eval.metrics import compute_metrics
-    from leanpremise.eval.ranking import rank_premises
+    from leanpremise.rank.dense import rank_premises
 
     t0 = time.perf_counter()
     corpus_emb = embedder.encode(dataset.corpus.texts)
@@ -46,8 +46,8 @@ def recall_at(embedder, dataset, split: str, k: int = 32) -> tuple[float, float]
 
 def main() -> None:
     from leanpremise.data import DataConfig, load_dataset
-    from leanpremise.serve.embedders import OnnxEmbedder, TorchEmbedder
-    from leanpremise.text_encoder import default_model_path
+    from leanpremise.model.backends import OnnxEmbedder, TorchEmbedder
+    from leanpremise.model.encoder import default_model_path
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=None, help="SentenceTransformer dir (default: packaged MiniLM)")

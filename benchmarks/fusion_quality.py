@@ -5,7 +5,7 @@ VALID.
 
 The dense model defaults to the packaged (untrained) MiniLM. The corpus is
 encoded once and kept in the bench cache (`embeddings/<data>-<model>.npy`).
-The fusion is tuned by `leanpremise.eval.fusion.tune` on the valid split only,
+The fusion is tuned by `leanpremise.eval.tuning.tune` on the valid split only,
 exactly as `retrieve --hybrid bm25,mepo,usage --k 100` does (every ranker
 ranks --k deep), then applied to test. Also reported: equal-weight RRF (k=60)
 of all the rankers, untuned, for comparison.
@@ -25,7 +25,7 @@ KS = (16, 32, 100)
 
 
 def corpus_embeddings(model, ds, data: str, model_name: str) -> tuple[np.ndarray, float | None]:
-    from leanpremise.text_encoder import encode_texts
+    from leanpremise.model.encoder import encode_texts
 
     path = bench_cache() / "embeddings" / f"{data}-{model_name}.npy"
     if path.exists():
@@ -59,9 +59,11 @@ def main() -> None:
     import torch
 
     from leanpremise.data.dataset import load_dataset
-    from leanpremise.eval.fusion import FusionSpec, apply, tune
-    from leanpremise.eval.hybrid import Rankers, parse_rankers
-    from leanpremise.text_encoder import load_model, model_display_name
+    from leanpremise.eval.hybrid import Rankers
+    from leanpremise.eval.tuning import tune
+    from leanpremise.model.encoder import load_model, model_display_name
+    from leanpremise.rank.fusion import FusionSpec, apply
+    from leanpremise.rank.names import parse_rankers
 
     torch.set_num_threads(args.threads)
     ds = load_dataset(data_dir=unpacked(args.data))

@@ -127,7 +127,7 @@ def agreement(old_ids: np.ndarray, old_scores: np.ndarray, new_ids: np.ndarray, 
 
 def main() -> None:
     from leanpremise.data import DataConfig, load_dataset
-    from leanpremise.eval.mepo import MePoConfig, SymbolIndex, mepo_state
+    from leanpremise.rank.mepo import MePoConfig, SymbolIndex, mepo_state
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data_dir", type=Path, default=None,

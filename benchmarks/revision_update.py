@@ -73,7 +73,7 @@ def timed_export(model: Path, data: Path, out: Path, *extra: str) -> tuple[float
 def embedding_throughput(model_dir: Path, texts: list[str], n: int, seed: int) -> float:
     """Premises/s of the exporter's encoding (chunk batching, CPU) on `n` random texts."""
     from leanpremise.export.corpus_embeddings import encode_chunk
-    from leanpremise.text_encoder import encode_texts, load_model
+    from leanpremise.model.encoder import encode_texts, load_model
 
     model = load_model(model_dir, "cpu")
     pick = np.random.default_rng(seed).choice(len(texts), size=min(n, len(texts)), replace=False)
@@ -86,7 +86,7 @@ def embedding_throughput(model_dir: Path, texts: list[str], n: int, seed: int) -
 
 
 def rows_of(bundle: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    from leanpremise.bundle import Manifest
+    from leanpremise.bundle.manifest import Manifest
 
     m = Manifest.read(bundle)
     hashes = np.load(bundle / m.text_hashes) if m.text_hashes else None
@@ -110,7 +110,7 @@ def reused_rows_identical(old: Path, new: Path, new_texts_hashes: np.ndarray) ->
 
 def other_files_identical(a: Path, b: Path) -> bool:
     """Every file but the embeddings and the manifest has the same sha256 in both bundles."""
-    from leanpremise.bundle import Manifest
+    from leanpremise.bundle.manifest import Manifest
 
     ma, mb = Manifest.read(a), Manifest.read(b)
     skip = {ma.embeddings}
@@ -119,9 +119,9 @@ def other_files_identical(a: Path, b: Path) -> bool:
 
 
 def main() -> None:
-    from leanpremise.bundle import Manifest
+    from leanpremise.bundle.manifest import Manifest
     from leanpremise.data import DataConfig, load_corpus
-    from leanpremise.text_encoder import default_model_path
+    from leanpremise.model.encoder import default_model_path
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", choices=sorted(DATA), default="src")

@@ -31,9 +31,9 @@ KS = (8, 16, 32, 64)
 def main() -> None:
     from leanpremise.data import DataConfig, load_dataset
     from leanpremise.eval.metrics import compute_metrics, hit_matrix, per_state_metrics
-    from leanpremise.eval.ranking import rank_premises
-    from leanpremise.serve.embedders import OnnxEmbedder
-    from leanpremise.text_encoder import default_model_path
+    from leanpremise.model.backends import OnnxEmbedder
+    from leanpremise.model.encoder import default_model_path
+    from leanpremise.rank.dense import rank_premises
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data_dir", type=Path, default=None, help="default: mathlib-small from ../shared/data")

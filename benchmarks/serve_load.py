@@ -102,7 +102,7 @@ def ensure_bundle(bundle: Path, data_dir: Path, embeddings: Path, n_premises: in
             np.save(source, arr)
     from leanpremise.data import DataConfig
     from leanpremise.export.exporter import ExportConfig, export_bundle
-    from leanpremise.text_encoder import default_model_path
+    from leanpremise.model.encoder import default_model_path
 
     m = export_bundle(ExportConfig(model=str(default_model_path()), out=bundle, data=DataConfig(data_dir=data_dir),
                                    int8=True, corpus_embeddings=source, model_name="all-MiniLM-L6-v2",

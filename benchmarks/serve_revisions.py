@@ -32,8 +32,8 @@ def next_bundle(prev: Path, out: Path, seed: int, cache: Path) -> Path:
     """A bundle of a synthetic next revision of `prev`'s premises, rows of unchanged texts copied."""
     from leanpremise.data import DataConfig, load_corpus
     from leanpremise.export.exporter import ExportConfig, export_bundle
-    from leanpremise.revision_synth import synthesize
-    from leanpremise.serve.loader import load_bundle
+    from leanpremise.serve.revisions.loader import load_bundle
+    from leanpremise.testing.revision_synth import synthesize
 
     if (out / "manifest.json").is_file():
         return out

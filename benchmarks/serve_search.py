@@ -32,7 +32,7 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     from leanpremise.data import DataConfig, load_corpus
-    from leanpremise.serve.index import PremiseIndex
+    from leanpremise.serve.search.index import PremiseIndex
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(ap)

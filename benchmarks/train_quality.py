@@ -117,7 +117,8 @@ class Evaluation:
     """Valid and test rankings of the lexical rankers (made once), and each model's dense and hybrid scores."""
 
     def __init__(self, ds, untrained, untrained_emb: np.ndarray, name: str):
-        from leanpremise.eval.hybrid import LEXICAL, Rankers
+        from leanpremise.eval.hybrid import Rankers
+        from leanpremise.rank.names import LEXICAL
 
         self.ds = ds
         self.valid, self.test = ds.split_ids("valid"), ds.split_ids("test")
@@ -141,7 +142,8 @@ class Evaluation:
 
     def score(self, dense_valid, dense_test) -> tuple[dict, dict[str, np.ndarray]]:
         """Metrics of dense and hybrid (fusion tuned on valid, applied to test), and the test rankings."""
-        from leanpremise.eval.fusion import TunedOn, apply, tune
+        from leanpremise.eval.tuning import tune
+        from leanpremise.rank.fusion import TunedOn, apply
 
         spec = tune([dense_valid, *self.lex_valid], self.valid_pos, seed=BOOTSTRAP["seed"])
         spec.k = RANK_K
@@ -160,7 +162,7 @@ class Evaluation:
 def rescore(arm: str, arm_dir: Path, ev: Evaluation, done: dict) -> dict:
     """A finished arm's figures again from its saved model and corpus embeddings (when the fusion's
     rankers changed since it was scored); its training record is kept."""
-    from leanpremise.text_encoder import load_model
+    from leanpremise.model.encoder import load_model
 
     model = load_model(str(arm_dir / "final"), "cpu")
     corpus_emb = np.load(arm_dir / "corpus_embeddings.npy")
@@ -293,8 +295,8 @@ def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from leanpremise.data import load_dataset
-    from leanpremise.eval.hybrid import LEXICAL
-    from leanpremise.text_encoder import encode_texts, load_model, model_display_name
+    from leanpremise.model.encoder import encode_texts, load_model, model_display_name
+    from leanpremise.rank.names import LEXICAL
     from leanpremise.train.cli import parse
 
     config = {"data_dir": args.data_dir, "model": args.model or "all-MiniLM-L6-v2",

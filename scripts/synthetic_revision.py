@@ -8,7 +8,7 @@ incremental export and by benchmarks/revision_update.py. Usage:
 
     python scripts/synthetic_revision.py SRC --out NEW [--seed 0] [--share_rename 0.01] ...
 
-The logic lives in `leanpremise.revision_synth` (its docstring says what each kind of change does).
+The logic lives in `leanpremise.testing.revision_synth` (its docstring says what each kind of change does).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from leanpremise.revision_synth import SUMMARY_NAME, Shares, synthesize
+from leanpremise.testing.revision_synth import SUMMARY_NAME, Shares, synthesize
 
 HELP = {
     "rename": "share of corpus premises renamed",

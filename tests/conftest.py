@@ -30,7 +30,7 @@ def sample_dataset(cache_dir):
 
 @pytest.fixture(scope="session")
 def minilm_path() -> Path:
-    from leanpremise.text_encoder import default_model_path
+    from leanpremise.model.encoder import default_model_path
 
     return default_model_path()
 
@@ -41,7 +41,7 @@ def build_tiny_model(out_dir: Path, hidden: int = 32, layers: int = 2, pooling: 
     from sentence_transformers import SentenceTransformer, models
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from leanpremise.text_encoder import default_model_path
+    from leanpremise.model.encoder import default_model_path
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(str(default_model_path()))

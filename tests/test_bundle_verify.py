@@ -38,8 +38,8 @@ def copy(bundle, tmp_path) -> Path:
 
 
 def _refused(copy: Path, cache_dir: Path, **kw) -> str:
-    from leanpremise.bundle import BundleError
-    from leanpremise.serve.loader import load_bundle
+    from leanpremise.bundle.layout import BundleError
+    from leanpremise.serve.revisions.loader import load_bundle
 
     with pytest.raises(BundleError) as err:
         load_bundle(copy, cache_dir, **kw)
@@ -60,7 +60,7 @@ def _edit_manifest(copy: Path, **changes) -> None:
 
 
 def test_an_intact_bundle_loads_in_full_and_fast_mode(copy, cache_dir):
-    from leanpremise.serve.loader import load_bundle
+    from leanpremise.serve.revisions.loader import load_bundle
 
     for fast in (False, True):
         loaded = load_bundle(copy, cache_dir, fast=fast)
@@ -86,7 +86,7 @@ def test_a_listed_file_that_is_missing_is_refused_naming_it(copy, cache_dir):
 
 
 def test_a_truncated_file_fails_on_its_size_before_anything_is_hashed(copy, cache_dir, monkeypatch):
-    import leanpremise.bundle as bundle_module
+    import leanpremise.bundle.verify as bundle_module
 
     def no_hashing(path, chunk=0):
         raise AssertionError(f"hashed {path}")
@@ -100,8 +100,8 @@ def test_a_truncated_file_fails_on_its_size_before_anything_is_hashed(copy, cach
 
 
 def test_fast_mode_hashes_small_files_and_sizes_large_ones(copy, cache_dir, monkeypatch):
-    import leanpremise.bundle as bundle_module
-    from leanpremise.serve.loader import load_bundle
+    import leanpremise.bundle.verify as bundle_module
+    from leanpremise.serve.revisions.loader import load_bundle
 
     weights, tokenizer = copy / "model" / "model.safetensors", copy / "model" / "tokenizer.json"
     assert tokenizer.stat().st_size < 1 << 20 < weights.stat().st_size
@@ -131,7 +131,7 @@ def test_listed_paths_leaving_the_bundle_are_refused(copy, cache_dir):
 
 
 def test_a_symlink_pointing_outside_the_bundle_is_refused(copy, cache_dir, tmp_path):
-    from leanpremise.bundle import Manifest
+    from leanpremise.bundle.manifest import Manifest
 
     outside = tmp_path / "elsewhere.npy"
     emb = copy / Manifest.read(copy).embeddings
@@ -146,12 +146,12 @@ def test_the_named_parts_must_be_listed_files(copy, cache_dir):
 
 
 def test_a_format_1_manifest_without_sizes_loads_with_a_warning_and_is_still_hashed(copy, cache_dir, caplog):
-    from leanpremise.serve.loader import load_bundle
+    from leanpremise.serve.revisions.loader import load_bundle
 
     data = json.loads((copy / "manifest.json").read_text())
     del data["sizes"]
     (copy / "manifest.json").write_text(json.dumps({**data, "format_version": 1}))
-    with caplog.at_level(logging.WARNING, logger="leanpremise.bundle"):
+    with caplog.at_level(logging.WARNING, logger="leanpremise.bundle.layout"):
         load_bundle(copy, cache_dir, fast=True)
     assert "format-1 manifest without file sizes" in caplog.text
     _flip_last_byte(copy / "model" / "model.safetensors")
@@ -203,9 +203,9 @@ def fake_hub(bundle, tmp_path, monkeypatch):
 
 
 def test_from_hub_pins_each_repo_to_a_commit_and_logs_it(fake_hub, cache_dir, caplog):
-    from leanpremise.serve.loader import load_from_hub
+    from leanpremise.serve.revisions.loader import load_from_hub
 
-    with caplog.at_level(logging.INFO, logger="leanpremise.serve.loader"):
+    with caplog.at_level(logging.INFO, logger="leanpremise.serve.revisions.loader"):
         loaded = load_from_hub("me/data", "v4.99.0", "me/model", None, cache_dir)
     assert loaded.embeddings.shape[0] == loaded.manifest.premise_count
     assert f"data: me/data@v4.99.0 is commit {DATA_COMMIT}" in caplog.text
@@ -218,8 +218,8 @@ def test_from_hub_pins_each_repo_to_a_commit_and_logs_it(fake_hub, cache_dir, ca
 
 @pytest.mark.parametrize("where", ["model/model.safetensors", "premises.tar.gz"])
 def test_from_hub_refuses_a_download_that_differs_from_the_manifest(fake_hub, cache_dir, where):
-    from leanpremise.bundle import BundleError
-    from leanpremise.serve.loader import load_from_hub
+    from leanpremise.bundle.layout import BundleError
+    from leanpremise.serve.revisions.loader import load_from_hub
 
     path = (fake_hub["model"] / where.removeprefix("model/")) if where.startswith("model/") else fake_hub["data"] / where
     _flip_last_byte(path)

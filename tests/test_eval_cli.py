@@ -101,7 +101,7 @@ def _tiny_t5(path):
     import torch
     from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
-    from leanpremise.text_encoder import default_model_path
+    from leanpremise.model.encoder import default_model_path
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(str(default_model_path()))
@@ -113,8 +113,8 @@ def _tiny_t5(path):
 
 
 def test_reprover_style_t5_encoder(tmp_path):
-    from leanpremise.eval.encoders import load_t5_encoder
-    from leanpremise.text_encoder import encode_texts
+    from leanpremise.model.encoder import encode_texts
+    from leanpremise.model.t5 import load_t5_encoder
 
     ckpt = _tiny_t5(tmp_path / "tiny-t5")
     model = load_t5_encoder(ckpt, device="cpu")

@@ -132,7 +132,7 @@ def test_fuse_errors_name_the_problem(files, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def tiny_corpus_embeddings(tiny_model_dir, sample_dataset, tmp_path_factory):
     """The tiny model's sample-corpus embeddings, encoded once for the hybrid runs below."""
-    from leanpremise.text_encoder import encode_texts, load_model
+    from leanpremise.model.encoder import encode_texts, load_model
 
     path = tmp_path_factory.mktemp("emb") / "tiny.npy"
     np.save(path, encode_texts(load_model(tiny_model_dir, "cpu"), sample_dataset.corpus.texts, batch_size=128))

@@ -5,17 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leanpremise.eval.fusion import (
-    Candidates,
-    FusionSpec,
-    Run,
-    apply,
-    per_state_objective,
-    read_fusion,
-    tune,
-    write_fusion,
-)
+from leanpremise.eval.tuning import per_state_objective, tune
 from leanpremise.json_files import FileFormatError
+from leanpremise.rank.fusion import Candidates, FusionSpec, apply, read_fusion, write_fusion
+from leanpremise.rank.runs import Run
 
 X, Y, Z, W = 10, 11, 12, 13
 

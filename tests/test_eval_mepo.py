@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leanpremise.eval.lean_tokens import bm25_tokens, symbols
-from leanpremise.eval.mepo import (
+from leanpremise.rank.lean_tokens import bm25_tokens, symbols
+from leanpremise.rank.mepo import (
     MePoConfig,
     SymbolIndex,
     mepo_rank,

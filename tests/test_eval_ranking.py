@@ -10,8 +10,8 @@ import pytest
 from conftest import decl, make_data_dir, state
 from leanpremise.data import DataConfig, load_dataset
 from leanpremise.eval.evaluator import PremiseRetrievalEvaluator
-from leanpremise.eval.ranking import rank_premises
 from leanpremise.eval.retrieve import finish_retrieval
+from leanpremise.rank.dense import rank_premises
 
 
 @pytest.fixture(scope="module")

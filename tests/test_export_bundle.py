@@ -102,7 +102,8 @@ def corpus(data_dir, cache_dir):
 def test_bundle_layout_and_manifest(exported, corpus, data_dir):
     import hashlib
 
-    from leanpremise.bundle import FORMAT_VERSION, Manifest
+    from leanpremise.bundle.layout import FORMAT_VERSION
+    from leanpremise.bundle.manifest import Manifest
 
     m = Manifest.read(exported)
     assert (m.model_name, m.revision, m.data_revision) == ("tiny", "v4.99.0", "v4.99.0")
@@ -127,7 +128,7 @@ def test_bundle_layout_and_manifest(exported, corpus, data_dir):
 
 
 def test_embeddings_are_the_model_s_in_corpus_order(exported, corpus, tiny_model_dir):
-    from leanpremise.text_encoder import encode_texts, load_model
+    from leanpremise.model.encoder import encode_texts, load_model
 
     emb = np.load(exported / "embeddings" / "tiny-v4.99.0.npy")
     assert emb.dtype == np.float32 and emb.shape == (len(corpus), 32)
@@ -136,7 +137,7 @@ def test_embeddings_are_the_model_s_in_corpus_order(exported, corpus, tiny_model
 
 
 def test_onnx_and_int8_embed_like_the_model(exported, corpus):
-    from leanpremise.serve.embedders import OnnxEmbedder, TorchEmbedder
+    from leanpremise.model.backends import OnnxEmbedder, TorchEmbedder
 
     texts = corpus.texts[:20] + ["⊢ a + b = b + a", "x" * 5000]
     ref = TorchEmbedder(exported / "model").encode(texts)
@@ -148,7 +149,7 @@ def test_onnx_and_int8_embed_like_the_model(exported, corpus):
 
 
 def test_the_premises_archive_reloads_to_the_same_corpus(exported, corpus, tmp_path):
-    from leanpremise.bundle import extract_premises_archive
+    from leanpremise.bundle.archive import extract_premises_archive
     from leanpremise.data import DataConfig, load_corpus
 
     target = extract_premises_archive(exported / "premises.tar.gz", tmp_path / "unpacked")
@@ -158,7 +159,7 @@ def test_the_premises_archive_reloads_to_the_same_corpus(exported, corpus, tmp_p
 
 def test_reexport_is_reproducible_and_reuses_given_embeddings(exported, data_dir, tiny_model_dir, cache_dir,
                                                               tmp_path):
-    from leanpremise.bundle import Manifest
+    from leanpremise.bundle.manifest import Manifest
     from leanpremise.data import DataConfig
     from leanpremise.export.exporter import ExportConfig, export_bundle
 
@@ -239,7 +240,7 @@ def test_embedding_progress_moves_per_batch_and_rows_stay_in_corpus_order(tmp_pa
 
 
 def test_revision_slug_makes_ntp_toolkit_revisions_ref_safe():
-    from leanpremise.bundle import revision_slug
+    from leanpremise.bundle.layout import revision_slug
 
     assert revision_slug("v4.22.0") == "v4.22.0"
     slug = revision_slug("mathlib4@f4a7 batteries@45f6 lean4:v4.33.0-rc1")
@@ -301,7 +302,8 @@ def test_publish_pushes_model_and_data_to_the_revision_branch(exported, monkeypa
 def test_manifest_reads_unknown_keys_and_names_a_bad_field(exported, tmp_path):
     import shutil
 
-    from leanpremise.bundle import MANIFEST, BundleError, Manifest
+    from leanpremise.bundle.layout import MANIFEST, BundleError
+    from leanpremise.bundle.manifest import Manifest
 
     copy = tmp_path / "b"
     shutil.copytree(exported, copy)

@@ -60,7 +60,7 @@ def _wait_for_chunks(chunk_dir: Path, n: int, proc: subprocess.Popen, timeout: f
 
 def test_export_killed_with_sigkill_resumes_and_encodes_only_the_rest(data_dir, tiny_model_dir, cache_dir,
                                                                        tmp_path, monkeypatch, caplog):
-    from leanpremise.bundle import Manifest
+    from leanpremise.bundle.manifest import Manifest
     from leanpremise.data import DataConfig, load_corpus
     from leanpremise.export import exporter
 
@@ -104,7 +104,7 @@ def test_export_killed_with_sigkill_resumes_and_encodes_only_the_rest(data_dir, 
 
 
 def test_model_identity_ignores_where_and_when_but_sees_what_embeds(tiny_model_dir, tmp_path):
-    from leanpremise.model_identity import model_identity
+    from leanpremise.model.identity import model_identity
 
     first = model_identity(tiny_model_dir)
     copy = tmp_path / "elsewhere" / "copy"

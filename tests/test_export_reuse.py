@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from conftest import build_tiny_model, sample_closure
-from leanpremise.bundle import Manifest, bundle_files
+from leanpremise.bundle.manifest import Manifest
+from leanpremise.bundle.verify import bundle_files
 from leanpremise.data import DataConfig, load_corpus
 from leanpremise.export.exporter import ExportConfig, export_bundle
-from leanpremise.revision_synth import Shares, synthesize
+from leanpremise.testing.revision_synth import Shares, synthesize
 
 ROOTS = ["Batteries.Data.List.Basic", "Batteries.Data.Nat.Lemmas", "Batteries.Classes.Order"]
 SHARES = Shares(rename=0.05, edit=0.05, delete_decl=0.02, add_decl=0.04, move=0.02, delete_module=0.1,
@@ -138,7 +139,7 @@ def test_several_sources_and_a_second_reuse_embeds_nothing(bundles, revisions, c
 
 
 def test_reuse_refuses_a_missing_source_before_writing(revisions, tiny_model_dir, cache_dir, tmp_path):
-    from leanpremise.bundle import BundleError
+    from leanpremise.bundle.layout import BundleError
 
     with pytest.raises(BundleError, match="nope"):
         _export(tiny_model_dir, revisions[1], tmp_path / "b", cache_dir, reuse=[tmp_path / "nope"])

@@ -13,7 +13,7 @@ import pytest
 from conftest import sample_closure
 from leanpremise.data.dataset import load_dataset
 from leanpremise.data.states import parse_recommendation
-from leanpremise.revision_synth import SUMMARY_NAME, Shares, synthesize
+from leanpremise.testing.revision_synth import SUMMARY_NAME, Shares, synthesize
 
 ROOTS = ["Batteries.Control.Nondet.Basic", "Batteries.Data.MLList.Basic", "Batteries.Control.AlternativeMonad",
          "Batteries.Data.Nat.Lemmas", "Batteries.Classes.Order", "Batteries.Control.ForInStep.Lemmas",

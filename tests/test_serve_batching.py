@@ -19,7 +19,7 @@ def corpus(sample_dataset):
 
 
 def _index(corpus, dtype="float32", dim=16, seed=0):
-    from leanpremise.serve.index import PremiseIndex
+    from leanpremise.serve.search.index import PremiseIndex
 
     rng = np.random.default_rng(seed)
     emb = rng.standard_normal((len(corpus), dim)).astype(np.float32)
@@ -58,7 +58,7 @@ def test_search_many_over_mixed_candidates_equals_each_query_alone(corpus, dtype
 
 
 def test_concurrent_searches_are_taken_together_and_each_gets_its_own_result(corpus):
-    from leanpremise.serve.search_batcher import SearchBatcher
+    from leanpremise.serve.search.batcher import SearchBatcher
 
     idx, emb = _index(corpus)
     passes: list[int] = []
@@ -156,7 +156,7 @@ class GatedEmbedder:
 
 
 def test_two_workers_embed_two_requests_at_once_and_keep_one_free_of_bulk_work():
-    from leanpremise.serve.embedding_service import EmbeddingService
+    from leanpremise.serve.embedding.service import EmbeddingService
 
     log: list = []
     meet, gate, bulk_started = threading.Barrier(2), threading.Event(), threading.Event()
@@ -197,7 +197,7 @@ def test_two_workers_embed_two_requests_at_once_and_keep_one_free_of_bulk_work()
 
 
 def test_states_are_cached_like_new_premises():
-    from leanpremise.serve.embedding_service import EmbeddingService
+    from leanpremise.serve.embedding.service import EmbeddingService
     from leanpremise.serve.prometheus import Metrics
 
     log: list = []
@@ -223,7 +223,7 @@ def test_states_are_cached_like_new_premises():
 
 
 def test_worker_layout_follows_the_backend_and_the_settings(monkeypatch):
-    from leanpremise.serve.embedders import worker_layout
+    from leanpremise.serve.embedding.backends import worker_layout
     from leanpremise.serve.settings import ConfigError, load_config
 
     cfg = load_config(None, bundle="/b")
@@ -245,7 +245,7 @@ def test_worker_layout_follows_the_backend_and_the_settings(monkeypatch):
 def test_a_background_worker_takes_all_bulk_work_at_lower_priority():
     import os
 
-    from leanpremise.serve.embedding_service import EmbeddingService
+    from leanpremise.serve.embedding.service import EmbeddingService
 
     log: list = []
     nice: dict[str, int] = {}
@@ -280,7 +280,7 @@ def test_a_background_worker_takes_all_bulk_work_at_lower_priority():
 def test_an_urgent_request_is_never_left_waiting_for_a_background_worker_to_wake():
     """Workers wait for different lanes; waking only one of them could wake the background worker for an
     urgent job, which it may not take, and leave the job queued forever."""
-    from leanpremise.serve.embedding_service import EmbeddingService
+    from leanpremise.serve.embedding.service import EmbeddingService
 
     log: list = []
 

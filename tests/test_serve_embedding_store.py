@@ -11,7 +11,7 @@ import lmdb
 import numpy as np
 import pytest
 
-from leanpremise.serve.embedding_store import (
+from leanpremise.serve.embedding.store import (
     HEADER,
     LmdbEmbeddingStore,
     RedisEmbeddingStore,
@@ -24,7 +24,7 @@ from serve_helpers import free_port, redis_server
 MODEL = "model:sha256:abc|pool:mean|prompt:|max_seq:128"
 CHILD = """
 import sys, numpy as np
-from leanpremise.serve.embedding_store import open_embedding_store
+from leanpremise.serve.embedding.store import open_embedding_store
 where, model, mode, npy = sys.argv[1:5]
 texts = [f"theorem t{i} : {i} = {i}" for i in range(50)]
 store = open_embedding_store(where).bind(model, dim=32)

@@ -119,7 +119,7 @@ def test_a_state_cut_before_tokenising_gets_the_answer_of_the_whole_state(server
     import json
 
     from leanpremise.data import DataConfig, load_corpus
-    from leanpremise.text_encoder import encode_texts, load_model
+    from leanpremise.model.encoder import encode_texts, load_model
 
     url, _ = server
     words = "∀ (x y : ℕ) (h : x ≤ y), Nat.succ x ≤ Nat.succ y ∧ List.length (List.range x) = x "
@@ -140,7 +140,7 @@ def test_schemathesis_fuzzing_never_gets_a_500_and_the_answers_stay_the_same(bun
     import schemathesis
     from hypothesis import HealthCheck, given, settings
 
-    from leanpremise.serve.app import create_app
+    from leanpremise.serve.http.app import create_app
 
     cfg = service_config(bundle=bundle, data_dir=cache_dir, backend="torch", max_k=16)
     app = create_app(cfg)
@@ -176,7 +176,7 @@ def test_schemathesis_fuzzing_never_gets_a_500_and_the_answers_stay_the_same(bun
 def test_docs_are_served_only_with_docs_on(bundle, cache_dir):
     from starlette.testclient import TestClient
 
-    from leanpremise.serve.app import create_app
+    from leanpremise.serve.http.app import create_app
 
     for docs, status in [(False, 404), (True, 200)]:
         app = create_app(service_config(bundle=bundle, data_dir=cache_dir, docs=docs))
@@ -188,7 +188,7 @@ def test_docs_are_served_only_with_docs_on(bundle, cache_dir):
 
 
 def test_the_embedding_cache_is_bounded_in_entries_and_bytes_and_keyed_by_hash():
-    from leanpremise.serve.embedding_service import EmbeddingCache
+    from leanpremise.serve.embedding.cache import EmbeddingCache
 
     row = np.ones(100, dtype=np.float32)  # 400 bytes + overhead
     per_entry = row.nbytes + EmbeddingCache.ENTRY_OVERHEAD
@@ -210,7 +210,7 @@ def test_module_names_leave_nothing_behind():
     import gc
     import tracemalloc
 
-    from leanpremise.serve.index import PremiseIndex
+    from leanpremise.serve.search.index import PremiseIndex
 
     corpus = SimpleNamespace(modules=["A.B", "C"], module_index={"A.B": 0, "C": 1})
 

@@ -25,7 +25,7 @@ def setup(sample_dataset, tiny_model_dir, cache_dir, tmp_path_factory):
     from leanpremise.data import DataConfig
     from leanpremise.eval.hybrid import Rankers, hybrid_retrieve
     from leanpremise.export.exporter import ExportConfig, export_bundle
-    from leanpremise.text_encoder import encode_texts, load_model
+    from leanpremise.model.encoder import encode_texts, load_model
 
     root = tmp_path_factory.mktemp("hybrid")
     ds = sample_dataset
@@ -47,7 +47,7 @@ def setup(sample_dataset, tiny_model_dir, cache_dir, tmp_path_factory):
 
 
 def serve(bundle, cache_dir, **kw):
-    from leanpremise.serve.app import create_app
+    from leanpremise.serve.http.app import create_app
 
     cfg = service_config(bundle=bundle, backend="torch", data_dir=cache_dir, embed_workers=1, dtype="float32",
                          max_k=64, **kw)
@@ -102,7 +102,7 @@ def rrf_server(setup, cache_dir):
 
 def library_fusion(setup, states, k):
     """The eval path's fused ranking (what `retrieve --hybrid` runs) with the hand-written RRF."""
-    from leanpremise.eval.fusion import FusionSpec, apply
+    from leanpremise.rank.fusion import FusionSpec, apply
 
     ds = setup["ds"]
     runs = setup["rankers"].runs(np.array(states), K, "tiny")
@@ -196,7 +196,7 @@ def test_a_fusion_named_as_fuse_names_files_serves_the_same(setup, rrf_server, c
     (["tiny", "other", "bm25"], "not lexical rankers"),
 ])
 def test_export_refuses_a_fusion_it_cannot_serve(tmp_path, rankers, message):
-    from leanpremise.export.hybrid_export import check_fusion_file
+    from leanpremise.export.fusion_export import check_fusion_file
 
     path = tmp_path / "f.json"
     path.write_text(json.dumps({"method": "rrf", "rankers": rankers, "weights": dict.fromkeys(rankers, 1.0),
@@ -223,7 +223,9 @@ def test_no_hybrid_serves_the_dense_ranking(setup, cache_dir):
 
 def tampered_copy(bundle, dst, edit):
     """A copy of `bundle` with `edit(dst)` applied and its manifest re-listed, as a hostile folder would be."""
-    from leanpremise.bundle import MANIFEST, Manifest, bundle_files
+    from leanpremise.bundle.layout import MANIFEST
+    from leanpremise.bundle.manifest import Manifest
+    from leanpremise.bundle.verify import bundle_files
 
     shutil.copytree(bundle, dst)
     edit(dst)
@@ -251,9 +253,9 @@ def tampered_copy(bundle, dst, edit):
         {"n_docs": 3, "avgdl": 5.0, "k1": 1.5, "b": 0.75, "method": "lucene"})), "bm25_stats.json"),
 ])
 def test_a_damaged_hybrid_bundle_fails_to_load_naming_the_file(setup, cache_dir, tmp_path, what, edit, message):
-    from leanpremise.bundle import BundleError
-    from leanpremise.serve.fused_ranking import FusedRanking
-    from leanpremise.serve.loader import load_bundle
+    from leanpremise.bundle.layout import BundleError
+    from leanpremise.serve.revisions.loader import load_bundle
+    from leanpremise.serve.search.fused import FusedRanking
 
     bundle = tampered_copy(setup["bundles"]["rrf"], tmp_path / "b", edit)
     loaded = load_bundle(bundle, cache_dir)

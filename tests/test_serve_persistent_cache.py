@@ -48,7 +48,7 @@ def serving(bundle: Path, data_dir: Path, **settings):
 
 
 def _app(bundle: Path, data_dir: Path, **settings):
-    from leanpremise.serve.app import create_app
+    from leanpremise.serve.http.app import create_app
 
     return create_app(service_config(bundle=bundle, data_dir=data_dir, backend="torch", **settings))
 
@@ -135,7 +135,7 @@ def test_cache_settings_place_it_and_turn_it_off(tmp_path, monkeypatch):
 def test_one_lmdb_store_per_process_and_directory(tmp_path):
     import numpy as np
 
-    from leanpremise.serve.embedding_store import open_embedding_store
+    from leanpremise.serve.embedding.store import open_embedding_store
 
     a, b = open_embedding_store(tmp_path / "s"), open_embedding_store(tmp_path / "s")
     assert a.shared is b.shared  # LMDB must not open one environment twice in a process

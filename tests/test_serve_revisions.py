@@ -18,7 +18,8 @@ from serve_helpers import ThreadServer, build_data_dir, service_config
 
 
 def manifest(data_revision: str, created: str = "2026-01-01T00:00:00Z"):
-    from leanpremise.bundle import Manifest, revision_slug
+    from leanpremise.bundle.layout import revision_slug
+    from leanpremise.bundle.manifest import Manifest
 
     return Manifest(model_name="m", revision=revision_slug(data_revision), dimension=4, premise_count=1,
                     unfiltered_premise_count=1, module_count=1, embeddings="embeddings/m.npy",
@@ -34,14 +35,14 @@ def manifest(data_revision: str, created: str = "2026-01-01T00:00:00Z"):
     ("mathlib4@0123abc", "mathlib4_0123abc"),
 ])
 def test_tag_is_the_lean_version_else_the_revision_slug(revision, tag):
-    from leanpremise.serve.revisions import derived_tag
+    from leanpremise.serve.revisions.plan import derived_tag
 
     assert derived_tag(manifest(revision)) == tag
 
 
 def test_colliding_tags_get_a_suffix_and_explicit_tags_win():
-    from leanpremise.bundle import BundleError
-    from leanpremise.serve.revisions import assign_tags, parse_tag_options
+    from leanpremise.bundle.layout import BundleError
+    from leanpremise.serve.revisions.plan import assign_tags, parse_tag_options
 
     bundles = [(Path("/b/one"), manifest("v4.33.0")), (Path("/b/two"), manifest("lean4:v4.33.0")),
                (Path("/b/three"), manifest("v4.32.0"))]
@@ -56,8 +57,8 @@ def test_colliding_tags_get_a_suffix_and_explicit_tags_win():
 
 
 def test_default_is_the_newest_lean_version_numerically_then_created():
-    from leanpremise.bundle import BundleError
-    from leanpremise.serve.revisions import BundleSpec, default_tag
+    from leanpremise.bundle.layout import BundleError
+    from leanpremise.serve.revisions.plan import BundleSpec, default_tag
 
     def spec(rev, created="2026-01-01"):
         m = manifest(rev, created)
@@ -96,8 +97,8 @@ def normed(rng, n, d=16):
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_pooled_revisions_store_shared_rows_once_and_search_exactly(dtype):
-    from leanpremise.serve.exact_search import ExactSearcher
-    from leanpremise.serve.row_pool import RowPool
+    from leanpremise.serve.search.exact import ExactSearcher
+    from leanpremise.serve.search.row_pool import RowPool
 
     rng = np.random.default_rng(0)
     base = normed(rng, 400)
@@ -166,7 +167,7 @@ def config(bundle_dir: Path, cache_dir: Path, **kw):
 
 
 def test_each_revision_at_its_tag_default_at_root_one_embedder(bundles, cache_dir, tmp_path):
-    from leanpremise.serve.app import create_app
+    from leanpremise.serve.http.app import create_app
 
     cfg = config(serve_dir(bundles, ["a", "b"], tmp_path / "served"), cache_dir)
     app = create_app(cfg)
@@ -177,7 +178,7 @@ def test_each_revision_at_its_tag_default_at_root_one_embedder(bundles, cache_di
         assert len({r["model_identity"] for r in revs}) == 1
         by_tag = {r["tag"]: r for r in revs}
         assert by_tag["v4.98.0"]["premises"] == by_tag["v4.97.0"]["premises"] + 2
-        from leanpremise.serve.loader import load_bundle
+        from leanpremise.serve.revisions.loader import load_bundle
 
         # independent full exports can differ in the last bit of a row (other batches): only rows of a
         # premise whose bytes are the same in both bundles are shared
@@ -215,7 +216,7 @@ def test_each_revision_at_its_tag_default_at_root_one_embedder(bundles, cache_di
 
 
 def test_reload_under_load_adds_and_replaces_revisions_without_a_failed_request(bundles, cache_dir, tmp_path):
-    from leanpremise.serve.app import create_app
+    from leanpremise.serve.http.app import create_app
 
     served = serve_dir(bundles, ["a", "b"], tmp_path / "served")
     app = create_app(config(served, cache_dir, admin_reload=True))
@@ -278,7 +279,7 @@ def test_sighup_reloads_the_bundle_list(bundles, cache_dir, tmp_path):
     import os
     import signal
 
-    from leanpremise.serve.app import create_app
+    from leanpremise.serve.http.app import create_app
 
     served = serve_dir(bundles, ["a"], tmp_path / "served")
     app = create_app(config(served, cache_dir))

@@ -44,7 +44,7 @@ def make_config(bundle, cache_dir, **kw):
 
 
 def test_overload_gives_503_with_retry_after_and_the_server_recovers(bundle, cache_dir):
-    from leanpremise.serve.app import create_app
+    from leanpremise.serve.http.app import create_app
 
     cfg = make_config(bundle, cache_dir, embed_service_max_concurrent_inputs=4, max_client_batch_size=4)
     srv = ThreadServer(create_app(cfg)).start()
@@ -71,8 +71,8 @@ def test_overload_gives_503_with_retry_after_and_the_server_recovers(bundle, cac
 
 
 def test_health_is_503_until_loaded(bundle, cache_dir):
-    from leanpremise.serve.app import create_app
-    from leanpremise.serve.server_state import ServerState
+    from leanpremise.serve.http.app import create_app
+    from leanpremise.serve.revisions.lifecycle import ServerState
 
     gate = threading.Event()
 
@@ -101,8 +101,9 @@ def test_health_is_503_until_loaded(bundle, cache_dir):
 def test_a_damaged_bundle_is_refused_naming_the_file(bundle, tmp_path, cache_dir):
     import shutil
 
-    from leanpremise.bundle import BundleError, Manifest
-    from leanpremise.serve.loader import load_bundle
+    from leanpremise.bundle.layout import BundleError
+    from leanpremise.bundle.manifest import Manifest
+    from leanpremise.serve.revisions.loader import load_bundle
 
     copy = tmp_path / "copy"
     shutil.copytree(bundle, copy)
@@ -118,7 +119,7 @@ def _tei_app(model_dir):
     """A stand-in for text-embeddings-inference's POST /embed, backed by the same tiny model."""
     from fastapi import Body, FastAPI
 
-    from leanpremise.text_encoder import encode_texts, load_model
+    from leanpremise.model.encoder import encode_texts, load_model
 
     model = load_model(model_dir, "cpu")
     app = FastAPI()
@@ -136,10 +137,10 @@ def _tei_app(model_dir):
 
 
 def test_tei_backend_matches_brute_force_and_survives_tei_going_away(bundle, cache_dir, tiny_model_dir):
-    from leanpremise.bundle import Manifest
+    from leanpremise.bundle.manifest import Manifest
     from leanpremise.data import DataConfig, load_corpus
-    from leanpremise.serve.app import create_app
-    from leanpremise.text_encoder import encode_texts, load_model
+    from leanpremise.model.encoder import encode_texts, load_model
+    from leanpremise.serve.http.app import create_app
 
     tei_app = _tei_app(tiny_model_dir)
     tei = ThreadServer(tei_app).start(wait_ready=False)
@@ -318,8 +319,8 @@ def _stored(emb: np.ndarray, dtype: str) -> np.ndarray:
 def test_search_equals_brute_force_over_the_stored_rows(sample_corpus, dtype, extra, monkeypatch):
     """Exact top-k at the serving precision, for every kind of candidate set; extra=0 makes the first
     scan fetch exactly k rows, so the fetch-more path runs whenever a row lies within the error bound."""
-    from leanpremise.serve import exact_search
-    from leanpremise.serve.index import PremiseIndex
+    from leanpremise.serve.search import exact as exact_search
+    from leanpremise.serve.search.index import PremiseIndex
 
     monkeypatch.setattr(exact_search, "SCAN_EXTRA", extra)
     rng = np.random.default_rng(0)
@@ -345,7 +346,7 @@ def test_search_equals_brute_force_over_the_stored_rows(sample_corpus, dtype, ex
 def test_near_ties_beyond_the_first_fetch_are_still_ranked_exactly(sample_corpus):
     """Rows whose float32 scores differ by less than float16 can resolve: the scan cannot order them,
     so the search must fetch all of them and let the float32 rescoring decide."""
-    from leanpremise.serve.index import PremiseIndex
+    from leanpremise.serve.search.index import PremiseIndex
 
     rng = np.random.default_rng(3)
     n, dim = len(sample_corpus), 32
@@ -381,7 +382,7 @@ def test_near_ties_beyond_the_first_fetch_are_still_ranked_exactly(sample_corpus
 def test_scan_scores_stay_within_the_error_bound():
     """The certified bound must hold for every row, else exactness is luck: check it on rows with a
     spread of norms and components, including float16 subnormals."""
-    from leanpremise.serve.exact_search import SAFETY, ExactSearcher
+    from leanpremise.serve.search.exact import SAFETY, ExactSearcher
 
     rng = np.random.default_rng(5)
     emb = rng.standard_normal((5000, 384)).astype(np.float32)
@@ -398,7 +399,7 @@ def test_scan_scores_stay_within_the_error_bound():
 
 
 def test_module_entries_resolve_from_positions_names_and_paths(sample_corpus):
-    from leanpremise.serve.index import PremiseIndex
+    from leanpremise.serve.search.index import PremiseIndex
 
     idx = PremiseIndex(sample_corpus, np.zeros((len(sample_corpus), 4), np.float32))
     name = next(m for m in sample_corpus.modules if m.count(".") >= 2)
@@ -434,7 +435,7 @@ class CountingEmbedder:
 
 
 def test_embedding_service_caches_batches_and_shares_pending_texts():
-    from leanpremise.serve.embedding_service import EmbeddingService
+    from leanpremise.serve.embedding.service import EmbeddingService
 
     async def scenario():
         emb = CountingEmbedder()
@@ -460,7 +461,7 @@ def test_embedding_service_caches_batches_and_shares_pending_texts():
 def test_cached_requests_overtake_a_bulk_embedding():
     """A request with one uncached text (its state) is embedded in a small batch of its own, not in the
     middle of other requests' 40 new premises each."""
-    from leanpremise.serve.embedding_service import EmbeddingService
+    from leanpremise.serve.embedding.service import EmbeddingService
 
     emb = CountingEmbedder(hold=True)
 
@@ -501,7 +502,7 @@ def test_cached_requests_overtake_a_bulk_embedding():
 
 
 def test_auto_backend_takes_int8_onnx_on_cpu_then_float32_then_torch(tmp_path):
-    from leanpremise.serve.embedders import onnx_choice
+    from leanpremise.serve.embedding.backends import onnx_choice
 
     class FakeBundle:
         model_dir = tmp_path

@@ -41,9 +41,9 @@ def bundle(data_dir, tiny_model_dir, cache_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def ref(bundle, data_dir, tiny_model_dir, cache_dir):
     """Corpus, bundle embeddings and model, loaded independently of the server code."""
-    from leanpremise.bundle import Manifest
+    from leanpremise.bundle.manifest import Manifest
     from leanpremise.data import DataConfig, load_corpus
-    from leanpremise.text_encoder import encode_texts, load_model
+    from leanpremise.model.encoder import encode_texts, load_model
 
     corpus = load_corpus(DataConfig(data_dir=data_dir, cache_dir=cache_dir))
     emb = np.load(bundle / Manifest.read(bundle).embeddings)

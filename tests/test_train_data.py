@@ -24,7 +24,7 @@ def test_train_pairs_cover_every_positive_of_train_states(sample_dataset):
 def test_token_table_batches_equal_model_preprocess(sample_dataset, tiny_model_dir):
     from sentence_transformers import SentenceTransformer
 
-    from leanpremise.train.tokens import tokenize_texts
+    from leanpremise.model.tokens import tokenize_texts
 
     model = SentenceTransformer(str(tiny_model_dir), device="cpu")
     model.max_seq_length = 32  # some premises get truncated

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from leanpremise.text_encoder import RemoteCodeRefused, remote_code_refused_as_one_line
+from leanpremise.model.encoder import RemoteCodeRefused, remote_code_refused_as_one_line
 from leanpremise.train.args import ModelArguments
 from leanpremise.train.model import build_model
 

@@ -11,7 +11,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def ranker(sample_dataset):
-    from leanpremise.eval.usage import UsageRanker
+    from leanpremise.rank.usage import UsageRanker
 
     return UsageRanker.from_dataset(sample_dataset)
 
@@ -54,7 +54,7 @@ def test_a_ranking_is_the_accessible_used_premises_by_count_then_id(sample_datas
 
 
 def test_new_premises_score_by_their_indexed_namesake(ranker, sample_dataset):
-    from leanpremise.eval.usage import merged_usage_run
+    from leanpremise.rank.usage import merged_usage_run
 
     names = sample_dataset.corpus.names
     top = int(ranker.order[0])
@@ -77,7 +77,7 @@ def test_new_premises_score_by_their_indexed_namesake(ranker, sample_dataset):
     ("pickle", "not readable"),
 ])
 def test_load_refuses_bad_count_files_naming_them(ranker, tmp_path, array, message):
-    from leanpremise.eval.usage import UsageRanker
+    from leanpremise.rank.usage import UsageRanker
 
     path = tmp_path / "usage.npy"
     if array is None:

@@ -28,7 +28,7 @@ def digest(table) -> str:
 
 def timed_pass(model, texts: dict[str, list[str]], parallel: bool) -> dict:
     """Tokenise each list once with Rust parallelism on or off; seconds, texts/s and a digest per list."""
-    from leanpremise.train.tokens import tokenize_texts
+    from leanpremise.model.tokens import tokenize_texts
 
     os.environ["TOKENIZERS_PARALLELISM"] = "true" if parallel else "false"
     out, total_s, total_n = {}, 0.0, 0

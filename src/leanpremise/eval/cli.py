@@ -41,9 +41,9 @@ def load_corpus_embeddings(path: Path, n_premises: int):
 
 
 def _retrieve(args) -> int:
-    from leanpremise.eval.encoders import load_encoder
     from leanpremise.eval.retrieve import retrieve
-    from leanpremise.text_encoder import model_display_name
+    from leanpremise.model.encoder import model_display_name
+    from leanpremise.model.t5 import load_encoder
 
     ds = _load_dataset(args)
     emb = load_corpus_embeddings(args.corpus_embeddings, len(ds.corpus)) if args.corpus_embeddings else None
@@ -57,7 +57,8 @@ def _retrieve(args) -> int:
 
 
 def _retrieve_hybrid(args, ds, model, name, emb) -> int:
-    from leanpremise.eval.hybrid import hybrid_retrieve, parse_rankers
+    from leanpremise.eval.hybrid import hybrid_retrieve
+    from leanpremise.rank.names import parse_rankers
 
     try:
         lexical = parse_rankers(args.hybrid)
@@ -145,7 +146,7 @@ def _baseline(args) -> int:
     state_ids = ds.split_ids(args.split)
     queries = [ds.states.state[s] for s in state_ids.tolist()]
     if args.method == "bm25":
-        from leanpremise.eval.bm25 import BM25Config, BM25Ranker
+        from leanpremise.rank.bm25 import BM25Config, BM25Ranker
 
         t0 = time.perf_counter()
         ranker = BM25Ranker(ds.corpus.texts, BM25Config(k1=args.k1, b=args.b), progress=True)
@@ -157,7 +158,7 @@ def _baseline(args) -> int:
         _write_metrics(args.metrics_out, metrics, index_s)
         return 0
     if args.method == "usage":
-        from leanpremise.eval.usage import UsageRanker
+        from leanpremise.rank.usage import UsageRanker
 
         if args.split == "train":
             logger.warning("baseline usage --split train: the counts come from the train states themselves")
@@ -170,7 +171,7 @@ def _baseline(args) -> int:
                                    time.perf_counter() - t0, None)
         _write_metrics(args.metrics_out, metrics, index_s)
         return 0
-    from leanpremise.eval.mepo import MePoConfig, SymbolIndex, mepo_rank
+    from leanpremise.rank.mepo import MePoConfig, SymbolIndex, mepo_rank
 
     ps = MEPO_GRID_P if args.grid else args.p
     cs = MEPO_GRID_C if args.grid else args.c

@@ -20,8 +20,8 @@ from sentence_transformers.sentence_transformer.evaluation import SentenceEvalua
 
 from leanpremise.atomic import atomic_write_bytes
 from leanpremise.eval.metrics import DEFAULT_K_LIST, DEFAULT_MRR_K, compute_metrics, format_table
-from leanpremise.eval.ranking import rank_premises
-from leanpremise.text_encoder import encode_texts
+from leanpremise.model.encoder import encode_texts
+from leanpremise.rank.dense import rank_premises
 
 logger = logging.getLogger(__name__)
 

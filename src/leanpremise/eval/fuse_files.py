@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from leanpremise.eval.fusion import FusionSpec, Run, apply, read_fusion, tune, write_fusion
 from leanpremise.eval.retrieved_files import (
     RetrievedEntry,
     RetrievedFileError,
@@ -24,6 +23,9 @@ from leanpremise.eval.retrieved_files import (
     retrieved_file_name,
     write_retrieved,
 )
+from leanpremise.eval.tuning import tune
+from leanpremise.rank.fusion import FusionSpec, apply, read_fusion, write_fusion
+from leanpremise.rank.runs import Run
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +123,7 @@ def positives_for(split: SplitRuns, gt: dict[str, list[str]]) -> tuple[np.ndarra
 def tune_on_files(files: dict[str, Path], decls: Path, split: str, seed: int = 0) -> FusionSpec:
     """Tune on the states of `files` (one split) that `decls` names; records what it was tuned on."""
     from leanpremise.eval.eval_files import load_decls
-    from leanpremise.eval.fusion import TunedOn
+    from leanpremise.rank.fusion import TunedOn
 
     gt = load_decls(decls)
     data = load_split(files)

@@ -9,66 +9,16 @@ ranked, and never overlap them. Writes the fused `dot_<split>-<model>+<rankers>.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 
-from leanpremise.eval.fusion import Run, TunedOn, apply, tune, write_fusion
+from leanpremise.eval.tuning import tune
+from leanpremise.rank.fusion import TunedOn, apply, write_fusion
+from leanpremise.rank.runs import Run
 
 logger = logging.getLogger(__name__)
-
-LEXICAL = ("bm25", "mepo", "usage")
-"""The rankers fused beside the dense model, in this order: BM25 and MePo read the texts, usage ranks by
-how often training proofs used a premise (eval/usage.py). The server runs them in its lexical threads."""
-
-
-MEPO_FILE_NAME = re.compile(r"^mepo-p(\d+(?:\.\d+)?)-c(\d+(?:\.\d+)?)$")
-"""How `baseline mepo` names its files (MePoConfig.label), so `fuse` calls that ranker."""
-
-
-def side_ranker(name: str):
-    """(kind in LEXICAL, MePoConfig or None) for a fusion's ranker name, or None for a dense ranker:
-    `retrieve --hybrid` names them bm25 / mepo / usage, `fuse` by their files (`mepo-p0.6-c2.4`)."""
-    from leanpremise.eval.mepo import MePoConfig
-
-    if name in LEXICAL:
-        return name, MePoConfig() if name == "mepo" else None
-    m = MEPO_FILE_NAME.match(name)
-    if m:
-        return "mepo", MePoConfig(p=float(m.group(1)), c=float(m.group(2)))
-    return None
-
-
-def side_rankers(names: list[str]) -> tuple[dict[str, str], object, str | None]:
-    """({kind: name} of the side rankers among `names`, MePo's config, the dense ranker's name or None):
-    what a bundle can serve. ValueError when two names are the same kind (a fusion runs each side ranker
-    once) or more than one is dense (a bundle has one model)."""
-    kinds: dict[str, str] = {}
-    mepo_config, dense = None, []
-    for name in names:
-        side = side_ranker(name)
-        if side is None:
-            dense.append(name)
-            continue
-        kind, config = side
-        if kind in kinds:
-            raise ValueError(f"rankers {kinds[kind]!r} and {name!r} are both {kind}")
-        kinds[kind] = name
-        mepo_config = config if kind == "mepo" else mepo_config
-    if len(dense) > 1:
-        raise ValueError(f"{dense} are not lexical rankers ({', '.join(LEXICAL)}); a bundle has one dense model")
-    return kinds, mepo_config, dense[0] if dense else None
-
-
-def parse_rankers(text: str) -> list[str]:
-    """`bm25,mepo` -> ["bm25", "mepo"]; any non-empty subset of LEXICAL, each once."""
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in LEXICAL]
-    if not names or bad or len(set(names)) != len(names):
-        raise ValueError(f"--hybrid {text!r}: expected a comma-separated subset of {', '.join(LEXICAL)}")
-    return [n for n in LEXICAL if n in names]
 
 
 def split_states(dataset, split: str, tune_on: float | None, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
@@ -93,7 +43,7 @@ class Rankers:
     """The dense model and the lexical rankers, each built once and run on any states."""
 
     def __init__(self, model, dataset, lexical: list[str], corpus_embeddings, batch_size: int = 64):
-        from leanpremise.text_encoder import encode_texts
+        from leanpremise.model.encoder import encode_texts
 
         self.model, self.ds, self.lexical, self.batch_size = model, dataset, lexical, batch_size
         if corpus_embeddings is None:
@@ -102,22 +52,22 @@ class Rankers:
         self.corpus_emb = corpus_embeddings
         self.bm25 = self.mepo_index = self.usage = None
         if "bm25" in lexical:
-            from leanpremise.eval.bm25 import BM25Ranker
+            from leanpremise.rank.bm25 import BM25Ranker
 
             self.bm25 = BM25Ranker(dataset.corpus.texts)
         if "mepo" in lexical:
-            from leanpremise.eval.mepo import SymbolIndex
+            from leanpremise.rank.mepo import SymbolIndex
 
             self.mepo_index = SymbolIndex.from_corpus(dataset.corpus)
         if "usage" in lexical:
-            from leanpremise.eval.usage import UsageRanker
+            from leanpremise.rank.usage import UsageRanker
 
             self.usage = UsageRanker.from_dataset(dataset)
 
     def runs(self, state_ids: np.ndarray, k: int, dense_name: str) -> list[Run]:
         """Each ranker's top-k over `state_ids` (dense first, then the lexical rankers in LEXICAL order)."""
-        from leanpremise.eval.ranking import rank_premises
-        from leanpremise.text_encoder import encode_texts
+        from leanpremise.model.encoder import encode_texts
+        from leanpremise.rank.dense import rank_premises
 
         queries = [self.ds.states.state[s] for s in np.asarray(state_ids).tolist()]
         emb = encode_texts(self.model, queries, batch_size=self.batch_size)
@@ -125,7 +75,7 @@ class Rankers:
         if self.bm25 is not None:
             out.append(Run("bm25", *self.bm25.rank(queries, self.ds.access, state_ids, k)))
         if self.mepo_index is not None:
-            from leanpremise.eval.mepo import MePoConfig, mepo_rank
+            from leanpremise.rank.mepo import MePoConfig, mepo_rank
 
             out.append(Run("mepo", *mepo_rank(self.mepo_index, queries, self.ds.access, state_ids, k,
                                               MePoConfig())))

@@ -55,7 +55,7 @@ def retrieve(model, dataset, split: str, k: int = 1024, out_dir=Path("retrieved_
     `seconds` in the result covers encoding the states, ranking and metrics only.
     """
     from leanpremise.eval.evaluator import PremiseRetrievalEvaluator
-    from leanpremise.text_encoder import load_model, model_display_name
+    from leanpremise.model.encoder import load_model, model_display_name
 
     if model is None or isinstance(model, (str, Path)):
         model_name = model_name or model_display_name(model)

@@ -58,7 +58,7 @@ def missing_model_dir(model: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leanpremise.bundle import BundleError
+    from leanpremise.bundle.layout import BundleError
     from leanpremise.data.config import data_config_from_args
     from leanpremise.data.errors import DataLayoutError
     from leanpremise.export.corpus_embeddings import EmbeddingShapeError

@@ -17,19 +17,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from leanpremise.atomic import atomic_write_bytes, follow_umask
-from leanpremise.bundle import (
+from leanpremise.bundle.layout import (
     INT8_FILE,
     MANIFEST,
     MODEL_DIR,
     ONNX_DIR,
     ONNX_FILE,
     PREMISES_ARCHIVE,
-    Manifest,
-    bundle_files,
     embeddings_file_name,
     revision_slug,
     text_hashes_file_name,
 )
+from leanpremise.bundle.manifest import Manifest
+from leanpremise.bundle.verify import bundle_files
 from leanpremise.data import DataConfig, load_corpus, load_dataset
 from leanpremise.export.corpus_embeddings import (
     CHUNK_SIZE,
@@ -39,11 +39,11 @@ from leanpremise.export.corpus_embeddings import (
     npy_bytes,
     texts_fingerprint,
 )
-from leanpremise.export.hybrid_export import check_fusion_file, uses_usage, write_hybrid
-from leanpremise.export.onnx_export import export_onnx, quantize_int8
+from leanpremise.export.fusion_export import check_fusion_file, uses_usage, write_hybrid
 from leanpremise.export.premises_archive import write_premises_archive
 from leanpremise.export.reuse import embedded_texts, reuse_rows, text_hashes
-from leanpremise.model_identity import model_identity
+from leanpremise.model.identity import model_identity
+from leanpremise.model.onnx import export_onnx, quantize_int8
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class ModelDirError(ValueError):
 
 def export_bundle(cfg: ExportConfig) -> Manifest:
     """Write the bundle for `cfg` into a partial dir, then swap it in; returns its manifest."""
-    from leanpremise.text_encoder import load_model, model_display_name
+    from leanpremise.model.encoder import load_model, model_display_name
 
     t0 = time.perf_counter()
     out = Path(cfg.out).resolve()
@@ -208,6 +208,6 @@ def corpus_data_dir(data: DataConfig) -> Path:
 
 
 def _encode(model, texts: list[str], batch_size: int):
-    from leanpremise.text_encoder import encode_texts
+    from leanpremise.model.encoder import encode_texts
 
     return encode_texts(model, texts, batch_size=batch_size)

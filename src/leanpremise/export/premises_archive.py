@@ -1,6 +1,6 @@
 """Writing `premises.tar.gz`: the part of an ntp-toolkit data dir a premise server needs, nothing else.
 
-(A server unpacks it with `leanpremise.bundle.extract_premises_archive`.)
+(A server unpacks it with `leanpremise.bundle.archive.extract_premises_archive`.)
 
 The archive is reproducible (sorted members, zero mtimes and owners), so
 re-exporting unchanged data gives the same checksum.

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from leanpremise.bundle import EMBEDDINGS_DIR, MANIFEST, MODEL_DIR, PREMISES_ARCHIVE, Manifest
+from leanpremise.bundle.layout import EMBEDDINGS_DIR, MANIFEST, MODEL_DIR, PREMISES_ARCHIVE
+from leanpremise.bundle.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 

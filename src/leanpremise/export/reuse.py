@@ -1,6 +1,6 @@
 """`export --reuse`: copy the rows of older bundles whose embedded text the same model already embedded.
 
-A row is reusable when two things match: the model's content identity (`leanpremise.model_identity`, never a
+A row is reusable when two things match: the model's content identity (`leanpremise.model.identity`, never a
 path or a time) and the sha256 of the exact string the model's `encode` sees (its default prompt prepended).
 Bundles record both (`model_identity` and the `text_hashes` array in the manifest), so reuse reads two small
 arrays and memory-maps the embeddings; for a bundle written before they were recorded, the identity is
@@ -18,16 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from leanpremise.bundle import (
-    MODEL_DIR,
-    PREMISES_ARCHIVE,
-    BundleError,
-    Manifest,
-    ReuseRecord,
-    check_inventory,
-    extract_premises_archive,
-)
-from leanpremise.model_identity import model_identity
+from leanpremise.bundle.archive import extract_premises_archive
+from leanpremise.bundle.layout import MODEL_DIR, PREMISES_ARCHIVE, BundleError
+from leanpremise.bundle.manifest import Manifest, ReuseRecord
+from leanpremise.bundle.verify import check_inventory
+from leanpremise.model.identity import model_identity
 
 logger = logging.getLogger(__name__)
 

@@ -76,7 +76,7 @@ def _metavar(kind) -> str:
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
     """Flags given, over the environment, over .env, over the defaults; checked to name something to serve."""
-    from leanpremise.serve.loader import parse_repo_at
+    from leanpremise.serve.revisions.loader import parse_repo_at
     from leanpremise.serve.settings import load_config
 
     flags = {name: getattr(args, name) for name in ServeConfig.model_fields if hasattr(args, name)}
@@ -92,8 +92,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leanpremise.bundle import BundleError
-    from leanpremise.serve.revisions import plan_revisions
+    from leanpremise.bundle.layout import BundleError
+    from leanpremise.serve.revisions.plan import plan_revisions
     from leanpremise.serve.settings import ConfigError
 
     if not getattr(args, "verbose", False):
@@ -114,7 +114,7 @@ def serve(config: ServeConfig) -> int:
     """Run uvicorn until stopped; 1 when loading the bundle or model failed (uvicorn is then stopped)."""
     import uvicorn
 
-    from leanpremise.serve.app import create_app
+    from leanpremise.serve.http.app import create_app
 
     failed: list[BaseException] = []
     server: uvicorn.Server | None = None
@@ -135,7 +135,7 @@ def uvicorn_config(app, config: ServeConfig, **overrides):
     httptools protocol has neither), the keep-alive timeout and the connection backstop."""
     import uvicorn
 
-    from leanpremise.serve.connection import timed_h11
+    from leanpremise.serve.http.connection import timed_h11
 
     options = {"host": config.host, "port": config.port, "log_level": "info", "timeout_graceful_shutdown": 5,
                "http": timed_h11(config.header_timeout_s), "timeout_keep_alive": config.keep_alive_timeout_s,

@@ -156,7 +156,7 @@ def check_paths_early(argv: list[str]) -> None:
     if model is not None and not Path(model).expanduser().exists() and model.startswith(("/", ".", "~")):
         raise UsageError(f"--model_name_or_path {model}: no such model dir")
     if model is not None:
-        from leanpremise.text_encoder import check_remote_code
+        from leanpremise.model.encoder import check_remote_code
 
         check_remote_code(Path(model).expanduser(), trusted(argv))
 

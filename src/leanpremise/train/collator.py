@@ -17,9 +17,9 @@ import torch
 from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
 from transformers import TrainerCallback
 
+from leanpremise.model.tokens import TokenTable
 from leanpremise.train.mask import RetrievalMaskBuilder
 from leanpremise.train.negatives import NegativeSampler, batch_rng
-from leanpremise.train.tokens import TokenTable
 
 EXTRA_KEYS = ("retrieval_mask", "state_ids", "candidate_ids")
 """Entries of the anchor features that are loss inputs, not model inputs."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from leanpremise.eval.evaluator import PremiseRetrievalEvaluator
 from leanpremise.eval.retrieve import retrieve
-from leanpremise.text_encoder import encode_texts
+from leanpremise.model.encoder import encode_texts
 
 logger = logging.getLogger(__name__)
 

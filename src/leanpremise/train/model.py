@@ -11,14 +11,14 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_model_path(args: ModelArguments) -> str:
-    from leanpremise.text_encoder import default_model_path
+    from leanpremise.model.encoder import default_model_path
 
     return str(args.model_name_or_path or default_model_path())
 
 
 def display_name(model_name_or_path: str | None) -> str:
     """The model's short name for output dirs and messages (that of every stage's output files)."""
-    from leanpremise.text_encoder import model_display_name
+    from leanpremise.model.encoder import model_display_name
 
     return model_display_name(model_name_or_path)
 
@@ -52,7 +52,7 @@ def build_model(args: ModelArguments, device: str | None = None):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
-    from leanpremise.text_encoder import check_remote_code, remote_code_refused_as_one_line
+    from leanpremise.model.encoder import check_remote_code, remote_code_refused_as_one_line
 
     path = resolve_model_path(args)
     trust = args.trust_remote_code

@@ -40,10 +40,10 @@ def _barrier() -> None:
 def build_collator(model, dataset, loss_args: LossArguments, seed: int, state_ids: np.ndarray,
                    show_progress: bool = True):
     """Pre-tokenise premises and the training states, and the collator that batches them."""
+    from leanpremise.model.tokens import tokenize_texts
     from leanpremise.train.collator import PremiseBatchCollator
     from leanpremise.train.mask import RetrievalMaskBuilder
     from leanpremise.train.negatives import HardNegatives, NegativeSampler
-    from leanpremise.train.tokens import tokenize_texts
 
     t0 = time.perf_counter()
     premise_tokens = tokenize_texts(model, dataset.corpus.texts, desc="tokenize premises",

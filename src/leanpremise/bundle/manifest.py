@@ -1,0 +1,111 @@
+"""The bundle's manifest: what a server checks before trusting a bundle, written by `export` last."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+from leanpremise.bundle.layout import FORMAT_VERSION, MANIFEST, BundleError, confined
+from leanpremise.json_files import read_validated
+
+
+class ReuseRecord(BaseModel):
+    """How an export with `--reuse` got its rows: copied from older bundles, or embedded anew."""
+
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
+
+    sources: list[str] = Field(default_factory=list)
+    """The bundles given to `--reuse`, as given."""
+    reused: int = 0
+    """Rows copied (bit for bit) from a source embedded by the same model."""
+    embedded: int = 0
+    """Rows whose embedded text no source held, embedded by this export."""
+    other_model: list[str] = Field(default_factory=list)
+    """Sources embedded by another model (by content identity), from which nothing was reused."""
+
+
+class Manifest(BaseModel):
+    """What a server checks before trusting a bundle (the corpus options decide the premise count).
+
+    Unknown keys (from a newer export) are ignored, as before; a key of the wrong type is an error naming it.
+    """
+
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
+
+    model_name: str
+    revision: str
+    """Branch and file-name form of the data revision (see :func:`revision_slug`)."""
+    dimension: int
+    premise_count: int
+    unfiltered_premise_count: int
+    module_count: int
+    embeddings: str
+    """Path of the embeddings file inside the bundle (a listed file)."""
+    filter: bool = True
+    mathlib_only: bool = False
+    nameless: bool = False
+    onnx: str | None = None
+    onnx_int8: str | None = None
+    data_revision: str = ""
+    """The data dir's `revision` file, verbatim."""
+    source_model: str = ""
+    created: str = ""
+    format_version: int = FORMAT_VERSION
+    checksums: dict[str, str] = Field(default_factory=dict)
+    """sha256 of every file in the bundle except the manifest, keyed by relative path: the bundle's files."""
+    sizes: dict[str, int] = Field(default_factory=dict)
+    """Byte size of every file in `checksums` (format 2; a format-1 manifest has none)."""
+    model_identity: str = ""
+    """`leanpremise.model.identity.model_identity` of `model/` (empty in bundles written before it was
+    recorded): lets a server or `export --reuse` compare models without hashing weights."""
+    text_hashes: str | None = None
+    """Path of the per-row sha256 of the embedded texts (prompt included), a listed file; None in older
+    bundles."""
+    reuse: ReuseRecord | None = None
+    """Set by `export --reuse`: the sources and how many rows were reused and embedded."""
+    hybrid: str | None = None
+    """Path of the fusion file (`hybrid/fusion.json`, a listed file) when `export --hybrid` put the
+    lexical rankers into the bundle; None: dense only."""
+
+    @field_validator("embeddings", "onnx", "onnx_int8", "text_hashes", "hybrid")
+    @classmethod
+    def _check_path(cls, rel: str | None) -> str | None:
+        """A named part stays inside the bundle."""
+        return confined(rel)
+
+    @field_validator("checksums", "sizes")
+    @classmethod
+    def _check_keys(cls, files: dict):
+        """Every listed path stays inside the bundle."""
+        for rel in files:
+            confined(rel)
+        return files
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        """Sizes, when given, cover exactly the listed files, and the parts named above are listed."""
+        if self.sizes and self.sizes.keys() != self.checksums.keys():
+            odd = min(self.sizes.keys() ^ self.checksums.keys())
+            raise ValueError(f"`sizes` and `checksums` list different files ({odd!r} is in one only)")
+        if self.checksums:
+            for name in ("embeddings", "onnx", "onnx_int8", "text_hashes", "hybrid"):
+                rel = getattr(self, name)
+                if rel is not None and rel not in self.checksums:
+                    raise ValueError(f"`{name}` {rel!r} is not among the files listed in `checksums`")
+        return self
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.model_dump(), indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def read(cls, bundle: Path) -> Manifest:
+        path = Path(bundle) / MANIFEST
+        if not path.is_file():
+            raise BundleError(f"{path}: missing; is {bundle} a bundle written by `leanpremise export`?")
+        return read_validated(path, MANIFEST_FILE, "bundle manifest", BundleError, name_field=None)
+
+
+MANIFEST_FILE = TypeAdapter(Manifest)
+

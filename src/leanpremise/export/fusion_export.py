@@ -1,0 +1,83 @@
+"""`export --hybrid FUSION_JSON`: the tuned fusion and what its lexical rankers need, written into a bundle.
+
+The server then fuses without tokenising the corpus at startup: BM25 is bm25s's saved index of the corpus
+texts, MePo the premise-symbol table, usage the per-premise counts over the data dir's train split. Only
+rankers the fusion reads (weight above 0) are written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from leanpremise.atomic import atomic_write_bytes
+from leanpremise.bundle.layout import (
+    HYBRID_BM25,
+    HYBRID_FUSION,
+    HYBRID_MEPO,
+    HYBRID_USAGE,
+    MEPO_INDICES,
+    MEPO_INDPTR,
+    MEPO_VOCAB,
+)
+from leanpremise.rank.fusion import FUSION_FILE, FusionFileError, active_rankers, read_fusion
+from leanpremise.rank.names import side_rankers
+
+logger = logging.getLogger(__name__)
+
+DEEP_FUSION = 256
+"""A fusion tuned deeper than this makes every served request rank that deep: warn."""
+
+
+def check_fusion_file(path: Path):
+    """The fusion spec at `path`, refused unless the server can apply it (one dense ranker at most, every
+    other one lexical); checked before the export's long steps."""
+    spec = read_fusion(path)
+    try:
+        side_rankers(spec.rankers)
+    except ValueError as e:
+        raise FusionFileError(f"{path}: field \"rankers\": {e}") from None
+    if spec.k is not None and spec.k > DEEP_FUSION:
+        logger.warning("%s was tuned at depth k=%d: the server ranks every request that deep for it (tune with "
+                       "`retrieve --hybrid ... --k 100` for LeanHammer's k)", path, spec.k)
+    return spec
+
+
+def uses_usage(spec) -> bool:
+    """Whether the fusion reads the usage ranker (then `export` loads the states, not the corpus alone)."""
+    return "usage" in side_rankers(active_rankers(spec))[0]
+
+
+def write_hybrid(spec, corpus, work: Path, progress: bool = True, dataset=None) -> str:
+    """fusion.json, the BM25 index, the MePo table and the usage counts (those the fusion reads) under
+    `work`; the fusion file's bundle path. `dataset` (of the exported corpus) gives the usage counts."""
+    active = list(side_rankers(active_rankers(spec))[0])
+    atomic_write_bytes(work / HYBRID_FUSION, FUSION_FILE.dump_json(spec, indent=1))
+    if "bm25" in active:
+        from leanpremise.rank.bm25 import BM25Ranker
+
+        BM25Ranker(corpus.texts, progress=progress).save(work / HYBRID_BM25)
+    if "mepo" in active:
+        from leanpremise.rank.mepo import SymbolIndex
+
+        vocab, indptr, indices = SymbolIndex.from_corpus(corpus).to_arrays()
+        folder = work / HYBRID_MEPO
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(folder / MEPO_VOCAB, json.dumps(vocab, ensure_ascii=False).encode())
+        np.save(folder / MEPO_INDPTR, np.asarray(indptr, dtype=np.int64), allow_pickle=False)
+        np.save(folder / MEPO_INDICES, np.asarray(indices, dtype=np.int32), allow_pickle=False)
+    if "usage" in active:
+        from leanpremise.rank.usage import UsageRanker
+
+        if dataset is None:
+            raise ValueError("the fusion uses the usage ranker: export needs the dataset to count it")
+        ranker = UsageRanker.from_dataset(dataset)
+        ranker.save(work / HYBRID_USAGE)
+        logger.info("usage ranker: %d of %d premises used by %d train states", len(ranker.order), ranker.n,
+                    len(dataset.split_ids("train")))
+    logger.info("hybrid: %s; rankers written: %s", spec.label(), ", ".join(active) or "none")
+    return HYBRID_FUSION
+

@@ -1,0 +1,198 @@
+"""BM25 baseline: bm25s over premise texts, states as queries, accessible premises only.
+
+Both sides use `lean_tokens.bm25_tokens`. bm25s scores the whole corpus per
+query; the top k of the allowed premises is `ranking.exact_topk` (equal scores
+by lower id), so `retrieve` and the server rank alike. The index is saved with
+bm25s's own format (npy arrays, JSON vocabulary and parameters; never pickle)
+plus the average document length, which bm25s does not keep and which scoring
+a premise that is not in the index (a request's new premise) needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from leanpremise.rank.lean_tokens import bm25_tokens
+from leanpremise.rank.runs import exact_topk
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BM25Config:
+    k1: float = 1.5
+    b: float = 0.75
+    method: str = "lucene"
+    state_batch: int = 64
+
+
+STATS_FILE = "bm25_stats.json"
+
+
+class BM25Stats(BaseModel):
+    """bm25_stats.json beside a saved index: what bm25s does not save."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    n_docs: int = Field(ge=0)
+    avgdl: float = Field(gt=0)
+    k1: float = Field(gt=0)
+    b: float = Field(ge=0, le=1)
+    method: str = Field(pattern="^lucene$")
+
+
+class BM25Ranker:
+    def __init__(self, corpus_texts: list[str], config: BM25Config | None = None, progress: bool = False):
+        import bm25s
+
+        # bm25s sets its logger to DEBUG when imported, which prints at our default INFO level; let it
+        # follow the root logger's level instead (so `-v` still shows it).
+        logging.getLogger("bm25s").setLevel(logging.NOTSET)
+        self.config = config or BM25Config()
+        self.n = len(corpus_texts)
+        self.retriever = bm25s.BM25(k1=self.config.k1, b=self.config.b, method=self.config.method)
+        tokens = [bm25_tokens(t) for t in corpus_texts]
+        self.avgdl = (float(np.mean([len(t) for t in tokens])) if tokens else 0.0) or 1.0
+        self.retriever.index(tokens, show_progress=progress)
+        self._finish()
+
+    def _finish(self) -> None:
+        """Per-token document frequency and idf, read back from the index (for new premises)."""
+        indptr = np.asarray(self.retriever.scores["indptr"])
+        # bm25s's vocabulary has one more entry than the matrix has columns (its empty token); tokens without
+        # a column, or with an id that is not one, score nothing
+        self.vocab = {t: i for t, i in self.retriever.vocab_dict.items()
+                      if isinstance(i, int) and 0 <= i < len(indptr) - 1}
+        self.df = np.diff(indptr).astype(np.int64)
+        # as bm25s computes it (math.log in float64, kept in float32), so new premises score bit-identically
+        self.idf = np.array([math.log(1.0 + (self.n - d + 0.5) / (d + 0.5)) for d in self.df.tolist()],
+                            dtype=np.float32)
+
+    def save(self, folder) -> None:
+        """bm25s's files and `bm25_stats.json` into `folder` (written by `export --hybrid`)."""
+        import json
+        from pathlib import Path
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.retriever.save(str(folder), show_progress=False)
+        stats = {"n_docs": self.n, "avgdl": self.avgdl, "k1": self.config.k1, "b": self.config.b,
+                 "method": self.config.method}
+        (folder / STATS_FILE).write_text(json.dumps(stats, indent=1))
+
+    @classmethod
+    def load(cls, folder, n_docs: int) -> BM25Ranker:
+        """A saved index, checked against the corpus it must rank (`n_docs` premises); ValueError names
+        the file that is wrong. Arrays are memory-mapped, so revisions sharing a bundle file share pages."""
+        import json
+        from pathlib import Path
+
+        import bm25s
+
+        logging.getLogger("bm25s").setLevel(logging.NOTSET)
+        folder = Path(folder)
+        try:
+            stats = BM25Stats.model_validate_json((folder / STATS_FILE).read_bytes())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{folder / STATS_FILE}: {e}") from e
+        if stats.n_docs != n_docs:
+            raise ValueError(f"{folder / STATS_FILE}: index of {stats.n_docs} premises, corpus has {n_docs}")
+        try:
+            params = json.loads((folder / "params.index.json").read_text())
+            retriever = bm25s.BM25.load(str(folder), mmap=True, allow_pickle=False, show_progress=False)
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise ValueError(f"{folder}: not a readable bm25s index ({type(e).__name__}: {e})") from e
+        out = cls.__new__(cls)
+        out.config = BM25Config(k1=stats.k1, b=stats.b, method=stats.method)
+        if (params.get("k1"), params.get("b"), params.get("method")) != (stats.k1, stats.b, stats.method):
+            raise ValueError(f"{folder}: params.index.json and {STATS_FILE} disagree on k1, b or method")
+        out.n, out.avgdl, out.retriever = n_docs, stats.avgdl, retriever
+        indptr = np.asarray(retriever.scores["indptr"])
+        indices = retriever.scores["indices"]
+        if (retriever.scores.get("num_docs") != n_docs or len(indptr) < 1
+                or (len(indptr) > 1 and (np.any(np.diff(indptr) < 0) or indptr[-1] != len(indices)))
+                or (len(indices) and (int(np.min(indices)) < 0 or int(np.max(indices)) >= n_docs))):
+            raise ValueError(f"{folder}: the bm25s arrays are inconsistent with each other or the corpus")
+        out._finish()
+        return out
+
+    def doc_terms(self, text: str) -> dict[int, np.float32]:
+        """Token id -> BM25 term weight of a premise that is not in the index (as if it were one more
+        document that changes neither idf nor the average length); query-independent, so callers cache it."""
+        tokens = bm25_tokens(text)
+        counts = self.token_counts(tokens)
+        norm = self.config.k1 * ((1 - self.config.b) + self.config.b * len(tokens) / self.avgdl)  # float64,
+        return {i: np.float32(float(self.idf[i]) * (c / (norm + c))) for i, c in counts.items()}  # as bm25s's
+
+    def new_premise_scores(self, query: str | dict[int, int], texts: list[str], terms: list[dict] | None = None
+                           ) -> np.ndarray:
+        """BM25 scores against `query` of premises that are not in the index (`terms`: their `doc_terms`,
+        if the caller has them), bit-identical to the score of an indexed premise of the same text."""
+        q = self.query_counts(query) if isinstance(query, str) else query
+        terms = terms if terms is not None else [self.doc_terms(t) for t in texts]
+        out = np.zeros(len(terms), dtype=np.float32)
+        if not q:
+            return out
+        for j, term in enumerate(terms):
+            total = np.float32(0.0)
+            for i, c in q.items():  # the order and float32 arithmetic of `scores`
+                if i in term:
+                    total = np.float32(total + np.float32(c) * term[i])
+            out[j] = total
+        return out
+
+    def query_counts(self, text: str) -> dict[int, int]:
+        """Token id -> occurrences in `text`, for the tokens the index has, in order of first occurrence."""
+        return self.token_counts(bm25_tokens(text))
+
+    def token_counts(self, tokens: list[str]) -> dict[int, int]:
+        """Token id -> count of the tokens the index has, in order of first occurrence (queries and new premises)."""
+        counts: dict[int, int] = {}
+        for t in tokens:
+            if (i := self.vocab.get(t)) is not None:
+                counts[i] = counts.get(i, 0) + 1
+        return counts
+
+    def scores(self, text: str | dict[int, int]) -> np.ndarray:
+        """BM25 score of every premise for one query (zeros when no query token is in the corpus).
+
+        Reads bm25s's (premises x tokens) score matrix column by column: each distinct query token once,
+        times its count, so a query costs at most one pass over the index however long it is (bm25s's
+        `get_scores` adds a column per occurrence). `np.add.at` beats `out[idx] += ...` here."""
+        data, indices, indptr = (self.retriever.scores[x] for x in ("data", "indices", "indptr"))
+        out = np.zeros(self.n, dtype=np.float32)
+        counts = self.query_counts(text) if isinstance(text, str) else text
+        for i, c in counts.items():
+            lo, hi = int(indptr[i]), int(indptr[i + 1])
+            np.add.at(out, indices[lo:hi], data[lo:hi] if c == 1 else np.float32(c) * data[lo:hi])
+        return out
+
+    def rank(self, queries: list[str], access, state_ids: np.ndarray, k: int,
+             progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Whole-corpus scores per batch of states, then the exact top-k of the accessible ones."""
+        state_ids = np.asarray(state_ids, dtype=np.int64)
+        ids = np.full((len(state_ids), k), -1, dtype=np.int64)
+        scores = np.full((len(state_ids), k), -np.inf, dtype=np.float32)
+        starts = range(0, len(state_ids), self.config.state_batch)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="bm25", unit="batch")
+        for a in starts:
+            b = min(a + self.config.state_batch, len(state_ids))
+            block = np.stack([self.scores(q) for q in queries[a:b]]) if self.n else np.zeros((b - a, 0))
+            ids[a:b], scores[a:b] = exact_topk(block, access.mask(state_ids[a:b]), k)
+        return ids, scores
+
+    def rank_one(self, query: str | dict[int, int], candidates: np.ndarray | None, k: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """One state (its text, or its `query_counts`) over `candidates` (a bool mask, None = every premise):
+        what the server runs."""
+        mask = None if candidates is None else candidates[None, :]
+        ids, scores = exact_topk(self.scores(query)[None, :], mask, k)
+        return ids[0], scores[0]

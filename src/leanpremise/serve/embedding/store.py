@@ -1,0 +1,480 @@
+"""A persistent embedding cache for the server: (model identity, text) -> float32 vector, on disk or in Redis.
+
+The in-memory LRU of the embedding service is lost at every restart, so a file's first request after one
+re-embeds all its new premises. This store survives restarts (LMDB, one directory per host, shared by every
+server process there) or is shared by replicas (Redis). Both backends keep the same record:
+
+- key: blake2b-128 of `model identity + NUL + text`, so a different model (by content, as the export's
+  identity string says) never reads another's vectors and keys have a fixed size whatever the text;
+- value: a 12-byte header (magic `LPEV`, format version, dtype code, dim) and the raw little-endian
+  float32 row. A value whose header or length does not match is foreign: it is a miss, with a warning.
+
+Neither backend ever raises on the request path: a store that fails (a corrupt LMDB file, Redis down or
+slow) answers misses and drops puts, with a warning at most once per `warn_every_s`; the server then
+embeds as it would without a store.
+
+LMDB size and eviction: the file never grows past `max_bytes` (LMDB's map size, a hard limit). Records
+may fill `RECORD_SHARE` of it (the budget; the rest is B-tree overhead and copy-on-write pages). Inserts
+carry a generation number (a counter in the store); when a put would pass the budget, the oldest
+generations are deleted first, in a transaction of their own, until the records are at `low_water` of the
+budget. It is first-in-first-out: a hit does not
+refresh a record, because that would turn every read into a write serialised across processes; the vectors a
+revision's files need are re-put within a day of use anyway. Redis eviction is the server's business: each
+put sets a TTL (`ttl_s`, default 30 days; None for no TTL, then run Redis with `maxmemory` and
+`maxmemory-policy allkeys-lru`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import struct
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+MAGIC = b"LPEV"
+FORMAT_VERSION = 1
+DTYPE_CODES = {np.dtype("<f4"): ord("f")}
+HEADER = struct.Struct("<4sBBxxI")
+"""magic, format version, dtype code, two pad bytes, dim: 12 bytes before the raw row."""
+STORE_MARKER = b"leanpremise-embedding-store/1"
+"""What the LMDB meta database holds under `format`: anything else is a foreign store, set aside."""
+KEY_BYTES = 16
+DB_NAMES = (b"vectors", b"order", b"meta")
+RECORD_SHARE = 0.2
+"""Share of the LMDB map the records may fill: B-tree pages take about 1.7x the records, and a write copies
+the pages it touches (hashed keys touch most), so the map must hold the old and the new tree at once."""
+REDIS_PREFIX = b"leanpremise:emb:"
+DEFAULT_TTL_S = 30 * 24 * 3600
+
+
+def record_key(model_id: str, text: str) -> bytes:
+    """The fixed-size key of (model identity, text)."""
+    # surrogatepass: JSON can carry a lone surrogate, which plain UTF-8 cannot encode.
+    data = f"{model_id}\0{text}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=KEY_BYTES).digest()
+
+
+def encode_vector(vector: np.ndarray) -> bytes:
+    """Header + the row as little-endian float32."""
+    row = np.ascontiguousarray(vector, dtype="<f4").reshape(-1)
+    return HEADER.pack(MAGIC, FORMAT_VERSION, DTYPE_CODES[row.dtype], row.shape[0]) + row.tobytes()
+
+
+def decode_vector(value: bytes, dim: int | None = None) -> np.ndarray | None:
+    """The row of a value, or None when it is foreign (other magic, version, dtype, dim, or a short value)."""
+    if len(value) < HEADER.size:
+        return None
+    magic, version, code, n = HEADER.unpack_from(value)
+    if magic != MAGIC or version != FORMAT_VERSION or code != ord("f") or (dim is not None and n != dim):
+        return None
+    if len(value) != HEADER.size + 4 * n:
+        return None
+    return np.frombuffer(value, dtype="<f4", offset=HEADER.size).astype(np.float32)
+
+
+class _RateLimitedWarning:
+    """One log warning per `every_s` seconds per kind, with how many were suppressed in between."""
+
+    def __init__(self, every_s: float):
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, kind: str, message: str, *args) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(kind, -float("inf")) < self.every_s:
+                self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+                return
+            self._last[kind] = now
+            suppressed = self._suppressed.pop(kind, 0)
+        tail = f" ({suppressed} similar warnings suppressed)" if suppressed else ""
+        logger.warning(message + tail, *args)
+
+
+class EmbeddingStore(ABC):
+    """The interface both backends share; `bind` gives a per-model view the embedding service can hold."""
+
+    def __init__(self, warn_every_s: float = 60.0):
+        self._warn = _RateLimitedWarning(warn_every_s)
+
+    def get_many(self, model_id: str, texts: Sequence[str], dim: int | None = None) -> dict[str, np.ndarray]:
+        """The stored vectors of those texts (misses are absent); never raises."""
+        if not texts:
+            return {}
+        keys = [record_key(model_id, t) for t in texts]
+        try:
+            values = self._get_values(keys)
+        except Exception as e:  # noqa: BLE001 - the request path must not fail on a cache
+            self._warn("get", "embedding store %s: read failed, answering misses: %s", self.where, e)
+            return {}
+        hits: dict[str, np.ndarray] = {}
+        foreign = 0
+        for text, value in zip(texts, values):
+            if value is None:
+                continue
+            vector = decode_vector(value, dim)
+            if vector is None:
+                foreign += 1
+            else:
+                hits[text] = vector
+        if foreign:
+            self._warn("foreign", "embedding store %s: %d values with a foreign header (other format or "
+                       "dim), treated as misses", self.where, foreign)
+        return hits
+
+    def put_many(self, model_id: str, texts: Sequence[str], vectors: np.ndarray) -> int:
+        """Store one vector per text; returns how many were written (0 when the store failed); never raises."""
+        vectors = np.asarray(vectors)
+        if len(texts) != len(vectors):
+            raise ValueError(f"put_many: {len(texts)} texts but {len(vectors)} vectors")
+        if not texts:
+            return 0
+        items = {record_key(model_id, t): encode_vector(v) for t, v in zip(texts, vectors)}
+        try:
+            return self._put_values(items)
+        except Exception as e:  # noqa: BLE001
+            self._warn("put", "embedding store %s: write failed, %d vectors not stored: %s", self.where,
+                       len(items), e)
+            return 0
+
+    def bind(self, model_id: str, dim: int | None = None) -> BoundEmbeddingStore:
+        return BoundEmbeddingStore(self, model_id, dim)
+
+    @property
+    @abstractmethod
+    def where(self) -> str:
+        """The store's location, for messages."""
+
+    @abstractmethod
+    def _get_values(self, keys: list[bytes]) -> list[bytes | None]: ...
+
+    @abstractmethod
+    def _put_values(self, items: dict[bytes, bytes]) -> int: ...
+
+    def close(self) -> None:
+        """Release the store (idempotent)."""
+
+
+class BoundEmbeddingStore:
+    """One model's view of a store: what the embedding service calls, knowing nothing of model identity."""
+
+    def __init__(self, store: EmbeddingStore, model_id: str, dim: int | None):
+        self.store, self.model_id, self.dim = store, model_id, dim
+
+    def get_many(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        return self.store.get_many(self.model_id, texts, self.dim)
+
+    def put_many(self, texts: Sequence[str], vectors: np.ndarray) -> int:
+        return self.store.put_many(self.model_id, texts, vectors)
+
+
+class LmdbEmbeddingStore(EmbeddingStore):
+    """An LMDB directory, safe for several processes of one host (LMDB locks its writers).
+
+    Open it once per process and directory (LMDB forbids opening one environment twice in a process), after
+    any fork, and `bind` it per model.
+    """
+
+    def __init__(self, path: str | Path, max_bytes: int = 2 << 30, low_water: float = 0.8,
+                 warn_every_s: float = 60.0):
+        super().__init__(warn_every_s)
+        self.path = Path(path)
+        self.max_bytes = int(max_bytes)
+        self.budget = int(RECORD_SHARE * self.max_bytes)
+        self.low_water = low_water
+        self._env = None
+        self._lock = threading.Lock()
+        self._open()
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    def _open(self) -> None:
+        """Open the store; a corrupt or foreign one is set aside with a warning and a fresh one opened."""
+        import lmdb
+
+        for attempt in range(3):
+            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                env = lmdb.open(str(self.path), map_size=self.max_bytes, max_dbs=3, metasync=False,
+                                readahead=False)
+                with env.begin() as txn:  # named databases are keys of the main one: only ours may be there
+                    others = {key for key, _ in txn.cursor()} - set(DB_NAMES)
+                if others:
+                    env.close()
+                    raise lmdb.InvalidError(f"not a leanpremise embedding store ({len(others)} other keys)")
+                vectors, order, meta = (env.open_db(name) for name in DB_NAMES)
+                with env.begin(write=True) as txn:
+                    marker = txn.get(b"format", db=meta)
+                    if marker is None and txn.stat(vectors)["entries"] == 0:
+                        txn.put(b"format", STORE_MARKER, db=meta)
+                    elif marker != STORE_MARKER:
+                        env.close()
+                        raise lmdb.InvalidError(f"not a leanpremise embedding store (format {marker!r})")
+            except (lmdb.Error, OSError) as e:  # OSError: the path is a file, or unreadable
+                if attempt == 2:
+                    logger.warning("embedding store %s: cannot open (%s); running without it", self.path, e)
+                    return
+                self._set_aside(e)
+                continue
+            self._env, self._vectors, self._order, self._meta = env, vectors, order, meta
+            return
+
+    def _set_aside(self, error: Exception) -> None:
+        """Rename the unusable store directory out of the way (another process may have done it first)."""
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        try:
+            self.path.rename(aside)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            logger.warning("embedding store %s: unusable (%s) and cannot be set aside: %s", self.path, error, e)
+            return
+        logger.warning("embedding store %s: unusable (%s); set aside as %s, starting a fresh one",
+                       self.path, error, aside)
+
+    def _get_values(self, keys: list[bytes]) -> list[bytes | None]:
+        if self._env is None:
+            return [None] * len(keys)
+        with self._env.begin(db=self._vectors, buffers=False) as txn:
+            values = [txn.get(k) for k in keys]
+        return [None if v is None else v[8:] for v in values]  # past the generation number
+
+    def _put_values(self, items: dict[bytes, bytes]) -> int:
+        import lmdb
+
+        if self._env is None:
+            return 0
+        sizes = [_record_bytes(v) for v in items.values()]
+        while sizes and sum(sizes) > self.budget:  # one put larger than the budget keeps its last rows
+            sizes.pop(0)
+        items = dict(list(items.items())[len(items) - len(sizes):])
+        with self._lock:
+            try:
+                self._make_room(sum(sizes), self.low_water)
+                return self._insert(items)
+            except lmdb.MapFullError:  # B-tree overhead outgrew the map: make more room, retry once
+                self._make_room(sum(sizes), self.low_water / 2)
+                return self._insert(items)
+
+    def _make_room(self, incoming: int, low_water: float) -> None:
+        """Evict (in a transaction of its own, so freed pages are reusable) when `incoming` would not fit."""
+        with self._env.begin(write=True) as txn:
+            used = int.from_bytes(txn.get(b"bytes", b"\0" * 8, db=self._meta), "big")
+            if used + incoming > self.budget:
+                used = self._evict(txn, used, max(0, int(low_water * self.budget) - incoming))
+                txn.put(b"bytes", used.to_bytes(8, "big"), db=self._meta)
+
+    def _insert(self, items: dict[bytes, bytes]) -> int:
+        written = 0
+        with self._env.begin(write=True) as txn:
+            generation = int.from_bytes(txn.get(b"generation", b"\0" * 8, db=self._meta), "big")
+            used = int.from_bytes(txn.get(b"bytes", b"\0" * 8, db=self._meta), "big")
+            for key, value in items.items():
+                if txn.get(key, db=self._vectors) is not None:
+                    continue
+                generation += 1
+                txn.put(key, generation.to_bytes(8, "big") + value, db=self._vectors)
+                txn.put(generation.to_bytes(8, "big"), key, db=self._order)
+                used += _record_bytes(value)
+                written += 1
+            txn.put(b"generation", generation.to_bytes(8, "big"), db=self._meta)
+            txn.put(b"bytes", used.to_bytes(8, "big"), db=self._meta)
+        return written
+
+    def _evict(self, txn, used: int, target: int) -> int:
+        """Delete the oldest generations until `used` is at most `target`; returns the new `used`."""
+        cursor = txn.cursor(db=self._order)
+        evicted = 0
+        while used > target and cursor.first():
+            key = cursor.value()
+            value = txn.pop(key, db=self._vectors)
+            if value is not None:
+                used -= _record_bytes(value[8:])
+            cursor.delete()
+            evicted += 1
+        logger.info("embedding store %s: evicted the %d oldest vectors", self.path, evicted)
+        return max(used, 0)
+
+    def stats(self) -> dict:
+        """Records held, the bytes they count against the budget, the budget and the file bound."""
+        if self._env is None:
+            return {"entries": 0, "bytes": 0, "budget": self.budget, "max_bytes": self.max_bytes}
+        with self._env.begin() as txn:
+            used = int.from_bytes(txn.get(b"bytes", b"\0" * 8, db=self._meta), "big")
+            return {"entries": txn.stat(self._vectors)["entries"], "bytes": used, "budget": self.budget,
+                    "max_bytes": self.max_bytes}
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+
+def _record_bytes(value: bytes) -> int:
+    """What one record costs against the budget: key, generation, value, and its order entry."""
+    return KEY_BYTES + 8 + len(value) + 8 + KEY_BYTES
+
+
+class RedisEmbeddingStore(EmbeddingStore):
+    """A Redis database shared by replicas, `redis://HOST:PORT/N`; failures degrade to misses.
+
+    After a failure the store stays quiet for `retry_after_s` (every call is a miss without a network
+    round trip), so a Redis that is down costs a request nothing but its own embedding time.
+    """
+
+    def __init__(self, url: str, ttl_s: int | None = DEFAULT_TTL_S, timeout_s: float = 0.25,
+                 retry_after_s: float = 5.0, warn_every_s: float = 60.0):
+        super().__init__(warn_every_s)
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self.url, self.ttl_s, self.retry_after_s = url, ttl_s, retry_after_s
+        # No client-side retries: a miss is cheaper than a request waiting on backoffs.
+        self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                            retry=Retry(NoBackoff(), 0))
+        self._down_until = 0.0
+
+    @property
+    def where(self) -> str:
+        return self.url
+
+    def _guard(self) -> None:
+        if time.monotonic() < self._down_until:
+            raise ConnectionError("unreachable a moment ago; not retried yet")
+
+    def _failed(self) -> None:
+        self._down_until = time.monotonic() + self.retry_after_s
+
+    def _get_values(self, keys: list[bytes]) -> list[bytes | None]:
+        self._guard()
+        try:
+            return self._client.mget([REDIS_PREFIX + k for k in keys])
+        except Exception:
+            self._failed()
+            raise
+
+    def _put_values(self, items: dict[bytes, bytes]) -> int:
+        self._guard()
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key, value in items.items():
+                pipe.set(REDIS_PREFIX + key, value, ex=self.ttl_s)
+            pipe.execute()
+        except Exception:
+            self._failed()
+            raise
+        return len(items)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class SharedStoreHandle(EmbeddingStore):
+    """One opener's handle on an LMDB store that every opener in this process shares (LMDB forbids opening
+    one environment twice in a process); the store closes when its last handle does."""
+
+    def __init__(self, store: LmdbEmbeddingStore, release):
+        super().__init__()
+        self.shared, self._release, self._closed = store, release, False
+
+    @property
+    def where(self) -> str:
+        return self.shared.where
+
+    def get_many(self, model_id: str, texts: Sequence[str], dim: int | None = None) -> dict[str, np.ndarray]:
+        return self.shared.get_many(model_id, texts, dim)
+
+    def put_many(self, model_id: str, texts: Sequence[str], vectors: np.ndarray) -> int:
+        return self.shared.put_many(model_id, texts, vectors)
+
+    def _get_values(self, keys: list[bytes]) -> list[bytes | None]:
+        return self.shared._get_values(keys)
+
+    def _put_values(self, items: dict[bytes, bytes]) -> int:
+        return self.shared._put_values(items)
+
+    def stats(self) -> dict:
+        return self.shared.stats()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._release()
+
+
+_OPEN_LMDB: dict[Path, list] = {}
+"""Resolved directory -> [store, handles open]: this process's LMDB stores."""
+_OPEN_LMDB_LOCK = threading.Lock()
+
+
+def _shared_lmdb(path: Path, max_bytes: int) -> SharedStoreHandle:
+    """A handle on this process's store of `path`, opening it on first use (later openers get the first
+    one's size bound)."""
+    where = path.expanduser().resolve()
+    with _OPEN_LMDB_LOCK:
+        entry = _OPEN_LMDB.get(where)
+        if entry is None:
+            entry = _OPEN_LMDB[where] = [LmdbEmbeddingStore(where, max_bytes=max_bytes), 0]
+        entry[1] += 1
+
+    def release() -> None:
+        with _OPEN_LMDB_LOCK:
+            entry[1] -= 1
+            if entry[1] == 0:
+                entry[0].close()
+                if _OPEN_LMDB.get(where) is entry:
+                    del _OPEN_LMDB[where]
+
+    return SharedStoreHandle(entry[0], release)
+
+
+def open_embedding_store(location: str | Path, max_bytes: int = 2 << 30, ttl_s: int | None = DEFAULT_TTL_S,
+                         ) -> EmbeddingStore:
+    """A Redis store for a `redis://`, `rediss://` or `unix://` URL, else a handle on this process's LMDB
+    store in that directory (close each handle once)."""
+    text = str(location)
+    if text.startswith(("redis://", "rediss://", "unix://")):
+        return RedisEmbeddingStore(text, ttl_s=ttl_s)
+    return _shared_lmdb(Path(location), max_bytes)
+
+
+def store_model_key(identity: str, embedder) -> str:
+    """The model part of a record's key: the model's content identity and the backend that embeds with it
+    (the int8 ONNX graph's vectors are not the float model's, so they must not answer for each other)."""
+    return f"{identity}|backend:{getattr(embedder, 'name', type(embedder).__name__)}"
+
+
+def open_server_store(config, bundle, embedder) -> BoundEmbeddingStore | None:
+    """The persistent cache the server's settings name, bound to the bundle's model as `embedder` runs it;
+    None when it is off or cannot be opened (the server then embeds as without it). Blocking: the model's
+    identity may have to be computed from its files."""
+    location = config.embedding_cache_location()
+    if location is None:
+        return None
+    try:
+        identity = getattr(bundle.manifest, "model_identity", None)
+        if not identity:
+            from leanpremise.model.identity import model_identity
+
+            identity = model_identity(bundle.model_dir)
+        store = open_embedding_store(location, max_bytes=config.embedding_cache_max_bytes,
+                                     ttl_s=config.embedding_cache_ttl_s or None)
+    except Exception as e:  # noqa: BLE001 - a cache that cannot open must not stop the server
+        logger.warning("persistent embedding cache %s: cannot open (%s); running without it", location, e)
+        return None
+    logger.info("persistent embedding cache: %s", store.where)
+    return store.bind(store_model_key(identity, embedder), embedder.dim)

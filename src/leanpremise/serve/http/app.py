@@ -1,0 +1,261 @@
+"""The FastAPI app (module imported only when serving: it imports FastAPI): the four routes Lean calls, plus /health and /metrics.
+
+The bundle and model load in a background thread after the socket is open,
+so /health can say 503 ("loading") and then 200; the Lean routes answer 503
+with Retry-After until then. Search runs in a thread pool (faiss releases the
+GIL), embedding in the embedding service's worker, so the event loop stays
+free to accept requests and to batch them.
+
+A request's path: `RevisionRouter` (serve/server_state.py: picks the revision `/<tag>/...` addresses)
+-> `RequestGuard` (serve/guard.py: concurrency bound, body size and time limits, metrics, last-resort
+500) -> its route below, which reads that revision and the one `ServerState` of the app -> the
+exception handlers, which turn `NotReady`, `Overloaded`, `EmbeddingFailed`, `LimitExceeded` and
+validation errors into their status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from contextlib import asynccontextmanager
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+
+from leanpremise.model.backends import EmbeddingFailed
+from leanpremise.serve.embedding.service import Overloaded
+from leanpremise.serve.http.guard import RequestGuard
+from leanpremise.serve.http.router import REVISION_KEY, RevisionRouter
+from leanpremise.serve.http.schemas import LimitExceeded
+from leanpremise.serve.revisions.lifecycle import ReloadFailed, Revision, ServerState, watch_sighup
+from leanpremise.serve.search import answer as retrieve_request
+from leanpremise.serve.settings import ServeConfig
+
+
+class NotReady(Exception):
+    """A Lean route was called before loading finished (or after it failed)."""
+
+
+def create_app(config: ServeConfig, on_load_failed=None, preloaded: ServerState | None = None) -> FastAPI:
+    """The ASGI app; `on_load_failed` is called (e.g. to stop uvicorn) if loading raises; `preloaded`: a
+    state to serve instead of a new one."""
+    state = preloaded or ServerState(config.check_source())
+    state.on_load_failed = on_load_failed
+    docs = state.config.docs
+    app = FastAPI(title="leanpremise premise server", lifespan=lifespan, docs_url="/docs" if docs else None,
+                  redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
+    app.state.server = state
+    app.add_middleware(RequestGuard, state=state, routes=ROUTES)
+    app.add_middleware(RevisionRouter, state=state)  # added last: outermost, so the guard sees /retrieve
+    app.add_exception_handler(NotReady, not_ready)
+    app.add_exception_handler(Overloaded, overloaded)
+    app.add_exception_handler(EmbeddingFailed, embedding_failed)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(ValidationError, invalid_request)
+    app.add_exception_handler(LimitExceeded, limit_exceeded)
+    app.include_router(router)
+    app.openapi = lambda: openapi_schema(app)
+    return app
+
+
+def openapi_schema(app: FastAPI) -> dict:
+    """FastAPI's schema, plus the /retrieve body it cannot see (the route parses the body itself): the
+    request model with this server's limits, so the published schema says what is accepted. Built also
+    when /openapi.json is off: tests fuzz the app from it in-process."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = FastAPI.openapi(app)
+    body = app.state.server.request_model.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(body.pop("$defs", {}))
+    components["RetrieveRequest"] = body
+    post = schema["paths"]["/retrieve"]["post"]
+    post["requestBody"] = {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/RetrieveRequest"}}}}
+    for code, text in {"413": "body larger than MAX_BODY_BYTES", "422": "a field is invalid or over a limit",
+                       "503": "loading or overloaded (Retry-After)"}.items():
+        post["responses"].setdefault(code, {"description": text})
+    app.openapi_schema = schema
+    return schema
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    state: ServerState = app.state.server
+    task = asyncio.create_task(state.start())
+    hup = watch_sighup(state)
+    yield
+    if hup:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+    task.cancel()
+    await state.stop()
+
+
+def server_state(request: Request) -> ServerState:
+    return request.app.state.server
+
+
+def ready_state(request: Request) -> Revision:
+    """The revision the request addresses, or NotReady (503) while loading or after loading failed."""
+    rev = request.scope.get(REVISION_KEY)
+    if rev is None or not request.app.state.server.ready:
+        raise NotReady()
+    return rev
+
+
+# ---- the routes -----------------------------------------------------------------------------------
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(request: Request):
+    state = server_state(request)
+    rev = request.scope.get(REVISION_KEY)
+    if state.ready and rev is not None:
+        return {"status": "ok", "premises": rev.index.size, "modules": len(rev.index.indexed_modules),
+                "backend": rev.service.embedder.name, "embed_workers": len(rev.service.embedders),
+                "load_seconds": round(rev.load_seconds, 2), "revision": rev.bundle.manifest.revision,
+                "tag": rev.tag, "hybrid": rev.fused.describe() if rev.fused is not None else None,
+                "hybrid_in_bundle": bool(rev.bundle.manifest.hybrid)}
+    return JSONResponse({"status": "failed" if state.error else "loading", "error": state.error},
+                        status_code=503, headers={"Retry-After": "5"})
+
+
+@router.get("/metrics")
+async def prometheus(request: Request):
+    state = server_state(request)
+    services = [s.service for s in state.embedders.values() if s.service is not None]
+    if services:
+        state.metrics.cache_entries.set(sum(len(s.cache) for s in services))
+        state.metrics.cache_bytes.set(sum(s.cache.nbytes for s in services))
+    body, ctype = state.metrics.render()
+    return Response(body, media_type=ctype)
+
+
+@router.get("/indexed-premises")
+async def indexed_premises(request: Request):
+    return Response(ready_state(request).indexed_premises_json, media_type="application/json")
+
+
+@router.get("/indexed-modules")
+async def indexed_modules(request: Request):
+    return Response(ready_state(request).indexed_modules_json, media_type="application/json")
+
+
+@router.get("/max-new-premises")
+async def max_new_premises(request: Request):
+    return server_state(request).config.max_new_premises
+
+
+@router.post("/retrieve")
+async def retrieve(request: Request):
+    # Parsed here rather than by FastAPI so that a body is read as JSON whatever its content type
+    # (curl -d sends form-encoded headers) and errors name the field without a "body." prefix.
+    state = server_state(request)
+    body = state.request_model.model_validate_json(await request.body())
+    result = await retrieve_request.answer(ready_state(request), body)
+    return Response(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+
+@router.get("/revisions")
+async def revisions(request: Request):
+    """Every revision served (tag, data revision, premises, model, default flag, state), and any being
+    loaded by a reload."""
+    state = server_state(request)
+    table = state.table
+    out = [rev.describe(tag == table.default) for tag, rev in table.revisions.items()]
+    out += [{"tag": tag, "state": "loading", "default": False} for tag in list(state.loading)
+            if tag not in table.revisions]
+    if not state.ready:
+        out.append({"tag": None, "state": "failed" if state.error else "loading", "default": False})
+    return out
+
+
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+@router.post("/admin/reload")
+async def admin_reload(request: Request):
+    """Reload as SIGHUP does, answering when the new table serves; only with ADMIN_RELOAD on, and only
+    to a loopback client (404 otherwise, so the route's existence is not advertised)."""
+    state = server_state(request)
+    client = request.client.host if request.client else ""
+    if not state.config.admin_reload or not (client in LOOPBACK or client.startswith("127.")):
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
+    try:
+        await state.reload()
+    except ReloadFailed as e:
+        return JSONResponse({"detail": f"reload failed, still serving the revisions loaded before: {e}"},
+                            status_code=500)
+    return await revisions(request)
+
+
+ROUTES = frozenset(route.path for route in router.routes)
+"""Paths that get their own metrics label; any other path is counted as `other`."""
+
+
+# ---- errors -> status codes ---------------------------------------------------------------------
+
+
+async def not_ready(request: Request, exc: NotReady) -> JSONResponse:
+    error = server_state(request).error
+    if error:
+        return JSONResponse({"detail": f"server failed to load: {error}"}, status_code=503)
+    return JSONResponse({"detail": "loading the index and model"}, status_code=503, headers={"Retry-After": "5"})
+
+
+async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+    return JSONResponse({"detail": f"server overloaded ({exc}); retry later"}, status_code=503,
+                        headers={"Retry-After": str(server_state(request).config.retry_after_s)})
+
+
+async def embedding_failed(request: Request, exc: EmbeddingFailed) -> JSONResponse:
+    return JSONResponse({"detail": f"embedding backend failed: {exc}"}, status_code=502)
+
+
+async def invalid_request(request: Request, exc: RequestValidationError | ValidationError) -> JSONResponse:
+    return validation_error_response(exc.errors())
+
+
+async def limit_exceeded(request: Request, exc: LimitExceeded) -> JSONResponse:
+    return validation_error_response([{"loc": (exc.field,), "msg": str(exc), "type": "limit_exceeded"}])
+
+
+MAX_ERRORS_SHOWN = 20
+"""A request with thousands of bad entries gets the first few named, not an answer as large as itself."""
+
+REQUEST_FIELDS = frozenset({"state", "k", "imported_modules", "local_premises", "new_premises",
+                            "caller_in_module_system", "imported_all_modules", "name", "decl"})
+
+
+def field_path(loc) -> str:
+    """`("new_premises", 3, "function-after[...]", "decl")` -> `new_premises[3].decl`: fields and indices,
+    without pydantic's union-member tags."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in REQUEST_FIELDS:
+            out += f".{part}" if out else part
+    return out
+
+
+def validation_error_response(errors: list[dict]) -> JSONResponse:
+    """422 whose `message` names each offending field (`k: Input should be a valid integer`,
+    `new_premises[3].decl: String should have at most 50000 characters`)."""
+    parts = []
+    for err in errors[:MAX_ERRORS_SHOWN]:
+        loc = field_path(err.get("loc", ()))
+        if err.get("type") == "json_invalid":
+            parts.append(f"request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})")
+        else:
+            parts.append(f"{loc or 'body'}: {err.get('msg')}")
+    if len(errors) > MAX_ERRORS_SHOWN:
+        parts.append(f"... and {len(errors) - MAX_ERRORS_SHOWN} more errors")
+    detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+              for e in errors[:MAX_ERRORS_SHOWN]]
+    return JSONResponse({"detail": detail, "message": "; ".join(dict.fromkeys(parts))}, status_code=422)

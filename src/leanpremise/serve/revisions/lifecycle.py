@@ -1,0 +1,347 @@
+"""The server's revisions and their lifecycle: what a request reads once the app has routed it.
+
+`ServerState` is the one state of an app: settings, metrics, and the `RevisionTable` of the bundles
+served. It loads them (`start`, off the event loop), makes each servable (`activate`: its model's
+embedding service, its search worker), swaps a new table in on reload (SIGHUP or /admin/reload), and
+closes a retired revision once its last request is done. `RevisionRouter`, the app's outermost
+middleware, picks the revision a request addresses and holds it while the request runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import orjson
+
+from leanpremise.serve.embedding.service import EmbeddingService
+from leanpremise.serve.embedding.store import open_server_store
+from leanpremise.serve.http.schemas import request_model
+from leanpremise.serve.prometheus import Metrics
+from leanpremise.serve.runtime import limit_blas_threads, limit_torch_threads, release_free_memory, text_bound
+from leanpremise.serve.search.batcher import SearchBatcher
+from leanpremise.serve.settings import ServeConfig
+
+logger = logging.getLogger(__name__)
+
+
+class Revision:
+    """One bundle served at /<tag>/ (and at / when it is the default): what the Lean routes read. Its
+    embedding service is shared with every revision of the same model; its rows live in that model's pool."""
+
+    def __init__(self, spec, server: ServerState, bundle, index, shared: SharedEmbedder, load_seconds: float):
+        self.spec, self.tag, self.server = spec, spec.tag, server
+        self.config = server.config
+        self.candidate_mask_pool = server.candidate_mask_pool
+        self.lexical_pool = server.lexical_pool
+        self.fused = bundle.fused
+        self.bundle, self.index, self.shared = bundle, index, shared
+        self.service: EmbeddingService = shared.service
+        self.max_text_chars = shared.max_text_chars
+        self.indexed_premises_json = orjson.dumps(index.indexed_premises)
+        self.indexed_modules_json = orjson.dumps(index.indexed_modules)
+        self.load_seconds = load_seconds
+        self.searcher = SearchBatcher(index, server.search_executor, server.config.max_queries_per_search,
+                                      server.metrics)
+        self.active = 0
+        """Requests using this revision now; a retired revision is closed when it reaches 0."""
+        self.retired = False
+        self.closed = False
+
+    def describe(self, default: bool) -> dict:
+        m = self.bundle.manifest
+        return {"tag": self.tag, "revision": m.data_revision or m.revision, "premises": self.index.size,
+                "modules": len(self.index.indexed_modules), "model": m.model_name,
+                "model_identity": self.shared.key, "bundle": str(self.spec.path) if self.spec.path else None,
+                "default": default, "state": "retiring" if self.retired else "loaded",
+                "rows_shared": int(getattr(self.index.searcher, "reused", 0))}
+
+
+class SharedEmbedder:
+    """The embedding service (workers and cache) of one model identity, and the revisions using it."""
+
+    def __init__(self, key: str, embedders, background, max_text_chars: int):
+        self.key, self.embedders, self.background = key, embedders, background
+        self.max_text_chars = max_text_chars
+        self.service: EmbeddingService | None = None
+        self.users = 0
+
+
+class RevisionTable:
+    """The revisions served, swapped whole on reload (one attribute assignment, so a request sees the old
+    table or the new one, never a mixture)."""
+
+    def __init__(self, revisions: dict[str, Revision], default: str | None):
+        self.revisions, self.default = revisions, default
+
+    def pick(self, path: str) -> tuple[Revision | None, str]:
+        """(the revision a request path addresses, the path without its tag)."""
+        first, _, rest = path.lstrip("/").partition("/")
+        rev = self.revisions.get(first)
+        if rev is not None:
+            return rev, "/" + rest
+        return self.revisions.get(self.default), path
+
+
+class ServerState:
+    """The server: settings, metrics, the table of revisions; `ready` flips once the first table exists.
+
+    The attributes of one revision (`index`, `service`, `bundle`, ...) read the default revision's."""
+
+    def __init__(self, config: ServeConfig):
+        self.config = config
+        self.metrics = Metrics()
+        self.ready = False
+        self.error: str | None = None
+        self.on_load_failed = None
+        self.table = RevisionTable({}, None)
+        self.embedders: dict[str, SharedEmbedder] = {}
+        self.pools: dict[str, object] = {}
+        self.strings: dict[str, str] = {}
+        """Names, kinds and modules of every loaded corpus, each distinct string once (see
+        Corpus.for_serving)."""
+        self.loading: list[str] = []
+        self.request_model = request_model(config)
+        self.candidate_mask_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="candidates")
+        self.lexical_pool = ThreadPoolExecutor(max_workers=config.lexical_threads, thread_name_prefix="lexical")
+        self.search_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
+        self._reload_lock: asyncio.Lock | None = None
+        self._search_threads: int | None = None
+
+    # ---- the default revision, as the single-bundle server had it ----------------------------------
+
+    @property
+    def default(self) -> Revision | None:
+        return self.table.revisions.get(self.table.default)
+
+    def _of_default(name: str):  # a property factory, used in the class body only
+        return property(lambda self: getattr(self.default, name, None))
+
+    index = _of_default("index")
+    service = _of_default("service")
+    bundle = _of_default("bundle")
+    searcher = _of_default("searcher")
+    indexed_premises_json = _of_default("indexed_premises_json")
+    indexed_modules_json = _of_default("indexed_modules_json")
+    load_seconds = _of_default("load_seconds")
+    max_text_chars = _of_default("max_text_chars")
+
+    # ---- loading ---------------------------------------------------------------------------------
+
+    def plan(self):
+        """(the bundles to serve, tagged; the default tag): the settings' bundle list, read now."""
+        from leanpremise.serve.revisions.plan import BundleSpec, plan_revisions
+
+        if self.config.bundle is None:  # from the Hub: one revision, read once
+            return [BundleSpec(path=None, manifest=None, tag="hub")], "hub"
+        return plan_revisions(self.config)
+
+    def load(self):
+        """Blocking: the bundle list, then each bundle (index, embedder); returns what `start` activates."""
+        specs, default = self.plan()
+        return [self.load_one(spec) for spec in specs], default
+
+    def load_one(self, spec):
+        """Blocking: one bundle, its rows added to its model's pool, its model's embedders made unless a
+        revision of the same model already has them."""
+        from leanpremise.model.identity import model_identity
+        from leanpremise.serve.embedding.backends import make_embedders
+        from leanpremise.serve.revisions.loader import load_bundle, load_from_hub
+        from leanpremise.serve.revisions.plan import BundleSpec, derived_tag
+        from leanpremise.serve.search.index import PremiseIndex
+        from leanpremise.serve.search.row_pool import RowPool
+
+        cfg = self.config
+        t0 = time.perf_counter()
+        if spec.path is not None:
+            bundle = load_bundle(spec.path, cfg.data_dir, verify=cfg.verify, fast=cfg.fast_verify)
+        else:
+            bundle = load_from_hub(cfg.data_repo, cfg.data_revision, cfg.model_id, cfg.model_revision, cfg.data_dir,
+                                   verify=cfg.verify, fast=cfg.fast_verify)
+            spec = BundleSpec(path=None, manifest=bundle.manifest, tag=derived_tag(bundle.manifest))
+        if bundle.manifest.hybrid and cfg.hybrid:
+            if bundle.root is None:
+                logger.warning("%s: a hybrid bundle from the Hub is served dense only (the lexical files are "
+                               "read from bundle dirs)", spec.tag)
+            else:
+                from leanpremise.serve.search.fused import FusedRanking
+
+                bundle.fused = FusedRanking.load(bundle.root, bundle.manifest, bundle.corpus)
+        if self._search_threads is None:
+            self._search_threads = limit_blas_threads(cfg.search_threads)
+        key = getattr(bundle.manifest, "model_identity", None) or model_identity(bundle.model_dir)
+        pool = self.pools.setdefault(key, RowPool(cfg.dtype, self._search_threads))
+        rows = pool.add(bundle.embeddings)
+        bundle.corpus.for_serving(self.strings)
+        index = PremiseIndex(bundle.corpus, None, cfg.dtype, self._search_threads, rows=rows)
+        shared = self.embedders.get(key)
+        if shared is None:
+            limit_torch_threads(cfg, self._search_threads)
+            embedders, background = make_embedders(cfg, bundle)
+            if embedders[0].dim != index.dim:
+                rows.release()
+                raise ValueError(f"the model embeds in dimension {embedders[0].dim}, the index in {index.dim}")
+            shared = SharedEmbedder(key, embedders, background, text_bound(embedders[0], bundle,
+                                                                             cfg.chars_per_token))
+            self.embedders[key] = shared  # the next bundle of this model, loaded before activation, shares it
+        bundle.embeddings = None  # the pool holds the rows (possibly at half precision)
+        release_free_memory()
+        seconds = time.perf_counter() - t0
+        logger.info("%s: loaded %d premises (%d modules; %d rows shared with other revisions), %s embedder "
+                    "x%d%s, in %.1fs", spec.tag, index.size, len(index.indexed_modules), rows.reused,
+                    shared.embedders[0].name, len(shared.embedders),
+                    " + 1 in the background" if shared.background is not None else "", seconds)
+        return spec, bundle, index, shared, seconds
+
+    async def activate(self, loaded) -> Revision:
+        """A loaded bundle made servable: its model's embedding service started (once per model), its
+        search worker started."""
+        spec, bundle, index, shared, seconds = loaded
+        if shared.service is None:
+            store = await asyncio.get_running_loop().run_in_executor(None, open_server_store, self.config, bundle,
+                                                                     shared.embedders[0])
+            shared.service = EmbeddingService(shared.embedders, self.config, metrics=self.metrics,
+                                              background=shared.background, store=store)
+            await shared.service.start()
+        shared.users += 1
+        rev = Revision(spec, self, bundle, index, shared, seconds)
+        await rev.searcher.start()
+        return rev
+
+    def swap(self, revisions: dict[str, Revision], default: str) -> RevisionTable:
+        """Serve `revisions` from now on; revisions of the old table not in it close once idle."""
+        old, self.table = self.table, RevisionTable(revisions, default)
+        for tag, rev in old.revisions.items():
+            if revisions.get(tag) is not rev:
+                self.retire(rev)
+        metrics = self.metrics
+        metrics.indexed.set(self.index.size)
+        metrics.load_seconds.set(self.load_seconds)
+        return old
+
+    def retire(self, rev: Revision) -> None:
+        rev.retired = True
+        if rev.active == 0:
+            asyncio.get_running_loop().create_task(self.close(rev))
+
+    def release(self, rev: Revision) -> None:
+        """A request on `rev` finished; the last one on a retired revision closes it."""
+        rev.active -= 1
+        if rev.retired and rev.active == 0:
+            asyncio.get_running_loop().create_task(self.close(rev))
+
+    async def close(self, rev: Revision) -> None:
+        """Stop a retired revision's search worker, give back its pool rows and, if it was the last
+        revision of its model, the model's embedding service."""
+        if rev.closed:
+            return
+        rev.closed = True
+        await rev.searcher.stop()
+        rev.index.searcher.release()
+        shared = rev.shared
+        shared.users -= 1
+        if shared.users == 0 and self.embedders.get(shared.key) is shared:
+            del self.embedders[shared.key]
+            self.pools.pop(shared.key, None)
+            await shared.service.stop()
+        logger.info("%s: revision dropped", rev.tag)
+
+    async def start(self) -> None:
+        """Load off the event loop, then start the embedding and search workers; a failure is kept for
+        /health and handed to `on_load_failed` (the CLI stops uvicorn)."""
+        self._reload_lock = asyncio.Lock()
+        try:
+            loaded, default = await asyncio.get_running_loop().run_in_executor(None, self.load)
+            revisions = {}
+            for item in loaded:
+                rev = await self.activate(item)
+                revisions[rev.tag] = rev
+            if default not in revisions:  # the Hub's single revision gets its tag once loaded
+                default = next(iter(revisions))
+            self.swap(revisions, default)
+            self.ready = True
+            self.metrics.ready.set(1)
+        except Exception as e:  # noqa: BLE001 - reported on /health and to the launcher
+            self.error = f"{type(e).__name__}: {e}"
+            logger.error("loading failed: %s", self.error)
+            if self.on_load_failed is not None:
+                self.on_load_failed(e)
+
+    async def reload(self) -> RevisionTable:
+        """Re-read the bundle list; load new and changed bundles in the background (the old table serves
+        meanwhile), then swap. A failure leaves the old table serving and is raised."""
+        if not self.ready or self.config.bundle is None:
+            raise ReloadFailed("nothing to reload: the server is still loading, or serves from the Hub")
+        loop = asyncio.get_running_loop()
+        async with self._reload_lock:
+            try:
+                specs, default = await loop.run_in_executor(None, self.plan)
+            except Exception as e:
+                raise ReloadFailed(f"{type(e).__name__}: {e}") from e
+            current = self.table.revisions
+            kept = {s.tag: current[s.tag] for s in specs
+                    if s.tag in current and s.same_bundle(current[s.tag].spec)}
+            added: dict[str, Revision] = {}
+            try:
+                for spec in specs:
+                    if spec.tag not in kept:
+                        self.loading.append(spec.tag)
+                        loaded = await loop.run_in_executor(None, self.load_one, spec)
+                        added[spec.tag] = await self.activate(loaded)
+            except Exception as e:
+                for rev in added.values():
+                    self.retire(rev)
+                for key, shared in list(self.embedders.items()):
+                    if shared.users == 0 and shared.service is None:  # made for a bundle that failed
+                        del self.embedders[key]
+                raise ReloadFailed(f"{type(e).__name__}: {e}") from e
+            finally:
+                self.loading.clear()
+            self.swap({s.tag: kept.get(s.tag) or added[s.tag] for s in specs}, default)
+            logger.info("reloaded: serving %s (default %s); %d loaded, %d kept", ", ".join(self.table.revisions),
+                        default, len(added), len(kept))
+            return self.table
+
+    async def stop(self) -> None:
+        for rev in list(self.table.revisions.values()):
+            await rev.searcher.stop()
+        for shared in list(self.embedders.values()):
+            if shared.service is not None:
+                await shared.service.stop()
+        self.candidate_mask_pool.shutdown(wait=False, cancel_futures=True)
+        self.lexical_pool.shutdown(wait=False, cancel_futures=True)
+        self.search_executor.shutdown(wait=False, cancel_futures=True)
+
+
+class ReloadFailed(Exception):
+    """A reload could not read the bundle list or load a bundle; the revisions served stay as they were."""
+
+
+def watch_sighup(state: ServerState) -> bool:
+    """SIGHUP reloads the bundle list (the event loop must run in the main thread, as under the CLI; a
+    server run in a thread, as in tests, has no signal handler and reloads by its admin route)."""
+    if not hasattr(signal, "SIGHUP"):
+        return False
+
+    def on_hup():
+        task = asyncio.ensure_future(state.reload())
+        task.add_done_callback(_log_reload)
+
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hup)
+    except (RuntimeError, ValueError, NotImplementedError):
+        return False
+    return True
+
+
+def _log_reload(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("reload failed, still serving the revisions loaded before: %s", task.exception())
+
+
+# ---- thread pools ---------------------------------------------------------------------------------
+
+

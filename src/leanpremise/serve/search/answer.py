@@ -1,0 +1,111 @@
+"""One /retrieve request: clip, build candidates, embed, search, merge new premises by score; with a
+fusion (serve/fused_ranking.py), the lexical rankers run in their own threads while the states embed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from leanpremise.serve.http.schemas import LimitExceeded
+
+
+def cut(text: str, max_chars: int) -> str:
+    """`text` cut to `max_chars` characters before it reaches the tokenizer, which would otherwise read all
+    of it to keep its first max-sequence-length tokens; `max_chars` lies beyond what those tokens cover, so
+    the embedding does not change."""
+    return text[:max_chars]
+
+
+def clip_new_premises(new_premises, limit: int) -> list:
+    """Truncate to `limit`, then keep the first premise of each name (a later duplicate adds nothing)."""
+    seen: set[str] = set()
+    out = []
+    for p in (new_premises or [])[:limit]:
+        if p.name not in seen:
+            seen.add(p.name)
+            out.append(p)
+    return out
+
+
+def merge(index_names: np.ndarray, scores: np.ndarray, ids: np.ndarray, new_names: list[str],
+          new_scores: np.ndarray, k: int) -> list[dict]:
+    """Indexed top-k of one state and its new-premise scores, merged, best first, at most k."""
+    all_scores = np.concatenate([scores, new_scores]).astype(np.float64)
+    order = np.argsort(-all_scores, kind="stable")[:k]
+    n_indexed = len(ids)
+    out = []
+    for j in order.tolist():
+        name = index_names[ids[j]] if j < n_indexed else new_names[j - n_indexed]
+        out.append({"name": name, "score": float(all_scores[j])})
+    return out
+
+
+def check_results(n_states: int, k: int, limit: int) -> None:
+    """Refuse a response of more than `limit` results before any work is done for it."""
+    if n_states * k > limit:
+        raise LimitExceeded("state", f"{n_states} states x k={k} asks for {n_states * k} results; "
+                                     f"at most {limit} results per response (MAX_RESULTS)")
+
+
+async def answer(state, req):
+    """The response body: a list of {name, score} (or one list per state when `state` is a list);
+    `req` is an instance of the server's request model (schemas.request_model); `state` is the revision."""
+    cfg, index, service = state.config, state.index, state.service
+    single = isinstance(req.state, str)
+    states = [req.state] if single else list(req.state)
+    k = min(req.k, cfg.max_k)
+    if k <= 0 or not states:
+        return []
+    check_results(len(states), k, cfg.max_results)
+    fused = state.fused
+    full_states = states
+    states = [cut(s, state.max_text_chars) for s in states]
+    new = clip_new_premises(req.new_premises, cfg.max_new_premises)
+    new_names = [p.name for p in new]
+    loop = asyncio.get_running_loop()
+    cand_future = loop.run_in_executor(
+        state.candidate_mask_pool, index.candidates, req.imported_modules, req.local_premises,
+        bool(req.caller_in_module_system), req.imported_all_modules, new_names,
+    )
+    embedding = asyncio.ensure_future(service.embed(states, [cut(p.decl, state.max_text_chars) for p in new]))
+    try:
+        cand = await cand_future
+    except BaseException:
+        await asyncio.gather(embedding, return_exceptions=True)  # finish (or fail) as it would have alone
+        raise
+    lexical = None
+    if fused is not None:  # lexical ranking starts now, in its own threads, while the states embed
+        lexical = loop.run_in_executor(state.lexical_pool, fused.lexical, full_states, cand.mask,
+                                       [p.decl for p in new], new_names, k)
+    try:
+        state_emb, new_emb = await embedding
+    except BaseException:
+        if lexical is not None:
+            await asyncio.gather(lexical, return_exceptions=True)
+        raise
+    depth = fused.depth(k) if fused is not None else k
+    scores, ids = await state.searcher.search(state_emb, cand, depth)
+    new_scores = state_emb @ new_emb.T if len(new) else np.zeros((len(states), 0), dtype=np.float32)
+    if fused is None:
+        results = [merge(index.names, scores[b], ids[b], new_names, new_scores[b], k) for b in range(len(states))]
+    else:
+        lexical_runs = await lexical
+        results = [fuse_one(fused, index, scores[b], ids[b], new_names, new_scores[b], lexical_runs[b], k)
+                   for b in range(len(states))]
+    return results[0] if single else results
+
+
+def fuse_one(fused, index, scores, ids, new_names, new_scores, lexical_runs, k) -> list[dict]:
+    """One state's fused results as {name, score}, best first."""
+    from leanpremise.serve.search.fused import merged_run
+
+    dense = merged_run("dense", np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float32),
+                       new_scores, index.size, fused.depth(k))
+    top_ids, top_scores = fused.fuse(dense, lexical_runs, k)
+    out = []
+    for i, s in zip(top_ids.tolist(), top_scores.tolist()):
+        if i < 0:
+            break
+        out.append({"name": index.names[i] if i < index.size else new_names[i - index.size], "score": s})
+    return out

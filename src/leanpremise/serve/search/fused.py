@@ -1,0 +1,190 @@
+"""Hybrid serving: the bundle's lexical rankers run per request beside the dense search, then fused.
+
+Every ranker ranks the same candidates (the request's candidate mask) plus the request's new premises,
+which get ids after the indexed ones (N, N+1, ...), so the fusion (eval/fusion.py, the code `retrieve
+--hybrid` runs) sees one id space. Each ranker ranks `depth` premises: the depth the fusion was tuned at
+(its `k`), or the request's k when that is larger; so a served ranking equals `retrieve --hybrid` for
+the same state and candidates. A ranker of weight 0 is not run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from leanpremise.bundle.layout import (
+    HYBRID_BM25,
+    HYBRID_MEPO,
+    HYBRID_USAGE,
+    MEPO_INDICES,
+    MEPO_INDPTR,
+    MEPO_VOCAB,
+    BundleError,
+)
+from leanpremise.rank.fusion import FusionFileError, active_rankers, apply, read_fusion
+from leanpremise.rank.lean_tokens import symbols
+from leanpremise.rank.names import side_rankers
+from leanpremise.rank.runs import Run
+
+logger = logging.getLogger(__name__)
+
+NEW_PREMISE_CACHE_CHARS = 64 << 20
+"""Characters of new-premise text whose lexical analysis is kept (per revision)."""
+
+
+class FusedRanking:
+    """The fusion of one bundle and the lexical rankers it reads."""
+
+    def __init__(self, spec, bm25=None, mepo=None, usage=None, name_to_id: dict[str, int] | None = None,
+                 cache_chars: int = NEW_PREMISE_CACHE_CHARS):
+        from cachetools import LRUCache
+
+        self.spec, self.bm25, self.mepo, self.usage = spec, bm25, mepo, usage
+        self.name_to_id = name_to_id or {}
+        """Indexed premise ids by name: a new premise gets the usage count of its indexed namesake."""
+        self.active = active_rankers(spec)
+        self.names, self.mepo_config, self.dense_name = side_rankers(self.active)
+        """The fusion's name of each side ranker it runs (`mepo`, or `mepo-p0.6-c2.4` from `fuse`), and
+        MePo's settings (from that name)."""
+        self._terms = LRUCache(cache_chars, getsizeof=lambda v: v[0])
+        self._symbols = LRUCache(cache_chars, getsizeof=lambda v: v[0])
+        """A file's new premises come again with every request from it: their BM25 terms and MePo symbols
+        are kept, keyed by text (and name), weighed by text length."""
+
+    @classmethod
+    def load(cls, root: Path, manifest, corpus) -> FusedRanking:
+        """From a bundle dir whose files were checked against its manifest; BundleError names what is
+        wrong (the files come from an untrusted folder: nothing is unpickled, arrays are validated)."""
+        path = Path(root) / manifest.hybrid
+        try:
+            spec = read_fusion(path)
+        except FusionFileError as e:
+            raise BundleError(str(e)) from e
+        try:
+            side_rankers(spec.rankers)
+        except ValueError as e:
+            raise BundleError(f"{path}: field \"rankers\": {e}") from e
+        active, _, _ = side_rankers(active_rankers(spec))
+        bm25 = mepo = usage = None
+        try:
+            if "bm25" in active:
+                from leanpremise.rank.bm25 import BM25Ranker
+
+                bm25 = BM25Ranker.load(Path(root) / HYBRID_BM25, len(corpus))
+            if "mepo" in active:
+                mepo = load_symbol_index(Path(root) / HYBRID_MEPO, len(corpus))
+            if "usage" in active:
+                from leanpremise.rank.usage import UsageRanker
+
+                usage = UsageRanker.load(Path(root) / HYBRID_USAGE, len(corpus))
+        except ValueError as e:
+            raise BundleError(str(e)) from e
+        return cls(spec, bm25, mepo, usage, corpus.name_to_id if usage is not None else None)
+
+    def depth(self, k: int) -> int:
+        return max(k, self.spec.k or k)
+
+    def describe(self) -> dict:
+        """What /health says of the fusion."""
+        return {"method": self.spec.method, "rankers": self.active,
+                "weights": {n: self.spec.weights[n] for n in self.active},
+                "params": self.spec.params, "depth": self.spec.k,
+                "tuned_on": None if self.spec.tuned_on is None else self.spec.tuned_on.split}
+
+    # ---- per request (in a worker thread) ----------------------------------------------------------
+
+    def lexical(self, states: list[str], mask: np.ndarray | None, new_texts: list[str], new_names: list[str],
+                k: int) -> list[list[Run]]:
+        """Per state, the lexical rankers' runs over the candidates and the new premises (one row each)."""
+        depth = self.depth(k)
+        n = (self.bm25.n if self.bm25 is not None else self.mepo.n_premises if self.mepo is not None
+             else self.usage.n if self.usage is not None else 0)
+        out = []
+        terms = [self._cached(self._terms, t, t, self.bm25.doc_terms) for t in new_texts] if self.bm25 else None
+        new_symbols = [self._cached(self._symbols, (n, t), t, lambda t, n=n: symbols(t, exclude=n))
+                       for t, n in zip(new_texts, new_names)] if self.mepo else None
+        usage = None
+        if self.usage is not None:  # the same for every state of the request
+            from leanpremise.rank.usage import merged_usage_run
+
+            ids, scores = self.usage.rank_one(mask, depth)
+            new_scores, new_at = self.usage.new_premise_scores(new_names, self.name_to_id)
+            usage = merged_usage_run(ids, scores, new_scores, new_at, n, depth, self.names["usage"])
+        for state in states:
+            runs = []
+            if self.bm25 is not None:
+                counts = self.bm25.query_counts(state)  # tokenised once for both
+                ids, scores = self.bm25.rank_one(counts, mask, depth)
+                new_scores = self.bm25.new_premise_scores(counts, new_texts, terms) if new_texts else np.zeros(0)
+                runs.append(merged_run(self.names["bm25"], ids, scores, new_scores, n, depth))
+            if self.mepo is not None:
+                from leanpremise.rank.mepo import mepo_state
+
+                known, unknown = self.mepo.query_symbols(state)
+                ids, scores = mepo_state(self.mepo, known, mask, depth, self.mepo_config, extra=new_symbols,
+                                         goal_new=unknown if new_symbols else ())
+                runs.append(Run(self.names["mepo"], ids[None, :], scores[None, :]))
+            if usage is not None:
+                runs.append(usage)
+            out.append(runs)
+        return out
+
+    @staticmethod
+    def _cached(cache, key, text: str, make):
+        """make(text), from `cache` when there (worker threads share it: a race computes twice, no harm)."""
+        hit = cache.get(key)
+        if hit is None:
+            hit = (len(text) + 1, make(text))
+            try:
+                cache[key] = hit
+            except ValueError:  # larger than the whole cache
+                pass
+        return hit[1]
+
+    def fuse(self, dense: Run | None, lexical: list[Run], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """One state's fused top k: (ids in the shared id space, -1 padded; fused scores)."""
+        runs = list(lexical)
+        if dense is not None and self.dense_name is not None:
+            runs.append(Run(self.dense_name, dense.ids, dense.scores))
+        ids, scores = apply(runs, self.spec, k)
+        return ids[0], scores[0]
+
+
+def merged_run(name: str, ids: np.ndarray, scores: np.ndarray, new_scores: np.ndarray, n: int,
+               depth: int) -> Run:
+    """An indexed top list and the new premises' scores as one ranking of the shared id space (new
+    premise j is id n + j), best first, at most `depth`; equal scores keep indexed premises first."""
+    keep = ids >= 0
+    all_ids = np.concatenate([ids[keep], n + np.arange(len(new_scores), dtype=np.int64)])
+    all_scores = np.concatenate([scores[keep], np.asarray(new_scores, dtype=np.float32)])
+    order = np.argsort(-all_scores, kind="stable")[:depth]
+    out_ids = np.full(depth, -1, dtype=np.int64)
+    out_scores = np.full(depth, -np.inf, dtype=np.float32)
+    out_ids[: len(order)], out_scores[: len(order)] = all_ids[order], all_scores[order]
+    return Run(name, out_ids[None, :], out_scores[None, :])
+
+
+def load_symbol_index(folder: Path, n_premises: int):
+    """MePo's premise-symbol table from `folder` (JSON vocabulary, two npy arrays, no pickle)."""
+    from leanpremise.rank.mepo import SymbolIndex
+
+    def read(name, how):
+        try:
+            return how(folder / name)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{folder / name}: not readable ({type(e).__name__}: {e})") from e
+
+    vocab = read(MEPO_VOCAB, lambda p: json.loads(p.read_text(encoding="utf-8")))
+    indptr = read(MEPO_INDPTR, lambda p: np.load(p, allow_pickle=False))
+    indices = read(MEPO_INDICES, lambda p: np.load(p, allow_pickle=False))
+    if not isinstance(vocab, list) or not all(isinstance(s, str) for s in vocab):
+        raise ValueError(f"{folder / MEPO_VOCAB}: expected a JSON list of symbol strings")
+    if len(indptr) != n_premises + 1:
+        raise ValueError(f"{folder / MEPO_INDPTR}: {len(indptr) - 1} premises, the corpus has {n_premises}")
+    try:
+        return SymbolIndex.from_arrays(vocab, indptr, indices)
+    except ValueError as e:
+        raise ValueError(f"{folder}: {e}") from e

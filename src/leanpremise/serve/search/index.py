@@ -1,0 +1,157 @@
+"""The indexed premises: request fields -> a candidate mask -> exact inner-product top-k.
+
+Candidates are built as arrays: a request's import closure becomes a boolean
+mask over modules, gathered through each premise's module id. The mask then
+selects the rows an exact search scores (see exact_search.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from leanpremise.data.corpus import Corpus
+from leanpremise.serve.search.exact import ExactSearcher
+
+THEOREM_KINDS = frozenset({"theorem", "lemma"})
+
+
+def module_name_from(entry: str) -> str:
+    """`Mathlib/Logic/Basic.lean` (or `Mathlib\\Logic\\Basic.lean`) -> `Mathlib.Logic.Basic`."""
+    text = entry.strip().replace("\\", "/")
+    text = text.removesuffix(".lean")
+    return text.strip("/").replace("/", ".") if "/" in text else text
+
+
+@dataclass
+class Candidates:
+    """Which indexed premises a request may rank: None means all of them."""
+
+    mask: np.ndarray | None
+    count: int
+
+
+class PremiseIndex:
+    def __init__(self, corpus: Corpus, embeddings: np.ndarray | None, dtype: str = "float32",
+                 search_threads: int = 1, rows=None):
+        """`rows`: the premises' rows already held elsewhere (a `PooledRows` view shared with other
+        revisions, serve/row_pool.py), searched instead of an own copy of `embeddings`."""
+        size = rows.size if rows is not None else embeddings.shape[0]
+        if size != len(corpus):
+            raise ValueError(f"{size} embeddings for {len(corpus)} premises")
+        self.corpus = corpus
+        self.size = len(corpus)
+        self.dtype = dtype
+        self.searcher = rows if rows is not None else ExactSearcher(embeddings, dtype, search_threads)
+        self.dim = int(self.searcher.dim)
+        self.names = np.asarray(corpus.names, dtype=object)
+        self.indexed_premises: list[str] = list(corpus.unfiltered_names)
+        self.indexed_modules: list[str] = list(corpus.modules)
+        self.unfiltered_to_id = np.full(len(self.indexed_premises), -1, dtype=np.int64)
+        self.unfiltered_to_id[corpus.source_index] = np.arange(self.size)
+        is_theorem = np.fromiter((k in THEOREM_KINDS for k in corpus.kinds), dtype=bool, count=self.size)
+        self.restricted = corpus.in_module_system & ~is_theorem & ~corpus.is_exposed
+        """Premises a module-system caller sees only through `import all` of their module."""
+        self._max_module_depth = max((m.count(".") + 1 for m in self.indexed_modules), default=1)
+        self._module_sizes = corpus.module_end - corpus.module_start
+        """Premises per module: the corpus is sorted by module id, so a module mask expands to the premise
+        mask by a sequential repeat."""
+
+    # ---- resolving request fields ------------------------------------------------------------
+
+    def module_id(self, entry) -> int | None:
+        """A position in /indexed-modules, a module name, or a path; None when unknown. Nothing is cached:
+        a request's names are resolved by a few dict lookups each, and a cache keyed by what clients send
+        would grow with every new string they make up."""
+        if isinstance(entry, int):
+            return entry if 0 <= entry < len(self.indexed_modules) else None
+        index = self.corpus.module_index
+        name = module_name_from(entry)
+        found = index.get(name)
+        if found is None and name != entry:  # a path: try dropping leading folders (.lake/packages/mathlib/...)
+            # Only suffixes as deep as the deepest indexed module can match: a path of a thousand folders
+            # costs as much as one of ten.
+            parts = name.split(".")
+            first = max(1, len(parts) - self._max_module_depth)
+            found = next((index[".".join(parts[i:])] for i in range(first, len(parts))
+                          if ".".join(parts[i:]) in index), None)
+        return found
+
+    def module_ids(self, entries) -> np.ndarray:
+        """Module ids of `entries` (unknown ones dropped; may repeat). The array is built from the resolved,
+        in-range ids only, never from the request's values themselves: numpy sizes an array of strings by the
+        longest one, and an int beyond int64 would not fit."""
+        ids = (self.module_id(e) for e in entries)
+        return np.fromiter((i for i in ids if i is not None), dtype=np.int64)
+
+    def premise_ids(self, entries) -> np.ndarray:
+        """Corpus ids of local premises given as /indexed-premises positions or names; dropped if filtered out."""
+        out = []
+        n = len(self.unfiltered_to_id)
+        for e in entries:
+            if isinstance(e, int):
+                if 0 <= e < n and self.unfiltered_to_id[e] >= 0:
+                    out.append(int(self.unfiltered_to_id[e]))
+            else:
+                i = self.corpus.name_to_id.get(e)
+                if i is not None:
+                    out.append(i)
+        return np.asarray(out, dtype=np.int64)
+
+    def candidates(self, imported_modules, local_premises, caller_in_module_system: bool = False,
+                   imported_all_modules=None, overridden: list[str] | tuple = ()) -> Candidates:
+        """The candidate mask of one request (see docs/lean-client-api.md for the rules)."""
+        mask = None
+        if imported_modules is not None or local_premises is not None:
+            mask = np.zeros(self.size, dtype=bool)
+            if imported_modules:
+                self._fill_modules(mask, self.module_ids(imported_modules))
+        if caller_in_module_system and self.restricted.any():
+            hidden = self.restricted.copy()
+            if imported_all_modules:
+                self._fill_modules(hidden, self.module_ids(imported_all_modules), value=False)
+            mask = ~hidden if mask is None else mask & ~hidden
+        if local_premises:
+            # Local premises come from the caller's own module: visible to it whatever the module system says.
+            mask[self.premise_ids(local_premises)] = True
+        override_ids = [self.corpus.name_to_id[n] for n in overridden if n in self.corpus.name_to_id]
+        if override_ids:
+            if mask is None:
+                mask = np.ones(self.size, dtype=bool)
+            mask[override_ids] = False
+        return Candidates(mask=mask, count=self.size if mask is None else int(np.count_nonzero(mask)))
+
+    def _fill_modules(self, mask: np.ndarray, module_ids: np.ndarray, value: bool = True) -> None:
+        """Set the premises of `module_ids` to `value`: a module mask expanded to premises in one array
+        operation (an import closure has thousands of modules: no Python loop over id ranges)."""
+        if len(module_ids) == 0:
+            return
+        selected = np.zeros(len(self.indexed_modules), dtype=bool)
+        selected[module_ids] = True
+        hit = np.repeat(selected, self._module_sizes)
+        if value:
+            mask |= hit
+        else:
+            mask &= ~hit
+
+    # ---- search ------------------------------------------------------------------------------
+
+    def search_many(self, queries: np.ndarray, cands: list[Candidates], ks: list[int]
+                    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Exact top-k of several queries, each with its own candidates and k; queries sharing a
+        candidates object (one request's several states) share one scan call.
+        Returns one (scores, ids) per query, best first, at most min(k, candidates) long."""
+        queries = np.asarray(queries, dtype=np.float32).reshape(len(cands), self.dim)
+        groups: dict[int, list[int]] = {}
+        for j, c in enumerate(cands):
+            groups.setdefault(id(c), []).append(j)
+        results: list = [None] * len(cands)
+        for members in groups.values():
+            cand = cands[members[0]]
+            k = max(ks[j] for j in members)
+            found = self.searcher.topk(queries[members], cand.mask, cand.count, k)
+            for j, (scores, ids) in zip(members, found):
+                n = max(0, min(ks[j], cand.count))
+                results[j] = (scores[:n], ids[:n])
+        return results
