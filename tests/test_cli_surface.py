@@ -104,7 +104,8 @@ def test_data_bools_take_a_value_or_none(parser):
     assert _data(parser, "--no_filter").filter is False
     assert _data(parser, "--no-filter").filter is False
     assert _data(parser, "--use-data-cache", "no").use_data_cache is False
-    assert _data(parser, "--split_seed", "3", "--n-valid", "7").split_seed == 3
+    cfg = _data(parser, "--split_seed", "3", "--n-valid", "7")
+    assert (cfg.split_seed, cfg.n_valid) == (3, 7)
 
 
 def test_data_stats_takes_the_data_dir_as_a_positional(parser):
@@ -209,6 +210,17 @@ def test_flag_errors_are_one_line_with_the_commands_usage(capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert err[0].startswith(f"usage: leanpremise {argv[0]}"), err
         assert err[-1].startswith(f"leanpremise {argv[0]}: error: ") and words in err[-1], err
+
+
+def test_help_shows_bools_and_defaults_as_before(parser):
+    """The help HfArgumentParser's flags get here (cli.ArgumentParser.add_argument): breaks loudly if the
+    library passes a bool field's flags differently."""
+    sub = next(a for a in parser._actions if a.dest == "command").choices["baseline"]
+    text = " ".join(sub.format_help().split())
+    assert "--mathlib_only [True|False], --mathlib-only [True|False]" in text
+    assert "--no_filter, --no-filter same as --filter False" in text
+    assert "--k K premises kept per state (default: 1024)" in text
+    assert "--grid MePo" in text and "(default: None)" not in text
 
 
 def test_no_flag_is_abbreviated(parser):
