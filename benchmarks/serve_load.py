@@ -106,7 +106,7 @@ def ensure_bundle(bundle: Path, data_dir: Path, embeddings: Path, n_premises: in
 
     m = export_bundle(ExportConfig(model=str(default_model_path()), out=bundle, data=DataConfig(data_dir=data_dir),
                                    int8=True, corpus_embeddings=source, model_name="all-MiniLM-L6-v2",
-                                   hybrid=hybrid))
+                                   fusion=hybrid))
     if not real:  # mark the bundle so a later run rebuilds it with the real embeddings
         m.source_model += " (random embeddings)"
         from leanpremise.atomic import atomic_write_bytes

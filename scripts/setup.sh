@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install leanpremise with its test tools, once; re-run when pyproject.toml changes.
+# Create .venv and install leanpremise with every extra and its test tools, once; re-run when pyproject.toml
+# changes.
 # torch is pinned to the CPU build (an unpinned torch pulls a multi-GB CUDA build). To use a GPU, install
 # the CUDA torch of your choice into .venv first; this script then leaves it alone.
 set -euo pipefail
@@ -23,5 +24,6 @@ echo "setting up $VENV (first run or pyproject.toml changed)..." >&2
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   "$VENV/bin/python" -m pip install -q "torch==2.13.0" >&2
 fi
-"$VENV/bin/python" -m pip install -q -e ".[test]" >&2
+# Every extra (README.md, Install): the main job trains, the test suite runs every command.
+"$VENV/bin/python" -m pip install -q -e ".[all,test]" >&2
 echo "$want" > "$stamp"

@@ -41,7 +41,7 @@ def setup(sample_dataset, tiny_model_dir, cache_dir, tmp_path_factory):
     for name, fusion in (("tuned", root / "rp" / "fusion.json"), ("rrf", root / "rrf.json")):
         bundles[name] = root / f"bundle-{name}"
         export_bundle(ExportConfig(model=str(tiny_model_dir), out=bundles[name], data=data, onnx=False,
-                                   progress=False, hybrid=fusion, corpus_embeddings=root / "corpus.npy"))
+                                   progress=False, fusion=fusion, corpus_embeddings=root / "corpus.npy"))
     return {"root": root, "ds": ds, "rankers": Rankers(model, ds, RANKERS, corpus_emb), "model_dir": tiny_model_dir,
             "bundles": bundles, "rrf": rrf}
 
@@ -178,7 +178,7 @@ def test_a_fusion_named_as_fuse_names_files_serves_the_same(setup, rrf_server, c
     (tmp_path / "fused.json").write_text(json.dumps(spec))
     bundle = tmp_path / "bundle"
     export_bundle(ExportConfig(model=str(setup["model_dir"]), out=bundle, data=DataConfig(cache_dir=cache_dir),
-                               onnx=False, progress=False, hybrid=tmp_path / "fused.json",
+                               onnx=False, progress=False, fusion=tmp_path / "fused.json",
                                corpus_embeddings=setup["root"] / "corpus.npy"))
     srv = serve(bundle, cache_dir)
     try:
@@ -211,7 +211,7 @@ def test_no_hybrid_serves_the_dense_ranking(setup, cache_dir):
     states = picked_states(ds)[:4]
     _, runs = library_fusion(setup, states, K)
     dense = [[ds.corpus.names[i] for i in row if i >= 0] for row in runs[0].ids.tolist()]
-    srv = serve(setup["bundles"]["rrf"], cache_dir, hybrid=False)
+    srv = serve(setup["bundles"]["rrf"], cache_dir, fusion=False)
     try:
         health = httpx.get(f"{srv.url}/health").json()
         assert health["hybrid"] is None and health["hybrid_in_bundle"] is True

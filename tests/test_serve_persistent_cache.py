@@ -124,9 +124,9 @@ def test_cache_settings_place_it_and_turn_it_off(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="EMBEDDING_CACHE_URL"):
         load_config(None, embedding_cache_url="http://10.0.0.5:6379")
 
-    import argparse
+    from leanpremise.cli import ArgumentParser
 
-    parser = argparse.ArgumentParser()
+    parser = ArgumentParser()
     register(parser.add_subparsers())
     args = parser.parse_args(["serve", "b", "--no_embedding_cache", "--embedding_cache_max_bytes", "1048576"])
     assert args.embedding_cache_on is False and args.embedding_cache_max_bytes == "1048576"

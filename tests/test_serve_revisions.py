@@ -73,11 +73,10 @@ def test_default_is_the_newest_lean_version_numerically_then_created():
 
 
 def test_cli_takes_several_bundles_tags_and_a_default():
-    import argparse
-
+    from leanpremise.cli import ArgumentParser
     from leanpremise.serve.cli import config_from_args, register
 
-    parser = argparse.ArgumentParser()
+    parser = ArgumentParser()
     register(parser.add_subparsers())
     args = parser.parse_args(["serve", "/b1", "/b2", "/b3", "--tag", "/b2=old", "--tag", "/b3=older",
                               "--default", "old", "--admin_reload"])

@@ -155,24 +155,24 @@ def test_abbreviated_train_flags_are_errors(flag):
 
 
 def test_train_data_flags_are_the_data_configs_fields():
-    """train and the argparse commands read the same argv into the same DataConfig."""
-    import argparse
+    """train and the other commands read the same argv into the same DataConfig."""
     import dataclasses
 
-    from leanpremise.data.config import DataConfig, add_data_args, data_config_from_args
+    from leanpremise.cli import build_parser, from_args
+    from leanpremise.data.config import DataConfig
     from leanpremise.train.cli import parse
 
     argv = ["--split_seed", "3", "--filter", "False", "--mathlib_only", "--no_use_data_cache", "--workers", "2",
             "--n_valid", "7", "--split_mode", "all", "--data_dir", "/some/dir"]
-    p = argparse.ArgumentParser(allow_abbrev=False)
-    add_data_args(p)
-    from_argparse = data_config_from_args(p.parse_args(argv))
+    parser = build_parser()
+    from_cli = from_args(parser.parse_args(["export-decls", *argv]), DataConfig)
     from_train = parse(argv + ["--output_dir", "o"])[1]
-    assert from_train == from_argparse
+    assert from_train == from_cli
     assert (from_train.split_seed, from_train.filter, from_train.mathlib_only, from_train.use_data_cache,
             from_train.workers, from_train.split_mode) == (3, False, True, False, 2, "all")
-    assert data_config_from_args(p.parse_args([])) == DataConfig()
-    shown = " ".join(p.format_help().split())
+    assert from_args(parser.parse_args(["export-decls"]), DataConfig) == DataConfig()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["export-decls"]
+    shown = " ".join(sub.format_help().split())
     for f in dataclasses.fields(DataConfig):
         assert " ".join(f.metadata["help"].split()) in shown, f.name
 

@@ -2,97 +2,123 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import signal
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+from leanpremise.cli import from_args, switch
 
 log = logging.getLogger(__name__)
+
+DECLS_FILE_ALIASES = ["--decl_names_file"]
+"""The original scripts' name of --decls_file."""
+
+
+@dataclass(kw_only=True)
+class RunFlags:
+    """How the Lean runs of `tactic` and `suite` go."""
+
+    ntp_toolkit_path: Path = field(metadata={
+        "help": "ntp-toolkit checkout at the tacticBenchmark branch (where `lake` runs)"})
+    timeout: float = field(default=300, metadata={"help": "seconds per theorem"})
+    date: str | None = field(default=None, metadata={
+        "help": "<date> in results_<date>-<split> (default: today, e.g. apr25)"})
+    resume: bool = switch("keep finished theorems of an earlier run")
+    overwrite: bool = switch("start again even if results exist")
+    skip_build: bool = switch("don't run `lake build tactic_benchmark` first")
+    lake: str = field(default="lake", metadata={"help": "lake executable (default: `lake` on PATH)"})
+    scratch_dir: Path | None = field(default=None, metadata={
+        "help": "parent of the temporary premises directory"})
+    print_results: bool = switch("print each outcome")
+    no_progress: bool = switch("no progress bar")
+
+
+@dataclass(kw_only=True)
+class TacticFlags:
+    decls_file: Path = field(metadata={
+        "aliases": DECLS_FILE_ALIASES,
+        "help": "<split>_decls.json written by `leanpremise eval export-decls`"})
+    premises_file: Path | None = field(default=None, metadata={
+        "help": "dot_<split>-<model>.json of retrieved premises (default: ground-truth premises)"})
+    setting: str = field(default="simp_all_with_premises", metadata={
+        "aliases": ["--benchmark_type"],
+        "help": "tactic_benchmark setting, e.g. aesop_with_premises, hammerCore_nosimp, "
+                "aesop_hammerCore_nosimp, aesop_hammerCore_nosimp_with_premises (any other name is passed "
+                "through)"})
+    k: int = field(default=8, metadata={"help": "number of top premises to give"})
+    k_hammerCore: int | None = field(default=None, metadata={
+        "help": "premises for hammerCore in the full setting (--hammerCoreK; default: k)"})
+    aesopHammerPriority: int | None = None
+    aesopPremisePriority: int | None = None
+    pred_simp_all_hint: bool = switch("use predicted (or ground-truth) simp_all hints instead of "
+                                      "notInSimpAll")
+    rerank: bool = switch("rank retrieved premises by rerank_score")
+    out_dir: Path | None = field(default=None, metadata={
+        "help": "default: results_<date>-<split>/<model>/ in the working directory"})
+    tag_suffix: str | None = field(default=None, metadata={"help": "suffix of the results file name"})
+    max_workers: int = field(default=8, metadata={"help": "parallel Lean runs"})
+
+
+@dataclass
+class SuiteFlags:
+    split: Literal["valid", "test"] = "test"
+    retrieved_dir: Path = Path("retrieved_premises")
+    decls_file: Path | None = field(default=None, metadata={
+        "aliases": DECLS_FILE_ALIASES, "help": "default: <retrieved_dir>/<split>_decls.json"})
+    premises_file: Path | None = field(default=None, metadata={
+        "help": "default: <retrieved_dir>/dot_<split>-<model>.json"})
+    results_root: Path = field(default=Path("."), metadata={
+        "help": "where results_<date>-<split>/<model>/ goes (default: working directory)"})
+    settings: list[str] | None = field(default=None, metadata={
+        "help": "settings to run (default: the paper's four; the original also ran `duper`)"})
+    gt: bool = switch("also run the settings on ground-truth premises")
+    gt_only: bool = switch("run only the settings on ground-truth premises, results under <model>/ "
+                           "(a model name is never taken to mean ground truth)")
+    k: int = 32
+    k_hammerCore: int = 16
+    aesopHammerPriority: int = 10
+    aesopPremisePriority: int = 20
+    max_workers: int = field(default=16, metadata={"help": "parallel Lean runs"})
+    dry_run: bool = switch("print the planned runs and exit")
+
+
+@dataclass
+class ResultsFlags:
+    # `--verbose` keeps its dest: the top-level `-v/--verbose` (debug logging) is `verbose`.
+    verbose: bool = switch("list every gained (+) and lost (-) theorem", dest="list_changes")
+    plot: Path | None = field(default=None, metadata={
+        "help": "write the stacked bar chart here (e.g. out.png)"})
+    json: Path | None = field(default=None, metadata={"help": "also write the summary as JSON here"})
 
 
 def register(sub) -> None:
     bench = sub.add_parser("bench", help="LeanHammer tactic benchmark: run it and summarise results")
     bsub = bench.add_subparsers(dest="bench_command", metavar="SUBCOMMAND", required=True)
 
-    tactic = bsub.add_parser("tactic", help="run one setting of the tactic benchmark over a decls file")
-    _add_common_run_args(tactic)
-    tactic.add_argument("--decl_names_file", "--decls_file", dest="decls_file", type=Path, required=True,
-                        help="<split>_decls.json written by `leanpremise eval export-decls`")
-    tactic.add_argument("--premises_file", type=Path, default=None,
-                        help="dot_<split>-<model>.json of retrieved premises (default: ground-truth premises)")
-    tactic.add_argument("--benchmark_type", "--setting", dest="setting", default="simp_all_with_premises",
-                        help="tactic_benchmark setting, e.g. aesop_with_premises, hammerCore_nosimp, "
-                             "aesop_hammerCore_nosimp, aesop_hammerCore_nosimp_with_premises "
-                             "(any other name is passed through)")
-    tactic.add_argument("--k", type=int, default=8, help="number of top premises to give (default 8)")
-    tactic.add_argument("--k_hammerCore", type=int, default=None,
-                        help="premises for hammerCore in the full setting (--hammerCoreK; default: k)")
-    tactic.add_argument("--aesopHammerPriority", type=int, default=None)
-    tactic.add_argument("--aesopPremisePriority", type=int, default=None)
-    tactic.add_argument("--pred_simp_all_hint", action="store_true",
-                        help="use predicted (or ground-truth) simp_all hints instead of notInSimpAll")
-    tactic.add_argument("--rerank", action="store_true", help="rank retrieved premises by rerank_score")
-    tactic.add_argument("--out_dir", type=Path, default=None,
-                        help="default: results_<date>-<split>/<model>/ in the working directory")
-    tactic.add_argument("--tag_suffix", default=None, help="suffix of the results file name")
-    tactic.add_argument("--max_workers", type=int, default=8, help="parallel Lean runs (default 8)")
+    tactic = bsub.add_parser("tactic", dataclass_types=[RunFlags, TacticFlags],
+                             help="run one setting of the tactic benchmark over a decls file")
     tactic.set_defaults(func=_tactic)
 
-    suite = bsub.add_parser("suite", help="the paper's four settings for one model (and the gt runs)")
-    _add_common_run_args(suite)
+    suite = bsub.add_parser("suite", dataclass_types=[RunFlags, SuiteFlags],
+                            help="the paper's four settings for one model (and the gt runs)")
     suite.add_argument("model", help="model name as in retrieved_premises/dot_<split>-<model>.json "
                                      "(with --gt_only: the name of the results folder, e.g. gt)")
-    suite.add_argument("--split", default="test", choices=["valid", "test"])
-    suite.add_argument("--retrieved_dir", type=Path, default=Path("retrieved_premises"))
-    suite.add_argument("--decl_names_file", "--decls_file", dest="decls_file", type=Path, default=None,
-                       help="default: <retrieved_dir>/<split>_decls.json")
-    suite.add_argument("--premises_file", type=Path, default=None,
-                       help="default: <retrieved_dir>/dot_<split>-<model>.json")
-    suite.add_argument("--results_root", type=Path, default=Path("."),
-                       help="where results_<date>-<split>/<model>/ goes (default: working directory)")
-    suite.add_argument("--settings", nargs="+", default=None,
-                       help="settings to run (default: the paper's four; the original also ran `duper`)")
-    suite.add_argument("--gt", action="store_true", help="also run the settings on ground-truth premises")
-    suite.add_argument("--gt_only", action="store_true",
-                       help="run only the settings on ground-truth premises, results under <model>/ "
-                            "(a model name is never taken to mean ground truth)")
-    suite.add_argument("--k", type=int, default=32)
-    suite.add_argument("--k_hammerCore", type=int, default=16)
-    suite.add_argument("--aesopHammerPriority", type=int, default=10)
-    suite.add_argument("--aesopPremisePriority", type=int, default=20)
-    suite.add_argument("--max_workers", type=int, default=16, help="parallel Lean runs (default 16)")
-    suite.add_argument("--dry_run", action="store_true", help="print the planned runs and exit")
     suite.set_defaults(func=_suite)
 
-    results = bsub.add_parser("results", help="summarise results files: outcomes, gains/losses, cumulative")
+    results = bsub.add_parser("results", dataclass_types=[ResultsFlags],
+                              help="summarise results files: outcomes, gains/losses, cumulative")
     results.add_argument("files", nargs="+", type=Path, help="results JSON files, compared in this order")
-    results.add_argument("--verbose", dest="list_changes", action="store_true",
-                         help="list every gained (+) and lost (-) theorem")
-    results.add_argument("--plot", type=Path, default=None, help="write the stacked bar chart here (e.g. out.png)")
-    results.add_argument("--json", type=Path, default=None, help="also write the summary as JSON here")
     results.set_defaults(func=_results)
 
 
-def _add_common_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ntp_toolkit_path", type=Path, required=True,
-                   help="ntp-toolkit checkout at the tacticBenchmark branch (where `lake` runs)")
-    p.add_argument("--timeout", type=float, default=300, help="seconds per theorem (default 300)")
-    p.add_argument("--date", default=None, help="<date> in results_<date>-<split> (default: today, e.g. apr25)")
-    p.add_argument("--resume", action="store_true", help="keep finished theorems of an earlier run")
-    p.add_argument("--overwrite", action="store_true", help="start again even if results exist")
-    p.add_argument("--skip_build", action="store_true", help="don't run `lake build tactic_benchmark` first")
-    p.add_argument("--lake", default="lake", help="lake executable (default: `lake` on PATH)")
-    p.add_argument("--scratch_dir", type=Path, default=None, help="parent of the temporary premises directory")
-    p.add_argument("--print_results", dest="print_each", action="store_true", help="print each outcome")
-    p.add_argument("--no_progress", action="store_true", help="no progress bar")
-
-
-def _runner_kwargs(args) -> dict:
-    return {"timeout": args.timeout, "resume": args.resume, "overwrite": args.overwrite,
-            "skip_build": args.skip_build, "lake": args.lake, "scratch_dir": args.scratch_dir,
-            "verbose": args.print_each, "progress": not args.no_progress, "max_workers": args.max_workers}
+def _runner_kwargs(lean: RunFlags, max_workers: int) -> dict:
+    return {"timeout": lean.timeout, "resume": lean.resume, "overwrite": lean.overwrite,
+            "skip_build": lean.skip_build, "lake": lean.lake, "scratch_dir": lean.scratch_dir,
+            "verbose": lean.print_results, "progress": not lean.no_progress, "max_workers": max_workers}
 
 
 def _sigterm_as_interrupt() -> None:
@@ -129,12 +155,13 @@ def _print_report(report) -> None:
 def _tactic(args) -> int:
     from leanpremise.bench.harness import TacticBenchConfig, run_tactic_benchmark
 
+    lean, t = from_args(args, RunFlags, TacticFlags)
     cfg = TacticBenchConfig(
-        ntp_toolkit_path=args.ntp_toolkit_path, decls_file=args.decls_file, premises_file=args.premises_file,
-        setting=args.setting, k=args.k, k_hammerCore=args.k_hammerCore,
-        aesopHammerPriority=args.aesopHammerPriority, aesopPremisePriority=args.aesopPremisePriority,
-        pred_simp_all_hint=args.pred_simp_all_hint, rerank=args.rerank, out_dir=args.out_dir,
-        tag_suffix=args.tag_suffix, date=args.date, **_runner_kwargs(args))
+        ntp_toolkit_path=lean.ntp_toolkit_path, decls_file=t.decls_file, premises_file=t.premises_file,
+        setting=t.setting, k=t.k, k_hammerCore=t.k_hammerCore,
+        aesopHammerPriority=t.aesopHammerPriority, aesopPremisePriority=t.aesopPremisePriority,
+        pred_simp_all_hint=t.pred_simp_all_hint, rerank=t.rerank, out_dir=t.out_dir,
+        tag_suffix=t.tag_suffix, date=lean.date, **_runner_kwargs(lean, t.max_workers))
 
     def go() -> int:
         _print_report(run_tactic_benchmark(cfg))
@@ -147,20 +174,21 @@ def _suite(args) -> int:
     from leanpremise.bench.results import format_summary, summarize
     from leanpremise.bench.suite import SuiteConfig, plan, run_suite
 
+    lean, s = from_args(args, RunFlags, SuiteFlags)
     cfg = SuiteConfig(
-        model=args.model, ntp_toolkit_path=args.ntp_toolkit_path, split=args.split,
-        retrieved_dir=args.retrieved_dir, decls_file=args.decls_file, premises_file=args.premises_file,
-        results_root=args.results_root, date=args.date, settings=tuple(args.settings or PAPER_SETTINGS),
-        gt=args.gt, gt_only=args.gt_only, k=args.k, k_hammerCore=args.k_hammerCore,
-        aesopHammerPriority=args.aesopHammerPriority, aesopPremisePriority=args.aesopPremisePriority,
-        runner=_runner_kwargs(args))
+        model=args.model, ntp_toolkit_path=lean.ntp_toolkit_path, split=s.split,
+        retrieved_dir=s.retrieved_dir, decls_file=s.decls_file, premises_file=s.premises_file,
+        results_root=s.results_root, date=lean.date, settings=tuple(s.settings or PAPER_SETTINGS),
+        gt=s.gt, gt_only=s.gt_only, k=s.k, k_hammerCore=s.k_hammerCore,
+        aesopHammerPriority=s.aesopHammerPriority, aesopPremisePriority=s.aesopPremisePriority,
+        runner=_runner_kwargs(lean, s.max_workers))
     premises = cfg.premises_file or cfg.retrieved_dir / f"dot_{cfg.split}-{cfg.model}.json"
     if not cfg.gt_only and cfg.model.startswith("gt") and not premises.exists():
         # Once a name starting with "gt" meant ground truth; say so rather than fail on a missing file.
         print(f"error: {premises}: no such file; for ground-truth runs pass --gt_only "
               "(a model name no longer selects them)", file=sys.stderr)
         return 2
-    if args.dry_run:
+    if s.dry_run:
         for run in plan(cfg):
             flags = f"--k {run.k}" + "".join(
                 f" --{name} {getattr(run, name)}" for name in ("k_hammerCore", "aesopHammerPriority",
@@ -184,15 +212,16 @@ def _results(args) -> int:
     from leanpremise.bench.premises_dir import BenchInputError
     from leanpremise.bench.results import format_summary, plot_summary, summarize
 
+    flags = from_args(args, ResultsFlags)
     try:
         summary = summarize(args.files)
     except BenchInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(format_summary(summary, verbose=args.list_changes))
-    if args.json is not None:
-        atomic_write_bytes(args.json, json.dumps(summary.to_dict(), indent=2, ensure_ascii=False).encode())
-    if args.plot is not None:
-        plot_summary(summary, args.plot)
-        print(f"plot written to {args.plot}")
+    print(format_summary(summary, verbose=flags.verbose))
+    if flags.json is not None:
+        atomic_write_bytes(flags.json, json.dumps(summary.to_dict(), indent=2, ensure_ascii=False).encode())
+    if flags.plot is not None:
+        plot_summary(summary, flags.plot)
+        print(f"plot written to {flags.plot}")
     return 0

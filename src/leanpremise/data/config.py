@@ -1,17 +1,14 @@
 """The data options: one typed dataclass, the single source of every data flag.
 
-`leanpremise train` hands :class:`DataConfig` to HfArgumentParser as it is;
-every other command that reads a data dir gets the same flags generated from
-the same fields by :func:`add_data_args` (help from each field's metadata), so
-a flag's name, type, default and help are written once, here.
+Every command that reads a data dir hands :class:`DataConfig` to HfArgumentParser
+(`train` among its training arguments, the others through `leanpremise.cli`), so a
+flag's name, type, default and help are written once, here.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,51 +58,12 @@ def default_cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "leanpremise"
 
 
-def parse_bool(text: str) -> bool:
-    """`True`/`False` (and 1/0, yes/no) as HfArgumentParser reads a bool flag, so both parsers agree."""
-    low = str(text).lower()
-    if low in ("true", "1", "yes", "t", "y"):
-        return True
-    if low in ("false", "0", "no", "f", "n"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
-
-
-def _base_type(hint):
-    """`X` for `X | None`; the hint itself otherwise."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return hint
-
-
-def add_data_args(p: argparse.ArgumentParser, positional: bool = False) -> None:
-    """Add one flag per DataConfig field to `p`, spelled and parsed as HfArgumentParser does in `train`.
-
-    Bools take `--flag True/False` (bare `--flag` means True; a flag defaulting to True also gets
-    `--no_flag`); `--a_b` is also `--a-b`. With `positional`, the data dir is an optional positional argument instead of a flag.
-    """
+def flags_without_data_dir() -> type:
+    """The DataConfig fields but `data_dir`, as a dataclass of flags: for the commands whose data dir is an
+    optional positional argument (`data stats DIR`), which HfArgumentParser cannot make. The positional's
+    dest is `data_dir`, so ``from_args(args, DataConfig)`` reads both kinds of command alike."""
     hints = typing.get_type_hints(DataConfig)
-    for f in dataclasses.fields(DataConfig):
-        kind, help_text = _base_type(hints[f.name]), f.metadata["help"]
-        flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        if f.name == "data_dir" and positional:
-            p.add_argument("data_dir", nargs="?", type=Path, default=None, help=help_text)
-        elif kind is bool:
-            p.add_argument(*flags, type=parse_bool, nargs="?", const=True, default=f.default,
-                           metavar="True|False", help=f"{help_text} (default: {f.default})")
-            if f.default is True:
-                p.add_argument(f"--no_{f.name}", f"--no-{f.name.replace('_', '-')}", dest=f.name,
-                               action="store_false", help=f"Same as --{f.name} False.")
-        elif typing.get_origin(kind) is Literal:
-            p.add_argument(*flags, choices=list(typing.get_args(kind)), default=f.default,
-                           help=f"{help_text} (default: {f.default})")
-        else:
-            default = "" if f.default is None else f" (default: {f.default})"
-            p.add_argument(*flags, type=kind, default=f.default, help=help_text + default)
-
-
-def data_config_from_args(args: argparse.Namespace) -> DataConfig:
-    """The DataConfig of parsed flags added by :func:`add_data_args`."""
-    return DataConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DataConfig)})
+    return dataclasses.make_dataclass("DataFlags", [
+        (f.name, hints[f.name], field(default=f.default, default_factory=f.default_factory,
+                                      metadata=f.metadata))
+        for f in dataclasses.fields(DataConfig) if f.name != "data_dir"], frozen=True)

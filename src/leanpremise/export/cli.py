@@ -5,44 +5,61 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from leanpremise.cli import from_args, switch
+from leanpremise.data.config import DataConfig
+from leanpremise.export.corpus_embeddings import CHUNK_SIZE
 
 logger = logging.getLogger(__name__)
 
 
-def register(sub) -> None:
-    from leanpremise.data.config import add_data_args
+@dataclass(kw_only=True)
+class ExportFlags:
+    model: str | None = field(default=None, metadata={
+        "help": "SentenceTransformer dir or hub id (omit with --push to publish an existing --out bundle)"})
+    out: Path = field(metadata={"help": "bundle directory to write"})
 
+
+@dataclass
+class BundleFlags:
+    onnx: bool = field(default=True, metadata={"help": "also export the model to ONNX under model/onnx/"})
+    int8: bool = switch("also write an int8 dynamically quantised ONNX model")
+    corpus_embeddings: Path | None = field(default=None, metadata={
+        "help": ".npy of pre-computed corpus embeddings (corpus order) to reuse instead of encoding"})
+    reuse: list[Path] = field(default_factory=list, metadata={
+        "metavar": "OLD_BUNDLE",
+        "help": "older bundles: copy their rows where the same model (by content identity) embedded "
+                "the same text, embed only the others; a bundle of another model reuses nothing"})
+    fusion: Path | None = field(default=None, metadata={
+        "aliases": ["--hybrid"], "metavar": "FUSION_JSON",
+        "help": "fusion.json from `retrieve --hybrid` or `fuse`: put it and the BM25 index / MePo symbol "
+                "table it needs into the bundle, so `serve` fuses dense and lexical rankings (--hybrid: the "
+                "old name of --fusion)"})
+    model_name: str | None = field(default=None, metadata={
+        "help": "MODEL_NAME in the embeddings file name (default: model dir name)"})
+    revision: str | None = field(default=None, metadata={
+        "help": "branch/file-name revision (default: the data dir's revision file, made ref-safe)"})
+    batch_size: int = field(default=64, metadata={"help": "encoding batch size"})
+    chunk_size: int = field(default=CHUNK_SIZE, metadata={"help": "premises per resumable embedding chunk"})
+    device: str | None = field(default=None, metadata={
+        "help": "torch device for encoding (default: cuda if available)"})
+    push: bool = switch("publish to the Hugging Face Hub after writing")
+    model_repo: str | None = field(default=None, metadata={
+        "help": "model repository for --push, e.g. user/all-MiniLM-L6-v2-lean"})
+    data_repo: str | None = field(default=None, metadata={
+        "help": "dataset repository for --push, e.g. user/lean-premises"})
+
+
+def register(sub) -> None:
     p = sub.add_parser(
-        "export", help="write a server bundle (model, ONNX, premises.tar.gz, embeddings) and optionally push it",
+        "export", dataclass_types=[ExportFlags, DataConfig, BundleFlags],
+        help="write a server bundle (model, ONNX, premises.tar.gz, embeddings) and optionally push it",
         description="Write a bundle: the model (sentence-transformers + ONNX), premises.tar.gz, "
                     "embeddings/<model>-<revision>.npy and manifest.json. With --push, publish the model "
                     "and the data to branch <revision> of --model_repo and --data_repo.",
     )
-    p.add_argument("--model", default=None,
-                   help="SentenceTransformer dir or hub id (omit with --push to publish an existing --out bundle)")
-    p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
-    add_data_args(p)
-    p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
-                   help="also export the model to ONNX under model/onnx/ (default: on)")
-    p.add_argument("--int8", action="store_true", help="also write an int8 dynamically quantised ONNX model")
-    p.add_argument("--corpus_embeddings", type=Path, default=None,
-                   help=".npy of pre-computed corpus embeddings (corpus order) to reuse instead of encoding")
-    p.add_argument("--reuse", type=Path, nargs="+", default=[], metavar="OLD_BUNDLE",
-                   help="older bundles: copy their rows where the same model (by content identity) embedded "
-                        "the same text, embed only the others; a bundle of another model reuses nothing")
-    p.add_argument("--hybrid", type=Path, default=None, metavar="FUSION_JSON",
-                   help="fusion.json from `retrieve --hybrid` or `fuse`: put it and the BM25 index / MePo "
-                        "symbol table it needs into the bundle, so `serve` fuses dense and lexical rankings")
-    p.add_argument("--model_name", default=None, help="MODEL_NAME in the embeddings file name (default: model dir name)")
-    p.add_argument("--revision", default=None,
-                   help="branch/file-name revision (default: the data dir's revision file, made ref-safe)")
-    p.add_argument("--batch_size", type=int, default=64, help="encoding batch size")
-    p.add_argument("--chunk_size", type=int, default=4096, help="premises per resumable embedding chunk")
-    p.add_argument("--device", default=None, help="torch device for encoding (default: cuda if available)")
-    p.add_argument("--push", action="store_true", help="publish to the Hugging Face Hub after writing")
-    p.add_argument("--model_repo", default=None, help="model repository for --push, e.g. user/all-MiniLM-L6-v2-lean")
-    p.add_argument("--data_repo", default=None, help="dataset repository for --push, e.g. user/lean-premises")
     p.set_defaults(func=run)
 
 
@@ -59,35 +76,35 @@ def missing_model_dir(model: str) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from leanpremise.bundle.layout import BundleError
-    from leanpremise.data.config import data_config_from_args
     from leanpremise.data.errors import DataLayoutError
     from leanpremise.export.corpus_embeddings import EmbeddingShapeError
     from leanpremise.export.exporter import ModelDirError
     from leanpremise.export.publish import PublishError
     from leanpremise.json_files import FileFormatError
 
-    if args.push and not (args.model_repo and args.data_repo):
+    target, data, flags = from_args(args, ExportFlags, DataConfig, BundleFlags)
+    if flags.push and not (flags.model_repo and flags.data_repo):
         logger.error("--push needs both --model_repo and --data_repo")
         return 2
-    if args.model is None and not args.push:
+    if target.model is None and not flags.push:
         logger.error("--model is required (only `--push` of an existing bundle may omit it)")
         return 2
-    if args.reuse and args.corpus_embeddings is not None:
+    if flags.reuse and flags.corpus_embeddings is not None:
         logger.error("--reuse and --corpus_embeddings exclude each other (both say where the rows come from)")
         return 2
-    if args.model is not None and (why := missing_model_dir(args.model)):
+    if target.model is not None and (why := missing_model_dir(target.model)):
         raise FileNotFoundError(why)  # printed as one line by the top-level CLI
     try:
-        if args.model is not None:
+        if target.model is not None:
             from leanpremise.export.exporter import ExportConfig, export_bundle
 
-            cfg = ExportConfig(model=args.model, out=args.out, data=data_config_from_args(args), onnx=args.onnx,
-                               int8=args.int8, corpus_embeddings=args.corpus_embeddings,
-                               model_name=args.model_name, batch_size=args.batch_size,
-                               chunk_size=args.chunk_size, device=args.device,
-                               revision=args.revision, reuse=list(args.reuse), hybrid=args.hybrid)
+            cfg = ExportConfig(model=target.model, out=target.out, data=data, onnx=flags.onnx,
+                               int8=flags.int8, corpus_embeddings=flags.corpus_embeddings,
+                               model_name=flags.model_name, batch_size=flags.batch_size,
+                               chunk_size=flags.chunk_size, device=flags.device, revision=flags.revision,
+                               reuse=list(flags.reuse), fusion=flags.fusion)
             manifest = export_bundle(cfg)
-            summary = {"bundle": str(args.out), "model_name": manifest.model_name,
+            summary = {"bundle": str(target.out), "model_name": manifest.model_name,
                        "revision": manifest.revision, "premises": manifest.premise_count,
                        "dimension": manifest.dimension}
             if manifest.hybrid is not None:
@@ -95,10 +112,10 @@ def run(args: argparse.Namespace) -> int:
             if manifest.reuse is not None:
                 summary |= {"reused": manifest.reuse.reused, "embedded": manifest.reuse.embedded}
             print(json.dumps(summary))
-        if args.push:
+        if flags.push:
             from leanpremise.export.publish import publish_bundle
 
-            urls = publish_bundle(args.out, args.model_repo, args.data_repo)
+            urls = publish_bundle(target.out, flags.model_repo, flags.data_repo)
             print(json.dumps({"pushed": urls}))
     except (PublishError, BundleError, EmbeddingShapeError, DataLayoutError, FileNotFoundError, FileFormatError,
             ModelDirError) as e:

@@ -68,7 +68,7 @@ class ExportConfig:
     """Branch / file-name revision; default: the data's `revision` file made ref-safe."""
     reuse: list[Path] = field(default_factory=list)
     """Older bundles whose rows are copied where this model already embedded the same text."""
-    hybrid: Path | None = None
+    fusion: Path | None = None
     """A fusion.json (`retrieve --hybrid` / `fuse`): put it and its lexical rankers into the bundle."""
 
 
@@ -101,7 +101,7 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
 
     t0 = time.perf_counter()
     out = Path(cfg.out).resolve()
-    fusion = check_fusion_file(cfg.hybrid) if cfg.hybrid is not None else None  # a bad file fails at once
+    fusion = check_fusion_file(cfg.fusion) if cfg.fusion is not None else None  # a bad file fails at once
     dataset = load_dataset(cfg.data) if fusion is not None and uses_usage(fusion) else None  # usage counts
     corpus = dataset.corpus if dataset is not None else load_corpus(cfg.data)
     if not len(corpus):

@@ -1,63 +1,85 @@
 """`leanpremise serve BUNDLE [BUNDLE ...]` (or `--from_hub DATA_REPO@REV MODEL_REPO@REV`): run the premise
 server; several bundles (or a directory of them) are served side by side, each at /<tag>/.
 
-Every flag but `--from_hub` is generated from a field of `ServeConfig` (serve/settings.py), so its name,
-type, default, environment variable and help are written once, there.
+Every flag but `--from_hub` is a field of a dataclass made from `ServeConfig` (serve/settings.py) and
+turned into flags by HfArgumentParser, so its name, type, default, environment variable and help are
+written once, there.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import types
 import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from leanpremise.cli import Switch
 from leanpremise.serve.settings import ServeConfig
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass
+class HubFlags:
+    # argparse types each of the two values: text.
+    from_hub: str | None = field(default=None, metadata={
+        "nargs": 2, "metavar": ("DATA_REPO@REVISION", "MODEL_REPO@REVISION"),
+        "help": "download premises.tar.gz + embeddings and the model from the Hub "
+                "[env DATA_REPO, DATA_REVISION, MODEL_ID, MODEL_REVISION]"})
+
+
 def register(sub) -> None:
     p = sub.add_parser(
-        "serve", help="run the premise server Lean's Cloud.premiseSelector calls",
+        "serve", dataclass_types=[HubFlags, setting_flags(ServeConfig)],
+        help="run the premise server Lean's Cloud.premiseSelector calls",
         description="Serve /indexed-premises, /indexed-modules, /max-new-premises and /retrieve (plus /health, "
                     "/metrics) from a bundle written by `leanpremise export`, or from the Hub. Every option "
                     "can also come from its environment variable (the original server's names) or a .env file "
                     "in the working directory; flags override the environment, which overrides .env.",
     )
-    p.add_argument("--from_hub", nargs=2, metavar=("DATA_REPO@REVISION", "MODEL_REPO@REVISION"), default=None,
-                   help="download premises.tar.gz + embeddings and the model from the Hub "
-                        "[env DATA_REPO, DATA_REVISION, MODEL_ID, MODEL_REVISION]")
-    add_setting_flags(p, ServeConfig)
+    bundle = ServeConfig.model_fields["bundle"]
+    # The bundle positional takes several bundles: the first is BUNDLE_DIR, the rest BUNDLE_DIRS.
+    p.add_argument("bundle", nargs="*", default=None, metavar="BUNDLE", help=_help(bundle))
     p.set_defaults(func=run)
 
 
-def add_setting_flags(parser: argparse.ArgumentParser, model: type[ServeConfig]) -> None:
-    """One flag per field of `model` (a positional argument where its flag has no leading dash). Values
-    stay text: the model parses them, so a flag and its environment variable are checked alike."""
-    for name, field in model.model_fields.items():
-        extra = field.json_schema_extra
-        if not extra["cli"]:
-            continue
+def setting_flags(model: type[ServeConfig]) -> type:
+    """A dataclass with one field per flag of `model`'s settings, named after the flag, its dest the
+    setting. Every field defaults to None, so a flag not given leaves the setting to the environment and
+    .env; values stay text, for the model to parse, so a flag and its environment variable are checked
+    alike. A bool setting's flag is a bare switch that turns its default over (`--no_verify`)."""
+    fields = []
+    for name, info in model.model_fields.items():
+        extra = info.json_schema_extra
         flag = extra["flag"] or f"--{name}"
-        kind = _base_type(field.annotation)
-        shown = "" if field.default is None else f"; default {field.default}"
-        text = f"{field.description} [env {extra['env']}{shown}]".replace("%", "%%")
+        if not extra["cli"] or not flag.startswith("--"):
+            continue
+        kind = _base_type(info.annotation)
+        meta = {"dest": name, "aliases": extra["old_flags"], "help": _help(info)}
         if kind is bool:
-            # A switch that turns the default off (`--no_verify`) or on.
-            text = (f"turn {'off' if field.default else 'on'}: {field.description} [env {extra['env']}=true|false; "
-                    f"default {'on' if field.default else 'off'}]").replace("%", "%%")
-            flags = [flag] + ([flag.replace("_", "-")] if flag.startswith("--no_") else [])  # --no-hybrid too
-            parser.add_argument(*flags, dest=name, action="store_const", const=not field.default, default=None,
-                                help=text)
-        elif not flag.startswith("-"):
-            # The bundle positional takes several bundles: the first is BUNDLE_DIR, the rest BUNDLE_DIRS.
-            parser.add_argument(name, nargs="*", default=None, metavar=flag.upper(), help=text)
+            meta |= {"action": Switch, "const": not info.default}
         elif typing.get_origin(kind) is list:
-            parser.add_argument(flag, dest=name, action="append", default=None, metavar="TEXT", help=text)
+            meta |= {"action": "append", "metavar": "TEXT"}
         else:
-            parser.add_argument(flag, dest=name, default=None, metavar=_metavar(kind), help=text)
+            meta |= {"metavar": _metavar(kind)}
+        kind = bool | None if kind is bool else str | None
+        fields.append((flag.removeprefix("--"), kind, field(default=None, metadata=meta)))
+    return dataclasses.make_dataclass("ServeFlags", fields)
+
+
+def _help(info) -> str:
+    """The help line of a setting: what it does, its environment variable(s) and default."""
+    extra = info.json_schema_extra
+    env = " or ".join([extra["env"], *extra["old_env"]])
+    if _base_type(info.annotation) is bool:
+        text = (f"turn {'off' if info.default else 'on'}: {info.description} [env {env}=true|false; "
+                f"default {'on' if info.default else 'off'}]")
+    else:
+        text = f"{info.description} [env {env}{'' if info.default is None else f'; default {info.default}'}]"
+    return text.replace("%", "%%")
 
 
 def _base_type(annotation):

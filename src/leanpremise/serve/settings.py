@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -33,11 +33,15 @@ class ConfigError(ValueError):
     """A setting with a bad value, or a combination of settings that cannot serve; one line."""
 
 
-def setting(default, env: str, help: str, *, flag: str | None = None, cli: bool = True, **constraints):
+def setting(default, env: str, help: str, *, flag: str | None = None, cli: bool = True,
+            old_env: tuple[str, ...] = (), old_flags: tuple[str, ...] = (), **constraints):
     """A field of :class:`ServeConfig`: default, environment variable `env`, help text; `flag` spells its
-    command-line flag when that is not `--<field name>`, `cli=False` leaves it without one."""
-    return Field(default, validation_alias=env, description=help,
-                 json_schema_extra={"env": env, "flag": flag, "cli": cli}, **constraints)
+    command-line flag when that is not `--<field name>`, `cli=False` leaves it without one. `old_env` and
+    `old_flags` are earlier names still read (the settings record `env` and `flag` as the names)."""
+    alias = AliasChoices(env, *old_env) if old_env else env
+    return Field(default, validation_alias=alias, description=help,
+                 json_schema_extra={"env": env, "flag": flag, "cli": cli, "old_env": list(old_env),
+                                    "old_flags": list(old_flags)}, **constraints)
 
 
 class ServeConfig(BaseSettings):
@@ -141,9 +145,10 @@ class ServeConfig(BaseSettings):
                                                             "least recently used evicted first", ge=1)
     cache_max_bytes: int = setting(256 * 2**20, "CACHE_MAX_BYTES", "bytes the cached embeddings (and their "
                                    "hashed keys) may take; least recently used evicted first", ge=1)
-    # ---- hybrid ranking (a bundle written with `export --hybrid`) -----------------------------------
-    hybrid: bool = setting(True, "HYBRID", "fuse the dense ranking with the bundle's lexical rankers (BM25, "
-                           "MePo) where the bundle has a fusion; off: dense only", flag="--no_hybrid")
+    # ---- fused ranking (a bundle written with `export --fusion`) ------------------------------------
+    fusion: bool = setting(True, "FUSION", "fuse the dense ranking with the bundle's lexical rankers (BM25, "
+                           "MePo) where the bundle has a fusion; off: dense only", flag="--no_fusion",
+                           old_env=("HYBRID",), old_flags=("--no_hybrid", "--no-hybrid"))
     lexical_threads: int = setting(2, "LEXICAL_THREADS", "threads running the lexical rankers of hybrid "
                                    "requests (one request's states run in one thread)", ge=1, le=64)
     # ---- the persistent embedding cache (docs/decisions.md: why on by default, why LMDB) -------------
@@ -273,7 +278,8 @@ def describe(error: ValidationError) -> str:
         key = str(err["loc"][0]) if err["loc"] else ""
         field = by_env.get(key.lower(), key)
         if field in ServeConfig.model_fields:
-            where = f"{env_name(field)} ({flag_name(field)})"
+            names = [env_name(field), *ServeConfig.model_fields[field].json_schema_extra["old_env"]]
+            where = f"{' or '.join(names)} ({flag_name(field)})"
             parts.append(f"{where}: {err['msg']} (got {err['input']!r})")
         else:
             parts.append(err["msg"].removeprefix("Value error, "))

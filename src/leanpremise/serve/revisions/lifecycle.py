@@ -162,7 +162,7 @@ class ServerState:
             bundle = load_from_hub(cfg.data_repo, cfg.data_revision, cfg.model_id, cfg.model_revision, cfg.data_dir,
                                    verify=cfg.verify, fast=cfg.fast_verify)
             spec = BundleSpec(path=None, manifest=bundle.manifest, tag=derived_tag(bundle.manifest))
-        if bundle.manifest.hybrid and cfg.hybrid:
+        if bundle.manifest.hybrid and cfg.fusion:
             if bundle.root is None:
                 logger.warning("%s: a hybrid bundle from the Hub is served dense only (the lexical files are "
                                "read from bundle dirs)", spec.tag)
