@@ -14,6 +14,7 @@ import logging
 import time
 
 import orjson
+from starlette.requests import ClientDisconnect
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +113,10 @@ class RequestGuard:
             logger.info("%s: request body not received within %gs: answered 408", path, cfg.body_timeout_s)
             await respond_unless_started(send, sent, 408, f"request body not received within "
                                          f"{cfg.body_timeout_s:g} s (BODY_TIMEOUT_S)")
-        except (ClientGone, OSError) as e:
+        except (ClientGone, ClientDisconnect, OSError) as e:
+            # ClientDisconnect: Starlette's, when it reads the disconnect our reader did not see
             return self._client_closed(path, reader, e)
-        except Exception as e:  # last resort: one request fails, the server stays up
-            if _is_disconnect(e):
-                return self._client_closed(path, reader, e)
+        except Exception:  # last resort: one request fails, the server stays up
             logger.exception("unhandled error on %s", path)
             await respond_unless_started(send, sent, 500, "internal error")
         finally:
@@ -128,11 +128,6 @@ class RequestGuard:
         logger.info("%s: client went away after %d body bytes (%s)", path, reader.received,
                     type(error).__name__)
         return CLIENT_CLOSED
-
-
-def _is_disconnect(error: BaseException) -> bool:
-    """Starlette's ClientDisconnect, raised when it reads the disconnect our reader did not see."""
-    return type(error).__name__ == "ClientDisconnect"
 
 
 def content_length(scope) -> int | None:
