@@ -72,17 +72,17 @@ def test_overload_gives_503_with_retry_after_and_the_server_recovers(bundle, cac
 
 def test_health_is_503_until_loaded(bundle, cache_dir):
     from leanpremise.serve.http.app import create_app
-    from leanpremise.serve.revisions.lifecycle import ServerState
+    from leanpremise.serve.revisions.lifecycle import Server
 
     gate = threading.Event()
 
-    class SlowState(ServerState):
+    class SlowServer(Server):
         def load(self):
             assert gate.wait(60)
             return super().load()
 
     cfg = make_config(bundle, cache_dir)
-    srv = ThreadServer(create_app(cfg, preloaded=SlowState(cfg))).start(wait_ready=False)
+    srv = ThreadServer(create_app(cfg, preloaded=SlowServer(cfg))).start(wait_ready=False)
     try:
         h = httpx.get(f"{srv.url}/health")
         assert h.status_code == 503 and h.json()["status"] == "loading"
@@ -155,9 +155,8 @@ def test_tei_backend_matches_brute_force_and_survives_tei_going_away(bundle, cac
         assert tei_app.state.calls  # embedded over HTTP
         model = load_model(tiny_model_dir, "cpu")
         manifest = Manifest.read(bundle)
-        corpus = load_corpus(DataConfig(data_dir=Path(httpx.get(f"{srv.url}/health").json() and
-                                                       srv.server.config.app.state.server.bundle.premises_dir),
-                                        cache_dir=cache_dir))
+        served = srv.server.config.app.state.server.table.default_revision
+        corpus = load_corpus(DataConfig(data_dir=served.bundle.premises_dir, cache_dir=cache_dir))
         q, m = encode_texts(model, [state, new[0]["decl"]])
         expected = brute_force(corpus, np.load(bundle / manifest.embeddings), q, 6, imported=["Mathlib.Logic.Basic"],
                                local=[], new=[("mine", m)])

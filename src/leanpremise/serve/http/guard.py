@@ -64,17 +64,17 @@ class BodyReader:
 
 
 class RequestGuard:
-    """ASGI middleware over the app; reads its limits from the server state's config on each request."""
+    """ASGI middleware over the app; reads its limits from the server's config on each request."""
 
-    def __init__(self, app, state, routes: frozenset[str]):
+    def __init__(self, app, server, routes: frozenset[str]):
         """`routes`: the paths counted under their own label in /metrics; any other is `other`."""
-        self.app, self.state, self.routes = app, state, routes
+        self.app, self.server, self.routes = app, server, routes
         self.active = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        cfg, metrics = self.state.config, self.state.metrics
+        cfg, metrics = self.server.config, self.server.metrics
         path = scope.get("path", "")
         route = path if path in self.routes else "other"
         t0 = time.perf_counter()

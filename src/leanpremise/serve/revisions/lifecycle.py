@@ -1,9 +1,9 @@
-"""The server's revisions and their lifecycle: what a request reads once the app has routed it.
+"""The server's revisions and their lifecycle: load, activate, swap, retire, close, reload, SIGHUP.
 
-`ServerState` is the one state of an app: settings, metrics, and the `RevisionTable` of the bundles
-served. It loads them (`start`, off the event loop), makes each servable (`activate`: its model's
-embedding service, its search worker), swaps a new table in on reload (SIGHUP or /admin/reload), and
-closes a retired revision once its last request is done. `RevisionRouter`, the app's outermost
+`Server` is the one server of an app: settings, metrics, and the `RevisionTable` of the bundles served. It
+loads them (`start`, off the event loop), makes each servable (`activate`: its model's embedding service,
+its search worker), swaps a new table in on reload (SIGHUP or /admin/reload), and closes a retired
+revision once its last request is done. `RevisionRouter` (serve/http/router.py), the app's outermost
 middleware, picks the revision a request addresses and holds it while the request runs.
 """
 
@@ -32,7 +32,7 @@ class Revision:
     """One bundle served at /<tag>/ (and at / when it is the default): what the Lean routes read. Its
     embedding service is shared with every revision of the same model; its rows live in that model's pool."""
 
-    def __init__(self, spec, server: ServerState, bundle, index, shared: SharedEmbedder, load_seconds: float):
+    def __init__(self, spec, server: Server, bundle, index, shared: SharedEmbedder, load_seconds: float):
         self.spec, self.tag, self.server = spec, spec.tag, server
         self.config = server.config
         self.candidate_mask_pool = server.candidate_mask_pool
@@ -77,19 +77,21 @@ class RevisionTable:
     def __init__(self, revisions: dict[str, Revision], default: str | None):
         self.revisions, self.default = revisions, default
 
+    @property
+    def default_revision(self) -> Revision | None:
+        return self.revisions.get(self.default)
+
     def pick(self, path: str) -> tuple[Revision | None, str]:
         """(the revision a request path addresses, the path without its tag)."""
         first, _, rest = path.lstrip("/").partition("/")
         rev = self.revisions.get(first)
         if rev is not None:
             return rev, "/" + rest
-        return self.revisions.get(self.default), path
+        return self.default_revision, path
 
 
-class ServerState:
-    """The server: settings, metrics, the table of revisions; `ready` flips once the first table exists.
-
-    The attributes of one revision (`index`, `service`, `bundle`, ...) read the default revision's."""
+class Server:
+    """The server: settings, metrics, the table of revisions; `ready` flips once the first table exists."""
 
     def __init__(self, config: ServeConfig):
         self.config = config
@@ -110,24 +112,6 @@ class ServerState:
         self.search_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
         self._reload_lock: asyncio.Lock | None = None
         self._search_threads: int | None = None
-
-    # ---- the default revision, as the single-bundle server had it ----------------------------------
-
-    @property
-    def default(self) -> Revision | None:
-        return self.table.revisions.get(self.table.default)
-
-    def _of_default(name: str):  # a property factory, used in the class body only
-        return property(lambda self: getattr(self.default, name, None))
-
-    index = _of_default("index")
-    service = _of_default("service")
-    bundle = _of_default("bundle")
-    searcher = _of_default("searcher")
-    indexed_premises_json = _of_default("indexed_premises_json")
-    indexed_modules_json = _of_default("indexed_modules_json")
-    load_seconds = _of_default("load_seconds")
-    max_text_chars = _of_default("max_text_chars")
 
     # ---- loading ---------------------------------------------------------------------------------
 
@@ -217,9 +201,9 @@ class ServerState:
         for tag, rev in old.revisions.items():
             if revisions.get(tag) is not rev:
                 self.retire(rev)
-        metrics = self.metrics
-        metrics.indexed.set(self.index.size)
-        metrics.load_seconds.set(self.load_seconds)
+        served = revisions[default]  # the gauges describe the revision / answers
+        self.metrics.indexed.set(served.index.size)
+        self.metrics.load_seconds.set(served.load_seconds)
         return old
 
     def retire(self, rev: Revision) -> None:
@@ -320,14 +304,14 @@ class ReloadFailed(Exception):
     """A reload could not read the bundle list or load a bundle; the revisions served stay as they were."""
 
 
-def watch_sighup(state: ServerState) -> bool:
+def watch_sighup(server: Server) -> bool:
     """SIGHUP reloads the bundle list (the event loop must run in the main thread, as under the CLI; a
     server run in a thread, as in tests, has no signal handler and reloads by its admin route)."""
     if not hasattr(signal, "SIGHUP"):
         return False
 
     def on_hup():
-        task = asyncio.ensure_future(state.reload())
+        task = asyncio.ensure_future(server.reload())
         task.add_done_callback(_log_reload)
 
     try:
@@ -340,8 +324,3 @@ def watch_sighup(state: ServerState) -> bool:
 def _log_reload(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("reload failed, still serving the revisions loaded before: %s", task.exception())
-
-
-# ---- thread pools ---------------------------------------------------------------------------------
-
-
