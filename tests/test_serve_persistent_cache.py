@@ -132,18 +132,28 @@ def test_cache_settings_place_it_and_turn_it_off(tmp_path, monkeypatch):
     assert args.embedding_cache_on is False and args.embedding_cache_max_bytes == "1048576"
 
 
-def test_one_lmdb_store_per_process_and_directory(tmp_path):
+def test_a_server_opens_its_store_once_for_all_its_models_and_closes_it_when_it_stops(tmp_path):
+    """LMDB forbids opening one environment twice in a process: the server opens its location once, its
+    models share it under their own keys, and it is closed when the server stops (so a server started
+    after it in the same process can open it)."""
+    import asyncio
+    from types import SimpleNamespace
+
     import numpy as np
 
-    from leanpremise.serve.embedding.store import open_embedding_store
+    from leanpremise.serve.embedding.store import LmdbEmbeddingStore, open_server_store
+    from leanpremise.serve.revisions.lifecycle import Server
 
-    a, b = open_embedding_store(tmp_path / "s"), open_embedding_store(tmp_path / "s")
-    assert a.shared is b.shared  # LMDB must not open one environment twice in a process
-    a.bind("m").put_many(["t"], np.ones((1, 4), np.float32))
-    a.close()
-    a.close()  # closing a handle twice releases it once: b's store stays open
-    assert b.bind("m").get_many(["t"]).keys() == {"t"}
-    b.close()
-    c = open_embedding_store(tmp_path / "s")
-    assert c.shared is not b.shared and c.bind("m").get_many(["t"]).keys() == {"t"}
-    c.close()
+    server = Server(service_config(bundle=tmp_path / "b", embedding_cache=tmp_path / "s"))
+    embedder = SimpleNamespace(name="torch", dim=4)
+    a, b = (SimpleNamespace(manifest=SimpleNamespace(model_identity=f"model-{m}"), model_dir=None) for m in "ab")
+    (store_a, key_a), (store_b, key_b) = (open_server_store(server.config, bundle, embedder, server.stores)
+                                          for bundle in (a, b))
+    assert store_a is store_b and list(server.stores) == [str(tmp_path / "s")]
+    assert store_a.put_many(key_a, ["t"], np.ones((1, 4), np.float32)) == 1
+    assert store_b.get_many(key_b, ["t"]) == {}  # another model's vectors are not this one's
+    asyncio.run(server.stop())
+    assert server.stores == {}
+    again = LmdbEmbeddingStore(tmp_path / "s")  # would be refused had the server left it open
+    assert again.get_many(key_a, ["t"]).keys() == {"t"}
+    again.close()

@@ -481,7 +481,7 @@ def test_cached_requests_overtake_a_bulk_embedding():
             bulks = [asyncio.create_task(bulk(j)) for j in range(4)]
             assert await asyncio.to_thread(emb.running.wait, 30)  # the first bulk chunk is being embedded
             lights = asyncio.create_task(light())
-            while not svc._urgent:  # the light request is queued behind it
+            while not svc.lanes._urgent:  # the light request is queued behind it
                 await asyncio.sleep(0)
             emb.release.set()
             await asyncio.wait_for(asyncio.gather(*bulks, lights), 30)

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from leanpremise.model.backends import EmbeddingFailed
-from leanpremise.serve.embedding.service import Overloaded
+from leanpremise.serve.embedding.lanes import Overloaded
 from leanpremise.serve.http.guard import RequestGuard
 from leanpremise.serve.http.router import REVISION_KEY, RevisionRouter
 from leanpremise.serve.http.schemas import LimitExceeded
@@ -117,7 +117,7 @@ async def health(request: Request):
     rev = request.scope.get(REVISION_KEY)
     if server.ready and rev is not None:
         return {"status": "ok", "premises": rev.index.size, "modules": len(rev.index.indexed_modules),
-                "backend": rev.service.embedder.name, "embed_workers": len(rev.service.embedders),
+                "backend": rev.service.lanes.embedder.name, "embed_workers": len(rev.service.lanes.embedders),
                 "load_seconds": round(rev.load_seconds, 2), "revision": rev.bundle.manifest.revision,
                 "tag": rev.tag, "hybrid": rev.fused.describe() if rev.fused is not None else None,
                 "hybrid_in_bundle": bool(rev.bundle.manifest.hybrid)}

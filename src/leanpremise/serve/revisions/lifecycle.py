@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import orjson
 
 from leanpremise.serve.embedding.service import EmbeddingService
-from leanpremise.serve.embedding.store import open_server_store
+from leanpremise.serve.embedding.store import EmbeddingStore, open_server_store
 from leanpremise.serve.http.schemas import request_model
 from leanpremise.serve.prometheus import Metrics
 from leanpremise.serve.runtime import limit_blas_threads, limit_torch_threads, release_free_memory, text_bound
@@ -102,6 +102,9 @@ class Server:
         self.table = RevisionTable({}, None)
         self.embedders: dict[str, SharedEmbedder] = {}
         self.pools: dict[str, object] = {}
+        self.stores: dict[str, EmbeddingStore] = {}
+        """The persistent embedding stores open, by location: each opened once (LMDB forbids opening one
+        environment twice in a process), shared by every model's service, closed when the server stops."""
         self.strings: dict[str, str] = {}
         """Names, kinds and modules of every loaded corpus, each distinct string once (see
         Corpus.for_serving)."""
@@ -185,10 +188,11 @@ class Server:
         search worker started."""
         spec, bundle, index, shared, seconds = loaded
         if shared.service is None:
-            store = await asyncio.get_running_loop().run_in_executor(None, open_server_store, self.config, bundle,
-                                                                     shared.embedders[0])
+            opened = await asyncio.get_running_loop().run_in_executor(
+                None, open_server_store, self.config, bundle, shared.embedders[0], self.stores)
+            store, key = opened or (None, "")
             shared.service = EmbeddingService(shared.embedders, self.config, metrics=self.metrics,
-                                              background=shared.background, store=store)
+                                              background=shared.background, store=store, store_key=key)
             await shared.service.start()
         shared.users += 1
         rev = Revision(spec, self, bundle, index, shared, seconds)
@@ -294,7 +298,10 @@ class Server:
             await rev.searcher.stop()
         for shared in list(self.embedders.values()):
             if shared.service is not None:
-                await shared.service.stop()
+                await shared.service.stop()  # flushes its store writes: the stores close after
+        for store in self.stores.values():
+            store.close()
+        self.stores.clear()
         self.candidate_mask_pool.shutdown(wait=False, cancel_futures=True)
         self.lexical_pool.shutdown(wait=False, cancel_futures=True)
         self.search_executor.shutdown(wait=False, cancel_futures=True)
