@@ -1,16 +1,17 @@
-"""The FastAPI app (module imported only when serving: it imports FastAPI): the four routes Lean calls, plus /health and /metrics.
+"""The FastAPI app (module imported only when serving: it imports FastAPI): the four routes Lean calls,
+plus /health, /metrics, /revisions and /admin/reload.
 
 The bundle and model load in a background thread after the socket is open,
 so /health can say 503 ("loading") and then 200; the Lean routes answer 503
 with Retry-After until then. Search runs in a thread pool (faiss releases the
-GIL), embedding in the embedding service's worker, so the event loop stays
+GIL), embedding in the embedding service's workers, so the event loop stays
 free to accept requests and to batch them.
 
 A request's path: `RevisionRouter` (serve/http/router.py: picks the revision `/<tag>/...` addresses)
 -> `RequestGuard` (serve/http/guard.py: concurrency bound, body size and time limits, metrics,
-last-resort 500) -> its route below, which reads that revision (serve/revisions/lifecycle.py) and the
-one `Server` of the app -> the exception handlers, which turn `NotReady`, `Overloaded`, `EmbeddingFailed`, `LimitExceeded` and
-validation errors into their status codes.
+last-resort 500) -> its route below, which reads that revision and the one `Server` of the app
+(serve/revisions/lifecycle.py) -> the exception handlers, which turn `NotReady`, `Overloaded`,
+`EmbeddingFailed`, `LimitExceeded` and validation errors into their status codes.
 """
 
 from __future__ import annotations
