@@ -11,24 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serve_helpers import ThreadServer, build_data_dir, metric, redis_server, service_config
+from serve_helpers import ThreadServer, metric, redis_server, service_config
 
 EMBEDDED = "leanpremise_embedded_texts_total"
 STORE_HITS = "leanpremise_embedding_store_hits_total"
 WRITTEN = "leanpremise_embedding_store_written_total"
 N_NEW = 12
-
-
-@pytest.fixture(scope="module")
-def bundle(tiny_model_dir, cache_dir, tmp_path_factory) -> Path:
-    from leanpremise.data import DataConfig
-    from leanpremise.export.exporter import ExportConfig, export_bundle
-
-    data_dir = build_data_dir(tmp_path_factory.mktemp("pcache-data") / "data")
-    out = tmp_path_factory.mktemp("pcache-bundle") / "bundle"
-    export_bundle(ExportConfig(model=str(tiny_model_dir), out=out, data=DataConfig(data_dir=data_dir,
-                               cache_dir=cache_dir), progress=False))
-    return out
 
 
 def body(tag: str) -> dict:
@@ -59,39 +47,39 @@ def retrieve(url: str, request: dict) -> bytes:
     return r.content
 
 
-def test_a_restarted_server_answers_from_the_persistent_cache(bundle, cache_dir, tmp_path):
+def test_a_restarted_server_answers_from_the_persistent_cache(serve_bundle, cache_dir, tmp_path):
     request = body("restart")
-    with serving(bundle, cache_dir, embedding_cache=tmp_path / "emb") as url:
+    with serving(serve_bundle, cache_dir, embedding_cache=tmp_path / "emb") as url:
         first = retrieve(url, request)
         assert metric(url, EMBEDDED) == N_NEW + 1 and metric(url, STORE_HITS) == 0
-    with serving(bundle, cache_dir, embedding_cache=tmp_path / "emb") as url:  # a fresh app: an empty LRU
+    with serving(serve_bundle, cache_dir, embedding_cache=tmp_path / "emb") as url:  # a fresh app: an empty LRU
         again = retrieve(url, request)
         assert metric(url, EMBEDDED) == 0  # neither the state nor a new premise was embedded again
         assert metric(url, STORE_HITS) == N_NEW + 1
     assert again == first  # bit for bit: the stored float32 rows are the embedded ones
 
 
-def test_a_garbage_cache_dir_is_set_aside_and_the_server_serves(bundle, cache_dir, tmp_path, caplog):
+def test_a_garbage_cache_dir_is_set_aside_and_the_server_serves(serve_bundle, cache_dir, tmp_path, caplog):
     where = tmp_path / "emb"
     where.mkdir()
     (where / "data.mdb").write_bytes(b"not an LMDB file at all " * 400)
-    with caplog.at_level(logging.WARNING), serving(bundle, cache_dir, embedding_cache=where) as url:
+    with caplog.at_level(logging.WARNING), serving(serve_bundle, cache_dir, embedding_cache=where) as url:
         retrieve(url, body("garbage"))
         assert metric(url, EMBEDDED) == N_NEW + 1
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("emb.corrupt-")]
     assert len(aside) == 1 and (aside[0] / "data.mdb").read_bytes().startswith(b"not an LMDB")
     assert any("set aside" in r.getMessage() for r in caplog.records)
-    with serving(bundle, cache_dir, embedding_cache=where) as url:  # the fresh store kept what was embedded
+    with serving(serve_bundle, cache_dir, embedding_cache=where) as url:  # the fresh store kept what was embedded
         retrieve(url, body("garbage"))
         assert metric(url, EMBEDDED) == 0
 
 
-def test_replicas_share_embeddings_through_redis(bundle, cache_dir, tmp_path):
+def test_replicas_share_embeddings_through_redis(serve_bundle, cache_dir, tmp_path):
     request = body("replica")
     data_dir = tmp_path / "data"
     with (redis_server(tmp_path) as (redis_url, _),
-          serving(bundle, data_dir, embedding_cache_url=redis_url) as a,
-          serving(bundle, data_dir, embedding_cache_url=redis_url) as b):
+          serving(serve_bundle, data_dir, embedding_cache_url=redis_url) as a,
+          serving(serve_bundle, data_dir, embedding_cache_url=redis_url) as b):
         first = retrieve(a, request)
         assert metric(a, EMBEDDED) == N_NEW + 1
         deadline = time.monotonic() + 20

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from serve_helpers import ThreadServer, build_data_dir, service_config
+from serve_helpers import ThreadServer, build_data_dir, export_for_tests, service_config
 
 # ---- tags and the default, from manifests --------------------------------------------------------
 
@@ -142,16 +142,11 @@ def data_variant(root: Path, lean: str, extra: int = 0) -> Path:
 
 @pytest.fixture(scope="module")
 def bundles(tiny_model_dir, cache_dir, tmp_path_factory) -> dict[str, Path]:
-    from leanpremise.data import DataConfig
-    from leanpremise.export.exporter import ExportConfig, export_bundle
-
     root = tmp_path_factory.mktemp("revisions")
     out = {}
     for name, lean, extra in [("a", "v4.97.0", 0), ("b", "v4.98.0", 2), ("a2", "v4.97.0", 5), ("c", "v4.99.0", 1)]:
         data = data_variant(root / f"data-{name}", lean, extra)
-        out[name] = root / f"bundle-{name}"
-        export_bundle(ExportConfig(model=str(tiny_model_dir), out=out[name],
-                                   data=DataConfig(data_dir=data, cache_dir=cache_dir), onnx=False, progress=False))
+        out[name] = export_for_tests(tiny_model_dir, root / f"bundle-{name}", data, cache_dir)
     return out
 
 
