@@ -9,9 +9,9 @@ free to accept requests and to batch them.
 
 A request's path: `RevisionRouter` (serve/http/router.py: picks the revision `/<tag>/...` addresses)
 -> `RequestGuard` (serve/http/guard.py: concurrency bound, body size and time limits, metrics,
-last-resort 500) -> its route below, which reads that revision and the one `Server` of the app
-(serve/revisions/lifecycle.py) -> the exception handlers, which turn `NotReady`, `Overloaded`,
-`EmbeddingFailed`, `LimitExceeded` and validation errors into their status codes.
+last-resort 500) -> its route below, which reads that revision (serve/revisions/table.py) and the one
+`Server` of the app (serve/revisions/lifecycle.py) -> the exception handlers, which turn `NotReady`,
+`Overloaded`, `EmbeddingFailed`, `LimitExceeded` and validation errors into their status codes.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from leanpremise.serve.embedding.lanes import Overloaded
 from leanpremise.serve.http.guard import RequestGuard
 from leanpremise.serve.http.router import REVISION_KEY, RevisionRouter
 from leanpremise.serve.http.schemas import LimitExceeded
-from leanpremise.serve.revisions.lifecycle import ReloadFailed, Revision, Server, watch_sighup
+from leanpremise.serve.revisions.lifecycle import ReloadFailed, Server, watch_sighup
+from leanpremise.serve.revisions.table import Revision
 from leanpremise.serve.search import answer as retrieve_request
 from leanpremise.serve.settings import ServeConfig
 

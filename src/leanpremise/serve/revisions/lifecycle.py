@@ -1,10 +1,11 @@
-"""The server's revisions and their lifecycle: load, activate, swap, retire, close, reload, SIGHUP.
+"""The revisions' lifecycle: load, activate, swap, retire, close, reload, SIGHUP.
 
-`Server` is the one server of an app: settings, metrics, and the `RevisionTable` of the bundles served. It
-loads them (`start`, off the event loop), makes each servable (`activate`: its model's embedding service,
-its search worker), swaps a new table in on reload (SIGHUP or /admin/reload), and closes a retired
-revision once its last request is done. `RevisionRouter` (serve/http/router.py), the app's outermost
-middleware, picks the revision a request addresses and holds it while the request runs.
+`Server` is the one server of an app: settings, metrics, and the `RevisionTable` of the bundles served
+(serve/revisions/table.py). It loads them (`start`, off the event loop), makes each servable (`activate`:
+its model's embedding service, its search worker), swaps a new table in on reload (SIGHUP or
+/admin/reload), and closes a retired revision once its last request is done. `RevisionRouter`
+(serve/http/router.py), the app's outermost middleware, picks the revision a request addresses and holds
+it while the request runs.
 """
 
 from __future__ import annotations
@@ -15,79 +16,15 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import orjson
-
 from leanpremise.serve.embedding.service import EmbeddingService
 from leanpremise.serve.embedding.store import EmbeddingStore, open_server_store
 from leanpremise.serve.http.schemas import request_model
 from leanpremise.serve.prometheus import Metrics
+from leanpremise.serve.revisions.table import Revision, RevisionTable, SharedEmbedder
 from leanpremise.serve.runtime import limit_blas_threads, limit_torch_threads, release_free_memory, text_bound
-from leanpremise.serve.search.batcher import SearchBatcher
 from leanpremise.serve.settings import ServeConfig
 
 logger = logging.getLogger(__name__)
-
-
-class Revision:
-    """One bundle served at /<tag>/ (and at / when it is the default): what the Lean routes read. Its
-    embedding service is shared with every revision of the same model; its rows live in that model's pool."""
-
-    def __init__(self, spec, server: Server, bundle, index, shared: SharedEmbedder, load_seconds: float):
-        self.spec, self.tag, self.server = spec, spec.tag, server
-        self.config = server.config
-        self.candidate_mask_pool = server.candidate_mask_pool
-        self.lexical_pool = server.lexical_pool
-        self.fused = bundle.fused
-        self.bundle, self.index, self.shared = bundle, index, shared
-        self.service: EmbeddingService = shared.service
-        self.max_text_chars = shared.max_text_chars
-        self.indexed_premises_json = orjson.dumps(index.indexed_premises)
-        self.indexed_modules_json = orjson.dumps(index.indexed_modules)
-        self.load_seconds = load_seconds
-        self.searcher = SearchBatcher(index, server.search_executor, server.config.max_queries_per_search,
-                                      server.metrics)
-        self.active = 0
-        """Requests using this revision now; a retired revision is closed when it reaches 0."""
-        self.retired = False
-        self.closed = False
-
-    def describe(self, default: bool) -> dict:
-        m = self.bundle.manifest
-        return {"tag": self.tag, "revision": m.data_revision or m.revision, "premises": self.index.size,
-                "modules": len(self.index.indexed_modules), "model": m.model_name,
-                "model_identity": self.shared.key, "bundle": str(self.spec.path) if self.spec.path else None,
-                "default": default, "state": "retiring" if self.retired else "loaded",
-                "rows_shared": int(getattr(self.index.searcher, "reused", 0))}
-
-
-class SharedEmbedder:
-    """The embedding service (workers and cache) of one model identity, and the revisions using it."""
-
-    def __init__(self, key: str, embedders, background, max_text_chars: int):
-        self.key, self.embedders, self.background = key, embedders, background
-        self.max_text_chars = max_text_chars
-        self.service: EmbeddingService | None = None
-        self.users = 0
-
-
-class RevisionTable:
-    """The revisions served, swapped whole on reload (one attribute assignment, so a request sees the old
-    table or the new one, never a mixture)."""
-
-    def __init__(self, revisions: dict[str, Revision], default: str | None):
-        self.revisions, self.default = revisions, default
-
-    @property
-    def default_revision(self) -> Revision | None:
-        return self.revisions.get(self.default)
-
-    def pick(self, path: str) -> tuple[Revision | None, str]:
-        """(the revision a request path addresses, the path without its tag)."""
-        first, _, rest = path.lstrip("/").partition("/")
-        rev = self.revisions.get(first)
-        if rev is not None:
-            return rev, "/" + rest
-        return self.default_revision, path
 
 
 class Server:
