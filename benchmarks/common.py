@@ -1,4 +1,5 @@
-"""Helpers the benchmarks share: locating and unpacking the shared datasets, writing results."""
+"""Helpers the benchmarks share: locating and unpacking the shared datasets, writing results, starting a
+premise server."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -53,6 +55,46 @@ def unpacked(name: str) -> Path:
     (tmp / name).rename(target)
     tmp.rmdir()
     return target
+
+
+class ServerProcess:
+    """`leanpremise serve BUNDLE...` in a process of its own, as the serve benchmarks run it: on loopback at
+    `port`, its server cache (unpacked premises, parse cache) in `cache` (LEANPREMISE_CACHE_DIR and
+    --data_dir), the embedding backend and row dtype given (EMBED_BACKEND, DTYPE), `extra` flags after; the
+    rest of its settings from this process's environment."""
+
+    def __init__(self, bundles: Path | list[Path], port: int, cache: Path, backend: str, dtype: str,
+                 extra: tuple[str, ...] = ()):
+        bundles = [bundles] if isinstance(bundles, (str, Path)) else list(bundles)
+        env = {**os.environ, "LEANPREMISE_CACHE_DIR": str(cache), "EMBED_BACKEND": backend, "DTYPE": dtype}
+        self.url = f"http://127.0.0.1:{port}"
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-m", "leanpremise", "serve", *map(str, bundles), "--port",
+                                      str(port), "--data_dir", str(cache), *extra], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait_ready(self, timeout: float = 600) -> float:
+        """Seconds from the start until /health answers 200 (the default revision is loaded)."""
+        import httpx
+
+        while time.perf_counter() - self.t0 < timeout:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return time.perf_counter() - self.t0
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise SystemExit("server did not become healthy")
+
+    def stop(self) -> None:
+        """A graceful stop (the persistent embedding cache's queued writes are flushed), then a kill after 30 s."""
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 def save_json(path: Path, payload: dict) -> Path:

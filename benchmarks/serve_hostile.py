@@ -26,11 +26,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from common import write_result
+from common import ServerProcess, write_result
 from serve_load import (
     DATA_NAME,
     Client,
-    Server,
     add_data_args,
     bundles_dir,
     ensure_bundle,
@@ -72,7 +71,7 @@ def one_run(args, corpus, mathlib, cache: Path, hostile: bool) -> dict:
 
     # each run gets its own persistent embedding cache: the second must not find the first one's vectors
     os.environ["EMBEDDING_CACHE_DIR"] = str(cache / ("embeddings-attacked" if hostile else "embeddings-calm"))
-    server = Server(args.bundle, args.port, cache, args.backend, "float32")
+    server = ServerProcess(args.bundle, args.port, cache, args.backend, "float32")
     try:
         server.wait_ready()
         time.sleep(2)

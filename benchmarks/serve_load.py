@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -50,7 +49,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import bench_cache, unpacked, write_result
+from common import ServerProcess, bench_cache, unpacked, write_result
 
 DATA_NAME = "mathlib-src"
 """The shared dataset the serve benchmarks use (unpacked once into the bench cache)."""
@@ -126,37 +125,6 @@ def mathlib_modules(corpus) -> np.ndarray:
     """Ids of the Mathlib modules that declare premises: the files a simulated user edits."""
     mathlib = np.flatnonzero([m.startswith("Mathlib.") for m in corpus.modules])
     return mathlib[(corpus.module_end[mathlib] - corpus.module_start[mathlib]) > 0]
-
-
-class Server:
-    def __init__(self, bundle: Path, port: int, cache: Path, backend: str, dtype: str, extra: tuple[str, ...] = ()):
-        env = {**os.environ, "LEANPREMISE_CACHE_DIR": str(cache), "EMBED_BACKEND": backend, "DTYPE": dtype}
-        self.url = f"http://127.0.0.1:{port}"
-        self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "leanpremise", "serve", str(bundle), "--port", str(port),
-                                      "--data_dir", str(cache), *extra], env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-
-    def wait_ready(self, timeout: float = 600) -> float:
-        import httpx
-
-        while time.perf_counter() - self.t0 < timeout:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return time.perf_counter() - self.t0
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise SystemExit("server did not become healthy")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 class Client:
@@ -287,7 +255,7 @@ def first_request(args, cache: Path, store: Path, payload: bytes) -> dict:
     `payload` once it is healthy, stop it; the latency, the answer and the texts the server embedded."""
     import httpx
 
-    server = Server(args.bundle, args.port, cache, args.backend, args.dtype, ("--embedding_cache", str(store)))
+    server = ServerProcess(args.bundle, args.port, cache, args.backend, args.dtype, ("--embedding_cache", str(store)))
     try:
         startup = server.wait_ready()
         t0 = time.perf_counter()
@@ -388,10 +356,10 @@ def main() -> None:
     try:
         startup_cold = None
         if args.cache_dir is None:
-            cold = Server(args.bundle, args.port, cache, args.backend, args.dtype, fresh_store)
+            cold = ServerProcess(args.bundle, args.port, cache, args.backend, args.dtype, fresh_store)
             startup_cold = round(cold.wait_ready(), 1)
             cold.stop()
-        server = Server(args.bundle, args.port, cache, args.backend, args.dtype, fresh_store)
+        server = ServerProcess(args.bundle, args.port, cache, args.backend, args.dtype, fresh_store)
         startup_warm = server.wait_ready()
         import httpx
 

@@ -15,8 +15,6 @@ benchmarks/results/serve_revisions.json.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import bench_cache, write_result
+from common import ServerProcess, bench_cache, write_result
 
 
 def next_bundle(prev: Path, out: Path, seed: int, cache: Path) -> Path:
@@ -76,36 +74,18 @@ def serve_rss(bundles: list[Path], cache: Path, backend: str, dtype: str, port: 
     """Start a server on `bundles`, wait until every revision is healthy, and read its memory."""
     import httpx
 
-    env = {**os.environ, "LEANPREMISE_CACHE_DIR": str(cache), "EMBED_BACKEND": backend, "DTYPE": dtype}
-    proc = subprocess.Popen([sys.executable, "-m", "leanpremise", "serve", *map(str, bundles), "--port", str(port),
-                             "--data_dir", str(cache), "--fast_verify"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    t0 = time.perf_counter()
+    server = ServerProcess(bundles, port, cache, backend, dtype, ("--fast_verify",))
     try:
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited with {proc.returncode}")
-            if time.perf_counter() - t0 > 1800:
-                raise SystemExit("server did not become healthy")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        revisions = httpx.get(f"{url}/revisions", timeout=10).json()
+        server.wait_ready(timeout=1800)
+        revisions = httpx.get(f"{server.url}/revisions", timeout=10).json()
         for r in revisions:
-            assert httpx.get(f"{url}/{r['tag']}/health", timeout=10).status_code == 200
-        return {"bundles": len(bundles), "rss_bytes": vm(proc.pid, "VmRSS"), "peak_bytes": vm(proc.pid, "VmHWM"),
-                "load_seconds": round(time.perf_counter() - t0, 1),
+            assert httpx.get(f"{server.url}/{r['tag']}/health", timeout=10).status_code == 200
+        pid = server.proc.pid
+        return {"bundles": len(bundles), "rss_bytes": vm(pid, "VmRSS"), "peak_bytes": vm(pid, "VmHWM"),
+                "load_seconds": round(time.perf_counter() - server.t0, 1),
                 "revisions": [{k: r.get(k) for k in ("tag", "premises", "rows_shared")} for r in revisions]}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.stop()
 
 
 def main() -> None:

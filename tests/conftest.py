@@ -1,4 +1,5 @@
-"""Shared fixtures: the shipped sample, hand-written data dirs, and tiny models built from a config."""
+"""Shared fixtures: the shipped sample, hand-written data dirs, tiny models built from a config, and the bundle
+the serve tests serve."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +61,24 @@ def build_tiny_model(out_dir: Path, hidden: int = 32, layers: int = 2, pooling: 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def serve_data_dir(tmp_path_factory) -> Path:
+    """The serve tests' hand-made data dir (serve_helpers.build_data_dir); read only."""
+    from serve_helpers import build_data_dir
+
+    return build_data_dir(tmp_path_factory.mktemp("serve-data") / "data")
+
+
+@pytest.fixture(scope="session")
+def serve_bundle(serve_data_dir, tiny_model_dir, cache_dir, tmp_path_factory) -> Path:
+    """The tiny model's bundle of `serve_data_dir`, with its ONNX model, exported once for every serve test
+    (which copy it before changing anything)."""
+    from serve_helpers import export_for_tests
+
+    return export_for_tests(tiny_model_dir, tmp_path_factory.mktemp("serve-bundle") / "bundle", serve_data_dir,
+                            cache_dir, onnx=True)
 
 
 def write_jsonl(path: Path, rows: list) -> None:

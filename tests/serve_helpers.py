@@ -1,10 +1,13 @@
-"""Shared by the export and serve tests: a hand-made data dir, a server on loopback, a brute-force ranker."""
+"""Shared by the export and serve tests: a hand-made data dir and its bundle, a server on loopback (in a thread
+or a process), a brute-force ranker."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -60,6 +63,17 @@ def build_data_dir(root: Path) -> Path:
                          revision="v4.99.0")
 
 
+def export_for_tests(model_dir: Path, out: Path, data_dir: Path | None, cache_dir: Path, **options) -> Path:
+    """`leanpremise export` of `model_dir` over `data_dir` (None: the shipped sample) into `out`, quietly and
+    without ONNX unless `onnx=True`; `options`: other ExportConfig fields."""
+    from leanpremise.data import DataConfig
+    from leanpremise.export.exporter import ExportConfig, export_bundle
+
+    export_bundle(ExportConfig(model=str(model_dir), out=out, data=DataConfig(data_dir=data_dir, cache_dir=cache_dir),
+                               **{"onnx": False, "progress": False, **options}))
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -106,6 +120,27 @@ def wait_healthy(url: str, timeout: float = 120) -> dict:
             last = repr(e)
         time.sleep(0.1)
     raise AssertionError(f"server at {url} never became healthy: {last}")
+
+
+@contextmanager
+def serve_process(bundle: Path, env: dict[str, str], log: Path):
+    """`leanpremise serve BUNDLE` in a process of its own on a free loopback port, `env` over this process's
+    environment, its output in `log`; yields (url, process) once healthy, and stops it after."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "leanpremise", "serve", str(bundle), "--port", str(port)],
+                                env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_healthy(url, timeout=120)
+            yield url, proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def brute_force(corpus, emb: np.ndarray, state_vec: np.ndarray, k: int, imported=None, local=None,

@@ -33,6 +33,6 @@ def test_the_contracts_name_the_rule():
 def test_imports_follow_the_floor_plan():
     if not Path(lint_imports()[0]).exists() and shutil.which("lint-imports") is None:
         pytest.fail("lint-imports not installed (it is in the [test] extra)")
-    result = subprocess.run(lint_imports() + ["--no-cache"], cwd=REPO, capture_output=True, text=True,
+    result = subprocess.run(lint_imports() + ["--no-cache"], check=False, cwd=REPO, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -291,7 +291,7 @@ def test_an_urgent_request_is_never_left_waiting_for_a_background_worker_to_wake
         try:
             await asyncio.wait_for(svc.embed(["s0"], []), 5)  # the urgent workers re-queue as waiters...
             await asyncio.wait_for(svc.embed(["b"], [f"p{i}" for i in range(12)]), 5)  # ...behind the background
-            while svc._bulk_busy:  # the background worker is back to waiting, ahead of the urgent ones
+            while svc.lanes._bulk_busy:  # the background worker is back to waiting, ahead of the urgent ones
                 await asyncio.sleep(0)
             for i in range(3):
                 await asyncio.wait_for(svc.embed([f"s{i + 1}"], []), 5)

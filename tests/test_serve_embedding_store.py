@@ -27,11 +27,11 @@ import sys, numpy as np
 from leanpremise.serve.embedding.store import open_embedding_store
 where, model, mode, npy = sys.argv[1:5]
 texts = [f"theorem t{i} : {i} = {i}" for i in range(50)]
-store = open_embedding_store(where).bind(model, dim=32)
+store = open_embedding_store(where)
 if mode == "put":
-    assert store.put_many(texts, np.load(npy)) == len(texts)
+    assert store.put_many(model, texts, np.load(npy)) == len(texts)
 else:
-    hits = store.get_many(texts + ["never stored"])
+    hits = store.get_many(model, texts + ["never stored"], dim=32)
     np.save(npy, np.stack([hits[t] for t in texts]) if len(hits) == len(texts) else np.zeros((len(hits), 32)))
 """
 
@@ -59,9 +59,8 @@ def test_corrupt_store_is_set_aside(tmp_path, caplog):
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("store.corrupt-")]
     assert len(aside) == 1 and (aside[0] / "data.mdb").read_bytes().startswith(b"this is not")
     assert any("set aside" in r.getMessage() for r in caplog.records)
-    bound = store.bind(MODEL)
-    assert bound.put_many(["a"], np.ones((1, 4), np.float32)) == 1
-    assert np.array_equal(bound.get_many(["a"])["a"], np.ones(4, np.float32))
+    assert store.put_many(MODEL, ["a"], np.ones((1, 4), np.float32)) == 1
+    assert np.array_equal(store.get_many(MODEL, ["a"])["a"], np.ones(4, np.float32))
 
 
 def test_foreign_lmdb_is_set_aside(tmp_path):
@@ -103,6 +102,21 @@ def test_size_bound_evicts_oldest(tmp_path):
     assert LmdbEmbeddingStore(tmp_path / "s", max_bytes=max_bytes).stats()["entries"] == entries  # persisted
 
 
+def test_a_directory_open_in_this_process_is_neither_opened_twice_nor_set_aside(tmp_path, caplog):
+    """py-lmdb refuses a second open of an environment in one process (another server's, in tests): that
+    store runs without it, and the directory, which is fine, stays where it is."""
+    first = LmdbEmbeddingStore(tmp_path / "s", max_bytes=1 << 20)
+    first.put_many(MODEL, ["a"], np.ones((1, 4), np.float32))
+    with caplog.at_level(logging.WARNING):
+        second = LmdbEmbeddingStore(tmp_path / "s", max_bytes=1 << 20)
+    assert second.get_many(MODEL, ["a"]) == {} and second.put_many(MODEL, ["b"], np.ones((1, 4), np.float32)) == 0
+    assert any("running without it" in r.getMessage() for r in caplog.records)
+    assert [p.name for p in tmp_path.iterdir()] == ["s"]  # nothing set aside
+    assert first.get_many(MODEL, ["a"]).keys() == {"a"}
+    second.close()
+    first.close()
+
+
 @pytest.fixture
 def redis_url(tmp_path):
     with redis_server(tmp_path) as started:
@@ -116,9 +130,10 @@ def test_redis_shared_between_processes(redis_url, tmp_path):
     _child(url, MODEL, "put", tmp_path / "in.npy")
     _child(url, MODEL, "get", tmp_path / "out.npy")
     assert np.array_equal(np.load(tmp_path / "out.npy"), vectors)
-    here = open_embedding_store(url).bind(MODEL, dim=32)
-    assert isinstance(here.store, RedisEmbeddingStore)
-    assert np.array_equal(here.get_many(["theorem t7 : 7 = 7"])["theorem t7 : 7 = 7"], vectors[7])
+    here = open_embedding_store(url)
+    assert isinstance(here, RedisEmbeddingStore)
+    assert np.array_equal(here.get_many(MODEL, ["theorem t7 : 7 = 7"], dim=32)["theorem t7 : 7 = 7"], vectors[7])
+    here.close()
 
 
 def test_stopped_redis_degrades_to_misses(redis_url, caplog):

@@ -4,10 +4,6 @@ cut of long texts before tokenising, and the embedding cache's bounds."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
@@ -15,15 +11,7 @@ import numpy as np
 import pytest
 
 from hostile_requests import HOSTILE_ENV, cases, send_case
-from serve_helpers import (
-    ThreadServer,
-    assert_same_ranking,
-    brute_force,
-    build_data_dir,
-    free_port,
-    service_config,
-    wait_healthy,
-)
+from serve_helpers import ThreadServer, assert_same_ranking, brute_force, serve_process, service_config
 
 RSS_GROWTH_BOUND = 400 * 2**20
 """The server's RSS may grow by at most this much over its RSS after warm-up, across the whole corpus:
@@ -36,40 +24,14 @@ FIXED = {"state": "a b : ℕ\n⊢ a + b = b + a", "k": 8, "new_premises": [{"nam
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    return build_data_dir(tmp_path_factory.mktemp("hostile-data") / "data")
-
-
-@pytest.fixture(scope="module")
-def bundle(data_dir, tiny_model_dir, cache_dir, tmp_path_factory) -> Path:
-    from leanpremise.data import DataConfig
-    from leanpremise.export.exporter import ExportConfig, export_bundle
-
-    out = tmp_path_factory.mktemp("hostile") / "bundle"
-    export_bundle(ExportConfig(model=str(tiny_model_dir), out=out, data=DataConfig(data_dir=data_dir,
-                               cache_dir=cache_dir), onnx=False, progress=False))
-    return out
-
-
-@pytest.fixture(scope="module")
-def server(bundle, cache_dir):
-    """`leanpremise serve` in its own process, default limits, short time limits; (url, process)."""
-    port = free_port()
-    env = {**os.environ, **HOSTILE_ENV, "EMBED_BACKEND": "torch", "LEANPREMISE_CACHE_DIR": str(cache_dir)}
-    proc = subprocess.Popen([sys.executable, "-m", "leanpremise", "serve", str(bundle), "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, timeout=120)
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            _, err = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-        assert "Traceback" not in err, err[-3000:]
+def server(serve_bundle, cache_dir, tmp_path_factory):
+    """`leanpremise serve` in its own process, default limits, short time limits; (url, process). It must
+    not log a traceback, whatever the corpus sends."""
+    log = tmp_path_factory.mktemp("hostile-server") / "server.log"
+    env = {**HOSTILE_ENV, "EMBED_BACKEND": "torch", "LEANPREMISE_CACHE_DIR": str(cache_dir)}
+    with serve_process(serve_bundle, env, log) as started:
+        yield started
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
 
 
 def test_hostile_corpus_gets_its_status_codes_quickly_within_bounded_memory(server):
@@ -111,7 +73,7 @@ def test_limits_are_422_naming_the_field_and_the_limit(server):
     assert r.status_code == 422 and "MAX_RESULTS" in r.json()["message"] and "16384" in r.json()["message"]
 
 
-def test_a_state_cut_before_tokenising_gets_the_answer_of_the_whole_state(server, bundle, data_dir,
+def test_a_state_cut_before_tokenising_gets_the_answer_of_the_whole_state(server, serve_bundle, serve_data_dir,
                                                                           tiny_model_dir, cache_dir):
     """The tiny model keeps 128 tokens; the server cuts texts to 128 x CHARS_PER_TOKEN characters first.
     A 30,000-character state must rank as its uncut embedding does (while a much shorter cut would not:
@@ -128,13 +90,13 @@ def test_a_state_cut_before_tokenising_gets_the_answer_of_the_whole_state(server
     model = load_model(tiny_model_dir, "cpu")
     full, short = encode_texts(model, [state, state[:128]])
     assert not np.allclose(full, short, atol=1e-3)
-    corpus = load_corpus(DataConfig(data_dir=data_dir, cache_dir=cache_dir))
-    emb = np.load(bundle / json.loads((bundle / "manifest.json").read_text())["embeddings"])
+    corpus = load_corpus(DataConfig(data_dir=serve_data_dir, cache_dir=cache_dir))
+    emb = np.load(serve_bundle / json.loads((serve_bundle / "manifest.json").read_text())["embeddings"])
     got = httpx.post(f"{url}/retrieve", json={"state": state, "k": 10}, timeout=30).json()
     assert_same_ranking(got, brute_force(corpus, emb, full, 10), atol=1e-5)
 
 
-def test_schemathesis_fuzzing_never_gets_a_500_and_the_answers_stay_the_same(bundle, cache_dir):
+def test_schemathesis_fuzzing_never_gets_a_500_and_the_answers_stay_the_same(serve_bundle, cache_dir):
     """Requests generated from the app's own published schema (valid and invalid ones), against the app
     served in-process with /docs off: 200, 4xx or 503, never 500; a fixed query answers the same after."""
     import schemathesis
@@ -142,7 +104,7 @@ def test_schemathesis_fuzzing_never_gets_a_500_and_the_answers_stay_the_same(bun
 
     from leanpremise.serve.http.app import create_app
 
-    cfg = service_config(bundle=bundle, data_dir=cache_dir, backend="torch", max_k=16)
+    cfg = service_config(bundle=serve_bundle, data_dir=cache_dir, backend="torch", max_k=16)
     app = create_app(cfg)
     assert "/retrieve" in app.openapi()["paths"]
     schema = schemathesis.openapi.from_dict(app.openapi())
@@ -173,13 +135,13 @@ def test_schemathesis_fuzzing_never_gets_a_500_and_the_answers_stay_the_same(bun
         srv.stop()
 
 
-def test_docs_are_served_only_with_docs_on(bundle, cache_dir):
+def test_docs_are_served_only_with_docs_on(serve_bundle, cache_dir):
     from starlette.testclient import TestClient
 
     from leanpremise.serve.http.app import create_app
 
     for docs, status in [(False, 404), (True, 200)]:
-        app = create_app(service_config(bundle=bundle, data_dir=cache_dir, docs=docs))
+        app = create_app(service_config(bundle=serve_bundle, data_dir=cache_dir, docs=docs))
         client = TestClient(app)  # no `with`: the bundle is not loaded, the schema routes need nothing
         for path in ("/docs", "/redoc", "/openapi.json"):
             assert client.get(path).status_code == status, (path, docs)

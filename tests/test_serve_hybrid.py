@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from serve_helpers import ThreadServer, service_config
+from serve_helpers import ThreadServer, export_for_tests, service_config
 
 K = 16
 STATES = 12
@@ -22,9 +22,7 @@ RANKERS = ["bm25", "mepo", "usage"]
 def setup(sample_dataset, tiny_model_dir, cache_dir, tmp_path_factory):
     """`retrieve --hybrid` on the sample's test split, and two bundles: one with the tuned fusion, one with
     a hand-written four-way RRF (so the served fusion really mixes rankers whatever the tuning picks)."""
-    from leanpremise.data import DataConfig
     from leanpremise.eval.hybrid import Rankers, hybrid_retrieve
-    from leanpremise.export.exporter import ExportConfig, export_bundle
     from leanpremise.model.encoder import encode_texts, load_model
 
     root = tmp_path_factory.mktemp("hybrid")
@@ -36,12 +34,9 @@ def setup(sample_dataset, tiny_model_dir, cache_dir, tmp_path_factory):
     rrf = {"method": "rrf", "rankers": ["tiny", *RANKERS],
            "weights": {"tiny": 0.3, "bm25": 0.25, "mepo": 0.2, "usage": 0.25}, "params": {"k": 60}, "k": K}
     (root / "rrf.json").write_text(json.dumps(rrf))
-    data = DataConfig(cache_dir=cache_dir)  # the shipped sample, as sample_dataset loads it
-    bundles = {}
-    for name, fusion in (("tuned", root / "rp" / "fusion.json"), ("rrf", root / "rrf.json")):
-        bundles[name] = root / f"bundle-{name}"
-        export_bundle(ExportConfig(model=str(tiny_model_dir), out=bundles[name], data=data, onnx=False,
-                                   progress=False, fusion=fusion, corpus_embeddings=root / "corpus.npy"))
+    bundles = {name: export_for_tests(tiny_model_dir, root / f"bundle-{name}", None, cache_dir, fusion=fusion,
+                                      corpus_embeddings=root / "corpus.npy")  # the shipped sample's corpus
+               for name, fusion in (("tuned", root / "rp" / "fusion.json"), ("rrf", root / "rrf.json"))}
     return {"root": root, "ds": ds, "rankers": Rankers(model, ds, RANKERS, corpus_emb), "model_dir": tiny_model_dir,
             "bundles": bundles, "rrf": rrf}
 
@@ -169,17 +164,12 @@ def test_a_new_premise_ranks_as_the_indexed_premise_of_the_same_text(setup, rrf_
 def test_a_fusion_named_as_fuse_names_files_serves_the_same(setup, rrf_server, cache_dir, tmp_path):
     """`fuse` names rankers by their files (`mepo-p0.6-c2.4`, the dense model's file name): exported, that
     fusion runs MePo with those settings and the model as the dense ranker, ranking as the canonical one."""
-    from leanpremise.data import DataConfig
-    from leanpremise.export.exporter import ExportConfig, export_bundle
-
     rename = {"tiny": "tiny-model-file", "mepo": "mepo-p0.6-c2.4"}
     spec = dict(setup["rrf"], rankers=[rename.get(n, n) for n in setup["rrf"]["rankers"]],
                 weights={rename.get(n, n): w for n, w in setup["rrf"]["weights"].items()})
     (tmp_path / "fused.json").write_text(json.dumps(spec))
-    bundle = tmp_path / "bundle"
-    export_bundle(ExportConfig(model=str(setup["model_dir"]), out=bundle, data=DataConfig(cache_dir=cache_dir),
-                               onnx=False, progress=False, fusion=tmp_path / "fused.json",
-                               corpus_embeddings=setup["root"] / "corpus.npy"))
+    bundle = export_for_tests(setup["model_dir"], tmp_path / "bundle", None, cache_dir, fusion=tmp_path / "fused.json",
+                              corpus_embeddings=setup["root"] / "corpus.npy")
     srv = serve(bundle, cache_dir)
     try:
         health = httpx.get(f"{srv.url}/health").json()

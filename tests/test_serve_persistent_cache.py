@@ -11,24 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serve_helpers import ThreadServer, build_data_dir, metric, redis_server, service_config
+from serve_helpers import ThreadServer, metric, redis_server, service_config
 
 EMBEDDED = "leanpremise_embedded_texts_total"
 STORE_HITS = "leanpremise_embedding_store_hits_total"
 WRITTEN = "leanpremise_embedding_store_written_total"
 N_NEW = 12
-
-
-@pytest.fixture(scope="module")
-def bundle(tiny_model_dir, cache_dir, tmp_path_factory) -> Path:
-    from leanpremise.data import DataConfig
-    from leanpremise.export.exporter import ExportConfig, export_bundle
-
-    data_dir = build_data_dir(tmp_path_factory.mktemp("pcache-data") / "data")
-    out = tmp_path_factory.mktemp("pcache-bundle") / "bundle"
-    export_bundle(ExportConfig(model=str(tiny_model_dir), out=out, data=DataConfig(data_dir=data_dir,
-                               cache_dir=cache_dir), progress=False))
-    return out
 
 
 def body(tag: str) -> dict:
@@ -59,39 +47,39 @@ def retrieve(url: str, request: dict) -> bytes:
     return r.content
 
 
-def test_a_restarted_server_answers_from_the_persistent_cache(bundle, cache_dir, tmp_path):
+def test_a_restarted_server_answers_from_the_persistent_cache(serve_bundle, cache_dir, tmp_path):
     request = body("restart")
-    with serving(bundle, cache_dir, embedding_cache=tmp_path / "emb") as url:
+    with serving(serve_bundle, cache_dir, embedding_cache=tmp_path / "emb") as url:
         first = retrieve(url, request)
         assert metric(url, EMBEDDED) == N_NEW + 1 and metric(url, STORE_HITS) == 0
-    with serving(bundle, cache_dir, embedding_cache=tmp_path / "emb") as url:  # a fresh app: an empty LRU
+    with serving(serve_bundle, cache_dir, embedding_cache=tmp_path / "emb") as url:  # a fresh app: an empty LRU
         again = retrieve(url, request)
         assert metric(url, EMBEDDED) == 0  # neither the state nor a new premise was embedded again
         assert metric(url, STORE_HITS) == N_NEW + 1
     assert again == first  # bit for bit: the stored float32 rows are the embedded ones
 
 
-def test_a_garbage_cache_dir_is_set_aside_and_the_server_serves(bundle, cache_dir, tmp_path, caplog):
+def test_a_garbage_cache_dir_is_set_aside_and_the_server_serves(serve_bundle, cache_dir, tmp_path, caplog):
     where = tmp_path / "emb"
     where.mkdir()
     (where / "data.mdb").write_bytes(b"not an LMDB file at all " * 400)
-    with caplog.at_level(logging.WARNING), serving(bundle, cache_dir, embedding_cache=where) as url:
+    with caplog.at_level(logging.WARNING), serving(serve_bundle, cache_dir, embedding_cache=where) as url:
         retrieve(url, body("garbage"))
         assert metric(url, EMBEDDED) == N_NEW + 1
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("emb.corrupt-")]
     assert len(aside) == 1 and (aside[0] / "data.mdb").read_bytes().startswith(b"not an LMDB")
     assert any("set aside" in r.getMessage() for r in caplog.records)
-    with serving(bundle, cache_dir, embedding_cache=where) as url:  # the fresh store kept what was embedded
+    with serving(serve_bundle, cache_dir, embedding_cache=where) as url:  # the fresh store kept what was embedded
         retrieve(url, body("garbage"))
         assert metric(url, EMBEDDED) == 0
 
 
-def test_replicas_share_embeddings_through_redis(bundle, cache_dir, tmp_path):
+def test_replicas_share_embeddings_through_redis(serve_bundle, cache_dir, tmp_path):
     request = body("replica")
     data_dir = tmp_path / "data"
     with (redis_server(tmp_path) as (redis_url, _),
-          serving(bundle, data_dir, embedding_cache_url=redis_url) as a,
-          serving(bundle, data_dir, embedding_cache_url=redis_url) as b):
+          serving(serve_bundle, data_dir, embedding_cache_url=redis_url) as a,
+          serving(serve_bundle, data_dir, embedding_cache_url=redis_url) as b):
         first = retrieve(a, request)
         assert metric(a, EMBEDDED) == N_NEW + 1
         deadline = time.monotonic() + 20
@@ -132,18 +120,28 @@ def test_cache_settings_place_it_and_turn_it_off(tmp_path, monkeypatch):
     assert args.embedding_cache_on is False and args.embedding_cache_max_bytes == "1048576"
 
 
-def test_one_lmdb_store_per_process_and_directory(tmp_path):
+def test_a_server_opens_its_store_once_for_all_its_models_and_closes_it_when_it_stops(tmp_path):
+    """LMDB forbids opening one environment twice in a process: the server opens its location once, its
+    models share it under their own keys, and it is closed when the server stops (so a server started
+    after it in the same process can open it)."""
+    import asyncio
+    from types import SimpleNamespace
+
     import numpy as np
 
-    from leanpremise.serve.embedding.store import open_embedding_store
+    from leanpremise.serve.embedding.store import LmdbEmbeddingStore, open_server_store
+    from leanpremise.serve.revisions.lifecycle import Server
 
-    a, b = open_embedding_store(tmp_path / "s"), open_embedding_store(tmp_path / "s")
-    assert a.shared is b.shared  # LMDB must not open one environment twice in a process
-    a.bind("m").put_many(["t"], np.ones((1, 4), np.float32))
-    a.close()
-    a.close()  # closing a handle twice releases it once: b's store stays open
-    assert b.bind("m").get_many(["t"]).keys() == {"t"}
-    b.close()
-    c = open_embedding_store(tmp_path / "s")
-    assert c.shared is not b.shared and c.bind("m").get_many(["t"]).keys() == {"t"}
-    c.close()
+    server = Server(service_config(bundle=tmp_path / "b", embedding_cache=tmp_path / "s"))
+    embedder = SimpleNamespace(name="torch", dim=4)
+    a, b = (SimpleNamespace(manifest=SimpleNamespace(model_identity=f"model-{m}"), model_dir=None) for m in "ab")
+    (store_a, key_a), (store_b, key_b) = (open_server_store(server.config, bundle, embedder, server.stores)
+                                          for bundle in (a, b))
+    assert store_a is store_b and list(server.stores) == [str(tmp_path / "s")]
+    assert store_a.put_many(key_a, ["t"], np.ones((1, 4), np.float32)) == 1
+    assert store_b.get_many(key_b, ["t"]) == {}  # another model's vectors are not this one's
+    asyncio.run(server.stop())
+    assert server.stores == {}
+    again = LmdbEmbeddingStore(tmp_path / "s")  # would be refused had the server left it open
+    assert again.get_many(key_a, ["t"]).keys() == {"t"}
+    again.close()

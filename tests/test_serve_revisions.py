@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from serve_helpers import ThreadServer, build_data_dir, service_config
+from serve_helpers import ThreadServer, build_data_dir, export_for_tests, service_config
 
 # ---- tags and the default, from manifests --------------------------------------------------------
 
@@ -141,16 +141,11 @@ def data_variant(root: Path, lean: str, extra: int = 0) -> Path:
 
 @pytest.fixture(scope="module")
 def bundles(tiny_model_dir, cache_dir, tmp_path_factory) -> dict[str, Path]:
-    from leanpremise.data import DataConfig
-    from leanpremise.export.exporter import ExportConfig, export_bundle
-
     root = tmp_path_factory.mktemp("revisions")
     out = {}
     for name, lean, extra in [("a", "v4.97.0", 0), ("b", "v4.98.0", 2), ("a2", "v4.97.0", 5), ("c", "v4.99.0", 1)]:
         data = data_variant(root / f"data-{name}", lean, extra)
-        out[name] = root / f"bundle-{name}"
-        export_bundle(ExportConfig(model=str(tiny_model_dir), out=out[name],
-                                   data=DataConfig(data_dir=data, cache_dir=cache_dir), onnx=False, progress=False))
+        out[name] = export_for_tests(tiny_model_dir, root / f"bundle-{name}", data, cache_dir)
     return out
 
 
@@ -199,14 +194,14 @@ def test_each_revision_at_its_tag_default_at_root_one_embedder(bundles, cache_di
         got_b = httpx.post(f"{srv.url}/v4.98.0/retrieve", json=query).json()
         assert {r["name"] for r in got_b} - {r["name"] for r in got_a} == {"Lattice.new0", "Lattice.new1"}
         assert not {r["name"] for r in got_a} & {"Lattice.new0", "Lattice.new1"}
-        state = app.state.server
-        assert len(state.embedders) == 1  # one model, one embedding service for both revisions
-        service = next(iter(state.embedders.values())).service
+        server = app.state.server
+        assert len(server.embedders) == 1  # one model, one embedding service for both revisions
+        service = next(iter(server.embedders.values())).service
         premise = {"name": "Local.fresh", "decl": "theorem Local.fresh : 1 = 1"}
         httpx.post(f"{srv.url}/v4.97.0/retrieve", json={**query, "state": "⊢ fresh", "new_premises": [premise]})
-        embedded = state.metrics.embedded._value.get()
+        embedded = server.metrics.embedded._value.get()
         httpx.post(f"{srv.url}/v4.98.0/retrieve", json={**query, "state": "⊢ fresh", "new_premises": [premise]})
-        assert state.metrics.embedded._value.get() == embedded  # served from the one cache
+        assert server.metrics.embedded._value.get() == embedded  # served from the one cache
         assert len(service.cache) >= 2
         assert httpx.get(f"{srv.url}/v4.90.0/retrieve").status_code == 404
         assert httpx.post(f"{srv.url}/admin/reload").status_code == 404  # off by default
@@ -282,21 +277,21 @@ def test_sighup_reloads_the_bundle_list(bundles, cache_dir, tmp_path):
 
     served = serve_dir(bundles, ["a"], tmp_path / "served")
     app = create_app(config(served, cache_dir))
-    state = app.state.server
+    server = app.state.server
 
     async def scenario():
         async with app.router.lifespan_context(app):
-            while not state.ready:
-                assert state.error is None, state.error
+            while not server.ready:
+                assert server.error is None, server.error
                 await asyncio.sleep(0.05)
-            assert list(state.table.revisions) == ["v4.97.0"]
+            assert list(server.table.revisions) == ["v4.97.0"]
             shutil.copytree(bundles["b"], served / "b")
-            table = state.table
+            table = server.table
             os.kill(os.getpid(), signal.SIGHUP)
-            while state.table is table:
+            while server.table is table:
                 await asyncio.sleep(0.05)
-            assert sorted(state.table.revisions) == ["v4.97.0", "v4.98.0"]
-            assert state.table.default == "v4.98.0"
-            assert state.table.revisions["v4.97.0"] is table.revisions["v4.97.0"]  # unchanged: kept
+            assert sorted(server.table.revisions) == ["v4.97.0", "v4.98.0"]
+            assert server.table.default == "v4.98.0"
+            assert server.table.revisions["v4.97.0"] is table.revisions["v4.97.0"]  # unchanged: kept
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=120))

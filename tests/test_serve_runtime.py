@@ -19,34 +19,20 @@ from serve_helpers import (
     ThreadServer,
     assert_same_ranking,
     brute_force,
-    build_data_dir,
     free_port,
     search_stacked,
     service_config,
 )
 
 
-@pytest.fixture(scope="module")
-def bundle(tiny_model_dir, cache_dir, tmp_path_factory) -> Path:
-    from leanpremise.data import DataConfig
-    from leanpremise.export.exporter import ExportConfig, export_bundle
-
-    root = tmp_path_factory.mktemp("runtime")
-    data_dir = build_data_dir(root / "data")
-    out = root / "bundle"
-    export_bundle(ExportConfig(model=str(tiny_model_dir), out=out, data=DataConfig(data_dir=data_dir,
-                               cache_dir=cache_dir), onnx=False, progress=False))
-    return out
-
-
 def make_config(bundle, cache_dir, **kw):
     return service_config(bundle=bundle, data_dir=cache_dir, backend=kw.pop("backend", "torch"), **kw)
 
 
-def test_overload_gives_503_with_retry_after_and_the_server_recovers(bundle, cache_dir):
+def test_overload_gives_503_with_retry_after_and_the_server_recovers(serve_bundle, cache_dir):
     from leanpremise.serve.http.app import create_app
 
-    cfg = make_config(bundle, cache_dir, embed_service_max_concurrent_inputs=4, max_client_batch_size=4)
+    cfg = make_config(serve_bundle, cache_dir, embed_service_max_concurrent_inputs=4, max_client_batch_size=4)
     srv = ThreadServer(create_app(cfg)).start()
     try:
         def heavy(i):
@@ -70,19 +56,19 @@ def test_overload_gives_503_with_retry_after_and_the_server_recovers(bundle, cac
         srv.stop()
 
 
-def test_health_is_503_until_loaded(bundle, cache_dir):
+def test_health_is_503_until_loaded(serve_bundle, cache_dir):
     from leanpremise.serve.http.app import create_app
-    from leanpremise.serve.revisions.lifecycle import ServerState
+    from leanpremise.serve.revisions.lifecycle import Server
 
     gate = threading.Event()
 
-    class SlowState(ServerState):
+    class SlowServer(Server):
         def load(self):
             assert gate.wait(60)
             return super().load()
 
-    cfg = make_config(bundle, cache_dir)
-    srv = ThreadServer(create_app(cfg, preloaded=SlowState(cfg))).start(wait_ready=False)
+    cfg = make_config(serve_bundle, cache_dir)
+    srv = ThreadServer(create_app(cfg, preloaded=SlowServer(cfg))).start(wait_ready=False)
     try:
         h = httpx.get(f"{srv.url}/health")
         assert h.status_code == 503 and h.json()["status"] == "loading"
@@ -98,7 +84,7 @@ def test_health_is_503_until_loaded(bundle, cache_dir):
         srv.stop()
 
 
-def test_a_damaged_bundle_is_refused_naming_the_file(bundle, tmp_path, cache_dir):
+def test_a_damaged_bundle_is_refused_naming_the_file(serve_bundle, tmp_path, cache_dir):
     import shutil
 
     from leanpremise.bundle.layout import BundleError
@@ -106,7 +92,7 @@ def test_a_damaged_bundle_is_refused_naming_the_file(bundle, tmp_path, cache_dir
     from leanpremise.serve.revisions.loader import load_bundle
 
     copy = tmp_path / "copy"
-    shutil.copytree(bundle, copy)
+    shutil.copytree(serve_bundle, copy)
     emb_path = copy / Manifest.read(copy).embeddings
     arr = np.load(emb_path)
     arr[0, 0] += 1
@@ -136,7 +122,7 @@ def _tei_app(model_dir):
     return app
 
 
-def test_tei_backend_matches_brute_force_and_survives_tei_going_away(bundle, cache_dir, tiny_model_dir):
+def test_tei_backend_matches_brute_force_and_survives_tei_going_away(serve_bundle, cache_dir, tiny_model_dir):
     from leanpremise.bundle.manifest import Manifest
     from leanpremise.data import DataConfig, load_corpus
     from leanpremise.model.encoder import encode_texts, load_model
@@ -144,7 +130,7 @@ def test_tei_backend_matches_brute_force_and_survives_tei_going_away(bundle, cac
 
     tei_app = _tei_app(tiny_model_dir)
     tei = ThreadServer(tei_app).start(wait_ready=False)
-    cfg = make_config(bundle, cache_dir, backend="tei", embed_service_url=tei.url, embed_service_timeout=10)
+    cfg = make_config(serve_bundle, cache_dir, backend="tei", embed_service_url=tei.url, embed_service_timeout=10)
     srv = ThreadServer(create_app(cfg)).start()
     try:
         state = "⊢ p ∧ q → q ∧ p"
@@ -154,12 +140,11 @@ def test_tei_backend_matches_brute_force_and_survives_tei_going_away(bundle, cac
         got = httpx.post(f"{srv.url}/retrieve", json=body).json()
         assert tei_app.state.calls  # embedded over HTTP
         model = load_model(tiny_model_dir, "cpu")
-        manifest = Manifest.read(bundle)
-        corpus = load_corpus(DataConfig(data_dir=Path(httpx.get(f"{srv.url}/health").json() and
-                                                       srv.server.config.app.state.server.bundle.premises_dir),
-                                        cache_dir=cache_dir))
+        manifest = Manifest.read(serve_bundle)
+        served = srv.server.config.app.state.server.table.default_revision
+        corpus = load_corpus(DataConfig(data_dir=served.bundle.premises_dir, cache_dir=cache_dir))
         q, m = encode_texts(model, [state, new[0]["decl"]])
-        expected = brute_force(corpus, np.load(bundle / manifest.embeddings), q, 6, imported=["Mathlib.Logic.Basic"],
+        expected = brute_force(corpus, np.load(serve_bundle / manifest.embeddings), q, 6, imported=["Mathlib.Logic.Basic"],
                                local=[], new=[("mine", m)])
         assert_same_ranking(got, expected)
         n_calls = len(tei_app.state.calls)
@@ -482,7 +467,7 @@ def test_cached_requests_overtake_a_bulk_embedding():
             bulks = [asyncio.create_task(bulk(j)) for j in range(4)]
             assert await asyncio.to_thread(emb.running.wait, 30)  # the first bulk chunk is being embedded
             lights = asyncio.create_task(light())
-            while not svc._urgent:  # the light request is queued behind it
+            while not svc.lanes._urgent:  # the light request is queued behind it
                 await asyncio.sleep(0)
             emb.release.set()
             await asyncio.wait_for(asyncio.gather(*bulks, lights), 30)

@@ -6,47 +6,27 @@ contract's rules premise by premise over the bundle's own embeddings.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from serve_helpers import assert_same_ranking, brute_force, build_data_dir, free_port, wait_healthy
+from serve_helpers import assert_same_ranking, brute_force, metric, serve_process
 
 MAX_K = 8
 MAX_NEW = 3
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    return build_data_dir(tmp_path_factory.mktemp("serve-data") / "data")
-
-
-@pytest.fixture(scope="module")
-def bundle(data_dir, tiny_model_dir, cache_dir, tmp_path_factory) -> Path:
-    from leanpremise.data import DataConfig
-    from leanpremise.export.exporter import ExportConfig, export_bundle
-
-    out = tmp_path_factory.mktemp("serve-bundle") / "bundle"
-    export_bundle(ExportConfig(model=str(tiny_model_dir), out=out, data=DataConfig(data_dir=data_dir,
-                               cache_dir=cache_dir), onnx=True, progress=False))
-    return out
-
-
-@pytest.fixture(scope="module")
-def ref(bundle, data_dir, tiny_model_dir, cache_dir):
+def ref(serve_bundle, serve_data_dir, tiny_model_dir, cache_dir):
     """Corpus, bundle embeddings and model, loaded independently of the server code."""
     from leanpremise.bundle.manifest import Manifest
     from leanpremise.data import DataConfig, load_corpus
     from leanpremise.model.encoder import encode_texts, load_model
 
-    corpus = load_corpus(DataConfig(data_dir=data_dir, cache_dir=cache_dir))
-    emb = np.load(bundle / Manifest.read(bundle).embeddings)
+    corpus = load_corpus(DataConfig(data_dir=serve_data_dir, cache_dir=cache_dir))
+    emb = np.load(serve_bundle / Manifest.read(serve_bundle).embeddings)
     model = load_model(tiny_model_dir, "cpu")
 
     class Ref:
@@ -63,23 +43,12 @@ def ref(bundle, data_dir, tiny_model_dir, cache_dir):
 
 
 @pytest.fixture(scope="module")
-def server(bundle, cache_dir):
+def server(serve_bundle, cache_dir, tmp_path_factory):
     """`leanpremise serve` in its own process; limits from the original's environment variables."""
-    port = free_port()
-    env = {**os.environ, "MAX_K": str(MAX_K), "MAX_NEW_PREMISES": f"{MAX_NEW}  # as in a .env file",
-           "EMBED_BACKEND": "torch", "LEANPREMISE_CACHE_DIR": str(cache_dir)}
-    proc = subprocess.Popen([sys.executable, "-m", "leanpremise", "serve", str(bundle), "--port", str(port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, timeout=120)
+    env = {"MAX_K": str(MAX_K), "MAX_NEW_PREMISES": f"{MAX_NEW}  # as in a .env file", "EMBED_BACKEND": "torch",
+           "LEANPREMISE_CACHE_DIR": str(cache_dir)}
+    with serve_process(serve_bundle, env, tmp_path_factory.mktemp("serve-server") / "server.log") as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def post(url, body, **kw):
@@ -257,23 +226,16 @@ def test_parallel_clients_get_the_sequential_answers(server):
         assert_same_ranking(par.json(), seq, atol=1e-5)
 
 
-def _metric(text: str, name: str) -> float:
-    """The value of the sample `name` (with its labels) in a Prometheus text page; 0 when absent."""
-    lines = [ln for ln in text.splitlines() if ln.startswith(name + " ")]
-    return float(lines[0].split()[-1]) if lines else 0.0
-
-
 def test_metrics_count_requests_and_cache_hits(server):
     body = {"state": "⊢ metrics", "k": 3, "new_premises": [{"name": "m1", "decl": "theorem m1 : metrics = 1"}]}
-    requests = 'leanpremise_requests_total{route="/retrieve",status="200"}'
-    before = httpx.get(f"{server}/metrics").text
+    names = ['leanpremise_requests_total{route="/retrieve",status="200"}'] + [
+        f"leanpremise_{kind}_cache_{outcome}_total" for kind in ("new_premise", "state") for outcome in ("misses", "hits")]
+    before = {name: metric(server, name) for name in names}
     post(server, body)
     post(server, body)
-    after = httpx.get(f"{server}/metrics").text
-    assert _metric(after, requests) - _metric(before, requests) == 2
-    for kind, misses, hits in [("new_premise", 1, 1), ("state", 1, 1)]:  # the first embeds, the second hits
-        assert _metric(after, f"leanpremise_{kind}_cache_misses_total") - \
-            _metric(before, f"leanpremise_{kind}_cache_misses_total") == misses
-        assert _metric(after, f"leanpremise_{kind}_cache_hits_total") - \
-            _metric(before, f"leanpremise_{kind}_cache_hits_total") == hits
-    assert _metric(after, "process_resident_memory_bytes") > 0
+    grown = {name: metric(server, name) - before[name] for name in names}
+    assert grown[names[0]] == 2
+    for kind in ("new_premise", "state"):  # the first embeds, the second hits
+        assert grown[f"leanpremise_{kind}_cache_misses_total"] == 1
+        assert grown[f"leanpremise_{kind}_cache_hits_total"] == 1
+    assert metric(server, "process_resident_memory_bytes") > 0

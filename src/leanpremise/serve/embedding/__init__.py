@@ -1,2 +1,2 @@
-"""Embedding a request's texts: the service (lanes, workers, bound), its in-memory cache, the persistent
-store, and which backends a server runs."""
+"""Embedding a request's texts: the service (the request side: cache, store, shared texts), the lanes (queues,
+workers, bound), the in-memory cache, the persistent store, and which backends a server runs."""

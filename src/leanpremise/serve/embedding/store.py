@@ -2,7 +2,10 @@
 
 The in-memory LRU of the embedding service is lost at every restart, so a file's first request after one
 re-embeds all its new premises. This store survives restarts (LMDB, one directory per host, shared by every
-server process there) or is shared by replicas (Redis). Both backends keep the same record:
+server process there) or is shared by replicas (Redis). Each backend is one class with the same small
+interface (`EmbeddingStore`: `get_many` and `put_many` of a model key and texts, `close`, `where`); the
+server opens its location once, shares it among the models it serves and closes it when it stops. Both
+backends keep the same record:
 
 - key: blake2b-128 of `model identity + NUL + text`, so a different model (by content, as the export's
   identity string says) never reads another's vectors and keys have a fixed size whatever the text;
@@ -32,9 +35,9 @@ import os
 import struct
 import threading
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -82,10 +85,11 @@ def decode_vector(value: bytes, dim: int | None = None) -> np.ndarray | None:
 
 
 class _RateLimitedWarning:
-    """One log warning per `every_s` seconds per kind, with how many were suppressed in between."""
+    """One log warning per `every_s` seconds per kind, with how many were suppressed in between; each
+    names the store (`where`)."""
 
-    def __init__(self, every_s: float):
-        self.every_s = every_s
+    def __init__(self, every_s: float, where: str):
+        self.every_s, self.where = every_s, where
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -99,97 +103,80 @@ class _RateLimitedWarning:
             self._last[kind] = now
             suppressed = self._suppressed.pop(kind, 0)
         tail = f" ({suppressed} similar warnings suppressed)" if suppressed else ""
-        logger.warning(message + tail, *args)
+        logger.warning("embedding store %s: " + message + tail, self.where, *args)
 
 
-class EmbeddingStore(ABC):
-    """The interface both backends share; `bind` gives a per-model view the embedding service can hold."""
-
-    def __init__(self, warn_every_s: float = 60.0):
-        self._warn = _RateLimitedWarning(warn_every_s)
-
-    def get_many(self, model_id: str, texts: Sequence[str], dim: int | None = None) -> dict[str, np.ndarray]:
-        """The stored vectors of those texts (misses are absent); never raises."""
-        if not texts:
-            return {}
-        keys = [record_key(model_id, t) for t in texts]
-        try:
-            values = self._get_values(keys)
-        except Exception as e:  # noqa: BLE001 - the request path must not fail on a cache
-            self._warn("get", "embedding store %s: read failed, answering misses: %s", self.where, e)
-            return {}
-        hits: dict[str, np.ndarray] = {}
-        foreign = 0
-        for text, value in zip(texts, values):
-            if value is None:
-                continue
-            vector = decode_vector(value, dim)
-            if vector is None:
-                foreign += 1
-            else:
-                hits[text] = vector
-        if foreign:
-            self._warn("foreign", "embedding store %s: %d values with a foreign header (other format or "
-                       "dim), treated as misses", self.where, foreign)
-        return hits
-
-    def put_many(self, model_id: str, texts: Sequence[str], vectors: np.ndarray) -> int:
-        """Store one vector per text; returns how many were written (0 when the store failed); never raises."""
-        vectors = np.asarray(vectors)
-        if len(texts) != len(vectors):
-            raise ValueError(f"put_many: {len(texts)} texts but {len(vectors)} vectors")
-        if not texts:
-            return 0
-        items = {record_key(model_id, t): encode_vector(v) for t, v in zip(texts, vectors)}
-        try:
-            return self._put_values(items)
-        except Exception as e:  # noqa: BLE001
-            self._warn("put", "embedding store %s: write failed, %d vectors not stored: %s", self.where,
-                       len(items), e)
-            return 0
-
-    def bind(self, model_id: str, dim: int | None = None) -> BoundEmbeddingStore:
-        return BoundEmbeddingStore(self, model_id, dim)
+class EmbeddingStore(Protocol):
+    """What both backends offer the embedding service: a model's vectors read and written by text."""
 
     @property
-    @abstractmethod
     def where(self) -> str:
         """The store's location, for messages."""
 
-    @abstractmethod
-    def _get_values(self, keys: list[bytes]) -> list[bytes | None]: ...
+    def get_many(self, model_key: str, texts: Sequence[str], dim: int | None = None) -> dict[str, np.ndarray]:
+        """The stored vectors of those texts (misses are absent); never raises."""
 
-    @abstractmethod
-    def _put_values(self, items: dict[bytes, bytes]) -> int: ...
+    def put_many(self, model_key: str, texts: Sequence[str], vectors: np.ndarray) -> int:
+        """Store one vector per text; returns how many were written (0 when the store failed); never raises."""
 
     def close(self) -> None:
         """Release the store (idempotent)."""
 
 
-class BoundEmbeddingStore:
-    """One model's view of a store: what the embedding service calls, knowing nothing of model identity."""
+def _get_many(read: Callable[[list[bytes]], list], warn: _RateLimitedWarning, model_key: str,
+              texts: Sequence[str], dim: int | None) -> dict[str, np.ndarray]:
+    """`get_many` of either backend, `read` fetching its raw values by key: decoding, and failures as misses."""
+    if not texts:
+        return {}
+    keys = [record_key(model_key, t) for t in texts]
+    try:
+        values = read(keys)
+    except Exception as e:  # noqa: BLE001 - the request path must not fail on a cache
+        warn("get", "read failed, answering misses: %s", e)
+        return {}
+    hits: dict[str, np.ndarray] = {}
+    foreign = 0
+    for text, value in zip(texts, values):
+        if value is None:
+            continue
+        vector = decode_vector(value, dim)
+        if vector is None:
+            foreign += 1
+        else:
+            hits[text] = vector
+    if foreign:
+        warn("foreign", "%d values with a foreign header (other format or dim), treated as misses", foreign)
+    return hits
 
-    def __init__(self, store: EmbeddingStore, model_id: str, dim: int | None):
-        self.store, self.model_id, self.dim = store, model_id, dim
 
-    def get_many(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        return self.store.get_many(self.model_id, texts, self.dim)
+def _put_many(write: Callable[[dict[bytes, bytes]], int], warn: _RateLimitedWarning, model_key: str,
+              texts: Sequence[str], vectors: np.ndarray) -> int:
+    """`put_many` of either backend, `write` storing raw values by key: encoding, and failures as 0."""
+    vectors = np.asarray(vectors)
+    if len(texts) != len(vectors):
+        raise ValueError(f"put_many: {len(texts)} texts but {len(vectors)} vectors")
+    if not texts:
+        return 0
+    items = {record_key(model_key, t): encode_vector(v) for t, v in zip(texts, vectors)}
+    try:
+        return write(items)
+    except Exception as e:  # noqa: BLE001
+        warn("put", "write failed, %d vectors not stored: %s", len(items), e)
+        return 0
 
-    def put_many(self, texts: Sequence[str], vectors: np.ndarray) -> int:
-        return self.store.put_many(self.model_id, texts, vectors)
 
-
-class LmdbEmbeddingStore(EmbeddingStore):
+class LmdbEmbeddingStore:
     """An LMDB directory, safe for several processes of one host (LMDB locks its writers).
 
-    Open it once per process and directory (LMDB forbids opening one environment twice in a process), after
-    any fork, and `bind` it per model.
+    Open it once per process and directory, after any fork: LMDB forbids opening one environment twice in a
+    process (py-lmdb refuses the second open; this store then runs without it, see `_open`). The server
+    opens its location once and shares the store among the models it serves (serve/revisions/lifecycle.py).
     """
 
     def __init__(self, path: str | Path, max_bytes: int = 2 << 30, low_water: float = 0.8,
                  warn_every_s: float = 60.0):
-        super().__init__(warn_every_s)
         self.path = Path(path)
+        self._warn = _RateLimitedWarning(warn_every_s, str(self.path))
         self.max_bytes = int(max_bytes)
         self.budget = int(RECORD_SHARE * self.max_bytes)
         self.low_water = low_water
@@ -201,19 +188,29 @@ class LmdbEmbeddingStore(EmbeddingStore):
     def where(self) -> str:
         return str(self.path)
 
+    def get_many(self, model_key: str, texts: Sequence[str], dim: int | None = None) -> dict[str, np.ndarray]:
+        """The stored vectors of those texts (misses are absent); never raises."""
+        return _get_many(self._get_values, self._warn, model_key, texts, dim)
+
+    def put_many(self, model_key: str, texts: Sequence[str], vectors: np.ndarray) -> int:
+        """Store one vector per text; returns how many were written (0 when the store failed); never raises."""
+        return _put_many(self._put_values, self._warn, model_key, texts, vectors)
+
     def _open(self) -> None:
-        """Open the store; a corrupt or foreign one is set aside with a warning and a fresh one opened."""
+        """Open the store; a corrupt or foreign one is set aside with a warning and a fresh one opened. Any
+        other failure (the directory open elsewhere in this process, no reader slot, a full disk) leaves
+        the directory as it is and the store runs without it."""
         import lmdb
 
         for attempt in range(3):
             self.path.mkdir(parents=True, exist_ok=True)
+            env = None
             try:
                 env = lmdb.open(str(self.path), map_size=self.max_bytes, max_dbs=3, metasync=False,
                                 readahead=False)
                 with env.begin() as txn:  # named databases are keys of the main one: only ours may be there
                     others = {key for key, _ in txn.cursor()} - set(DB_NAMES)
                 if others:
-                    env.close()
                     raise lmdb.InvalidError(f"not a leanpremise embedding store ({len(others)} other keys)")
                 vectors, order, meta = (env.open_db(name) for name in DB_NAMES)
                 with env.begin(write=True) as txn:
@@ -221,10 +218,11 @@ class LmdbEmbeddingStore(EmbeddingStore):
                     if marker is None and txn.stat(vectors)["entries"] == 0:
                         txn.put(b"format", STORE_MARKER, db=meta)
                     elif marker != STORE_MARKER:
-                        env.close()
                         raise lmdb.InvalidError(f"not a leanpremise embedding store (format {marker!r})")
             except (lmdb.Error, OSError) as e:  # OSError: the path is a file, or unreadable
-                if attempt == 2:
+                if env is not None:
+                    env.close()
+                if attempt == 2 or not _unusable(e):
                     logger.warning("embedding store %s: cannot open (%s); running without it", self.path, e)
                     return
                 self._set_aside(e)
@@ -323,12 +321,21 @@ class LmdbEmbeddingStore(EmbeddingStore):
             self._env = None
 
 
+def _unusable(error: Exception) -> bool:
+    """Whether an error opening the store says its files are not a usable store (set it aside), rather
+    than that it cannot be opened now (py-lmdb's "already open in this process" is a plain `lmdb.Error`)."""
+    import lmdb
+
+    return isinstance(error, (OSError, lmdb.InvalidError, lmdb.CorruptedError, lmdb.PageNotFoundError,
+                              lmdb.VersionMismatchError, lmdb.IncompatibleError, lmdb.PanicError))
+
+
 def _record_bytes(value: bytes) -> int:
     """What one record costs against the budget: key, generation, value, and its order entry."""
     return KEY_BYTES + 8 + len(value) + 8 + KEY_BYTES
 
 
-class RedisEmbeddingStore(EmbeddingStore):
+class RedisEmbeddingStore:
     """A Redis database shared by replicas, `redis://HOST:PORT/N`; failures degrade to misses.
 
     After a failure the store stays quiet for `retry_after_s` (every call is a miss without a network
@@ -337,7 +344,6 @@ class RedisEmbeddingStore(EmbeddingStore):
 
     def __init__(self, url: str, ttl_s: int | None = DEFAULT_TTL_S, timeout_s: float = 0.25,
                  retry_after_s: float = 5.0, warn_every_s: float = 60.0):
-        super().__init__(warn_every_s)
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -347,10 +353,19 @@ class RedisEmbeddingStore(EmbeddingStore):
         self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                                             retry=Retry(NoBackoff(), 0))
         self._down_until = 0.0
+        self._warn = _RateLimitedWarning(warn_every_s, url)
 
     @property
     def where(self) -> str:
         return self.url
+
+    def get_many(self, model_key: str, texts: Sequence[str], dim: int | None = None) -> dict[str, np.ndarray]:
+        """The stored vectors of those texts (misses are absent); never raises."""
+        return _get_many(self._get_values, self._warn, model_key, texts, dim)
+
+    def put_many(self, model_key: str, texts: Sequence[str], vectors: np.ndarray) -> int:
+        """Store one vector per text; returns how many were written (0 when the store failed); never raises."""
+        return _put_many(self._put_values, self._warn, model_key, texts, vectors)
 
     def _guard(self) -> None:
         if time.monotonic() < self._down_until:
@@ -383,73 +398,14 @@ class RedisEmbeddingStore(EmbeddingStore):
         self._client.close()
 
 
-class SharedStoreHandle(EmbeddingStore):
-    """One opener's handle on an LMDB store that every opener in this process shares (LMDB forbids opening
-    one environment twice in a process); the store closes when its last handle does."""
-
-    def __init__(self, store: LmdbEmbeddingStore, release):
-        super().__init__()
-        self.shared, self._release, self._closed = store, release, False
-
-    @property
-    def where(self) -> str:
-        return self.shared.where
-
-    def get_many(self, model_id: str, texts: Sequence[str], dim: int | None = None) -> dict[str, np.ndarray]:
-        return self.shared.get_many(model_id, texts, dim)
-
-    def put_many(self, model_id: str, texts: Sequence[str], vectors: np.ndarray) -> int:
-        return self.shared.put_many(model_id, texts, vectors)
-
-    def _get_values(self, keys: list[bytes]) -> list[bytes | None]:
-        return self.shared._get_values(keys)
-
-    def _put_values(self, items: dict[bytes, bytes]) -> int:
-        return self.shared._put_values(items)
-
-    def stats(self) -> dict:
-        return self.shared.stats()
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._release()
-
-
-_OPEN_LMDB: dict[Path, list] = {}
-"""Resolved directory -> [store, handles open]: this process's LMDB stores."""
-_OPEN_LMDB_LOCK = threading.Lock()
-
-
-def _shared_lmdb(path: Path, max_bytes: int) -> SharedStoreHandle:
-    """A handle on this process's store of `path`, opening it on first use (later openers get the first
-    one's size bound)."""
-    where = path.expanduser().resolve()
-    with _OPEN_LMDB_LOCK:
-        entry = _OPEN_LMDB.get(where)
-        if entry is None:
-            entry = _OPEN_LMDB[where] = [LmdbEmbeddingStore(where, max_bytes=max_bytes), 0]
-        entry[1] += 1
-
-    def release() -> None:
-        with _OPEN_LMDB_LOCK:
-            entry[1] -= 1
-            if entry[1] == 0:
-                entry[0].close()
-                if _OPEN_LMDB.get(where) is entry:
-                    del _OPEN_LMDB[where]
-
-    return SharedStoreHandle(entry[0], release)
-
-
 def open_embedding_store(location: str | Path, max_bytes: int = 2 << 30, ttl_s: int | None = DEFAULT_TTL_S,
-                         ) -> EmbeddingStore:
-    """A Redis store for a `redis://`, `rediss://` or `unix://` URL, else a handle on this process's LMDB
-    store in that directory (close each handle once)."""
+                         ) -> LmdbEmbeddingStore | RedisEmbeddingStore:
+    """A Redis store for a `redis://`, `rediss://` or `unix://` URL, else the LMDB store in that directory
+    (opened anew: open an LMDB directory once per process)."""
     text = str(location)
     if text.startswith(("redis://", "rediss://", "unix://")):
         return RedisEmbeddingStore(text, ttl_s=ttl_s)
-    return _shared_lmdb(Path(location), max_bytes)
+    return LmdbEmbeddingStore(Path(location).expanduser().resolve(), max_bytes=max_bytes)
 
 
 def store_model_key(identity: str, embedder) -> str:
@@ -458,10 +414,13 @@ def store_model_key(identity: str, embedder) -> str:
     return f"{identity}|backend:{getattr(embedder, 'name', type(embedder).__name__)}"
 
 
-def open_server_store(config, bundle, embedder) -> BoundEmbeddingStore | None:
-    """The persistent cache the server's settings name, bound to the bundle's model as `embedder` runs it;
-    None when it is off or cannot be opened (the server then embeds as without it). Blocking: the model's
-    identity may have to be computed from its files."""
+def open_server_store(config, bundle, embedder, opened: dict[str, EmbeddingStore]
+                      ) -> tuple[EmbeddingStore, str] | None:
+    """(the persistent cache the server's settings name, the key of the bundle's model as `embedder` runs
+    it there); None when it is off or cannot be opened (the server then embeds as without it). `opened`:
+    the stores the server has open, by location; a location is opened once and added there, for the server
+    to share among its models and close when it stops. Blocking: the model's identity may have to be
+    computed from its files."""
     location = config.embedding_cache_location()
     if location is None:
         return None
@@ -471,10 +430,12 @@ def open_server_store(config, bundle, embedder) -> BoundEmbeddingStore | None:
             from leanpremise.model.identity import model_identity
 
             identity = model_identity(bundle.model_dir)
-        store = open_embedding_store(location, max_bytes=config.embedding_cache_max_bytes,
-                                     ttl_s=config.embedding_cache_ttl_s or None)
+        store = opened.get(location)
+        if store is None:
+            store = opened[location] = open_embedding_store(location, max_bytes=config.embedding_cache_max_bytes,
+                                                            ttl_s=config.embedding_cache_ttl_s or None)
     except Exception as e:  # noqa: BLE001 - a cache that cannot open must not stop the server
         logger.warning("persistent embedding cache %s: cannot open (%s); running without it", location, e)
         return None
     logger.info("persistent embedding cache: %s", store.where)
-    return store.bind(store_model_key(identity, embedder), embedder.dim)
+    return store, store_model_key(identity, embedder)

@@ -1,16 +1,17 @@
-"""The FastAPI app (module imported only when serving: it imports FastAPI): the four routes Lean calls, plus /health and /metrics.
+"""The FastAPI app (module imported only when serving: it imports FastAPI): the four routes Lean calls,
+plus /health, /metrics, /revisions and /admin/reload.
 
 The bundle and model load in a background thread after the socket is open,
 so /health can say 503 ("loading") and then 200; the Lean routes answer 503
 with Retry-After until then. Search runs in a thread pool (faiss releases the
-GIL), embedding in the embedding service's worker, so the event loop stays
+GIL), embedding in the embedding service's workers, so the event loop stays
 free to accept requests and to batch them.
 
-A request's path: `RevisionRouter` (serve/server_state.py: picks the revision `/<tag>/...` addresses)
--> `RequestGuard` (serve/guard.py: concurrency bound, body size and time limits, metrics, last-resort
-500) -> its route below, which reads that revision and the one `ServerState` of the app -> the
-exception handlers, which turn `NotReady`, `Overloaded`, `EmbeddingFailed`, `LimitExceeded` and
-validation errors into their status codes.
+A request's path: `RevisionRouter` (serve/http/router.py: picks the revision `/<tag>/...` addresses)
+-> `RequestGuard` (serve/http/guard.py: concurrency bound, body size and time limits, metrics,
+last-resort 500) -> its route below, which reads that revision (serve/revisions/table.py) and the one
+`Server` of the app (serve/revisions/lifecycle.py) -> the exception handlers, which turn `NotReady`,
+`Overloaded`, `EmbeddingFailed`, `LimitExceeded` and validation errors into their status codes.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from leanpremise.model.backends import EmbeddingFailed
-from leanpremise.serve.embedding.service import Overloaded
+from leanpremise.serve.embedding.lanes import Overloaded
 from leanpremise.serve.http.guard import RequestGuard
 from leanpremise.serve.http.router import REVISION_KEY, RevisionRouter
 from leanpremise.serve.http.schemas import LimitExceeded
-from leanpremise.serve.revisions.lifecycle import ReloadFailed, Revision, ServerState, watch_sighup
+from leanpremise.serve.revisions.lifecycle import ReloadFailed, Server, watch_sighup
+from leanpremise.serve.revisions.table import Revision
 from leanpremise.serve.search import answer as retrieve_request
 from leanpremise.serve.settings import ServeConfig
 
@@ -39,17 +41,17 @@ class NotReady(Exception):
     """A Lean route was called before loading finished (or after it failed)."""
 
 
-def create_app(config: ServeConfig, on_load_failed=None, preloaded: ServerState | None = None) -> FastAPI:
+def create_app(config: ServeConfig, on_load_failed=None, preloaded: Server | None = None) -> FastAPI:
     """The ASGI app; `on_load_failed` is called (e.g. to stop uvicorn) if loading raises; `preloaded`: a
-    state to serve instead of a new one."""
-    state = preloaded or ServerState(config.check_source())
-    state.on_load_failed = on_load_failed
-    docs = state.config.docs
+    server to serve instead of a new one."""
+    server = preloaded or Server(config.check_source())
+    server.on_load_failed = on_load_failed
+    docs = server.config.docs
     app = FastAPI(title="leanpremise premise server", lifespan=lifespan, docs_url="/docs" if docs else None,
                   redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
-    app.state.server = state
-    app.add_middleware(RequestGuard, state=state, routes=ROUTES)
-    app.add_middleware(RevisionRouter, state=state)  # added last: outermost, so the guard sees /retrieve
+    app.state.server = server
+    app.add_middleware(RequestGuard, server=server, routes=ROUTES)
+    app.add_middleware(RevisionRouter, server=server)  # added last: outermost, so the guard sees /retrieve
     app.add_exception_handler(NotReady, not_ready)
     app.add_exception_handler(Overloaded, overloaded)
     app.add_exception_handler(EmbeddingFailed, embedding_failed)
@@ -84,24 +86,24 @@ def openapi_schema(app: FastAPI) -> dict:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    state: ServerState = app.state.server
-    task = asyncio.create_task(state.start())
-    hup = watch_sighup(state)
+    server: Server = app.state.server
+    task = asyncio.create_task(server.start())
+    hup = watch_sighup(server)
     yield
     if hup:
         asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
     task.cancel()
-    await state.stop()
+    await server.stop()
 
 
-def server_state(request: Request) -> ServerState:
+def server_of(request: Request) -> Server:
     return request.app.state.server
 
 
-def ready_state(request: Request) -> Revision:
+def ready_revision(request: Request) -> Revision:
     """The revision the request addresses, or NotReady (503) while loading or after loading failed."""
     rev = request.scope.get(REVISION_KEY)
-    if rev is None or not request.app.state.server.ready:
+    if rev is None or not server_of(request).ready:
         raise NotReady()
     return rev
 
@@ -113,65 +115,65 @@ router = APIRouter()
 
 @router.get("/health")
 async def health(request: Request):
-    state = server_state(request)
+    server = server_of(request)
     rev = request.scope.get(REVISION_KEY)
-    if state.ready and rev is not None:
+    if server.ready and rev is not None:
         return {"status": "ok", "premises": rev.index.size, "modules": len(rev.index.indexed_modules),
-                "backend": rev.service.embedder.name, "embed_workers": len(rev.service.embedders),
+                "backend": rev.service.lanes.embedder.name, "embed_workers": len(rev.service.lanes.embedders),
                 "load_seconds": round(rev.load_seconds, 2), "revision": rev.bundle.manifest.revision,
                 "tag": rev.tag, "hybrid": rev.fused.describe() if rev.fused is not None else None,
                 "hybrid_in_bundle": bool(rev.bundle.manifest.hybrid)}
-    return JSONResponse({"status": "failed" if state.error else "loading", "error": state.error},
+    return JSONResponse({"status": "failed" if server.error else "loading", "error": server.error},
                         status_code=503, headers={"Retry-After": "5"})
 
 
 @router.get("/metrics")
 async def prometheus(request: Request):
-    state = server_state(request)
-    services = [s.service for s in state.embedders.values() if s.service is not None]
+    server = server_of(request)
+    services = [s.service for s in server.embedders.values() if s.service is not None]
     if services:
-        state.metrics.cache_entries.set(sum(len(s.cache) for s in services))
-        state.metrics.cache_bytes.set(sum(s.cache.nbytes for s in services))
-    body, ctype = state.metrics.render()
+        server.metrics.cache_entries.set(sum(len(s.cache) for s in services))
+        server.metrics.cache_bytes.set(sum(s.cache.nbytes for s in services))
+    body, ctype = server.metrics.render()
     return Response(body, media_type=ctype)
 
 
 @router.get("/indexed-premises")
 async def indexed_premises(request: Request):
-    return Response(ready_state(request).indexed_premises_json, media_type="application/json")
+    return Response(ready_revision(request).indexed_premises_json, media_type="application/json")
 
 
 @router.get("/indexed-modules")
 async def indexed_modules(request: Request):
-    return Response(ready_state(request).indexed_modules_json, media_type="application/json")
+    return Response(ready_revision(request).indexed_modules_json, media_type="application/json")
 
 
 @router.get("/max-new-premises")
 async def max_new_premises(request: Request):
-    return server_state(request).config.max_new_premises
+    return server_of(request).config.max_new_premises
 
 
 @router.post("/retrieve")
 async def retrieve(request: Request):
     # Parsed here rather than by FastAPI so that a body is read as JSON whatever its content type
     # (curl -d sends form-encoded headers) and errors name the field without a "body." prefix.
-    state = server_state(request)
-    body = state.request_model.model_validate_json(await request.body())
-    result = await retrieve_request.answer(ready_state(request), body)
+    server = server_of(request)
+    body = server.request_model.model_validate_json(await request.body())
+    result = await retrieve_request.answer(ready_revision(request), body)
     return Response(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
 @router.get("/revisions")
 async def revisions(request: Request):
-    """Every revision served (tag, data revision, premises, model, default flag, state), and any being
-    loaded by a reload."""
-    state = server_state(request)
-    table = state.table
+    """Every revision served (tag, data revision, premises, model, default flag, and `state`: loaded or
+    retiring), and any being loaded by a reload."""
+    server = server_of(request)
+    table = server.table
     out = [rev.describe(tag == table.default) for tag, rev in table.revisions.items()]
-    out += [{"tag": tag, "state": "loading", "default": False} for tag in list(state.loading)
+    out += [{"tag": tag, "state": "loading", "default": False} for tag in list(server.loading)
             if tag not in table.revisions]
-    if not state.ready:
-        out.append({"tag": None, "state": "failed" if state.error else "loading", "default": False})
+    if not server.ready:
+        out.append({"tag": None, "state": "failed" if server.error else "loading", "default": False})
     return out
 
 
@@ -182,12 +184,12 @@ LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 async def admin_reload(request: Request):
     """Reload as SIGHUP does, answering when the new table serves; only with ADMIN_RELOAD on, and only
     to a loopback client (404 otherwise, so the route's existence is not advertised)."""
-    state = server_state(request)
+    server = server_of(request)
     client = request.client.host if request.client else ""
-    if not state.config.admin_reload or not (client in LOOPBACK or client.startswith("127.")):
+    if not server.config.admin_reload or not (client in LOOPBACK or client.startswith("127.")):
         return JSONResponse({"detail": "Not Found"}, status_code=404)
     try:
-        await state.reload()
+        await server.reload()
     except ReloadFailed as e:
         return JSONResponse({"detail": f"reload failed, still serving the revisions loaded before: {e}"},
                             status_code=500)
@@ -202,7 +204,7 @@ ROUTES = frozenset(route.path for route in router.routes)
 
 
 async def not_ready(request: Request, exc: NotReady) -> JSONResponse:
-    error = server_state(request).error
+    error = server_of(request).error
     if error:
         return JSONResponse({"detail": f"server failed to load: {error}"}, status_code=503)
     return JSONResponse({"detail": "loading the index and model"}, status_code=503, headers={"Retry-After": "5"})
@@ -210,7 +212,7 @@ async def not_ready(request: Request, exc: NotReady) -> JSONResponse:
 
 async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
     return JSONResponse({"detail": f"server overloaded ({exc}); retry later"}, status_code=503,
-                        headers={"Retry-After": str(server_state(request).config.retry_after_s)})
+                        headers={"Retry-After": str(server_of(request).config.retry_after_s)})
 
 
 async def embedding_failed(request: Request, exc: EmbeddingFailed) -> JSONResponse:

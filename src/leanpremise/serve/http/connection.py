@@ -4,6 +4,12 @@ uvicorn times out a connection idle between requests (`timeout_keep_alive`) but 
 then sends its request line and headers a byte at a time: such a client holds its connection, and a
 slot of `limit_concurrency`, for ever. This protocol closes a connection whose headers are not complete
 within `header_timeout_s` of its opening or of the previous response.
+
+No public uvicorn API sets such a timeout, so this is the one module relying on uvicorn's internals: it
+subclasses `H11Protocol`, overrides `connection_made`, `handle_events`, `on_response_complete` and
+`connection_lost`, and reads `cycle`, `transport`, `loop` and `logger`.
+tests/test_serve_http_layer.py drives the real protocol through those hooks and fails when they change
+(checked against uvicorn 0.30 to 0.54).
 """
 
 from __future__ import annotations

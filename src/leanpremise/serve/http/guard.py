@@ -14,6 +14,7 @@ import logging
 import time
 
 import orjson
+from starlette.requests import ClientDisconnect
 
 logger = logging.getLogger(__name__)
 
@@ -63,17 +64,17 @@ class BodyReader:
 
 
 class RequestGuard:
-    """ASGI middleware over the app; reads its limits from the server state's config on each request."""
+    """ASGI middleware over the app; reads its limits from the server's config on each request."""
 
-    def __init__(self, app, state, routes: frozenset[str]):
+    def __init__(self, app, server, routes: frozenset[str]):
         """`routes`: the paths counted under their own label in /metrics; any other is `other`."""
-        self.app, self.state, self.routes = app, state, routes
+        self.app, self.server, self.routes = app, server, routes
         self.active = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        cfg, metrics = self.state.config, self.state.metrics
+        cfg, metrics = self.server.config, self.server.metrics
         path = scope.get("path", "")
         route = path if path in self.routes else "other"
         t0 = time.perf_counter()
@@ -112,11 +113,10 @@ class RequestGuard:
             logger.info("%s: request body not received within %gs: answered 408", path, cfg.body_timeout_s)
             await respond_unless_started(send, sent, 408, f"request body not received within "
                                          f"{cfg.body_timeout_s:g} s (BODY_TIMEOUT_S)")
-        except (ClientGone, OSError) as e:
+        except (ClientGone, ClientDisconnect, OSError) as e:
+            # ClientDisconnect: Starlette's, when it reads the disconnect our reader did not see
             return self._client_closed(path, reader, e)
-        except Exception as e:  # last resort: one request fails, the server stays up
-            if _is_disconnect(e):
-                return self._client_closed(path, reader, e)
+        except Exception:  # last resort: one request fails, the server stays up
             logger.exception("unhandled error on %s", path)
             await respond_unless_started(send, sent, 500, "internal error")
         finally:
@@ -128,11 +128,6 @@ class RequestGuard:
         logger.info("%s: client went away after %d body bytes (%s)", path, reader.received,
                     type(error).__name__)
         return CLIENT_CLOSED
-
-
-def _is_disconnect(error: BaseException) -> bool:
-    """Starlette's ClientDisconnect, raised when it reads the disconnect our reader did not see."""
-    return type(error).__name__ == "ClientDisconnect"
 
 
 def content_length(scope) -> int | None:

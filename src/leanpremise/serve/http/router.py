@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from leanpremise.serve.revisions.lifecycle import ServerState
+    from leanpremise.serve.revisions.lifecycle import Server
 
 
 class RevisionRouter:
@@ -13,13 +13,13 @@ class RevisionRouter:
     default), strips the tag from the path, and holds the revision until the response is sent, so a swap
     never takes a revision from under a request."""
 
-    def __init__(self, app, state: ServerState):
-        self.app, self.state = app, state
+    def __init__(self, app, server: Server):
+        self.app, self.server = app, server
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        rev, path = self.state.table.pick(scope.get("path", ""))
+        rev, path = self.server.table.pick(scope.get("path", ""))
         if path != scope.get("path"):
             scope = {**scope, "path": path, "raw_path": path.encode()}
         scope[REVISION_KEY] = rev
@@ -29,7 +29,7 @@ class RevisionRouter:
         try:
             await self.app(scope, receive, send)
         finally:
-            self.state.release(rev)
+            self.server.release(rev)
 
 
 REVISION_KEY = "leanpremise.revision"

@@ -1,2 +1,2 @@
-"""The revisions a server serves: which bundles (plan), loading one (loader), and their lifecycle (load,
-activate, swap on reload, close)."""
+"""The revisions a server serves: which bundles (plan), loading one (loader), what a request reads of one
+(table), and their lifecycle (load, activate, swap on reload, close)."""

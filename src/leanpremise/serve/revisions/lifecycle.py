@@ -1,10 +1,11 @@
-"""The server's revisions and their lifecycle: what a request reads once the app has routed it.
+"""The revisions' lifecycle: load, activate, swap, retire, close, reload, SIGHUP.
 
-`ServerState` is the one state of an app: settings, metrics, and the `RevisionTable` of the bundles
-served. It loads them (`start`, off the event loop), makes each servable (`activate`: its model's
-embedding service, its search worker), swaps a new table in on reload (SIGHUP or /admin/reload), and
-closes a retired revision once its last request is done. `RevisionRouter`, the app's outermost
-middleware, picks the revision a request addresses and holds it while the request runs.
+`Server` is the one server of an app: settings, metrics, and the `RevisionTable` of the bundles served
+(serve/revisions/table.py). It loads them (`start`, off the event loop), makes each servable (`activate`:
+its model's embedding service, its search worker), swaps a new table in on reload (SIGHUP or
+/admin/reload), and closes a retired revision once its last request is done. `RevisionRouter`
+(serve/http/router.py), the app's outermost middleware, picks the revision a request addresses and holds
+it while the request runs.
 """
 
 from __future__ import annotations
@@ -15,81 +16,19 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import orjson
-
 from leanpremise.serve.embedding.service import EmbeddingService
-from leanpremise.serve.embedding.store import open_server_store
+from leanpremise.serve.embedding.store import EmbeddingStore, open_server_store
 from leanpremise.serve.http.schemas import request_model
 from leanpremise.serve.prometheus import Metrics
+from leanpremise.serve.revisions.table import Revision, RevisionTable, SharedEmbedder
 from leanpremise.serve.runtime import limit_blas_threads, limit_torch_threads, release_free_memory, text_bound
-from leanpremise.serve.search.batcher import SearchBatcher
 from leanpremise.serve.settings import ServeConfig
 
 logger = logging.getLogger(__name__)
 
 
-class Revision:
-    """One bundle served at /<tag>/ (and at / when it is the default): what the Lean routes read. Its
-    embedding service is shared with every revision of the same model; its rows live in that model's pool."""
-
-    def __init__(self, spec, server: ServerState, bundle, index, shared: SharedEmbedder, load_seconds: float):
-        self.spec, self.tag, self.server = spec, spec.tag, server
-        self.config = server.config
-        self.candidate_mask_pool = server.candidate_mask_pool
-        self.lexical_pool = server.lexical_pool
-        self.fused = bundle.fused
-        self.bundle, self.index, self.shared = bundle, index, shared
-        self.service: EmbeddingService = shared.service
-        self.max_text_chars = shared.max_text_chars
-        self.indexed_premises_json = orjson.dumps(index.indexed_premises)
-        self.indexed_modules_json = orjson.dumps(index.indexed_modules)
-        self.load_seconds = load_seconds
-        self.searcher = SearchBatcher(index, server.search_executor, server.config.max_queries_per_search,
-                                      server.metrics)
-        self.active = 0
-        """Requests using this revision now; a retired revision is closed when it reaches 0."""
-        self.retired = False
-        self.closed = False
-
-    def describe(self, default: bool) -> dict:
-        m = self.bundle.manifest
-        return {"tag": self.tag, "revision": m.data_revision or m.revision, "premises": self.index.size,
-                "modules": len(self.index.indexed_modules), "model": m.model_name,
-                "model_identity": self.shared.key, "bundle": str(self.spec.path) if self.spec.path else None,
-                "default": default, "state": "retiring" if self.retired else "loaded",
-                "rows_shared": int(getattr(self.index.searcher, "reused", 0))}
-
-
-class SharedEmbedder:
-    """The embedding service (workers and cache) of one model identity, and the revisions using it."""
-
-    def __init__(self, key: str, embedders, background, max_text_chars: int):
-        self.key, self.embedders, self.background = key, embedders, background
-        self.max_text_chars = max_text_chars
-        self.service: EmbeddingService | None = None
-        self.users = 0
-
-
-class RevisionTable:
-    """The revisions served, swapped whole on reload (one attribute assignment, so a request sees the old
-    table or the new one, never a mixture)."""
-
-    def __init__(self, revisions: dict[str, Revision], default: str | None):
-        self.revisions, self.default = revisions, default
-
-    def pick(self, path: str) -> tuple[Revision | None, str]:
-        """(the revision a request path addresses, the path without its tag)."""
-        first, _, rest = path.lstrip("/").partition("/")
-        rev = self.revisions.get(first)
-        if rev is not None:
-            return rev, "/" + rest
-        return self.revisions.get(self.default), path
-
-
-class ServerState:
-    """The server: settings, metrics, the table of revisions; `ready` flips once the first table exists.
-
-    The attributes of one revision (`index`, `service`, `bundle`, ...) read the default revision's."""
+class Server:
+    """The server: settings, metrics, the table of revisions; `ready` flips once the first table exists."""
 
     def __init__(self, config: ServeConfig):
         self.config = config
@@ -100,6 +39,9 @@ class ServerState:
         self.table = RevisionTable({}, None)
         self.embedders: dict[str, SharedEmbedder] = {}
         self.pools: dict[str, object] = {}
+        self.stores: dict[str, EmbeddingStore] = {}
+        """The persistent embedding stores open, by location: each opened once (LMDB forbids opening one
+        environment twice in a process), shared by every model's service, closed when the server stops."""
         self.strings: dict[str, str] = {}
         """Names, kinds and modules of every loaded corpus, each distinct string once (see
         Corpus.for_serving)."""
@@ -110,24 +52,6 @@ class ServerState:
         self.search_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
         self._reload_lock: asyncio.Lock | None = None
         self._search_threads: int | None = None
-
-    # ---- the default revision, as the single-bundle server had it ----------------------------------
-
-    @property
-    def default(self) -> Revision | None:
-        return self.table.revisions.get(self.table.default)
-
-    def _of_default(name: str):  # a property factory, used in the class body only
-        return property(lambda self: getattr(self.default, name, None))
-
-    index = _of_default("index")
-    service = _of_default("service")
-    bundle = _of_default("bundle")
-    searcher = _of_default("searcher")
-    indexed_premises_json = _of_default("indexed_premises_json")
-    indexed_modules_json = _of_default("indexed_modules_json")
-    load_seconds = _of_default("load_seconds")
-    max_text_chars = _of_default("max_text_chars")
 
     # ---- loading ---------------------------------------------------------------------------------
 
@@ -201,10 +125,11 @@ class ServerState:
         search worker started."""
         spec, bundle, index, shared, seconds = loaded
         if shared.service is None:
-            store = await asyncio.get_running_loop().run_in_executor(None, open_server_store, self.config, bundle,
-                                                                     shared.embedders[0])
+            opened = await asyncio.get_running_loop().run_in_executor(
+                None, open_server_store, self.config, bundle, shared.embedders[0], self.stores)
+            store, key = opened or (None, "")
             shared.service = EmbeddingService(shared.embedders, self.config, metrics=self.metrics,
-                                              background=shared.background, store=store)
+                                              background=shared.background, store=store, store_key=key)
             await shared.service.start()
         shared.users += 1
         rev = Revision(spec, self, bundle, index, shared, seconds)
@@ -217,9 +142,9 @@ class ServerState:
         for tag, rev in old.revisions.items():
             if revisions.get(tag) is not rev:
                 self.retire(rev)
-        metrics = self.metrics
-        metrics.indexed.set(self.index.size)
-        metrics.load_seconds.set(self.load_seconds)
+        served = revisions[default]  # the gauges describe the revision / answers
+        self.metrics.indexed.set(served.index.size)
+        self.metrics.load_seconds.set(served.load_seconds)
         return old
 
     def retire(self, rev: Revision) -> None:
@@ -310,7 +235,10 @@ class ServerState:
             await rev.searcher.stop()
         for shared in list(self.embedders.values()):
             if shared.service is not None:
-                await shared.service.stop()
+                await shared.service.stop()  # flushes its store writes: the stores close after
+        for store in self.stores.values():
+            store.close()
+        self.stores.clear()
         self.candidate_mask_pool.shutdown(wait=False, cancel_futures=True)
         self.lexical_pool.shutdown(wait=False, cancel_futures=True)
         self.search_executor.shutdown(wait=False, cancel_futures=True)
@@ -320,14 +248,14 @@ class ReloadFailed(Exception):
     """A reload could not read the bundle list or load a bundle; the revisions served stay as they were."""
 
 
-def watch_sighup(state: ServerState) -> bool:
+def watch_sighup(server: Server) -> bool:
     """SIGHUP reloads the bundle list (the event loop must run in the main thread, as under the CLI; a
     server run in a thread, as in tests, has no signal handler and reloads by its admin route)."""
     if not hasattr(signal, "SIGHUP"):
         return False
 
     def on_hup():
-        task = asyncio.ensure_future(state.reload())
+        task = asyncio.ensure_future(server.reload())
         task.add_done_callback(_log_reload)
 
     try:
@@ -340,8 +268,3 @@ def watch_sighup(state: ServerState) -> bool:
 def _log_reload(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("reload failed, still serving the revisions loaded before: %s", task.exception())
-
-
-# ---- thread pools ---------------------------------------------------------------------------------
-
-

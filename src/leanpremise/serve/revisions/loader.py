@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from leanpremise.data import DataConfig, load_corpus
 from leanpremise.data.config import default_cache_dir
 from leanpremise.data.corpus import Corpus
 
+if TYPE_CHECKING:
+    from leanpremise.serve.search.fused import FusedRanking
+
 logger = logging.getLogger(__name__)
 
 
@@ -49,8 +53,8 @@ class LoadedBundle:
     premises_dir: Path
     root: Path | None = None
     """The bundle dir (None for a Hub download): where `manifest.hybrid` and its files are."""
-    fused: object = None
-    """The bundle's `serve.fused_ranking.FusedRanking` when it has one and HYBRID is on."""
+    fused: FusedRanking | None = None
+    """The bundle's fusion when it has one and HYBRID is on (set by the server once loaded)."""
 
     def onnx_path(self, int8: bool = False) -> Path | None:
         path = self.model_dir / ONNX_DIR / (INT8_FILE if int8 else ONNX_FILE)

@@ -36,7 +36,7 @@ class PremiseIndex:
     def __init__(self, corpus: Corpus, embeddings: np.ndarray | None, dtype: str = "float32",
                  search_threads: int = 1, rows=None):
         """`rows`: the premises' rows already held elsewhere (a `PooledRows` view shared with other
-        revisions, serve/row_pool.py), searched instead of an own copy of `embeddings`."""
+        revisions, serve/search/row_pool.py), searched instead of an own copy of `embeddings`."""
         size = rows.size if rows is not None else embeddings.shape[0]
         if size != len(corpus):
             raise ValueError(f"{size} embeddings for {len(corpus)} premises")

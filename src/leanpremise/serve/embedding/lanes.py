@@ -1,0 +1,198 @@
+"""The embedding workers of one model: an urgent and a bulk lane, the workers that drain them, and a bound.
+
+Worker threads (one per embedder given, each with its own tokenizer, since tokenizers are not safe to
+share between threads) run the embedder on what is queued. An embedder that batches well (a GPU, a TEI
+service) takes every queued urgent chunk at once, up to `max_batch` texts; a CPU one takes one request's
+texts at a time, since padding a short state to a long one costs more than batching saves there, and the
+workers run side by side on the cores instead. Requests with only a few texts to embed (a state and a new
+premise or two: the usual, cached request) go to the urgent lane, which the workers always drain first,
+so they never wait behind more than one batch of a file's first, all-uncached request. At most
+`max_inflight` texts are queued or being embedded; a chunk that would exceed that is refused with
+:class:`Overloaded` (the server answers 503 + Retry-After) instead of growing an unbounded queue.
+
+Given a `background` embedder, bulk chunks go to it alone, on a thread of lowered CPU priority (nice +10
+on Linux), and the other workers take urgent work only: on a small CPU machine a file's first request,
+embedding dozens of premises, then slows the cached requests of everyone else by little instead of taking
+a core from them.
+
+What a request embeds, and what it finds cached, is the embedding service's (serve/embedding/service.py):
+it asks `chunking` how to cut its texts and `submit`s each chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from leanpremise.serve.jobs import fail_jobs, hand_out, take_jobs
+
+logger = logging.getLogger(__name__)
+
+
+class Overloaded(Exception):
+    """More texts in flight than the configured bound."""
+
+
+@dataclass
+class _Job:
+    texts: list[str]
+    future: asyncio.Future
+
+
+@dataclass
+class _Worker:
+    """One embedder on its own thread, and which lane it serves: `urgent` (urgent jobs only, beside a
+    background worker), `bulk` (the background worker: bulk jobs only) or `any` (urgent first, then bulk)."""
+
+    embedder: object
+    executor: ThreadPoolExecutor
+    role: str
+
+
+class EmbeddingLanes:
+    """The lanes and workers of one model's embedders, and the bound on texts in flight."""
+
+    def __init__(self, embedder, config, metrics, background=None, background_nice: int = 10):
+        """`embedder`: one embedder or a list (one worker each); `config`: the server's settings (a
+        ServeConfig), read for the in-flight bound, chunk and batch sizes and the urgent lane's threshold;
+        `metrics`: the server's Metrics."""
+        embedders = list(embedder) if isinstance(embedder, (list, tuple)) else [embedder]
+        self.embedder = embedders[0]
+        self.dim = self.embedder.dim
+        self.metrics = metrics
+        self.max_inflight = config.embed_service_max_concurrent_inputs
+        self.chunk_size = max(1, min(config.max_client_batch_size, self.max_inflight))
+        self.max_batch = max(config.embed_batch_size, self.chunk_size)
+        self.urgent_max_texts = config.urgent_max_texts
+        self.bulk_chunk = min(self.chunk_size, config.bulk_chunk)
+        self.inflight = 0
+        self._urgent: deque[_Job] = deque()
+        self._bulk: deque[_Job] = deque()
+        self._wake: asyncio.Condition | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._bulk_busy = 0
+        role = "urgent" if background is not None else "any"
+        self.workers = [_Worker(e, ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embed{i}"), role)
+                        for i, e in enumerate(embedders)]
+        if background is not None:
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-background",
+                                          initializer=_lower_priority, initargs=(background_nice,))
+            self.workers.append(_Worker(background, executor, "bulk"))
+        self.embedders = [w.embedder for w in self.workers]
+
+    async def start(self) -> None:
+        self._wake = asyncio.Condition()
+        self._tasks = [asyncio.create_task(self._run(w), name=f"embedding-worker-{i}")
+                       for i, w in enumerate(self.workers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        for worker in self.workers:
+            worker.executor.shutdown(wait=False, cancel_futures=True)
+
+    # ---- what a request calls ------------------------------------------------------------------
+
+    def chunking(self, n_texts: int) -> tuple[bool, int]:
+        """(urgent lane, chunk size) for a request with `n_texts` texts to embed: a few go to the urgent
+        lane in chunks of `chunk_size`, more to the bulk lane in chunks of `bulk_chunk`."""
+        urgent = n_texts <= self.urgent_max_texts
+        return urgent, self.chunk_size if urgent else self.bulk_chunk
+
+    async def submit(self, texts: list[str], urgent: bool = True) -> np.ndarray:
+        """Queue one chunk in its lane and wait for its rows; Overloaded if it would exceed the bound."""
+        if self.inflight + len(texts) > self.max_inflight:
+            self.metrics.overloaded.inc()
+            raise Overloaded(f"{self.inflight} texts being embedded; limit {self.max_inflight}")
+        self.inflight += len(texts)
+        self.metrics.inflight.set(self.inflight)
+        try:
+            job = _Job(texts, asyncio.get_running_loop().create_future())
+            (self._urgent if urgent else self._bulk).append(job)
+            async with self._wake:
+                self._wake.notify_all()  # workers wait for different lanes: wake them all to look
+            return await job.future
+        finally:
+            self.inflight -= len(texts)
+            self.metrics.inflight.set(self.inflight)
+
+    # ---- the workers: each role's pick, then one loop for all ------------------------------------
+
+    def _pick_urgent(self, worker: _Worker) -> tuple[list[_Job], bool] | None:
+        """Urgent jobs: all queued ones up to max_batch texts for an embedder that batches well, else one."""
+        if not self._urgent:
+            return None
+        limit = self.max_batch if getattr(worker.embedder, "batches_well", True) else 0
+        return take_jobs(self._urgent, limit, _size), False
+
+    def _pick_bulk(self, worker: _Worker) -> tuple[list[_Job], bool] | None:
+        """Bulk chunks up to `bulk_chunk` texts, so that an urgent job arriving meanwhile waits for a short
+        batch only."""
+        if not self._bulk:
+            return None
+        return take_jobs(self._bulk, self.bulk_chunk, _size), True
+
+    def _pick_any(self, worker: _Worker) -> tuple[list[_Job], bool] | None:
+        """Urgent first; bulk only while it keeps all workers but one busy, so that a request with only its
+        state to embed always finds a worker within one state's time, not one bulk chunk's."""
+        if self._urgent:
+            return self._pick_urgent(worker)
+        if self._bulk_busy < max(1, len(self.workers) - 1):
+            return self._pick_bulk(worker)
+        return None
+
+    async def _run(self, worker: _Worker) -> None:
+        """Wait until this worker's role finds work, take it, embed it; forever."""
+        pick = {"urgent": self._pick_urgent, "bulk": self._pick_bulk, "any": self._pick_any}[worker.role]
+        loop = asyncio.get_running_loop()
+        while True:
+            async with self._wake:
+                jobs, bulk = await self._wake.wait_for(lambda: pick(worker))
+                self._bulk_busy += bulk
+            try:
+                await self._embed_jobs(loop, worker, jobs)
+            finally:
+                if bulk:
+                    async with self._wake:
+                        self._bulk_busy -= 1
+                        self._wake.notify_all()
+
+    async def _embed_jobs(self, loop, worker: _Worker, jobs: list[_Job]) -> None:
+        jobs = [j for j in jobs if not j.future.done()]  # requests cancelled while queued
+        if not jobs:
+            return
+        texts = [t for j in jobs for t in j.texts]
+        try:
+            emb = await loop.run_in_executor(worker.executor, worker.embedder.encode, texts)
+        except Exception as e:  # noqa: BLE001 - a backend failure fails these requests, not the worker
+            logger.warning("embedding %d texts failed: %s", len(texts), e)
+            fail_jobs([j.future for j in jobs], e)
+            return
+        self.metrics.embedded.inc(len(texts))
+        self.metrics.batch_size.observe(len(texts))
+        hand_out([j.future for j in jobs], [len(j.texts) for j in jobs], emb)
+
+
+def _size(job: _Job) -> int:
+    return len(job.texts)
+
+
+def _lower_priority(nice: int) -> None:
+    """Raise this thread's nice value (Linux schedules threads apart; elsewhere this may do nothing)."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except (AttributeError, OSError) as e:
+        logger.debug("could not lower the background embedding thread's priority: %s", e)

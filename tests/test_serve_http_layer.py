@@ -1,0 +1,123 @@
+"""What the HTTP layer takes from Starlette and uvicorn: Starlette's disconnect error counted as the client's,
+and uvicorn's h11 protocol (no public API sets a header timeout) still calling the hooks the timed
+protocol overrides, with the attributes it reads."""
+
+from __future__ import annotations
+
+import asyncio
+
+from serve_helpers import service_config
+
+
+def test_a_starlette_client_disconnect_is_counted_as_client_closed_not_500():
+    from starlette.requests import ClientDisconnect
+
+    from leanpremise.serve.http.guard import RequestGuard
+    from leanpremise.serve.prometheus import Metrics
+
+    async def app(scope, receive, send):
+        raise ClientDisconnect()
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        raise AssertionError(f"nothing is sent to a client that went away: {message}")
+
+    server = type("Server", (), {"config": service_config(), "metrics": Metrics()})()
+    guard = RequestGuard(app, server, routes=frozenset({"/retrieve"}))
+    asyncio.run(guard({"type": "http", "path": "/retrieve", "headers": []}, receive, send))
+    count = server.metrics.registry.get_sample_value
+    assert count("leanpremise_requests_total", {"route": "/retrieve", "status": "client_closed"}) == 1
+    assert count("leanpremise_requests_total", {"route": "/retrieve", "status": "500"}) is None
+
+
+class FakeTransport:
+    """What uvicorn's protocol asks of an asyncio transport, recording what it writes and whether it closed."""
+
+    def __init__(self):
+        self.written, self.closed = b"", False
+
+    def get_extra_info(self, name, default=None):
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def _ok(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _timed_protocol():
+    """A TimedH11Protocol over uvicorn's own Config and ServerState, on the running loop."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from leanpremise.serve.http.connection import timed_h11
+
+    config = uvicorn.Config(_ok, log_level="warning", timeout_keep_alive=30)
+    protocol = timed_h11(5.0)(config, ServerState(), {}, _loop=asyncio.get_running_loop())
+    transport = FakeTransport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+def test_uvicorn_h11_still_calls_the_hooks_the_header_timeout_overrides():
+    """Drives uvicorn's real H11Protocol through one request with a fake transport: connection_made arms
+    the header timer, handle_events (called by data_received) disarms it once a request's headers are in
+    `cycle`, on_response_complete re-arms it for the next request, connection_lost cancels it; the timer
+    closes `transport` and logs through `logger`. Fails when uvicorn renames or stops calling any of them."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    for hook in ("connection_made", "handle_events", "on_response_complete", "connection_lost"):
+        assert hook in vars(H11Protocol), f"uvicorn's H11Protocol no longer defines {hook}"
+
+    async def one_request():
+        protocol, transport = _timed_protocol()
+        assert protocol.transport is transport and protocol.cycle is None
+        assert protocol.loop is asyncio.get_running_loop() and protocol.logger is not None
+        armed = protocol._header_timer
+        assert armed is not None and not armed.cancelled()
+        protocol.data_received(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # headers not complete yet
+        assert protocol.cycle is None and protocol._header_timer is armed
+        protocol.data_received(b"\r\n")
+        assert protocol.cycle is not None and protocol._header_timer is None and armed.cancelled()
+        await asyncio.gather(*list(protocol.server_state.tasks))  # the app answers, then the cycle completes
+        assert transport.written.startswith(b"HTTP/1.1 200") and not transport.closed
+        rearmed = protocol._header_timer
+        assert rearmed is not None and not rearmed.cancelled()  # waiting for the next request's headers
+        return protocol, transport, rearmed
+
+    async def then_lost():
+        protocol, _, timer = await one_request()
+        protocol.connection_lost(None)
+        assert timer.cancelled()
+
+    async def then_idle():
+        protocol, transport, _ = await one_request()
+        protocol._header_timeout()  # no next request: the finished cycle is still `cycle`
+        assert transport.closed
+
+    async def slow_headers():
+        protocol, transport = _timed_protocol()
+        protocol.data_received(b"GET /health HTTP/1.1\r\nHo")
+        protocol._header_timeout()  # what the timer runs when it fires
+        assert transport.closed
+
+    asyncio.run(then_lost())
+    asyncio.run(then_idle())
+    asyncio.run(slow_headers())
