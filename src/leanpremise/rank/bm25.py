@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from leanpremise.rank.lean_tokens import bm25_tokens
-from leanpremise.rank.runs import exact_topk
+from leanpremise.rank.runs import exact_topk, rank_states
 
 logger = logging.getLogger(__name__)
 
@@ -174,20 +174,9 @@ class BM25Ranker:
 
     def rank(self, queries: list[str], access, state_ids: np.ndarray, k: int,
              progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Whole-corpus scores per batch of states, then the exact top-k of the accessible ones."""
-        state_ids = np.asarray(state_ids, dtype=np.int64)
-        ids = np.full((len(state_ids), k), -1, dtype=np.int64)
-        scores = np.full((len(state_ids), k), -np.inf, dtype=np.float32)
-        starts = range(0, len(state_ids), self.config.state_batch)
-        if progress:
-            from tqdm import tqdm
-
-            starts = tqdm(starts, desc="bm25", unit="batch")
-        for a in starts:
-            b = min(a + self.config.state_batch, len(state_ids))
-            block = np.stack([self.scores(q) for q in queries[a:b]]) if self.n else np.zeros((b - a, 0))
-            ids[a:b], scores[a:b] = exact_topk(block, access.mask(state_ids[a:b]), k)
-        return ids, scores
+        """Each state's whole-corpus scores, then the exact top-k of its accessible premises."""
+        return rank_states(lambda i, mask: self.rank_one(queries[i], mask, k), access, state_ids, k,
+                           self.config.state_batch, progress, desc="bm25")
 
     def rank_one(self, query: str | dict[int, int], candidates: np.ndarray | None, k: int
                  ) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from leanpremise.json_files import FileFormatError, read_validated
-from leanpremise.rank.runs import Run
+from leanpremise.rank.runs import Run, padded_topk
 
 TIE_BONUS = 1e-6
 """Scale of the best-rank tie-break bonus: far below any fused score difference that matters."""
@@ -185,9 +185,7 @@ class Candidates:
         ids = np.take_along_axis(self.cand, order, 1)
         sc = np.take_along_axis(s, order, 1)
         ids = np.where(np.isfinite(sc), ids, -1)
-        out_ids = np.full((len(s), k), -1, dtype=np.int64)
-        out_sc = np.full((len(s), k), -np.inf)
-        out_ids[:, :width], out_sc[:, :width] = ids, sc
+        out_ids, out_sc = padded_topk((len(s), k), ids, sc, score_dtype=np.float64)
         if spec.method == "single":  # a score that falls with the rank and stays positive
             out_sc = np.where(out_ids >= 0, 1.0 / (1.0 - out_sc), -np.inf)
         return out_ids, out_sc

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from leanpremise.rank.lean_tokens import symbols
+from leanpremise.rank.runs import padded_topk, rank_states
 
 logger = logging.getLogger(__name__)
 
@@ -313,14 +314,11 @@ def mepo_state(index: SymbolIndex, goal_ids: np.ndarray, candidates: np.ndarray 
         delta = _unique_small(syms.astype(np.int64), stamp)
         in_r[delta] = True
         p = p + (1.0 - p) / config.c
-    ids = np.full(k, -1, dtype=np.int64)
-    scores = np.full(k, -np.inf, dtype=np.float32)
-    if acc_ids:
-        cand, sc, mm, rd = (np.concatenate(a) for a in (acc_ids, acc_score, acc_m, acc_round))
-        order = np.lexsort((-cand, -mm, -sc, rd))[:k]
-        ids[: len(order)] = cand[order]
-        scores[: len(order)] = (sc[order] - rd[order]).astype(np.float32)
-    return ids, scores
+    if not acc_ids:
+        return padded_topk(k)
+    cand, sc, mm, rd = (np.concatenate(a) for a in (acc_ids, acc_score, acc_m, acc_round))
+    order = np.lexsort((-cand, -mm, -sc, rd))[:k]
+    return padded_topk(k, cand[order], (sc[order] - rd[order]).astype(np.float32))
 
 
 def _add_symbols(t: _Tables, delta: np.ndarray, m: np.ndarray, overlap: np.ndarray, open_: np.ndarray,
@@ -348,17 +346,5 @@ def mepo_rank(index: SymbolIndex, queries: list[str], access, state_ids: np.ndar
               config: MePoConfig, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """MePo rankings of the given states over their accessible premises (declaration excluded): mepo_state
     per state, the candidate masks built config.state_batch states at a time."""
-    state_ids = np.asarray(state_ids, dtype=np.int64)
-    ids = np.full((len(state_ids), k), -1, dtype=np.int64)
-    scores = np.full((len(state_ids), k), -np.inf, dtype=np.float32)
-    starts = range(0, len(state_ids), config.state_batch)
-    if progress:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, desc=config.label, unit="batch")
-    for a in starts:
-        b = min(a + config.state_batch, len(state_ids))
-        masks = np.ascontiguousarray(access.mask(state_ids[a:b]))  # rows contiguous: one per state
-        for i in range(a, b):
-            ids[i], scores[i] = mepo_state(index, index.query_ids(queries[i]), masks[i - a], k, config)
-    return ids, scores
+    return rank_states(lambda i, mask: mepo_state(index, index.query_ids(queries[i]), mask, k, config),
+                       access, state_ids, k, config.state_batch, progress, desc=config.label)

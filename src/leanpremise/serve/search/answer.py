@@ -1,5 +1,5 @@
 """One /retrieve request: clip, build candidates, embed, search, merge new premises by score; with a
-fusion (serve/fused_ranking.py), the lexical rankers run in their own threads while the states embed."""
+fusion (serve/search/fused.py), the lexical rankers run in their own threads while the states embed."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 
 import numpy as np
 
+from leanpremise.rank.runs import Run, merge_new
 from leanpremise.serve.http.schemas import LimitExceeded
 
 
@@ -30,14 +31,20 @@ def clip_new_premises(new_premises, limit: int) -> list:
 
 def merge(index_names: np.ndarray, scores: np.ndarray, ids: np.ndarray, new_names: list[str],
           new_scores: np.ndarray, k: int) -> list[dict]:
-    """Indexed top-k of one state and its new-premise scores, merged, best first, at most k."""
-    all_scores = np.concatenate([scores, new_scores]).astype(np.float64)
-    order = np.argsort(-all_scores, kind="stable")[:k]
-    n_indexed = len(ids)
+    """Indexed top-k of one state and its new-premise scores, merged (`merge_new`: equal scores keep the
+    indexed premises first), best first, at most k, as {name, score}."""
+    n = len(index_names)
+    top_ids, top_scores = merge_new(ids, scores, new_scores, n, k)
+    return named(top_ids, top_scores, index_names, new_names, n)
+
+
+def named(ids: np.ndarray, scores: np.ndarray, index_names, new_names: list[str], n: int) -> list[dict]:
+    """A ranking of the shared id space (new premise j is id n + j; -1 ends it) as {name, score}."""
     out = []
-    for j in order.tolist():
-        name = index_names[ids[j]] if j < n_indexed else new_names[j - n_indexed]
-        out.append({"name": name, "score": float(all_scores[j])})
+    for i, s in zip(ids.tolist(), scores.tolist()):
+        if i < 0:
+            break
+        out.append({"name": index_names[i] if i < n else new_names[i - n], "score": s})
     return out
 
 
@@ -98,14 +105,6 @@ async def answer(state, req):
 
 def fuse_one(fused, index, scores, ids, new_names, new_scores, lexical_runs, k) -> list[dict]:
     """One state's fused results as {name, score}, best first."""
-    from leanpremise.serve.search.fused import merged_run
-
-    dense = merged_run("dense", np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float32),
-                       new_scores, index.size, fused.depth(k))
+    dense = Run.row("dense", *merge_new(ids, scores, new_scores, index.size, fused.depth(k)))
     top_ids, top_scores = fused.fuse(dense, lexical_runs, k)
-    out = []
-    for i, s in zip(top_ids.tolist(), top_scores.tolist()):
-        if i < 0:
-            break
-        out.append({"name": index.names[i] if i < index.size else new_names[i - index.size], "score": s})
-    return out
+    return named(top_ids, top_scores, index.names, new_names, index.size)

@@ -1,7 +1,7 @@
 """Hybrid serving: the bundle's lexical rankers run per request beside the dense search, then fused.
 
 Every ranker ranks the same candidates (the request's candidate mask) plus the request's new premises,
-which get ids after the indexed ones (N, N+1, ...), so the fusion (eval/fusion.py, the code `retrieve
+which get ids after the indexed ones (N, N+1, ...), so the fusion (rank/fusion.py, the code `retrieve
 --hybrid` runs) sees one id space. Each ranker ranks `depth` premises: the depth the fusion was tuned at
 (its `k`), or the request's k when that is larger; so a served ranking equals `retrieve --hybrid` for
 the same state and candidates. A ranker of weight 0 is not run.
@@ -27,7 +27,7 @@ from leanpremise.bundle.layout import (
 from leanpremise.rank.fusion import FusionFileError, active_rankers, apply, read_fusion
 from leanpremise.rank.lean_tokens import symbols
 from leanpremise.rank.names import side_rankers
-from leanpremise.rank.runs import Run
+from leanpremise.rank.runs import Run, merge_new
 
 logger = logging.getLogger(__name__)
 
@@ -108,25 +108,22 @@ class FusedRanking:
                        for t, n in zip(new_texts, new_names)] if self.mepo else None
         usage = None
         if self.usage is not None:  # the same for every state of the request
-            from leanpremise.rank.usage import merged_usage_run
-
-            ids, scores = self.usage.rank_one(mask, depth)
-            new_scores, new_at = self.usage.new_premise_scores(new_names, self.name_to_id)
-            usage = merged_usage_run(ids, scores, new_scores, new_at, n, depth, self.names["usage"])
+            usage = Run.row(self.names["usage"], *self.usage.rank_with_new(mask, new_names, self.name_to_id,
+                                                                           n, depth))
         for state in states:
             runs = []
             if self.bm25 is not None:
                 counts = self.bm25.query_counts(state)  # tokenised once for both
                 ids, scores = self.bm25.rank_one(counts, mask, depth)
                 new_scores = self.bm25.new_premise_scores(counts, new_texts, terms) if new_texts else np.zeros(0)
-                runs.append(merged_run(self.names["bm25"], ids, scores, new_scores, n, depth))
+                runs.append(Run.row(self.names["bm25"], *merge_new(ids, scores, new_scores, n, depth)))
             if self.mepo is not None:
                 from leanpremise.rank.mepo import mepo_state
 
                 known, unknown = self.mepo.query_symbols(state)
                 ids, scores = mepo_state(self.mepo, known, mask, depth, self.mepo_config, extra=new_symbols,
                                          goal_new=unknown if new_symbols else ())
-                runs.append(Run(self.names["mepo"], ids[None, :], scores[None, :]))
+                runs.append(Run.row(self.names["mepo"], ids, scores))
             if usage is not None:
                 runs.append(usage)
             out.append(runs)
@@ -151,20 +148,6 @@ class FusedRanking:
             runs.append(Run(self.dense_name, dense.ids, dense.scores))
         ids, scores = apply(runs, self.spec, k)
         return ids[0], scores[0]
-
-
-def merged_run(name: str, ids: np.ndarray, scores: np.ndarray, new_scores: np.ndarray, n: int,
-               depth: int) -> Run:
-    """An indexed top list and the new premises' scores as one ranking of the shared id space (new
-    premise j is id n + j), best first, at most `depth`; equal scores keep indexed premises first."""
-    keep = ids >= 0
-    all_ids = np.concatenate([ids[keep], n + np.arange(len(new_scores), dtype=np.int64)])
-    all_scores = np.concatenate([scores[keep], np.asarray(new_scores, dtype=np.float32)])
-    order = np.argsort(-all_scores, kind="stable")[:depth]
-    out_ids = np.full(depth, -1, dtype=np.int64)
-    out_scores = np.full(depth, -np.inf, dtype=np.float32)
-    out_ids[: len(order)], out_scores[: len(order)] = all_ids[order], all_scores[order]
-    return Run(name, out_ids[None, :], out_scores[None, :])
 
 
 def load_symbol_index(folder: Path, n_premises: int):
