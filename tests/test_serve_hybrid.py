@@ -241,6 +241,9 @@ def tampered_copy(bundle, dst, edit):
      "weights"),
     ("rrf without k", lambda d: (d / "hybrid/fusion.json").write_text(json.dumps(
         {"method": "rrf", "rankers": ["tiny", "bm25"], "weights": {"tiny": 1, "bm25": 1}})), "params"),
+    ("a fusion export refuses", lambda d: (d / "hybrid/fusion.json").write_text(json.dumps(
+        {"method": "rrf", "rankers": ["tiny", "mepo", "mepo-p0.9-c3.6"], "weights": dict.fromkeys(
+            ["tiny", "mepo", "mepo-p0.9-c3.6"], 1.0), "params": {"k": 60}})), "both mepo"),
     ("short MePo table", lambda d: np.save(d / "hybrid/mepo/indptr.npy", np.zeros(3, dtype=np.int64)),
      "indptr.npy"),
     ("pickled MePo table", lambda d: np.save(d / "hybrid/mepo/indices.npy", np.array([{"x": 1}], dtype=object),

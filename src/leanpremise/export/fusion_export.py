@@ -23,7 +23,7 @@ from leanpremise.bundle.layout import (
     MEPO_INDPTR,
     MEPO_VOCAB,
 )
-from leanpremise.rank.fusion import FUSION_FILE, FusionFileError, active_rankers, read_fusion
+from leanpremise.rank.fusion import FUSION_FILE, active_rankers, read_servable_fusion
 from leanpremise.rank.names import side_rankers
 
 logger = logging.getLogger(__name__)
@@ -35,11 +35,7 @@ DEEP_FUSION = 256
 def check_fusion_file(path: Path):
     """The fusion spec at `path`, refused unless the server can apply it (one dense ranker at most, every
     other one lexical); checked before the export's long steps."""
-    spec = read_fusion(path)
-    try:
-        side_rankers(spec.rankers)
-    except ValueError as e:
-        raise FusionFileError(f"{path}: field \"rankers\": {e}") from None
+    spec = read_servable_fusion(path)
     if spec.k is not None and spec.k > DEEP_FUSION:
         logger.warning("%s was tuned at depth k=%d: the server ranks every request that deep for it (tune with "
                        "`retrieve --hybrid ... --k 100` for LeanHammer's k)", path, spec.k)

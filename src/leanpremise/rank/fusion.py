@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from leanpremise.json_files import FileFormatError, read_validated
+from leanpremise.rank.names import side_rankers
 from leanpremise.rank.runs import Run, padded_topk
 
 TIE_BONUS = 1e-6
@@ -73,6 +74,18 @@ def read_fusion(path) -> FusionSpec:
     spec = read_validated(path, FUSION_FILE, "fusion", FusionFileError, name_field=None)
     if why := fusion_problem(spec):
         raise FusionFileError(f"{path}: {why}")
+    return spec
+
+
+def read_servable_fusion(path) -> FusionSpec:
+    """A fusion file a bundle can serve: `read_fusion`'s checks, and at most one dense ranker beside the
+    lexical ones, each kind once (`side_rankers`); FusionFileError names the field. `export --hybrid`
+    checks the file with it before its long steps, `serve` the bundle's copy before loading the rankers."""
+    spec = read_fusion(path)
+    try:
+        side_rankers(spec.rankers)
+    except ValueError as e:
+        raise FusionFileError(f"{path}: field \"rankers\": {e}") from None
     return spec
 
 

@@ -24,7 +24,7 @@ from leanpremise.bundle.layout import (
     MEPO_VOCAB,
     BundleError,
 )
-from leanpremise.rank.fusion import FusionFileError, active_rankers, apply, read_fusion
+from leanpremise.rank.fusion import FusionFileError, active_rankers, apply, read_servable_fusion
 from leanpremise.rank.lean_tokens import symbols
 from leanpremise.rank.names import side_rankers
 from leanpremise.rank.runs import Run, merge_new
@@ -60,13 +60,9 @@ class FusedRanking:
         wrong (the files come from an untrusted folder: nothing is unpickled, arrays are validated)."""
         path = Path(root) / manifest.hybrid
         try:
-            spec = read_fusion(path)
+            spec = read_servable_fusion(path)
         except FusionFileError as e:
             raise BundleError(str(e)) from e
-        try:
-            side_rankers(spec.rankers)
-        except ValueError as e:
-            raise BundleError(f"{path}: field \"rankers\": {e}") from e
         active, _, _ = side_rankers(active_rankers(spec))
         bm25 = mepo = usage = None
         try:
