@@ -7,22 +7,11 @@ rankers the fusion reads (weight above 0) are written.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from leanpremise.atomic import atomic_write_bytes
-from leanpremise.bundle.layout import (
-    HYBRID_BM25,
-    HYBRID_FUSION,
-    HYBRID_MEPO,
-    HYBRID_USAGE,
-    MEPO_INDICES,
-    MEPO_INDPTR,
-    MEPO_VOCAB,
-)
+from leanpremise.bundle.layout import HYBRID_BM25, HYBRID_FUSION, HYBRID_MEPO, HYBRID_USAGE
 from leanpremise.rank.fusion import FUSION_FILE, active_rankers, read_servable_fusion
 from leanpremise.rank.names import side_rankers
 
@@ -59,12 +48,7 @@ def write_hybrid(spec, corpus, work: Path, progress: bool = True, dataset=None) 
     if "mepo" in active:
         from leanpremise.rank.mepo import SymbolIndex
 
-        vocab, indptr, indices = SymbolIndex.from_corpus(corpus).to_arrays()
-        folder = work / HYBRID_MEPO
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(folder / MEPO_VOCAB, json.dumps(vocab, ensure_ascii=False).encode())
-        np.save(folder / MEPO_INDPTR, np.asarray(indptr, dtype=np.int64), allow_pickle=False)
-        np.save(folder / MEPO_INDICES, np.asarray(indices, dtype=np.int32), allow_pickle=False)
+        SymbolIndex.from_corpus(corpus).save(work / HYBRID_MEPO)
     if "usage" in active:
         from leanpremise.rank.usage import UsageRanker
 

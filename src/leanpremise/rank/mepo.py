@@ -48,10 +48,13 @@ match extra premises' symbols of the same name.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -126,6 +129,16 @@ def _unique_small(values: np.ndarray, stamp: np.ndarray) -> np.ndarray:
     return values[stamp[values] == pos]
 
 
+VOCAB_FILE, INDPTR_FILE, INDICES_FILE = "vocab.json", "indptr.npy", "indices.npy"
+"""The files of a saved SymbolIndex (a bundle's `hybrid/mepo/`)."""
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
 class SymbolIndex:
     """Premise symbols as CSR (premise -> symbols) and CSC (symbol -> premises), with integer weights."""
 
@@ -157,6 +170,42 @@ class SymbolIndex:
     def from_corpus(cls, corpus) -> SymbolIndex:
         names = corpus.names
         return cls([symbols(t, exclude=names[i]) for i, t in enumerate(corpus.texts)])
+
+    def save(self, folder) -> None:
+        """The table into `folder` (written by `export --hybrid`): the vocabulary as a JSON list, indptr
+        (int64) and indices (int32) as npy; nothing pickled."""
+        from leanpremise.atomic import atomic_write_bytes
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        vocab, indptr, indices = self.to_arrays()
+        atomic_write_bytes(folder / VOCAB_FILE, json.dumps(vocab, ensure_ascii=False).encode())
+        atomic_write_bytes(folder / INDPTR_FILE, _npy_bytes(indptr.astype(np.int64)))
+        atomic_write_bytes(folder / INDICES_FILE, _npy_bytes(indices.astype(np.int32)))
+
+    @classmethod
+    def load(cls, folder, n_premises: int) -> SymbolIndex:
+        """A saved table, checked against the corpus it must rank (`n_premises` premises) and in itself
+        (`from_arrays`); ValueError names the file or folder that is wrong (bundles are untrusted)."""
+        folder = Path(folder)
+
+        def read(name, how):
+            try:
+                return how(folder / name)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{folder / name}: not readable ({type(e).__name__}: {e})") from e
+
+        vocab = read(VOCAB_FILE, lambda p: json.loads(p.read_text(encoding="utf-8")))
+        indptr = read(INDPTR_FILE, lambda p: np.load(p, allow_pickle=False))
+        indices = read(INDICES_FILE, lambda p: np.load(p, allow_pickle=False))
+        if not isinstance(vocab, list) or not all(isinstance(s, str) for s in vocab):
+            raise ValueError(f"{folder / VOCAB_FILE}: expected a JSON list of symbol strings")
+        if len(indptr) != n_premises + 1:
+            raise ValueError(f"{folder / INDPTR_FILE}: {len(indptr) - 1} premises, the corpus has {n_premises}")
+        try:
+            return cls.from_arrays(vocab, indptr, indices)
+        except ValueError as e:
+            raise ValueError(f"{folder}: {e}") from e
 
     def to_arrays(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(vocab, indptr int64, indices int32): the whole table, for storing as JSON + npy."""

@@ -9,21 +9,12 @@ the same state and candidates. A ranker of weight 0 is not run.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from leanpremise.bundle.layout import (
-    HYBRID_BM25,
-    HYBRID_MEPO,
-    HYBRID_USAGE,
-    MEPO_INDICES,
-    MEPO_INDPTR,
-    MEPO_VOCAB,
-    BundleError,
-)
+from leanpremise.bundle.layout import HYBRID_BM25, HYBRID_MEPO, HYBRID_USAGE, BundleError
 from leanpremise.rank.fusion import FusionFileError, active_rankers, apply, read_servable_fusion
 from leanpremise.rank.lean_tokens import symbols
 from leanpremise.rank.names import side_rankers
@@ -71,7 +62,9 @@ class FusedRanking:
 
                 bm25 = BM25Ranker.load(Path(root) / HYBRID_BM25, len(corpus))
             if "mepo" in active:
-                mepo = load_symbol_index(Path(root) / HYBRID_MEPO, len(corpus))
+                from leanpremise.rank.mepo import SymbolIndex
+
+                mepo = SymbolIndex.load(Path(root) / HYBRID_MEPO, len(corpus))
             if "usage" in active:
                 from leanpremise.rank.usage import UsageRanker
 
@@ -145,25 +138,3 @@ class FusedRanking:
         ids, scores = apply(runs, self.spec, k)
         return ids[0], scores[0]
 
-
-def load_symbol_index(folder: Path, n_premises: int):
-    """MePo's premise-symbol table from `folder` (JSON vocabulary, two npy arrays, no pickle)."""
-    from leanpremise.rank.mepo import SymbolIndex
-
-    def read(name, how):
-        try:
-            return how(folder / name)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{folder / name}: not readable ({type(e).__name__}: {e})") from e
-
-    vocab = read(MEPO_VOCAB, lambda p: json.loads(p.read_text(encoding="utf-8")))
-    indptr = read(MEPO_INDPTR, lambda p: np.load(p, allow_pickle=False))
-    indices = read(MEPO_INDICES, lambda p: np.load(p, allow_pickle=False))
-    if not isinstance(vocab, list) or not all(isinstance(s, str) for s in vocab):
-        raise ValueError(f"{folder / MEPO_VOCAB}: expected a JSON list of symbol strings")
-    if len(indptr) != n_premises + 1:
-        raise ValueError(f"{folder / MEPO_INDPTR}: {len(indptr) - 1} premises, the corpus has {n_premises}")
-    try:
-        return SymbolIndex.from_arrays(vocab, indptr, indices)
-    except ValueError as e:
-        raise ValueError(f"{folder}: {e}") from e
