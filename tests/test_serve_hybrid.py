@@ -252,6 +252,8 @@ def tampered_copy(bundle, dst, edit):
      "usage.npy"),
     ("pickled usage counts", lambda d: np.save(d / "hybrid/usage.npy", np.array([{"x": 1}], dtype=object),
                                                allow_pickle=True), "usage.npy"),
+    ("BM25 parameters not an object", lambda d: (d / "hybrid/bm25/params.index.json").write_text("[1.5, 0.75]"),
+     "params.index.json"),
     ("BM25 of another corpus", lambda d: (d / "hybrid/bm25/bm25_stats.json").write_text(json.dumps(
         {"n_docs": 3, "avgdl": 5.0, "k1": 1.5, "b": 0.75, "method": "lucene"})), "bm25_stats.json"),
 ])
