@@ -55,27 +55,28 @@ def check_results(n_states: int, k: int, limit: int) -> None:
                                      f"at most {limit} results per response (MAX_RESULTS)")
 
 
-async def answer(state, req):
-    """The response body: a list of {name, score} (or one list per state when `state` is a list);
-    `req` is an instance of the server's request model (schemas.request_model); `state` is the revision."""
-    cfg, index, service = state.config, state.index, state.service
+async def answer(rev, req):
+    """The response body: a list of {name, score} (or one list per state when `req.state` is a list);
+    `rev` is the revision that answers, `req` an instance of the server's request model
+    (schemas.request_model)."""
+    cfg, index, service = rev.config, rev.index, rev.service
     single = isinstance(req.state, str)
     states = [req.state] if single else list(req.state)
     k = min(req.k, cfg.max_k)
     if k <= 0 or not states:
         return []
     check_results(len(states), k, cfg.max_results)
-    fused = state.fused
+    fused = rev.fused
     full_states = states
-    states = [cut(s, state.max_text_chars) for s in states]
+    states = [cut(s, rev.max_text_chars) for s in states]
     new = clip_new_premises(req.new_premises, cfg.max_new_premises)
     new_names = [p.name for p in new]
     loop = asyncio.get_running_loop()
     cand_future = loop.run_in_executor(
-        state.candidate_mask_pool, index.candidates, req.imported_modules, req.local_premises,
+        rev.candidate_mask_pool, index.candidates, req.imported_modules, req.local_premises,
         bool(req.caller_in_module_system), req.imported_all_modules, new_names,
     )
-    embedding = asyncio.ensure_future(service.embed(states, [cut(p.decl, state.max_text_chars) for p in new]))
+    embedding = asyncio.ensure_future(service.embed(states, [cut(p.decl, rev.max_text_chars) for p in new]))
     try:
         cand = await cand_future
     except BaseException:
@@ -83,7 +84,7 @@ async def answer(state, req):
         raise
     lexical = None
     if fused is not None:  # lexical ranking starts now, in its own threads, while the states embed
-        lexical = loop.run_in_executor(state.lexical_pool, fused.lexical, full_states, cand.mask,
+        lexical = loop.run_in_executor(rev.lexical_pool, fused.lexical, full_states, cand.mask,
                                        [p.decl for p in new], new_names, k)
     try:
         state_emb, new_emb = await embedding
@@ -92,7 +93,7 @@ async def answer(state, req):
             await asyncio.gather(lexical, return_exceptions=True)
         raise
     depth = fused.depth(k) if fused is not None else k
-    scores, ids = await state.searcher.search(state_emb, cand, depth)
+    scores, ids = await rev.searcher.search(state_emb, cand, depth)
     new_scores = state_emb @ new_emb.T if len(new) else np.zeros((len(states), 0), dtype=np.float32)
     if fused is None:
         results = [merge(index.names, scores[b], ids[b], new_names, new_scores[b], k) for b in range(len(states))]
