@@ -318,3 +318,23 @@ def test_manifest_reads_unknown_keys_and_names_a_bad_field(exported, tmp_path):
     (copy / MANIFEST).write_text(json.dumps(data))
     with pytest.raises(BundleError, match=r'manifest.json: field "embeddings": missing'):
         Manifest.read(copy)
+
+
+def test_the_manifest_s_corpus_keys_are_corpus_options_fields_with_their_defaults():
+    """The manifest keeps its flat keys; each is a CorpusOptions field, default for default, so a bundle
+    rebuilds its corpus with exactly the options the data layer reads."""
+    import dataclasses
+
+    from leanpremise.bundle.manifest import Manifest
+    from leanpremise.data import CorpusOptions, DataConfig
+
+    fields = {f.name: f for f in dataclasses.fields(CorpusOptions)}
+    assert set(fields) == {"filter", "mathlib_only", "nameless"}
+    for name, f in fields.items():
+        assert Manifest.model_fields[name].annotation is bool and Manifest.model_fields[name].default == f.default
+        assert next(g for g in dataclasses.fields(DataConfig) if g.name == name).metadata == f.metadata
+    options = CorpusOptions(filter=False, mathlib_only=True, nameless=True)
+    m = Manifest(model_name="m", revision="r", dimension=1, premise_count=0, unfiltered_premise_count=0,
+                 module_count=0, embeddings="e.npy", **dataclasses.asdict(options))
+    assert m.corpus_options() == options == DataConfig(**dataclasses.asdict(options)).corpus_options()
+

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from leanpremise.bundle.layout import FORMAT_VERSION, MANIFEST, BundleError, confined
+from leanpremise.data.config import CorpusOptions
 from leanpremise.json_files import read_validated
 
 
@@ -24,6 +26,9 @@ class ReuseRecord(BaseModel):
     """Rows whose embedded text no source held, embedded by this export."""
     other_model: list[str] = Field(default_factory=list)
     """Sources embedded by another model (by content identity), from which nothing was reused."""
+
+
+_CORPUS = CorpusOptions()
 
 
 class Manifest(BaseModel):
@@ -43,9 +48,11 @@ class Manifest(BaseModel):
     module_count: int
     embeddings: str
     """Path of the embeddings file inside the bundle (a listed file)."""
-    filter: bool = True
-    mathlib_only: bool = False
-    nameless: bool = False
+    filter: bool = _CORPUS.filter
+    mathlib_only: bool = _CORPUS.mathlib_only
+    nameless: bool = _CORPUS.nameless
+    """The corpus options (data/config.py `CorpusOptions`, flat keys): they decide the corpus a server
+    rebuilds from the premises archive."""
     onnx: str | None = None
     onnx_int8: str | None = None
     data_revision: str = ""
@@ -95,6 +102,10 @@ class Manifest(BaseModel):
                 if rel is not None and rel not in self.checksums:
                     raise ValueError(f"`{name}` {rel!r} is not among the files listed in `checksums`")
         return self
+
+    def corpus_options(self) -> CorpusOptions:
+        """The options the corpus of this bundle was built with."""
+        return CorpusOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(CorpusOptions)})
 
     def to_json(self) -> bytes:
         return json.dumps(self.model_dump(), indent=1, sort_keys=True).encode()

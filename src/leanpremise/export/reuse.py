@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from leanpremise.bundle.archive import extract_premises_archive
+from leanpremise.bundle.corpus import bundle_corpus
 from leanpremise.bundle.layout import MODEL_DIR, PREMISES_ARCHIVE, BundleError
 from leanpremise.bundle.manifest import Manifest, ReuseRecord
 from leanpremise.bundle.verify import check_inventory
@@ -93,14 +94,9 @@ def read_source(bundle: Path, model, dim: int) -> ReuseSource:
 
 def bundle_corpus_texts(bundle: Path, manifest: Manifest) -> list[str]:
     """The corpus texts of a bundle, from its premises archive with the corpus options of its manifest."""
-    from leanpremise.data import DataConfig, load_corpus
-
     with tempfile.TemporaryDirectory(prefix=".lp-reuse-") as tmp:
         data_dir = extract_premises_archive(bundle / PREMISES_ARCHIVE, Path(tmp) / "premises")
-        corpus = load_corpus(DataConfig(data_dir=data_dir, filter=manifest.filter,
-                                        mathlib_only=manifest.mathlib_only, nameless=manifest.nameless,
-                                        use_data_cache=False))
-        return list(corpus.texts)
+        return list(bundle_corpus(manifest, data_dir, use_cache=False).texts)
 
 
 def reuse_rows(sources: list[Path], model, identity: str, hashes: np.ndarray, dim: int
