@@ -338,3 +338,24 @@ def test_the_manifest_s_corpus_keys_are_corpus_options_fields_with_their_default
                  module_count=0, embeddings="e.npy", **dataclasses.asdict(options))
     assert m.corpus_options() == options == DataConfig(**dataclasses.asdict(options)).corpus_options()
 
+
+def test_a_dense_export_records_no_split_and_a_manifest_without_one_loads(exported, tmp_path):
+    import dataclasses
+    import shutil
+
+    from leanpremise.bundle.layout import MANIFEST
+    from leanpremise.bundle.manifest import Manifest, SplitRecord
+    from leanpremise.data import DataConfig
+
+    assert set(SplitRecord.model_fields) == {"split_seed", "n_valid", "n_test", "split_mode"}
+    assert set(SplitRecord.model_fields) <= {f.name for f in dataclasses.fields(DataConfig)}  # the same names
+    assert Manifest.read(exported).split is None  # nothing in a dense bundle depends on a split
+    copy = tmp_path / "b"
+    shutil.copytree(exported, copy)
+    data = json.loads((copy / MANIFEST).read_text())
+    del data["split"]  # as every export before it was recorded
+    (copy / MANIFEST).write_text(json.dumps(data))
+    assert Manifest.read(copy).split is None
+    record = {"split_seed": 3, "n_valid": 10, "n_test": 20, "split_mode": "all"}
+    (copy / MANIFEST).write_text(json.dumps({**data, "split": record}))
+    assert Manifest.read(copy).split == SplitRecord(**record)

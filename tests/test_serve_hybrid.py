@@ -191,6 +191,15 @@ def test_a_fusion_named_as_fuse_names_files_serves_the_same(setup, rrf_server, c
         srv.stop()
 
 
+def test_a_bundle_with_usage_counts_records_the_split_they_were_counted_on(setup, cache_dir):
+    from leanpremise.bundle.manifest import Manifest, SplitRecord
+    from leanpremise.data import DataConfig
+
+    m = Manifest.read(setup["bundles"]["rrf"])
+    assert m.split == SplitRecord.of(DataConfig(cache_dir=cache_dir))
+    assert (m.split.split_seed, m.split.n_valid, m.split.n_test, m.split.split_mode) == (0, 500, 500, "standard")
+
+
 @pytest.mark.parametrize("rankers, message", [
     (["tiny", "mepo", "mepo-p0.9-c3.6"], "both mepo"),
     (["tiny", "other", "bm25"], "not lexical rankers"),

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from leanpremise.bundle.layout import FORMAT_VERSION, MANIFEST, BundleError, confined
-from leanpremise.data.config import CorpusOptions
+from leanpremise.data.config import CorpusOptions, DataConfig, SplitMode
 from leanpremise.json_files import read_validated
 
 
@@ -26,6 +26,22 @@ class ReuseRecord(BaseModel):
     """Rows whose embedded text no source held, embedded by this export."""
     other_model: list[str] = Field(default_factory=list)
     """Sources embedded by another model (by content identity), from which nothing was reused."""
+
+
+class SplitRecord(BaseModel):
+    """The split a bundle's usage counts were counted on (its train states): DataConfig's split fields of
+    the `export` that wrote them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    split_seed: int
+    n_valid: int
+    n_test: int
+    split_mode: SplitMode
+
+    @classmethod
+    def of(cls, data: DataConfig) -> SplitRecord:
+        return cls(**{name: getattr(data, name) for name in cls.model_fields})
 
 
 _CORPUS = CorpusOptions()
@@ -75,6 +91,9 @@ class Manifest(BaseModel):
     hybrid: str | None = None
     """Path of the fusion file (`hybrid/fusion.json`, a listed file) when `export --hybrid` put the
     lexical rankers into the bundle; None: dense only."""
+    split: SplitRecord | None = None
+    """The split of the train states that counted the usage ranker's `hybrid/usage.npy`; None when the
+    bundle has no usage counts (nothing else in a bundle depends on a split) or was written before."""
 
     @field_validator("embeddings", "onnx", "onnx_int8", "text_hashes", "hybrid")
     @classmethod
