@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
@@ -11,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator,
 from leanpremise.bundle.layout import FORMAT_VERSION, MANIFEST, BundleError, confined
 from leanpremise.data.config import CorpusOptions, DataConfig, SplitMode
 from leanpremise.json_files import read_validated
+
+logger = logging.getLogger(__name__)
 
 
 class ReuseRecord(BaseModel):
@@ -139,3 +142,15 @@ class Manifest(BaseModel):
 
 MANIFEST_FILE = TypeAdapter(Manifest)
 
+
+def bundle_model_identity(manifest, model_dir: Path) -> str:
+    """The model identity `manifest` records, or (a bundle written before it was recorded, or a data repo
+    of the original upload script) the one computed from `model_dir`, which hashes the model's weights."""
+    recorded = getattr(manifest, "model_identity", None)
+    if recorded:
+        return recorded
+    from leanpremise.model.identity import model_identity
+
+    logger.info("%s: no model identity in the manifest (written by an older export); hashing the model",
+                model_dir)
+    return model_identity(model_dir)

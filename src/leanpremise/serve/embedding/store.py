@@ -466,11 +466,9 @@ def open_server_store(config, bundle, embedder) -> BoundEmbeddingStore | None:
     if location is None:
         return None
     try:
-        identity = getattr(bundle.manifest, "model_identity", None)
-        if not identity:
-            from leanpremise.model.identity import model_identity
+        from leanpremise.bundle.manifest import bundle_model_identity
 
-            identity = model_identity(bundle.model_dir)
+        identity = bundle_model_identity(bundle.manifest, bundle.model_dir)
         store = open_embedding_store(location, max_bytes=config.embedding_cache_max_bytes,
                                      ttl_s=config.embedding_cache_ttl_s or None)
     except Exception as e:  # noqa: BLE001 - a cache that cannot open must not stop the server
