@@ -129,9 +129,9 @@ def paired(a, b) -> dict[str, float]:
     """Mean of a - b over the same states, with a two-sided paired-bootstrap interval (BOOTSTRAP)."""
     import numpy as np
 
+    from leanpremise.eval.stats import bootstrap_interval
+
     diff = np.asarray(a) - np.asarray(b)
-    rng = np.random.default_rng(BOOTSTRAP["seed"])
-    means = diff[rng.integers(0, len(diff), size=(BOOTSTRAP["resamples"], len(diff)))].mean(axis=1)
-    tail = (1 - BOOTSTRAP["level"]) / 2
-    return {"mean": round(float(diff.mean()), 4), "low": round(float(np.quantile(means, tail)), 4),
-            "high": round(float(np.quantile(means, 1 - tail)), 4), "states": len(diff)}
+    low, high = bootstrap_interval(diff, BOOTSTRAP["resamples"], BOOTSTRAP["seed"], BOOTSTRAP["level"])
+    return {"mean": round(float(diff.mean()), 4), "low": round(low, 4), "high": round(high, 4),
+            "states": len(diff)}

@@ -77,6 +77,20 @@ def test_mathlib_only(small_dir, tmp_path):
     assert all(ds.corpus.modules[m].startswith("Mathlib.") for m in ds.states.module_id)
 
 
+def test_the_filter_predicates_the_corpus_applies():
+    """One module and one declaration at a time, as the synthetic revision (testing/) asks them."""
+    from leanpremise.data.corpus import declaration_kept, module_kept
+
+    assert module_kept("Mathlib.Order.Basic") and module_kept("Init.Core")
+    assert not module_kept("Mathlib.Tactic.Ring") and module_kept("Mathlib.Tactic.Ring", filter=False)
+    assert not module_kept("Init.Core", mathlib_only=True) and module_kept("Mathlib.A", mathlib_only=True)
+    assert not module_kept("Batteries.Lean.Foo", filter=True, mathlib_only=True)
+    assert declaration_kept("Nat.add_comm", "∀ a b, a + b = b + a", set())
+    assert not declaration_kept("of_eq_true", "p", {"of_eq_true"})
+    assert not declaration_kept("Lean.Elab.foo", "p", set()) and not declaration_kept("Foo.Qq.x", "p", set())
+    assert not declaration_kept("foo", "Lean.Syntax", set())
+
+
 def test_nameless_text(small_dir, tmp_path):
     ds = load(small_dir, tmp_path / "c", nameless=True)
     assert ds.corpus.text(ds.corpus.name_to_id["b1"]) == "theorem  : True"

@@ -235,6 +235,29 @@ def test_bundle_arrays_round_trip_and_bad_arrays_are_named():
             SymbolIndex.from_arrays(*args)
 
 
+def test_a_saved_table_is_the_bundle_s_three_files_and_loads_checked_against_the_corpus(tmp_path):
+    import json
+
+    index = SymbolIndex([{"A", "B"}, {"é", "X"}, set(), {"Z"}])
+    index.save(tmp_path / "mepo")
+    vocab, indptr, indices = index.to_arrays()
+    assert sorted(p.name for p in (tmp_path / "mepo").iterdir()) == ["indices.npy", "indptr.npy", "vocab.json"]
+    assert (tmp_path / "mepo/vocab.json").read_bytes() == json.dumps(vocab, ensure_ascii=False).encode()
+    for name, want, dtype in (("indptr.npy", indptr, np.int64), ("indices.npy", indices, np.int32)):
+        got = np.load(tmp_path / "mepo" / name, allow_pickle=False)
+        assert got.dtype == dtype and np.array_equal(got, want), name
+    back = SymbolIndex.load(tmp_path / "mepo", 4)
+    assert back.to_arrays()[0] == vocab and np.array_equal(back.indices, indices)
+    with pytest.raises(ValueError, match="indptr.npy: 4 premises, the corpus has 5"):
+        SymbolIndex.load(tmp_path / "mepo", 5)
+    (tmp_path / "mepo/vocab.json").write_text('{"A": 0}')
+    with pytest.raises(ValueError, match="vocab.json: expected a JSON list"):
+        SymbolIndex.load(tmp_path / "mepo", 4)
+    (tmp_path / "mepo/indices.npy").unlink()
+    with pytest.raises(ValueError, match="indices.npy: not readable"):
+        SymbolIndex.load(tmp_path / "mepo", 4)
+
+
 def test_rankings_do_not_depend_on_symbol_numbering():
     """Symbol ids follow set iteration order, which changes between processes (string hashing); with
     float32 sums that order decided ties. Exact sums: the same rankings under any numbering."""

@@ -318,3 +318,44 @@ def test_manifest_reads_unknown_keys_and_names_a_bad_field(exported, tmp_path):
     (copy / MANIFEST).write_text(json.dumps(data))
     with pytest.raises(BundleError, match=r'manifest.json: field "embeddings": missing'):
         Manifest.read(copy)
+
+
+def test_the_manifest_s_corpus_keys_are_corpus_options_fields_with_their_defaults():
+    """The manifest keeps its flat keys; each is a CorpusOptions field, default for default, so a bundle
+    rebuilds its corpus with exactly the options the data layer reads."""
+    import dataclasses
+
+    from leanpremise.bundle.manifest import Manifest
+    from leanpremise.data import CorpusOptions, DataConfig
+
+    fields = {f.name: f for f in dataclasses.fields(CorpusOptions)}
+    assert set(fields) == {"filter", "mathlib_only", "nameless"}
+    for name, f in fields.items():
+        assert Manifest.model_fields[name].annotation is bool and Manifest.model_fields[name].default == f.default
+        assert next(g for g in dataclasses.fields(DataConfig) if g.name == name).metadata == f.metadata
+    options = CorpusOptions(filter=False, mathlib_only=True, nameless=True)
+    m = Manifest(model_name="m", revision="r", dimension=1, premise_count=0, unfiltered_premise_count=0,
+                 module_count=0, embeddings="e.npy", **dataclasses.asdict(options))
+    assert m.corpus_options() == options == DataConfig(**dataclasses.asdict(options)).corpus_options()
+
+
+def test_a_dense_export_records_no_split_and_a_manifest_without_one_loads(exported, tmp_path):
+    import dataclasses
+    import shutil
+
+    from leanpremise.bundle.layout import MANIFEST
+    from leanpremise.bundle.manifest import Manifest, SplitRecord
+    from leanpremise.data import DataConfig
+
+    assert set(SplitRecord.model_fields) == {"split_seed", "n_valid", "n_test", "split_mode"}
+    assert set(SplitRecord.model_fields) <= {f.name for f in dataclasses.fields(DataConfig)}  # the same names
+    assert Manifest.read(exported).split is None  # nothing in a dense bundle depends on a split
+    copy = tmp_path / "b"
+    shutil.copytree(exported, copy)
+    data = json.loads((copy / MANIFEST).read_text())
+    del data["split"]  # as every export before it was recorded
+    (copy / MANIFEST).write_text(json.dumps(data))
+    assert Manifest.read(copy).split is None
+    record = {"split_seed": 3, "n_valid": 10, "n_test": 20, "split_mode": "all"}
+    (copy / MANIFEST).write_text(json.dumps({**data, "split": record}))
+    assert Manifest.read(copy).split == SplitRecord(**record)

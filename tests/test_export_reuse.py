@@ -144,3 +144,30 @@ def test_reuse_refuses_a_missing_source_before_writing(revisions, tiny_model_dir
     with pytest.raises(BundleError, match="nope"):
         _export(tiny_model_dir, revisions[1], tmp_path / "b", cache_dir, reuse=[tmp_path / "nope"])
     assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.*"))
+
+
+def test_the_model_identity_is_the_manifest_s_or_computed_from_the_model_dir(tiny_model_dir, monkeypatch):
+    """One fallback for the server's row pools, its persistent cache and `export --reuse`."""
+    from types import SimpleNamespace
+
+    from leanpremise.bundle.manifest import bundle_model_identity
+    from leanpremise.model import identity
+
+    computed = identity.model_identity(tiny_model_dir)
+    assert bundle_model_identity(SimpleNamespace(model_identity=""), tiny_model_dir) == computed
+    assert bundle_model_identity(SimpleNamespace(), tiny_model_dir) == computed  # a manifest without the field
+    monkeypatch.setattr(identity, "model_identity", lambda d: pytest.fail("hashed a recorded identity"))
+    assert bundle_model_identity(SimpleNamespace(model_identity="abc"), tiny_model_dir) == "abc"
+
+
+def test_a_bundle_s_corpus_is_rebuilt_with_its_manifest_s_options(revisions, cache_dir):
+    from leanpremise.bundle.corpus import bundle_corpus
+
+    old_data, _ = revisions
+    base = Manifest(model_name="m", revision="r", dimension=1, premise_count=0, unfiltered_premise_count=0,
+                    module_count=0, embeddings="e.npy")
+    for options in ({}, {"filter": False}, {"nameless": True}, {"mathlib_only": True}):
+        manifest = base.model_copy(update=options)
+        want = load_corpus(DataConfig(data_dir=old_data, cache_dir=cache_dir, **options))
+        got = bundle_corpus(manifest, old_data, cache_dir)
+        assert got.names == want.names and got.texts == want.texts, options

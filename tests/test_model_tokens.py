@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from leanpremise.model import tokens
+from leanpremise.model import st_internals, tokens
 from leanpremise.model.tokens import FastTokenizer, fast_path_blocker, fast_tokenizer, tokenize_texts
 
 EDGE_TEXTS = [
@@ -59,7 +59,8 @@ def _hf_dir(tiny_model_dir):
 
 def _tiny_transformer_model(tiny_model_dir, **kwargs):
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base.modules import Transformer
+
+    Transformer = st_internals.transformer_class()
 
     return SentenceTransformer(modules=[Transformer(str(_hf_dir(tiny_model_dir)), **kwargs)], device="cpu")
 
@@ -136,7 +137,8 @@ def test_decoder_takes_the_preprocess_path_with_left_padding(tmp_path, encode_ca
     LlamaForCausalLM(cfg).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base.modules import Transformer
+
+    Transformer = st_internals.transformer_class()
 
     model = SentenceTransformer(modules=[Transformer(str(tmp_path), transformer_task="text-generation")],
                                 device="cpu")
@@ -151,7 +153,8 @@ def test_decoder_takes_the_preprocess_path_with_left_padding(tmp_path, encode_ca
 
 def test_custom_first_module_and_non_string_inputs_are_not_eligible(tiny_model_dir):
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base.modules import Transformer
+
+    Transformer = st_internals.transformer_class()
 
     class Custom(Transformer):
         pass

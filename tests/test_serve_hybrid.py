@@ -181,6 +181,15 @@ def test_a_fusion_named_as_fuse_names_files_serves_the_same(setup, rrf_server, c
         srv.stop()
 
 
+def test_a_bundle_with_usage_counts_records_the_split_they_were_counted_on(setup, cache_dir):
+    from leanpremise.bundle.manifest import Manifest, SplitRecord
+    from leanpremise.data import DataConfig
+
+    m = Manifest.read(setup["bundles"]["rrf"])
+    assert m.split == SplitRecord.of(DataConfig(cache_dir=cache_dir))
+    assert (m.split.split_seed, m.split.n_valid, m.split.n_test, m.split.split_mode) == (0, 500, 500, "standard")
+
+
 @pytest.mark.parametrize("rankers, message", [
     (["tiny", "mepo", "mepo-p0.9-c3.6"], "both mepo"),
     (["tiny", "other", "bm25"], "not lexical rankers"),
@@ -231,6 +240,9 @@ def tampered_copy(bundle, dst, edit):
      "weights"),
     ("rrf without k", lambda d: (d / "hybrid/fusion.json").write_text(json.dumps(
         {"method": "rrf", "rankers": ["tiny", "bm25"], "weights": {"tiny": 1, "bm25": 1}})), "params"),
+    ("a fusion export refuses", lambda d: (d / "hybrid/fusion.json").write_text(json.dumps(
+        {"method": "rrf", "rankers": ["tiny", "mepo", "mepo-p0.9-c3.6"], "weights": dict.fromkeys(
+            ["tiny", "mepo", "mepo-p0.9-c3.6"], 1.0), "params": {"k": 60}})), "both mepo"),
     ("short MePo table", lambda d: np.save(d / "hybrid/mepo/indptr.npy", np.zeros(3, dtype=np.int64)),
      "indptr.npy"),
     ("pickled MePo table", lambda d: np.save(d / "hybrid/mepo/indices.npy", np.array([{"x": 1}], dtype=object),
@@ -239,6 +251,8 @@ def tampered_copy(bundle, dst, edit):
      "usage.npy"),
     ("pickled usage counts", lambda d: np.save(d / "hybrid/usage.npy", np.array([{"x": 1}], dtype=object),
                                                allow_pickle=True), "usage.npy"),
+    ("BM25 parameters not an object", lambda d: (d / "hybrid/bm25/params.index.json").write_text("[1.5, 0.75]"),
+     "params.index.json"),
     ("BM25 of another corpus", lambda d: (d / "hybrid/bm25/bm25_stats.json").write_text(json.dumps(
         {"n_docs": 3, "avgdl": 5.0, "k1": 1.5, "b": 0.75, "method": "lucene"})), "bm25_stats.json"),
 ])

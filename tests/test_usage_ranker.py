@@ -54,20 +54,18 @@ def test_a_ranking_is_the_accessible_used_premises_by_count_then_id(sample_datas
 
 
 def test_new_premises_score_by_their_indexed_namesake(ranker, sample_dataset):
-    from leanpremise.rank.usage import merged_usage_run
-
-    names = sample_dataset.corpus.names
+    names, name_to_id = sample_dataset.corpus.names, sample_dataset.corpus.name_to_id
     top = int(ranker.order[0])
-    scores, at = ranker.new_premise_scores([names[top], "Not.A.Premise"], sample_dataset.corpus.name_to_id)
+    scores, at = ranker.new_premise_scores([names[top], "Not.A.Premise"], name_to_id)
     assert scores[0] > 0 and scores[1] == 0 and at.tolist() == [top, -1]
     # served without its indexed copy, the namesake comes back at the indexed premise's place
     mask = np.ones(ranker.n, dtype=bool)
-    full, _ = ranker.rank_one(mask, 10)
+    full, full_scores = ranker.rank_one(mask, 10)
     mask[top] = False
-    ids, sc = ranker.rank_one(mask, 10)
-    run = merged_usage_run(ids, sc, scores, at, ranker.n, 10)
-    assert run.ids[0].tolist() == [ranker.n if i == top else i for i in full.tolist()]
-    assert ranker.n + 1 not in run.ids[0]  # an unused new premise is not listed
+    ids, sc = ranker.rank_with_new(mask, [names[top], "Not.A.Premise"], name_to_id, ranker.n, 10)
+    assert ids.tolist() == [ranker.n if i == top else i for i in full.tolist()]
+    assert np.array_equal(sc, full_scores)
+    assert ranker.n + 1 not in ids  # an unused new premise is not listed
 
 
 @pytest.mark.parametrize("array, message", [

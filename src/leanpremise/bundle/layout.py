@@ -13,10 +13,10 @@ bundle").
       embeddings/<model>-<revision>.texts-sha256.npy
                                         sha256 of each row's embedded text (prompt included), uint8 (n, 32)
       hybrid/                           only with `export --hybrid FUSION_JSON`:
-        fusion.json                     the tuned fusion (eval/fusion.py's FusionSpec)
-        bm25/                           bm25s's saved index of the corpus texts + bm25_stats.json
+        fusion.json                     the tuned fusion (rank/fusion.py's FusionSpec)
+        bm25/                           bm25s's saved index of the corpus texts + bm25_stats.json (rank/bm25.py)
         mepo/vocab.json, indptr.npy, indices.npy
-                                        MePo's premise-symbol table (CSR over the corpus order)
+                                        MePo's premise-symbol table, CSR over the corpus order (rank/mepo.py)
         usage.npy                       int64 per corpus premise: train states that used it (usage ranker)
 """
 
@@ -40,7 +40,6 @@ HYBRID_FUSION = f"{HYBRID_DIR}/fusion.json"
 HYBRID_BM25 = f"{HYBRID_DIR}/bm25"
 HYBRID_MEPO = f"{HYBRID_DIR}/mepo"
 HYBRID_USAGE = f"{HYBRID_DIR}/usage.npy"
-MEPO_VOCAB, MEPO_INDPTR, MEPO_INDICES = "vocab.json", "indptr.npy", "indices.npy"
 FORMAT_VERSION = 2
 """2 added `sizes`; a format-1 manifest (sha256 only) still loads, fully hashed (docs/decisions.md)."""
 FAST_VERIFY_MAX_BYTES = 16 << 20

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from leanpremise.bundle.layout import FORMAT_VERSION, MANIFEST, BundleError, confined
+from leanpremise.data.config import CorpusOptions, DataConfig, SplitMode
 from leanpremise.json_files import read_validated
+
+logger = logging.getLogger(__name__)
 
 
 class ReuseRecord(BaseModel):
@@ -24,6 +29,25 @@ class ReuseRecord(BaseModel):
     """Rows whose embedded text no source held, embedded by this export."""
     other_model: list[str] = Field(default_factory=list)
     """Sources embedded by another model (by content identity), from which nothing was reused."""
+
+
+class SplitRecord(BaseModel):
+    """The split a bundle's usage counts were counted on (its train states): DataConfig's split fields of
+    the `export` that wrote them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    split_seed: int
+    n_valid: int
+    n_test: int
+    split_mode: SplitMode
+
+    @classmethod
+    def of(cls, data: DataConfig) -> SplitRecord:
+        return cls(**{name: getattr(data, name) for name in cls.model_fields})
+
+
+_CORPUS = CorpusOptions()
 
 
 class Manifest(BaseModel):
@@ -43,9 +67,11 @@ class Manifest(BaseModel):
     module_count: int
     embeddings: str
     """Path of the embeddings file inside the bundle (a listed file)."""
-    filter: bool = True
-    mathlib_only: bool = False
-    nameless: bool = False
+    filter: bool = _CORPUS.filter
+    mathlib_only: bool = _CORPUS.mathlib_only
+    nameless: bool = _CORPUS.nameless
+    """The corpus options (data/config.py `CorpusOptions`, flat keys): they decide the corpus a server
+    rebuilds from the premises archive."""
     onnx: str | None = None
     onnx_int8: str | None = None
     data_revision: str = ""
@@ -68,6 +94,9 @@ class Manifest(BaseModel):
     hybrid: str | None = None
     """Path of the fusion file (`hybrid/fusion.json`, a listed file) when `export --hybrid` put the
     lexical rankers into the bundle; None: dense only."""
+    split: SplitRecord | None = None
+    """The split of the train states that counted the usage ranker's `hybrid/usage.npy`; None when the
+    bundle has no usage counts (nothing else in a bundle depends on a split) or was written before."""
 
     @field_validator("embeddings", "onnx", "onnx_int8", "text_hashes", "hybrid")
     @classmethod
@@ -96,6 +125,10 @@ class Manifest(BaseModel):
                     raise ValueError(f"`{name}` {rel!r} is not among the files listed in `checksums`")
         return self
 
+    def corpus_options(self) -> CorpusOptions:
+        """The options the corpus of this bundle was built with."""
+        return CorpusOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(CorpusOptions)})
+
     def to_json(self) -> bytes:
         return json.dumps(self.model_dump(), indent=1, sort_keys=True).encode()
 
@@ -109,3 +142,15 @@ class Manifest(BaseModel):
 
 MANIFEST_FILE = TypeAdapter(Manifest)
 
+
+def bundle_model_identity(manifest, model_dir: Path) -> str:
+    """The model identity `manifest` records, or (a bundle written before it was recorded, or a data repo
+    of the original upload script) the one computed from `model_dir`, which hashes the model's weights."""
+    recorded = getattr(manifest, "model_identity", None)
+    if recorded:
+        return recorded
+    from leanpremise.model.identity import model_identity
+
+    logger.info("%s: no model identity in the manifest (written by an older export); hashing the model",
+                model_dir)
+    return model_identity(model_dir)

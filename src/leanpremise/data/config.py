@@ -18,8 +18,26 @@ SplitMode = Literal["standard", "all"]
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    """How to read an ntp-toolkit data dir and split it.
+class CorpusOptions:
+    """Which declarations make the corpus and what text of each a model embeds: the options a bundle's
+    manifest records (bundle/manifest.py, the same keys), so that a server rebuilds exactly the corpus its
+    embeddings were made from."""
+
+    mathlib_only: bool = field(default=False, metadata={
+        "help": "Keep only premises and states of modules whose name starts with `Mathlib.`."})
+    filter: bool = field(default=True, metadata={
+        "help": "Apply the default corpus filters (module/name blacklists, `Lean.` types, HammerBlacklist)."})
+    nameless: bool = field(default=False, metadata={"help": "Leave the premise name out of the text a model embeds."})
+
+    def corpus_options(self) -> CorpusOptions:
+        """These options alone (of a DataConfig: without where the data is and how it is split)."""
+        return CorpusOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(CorpusOptions)})
+
+
+@dataclass(frozen=True)
+class DataConfig(CorpusOptions):
+    """How to read an ntp-toolkit data dir and split it: the corpus options (inherited, the same flat flags)
+    and the rest.
 
     The defaults reproduce the original LeanHammer training code, so that two
     runs on the same data and seed evaluate on the same theorems. Field names
@@ -28,11 +46,6 @@ class DataConfig:
 
     data_dir: Path | None = field(default=None, metadata={
         "help": "ntp-toolkit data dir (default: the sample shipped with the package)."})
-    mathlib_only: bool = field(default=False, metadata={
-        "help": "Keep only premises and states of modules whose name starts with `Mathlib.`."})
-    filter: bool = field(default=True, metadata={
-        "help": "Apply the default corpus filters (module/name blacklists, `Lean.` types, HammerBlacklist)."})
-    nameless: bool = field(default=False, metadata={"help": "Leave the premise name out of the text a model embeds."})
     split_seed: int = field(default=0, metadata={
         "help": "Seed of the valid/test split (0 reproduces the original's split)."})
     n_valid: int = field(default=500, metadata={"help": "Valid declarations."})

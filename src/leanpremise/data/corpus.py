@@ -25,6 +25,22 @@ MODULE_BLACKLIST = frozenset([
 NAME_BLACKLIST = frozenset({"Lean", "Lake", "Qq"})
 TYPE_PREFIX_BLACKLIST = ("Lean.",)
 
+
+def module_kept(module: str, filter: bool = True, mathlib_only: bool = False) -> bool:
+    """Whether the declarations of `module` may be premises: `--mathlib_only` and the module blacklist."""
+    comps = module.split(".")
+    if mathlib_only and comps[0] != "Mathlib":
+        return False
+    return not filter or MODULE_BLACKLIST.isdisjoint(comps)
+
+
+def declaration_kept(name: str, type_: str, blacklist: set[str] | frozenset[str]) -> bool:
+    """Whether a declaration passes the default filters on itself: not in HammerBlacklist (`blacklist`), no
+    blacklisted name component, no `Lean.` type."""
+    return (name not in blacklist and NAME_BLACKLIST.isdisjoint(name.split("."))
+            and not type_.startswith(TYPE_PREFIX_BLACKLIST))
+
+
 POSITION_BITS = 24
 """Bits for a column in the packed (module, line, column) sort key."""
 
@@ -112,20 +128,13 @@ class Corpus:
     def _filter_mask(raw: RawData, filter: bool, mathlib_only: bool) -> np.ndarray:
         """Which raw declarations survive `--mathlib_only` and the default filters."""
         d = raw.decls
-        module_ok = np.ones(len(raw.modules), dtype=bool)
-        for i, m in enumerate(raw.modules):
-            comps = m.split(".")
-            outside_mathlib = mathlib_only and comps[0] != "Mathlib"
-            if outside_mathlib or (filter and not MODULE_BLACKLIST.isdisjoint(comps)):
-                module_ok[i] = False
+        module_ok = np.fromiter((module_kept(m, filter, mathlib_only) for m in raw.modules), dtype=bool,
+                                count=len(raw.modules))
         keep = module_ok[d.module_id] if len(d.name) else np.zeros(0, dtype=bool)
         if filter:
             blacklist = set(raw.blacklist)
-            name_ok = [
-                n not in blacklist and NAME_BLACKLIST.isdisjoint(n.split(".")) and not t.startswith(TYPE_PREFIX_BLACKLIST)
-                for n, t in zip(d.name, d.type)
-            ]
-            keep &= np.asarray(name_ok, dtype=bool)
+            keep &= np.fromiter((declaration_kept(n, t, blacklist) for n, t in zip(d.name, d.type)), dtype=bool,
+                                count=len(d.name))
         return keep
 
     def __len__(self) -> int:

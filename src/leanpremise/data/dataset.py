@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import resource
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +97,7 @@ def load_dataset(config: DataConfig | None = None, **overrides) -> PremiseDatase
     data_dir = resolve_data_dir(config)
     raw = read_data_dir(data_dir, with_states=True, cache_dir=config.cache_dir, use_cache=config.use_data_cache,
                         workers=config.workers)
-    corpus = Corpus(raw, filter=config.filter, mathlib_only=config.mathlib_only, nameless=config.nameless)
+    corpus = Corpus(raw, **asdict(config.corpus_options()))
     states = States(raw.states, corpus, mathlib_only=config.mathlib_only)
     split = make_split(states, corpus, seed=config.split_seed, n_valid=config.n_valid, n_test=config.n_test,
                        mode=config.split_mode)
@@ -114,4 +114,4 @@ def load_corpus(config: DataConfig | None = None, **overrides) -> Corpus:
     data_dir = resolve_data_dir(config)
     raw = read_data_dir(data_dir, with_states=False, cache_dir=config.cache_dir, use_cache=config.use_data_cache,
                         workers=config.workers)
-    return Corpus(raw, filter=config.filter, mathlib_only=config.mathlib_only, nameless=config.nameless)
+    return Corpus(raw, **asdict(config.corpus_options()))

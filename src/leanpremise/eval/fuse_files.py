@@ -25,7 +25,7 @@ from leanpremise.eval.retrieved_files import (
 )
 from leanpremise.eval.tuning import tune
 from leanpremise.rank.fusion import FusionSpec, apply, read_fusion, write_fusion
-from leanpremise.rank.runs import Run
+from leanpremise.rank.runs import Run, padded_topk
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +91,7 @@ def load_split(files: dict[str, Path]) -> SplitRuns:
                                      f"(e.g. {extra}); fuse files of the same states")
         depth = max((len(e.premises) for e in entries), default=0)
         k = max(k, depth)
-        ids = np.full((len(keys), depth), -1, dtype=np.int64)
-        scores = np.full((len(keys), depth), -np.inf)
+        ids, scores = padded_topk((len(keys), depth), score_dtype=np.float64)
         for row, key in enumerate(keys):
             prem = by_key[key].premises
             ids[row, : len(prem)] = [vocab.setdefault(p["corpus_id"], len(vocab)) for p in prem]

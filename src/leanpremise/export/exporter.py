@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from leanpremise.bundle.layout import (
     revision_slug,
     text_hashes_file_name,
 )
-from leanpremise.bundle.manifest import Manifest
+from leanpremise.bundle.manifest import Manifest, SplitRecord
 from leanpremise.bundle.verify import bundle_files
 from leanpremise.data import DataConfig, load_corpus, load_dataset
 from leanpremise.export.corpus_embeddings import (
@@ -142,10 +142,10 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
     manifest = Manifest(
         model_name=model_name, revision=revision, dimension=dim, premise_count=len(corpus),
         unfiltered_premise_count=len(corpus.unfiltered_names), module_count=len(corpus.modules),
-        embeddings=emb_rel, filter=cfg.data.filter, mathlib_only=cfg.data.mathlib_only,
-        nameless=cfg.data.nameless, data_revision=corpus.revision, onnx=onnx_rel, onnx_int8=int8_rel,
-        source_model=str(cfg.model), created=datetime.now(UTC).isoformat(timespec="seconds"),
+        embeddings=emb_rel, **asdict(cfg.data.corpus_options()), data_revision=corpus.revision, onnx=onnx_rel,
+        onnx_int8=int8_rel, source_model=str(cfg.model), created=datetime.now(UTC).isoformat(timespec="seconds"),
         model_identity=identity, text_hashes=hashes_rel, reuse=reuse, hybrid=hybrid_rel,
+        split=SplitRecord.of(cfg.data) if dataset is not None else None,  # the usage counts' train states
     )
     manifest.checksums, manifest.sizes = bundle_files(work)  # last: covers every file written above
     atomic_write_bytes(work / MANIFEST, manifest.to_json())

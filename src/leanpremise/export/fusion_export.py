@@ -7,23 +7,12 @@ rankers the fusion reads (weight above 0) are written.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from leanpremise.atomic import atomic_write_bytes
-from leanpremise.bundle.layout import (
-    HYBRID_BM25,
-    HYBRID_FUSION,
-    HYBRID_MEPO,
-    HYBRID_USAGE,
-    MEPO_INDICES,
-    MEPO_INDPTR,
-    MEPO_VOCAB,
-)
-from leanpremise.rank.fusion import FUSION_FILE, FusionFileError, active_rankers, read_fusion
+from leanpremise.bundle.layout import HYBRID_BM25, HYBRID_FUSION, HYBRID_MEPO, HYBRID_USAGE
+from leanpremise.rank.fusion import FUSION_FILE, active_rankers, read_servable_fusion
 from leanpremise.rank.names import side_rankers
 
 logger = logging.getLogger(__name__)
@@ -35,11 +24,7 @@ DEEP_FUSION = 256
 def check_fusion_file(path: Path):
     """The fusion spec at `path`, refused unless the server can apply it (one dense ranker at most, every
     other one lexical); checked before the export's long steps."""
-    spec = read_fusion(path)
-    try:
-        side_rankers(spec.rankers)
-    except ValueError as e:
-        raise FusionFileError(f"{path}: field \"rankers\": {e}") from None
+    spec = read_servable_fusion(path)
     if spec.k is not None and spec.k > DEEP_FUSION:
         logger.warning("%s was tuned at depth k=%d: the server ranks every request that deep for it (tune with "
                        "`retrieve --hybrid ... --k 100` for LeanHammer's k)", path, spec.k)
@@ -63,12 +48,7 @@ def write_hybrid(spec, corpus, work: Path, progress: bool = True, dataset=None) 
     if "mepo" in active:
         from leanpremise.rank.mepo import SymbolIndex
 
-        vocab, indptr, indices = SymbolIndex.from_corpus(corpus).to_arrays()
-        folder = work / HYBRID_MEPO
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(folder / MEPO_VOCAB, json.dumps(vocab, ensure_ascii=False).encode())
-        np.save(folder / MEPO_INDPTR, np.asarray(indptr, dtype=np.int64), allow_pickle=False)
-        np.save(folder / MEPO_INDICES, np.asarray(indices, dtype=np.int32), allow_pickle=False)
+        SymbolIndex.from_corpus(corpus).save(work / HYBRID_MEPO)
     if "usage" in active:
         from leanpremise.rank.usage import UsageRanker
 

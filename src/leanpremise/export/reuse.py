@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from leanpremise.bundle.archive import extract_premises_archive
+from leanpremise.bundle.corpus import bundle_corpus
 from leanpremise.bundle.layout import MODEL_DIR, PREMISES_ARCHIVE, BundleError
-from leanpremise.bundle.manifest import Manifest, ReuseRecord
+from leanpremise.bundle.manifest import Manifest, ReuseRecord, bundle_model_identity
 from leanpremise.bundle.verify import check_inventory
-from leanpremise.model.identity import model_identity
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +52,6 @@ class ReuseSource:
     path: Path
     hashes: np.ndarray
     embeddings: np.ndarray
-
-
-def bundle_identity(bundle: Path, manifest: Manifest) -> str:
-    """The model identity a bundle records, or (older bundles) computed from its `model/` dir."""
-    if manifest.model_identity:
-        return manifest.model_identity
-    logger.info("%s: no model identity in its manifest (written by an older export); hashing its model",
-                bundle)
-    return model_identity(bundle / MODEL_DIR)
 
 
 def read_source(bundle: Path, model, dim: int) -> ReuseSource:
@@ -93,14 +84,9 @@ def read_source(bundle: Path, model, dim: int) -> ReuseSource:
 
 def bundle_corpus_texts(bundle: Path, manifest: Manifest) -> list[str]:
     """The corpus texts of a bundle, from its premises archive with the corpus options of its manifest."""
-    from leanpremise.data import DataConfig, load_corpus
-
     with tempfile.TemporaryDirectory(prefix=".lp-reuse-") as tmp:
         data_dir = extract_premises_archive(bundle / PREMISES_ARCHIVE, Path(tmp) / "premises")
-        corpus = load_corpus(DataConfig(data_dir=data_dir, filter=manifest.filter,
-                                        mathlib_only=manifest.mathlib_only, nameless=manifest.nameless,
-                                        use_data_cache=False))
-        return list(corpus.texts)
+        return list(bundle_corpus(manifest, data_dir, use_cache=False).texts)
 
 
 def reuse_rows(sources: list[Path], model, identity: str, hashes: np.ndarray, dim: int
@@ -116,7 +102,7 @@ def reuse_rows(sources: list[Path], model, identity: str, hashes: np.ndarray, di
     for path in sources:
         path = Path(path)
         manifest = Manifest.read(path)
-        other = bundle_identity(path, manifest)
+        other = bundle_model_identity(manifest, path / MODEL_DIR)
         if other != identity:
             logger.warning("--reuse %s: embedded by another model (identity %s…, this one %s…); nothing reused "
                            "from it", path, other[:12], identity[:12])

@@ -10,7 +10,6 @@ tokenizer, everything else through `preprocess` itself.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,8 @@ from itertools import chain
 
 import numpy as np
 import torch
+
+from leanpremise.model import st_internals
 
 logger = logging.getLogger(__name__)
 
@@ -120,65 +121,28 @@ NO_LIMIT = 2 ** 63
 1e30); the Rust tokenizer's lengths are 64-bit, and no text has that many tokens, so such texts are not cut."""
 
 
-def class_overrides(tokenizer) -> list[str]:
-    """Functions the tokenizer's class adds to or overrides in `TokenizersBackend`, the stock fast tokenizer.
-
-    The stock classes (BERT, RoBERTa, XLM-R, Llama, Qwen, GPT-2, ...) only configure the Rust tokenizer in
-    their constructor, so their `__call__` ends in the Rust `encode_batch` and nothing else. Any other function
-    of a subclass may be on the call path (an override of one of the base's methods, or a private hook the base
-    looks up); public additions are not called by the base, and properties only describe special tokens, which
-    the serialised Rust tokenizer already holds.
-    """
-    from transformers import TokenizersBackend
-
-    base = set(dir(TokenizersBackend))
-    found = []
-    for klass in type(tokenizer).__mro__:
-        if klass is TokenizersBackend:
-            break
-        for name, value in vars(klass).items():
-            function = inspect.isfunction(value) or isinstance(value, (staticmethod, classmethod))
-            if function and name != "__init__" and (name in base or name.startswith("_")):
-                found.append(f"{klass.__name__}.{name}")
-    return found
-
-
 def fast_path_blocker(model) -> str | None:
     """Why `model.preprocess` may differ from the bare Rust tokenizer on a list of strings (None: it does not).
 
-    Read from sentence-transformers 6.2 `Transformer.preprocess`: for text-only modules it calls
-    `tokenizer(texts, padding=True, truncation="longest_first", return_tensors="pt")` plus any
-    `processing_kwargs`; lower-casing (`do_lower_case`) lives in the Rust normaliser and max_seq_length is the
-    tokenizer's model_max_length. Prompts are not applied by `preprocess` without a `prompt` argument. Anything
-    else (chat templates, decoders' left padding checks, flattened flash-attention inputs, custom modules,
-    Python tokenizers) keeps the general path.
+    A plain SentenceTransformer whose first module is sentence-transformers' own Transformer module on a
+    stock fast tokenizer (`st_internals.module_blocker` says what that module must not do). Prompts are not
+    applied by `preprocess` without a `prompt` argument. Anything else (chat templates, decoders' left padding
+    checks, flattened flash-attention inputs, custom modules, Python tokenizers) keeps the general path.
     """
     try:
         from sentence_transformers import SentenceTransformer
-        from sentence_transformers.base.modules import Transformer
-        from transformers import TokenizersBackend
+
+        transformer = st_internals.transformer_class()
     except ImportError as exc:
         return f"import failed: {exc}"
     if not isinstance(model, SentenceTransformer) or type(model).preprocess is not SentenceTransformer.preprocess:
         return f"{type(model).__name__} is not a plain SentenceTransformer"
     first = model[0] if len(model) else None
-    if type(first) is not Transformer:
+    if type(first) is not transformer:
         return f"first module is {type(first).__name__}, not Transformer"
-    if first.transformer_task != "feature-extraction":
-        return f"transformer_task is {first.transformer_task!r}"
-    if list(first.modality_config) != ["text"]:
-        return f"modalities are {list(first.modality_config)}, not text only"
-    if first.processing_kwargs:
-        return f"processing_kwargs {first.processing_kwargs}"
-    if first.can_flatten_inputs:
-        return "inputs are flattened for flash attention"
-    tokenizer = first.processor
-    if not isinstance(tokenizer, TokenizersBackend):
-        return f"processor {type(tokenizer).__name__} is not a fast tokenizer"
-    overridden = class_overrides(tokenizer)
-    if overridden:
-        return f"{type(tokenizer).__name__} has its own {', '.join(overridden)}"
-    names = tokenizer.model_input_names
+    if (reason := st_internals.module_blocker(first)) is not None:
+        return reason
+    names = st_internals.module_tokenizer(first).model_input_names
     if "input_ids" not in names or "attention_mask" not in names:
         return f"model_input_names {names}"
     return None
@@ -188,7 +152,7 @@ def fast_tokenizer(model) -> FastTokenizer | None:
     """The fast path's tokenizer for `model`, or None (with the reason logged) where it must use `preprocess`."""
     reason = fast_path_blocker(model)
     if reason is None:
-        tokenizer = model[0].tokenizer
+        tokenizer = st_internals.module_tokenizer(model[0])
         try:
             from tokenizers import Tokenizer
 

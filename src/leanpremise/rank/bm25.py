@@ -1,11 +1,12 @@
 """BM25 baseline: bm25s over premise texts, states as queries, accessible premises only.
 
-Both sides use `lean_tokens.bm25_tokens`. bm25s scores the whole corpus per
-query; the top k of the allowed premises is `ranking.exact_topk` (equal scores
-by lower id), so `retrieve` and the server rank alike. The index is saved with
-bm25s's own format (npy arrays, JSON vocabulary and parameters; never pickle)
-plus the average document length, which bm25s does not keep and which scoring
-a premise that is not in the index (a request's new premise) needs.
+Both sides use `lean_tokens.bm25_tokens`. A query scores the whole corpus from
+bm25s's score matrix (read through `bm25_index`, the one module that knows how
+bm25s holds it); the top k of the allowed premises is `runs.exact_topk` (equal
+scores by lower id), so `retrieve` and the server rank alike. The index is saved
+with bm25s's own format (npy arrays, JSON vocabulary and parameters; never
+pickle) plus the average document length, which bm25s does not keep and which
+scoring a premise that is not in the index (a request's new premise) needs.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from leanpremise.rank import bm25_index
 from leanpremise.rank.lean_tokens import bm25_tokens
-from leanpremise.rank.runs import exact_topk
+from leanpremise.rank.runs import exact_topk, rank_states
 
 logger = logging.getLogger(__name__)
 
@@ -48,25 +50,20 @@ class BM25Stats(BaseModel):
 
 class BM25Ranker:
     def __init__(self, corpus_texts: list[str], config: BM25Config | None = None, progress: bool = False):
-        import bm25s
-
-        # bm25s sets its logger to DEBUG when imported, which prints at our default INFO level; let it
-        # follow the root logger's level instead (so `-v` still shows it).
-        logging.getLogger("bm25s").setLevel(logging.NOTSET)
         self.config = config or BM25Config()
         self.n = len(corpus_texts)
-        self.retriever = bm25s.BM25(k1=self.config.k1, b=self.config.b, method=self.config.method)
         tokens = [bm25_tokens(t) for t in corpus_texts]
         self.avgdl = (float(np.mean([len(t) for t in tokens])) if tokens else 0.0) or 1.0
-        self.retriever.index(tokens, show_progress=progress)
-        self._finish()
+        self.retriever = bm25_index.build(tokens, self.config.k1, self.config.b, self.config.method, progress)
+        self._finish(bm25_index.score_matrix(self.retriever))
 
-    def _finish(self) -> None:
-        """Per-token document frequency and idf, read back from the index (for new premises)."""
-        indptr = np.asarray(self.retriever.scores["indptr"])
+    def _finish(self, matrix: bm25_index.ScoreMatrix) -> None:
+        """The score matrix, and per-token document frequency and idf read back from it (for new premises)."""
+        self.matrix = matrix
+        indptr = matrix.indptr
         # bm25s's vocabulary has one more entry than the matrix has columns (its empty token); tokens without
         # a column, or with an id that is not one, score nothing
-        self.vocab = {t: i for t, i in self.retriever.vocab_dict.items()
+        self.vocab = {t: i for t, i in bm25_index.vocabulary(self.retriever).items()
                       if isinstance(i, int) and 0 <= i < len(indptr) - 1}
         self.df = np.diff(indptr).astype(np.int64)
         # as bm25s computes it (math.log in float64, kept in float32), so new premises score bit-identically
@@ -80,7 +77,7 @@ class BM25Ranker:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.retriever.save(str(folder), show_progress=False)
+        bm25_index.save(self.retriever, folder)
         stats = {"n_docs": self.n, "avgdl": self.avgdl, "k1": self.config.k1, "b": self.config.b,
                  "method": self.config.method}
         (folder / STATS_FILE).write_text(json.dumps(stats, indent=1))
@@ -89,12 +86,8 @@ class BM25Ranker:
     def load(cls, folder, n_docs: int) -> BM25Ranker:
         """A saved index, checked against the corpus it must rank (`n_docs` premises); ValueError names
         the file that is wrong. Arrays are memory-mapped, so revisions sharing a bundle file share pages."""
-        import json
         from pathlib import Path
 
-        import bm25s
-
-        logging.getLogger("bm25s").setLevel(logging.NOTSET)
         folder = Path(folder)
         try:
             stats = BM25Stats.model_validate_json((folder / STATS_FILE).read_bytes())
@@ -103,22 +96,22 @@ class BM25Ranker:
         if stats.n_docs != n_docs:
             raise ValueError(f"{folder / STATS_FILE}: index of {stats.n_docs} premises, corpus has {n_docs}")
         try:
-            params = json.loads((folder / "params.index.json").read_text())
-            retriever = bm25s.BM25.load(str(folder), mmap=True, allow_pickle=False, show_progress=False)
+            params = bm25_index.saved_params(folder)
+            retriever = bm25_index.load(folder)
+            matrix = bm25_index.score_matrix(retriever)
         except (OSError, ValueError, TypeError, KeyError) as e:
             raise ValueError(f"{folder}: not a readable bm25s index ({type(e).__name__}: {e})") from e
         out = cls.__new__(cls)
         out.config = BM25Config(k1=stats.k1, b=stats.b, method=stats.method)
         if (params.get("k1"), params.get("b"), params.get("method")) != (stats.k1, stats.b, stats.method):
-            raise ValueError(f"{folder}: params.index.json and {STATS_FILE} disagree on k1, b or method")
+            raise ValueError(f"{folder}: {bm25_index.PARAMS_FILE} and {STATS_FILE} disagree on k1, b or method")
         out.n, out.avgdl, out.retriever = n_docs, stats.avgdl, retriever
-        indptr = np.asarray(retriever.scores["indptr"])
-        indices = retriever.scores["indices"]
-        if (retriever.scores.get("num_docs") != n_docs or len(indptr) < 1
+        indptr, indices = matrix.indptr, matrix.indices
+        if (matrix.num_docs != n_docs or len(indptr) < 1
                 or (len(indptr) > 1 and (np.any(np.diff(indptr) < 0) or indptr[-1] != len(indices)))
                 or (len(indices) and (int(np.min(indices)) < 0 or int(np.max(indices)) >= n_docs))):
             raise ValueError(f"{folder}: the bm25s arrays are inconsistent with each other or the corpus")
-        out._finish()
+        out._finish(matrix)
         return out
 
     def doc_terms(self, text: str) -> dict[int, np.float32]:
@@ -164,7 +157,7 @@ class BM25Ranker:
         Reads bm25s's (premises x tokens) score matrix column by column: each distinct query token once,
         times its count, so a query costs at most one pass over the index however long it is (bm25s's
         `get_scores` adds a column per occurrence). `np.add.at` beats `out[idx] += ...` here."""
-        data, indices, indptr = (self.retriever.scores[x] for x in ("data", "indices", "indptr"))
+        data, indices, indptr = self.matrix.data, self.matrix.indices, self.matrix.indptr
         out = np.zeros(self.n, dtype=np.float32)
         counts = self.query_counts(text) if isinstance(text, str) else text
         for i, c in counts.items():
@@ -174,20 +167,9 @@ class BM25Ranker:
 
     def rank(self, queries: list[str], access, state_ids: np.ndarray, k: int,
              progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Whole-corpus scores per batch of states, then the exact top-k of the accessible ones."""
-        state_ids = np.asarray(state_ids, dtype=np.int64)
-        ids = np.full((len(state_ids), k), -1, dtype=np.int64)
-        scores = np.full((len(state_ids), k), -np.inf, dtype=np.float32)
-        starts = range(0, len(state_ids), self.config.state_batch)
-        if progress:
-            from tqdm import tqdm
-
-            starts = tqdm(starts, desc="bm25", unit="batch")
-        for a in starts:
-            b = min(a + self.config.state_batch, len(state_ids))
-            block = np.stack([self.scores(q) for q in queries[a:b]]) if self.n else np.zeros((b - a, 0))
-            ids[a:b], scores[a:b] = exact_topk(block, access.mask(state_ids[a:b]), k)
-        return ids, scores
+        """Each state's whole-corpus scores, then the exact top-k of its accessible premises."""
+        return rank_states(lambda i, mask: self.rank_one(queries[i], mask, k), access, state_ids, k,
+                           self.config.state_batch, progress, desc="bm25")
 
     def rank_one(self, query: str | dict[int, int], candidates: np.ndarray | None, k: int
                  ) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from leanpremise.rank.runs import padded_topk
+
 ChunkScorer = Callable[[slice, int, int], "object"]
 """(rows: positions of a batch in `state_ids`, lo, hi) -> (B, hi-lo) float32 scores (numpy or torch)."""
 
@@ -36,8 +38,7 @@ def rank_with_scorer(score_chunk: ChunkScorer, n_premises: int, access, state_id
     torch = _torch()
     state_ids = np.asarray(state_ids, dtype=np.int64)
     n_states = len(state_ids)
-    out_ids = np.full((n_states, k), -1, dtype=np.int64)
-    out_scores = np.full((n_states, k), -np.inf, dtype=np.float32)
+    out_ids, out_scores = padded_topk((n_states, k))
     if n_states == 0 or k == 0 or n_premises == 0:
         return out_ids, out_scores
     batches = [(a, min(a + state_batch, n_states)) for a in range(0, n_states, state_batch)]

@@ -24,7 +24,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from leanpremise.json_files import FileFormatError, read_validated
-from leanpremise.rank.runs import Run
+from leanpremise.rank.names import side_rankers
+from leanpremise.rank.runs import Run, padded_topk
 
 TIE_BONUS = 1e-6
 """Scale of the best-rank tie-break bonus: far below any fused score difference that matters."""
@@ -73,6 +74,18 @@ def read_fusion(path) -> FusionSpec:
     spec = read_validated(path, FUSION_FILE, "fusion", FusionFileError, name_field=None)
     if why := fusion_problem(spec):
         raise FusionFileError(f"{path}: {why}")
+    return spec
+
+
+def read_servable_fusion(path) -> FusionSpec:
+    """A fusion file a bundle can serve: `read_fusion`'s checks, and at most one dense ranker beside the
+    lexical ones, each kind once (`side_rankers`); FusionFileError names the field. `export --hybrid`
+    checks the file with it before its long steps, `serve` the bundle's copy before loading the rankers."""
+    spec = read_fusion(path)
+    try:
+        side_rankers(spec.rankers)
+    except ValueError as e:
+        raise FusionFileError(f"{path}: field \"rankers\": {e}") from None
     return spec
 
 
@@ -185,9 +198,7 @@ class Candidates:
         ids = np.take_along_axis(self.cand, order, 1)
         sc = np.take_along_axis(s, order, 1)
         ids = np.where(np.isfinite(sc), ids, -1)
-        out_ids = np.full((len(s), k), -1, dtype=np.int64)
-        out_sc = np.full((len(s), k), -np.inf)
-        out_ids[:, :width], out_sc[:, :width] = ids, sc
+        out_ids, out_sc = padded_topk((len(s), k), ids, sc, score_dtype=np.float64)
         if spec.method == "single":  # a score that falls with the rank and stays positive
             out_sc = np.where(out_ids >= 0, 1.0 / (1.0 - out_sc), -np.inf)
         return out_ids, out_sc

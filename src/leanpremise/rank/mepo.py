@@ -48,14 +48,18 @@ match extra premises' symbols of the same name.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from leanpremise.rank.lean_tokens import symbols
+from leanpremise.rank.runs import padded_topk, rank_states
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +129,16 @@ def _unique_small(values: np.ndarray, stamp: np.ndarray) -> np.ndarray:
     return values[stamp[values] == pos]
 
 
+VOCAB_FILE, INDPTR_FILE, INDICES_FILE = "vocab.json", "indptr.npy", "indices.npy"
+"""The files of a saved SymbolIndex (a bundle's `hybrid/mepo/`)."""
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
 class SymbolIndex:
     """Premise symbols as CSR (premise -> symbols) and CSC (symbol -> premises), with integer weights."""
 
@@ -156,6 +170,42 @@ class SymbolIndex:
     def from_corpus(cls, corpus) -> SymbolIndex:
         names = corpus.names
         return cls([symbols(t, exclude=names[i]) for i, t in enumerate(corpus.texts)])
+
+    def save(self, folder) -> None:
+        """The table into `folder` (written by `export --hybrid`): the vocabulary as a JSON list, indptr
+        (int64) and indices (int32) as npy; nothing pickled."""
+        from leanpremise.atomic import atomic_write_bytes
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        vocab, indptr, indices = self.to_arrays()
+        atomic_write_bytes(folder / VOCAB_FILE, json.dumps(vocab, ensure_ascii=False).encode())
+        atomic_write_bytes(folder / INDPTR_FILE, _npy_bytes(indptr.astype(np.int64)))
+        atomic_write_bytes(folder / INDICES_FILE, _npy_bytes(indices.astype(np.int32)))
+
+    @classmethod
+    def load(cls, folder, n_premises: int) -> SymbolIndex:
+        """A saved table, checked against the corpus it must rank (`n_premises` premises) and in itself
+        (`from_arrays`); ValueError names the file or folder that is wrong (bundles are untrusted)."""
+        folder = Path(folder)
+
+        def read(name, how):
+            try:
+                return how(folder / name)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{folder / name}: not readable ({type(e).__name__}: {e})") from e
+
+        vocab = read(VOCAB_FILE, lambda p: json.loads(p.read_text(encoding="utf-8")))
+        indptr = read(INDPTR_FILE, lambda p: np.load(p, allow_pickle=False))
+        indices = read(INDICES_FILE, lambda p: np.load(p, allow_pickle=False))
+        if not isinstance(vocab, list) or not all(isinstance(s, str) for s in vocab):
+            raise ValueError(f"{folder / VOCAB_FILE}: expected a JSON list of symbol strings")
+        if len(indptr) != n_premises + 1:
+            raise ValueError(f"{folder / INDPTR_FILE}: {len(indptr) - 1} premises, the corpus has {n_premises}")
+        try:
+            return cls.from_arrays(vocab, indptr, indices)
+        except ValueError as e:
+            raise ValueError(f"{folder}: {e}") from e
 
     def to_arrays(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(vocab, indptr int64, indices int32): the whole table, for storing as JSON + npy."""
@@ -313,14 +363,11 @@ def mepo_state(index: SymbolIndex, goal_ids: np.ndarray, candidates: np.ndarray 
         delta = _unique_small(syms.astype(np.int64), stamp)
         in_r[delta] = True
         p = p + (1.0 - p) / config.c
-    ids = np.full(k, -1, dtype=np.int64)
-    scores = np.full(k, -np.inf, dtype=np.float32)
-    if acc_ids:
-        cand, sc, mm, rd = (np.concatenate(a) for a in (acc_ids, acc_score, acc_m, acc_round))
-        order = np.lexsort((-cand, -mm, -sc, rd))[:k]
-        ids[: len(order)] = cand[order]
-        scores[: len(order)] = (sc[order] - rd[order]).astype(np.float32)
-    return ids, scores
+    if not acc_ids:
+        return padded_topk(k)
+    cand, sc, mm, rd = (np.concatenate(a) for a in (acc_ids, acc_score, acc_m, acc_round))
+    order = np.lexsort((-cand, -mm, -sc, rd))[:k]
+    return padded_topk(k, cand[order], (sc[order] - rd[order]).astype(np.float32))
 
 
 def _add_symbols(t: _Tables, delta: np.ndarray, m: np.ndarray, overlap: np.ndarray, open_: np.ndarray,
@@ -348,17 +395,5 @@ def mepo_rank(index: SymbolIndex, queries: list[str], access, state_ids: np.ndar
               config: MePoConfig, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """MePo rankings of the given states over their accessible premises (declaration excluded): mepo_state
     per state, the candidate masks built config.state_batch states at a time."""
-    state_ids = np.asarray(state_ids, dtype=np.int64)
-    ids = np.full((len(state_ids), k), -1, dtype=np.int64)
-    scores = np.full((len(state_ids), k), -np.inf, dtype=np.float32)
-    starts = range(0, len(state_ids), config.state_batch)
-    if progress:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, desc=config.label, unit="batch")
-    for a in starts:
-        b = min(a + config.state_batch, len(state_ids))
-        masks = np.ascontiguousarray(access.mask(state_ids[a:b]))  # rows contiguous: one per state
-        for i in range(a, b):
-            ids[i], scores[i] = mepo_state(index, index.query_ids(queries[i]), masks[i - a], k, config)
-    return ids, scores
+    return rank_states(lambda i, mask: mepo_state(index, index.query_ids(queries[i]), mask, k, config),
+                       access, state_ids, k, config.state_batch, progress, desc=config.label)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from leanpremise.rank.runs import merge_new, padded_topk, rank_states
+
 logger = logging.getLogger(__name__)
 
 STATE_BATCH = 256
@@ -97,22 +99,12 @@ class UsageRanker:
                 if len(take) == k or width >= len(self.order):
                     break
                 width *= 4
-        ids = np.full(k, -1, dtype=np.int64)
-        scores = np.full(k, -np.inf, dtype=np.float32)
-        ids[: len(take)] = take
-        scores[: len(take)] = usage_score(self.counts[take])
-        return ids, scores
+        return padded_topk(k, take, usage_score(self.counts[take]))
 
-    def rank(self, access, state_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def rank(self, access, state_ids: np.ndarray, k: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(ids (B, k) -1 padded, scores) of each state's accessible used premises, best first."""
-        state_ids = np.asarray(state_ids, dtype=np.int64)
-        ids = np.full((len(state_ids), k), -1, dtype=np.int64)
-        scores = np.full((len(state_ids), k), -np.inf, dtype=np.float32)
-        for a in range(0, len(state_ids), STATE_BATCH):
-            block = access.mask(state_ids[a : a + STATE_BATCH])
-            for j, row in enumerate(block):
-                ids[a + j], scores[a + j] = self.rank_one(row, k)
-        return ids, scores
+        return rank_states(lambda _, mask: self.rank_one(mask, k), access, state_ids, k, STATE_BATCH, progress,
+                           desc="usage")
 
     def new_premise_scores(self, names: list[str], name_to_id: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
         """(scores, tie positions) of new premises: the count of the indexed premise of the same name (0
@@ -121,21 +113,11 @@ class UsageRanker:
         counts = np.where(at >= 0, self.counts[np.maximum(at, 0)] if self.n else 0, 0)
         return usage_score(counts), at
 
-
-def merged_usage_run(ids: np.ndarray, scores: np.ndarray, new_scores: np.ndarray, new_at: np.ndarray,
-                     n: int, depth: int, name: str = "usage"):
-    """One ranking of candidates + new premises (new premise j is id n + j), used premises only, best
-    first by count then by corpus position (a new premise takes the position of its indexed namesake)."""
-    from leanpremise.rank.runs import Run
-
-    keep = ids >= 0
-    used = new_scores > 0
-    new_ids = n + np.flatnonzero(used).astype(np.int64)
-    all_ids = np.concatenate([ids[keep], new_ids])
-    all_scores = np.concatenate([scores[keep], new_scores[used].astype(np.float32)])
-    tie = np.concatenate([ids[keep], new_at[used]])
-    order = np.lexsort((tie, -all_scores))[:depth]
-    out_ids = np.full(depth, -1, dtype=np.int64)
-    out_scores = np.full(depth, -np.inf, dtype=np.float32)
-    out_ids[: len(order)], out_scores[: len(order)] = all_ids[order], all_scores[order]
-    return Run(name, out_ids[None, :], out_scores[None, :])
+    def rank_with_new(self, mask: np.ndarray | None, new_names: list[str], name_to_id: dict[str, int], n: int,
+                      depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """`rank_one` over `mask` merged with a request's new premises (new premise j is id n + j): a used
+        one sorts where its indexed namesake would (by count, then corpus position), an unused one is not
+        listed."""
+        ids, scores = self.rank_one(mask, depth)
+        new_scores, new_at = self.new_premise_scores(new_names, name_to_id)
+        return merge_new(ids, scores, new_scores, n, depth, new_at=new_at, listed=new_scores > 0)

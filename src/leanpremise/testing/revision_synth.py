@@ -31,7 +31,9 @@ from pathlib import Path
 import orjson
 
 from leanpremise.atomic import atomic_write_bytes
-from leanpremise.data.corpus import MODULE_BLACKLIST, NAME_BLACKLIST, TYPE_PREFIX_BLACKLIST, premise_text
+from leanpremise.data.corpus import declaration_kept, module_kept, premise_text
+from leanpremise.data.jsonl import BadLines, iter_jsonl
+from leanpremise.data.parse import read_blacklist, read_revision
 from leanpremise.data.states import parse_recommendation
 
 SUMMARY_NAME = "synthetic_revision.json"
@@ -61,24 +63,10 @@ class Shares:
     decls_per_added_module: int = 6
 
 
-def _in_corpus_module(module: str) -> bool:
-    return MODULE_BLACKLIST.isdisjoint(module.split("."))
-
-
-def _name_ok(name: str, blacklist: set[str]) -> bool:
-    return name not in blacklist and NAME_BLACKLIST.isdisjoint(name.split("."))
-
-
 def _read_jsonl(path: Path) -> list[dict]:
-    """Every well-formed line of a JSONL file (malformed lines are skipped, as the data layer does)."""
-    out = []
-    if path.exists():
-        for raw in path.read_bytes().splitlines():
-            try:
-                out.append(orjson.loads(raw))
-            except orjson.JSONDecodeError:
-                continue
-    return out
+    """Every well-formed line of a JSONL file, read as the data layer reads it (malformed lines skipped);
+    none for a missing file."""
+    return [obj for _, obj in iter_jsonl(path, BadLines())] if path.exists() else []
 
 
 def _dumps_lines(rows: Iterable[dict]) -> bytes:
@@ -91,9 +79,9 @@ class _Source:
     def __init__(self, src: Path):
         self.dir = src
         self.modules = [m["name"] for m in _read_jsonl(src / "Modules.jsonl")]
-        self.blacklist_list = json.loads((src / "HammerBlacklist.jsonl").read_text())["hammerBlacklist"]
+        self.blacklist_list = read_blacklist(src)
         self.blacklist = set(self.blacklist_list)
-        self.revision = (src / "revision").read_text().strip()
+        self.revision = read_revision(src)
         self.imports = {m: _read_jsonl(src / "Imports" / f"{m}.jsonl") for m in self.modules}
         self.decls = {m: _read_jsonl(src / "Declarations" / f"{m}.jsonl") for m in self.modules}
         self.imported_by_any = {i["name"] for rows in self.imports.values() for i in rows}
@@ -107,8 +95,8 @@ class _Source:
         self.namespaces = prefixes
 
     def in_corpus(self, module: str, d: dict) -> bool:
-        return (_in_corpus_module(module) and _name_ok(d["name"], self.blacklist)
-                and not d["type"].startswith(TYPE_PREFIX_BLACKLIST))
+        """Whether the data layer's default filters keep declaration `d` of `module`."""
+        return module_kept(module) and declaration_kept(d["name"], d["type"], self.blacklist)
 
     def corpus_size(self) -> int:
         """Premises the data layer's default filters keep (first occurrence of a name wins)."""
@@ -306,7 +294,7 @@ class _Changes:
     def add_declarations(self) -> None:
         """Variants of a corpus declaration of a live module, and the moved declarations, at a module's end."""
         s, decls = self.s, self.decls
-        self.hosts = [m for m in self.live if _in_corpus_module(m) and any(s.in_corpus(m, d) for d in decls[m])]
+        self.hosts = [m for m in self.live if module_kept(m) and any(s.in_corpus(m, d) for d in decls[m])]
         appended: dict[str, list[dict]] = {}
         for _ in range(self.count(self.shares.add_decl, self.n_premises)):
             m = self.rng.choice(self.hosts)

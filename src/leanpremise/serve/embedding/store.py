@@ -425,11 +425,9 @@ def open_server_store(config, bundle, embedder, opened: dict[str, EmbeddingStore
     if location is None:
         return None
     try:
-        identity = getattr(bundle.manifest, "model_identity", None)
-        if not identity:
-            from leanpremise.model.identity import model_identity
+        from leanpremise.bundle.manifest import bundle_model_identity
 
-            identity = model_identity(bundle.model_dir)
+        identity = bundle_model_identity(bundle.manifest, bundle.model_dir)
         store = opened.get(location)
         if store is None:
             store = opened[location] = open_embedding_store(location, max_bytes=config.embedding_cache_max_bytes,

@@ -71,7 +71,7 @@ class Server:
     def load_one(self, spec):
         """Blocking: one bundle, its rows added to its model's pool, its model's embedders made unless a
         revision of the same model already has them."""
-        from leanpremise.model.identity import model_identity
+        from leanpremise.bundle.manifest import bundle_model_identity
         from leanpremise.serve.embedding.backends import make_embedders
         from leanpremise.serve.revisions.loader import load_bundle, load_from_hub
         from leanpremise.serve.revisions.plan import BundleSpec, derived_tag
@@ -96,7 +96,7 @@ class Server:
                 bundle.fused = FusedRanking.load(bundle.root, bundle.manifest, bundle.corpus)
         if self._search_threads is None:
             self._search_threads = limit_blas_threads(cfg.search_threads)
-        key = getattr(bundle.manifest, "model_identity", None) or model_identity(bundle.model_dir)
+        key = bundle_model_identity(bundle.manifest, bundle.model_dir)
         pool = self.pools.setdefault(key, RowPool(cfg.dtype, self._search_threads))
         rows = pool.add(bundle.embeddings)
         bundle.corpus.for_serving(self.strings)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from leanpremise.bundle.archive import extract_premises_archive
+from leanpremise.bundle.corpus import bundle_corpus
 from leanpremise.bundle.layout import (
     INT8_FILE,
     MANIFEST,
@@ -34,7 +35,6 @@ from leanpremise.bundle.layout import (
 )
 from leanpremise.bundle.manifest import Manifest
 from leanpremise.bundle.verify import check_inventory, sha256_file, verify_bundle_files, verify_file
-from leanpremise.data import DataConfig, load_corpus
 from leanpremise.data.config import default_cache_dir
 from leanpremise.data.corpus import Corpus
 
@@ -90,9 +90,7 @@ def assemble(manifest: Manifest, archive: Path, embeddings_path: Path, model_dir
     """Corpus from the archive + embeddings, checked against each other and the manifest."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     premises_dir = unpack_premises(archive, cache_dir, archive_sha256)
-    corpus = load_corpus(DataConfig(data_dir=premises_dir, filter=manifest.filter,
-                                    mathlib_only=manifest.mathlib_only, nameless=manifest.nameless,
-                                    cache_dir=cache_dir))
+    corpus = bundle_corpus(manifest, premises_dir, cache_dir)
     try:
         emb = np.load(embeddings_path, allow_pickle=False)
     except (OSError, ValueError) as e:

@@ -1,5 +1,5 @@
 """One /retrieve request: clip, build candidates, embed, search, merge new premises by score; with a
-fusion (serve/fused_ranking.py), the lexical rankers run in their own threads while the states embed."""
+fusion (serve/search/fused.py), the lexical rankers run in their own threads while the states embed."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 
 import numpy as np
 
+from leanpremise.rank.runs import Run, merge_new
 from leanpremise.serve.http.schemas import LimitExceeded
 
 
@@ -30,14 +31,20 @@ def clip_new_premises(new_premises, limit: int) -> list:
 
 def merge(index_names: np.ndarray, scores: np.ndarray, ids: np.ndarray, new_names: list[str],
           new_scores: np.ndarray, k: int) -> list[dict]:
-    """Indexed top-k of one state and its new-premise scores, merged, best first, at most k."""
-    all_scores = np.concatenate([scores, new_scores]).astype(np.float64)
-    order = np.argsort(-all_scores, kind="stable")[:k]
-    n_indexed = len(ids)
+    """Indexed top-k of one state and its new-premise scores, merged (`merge_new`: equal scores keep the
+    indexed premises first), best first, at most k, as {name, score}."""
+    n = len(index_names)
+    top_ids, top_scores = merge_new(ids, scores, new_scores, n, k)
+    return named(top_ids, top_scores, index_names, new_names, n)
+
+
+def named(ids: np.ndarray, scores: np.ndarray, index_names, new_names: list[str], n: int) -> list[dict]:
+    """A ranking of the shared id space (new premise j is id n + j; -1 ends it) as {name, score}."""
     out = []
-    for j in order.tolist():
-        name = index_names[ids[j]] if j < n_indexed else new_names[j - n_indexed]
-        out.append({"name": name, "score": float(all_scores[j])})
+    for i, s in zip(ids.tolist(), scores.tolist()):
+        if i < 0:
+            break
+        out.append({"name": index_names[i] if i < n else new_names[i - n], "score": s})
     return out
 
 
@@ -48,27 +55,28 @@ def check_results(n_states: int, k: int, limit: int) -> None:
                                      f"at most {limit} results per response (MAX_RESULTS)")
 
 
-async def answer(state, req):
-    """The response body: a list of {name, score} (or one list per state when `state` is a list);
-    `req` is an instance of the server's request model (schemas.request_model); `state` is the revision."""
-    cfg, index, service = state.config, state.index, state.service
+async def answer(rev, req):
+    """The response body: a list of {name, score} (or one list per state when `req.state` is a list);
+    `rev` is the revision that answers, `req` an instance of the server's request model
+    (schemas.request_model)."""
+    cfg, index, service = rev.config, rev.index, rev.service
     single = isinstance(req.state, str)
     states = [req.state] if single else list(req.state)
     k = min(req.k, cfg.max_k)
     if k <= 0 or not states:
         return []
     check_results(len(states), k, cfg.max_results)
-    fused = state.fused
+    fused = rev.fused
     full_states = states
-    states = [cut(s, state.max_text_chars) for s in states]
+    states = [cut(s, rev.max_text_chars) for s in states]
     new = clip_new_premises(req.new_premises, cfg.max_new_premises)
     new_names = [p.name for p in new]
     loop = asyncio.get_running_loop()
     cand_future = loop.run_in_executor(
-        state.candidate_mask_pool, index.candidates, req.imported_modules, req.local_premises,
+        rev.candidate_mask_pool, index.candidates, req.imported_modules, req.local_premises,
         bool(req.caller_in_module_system), req.imported_all_modules, new_names,
     )
-    embedding = asyncio.ensure_future(service.embed(states, [cut(p.decl, state.max_text_chars) for p in new]))
+    embedding = asyncio.ensure_future(service.embed(states, [cut(p.decl, rev.max_text_chars) for p in new]))
     try:
         cand = await cand_future
     except BaseException:
@@ -76,7 +84,7 @@ async def answer(state, req):
         raise
     lexical = None
     if fused is not None:  # lexical ranking starts now, in its own threads, while the states embed
-        lexical = loop.run_in_executor(state.lexical_pool, fused.lexical, full_states, cand.mask,
+        lexical = loop.run_in_executor(rev.lexical_pool, fused.lexical, full_states, cand.mask,
                                        [p.decl for p in new], new_names, k)
     try:
         state_emb, new_emb = await embedding
@@ -85,7 +93,7 @@ async def answer(state, req):
             await asyncio.gather(lexical, return_exceptions=True)
         raise
     depth = fused.depth(k) if fused is not None else k
-    scores, ids = await state.searcher.search(state_emb, cand, depth)
+    scores, ids = await rev.searcher.search(state_emb, cand, depth)
     new_scores = state_emb @ new_emb.T if len(new) else np.zeros((len(states), 0), dtype=np.float32)
     if fused is None:
         results = [merge(index.names, scores[b], ids[b], new_names, new_scores[b], k) for b in range(len(states))]
@@ -98,14 +106,6 @@ async def answer(state, req):
 
 def fuse_one(fused, index, scores, ids, new_names, new_scores, lexical_runs, k) -> list[dict]:
     """One state's fused results as {name, score}, best first."""
-    from leanpremise.serve.search.fused import merged_run
-
-    dense = merged_run("dense", np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float32),
-                       new_scores, index.size, fused.depth(k))
+    dense = Run.row("dense", *merge_new(ids, scores, new_scores, index.size, fused.depth(k)))
     top_ids, top_scores = fused.fuse(dense, lexical_runs, k)
-    out = []
-    for i, s in zip(top_ids.tolist(), top_scores.tolist()):
-        if i < 0:
-            break
-        out.append({"name": index.names[i] if i < index.size else new_names[i - index.size], "score": s})
-    return out
+    return named(top_ids, top_scores, index.names, new_names, index.size)

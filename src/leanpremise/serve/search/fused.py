@@ -1,7 +1,7 @@
 """Hybrid serving: the bundle's lexical rankers run per request beside the dense search, then fused.
 
 Every ranker ranks the same candidates (the request's candidate mask) plus the request's new premises,
-which get ids after the indexed ones (N, N+1, ...), so the fusion (eval/fusion.py, the code `retrieve
+which get ids after the indexed ones (N, N+1, ...), so the fusion (rank/fusion.py, the code `retrieve
 --hybrid` runs) sees one id space. Each ranker ranks `depth` premises: the depth the fusion was tuned at
 (its `k`), or the request's k when that is larger; so a served ranking equals `retrieve --hybrid` for
 the same state and candidates. A ranker of weight 0 is not run.
@@ -9,25 +9,16 @@ the same state and candidates. A ranker of weight 0 is not run.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from leanpremise.bundle.layout import (
-    HYBRID_BM25,
-    HYBRID_MEPO,
-    HYBRID_USAGE,
-    MEPO_INDICES,
-    MEPO_INDPTR,
-    MEPO_VOCAB,
-    BundleError,
-)
-from leanpremise.rank.fusion import FusionFileError, active_rankers, apply, read_fusion
+from leanpremise.bundle.layout import HYBRID_BM25, HYBRID_MEPO, HYBRID_USAGE, BundleError
+from leanpremise.rank.fusion import FusionFileError, active_rankers, apply, read_servable_fusion
 from leanpremise.rank.lean_tokens import symbols
 from leanpremise.rank.names import side_rankers
-from leanpremise.rank.runs import Run
+from leanpremise.rank.runs import Run, merge_new
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +51,9 @@ class FusedRanking:
         wrong (the files come from an untrusted folder: nothing is unpickled, arrays are validated)."""
         path = Path(root) / manifest.hybrid
         try:
-            spec = read_fusion(path)
+            spec = read_servable_fusion(path)
         except FusionFileError as e:
             raise BundleError(str(e)) from e
-        try:
-            side_rankers(spec.rankers)
-        except ValueError as e:
-            raise BundleError(f"{path}: field \"rankers\": {e}") from e
         active, _, _ = side_rankers(active_rankers(spec))
         bm25 = mepo = usage = None
         try:
@@ -75,7 +62,9 @@ class FusedRanking:
 
                 bm25 = BM25Ranker.load(Path(root) / HYBRID_BM25, len(corpus))
             if "mepo" in active:
-                mepo = load_symbol_index(Path(root) / HYBRID_MEPO, len(corpus))
+                from leanpremise.rank.mepo import SymbolIndex
+
+                mepo = SymbolIndex.load(Path(root) / HYBRID_MEPO, len(corpus))
             if "usage" in active:
                 from leanpremise.rank.usage import UsageRanker
 
@@ -108,25 +97,22 @@ class FusedRanking:
                        for t, n in zip(new_texts, new_names)] if self.mepo else None
         usage = None
         if self.usage is not None:  # the same for every state of the request
-            from leanpremise.rank.usage import merged_usage_run
-
-            ids, scores = self.usage.rank_one(mask, depth)
-            new_scores, new_at = self.usage.new_premise_scores(new_names, self.name_to_id)
-            usage = merged_usage_run(ids, scores, new_scores, new_at, n, depth, self.names["usage"])
+            usage = Run.row(self.names["usage"], *self.usage.rank_with_new(mask, new_names, self.name_to_id,
+                                                                           n, depth))
         for state in states:
             runs = []
             if self.bm25 is not None:
                 counts = self.bm25.query_counts(state)  # tokenised once for both
                 ids, scores = self.bm25.rank_one(counts, mask, depth)
                 new_scores = self.bm25.new_premise_scores(counts, new_texts, terms) if new_texts else np.zeros(0)
-                runs.append(merged_run(self.names["bm25"], ids, scores, new_scores, n, depth))
+                runs.append(Run.row(self.names["bm25"], *merge_new(ids, scores, new_scores, n, depth)))
             if self.mepo is not None:
                 from leanpremise.rank.mepo import mepo_state
 
                 known, unknown = self.mepo.query_symbols(state)
                 ids, scores = mepo_state(self.mepo, known, mask, depth, self.mepo_config, extra=new_symbols,
                                          goal_new=unknown if new_symbols else ())
-                runs.append(Run(self.names["mepo"], ids[None, :], scores[None, :]))
+                runs.append(Run.row(self.names["mepo"], ids, scores))
             if usage is not None:
                 runs.append(usage)
             out.append(runs)
@@ -152,39 +138,3 @@ class FusedRanking:
         ids, scores = apply(runs, self.spec, k)
         return ids[0], scores[0]
 
-
-def merged_run(name: str, ids: np.ndarray, scores: np.ndarray, new_scores: np.ndarray, n: int,
-               depth: int) -> Run:
-    """An indexed top list and the new premises' scores as one ranking of the shared id space (new
-    premise j is id n + j), best first, at most `depth`; equal scores keep indexed premises first."""
-    keep = ids >= 0
-    all_ids = np.concatenate([ids[keep], n + np.arange(len(new_scores), dtype=np.int64)])
-    all_scores = np.concatenate([scores[keep], np.asarray(new_scores, dtype=np.float32)])
-    order = np.argsort(-all_scores, kind="stable")[:depth]
-    out_ids = np.full(depth, -1, dtype=np.int64)
-    out_scores = np.full(depth, -np.inf, dtype=np.float32)
-    out_ids[: len(order)], out_scores[: len(order)] = all_ids[order], all_scores[order]
-    return Run(name, out_ids[None, :], out_scores[None, :])
-
-
-def load_symbol_index(folder: Path, n_premises: int):
-    """MePo's premise-symbol table from `folder` (JSON vocabulary, two npy arrays, no pickle)."""
-    from leanpremise.rank.mepo import SymbolIndex
-
-    def read(name, how):
-        try:
-            return how(folder / name)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{folder / name}: not readable ({type(e).__name__}: {e})") from e
-
-    vocab = read(MEPO_VOCAB, lambda p: json.loads(p.read_text(encoding="utf-8")))
-    indptr = read(MEPO_INDPTR, lambda p: np.load(p, allow_pickle=False))
-    indices = read(MEPO_INDICES, lambda p: np.load(p, allow_pickle=False))
-    if not isinstance(vocab, list) or not all(isinstance(s, str) for s in vocab):
-        raise ValueError(f"{folder / MEPO_VOCAB}: expected a JSON list of symbol strings")
-    if len(indptr) != n_premises + 1:
-        raise ValueError(f"{folder / MEPO_INDPTR}: {len(indptr) - 1} premises, the corpus has {n_premises}")
-    try:
-        return SymbolIndex.from_arrays(vocab, indptr, indices)
-    except ValueError as e:
-        raise ValueError(f"{folder}: {e}") from e
