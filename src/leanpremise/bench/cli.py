@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from leanpremise.cli import from_args, switch
+from leanpremise.flags import from_args, switch
 
 log = logging.getLogger(__name__)
 

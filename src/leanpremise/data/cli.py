@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from leanpremise.atomic import atomic_write_bytes
-from leanpremise.cli import from_args, switch
 from leanpremise.data.config import DataConfig, flags_without_data_dir
+from leanpremise.flags import from_args, switch
 
 NOTES = {
     "modules": "listed in Modules.jsonl",

@@ -1,7 +1,7 @@
 """The data options: one typed dataclass, the single source of every data flag.
 
 Every command that reads a data dir hands :class:`DataConfig` to HfArgumentParser
-(`train` among its training arguments, the others through `leanpremise.cli`), so a
+(`train` among its training arguments, the others through `leanpremise.flags`), so a
 flag's name, type, default and help are written once, here.
 """
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from leanpremise.cli import from_args, switch
 from leanpremise.data.config import DataConfig
+from leanpremise.flags import from_args, switch
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from leanpremise.cli import from_args, switch
 from leanpremise.data.config import DataConfig
 from leanpremise.export.corpus_embeddings import CHUNK_SIZE
+from leanpremise.flags import from_args, switch
 
 logger = logging.getLogger(__name__)
 

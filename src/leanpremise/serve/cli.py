@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from leanpremise.cli import Switch
+from leanpremise.flags import Switch
 from leanpremise.serve.settings import ServeConfig
 
 logger = logging.getLogger(__name__)
