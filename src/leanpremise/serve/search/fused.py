@@ -18,7 +18,8 @@ from leanpremise.bundle.layout import HYBRID_BM25, HYBRID_MEPO, HYBRID_USAGE, Bu
 from leanpremise.rank.fusion import FusionFileError, active_rankers, apply, read_servable_fusion
 from leanpremise.rank.lean_tokens import symbols
 from leanpremise.rank.names import side_rankers
-from leanpremise.rank.runs import Run, merge_new
+from leanpremise.rank.runs import Run
+from leanpremise.rank.side import SideRankers
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class FusedRanking:
         self.names, self.mepo_config, self.dense_name = side_rankers(self.active)
         """The fusion's name of each side ranker it runs (`mepo`, or `mepo-p0.6-c2.4` from `fuse`), and
         MePo's settings (from that name)."""
+        self.side = SideRankers(bm25, mepo, self.mepo_config, usage, self.name_to_id)
+        """The side rankers as one request sees them (rank/side.py, which evaluation's reranker runs too)."""
         self._terms = LRUCache(cache_chars, getsizeof=lambda v: v[0])
         self._symbols = LRUCache(cache_chars, getsizeof=lambda v: v[0])
         """A file's new premises come again with every request from it: their BM25 terms and MePo symbols
@@ -89,33 +92,15 @@ class FusedRanking:
                 k: int) -> list[list[Run]]:
         """Per state, the lexical rankers' runs over the candidates and the new premises (one row each)."""
         depth = self.depth(k)
-        n = (self.bm25.n if self.bm25 is not None else self.mepo.n_premises if self.mepo is not None
-             else self.usage.n if self.usage is not None else 0)
-        out = []
         terms = [self._cached(self._terms, t, t, self.bm25.doc_terms) for t in new_texts] if self.bm25 else None
         new_symbols = [self._cached(self._symbols, (n, t), t, lambda t, n=n: symbols(t, exclude=n))
                        for t, n in zip(new_texts, new_names)] if self.mepo else None
-        usage = None
-        if self.usage is not None:  # the same for every state of the request
-            usage = Run.row(self.names["usage"], *self.usage.rank_with_new(mask, new_names, self.name_to_id,
-                                                                           n, depth))
+        new = self.side.prepare(new_names, new_texts, terms=terms, symbol_sets=new_symbols)
+        out = []
         for state in states:
-            runs = []
-            if self.bm25 is not None:
-                counts = self.bm25.query_counts(state)  # tokenised once for both
-                ids, scores = self.bm25.rank_one(counts, mask, depth)
-                new_scores = self.bm25.new_premise_scores(counts, new_texts, terms) if new_texts else np.zeros(0)
-                runs.append(Run.row(self.names["bm25"], *merge_new(ids, scores, new_scores, n, depth)))
-            if self.mepo is not None:
-                from leanpremise.rank.mepo import mepo_state
-
-                known, unknown = self.mepo.query_symbols(state)
-                ids, scores = mepo_state(self.mepo, known, mask, depth, self.mepo_config, extra=new_symbols,
-                                         goal_new=unknown if new_symbols else ())
-                runs.append(Run.row(self.names["mepo"], ids, scores))
-            if usage is not None:
-                runs.append(usage)
-            out.append(runs)
+            runs = self.side.runs(state, mask, new, depth)
+            out.append([Run.row(self.names[kind], *runs[kind]) for kind in ("bm25", "mepo", "usage")
+                        if kind in runs])
         return out
 
     @staticmethod

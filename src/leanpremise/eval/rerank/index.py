@@ -1,0 +1,84 @@
+"""Building the rankers an evaluation's reranker reads, over an index view of a data dir."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from leanpremise.eval.rerank.requests import IndexView
+from leanpremise.eval.rerank.signals import DenseRanker, EvalRankers
+from leanpremise.rank.rerank.premises import PremiseTable
+from leanpremise.rank.side import SideRankers
+
+logger = logging.getLogger(__name__)
+
+
+def build_rankers(ds, view: IndexView, kinds: list[str], model=None, model_name: str | None = None,
+                  corpus_embeddings: np.ndarray | None = None, usage_states: np.ndarray | None = None,
+                  progress: bool = True) -> tuple[EvalRankers, PremiseTable]:
+    """The rankers `kinds` (of bm25, mepo, usage, dense) over the premises `view` holds, and its premise
+    table. Usage counts come from `usage_states` (default: the train split) restricted to the view; the dense
+    ranker needs a model, and encodes the corpus unless `corpus_embeddings` are given."""
+    from leanpremise.rank.bm25 import BM25Config, BM25Ranker
+    from leanpremise.rank.mepo import MePoConfig, SymbolIndex
+    from leanpremise.rank.usage import UsageRanker, usage_counts
+
+    corpus = ds.corpus
+    ids = view.ids.tolist()
+    texts = corpus.texts
+    view_texts = [texts[i] for i in ids]
+    names = [corpus.names[i] for i in ids]
+    bm25 = mepo = usage = None
+    mepo_config = MePoConfig()
+    if "bm25" in kinds:
+        bm25 = BM25Ranker(view_texts, BM25Config(), progress=progress)
+    if "mepo" in kinds:
+        from leanpremise.rank.lean_tokens import symbols
+
+        mepo = SymbolIndex([symbols(t, exclude=n) for t, n in zip(view_texts, names)])
+    if "usage" in kinds:
+        counts = usage_counts(ds, usage_states)
+        usage = UsageRanker(counts[view.ids])
+    side = SideRankers(bm25, mepo, mepo_config, usage, {n: i for i, n in enumerate(names)})
+    dense = None
+    if "dense" in kinds:
+        dense = _dense(ds, view, model, model_name, corpus_embeddings, progress)
+    table = PremiseTable.from_corpus(corpus).subset(view.ids)
+    rankers = EvalRankers(view, side, dense, mepo_settings={"p": mepo_config.p, "c": mepo_config.c},
+                          bm25_settings={"k1": 1.5, "b": 0.75})
+    return rankers, table
+
+
+def _dense(ds, view: IndexView, model, model_name, corpus_embeddings, progress: bool) -> DenseRanker:
+    from leanpremise.model.encoder import encode_texts, load_model, model_display_name
+
+    if model is None or isinstance(model, str):
+        name = model_name or model_display_name(model)
+        model_path = model
+        model = load_model(model)
+    else:
+        name, model_path = model_name or "dense", None
+    if corpus_embeddings is None:
+        corpus_embeddings = encode_texts(model, ds.corpus.texts, show_progress=progress, desc="encode premises")
+    emb = np.asarray(corpus_embeddings, dtype=np.float32)
+    if len(emb) != len(ds.corpus):
+        raise ValueError(f"corpus embeddings have {len(emb)} rows, the corpus has {len(ds.corpus)} premises")
+    view_emb = emb if len(view) == len(emb) else np.ascontiguousarray(emb[view.ids])
+    return DenseRanker(emb=emb, view_emb=view_emb, model=model, name=name, identity=_identity(model, model_path))
+
+
+def _identity(model, path) -> str | None:
+    """The content identity of the model's saved files, when it was loaded from a folder."""
+    from pathlib import Path
+
+    from leanpremise.model.encoder import default_model_path
+    from leanpremise.model.identity import model_identity
+
+    folder = Path(path) if path else default_model_path() if path is None else None
+    if folder is not None and folder.is_dir():
+        try:
+            return model_identity(folder)
+        except OSError:
+            return None
+    return None

@@ -1,0 +1,193 @@
+"""The reranker's candidates and features: computed here only, from what a server receives.
+
+A request (the goal, its local premises, its import closure, its new premises) and what its bundle holds
+(the corpus's per-premise columns, the rankers) are all a feature may use: evaluation builds, for each state,
+the request a Lean client would send and calls these same functions, so a trained model sees in evaluation
+exactly the values serving gives it.
+
+Ids are the request's shared id space: indexed premises 0..n-1, then its new premises n, n+1, ...
+
+A missing value is NaN (the learning-to-rank libraries treat it as missing, not as a number): a ranker
+that did not list a candidate has no rank; a new premise has no module, so no frontier or project feature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from leanpremise.rank.lean_tokens import bm25_tokens
+from leanpremise.rank.rerank.premises import PROP_KINDS, PremiseTable, decl_kind, kind_code, name_parts
+
+FEATURE_SET = 1
+"""Bumped when a feature changes meaning; a reranker records the version of each feature it was trained on."""
+RANKERS = ("dense", "bm25", "mepo", "usage")
+"""The rankers a reranker can read, in column order."""
+LOOKUP_RANKERS = frozenset({"dense", "bm25", "usage"})
+"""Rankers that can score any candidate (not only those they listed): their score is a feature for all."""
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    version: int
+    help: str
+
+
+def ranker_features(kind: str) -> list[Feature]:
+    """A ranker's columns: its rank (1 = best) and reciprocal rank among its top list, its score, and for the
+    rankers whose scores are comparable within a request, the score relative to the request's best."""
+    out = [Feature(f"{kind}_rank", 1, f"1-based rank in {kind}'s list (missing when not listed)"),
+           Feature(f"{kind}_rr", 1, f"1 / {kind}_rank (0 when not listed)"),
+           Feature(f"{kind}_score", 1, f"{kind}'s score" + (" of any candidate" if kind in LOOKUP_RANKERS
+                                                            else " (missing when not listed)"))]
+    if kind == "dense":
+        out.append(Feature("dense_gap", 1, "dense score minus the best candidate's"))
+    if kind == "bm25":
+        out.append(Feature("bm25_rel", 1, "BM25 score over the best candidate's (0 when none scores)"))
+    return out
+
+
+STRUCTURE = [
+    Feature("is_local", 1, "one of the request's local premises (its own file, before the goal)"),
+    Feature("local_recency", 1, "position among the local premises, nearest first (missing when not local)"),
+    Feature("local_recency_rel", 1, "local_recency over the number of local premises"),
+    Feature("is_new", 1, "a new premise of the request (not indexed)"),
+    Feature("in_frontier", 1, "its module is a direct import of the request, as far as its closure tells"),
+    Feature("same_project", 1, "its module's first name component is the request's project's (missing when "
+                               "either is unknown)"),
+    Feature("kind", 1, "declaration kind code (categorical)"),
+    Feature("is_prop", 1, "a proposition (new premises: a theorem or lemma)"),
+    Feature("text_len", 1, "characters of its text"),
+    Feature("name_hits", 1, "parts of its name that occur in the goal"),
+    Feature("name_overlap", 1, "name_hits over the parts of its name"),
+]
+KNOWN = {f.name: f.version for f in STRUCTURE} | {f.name: f.version for k in RANKERS for f in ranker_features(k)}
+CATEGORICAL = ("kind",)
+
+
+def feature_list(rankers: list[str], structure: bool = True) -> list[Feature]:
+    """The columns of a reranker reading `rankers` (in RANKERS order) and, unless off, the structure ones."""
+    out = [f for k in RANKERS if k in rankers for f in ranker_features(k)]
+    return out + (STRUCTURE if structure else [])
+
+
+@dataclass
+class RerankInput:
+    """One request's goal, as the reranker sees it (one state of a request)."""
+
+    state: str
+    n_indexed: int
+    local_ids: np.ndarray
+    """Indexed ids of the local premises, nearest first (highest corpus position first)."""
+    frontier: np.ndarray
+    """Sorted module ids of the request's direct imports (structure.frontier of its closure)."""
+    project: int = -1
+    """Root id of the request's project (structure.project_root), -1 when unknown."""
+    new_names: list[str] = field(default_factory=list)
+    new_texts: list[str] = field(default_factory=list)
+
+
+ScoreLookup = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Signals:
+    """What the rankers said of one request: each one's top list, and a score for any candidate where the
+    ranker can give one (dense: the embedding dot product; BM25: the query's score; usage: the count)."""
+
+    runs: dict[str, tuple[np.ndarray, np.ndarray]]
+    """kind -> (ids, scores), best first, -1 padded, in the shared id space."""
+    lookups: dict[str, ScoreLookup] = field(default_factory=dict)
+
+
+def local_order(local_ids: np.ndarray) -> np.ndarray:
+    """Local premises nearest first: the corpus is in (module, line, column) order, so a later id is nearer."""
+    return np.unique(np.asarray(local_ids, dtype=np.int64))[::-1]
+
+
+def candidates(signals: Signals, req: RerankInput, depth: int, local_bound: int) -> np.ndarray:
+    """Sorted ids: the union of every ranker's top `depth` and the `local_bound` nearest local premises."""
+    parts = [ids[:depth][ids[:depth] >= 0] for ids, _ in signals.runs.values()]
+    parts.append(np.asarray(req.local_ids[:local_bound], dtype=np.int64))
+    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _positions(run_ids: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """Position of each candidate in `run_ids` (0 = first), -1 where absent."""
+    valid = np.flatnonzero(run_ids >= 0)
+    ids = run_ids[valid]
+    order = np.argsort(ids, kind="stable")
+    srt = ids[order]
+    at = np.searchsorted(srt, cand).clip(0, max(len(srt) - 1, 0))
+    hit = (srt[at] == cand) if len(srt) else np.zeros(len(cand), dtype=bool)
+    return np.where(hit, valid[order[at]] if len(srt) else -1, -1)
+
+
+def _ranker_columns(kind: str, run, lookup: ScoreLookup | None, cand: np.ndarray, depth: int) -> list[np.ndarray]:
+    ids, scores = run
+    pos = _positions(np.asarray(ids[:depth]), cand)
+    listed = pos >= 0
+    rank = np.where(listed, pos + 1.0, np.nan)
+    rr = np.where(listed, 1.0 / np.maximum(pos + 1.0, 1.0), 0.0)
+    if lookup is not None:
+        score = np.asarray(lookup(cand), dtype=np.float64)
+    else:
+        score = np.where(listed, np.asarray(scores, dtype=np.float64)[np.maximum(pos, 0)], np.nan)
+    cols = [rank, rr, score]
+    if kind == "dense":
+        best = np.nanmax(score) if len(score) and np.isfinite(score).any() else 0.0
+        cols.append(score - best)
+    if kind == "bm25":
+        best = np.nanmax(score) if len(score) and np.isfinite(score).any() else 0.0
+        cols.append(score / best if best > 0 else np.zeros(len(score)))
+    return cols
+
+
+def _structure_columns(table: PremiseTable, req: RerankInput, cand: np.ndarray) -> list[np.ndarray]:
+    n = req.n_indexed
+    new = cand >= n
+    idx = np.where(new, 0, cand)
+    local_pos = _positions(np.asarray(req.local_ids, dtype=np.int64), cand)
+    is_local = local_pos >= 0
+    n_local = max(len(req.local_ids), 1)
+    module = table.module_id[idx].astype(np.int64)
+    in_frontier = np.isin(module, req.frontier).astype(np.float64)
+    in_frontier[new] = np.nan
+    same = (table.module_root[module] == req.project).astype(np.float64)
+    same[new | (req.project < 0)] = np.nan
+    new_kinds = [decl_kind(req.new_texts[c - n]) for c in cand[new].tolist()]
+    kind = table.kind[idx].astype(np.float64)
+    kind[new] = [kind_code(k) for k in new_kinds]
+    is_prop = table.is_prop[idx].astype(np.float64)
+    is_prop[new] = [k in PROP_KINDS for k in new_kinds]
+    text_len = table.text_len[idx].astype(np.float64)
+    text_len[new] = [len(req.new_texts[c - n]) for c in cand[new].tolist()]
+    goal = {t.lower() for t in bm25_tokens(req.state)}
+    hits = np.zeros(len(cand))
+    overlap = np.zeros(len(cand))
+    for j, c in enumerate(cand.tolist()):
+        parts = name_parts(table.names[c] if c < n else req.new_names[c - n])
+        if parts:
+            hits[j] = len(parts & goal)
+            overlap[j] = hits[j] / len(parts)
+    return [is_local.astype(np.float64), np.where(is_local, local_pos, np.nan),
+            np.where(is_local, local_pos / n_local, np.nan), new.astype(np.float64), in_frontier, same, kind,
+            is_prop, text_len, hits, overlap]
+
+
+def features(table: PremiseTable, req: RerankInput, signals: Signals, cand: np.ndarray, rankers: list[str],
+             structure: bool = True, depth: int = 100) -> np.ndarray:
+    """(len(cand), len(feature_list(rankers, structure))) float32: the one feature computation."""
+    cand = np.asarray(cand, dtype=np.int64)
+    cols: list[np.ndarray] = []
+    for kind in RANKERS:
+        if kind in rankers:
+            cols += _ranker_columns(kind, signals.runs[kind], signals.lookups.get(kind), cand, depth)
+    if structure:
+        cols += _structure_columns(table, req, cand)
+    if not cols:
+        return np.zeros((len(cand), 0), dtype=np.float32)
+    return np.stack(cols, axis=1).astype(np.float32)

@@ -1,0 +1,122 @@
+"""A trained reranker: its spec checked against the code's features, its model loaded, candidates scored.
+
+Loading refuses, in one line naming the file, a spec of another format, a feature this code computes at
+another version or in another order, a ranker list the features cannot read, and a model file that does not
+parse or does not take the spec's number of features. A server gets such a bundle refused at startup.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from leanpremise.rank.rerank.features import FEATURE_SET, KNOWN, RANKERS, feature_list
+from leanpremise.rank.rerank.spec import (
+    FORMAT_VERSION,
+    MODEL_FILES,
+    RerankerFileError,
+    RerankerSpec,
+    read_spec,
+)
+
+
+def spec_problem(spec: RerankerSpec) -> str | None:
+    """Why this code cannot apply `spec` (one phrase naming the field), or None."""
+    if spec.format_version != FORMAT_VERSION:
+        return f'field "format_version": {spec.format_version}, this version reads {FORMAT_VERSION}'
+    if spec.feature_set != FEATURE_SET:
+        return f'field "feature_set": {spec.feature_set}, this version computes feature set {FEATURE_SET}'
+    kinds = spec.kinds()
+    if len(set(kinds)) != len(kinds) or not kinds and not spec.structure:
+        return f'field "rankers": expected distinct rankers of {", ".join(RANKERS)}, got {kinds}'
+    for entry in spec.features:
+        if entry.name not in KNOWN:
+            return f'field "features": unknown feature {entry.name!r}'
+        if KNOWN[entry.name] != entry.version:
+            return (f'field "features": {entry.name!r} version {entry.version}, this version computes version '
+                    f"{KNOWN[entry.name]}")
+    expected = [f.name for f in feature_list(kinds, spec.structure)]
+    if [e.name for e in spec.features] != expected:
+        return f'field "features": expected the columns {expected} for rankers {kinds}'
+    if spec.model_file != MODEL_FILES[spec.library]:
+        return f'field "model_file": {spec.model_file!r}, a {spec.library} reranker keeps {MODEL_FILES[spec.library]!r}'
+    return None
+
+
+class Reranker:
+    """Scores a request's candidates with the trained model; `rank` orders them."""
+
+    def __init__(self, spec: RerankerSpec, booster, folder: Path | None = None):
+        self.spec, self.booster, self.folder = spec, booster, folder
+        self.kinds = spec.kinds()
+        self.n_features = len(spec.features)
+
+    @classmethod
+    def load(cls, folder: Path) -> Reranker:
+        folder = Path(folder)
+        spec = read_spec(folder)
+        if why := spec_problem(spec):
+            raise RerankerFileError(f"{folder / 'reranker.json'}: {why}")
+        path = folder / spec.model_file
+        if not path.is_file():
+            raise RerankerFileError(f"{path}: missing (the reranker's {spec.library} model)")
+        booster = _load_booster(spec.library, path)
+        n = _n_features(spec.library, booster)
+        if n != len(spec.features):
+            raise RerankerFileError(f"{path}: a model of {n} features, {folder / 'reranker.json'} lists "
+                                    f"{len(spec.features)}")
+        return cls(spec, booster, folder)
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Model scores (float64, higher is better) of feature rows `x`, on one thread (a server runs many)."""
+        if len(x) == 0:
+            return np.zeros(0)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.spec.library == "lightgbm":
+            return np.asarray(self.booster.predict(x, num_threads=1), dtype=np.float64)
+        import xgboost
+
+        return np.asarray(self.booster.predict(xgboost.DMatrix(x, missing=np.nan, nthread=1)), dtype=np.float64)
+
+    def rank(self, cand: np.ndarray, x: np.ndarray, k: int, tail: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, scores) of the k best candidates, best first, equal scores by lower id; when fewer than k,
+        the ids of `tail` (a ranker's deeper list) not among them follow, each scored below the last."""
+        return order_by_score(np.asarray(cand, dtype=np.int64), self.score(x), k, tail)
+
+
+def order_by_score(cand: np.ndarray, scores: np.ndarray, k: int, tail: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The reranked list of one request: candidates by score (ties by lower id), then `tail`'s others."""
+    order = np.lexsort((cand, -scores))[:k]
+    ids, out = cand[order], scores[order]
+    if len(ids) < k and tail is not None:
+        tail = np.asarray(tail, dtype=np.int64)
+        extra = tail[(tail >= 0) & ~np.isin(tail, cand)][: k - len(ids)]
+        floor = (out[-1] if len(out) else 0.0) - 1.0
+        ids = np.concatenate([ids, extra])
+        out = np.concatenate([out, floor - np.arange(len(extra), dtype=np.float64)])
+    return ids, out
+
+
+def _load_booster(library: str, path: Path):
+    try:
+        if library == "lightgbm":
+            import lightgbm
+
+            return lightgbm.Booster(model_file=str(path))
+        import xgboost
+
+        booster = xgboost.Booster()
+        booster.load_model(str(path))
+        return booster
+    except ImportError as e:
+        raise RerankerFileError(f"{path}: a {library} reranker, and {library} is not installed ({e})") from e
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RerankerFileError(f"{path}: not a readable {library} model ({first})") from e
+
+
+def _n_features(library: str, booster) -> int:
+    return int(booster.num_feature()) if library == "lightgbm" else int(booster.num_features())
