@@ -123,8 +123,32 @@ def load_corpus_embeddings(path: Path, n_premises: int):
 
 
 def _retrieve(args) -> int:
+    from leanpremise.eval.rerank.cli import RetrieveRerankFlags
+
     data, model, out = from_args(args, DataConfig, ModelFlags, OutputFlags)
+    rerank = from_args(args, RetrieveRerankFlags)
+    if rerank.rerank is not None:
+        return _retrieve_reranked(data, model, out, rerank.rerank)
     return _run_retrieve(data, model, out, from_args(args, RetrieveFusionFlags))
+
+
+def _retrieve_reranked(data: DataConfig, flags: ModelFlags, out: OutputFlags, reranker: Path) -> int:
+    """`retrieve --rerank`: the reranker over the model's ranking and the side rankers it names."""
+    from leanpremise.data.dataset import load_dataset
+    from leanpremise.eval.rerank.cli import RerankIndexFlags, RerankModelFlags, apply_reranker
+    from leanpremise.model.encoder import DEFAULT_MODEL_NAME
+    from leanpremise.rank.rerank.spec import RerankerFileError
+
+    model = RerankModelFlags(model=flags.model or DEFAULT_MODEL_NAME, model_name=flags.model_name,
+                             corpus_embeddings=flags.corpus_embeddings, batch_size=flags.batch_size,
+                             device=flags.device)
+    try:
+        apply_reranker(load_dataset(data), reranker, out.split, out.k, out.out_dir, out.metrics_out, model,
+                       RerankIndexFlags())
+    except (RerankerFileError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _run_retrieve(data: DataConfig, flags: ModelFlags, out: OutputFlags,
@@ -294,7 +318,11 @@ def _write_metrics(path: Path | None, metrics: dict, index_seconds: float) -> No
 
 
 def register(sub) -> None:
-    r = sub.add_parser("retrieve", dataclass_types=[DataConfig, ModelFlags, OutputFlags, RetrieveFusionFlags],
+    from leanpremise.eval.rerank.cli import RetrieveRerankFlags
+    from leanpremise.eval.rerank.cli import register as register_rerank
+
+    r = sub.add_parser("retrieve", dataclass_types=[DataConfig, ModelFlags, OutputFlags, RetrieveFusionFlags,
+                                                    RetrieveRerankFlags],
                        help="rank a split's states with a model, write dot_<split>-<model>.json")
     r.set_defaults(func=_retrieve)
 
@@ -319,3 +347,5 @@ def register(sub) -> None:
                             "write dot_<split>-<A>+<B>.json for every split given")
     f.add_argument("files", type=Path, nargs="+", help="dot_<split>-<ranker>.json files (same rankers per split)")
     f.set_defaults(func=_fuse)
+
+    register_rerank(sub)

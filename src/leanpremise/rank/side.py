@@ -39,8 +39,11 @@ class NewPremises:
 class SideRankers:
     """The side rankers a bundle (or an evaluation's index) has, any of them None."""
 
-    def __init__(self, bm25=None, mepo=None, mepo_config=None, usage=None, name_to_id: dict[str, int] | None = None):
+    def __init__(self, bm25=None, mepo=None, mepo_config=None, usage=None, name_to_id: dict[str, int] | None = None,
+                 module_usage=None):
         self.bm25, self.mepo, self.mepo_config, self.usage = bm25, mepo, mepo_config, usage
+        self.module_usage = module_usage
+        """Usage by module (rank/module_usage.py), read by the reranker beside the usage ranker, or None."""
         self.name_to_id = name_to_id or {}
         """Indexed ids by name: a new premise gets the usage count of its indexed namesake."""
         self.n = (bm25.n if bm25 is not None else mepo.n_premises if mepo is not None
@@ -69,11 +72,12 @@ class SideRankers:
         return out
 
     def runs(self, state: str, mask: np.ndarray | None, new: NewPremises, depth: int, with_lookups: bool = False,
-             own_uses: np.ndarray | None = None):
+             own_uses: np.ndarray | None = None, module: int = -1):
         """{kind: (ids, scores)} of each side ranker for one state, `depth` long, over the candidates `mask`
         (None: every indexed premise) and the new premises; with `with_lookups`, also {kind: score of any
-        id} for BM25 and usage. `own_uses`: indexed premises whose usage count includes this state's own
-        use (a training state's positives), counted one less, as for a state the counts never saw."""
+        id} for BM25 and usage, and with `module` (the request's, -1 unknown) the module's usage counts.
+        `own_uses`: indexed premises whose usage counts include this state's own use (a training state's
+        positives), counted one less, as for a state the counts never saw."""
         n, runs, lookups = self.n, {}, {}
         if self.bm25 is not None:
             counts = self.bm25.query_counts(state)  # tokenised once for both
@@ -104,7 +108,26 @@ class SideRankers:
             runs["usage"] = merge_new(ids, scores, new_scores, n, depth, new_at=new_at, listed=new_scores > 0)
             if with_lookups:
                 lookups["usage"] = _lookup(usage_score(counts), new_scores)
+        if with_lookups and self.module_usage is not None and module >= 0:
+            lookups["module_usage"] = self._module_lookup(module, new, own_uses)
         return (runs, lookups) if with_lookups else runs
+
+    def _module_lookup(self, module: int, new: NewPremises, own_uses: np.ndarray | None):
+        """log(1 + the module's count) of any id; a new premise reads its indexed namesake's count."""
+        from leanpremise.rank.usage import usage_score
+
+        n, table = self.n, self.module_usage
+        own = np.unique(np.asarray(own_uses if own_uses is not None else [], dtype=np.int64))
+        new_at = new.usage_at if new.usage_at is not None else np.full(len(new), -1, dtype=np.int64)
+
+        def score(ids: np.ndarray) -> np.ndarray:
+            ids = np.asarray(ids, dtype=np.int64)
+            at = np.where(ids < n, ids, new_at[np.maximum(ids - n, 0)] if len(new_at) else -1)
+            counts = table.lookup(module, np.where(at >= 0, at, n))
+            counts = counts - np.isin(at, own)  # a training state's own use: counted one less
+            return usage_score(np.maximum(counts, 0)).astype(np.float64)
+
+        return score
 
     def _usage_without(self, mask, depth: int, own: np.ndarray):
         """The usage list with the counts of `own` one less: only those can fall, so the list `len(own)`

@@ -83,6 +83,15 @@ class RunArguments:
         default=True,
         metadata={"help": "After training, evaluate valid and test and write retrieved-premises files."},
     )
+    rerank_after: bool = field(
+        default=True,
+        metadata={"help": "After the final evaluation, train a reranker (rerank train) over the trained model, BM25, "
+                          "MePo and usage on a sample of the train states (--rerank_max_states), early-stopped on "
+                          "valid, into <output_dir>/reranker, and print valid Recall@{8,16,32} dense before, dense "
+                          "after and reranked."},
+    )
+    rerank_max_states: int = field(
+        default=2048, metadata={"help": "Training states with positives the reranker after training uses at most."})
     retrieved_premises_dir: Path = field(
         default=Path("retrieved_premises"),
         metadata={"help": "Where the retrieved-premises files (dot_<split>-<run>.json) go."},

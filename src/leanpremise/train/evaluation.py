@@ -39,8 +39,9 @@ def recall_line(metrics: dict[str, float], ks=REPORT_KS) -> str:
 
 
 def evaluate_and_retrieve(model, dataset, model_name: str, out_dir: Path, batch_size: int = 64,
-                          metrics_dir: Path | None = None) -> dict[str, dict[str, float]]:
-    """Encode the corpus once; evaluate valid and test and write dot_<split>-<model_name>.json for each."""
+                          metrics_dir: Path | None = None):
+    """Encode the corpus once; evaluate valid and test and write dot_<split>-<model_name>.json for each.
+    Returns ({split: metrics}, the corpus embeddings)."""
     corpus_emb = encode_texts(model, dataset.corpus.texts, batch_size=batch_size, show_progress=True,
                               desc="encode premises")
     results = {}
@@ -48,4 +49,22 @@ def evaluate_and_retrieve(model, dataset, model_name: str, out_dir: Path, batch_
         metrics_out = Path(metrics_dir) / f"metrics_{split}.json" if metrics_dir is not None else None
         results[split] = retrieve(model, dataset, split, out_dir=Path(out_dir), model_name=model_name,
                                   corpus_embeddings=corpus_emb, metrics_out=metrics_out, batch_size=batch_size)
-    return results
+    return results, corpus_emb
+
+
+def rerank_after_training(model, final_dir: Path, corpus_emb, dataset, model_name: str, out: Path,
+                          max_states: int, batch_size: int = 64) -> dict[str, float]:
+    """A reranker over the trained model (its corpus embeddings already made) and the side rankers, trained
+    on a sample of the train states and stopped on valid; its valid Recall@k."""
+    from leanpremise.eval.rerank.index import build_rankers
+    from leanpremise.eval.rerank.requests import IndexView
+    from leanpremise.eval.rerank.train import RerankConfig, train_reranker
+    from leanpremise.model.identity import model_identity
+
+    rankers, table = build_rankers(dataset, IndexView.full(dataset.corpus), ["dense", "bm25", "mepo", "usage"],
+                                   model=model, model_name=model_name, corpus_embeddings=corpus_emb,
+                                   progress=False, identity=model_identity(final_dir))
+    spec = train_reranker(dataset, rankers, table, dataset.split_ids("train"), dataset.split_ids("valid"),
+                          RerankConfig(max_states=max_states), out, progress=True,
+                          trained_on={"data_revision": dataset.revision, "after_training": str(final_dir)})
+    return dict(spec.valid_scores)

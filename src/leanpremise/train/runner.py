@@ -22,6 +22,8 @@ class TrainResult:
     final_dir: Path | None
     before: dict[str, float] = field(default_factory=dict)
     after: dict[str, dict[str, float]] = field(default_factory=dict)
+    reranked: dict[str, float] = field(default_factory=dict)
+    """Valid Recall@k of the reranker trained after training (empty without --rerank_after)."""
     train_seconds: float = 0.0
     examples: int = 0
     steps: int = 0
@@ -184,13 +186,22 @@ def finish(model, ds, run_name: str, run_args: RunArguments, result: TrainResult
     print(f"saved the final model to {result.final_dir}", flush=True)
     if not run_args.evaluate_after:
         return
-    result.after = evaluate_and_retrieve(model, ds, run_name, run_args.retrieved_premises_dir,
-                                         run_args.eval_batch_size, metrics_dir=output_dir)
+    result.after, corpus_emb = evaluate_and_retrieve(model, ds, run_name, run_args.retrieved_premises_dir,
+                                                     run_args.eval_batch_size, metrics_dir=output_dir)
+    if run_args.rerank_after:
+        from leanpremise.train.evaluation import rerank_after_training
+
+        result.reranked = rerank_after_training(model, result.final_dir, corpus_emb, ds, run_name,
+                                                output_dir / "reranker", run_args.rerank_max_states,
+                                                run_args.eval_batch_size)
     print(f"valid after training: {recall_line(result.after.get('valid', {}))}", flush=True)
     if result.before:
         print(f"valid before training: {recall_line(result.before)}", flush=True)
+    if result.reranked:
+        print(f"valid reranked:        {recall_line(result.reranked)}  (dense after training + BM25 + MePo + "
+              f"usage + structure; {output_dir / 'reranker'})", flush=True)
     if "test" in result.after:
         print(f"test after training:  {recall_line(result.after['test'])}", flush=True)
-    summary = {"before": result.before, "after": result.after, "train_seconds": result.train_seconds,
-               "steps": result.steps, "examples": result.examples}
+    summary = {"before": result.before, "after": result.after, "reranked": result.reranked,
+               "train_seconds": result.train_seconds, "steps": result.steps, "examples": result.examples}
     (output_dir / "final_metrics.json").write_text(json.dumps(summary, indent=1))

@@ -16,18 +16,18 @@ def rerank_states(reranker, ds, rankers, table, state_ids: np.ndarray, k: int, p
     missing = [kind for kind in spec.kinds() if kind not in rankers.kinds()]
     if missing:
         raise ValueError(f"the reranker reads ranker(s) {missing}; given {rankers.kinds()}")
-    requests = requests_for(ds, rankers, table, state_ids)
-    rows = build_rows(rankers, table, requests, spec.kinds(), spec.structure, spec.depth, spec.local_bound,
-                      tail_depth=k, progress=progress, desc="rerank")
+    rows = build_rows(rankers, table, requests_for(ds, rankers, table, state_ids), spec.kinds(), spec.structure,
+                      spec.depth, spec.local_bound, tail_depth=k, progress=progress, desc="rerank",
+                      total=len(state_ids))
     scores = reranker.score(rows.x)
-    out_ids = np.full((len(requests), k), -1, dtype=np.int64)
-    out_scores = np.full((len(requests), k), -np.inf, dtype=np.float32)
+    out_ids = np.full((len(rows.sizes), k), -1, dtype=np.int64)
+    out_scores = np.full((len(rows.sizes), k), -np.inf, dtype=np.float32)
     n = len(rankers.view)
-    for i, req in enumerate(requests):
+    for i, new_ids in enumerate(rows.new_ids):
         g = rows.group(i)
         ids, sc = order_by_score(rows.cand[g], scores[g], k, rows.tails[i])
         corpus_ids = np.where(ids < n, rankers.view.ids[np.minimum(ids, n - 1)],
-                              req.new_ids[np.maximum(ids - n, 0)] if len(req.new_ids) else -1)
+                              new_ids[np.maximum(ids - n, 0)] if len(new_ids) else -1)
         out_ids[i, : len(ids)] = corpus_ids
         out_scores[i, : len(ids)] = sc
     return out_ids, out_scores

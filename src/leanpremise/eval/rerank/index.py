@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 def build_rankers(ds, view: IndexView, kinds: list[str], model=None, model_name: str | None = None,
                   corpus_embeddings: np.ndarray | None = None, usage_states: np.ndarray | None = None,
-                  progress: bool = True) -> tuple[EvalRankers, PremiseTable]:
+                  progress: bool = True, identity: str | None = None) -> tuple[EvalRankers, PremiseTable]:
     """The rankers `kinds` (of bm25, mepo, usage, dense) over the premises `view` holds, and its premise
     table. Usage counts come from `usage_states` (default: the train split) restricted to the view; the dense
     ranker needs a model, and encodes the corpus unless `corpus_embeddings` are given."""
@@ -37,22 +37,39 @@ def build_rankers(ds, view: IndexView, kinds: list[str], model=None, model_name:
         from leanpremise.rank.lean_tokens import symbols
 
         mepo = SymbolIndex([symbols(t, exclude=n) for t, n in zip(view_texts, names)])
+    module_usage = None
     if "usage" in kinds:
         counts = usage_counts(ds, usage_states)
         usage = UsageRanker(counts[view.ids])
-    side = SideRankers(bm25, mepo, mepo_config, usage, {n: i for i, n in enumerate(names)})
+        module_usage = module_usage_of(ds, view, usage_states)
+    side = SideRankers(bm25, mepo, mepo_config, usage, {n: i for i, n in enumerate(names)}, module_usage)
     dense = None
     if "dense" in kinds:
         dense = _dense(ds, view, model, model_name, corpus_embeddings, progress)
+        dense.identity = identity or dense.identity
     table = PremiseTable.from_corpus(corpus).subset(view.ids)
     rankers = EvalRankers(view, side, dense, mepo_settings={"p": mepo_config.p, "c": mepo_config.c},
                           bm25_settings={"k1": 1.5, "b": 0.75})
     return rankers, table
 
 
-def _dense(ds, view: IndexView, model, model_name, corpus_embeddings, progress: bool) -> DenseRanker:
-    from leanpremise.model.encoder import encode_texts, load_model, model_display_name
+def module_usage_of(ds, view: IndexView, state_ids: np.ndarray | None = None):
+    """Usage by module over the index's premises, from `state_ids` (default: the train split)."""
+    from leanpremise.rank.module_usage import ModuleUsage
 
+    state_ids = ds.split_ids("train") if state_ids is None else np.asarray(state_ids)
+    positives = []
+    for s in state_ids.tolist():
+        ids = view.to_view[ds.states.positives(s)]
+        positives.append(ids[ids >= 0])
+    return ModuleUsage.from_positives(ds.states.module_id[state_ids], positives, len(ds.corpus.modules), len(view))
+
+
+def _dense(ds, view: IndexView, model, model_name, corpus_embeddings, progress: bool) -> DenseRanker:
+    from leanpremise.model.encoder import DEFAULT_MODEL_NAME, encode_texts, load_model, model_display_name
+
+    if model == DEFAULT_MODEL_NAME:  # the packaged one, by its name
+        model = None
     if model is None or isinstance(model, str):
         name = model_name or model_display_name(model)
         model_path = model

@@ -19,7 +19,7 @@ import numpy as np
 
 from leanpremise.rank.rerank.features import RerankInput, local_order
 from leanpremise.rank.rerank.premises import PremiseTable
-from leanpremise.rank.rerank.structure import frontier, project_root
+from leanpremise.rank.rerank.structure import frontier, project_root, request_module
 
 MAX_NEW_PREMISES = 2048
 """New premises a Lean client sends at most (the server's default MAX_NEW_PREMISES)."""
@@ -126,6 +126,7 @@ def build_request(ds, view: IndexView, table: PremiseTable, s: int, simulation: 
     closure = closure[~unknown[closure]]
     req = RerankInput(state=ds.states.state[s], n_indexed=len(view), local_ids=local,
                       frontier=frontier(table, closure), project=project_root(table, local),
+                      module=request_module(table, local),
                       new_names=[corpus.names[i] for i in new_ids.tolist()],
                       new_texts=[corpus.texts[i] for i in new_ids.tolist()])
     positives = ds.states.positives(s)

@@ -6,6 +6,8 @@ are then dropped. A request's rows are its candidates in the order `features.can
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +31,8 @@ class RerankRows:
     """Each request's positives in its id space (for Recall, every positive counts)."""
     tails: list[np.ndarray] = field(default_factory=list)
     """Per request, the first ranker's deeper list (kept with `tail_depth`): what follows the candidates."""
+    new_ids: list[np.ndarray] = field(default_factory=list)
+    """Per request, the corpus ids of its new premises (its ids n, n+1, ...)."""
 
     @property
     def offsets(self) -> np.ndarray:
@@ -39,20 +43,20 @@ class RerankRows:
         return slice(int(off[i]), int(off[i + 1]))
 
 
-def build_rows(rankers: EvalRankers, table: PremiseTable, requests: list[StateRequest], kinds: list[str],
+def build_rows(rankers: EvalRankers, table: PremiseTable, requests: Iterable[StateRequest], kinds: list[str],
                structure: bool, depth: int, local_bound: int, tail_depth: int = 0, batch_size: int = 256,
-               progress: bool = False, desc: str = "rerank rows") -> RerankRows:
-    """Candidates, features and labels (1 = a positive) of `requests`; with `tail_depth`, each request's
-    first ranker's list that deep is kept too (for lists longer than the candidates)."""
-    xs, ys, cands, sizes, tails = [], [], [], [], []
-    starts = range(0, len(requests), batch_size)
+               progress: bool = False, desc: str = "rerank rows", total: int | None = None) -> RerankRows:
+    """Candidates, features and labels (1 = a positive) of `requests` (made as they are read: a request
+    holds a candidate mask over the index, too large to keep for thousands); with `tail_depth`, each
+    request's first ranker's list that deep is kept too (for lists longer than the candidates)."""
+    xs, ys, cands, sizes, tails, states, positives, new_ids = [], [], [], [], [], [], [], []
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(requests), desc=desc, unit="state")
-    for a in starts:
-        batch = requests[a:a + batch_size]
+        bar = tqdm(total=total, desc=desc, unit="state")
+    requests = iter(requests)
+    while batch := list(itertools.islice(requests, batch_size)):
         signals = batch_signals(rankers, batch, max(depth, tail_depth))
         for req, sig in zip(batch, signals):
             sig.runs = {k: v for k, v in sig.runs.items() if k in kinds}
@@ -61,6 +65,9 @@ def build_rows(rankers: EvalRankers, table: PremiseTable, requests: list[StateRe
             ys.append(np.isin(cand, req.positives))
             cands.append(cand)
             sizes.append(len(cand))
+            states.append(req.state)
+            positives.append(req.positives)
+            new_ids.append(req.new_ids)
             if tail_depth:
                 first = next(k for k in ("dense", "bm25", "mepo", "usage") if k in sig.runs)
                 tails.append(sig.runs[first][0][:tail_depth].copy())
@@ -72,5 +79,5 @@ def build_rows(rankers: EvalRankers, table: PremiseTable, requests: list[StateRe
     return RerankRows(x=np.concatenate(xs) if xs else np.zeros((0, width), np.float32),
                       y=np.concatenate(ys).astype(np.float32) if ys else np.zeros(0, np.float32),
                       cand=np.concatenate(cands) if cands else np.zeros(0, np.int64),
-                      sizes=np.asarray(sizes, dtype=np.int64), states=np.array([r.state for r in requests]),
-                      positives=[r.positives for r in requests], tails=tails)
+                      sizes=np.asarray(sizes, dtype=np.int64), states=np.asarray(states, dtype=np.int64),
+                      positives=positives, tails=tails, new_ids=new_ids)

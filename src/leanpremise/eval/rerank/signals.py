@@ -61,11 +61,15 @@ def batch_signals(rankers: EvalRankers, requests: list[StateRequest], depth: int
                   ) -> list[Signals]:
     """Each request's lists (`depth` long) and score lookups, from every ranker of `rankers`."""
     out: list[Signals] = []
-    dense_runs = _dense(rankers, requests, depth, batch_size) if rankers.dense is not None else None
+    dense_runs = None
+    if isinstance(rankers.dense, FileDense):
+        dense_runs = [rankers.dense.signals(r, len(rankers.view), depth) for r in requests]
+    elif rankers.dense is not None:
+        dense_runs = _dense(rankers, requests, depth, batch_size)
     for j, req in enumerate(requests):
         new = rankers.side.prepare(req.input.new_names, req.input.new_texts, named_in_index=req.named_in_index)
         runs, lookups = rankers.side.runs(req.input.state, req.mask, new, depth, with_lookups=True,
-                                          own_uses=req.own_uses)
+                                          own_uses=req.own_uses, module=req.input.module)
         if dense_runs is not None:
             runs["dense"], lookups["dense"] = dense_runs[j]
         out.append(Signals(runs=runs, lookups=lookups))
@@ -101,3 +105,55 @@ def _dot_lookup(view_emb: np.ndarray, new_rows: np.ndarray, query: np.ndarray):
         return out
 
     return score
+
+
+@dataclass
+class FileDense:
+    """A dense ranker's lists read from its retrieved-premises file instead of run: its scores are known for
+    the premises it lists only (the score feature is missing for the others, where a server would know it)."""
+
+    lists: dict[int, tuple[np.ndarray, np.ndarray]]
+    """state id -> (corpus ids, scores), file order."""
+    to_view: np.ndarray
+    name: str
+    identity: str | None = None
+
+    @classmethod
+    def read(cls, path, ds, view: IndexView, name: str) -> FileDense:
+        from leanpremise.eval.retrieved_files import read_retrieved
+
+        by_key = {}
+        for s in range(len(ds.states)):
+            by_key.setdefault(ds.states.name(s, ds.corpus.modules), s)
+        lists = {}
+        for entry in read_retrieved(path):
+            s = by_key.get(entry.state_name) if entry.state_name else None
+            if s is None:
+                continue
+            ids = [ds.corpus.name_to_id.get(p["corpus_id"], -1) for p in entry.premises]
+            lists[s] = (np.asarray(ids, dtype=np.int64), np.asarray([p["score"] for p in entry.premises], np.float64))
+        return cls(lists, view.to_view, name)
+
+    def signals(self, req: StateRequest, n: int, depth: int):
+        """(the request's list in its id space, a lookup of the listed scores) for one request."""
+        corpus_ids, scores = self.lists.get(req.state, (np.zeros(0, np.int64), np.zeros(0)))
+        at_new = {int(c): n + j for j, c in enumerate(req.new_ids.tolist())}
+        shared = []
+        for c in corpus_ids.tolist():
+            if c in at_new:
+                shared.append(at_new[c])
+            else:
+                v = int(self.to_view[c]) if c >= 0 else -1
+                shared.append(v if v >= 0 and req.mask[v] else -1)
+        shared = np.asarray(shared, dtype=np.int64)
+        keep = shared >= 0
+        ids, sc = shared[keep][:depth], scores[keep][:depth]
+        out_ids = np.full(depth, -1, dtype=np.int64)
+        out_sc = np.full(depth, -np.inf, dtype=np.float32)
+        out_ids[: len(ids)], out_sc[: len(ids)] = ids, sc
+        known = dict(zip(shared[keep].tolist(), scores[keep].tolist()))
+
+        def lookup(cand: np.ndarray) -> np.ndarray:
+            return np.array([known.get(int(c), np.nan) for c in np.asarray(cand).tolist()], dtype=np.float64)
+
+        return (out_ids, out_sc), lookup

@@ -26,7 +26,7 @@ from leanpremise.rank.rerank.spec import MODEL_FILES, FeatureEntry, RankerEntry,
 
 logger = logging.getLogger(__name__)
 
-KS = (16, 32, 100)
+KS = (8, 16, 32, 100)
 
 
 @dataclass
@@ -67,8 +67,8 @@ def requests_for(ds, rankers, table, state_ids: np.ndarray, share: float = 0.0, 
     those the usage counts were made from (training states)."""
     folders = module_folders(ds.corpus) if share > 0 else None
     modes = simulations(len(state_ids), share, seed) if share > 0 else ["none"] * len(state_ids)
-    return [build_request(ds, rankers.view, table, int(s), mode, folders, counted=counted)
-            for s, mode in zip(np.asarray(state_ids).tolist(), modes)]
+    return (build_request(ds, rankers.view, table, int(s), mode, folders, counted=counted)
+            for s, mode in zip(np.asarray(state_ids).tolist(), modes))
 
 
 def ranked_lists(reranker: Reranker, rows: RerankRows, k: int) -> np.ndarray:
@@ -99,8 +99,9 @@ def _groups(rows: RerankRows) -> np.ndarray:
     return keep
 
 
-def fit(cfg: RerankConfig, names: list[str], train: RerankRows, valid: RerankRows):
-    """(booster, best iteration, seconds) of the library `cfg.library`, early-stopped on `valid`."""
+def fit(cfg: RerankConfig, names: list[str], train: RerankRows, valid: RerankRows, init=None):
+    """(booster, best iteration, seconds) of the library `cfg.library`, early-stopped on `valid`; `init`: a
+    booster of the same features to continue (its trees are kept, new ones added)."""
     t0 = time.perf_counter()
     tk, vk = _groups(train), _groups(valid)
     tsizes = np.array([s for i, s in enumerate(train.sizes) if train.y[train.group(i)].any()])
@@ -121,7 +122,7 @@ def fit(cfg: RerankConfig, names: list[str], train: RerankRows, valid: RerankRow
                   "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1, "seed": cfg.seed,
                   "deterministic": True, "num_threads": threads, "verbose": -1, **cfg.extra}
         booster = lgb.train(params, dtrain, num_boost_round=cfg.max_rounds, valid_sets=[dvalid],
-                            valid_names=["valid"],
+                            valid_names=["valid"], init_model=init,
                             callbacks=[lgb.early_stopping(cfg.early_stopping, verbose=False)])
         best = int(booster.best_iteration or booster.current_iteration())
         return booster, best, time.perf_counter() - t0
@@ -137,7 +138,7 @@ def fit(cfg: RerankConfig, names: list[str], train: RerankRows, valid: RerankRow
                   "subsample": 0.8, "colsample_bytree": 0.9, "tree_method": "hist", "seed": cfg.seed,
                   "nthread": threads, **cfg.extra}
         booster = xgb.train(params, dtrain, num_boost_round=cfg.max_rounds, evals=[(dvalid, "valid")],
-                            early_stopping_rounds=cfg.early_stopping, verbose_eval=False)
+                            early_stopping_rounds=cfg.early_stopping, verbose_eval=False, xgb_model=init)
         best = int(booster.best_iteration) + 1
         return booster[:best], best, time.perf_counter() - t0
     raise ValueError(f"unknown library {cfg.library!r}: expected lightgbm or xgboost")
@@ -190,23 +191,32 @@ def ranker_entries(rankers) -> list[RankerEntry]:
 
 
 def train_reranker(ds, rankers, table, train_ids: np.ndarray, valid_ids: np.ndarray, cfg: RerankConfig,
-                   out: Path, progress: bool = True, trained_on: dict | None = None) -> RerankerSpec:
-    """Train on (a sample of) `train_ids`, stop on `valid_ids`, write the reranker directory `out`."""
+                   out: Path, progress: bool = True, trained_on: dict | None = None, init: Path | None = None,
+                   counted: bool = True) -> RerankerSpec:
+    """Train on (a sample of) `train_ids`, stop on `valid_ids`, write the reranker directory `out`; `init`:
+    a reranker directory to continue (same rankers and features), e.g. to adapt one to a project;
+    `counted`: the training states are among those the usage counts were made from (the train split)."""
     t0 = time.perf_counter()
     kinds = rankers.kinds()
     names = [f.name for f in feature_list(kinds, cfg.structure)]
+    base = None
+    if init is not None:
+        base = Reranker.load(init)
+        if [e.name for e in base.spec.features] != names or base.spec.library != cfg.library:
+            raise ValueError(f"--init {init}: a {base.spec.library} reranker of rankers {base.spec.kinds()}; "
+                             f"this training reads {kinds} with {cfg.library}")
+        cfg.depth, cfg.local_bound = base.spec.depth, base.spec.local_bound
     states = sample_train_states(ds, train_ids, cfg.max_states, cfg.seed)
     logger.info("reranker: %d training states with positives (of %d), %d valid states", len(states),
                 len(train_ids), len(valid_ids))
-    train_req = requests_for(ds, rankers, table, states, cfg.simulate_share, cfg.seed, counted=True)
+    train_req = requests_for(ds, rankers, table, states, cfg.simulate_share, cfg.seed, counted=counted)
     train = build_rows(rankers, table, train_req, kinds, cfg.structure, cfg.depth, cfg.local_bound,
-                       progress=progress, desc="rerank rows (train)")
-    del train_req
+                       progress=progress, desc="rerank rows (train)", total=len(states))
     valid_req = requests_for(ds, rankers, table, valid_ids)
     valid = build_rows(rankers, table, valid_req, kinds, cfg.structure, cfg.depth, cfg.local_bound,
-                       tail_depth=max(KS), progress=progress, desc="rerank rows (valid)")
+                       tail_depth=max(KS), progress=progress, desc="rerank rows (valid)", total=len(valid_ids))
     rows_s = time.perf_counter() - t0
-    booster, best, fit_s = fit(cfg, names, train, valid)
+    booster, best, fit_s = fit(cfg, names, train, valid, None if base is None else base.booster)
     spec = RerankerSpec(
         library=cfg.library, model_file=MODEL_FILES[cfg.library], feature_set=FEATURE_SET,
         features=[FeatureEntry(name=f.name, version=f.version) for f in feature_list(kinds, cfg.structure)],

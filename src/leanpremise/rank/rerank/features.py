@@ -47,7 +47,18 @@ def ranker_features(kind: str) -> list[Feature]:
         out.append(Feature("dense_gap", 1, "dense score minus the best candidate's"))
     if kind == "bm25":
         out.append(Feature("bm25_rel", 1, "BM25 score over the best candidate's (0 when none scores)"))
+    if kind in LOOKUP_RANKERS:
+        out.append(Feature(f"{kind}_cand_rank", 1, f"rank of its {kind} score among the request's candidates"))
+    if kind == "usage":
+        out.append(Feature("module_usage", 1, "log(1 + training states of the request's module that used it); "
+                                              "missing when the request names no module (no local premises)"))
     return out
+
+
+AGREEMENT = [
+    Feature("listed_by", 1, "how many rankers list it"),
+    Feature("best_rank", 1, "its best rank in any ranker's list (missing when none lists it)"),
+]
 
 
 STRUCTURE = [
@@ -64,14 +75,15 @@ STRUCTURE = [
     Feature("name_hits", 1, "parts of its name that occur in the goal"),
     Feature("name_overlap", 1, "name_hits over the parts of its name"),
 ]
-KNOWN = {f.name: f.version for f in STRUCTURE} | {f.name: f.version for k in RANKERS for f in ranker_features(k)}
+KNOWN = ({f.name: f.version for f in STRUCTURE + AGREEMENT}
+         | {f.name: f.version for k in RANKERS for f in ranker_features(k)})
 CATEGORICAL = ("kind",)
 
 
 def feature_list(rankers: list[str], structure: bool = True) -> list[Feature]:
     """The columns of a reranker reading `rankers` (in RANKERS order) and, unless off, the structure ones."""
     out = [f for k in RANKERS if k in rankers for f in ranker_features(k)]
-    return out + (STRUCTURE if structure else [])
+    return out + (AGREEMENT if rankers else []) + (STRUCTURE if structure else [])
 
 
 @dataclass
@@ -86,6 +98,8 @@ class RerankInput:
     """Sorted module ids of the request's direct imports (structure.frontier of its closure)."""
     project: int = -1
     """Root id of the request's project (structure.project_root), -1 when unknown."""
+    module: int = -1
+    """The request's module as its local premises tell (structure.request_module), -1 when unknown."""
     new_names: list[str] = field(default_factory=list)
     new_texts: list[str] = field(default_factory=list)
 
@@ -101,6 +115,8 @@ class Signals:
     runs: dict[str, tuple[np.ndarray, np.ndarray]]
     """kind -> (ids, scores), best first, -1 padded, in the shared id space."""
     lookups: dict[str, ScoreLookup] = field(default_factory=dict)
+    """kind -> score of any candidate; `module_usage`: the usage prior of the request's module (absent when
+    the request names no module: the feature is then missing)."""
 
 
 def local_order(local_ids: np.ndarray) -> np.ndarray:
@@ -126,7 +142,8 @@ def _positions(run_ids: np.ndarray, cand: np.ndarray) -> np.ndarray:
     return np.where(hit, valid[order[at]] if len(srt) else -1, -1)
 
 
-def _ranker_columns(kind: str, run, lookup: ScoreLookup | None, cand: np.ndarray, depth: int) -> list[np.ndarray]:
+def _ranker_columns(kind: str, run, lookup: ScoreLookup | None, cand: np.ndarray, depth: int,
+                    module_lookup: ScoreLookup | None = None) -> list[np.ndarray]:
     ids, scores = run
     pos = _positions(np.asarray(ids[:depth]), cand)
     listed = pos >= 0
@@ -143,7 +160,19 @@ def _ranker_columns(kind: str, run, lookup: ScoreLookup | None, cand: np.ndarray
     if kind == "bm25":
         best = np.nanmax(score) if len(score) and np.isfinite(score).any() else 0.0
         cols.append(score / best if best > 0 else np.zeros(len(score)))
+    if kind in LOOKUP_RANKERS:
+        cols.append(_rank_among(score))
+    if kind == "usage":
+        cols.append(np.asarray(module_lookup(cand), dtype=np.float64) if module_lookup is not None
+                    else np.full(len(cand), np.nan))
     return cols
+
+
+def _rank_among(score: np.ndarray) -> np.ndarray:
+    """1-based rank of each score among the candidates' (ties share the best rank)."""
+    filled = np.where(np.isfinite(score), score, -np.inf)
+    srt = np.sort(-filled)
+    return np.searchsorted(srt, -filled, side="left") + 1.0
 
 
 def _structure_columns(table: PremiseTable, req: RerankInput, cand: np.ndarray) -> list[np.ndarray]:
@@ -183,9 +212,18 @@ def features(table: PremiseTable, req: RerankInput, signals: Signals, cand: np.n
     """(len(cand), len(feature_list(rankers, structure))) float32: the one feature computation."""
     cand = np.asarray(cand, dtype=np.int64)
     cols: list[np.ndarray] = []
+    ranks = []
     for kind in RANKERS:
         if kind in rankers:
-            cols += _ranker_columns(kind, signals.runs[kind], signals.lookups.get(kind), cand, depth)
+            part = _ranker_columns(kind, signals.runs[kind], signals.lookups.get(kind), cand, depth,
+                                   signals.lookups.get("module_usage") if kind == "usage" else None)
+            ranks.append(part[0])
+            cols += part
+    if ranks:
+        stacked = np.stack(ranks)
+        cols.append(np.isfinite(stacked).sum(axis=0).astype(np.float64))
+        listed = np.isfinite(stacked).any(axis=0)
+        cols.append(np.where(listed, np.nanmin(np.where(np.isfinite(stacked), stacked, np.inf), axis=0), np.nan))
     if structure:
         cols += _structure_columns(table, req, cand)
     if not cols:

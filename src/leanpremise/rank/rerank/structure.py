@@ -40,3 +40,10 @@ def project_root(table: PremiseTable, local_ids: np.ndarray) -> int:
         return -1
     roots = table.module_root[table.module_id[np.asarray(local_ids, dtype=np.int64)]]
     return int(Counter(roots.tolist()).most_common(1)[0][0])
+
+
+def request_module(table: PremiseTable, local_ids: np.ndarray) -> int:
+    """The module of the nearest local premise (a client's local premises are its own file's), -1 without."""
+    if len(local_ids) == 0:
+        return -1
+    return int(table.module_id[int(np.asarray(local_ids)[0])])
