@@ -39,7 +39,9 @@ ADDED = {
 ADDED_COMMANDS = {"rerank", "rerank train", "rerank apply"}
 """Commands that are new since the snapshot (the learned reranker); their flags are their own."""
 
-NEW_SETTINGS: dict[str, str] = {}
+NEW_SETTINGS: dict[str, str] = {
+    "embedding_cache_key": "EMBEDDING_CACHE_KEY",
+}
 """ServeConfig fields that are new since the snapshot: field -> environment name."""
 
 RENAMED_SETTINGS = {"hybrid": "fusion"}

@@ -128,13 +128,21 @@ class Server:
             opened = await asyncio.get_running_loop().run_in_executor(
                 None, open_server_store, self.config, bundle, shared.embedders[0], self.stores)
             store, key = opened or (None, "")
+            if store is not None:
+                store.on_rejected = self._count_rejected("redis" if store.where.startswith(("redis", "unix"))
+                                                         else "lmdb")
             shared.service = EmbeddingService(shared.embedders, self.config, metrics=self.metrics,
                                               background=shared.background, store=store, store_key=key)
+            shared.service.cache.on_rejected = self._count_rejected("memory")
             await shared.service.start()
         shared.users += 1
         rev = Revision(spec, self, bundle, index, shared, seconds)
         await rev.searcher.start()
         return rev
+
+    def _count_rejected(self, cache: str):
+        """A hook counting a cache's turned-down vectors in /metrics, by cache and reason."""
+        return lambda reason, n: self.metrics.cache_rejected.labels(cache, reason).inc(n)
 
     def swap(self, revisions: dict[str, Revision], default: str) -> RevisionTable:
         """Serve `revisions` from now on; revisions of the old table not in it close once idle."""
