@@ -77,6 +77,14 @@ class ServeConfig(BaseSettings):
     verify: bool = setting(True, "VERIFY_CHECKSUMS", "check the size and sha256 of every bundle file (model, "
                                                       "ONNX, premises archive, embeddings) against its manifest "
                                                       "at startup", flag="--no_verify")
+    archive_max_member_bytes: int = setting(256 * 2**20, "ARCHIVE_MAX_MEMBER_BYTES", "bytes of one file unpacked "
+                                            "from a premises archive; larger: the archive is refused", ge=1)
+    archive_max_total_bytes: int = setting(16 * 2**30, "ARCHIVE_MAX_TOTAL_BYTES", "bytes a premises archive may "
+                                           "unpack to in all; more: refused", ge=1)
+    archive_max_line_bytes: int = setting(16 * 2**20, "ARCHIVE_MAX_LINE_BYTES", "bytes of one line of a file "
+                                          "unpacked from a premises archive; longer: refused", ge=1)
+    archive_max_members: int = setting(1_000_000, "ARCHIVE_MAX_MEMBERS", "files and folders of a premises "
+                                       "archive; more: refused", ge=1)
     fast_verify: bool = setting(False, "VERIFY_FAST", "check every bundle file's size but hash only files up "
                                 f"to {FAST_VERIFY_MAX_BYTES >> 20} MiB (fast startup; damage that keeps a large "
                                 "file's size goes unseen)", flag="--fast_verify")
@@ -241,6 +249,13 @@ class ServeConfig(BaseSettings):
         if self.embedding_cache_url:
             return self.embedding_cache_url
         return str(self.embedding_cache or (self.data_dir or default_cache_dir()) / "embeddings.lmdb")
+
+    def archive_limits(self):
+        """The bounds premises archives are unpacked within (bundle/archive.py)."""
+        from leanpremise.bundle.archive import ArchiveLimits
+
+        return ArchiveLimits(self.archive_max_member_bytes, self.archive_max_total_bytes,
+                             self.archive_max_line_bytes, self.archive_max_members)
 
     def embedding_cache_hmac_key(self) -> bytes | None:
         """The key Redis values are tagged under; None when none is set or it is waived (`insecure-none`)."""

@@ -81,10 +81,11 @@ class Server:
         cfg = self.config
         t0 = time.perf_counter()
         if spec.path is not None:
-            bundle = load_bundle(spec.path, cfg.data_dir, verify=cfg.verify, fast=cfg.fast_verify)
+            bundle = load_bundle(spec.path, cfg.data_dir, verify=cfg.verify, fast=cfg.fast_verify,
+                                 limits=cfg.archive_limits())
         else:
             bundle = load_from_hub(cfg.data_repo, cfg.data_revision, cfg.model_id, cfg.model_revision, cfg.data_dir,
-                                   verify=cfg.verify, fast=cfg.fast_verify)
+                                   verify=cfg.verify, fast=cfg.fast_verify, limits=cfg.archive_limits())
             spec = BundleSpec(path=None, manifest=bundle.manifest, tag=derived_tag(bundle.manifest))
         if bundle.manifest.hybrid and cfg.fusion:
             if bundle.root is None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from leanpremise.bundle.archive import extract_premises_archive
+from leanpremise.bundle.archive import ArchiveLimits, extract_premises_archive
 from leanpremise.bundle.corpus import bundle_corpus
 from leanpremise.bundle.layout import (
     INT8_FILE,
@@ -61,7 +61,8 @@ class LoadedBundle:
         return path if path.is_file() else None
 
 
-def unpack_premises(archive: Path, cache_dir: Path, sha256: str | None = None) -> Path:
+def unpack_premises(archive: Path, cache_dir: Path, sha256: str | None = None,
+                    limits: ArchiveLimits | None = None) -> Path:
     """Unpacked premises dir for `archive`, shared by every server start with the same archive.
 
     `sha256`: the archive's, when it was just verified (saves hashing it again); else it is hashed here,
@@ -73,7 +74,7 @@ def unpack_premises(archive: Path, cache_dir: Path, sha256: str | None = None) -
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{digest}."))
     try:
-        extract_premises_archive(archive, tmp / "d")
+        extract_premises_archive(archive, tmp / "d", limits)
         try:
             os.replace(tmp / "d", target)
         except OSError:
@@ -86,10 +87,12 @@ def unpack_premises(archive: Path, cache_dir: Path, sha256: str | None = None) -
 
 
 def assemble(manifest: Manifest, archive: Path, embeddings_path: Path, model_dir: Path,
-             cache_dir: Path | None, archive_sha256: str | None = None) -> LoadedBundle:
-    """Corpus from the archive + embeddings, checked against each other and the manifest."""
+             cache_dir: Path | None, archive_sha256: str | None = None,
+             limits: ArchiveLimits | None = None) -> LoadedBundle:
+    """Corpus from the archive (unpacked within `limits`) + embeddings, checked against each other and the
+    manifest."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    premises_dir = unpack_premises(archive, cache_dir, archive_sha256)
+    premises_dir = unpack_premises(archive, cache_dir, archive_sha256, limits)
     corpus = bundle_corpus(manifest, premises_dir, cache_dir)
     try:
         emb = np.load(embeddings_path, allow_pickle=False)
@@ -118,7 +121,8 @@ def check_bundle(bundle: Path) -> Manifest:
     return manifest
 
 
-def load_bundle(bundle: Path, cache_dir: Path | None = None, verify: bool = True, fast: bool = False) -> LoadedBundle:
+def load_bundle(bundle: Path, cache_dir: Path | None = None, verify: bool = True, fast: bool = False,
+                limits: ArchiveLimits | None = None) -> LoadedBundle:
     """The bundle, its files checked against the manifest: all hashed, or (`fast`) large ones by size only;
     `verify=False` keeps only the cheap checks of :func:`check_bundle`."""
     bundle = Path(bundle)
@@ -129,7 +133,7 @@ def load_bundle(bundle: Path, cache_dir: Path | None = None, verify: bool = True
     else:
         logger.warning("%s: checksums not verified (VERIFY_CHECKSUMS=false)", bundle)
     archive_sha = manifest.checksums[PREMISES_ARCHIVE] if verify and not fast else None
-    loaded = assemble(manifest, archive, emb, bundle / MODEL_DIR, cache_dir, archive_sha)
+    loaded = assemble(manifest, archive, emb, bundle / MODEL_DIR, cache_dir, archive_sha, limits)
     loaded.root = bundle
     return loaded
 
@@ -156,7 +160,8 @@ def snapshot_commit(path: Path, rel: str) -> str:
 
 
 def load_from_hub(data_repo: str, data_revision: str | None, model_id: str, model_revision: str | None,
-                  cache_dir: Path | None = None, verify: bool = True, fast: bool = False) -> LoadedBundle:
+                  cache_dir: Path | None = None, verify: bool = True, fast: bool = False,
+                  limits: ArchiveLimits | None = None) -> LoadedBundle:
     """Download premises.tar.gz, the embeddings and the model, as the original server's startup did.
 
     Each repository's revision (a branch, a tag, or none: the default branch) is resolved to a commit by
@@ -204,4 +209,4 @@ def load_from_hub(data_repo: str, data_revision: str | None, model_id: str, mode
             verify_file(path, rel, manifest, fast)
         logger.info("verified %d downloaded files against %s", len(downloads), MANIFEST)
         archive_sha = None if fast else manifest.checksums[PREMISES_ARCHIVE]
-    return assemble(manifest, archive, emb, model_dir, cache_dir, archive_sha)
+    return assemble(manifest, archive, emb, model_dir, cache_dir, archive_sha, limits)
