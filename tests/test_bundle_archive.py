@@ -179,3 +179,37 @@ def test_serve_settings_give_the_archive_limits(monkeypatch):
     monkeypatch.setenv("ARCHIVE_MAX_LINE_BYTES", "12345")
     limits = load_config(None).archive_limits()
     assert limits.max_line_bytes == 12345 and limits.max_member_bytes == ArchiveLimits().max_member_bytes
+
+
+def test_an_archive_replaced_after_its_verification_is_not_unpacked(tmp_path):
+    """unpack_premises hashes the handle it unpacks from: a file swapped in after the manifest check (its
+    digest no longer the verified one) is refused, and nothing is cached under the verified digest."""
+    from leanpremise.bundle.layout import BundleError
+    from leanpremise.serve.revisions.loader import unpack_premises
+
+    verified = _tar_gz(tmp_path / "verified.tar.gz", [_file("revision", b"good\n")])
+    digest = sha256_file(verified)
+    swapped = _tar_gz(tmp_path / "premises.tar.gz", [_file("revision", b"evil\n")])
+    with pytest.raises(BundleError, match="changed since it was verified"):
+        unpack_premises(swapped, tmp_path / "cache", digest)
+    assert not (tmp_path / "cache" / "premises" / digest[:20]).exists()
+    out = unpack_premises(verified, tmp_path / "cache", digest)
+    assert (out / "revision").read_bytes() == b"good\n"
+
+
+def test_npy_rows_are_verified_on_the_bytes_used(tmp_path):
+    import numpy as np
+
+    from leanpremise.bundle.layout import BundleError
+    from leanpremise.bundle.verify import read_verified_npy
+
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(tmp_path / "e.npy", rows)
+    digest = sha256_file(tmp_path / "e.npy")
+    assert np.array_equal(read_verified_npy(tmp_path / "e.npy", digest), rows)
+    np.save(tmp_path / "e.npy", -rows)
+    with pytest.raises(BundleError, match="sha256 differs"):
+        read_verified_npy(tmp_path / "e.npy", digest)
+    np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(BundleError, match="not a readable"):
+        read_verified_npy(tmp_path / "o.npy", None)
