@@ -244,3 +244,34 @@ def test_poisoned_redis_values_are_misses_counted_in_metrics(serve_bundle, cache
                      embedding_cache_key="insecure-none") as url:
             assert retrieve(url, request) == first
             assert metric(url, f'{REJECTED}{{cache="redis",reason="nonfinite"}}') == N_NEW + 1
+
+
+@pytest.mark.parametrize("poison", ["nan", "zero", "scaled"])
+def test_poisoned_lmdb_values_are_misses_counted_in_metrics(serve_bundle, cache_dir, tmp_path, poison):
+    """Vectors overwritten in the LMDB file under their valid keys: the server answers as before (never `[]`,
+    never a null score), embeds them again and counts them."""
+    import numpy as np
+
+    from leanpremise.serve.embedding.store import HEADER, LmdbEmbeddingStore, encode_vector
+
+    where = tmp_path / "emb"
+    request = body("lmdb-poison")
+    with serving(serve_bundle, cache_dir, embedding_cache=where) as url:
+        first = retrieve(url, request)
+        _written(url, N_NEW + 1)
+    _scores_are_numbers(first)
+    store = LmdbEmbeddingStore(where, max_bytes=2 * 2**30)
+    with store._env.begin(write=True) as txn:
+        cursor = txn.cursor(db=store._vectors)
+        items = [(k, bytes(v)) for k, v in cursor]
+        for key, value in items:
+            dim = HEADER.unpack_from(value, 8)[3]
+            row = {"nan": np.full(dim, np.nan), "zero": np.zeros(dim), "scaled": np.full(dim, 3.0)}[poison]
+            txn.put(key, value[:8] + encode_vector(row), db=store._vectors)
+    store.close()
+    assert len(items) == N_NEW + 1
+    reason = "nonfinite" if poison == "nan" else "norm"
+    with serving(serve_bundle, cache_dir, embedding_cache=where) as url:
+        assert retrieve(url, request) == first
+        assert metric(url, EMBEDDED) == N_NEW + 1
+        assert metric(url, f'{REJECTED}{{cache="lmdb",reason="{reason}"}}') == N_NEW + 1
