@@ -24,6 +24,10 @@ ADDED = {
     },
     "serve": {
         "--no_fusion",  # the new name of --no_hybrid (the setting is FUSION now; HYBRID is still read)
+        "--archive_max_member_bytes", "--archive-max-member-bytes",  # issue 22: premises archives unpacked within bounds
+        "--archive_max_total_bytes", "--archive-max-total-bytes",  # issue 22: premises archives unpacked within bounds
+        "--archive_max_line_bytes", "--archive-max-line-bytes",  # issue 22: premises archives unpacked within bounds
+        "--archive_max_members", "--archive-max-members",  # issue 22: premises archives unpacked within bounds
     },
     "train": {
         "--rerank_after",  # the main job trains a reranker after the encoder (issue 20)
@@ -39,7 +43,13 @@ ADDED = {
 ADDED_COMMANDS = {"rerank", "rerank train", "rerank apply"}
 """Commands that are new since the snapshot (the learned reranker); their flags are their own."""
 
-NEW_SETTINGS: dict[str, str] = {}
+NEW_SETTINGS: dict[str, str] = {
+    "embedding_cache_key": "EMBEDDING_CACHE_KEY",
+    "archive_max_member_bytes": "ARCHIVE_MAX_MEMBER_BYTES",
+    "archive_max_total_bytes": "ARCHIVE_MAX_TOTAL_BYTES",
+    "archive_max_line_bytes": "ARCHIVE_MAX_LINE_BYTES",
+    "archive_max_members": "ARCHIVE_MAX_MEMBERS",
+}
 """ServeConfig fields that are new since the snapshot: field -> environment name."""
 
 RENAMED_SETTINGS = {"hybrid": "fusion"}

@@ -346,3 +346,75 @@ def test_stats_counts_imported_only_modules_and_says_why(tmp_path):
     lines = {line.split()[0]: line for line in out.stdout.splitlines()}
     assert lines["modules"].split()[1] == "2" and "Modules.jsonl" in lines["modules"]
     assert lines["modules_with_imported_only"].split()[1] == "3" and "Init.Core" in lines["modules_with_imported_only"]
+
+
+# ---- hostile data files (issue 22): non-regular files, files of junk ----------------------------------------
+
+
+def _cli_within(args, env_cache, timeout=300):
+    """The CLI, with a generous liveness bound: a reader that hangs on a FIFO fails the test, not the run."""
+    env = dict(os.environ, LEANPREMISE_CACHE_DIR=str(env_cache))
+    return subprocess.run([sys.executable, "-m", "leanpremise", *args], capture_output=True, text=True, env=env,
+                          check=False, timeout=timeout)
+
+
+@pytest.mark.parametrize("kind", ["symlink-dev-zero", "fifo", "directory"])
+@pytest.mark.parametrize("part", ["Declarations/Mathlib.A.jsonl", "TrainingDataWithPremises/Mathlib.B.jsonl",
+                                  "Imports/Mathlib.C.jsonl", "revision", "HammerBlacklist.jsonl"])
+def test_a_non_regular_input_file_is_refused_naming_it(small_dir, tmp_path, kind, part):
+    path = small_dir / part
+    path.unlink()
+    if kind == "symlink-dev-zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    out = _cli_within(["data", "stats", str(small_dir), "--cache_dir", str(tmp_path / "c")], tmp_path)
+    assert out.returncode != 0
+    assert str(path) in out.stderr and "Traceback" not in out.stderr and "MemoryError" not in out.stderr, out.stderr
+
+
+def test_a_symlink_to_a_regular_file_is_read(small_dir, tmp_path):
+    f = small_dir / "Declarations" / "Mathlib.A.jsonl"
+    moved = tmp_path / "elsewhere.jsonl"
+    f.rename(moved)
+    f.symlink_to(moved)
+    assert "a2" in load(small_dir, tmp_path / "c").corpus.names
+
+
+def test_a_file_of_junk_stops_with_one_line_naming_it_and_its_first_bad_line(small_dir, tmp_path):
+    """The issue's case at a tenth of its size: 200k junk lines after the good ones."""
+    from leanpremise.data.jsonl import JUNK_MIN_BAD
+
+    f = small_dir / "Declarations" / "Mathlib.B.jsonl"
+    good = f.read_text().count("\n")
+    with f.open("a") as fh:
+        fh.write("x\n" * 200_000)
+    with pytest.raises(DataLayoutError) as e:
+        load(small_dir, tmp_path / "c", use_data_cache=False)
+    message = str(e.value)
+    assert str(f) in message and f"line {good + 1}: invalid JSON" in message and "\n" not in message
+    assert f"{JUNK_MIN_BAD} of its first" in message  # it stopped at the bound, not at the end of the file
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.npz"))  # nothing cached
+
+
+def test_some_bad_lines_in_a_large_file_are_counted_and_only_a_few_kept(small_dir, tmp_path, caplog):
+    """Bad lines that are not most of a file are skipped as before, however many, but only the first few are
+    kept (in memory and in the parse cache); their count survives the cache."""
+    from leanpremise.data.jsonl import JUNK_MIN_BAD, MAX_LINES_NAMED
+
+    f = small_dir / "Declarations" / "Mathlib.B.jsonl"
+    lines = f.read_text().splitlines()
+    n_bad = JUNK_MIN_BAD + 500
+    mixed = [row for i in range(n_bad) for row in ("junk", json.dumps(decl(f"filler{i}", 100 + 2 * i)),
+                                                     json.dumps(decl(f"more{i}", 101 + 2 * i)))]
+    f.write_text("\n".join(lines + mixed) + "\n")  # a third of its lines bad, spread through it
+    with caplog.at_level(logging.WARNING):
+        first = load(small_dir, tmp_path / "c")
+    assert first.bad_lines.count == n_bad
+    assert len(first.bad_lines.by_file[str(f)]) == MAX_LINES_NAMED
+    assert f"skipped {n_bad} malformed JSONL line(s)" in caplog.text
+    assert f"and {n_bad - MAX_LINES_NAMED} more" in caplog.text
+    again = load(small_dir, tmp_path / "c")  # from the parse cache
+    assert again.bad_lines.count == n_bad and again.corpus.names == first.corpus.names

@@ -171,3 +171,84 @@ def test_a_bundle_s_corpus_is_rebuilt_with_its_manifest_s_options(revisions, cac
         want = load_corpus(DataConfig(data_dir=old_data, cache_dir=cache_dir, **options))
         got = bundle_corpus(manifest, old_data, cache_dir)
         assert got.names == want.names and got.texts == want.texts, options
+
+
+# ---- tampered reuse sources (issue 22): verified like serve verifies, rows finite, identity from files -------
+
+
+def _tampered(old: Path, where: Path, edit, reseal: bool) -> Path:
+    """A copy of `old` whose embeddings `edit` changed; `reseal`: its manifest's checksum and size rewritten to
+    match (a tamperer who edits the manifest too), else left as exported."""
+    copy = where / "tampered"
+    shutil.copytree(old, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    emb_path = copy / manifest["embeddings"]
+    rows = np.load(emb_path)
+    np.save(emb_path, edit(rows.copy()))
+    if reseal:
+        checksums, sizes = bundle_files(copy)
+        manifest["checksums"], manifest["sizes"] = checksums, sizes
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def _nan_row(rows):
+    rows[3] = np.nan
+    return rows
+
+
+def _negated(rows):
+    return -rows
+
+
+def _swapped(rows):
+    rows[[0, 1]] = rows[[1, 0]]
+    return rows
+
+
+@pytest.mark.parametrize("edit", [_nan_row, _negated, _swapped], ids=["nan", "negated", "swapped"])
+def test_reuse_refuses_a_source_whose_rows_were_edited(bundles, revisions, cache_dir, tmp_path, edit):
+    """The issue's case: rows edited in an old bundle were reused silently and checksummed anew."""
+    from leanpremise.bundle.layout import BundleError
+
+    old = bundles[0]
+    source = _tampered(old, tmp_path, edit, reseal=False)
+    with pytest.raises(BundleError) as e:
+        _export(Path(Manifest.read(old).source_model), revisions[1], tmp_path / "b", cache_dir, reuse=[source])
+    assert "sha256 differs" in str(e.value) and Manifest.read(source).embeddings in str(e.value)
+    assert not (tmp_path / "b").exists()
+
+
+def test_reuse_refuses_a_resealed_source_holding_a_nan_row(bundles, revisions, cache_dir, tmp_path):
+    from leanpremise.bundle.layout import BundleError
+
+    old = bundles[0]
+    source = _tampered(old, tmp_path, _nan_row, reseal=True)
+    with pytest.raises(BundleError, match=r"NaN or infinite values \(the first, row 3\)"):
+        _export(Path(Manifest.read(old).source_model), revisions[1], tmp_path / "b", cache_dir, reuse=[source])
+
+
+def test_reuse_goes_by_the_source_s_model_files_not_its_manifest(bundles, revisions, cache_dir, tmp_path, caplog):
+    """A source whose manifest claims another model identity is still recognised by its model files (and a
+    manifest cannot make another model's rows pass: `test_a_different_model_reuses_nothing`)."""
+    old, _, reused, _ = bundles
+    source = tmp_path / "claims"
+    shutil.copytree(old, source)
+    manifest = json.loads((source / "manifest.json").read_text())
+    manifest["model_identity"] = "model:sha256:" + "0" * 64
+    (source / "manifest.json").write_text(json.dumps(manifest))
+    caplog.set_level(logging.WARNING, logger="leanpremise")
+    m = _export(Path(Manifest.read(reused).source_model), revisions[1], tmp_path / "b", cache_dir, reuse=[source])
+    assert m.reuse.reused == Manifest.read(reused).reuse.reused
+    assert any("going by the files" in r.getMessage() for r in caplog.records)
+
+
+def test_serve_refuses_a_bundle_with_a_non_finite_row(bundles, cache_dir, tmp_path):
+    from leanpremise.bundle.layout import BundleError
+    from leanpremise.serve.revisions.loader import load_bundle
+
+    bundle = _tampered(bundles[0], tmp_path, _nan_row, reseal=True)
+    for fast in (False, True):
+        with pytest.raises(BundleError) as e:
+            load_bundle(bundle, cache_dir, fast=fast)
+        assert "row 3" in str(e.value) and "\n" not in str(e.value)

@@ -152,7 +152,7 @@ def test_docs_are_served_only_with_docs_on(serve_bundle, cache_dir):
 def test_the_embedding_cache_is_bounded_in_entries_and_bytes_and_keyed_by_hash():
     from leanpremise.serve.embedding.cache import EmbeddingCache
 
-    row = np.ones(100, dtype=np.float32)  # 400 bytes + overhead
+    row = np.full(100, 0.1, dtype=np.float32)  # 400 bytes + overhead; unit norm, as the cache serves only those
     per_entry = row.nbytes + EmbeddingCache.ENTRY_OVERHEAD
     by_bytes = EmbeddingCache(max_entries=1000, max_bytes=5 * per_entry)
     by_entries = EmbeddingCache(max_entries=3, max_bytes=10**9)

@@ -295,3 +295,127 @@ def test_sighup_reloads_the_bundle_list(bundles, cache_dir, tmp_path):
             assert server.table.revisions["v4.97.0"] is table.revisions["v4.97.0"]  # unchanged: kept
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=120))
+
+
+# ---- reload hygiene (issue 22): a failed reload leaves nothing behind; shared strings pruned ---------------
+
+
+def _server_state(server) -> dict:
+    """What a reload could leave behind: pools (and their rows), embedders, shared strings, the table."""
+    return {"pools": {key: pool.rows for key, pool in server.pools.items()},
+            "segments": {key: len(pool.segments) for key, pool in server.pools.items()},
+            "embedders": sorted(server.embedders), "strings": set(server.strings),
+            "table": dict(server.table.revisions)}
+
+
+def _broken_copy(bundle: Path, where: Path, dim_change: int) -> Path:
+    """`bundle` made a new model's (its manifest's model identity changed, so nothing is shared) with rows
+    of dimension dim + `dim_change`, resealed: it loads as far as its rows into a pool of its own."""
+    from leanpremise.bundle.verify import bundle_files
+
+    shutil.copytree(bundle, where)
+    manifest = json.loads((where / "manifest.json").read_text())
+    manifest["model_identity"] = "model:sha256:" + "f" * 64
+    rows = np.load(where / manifest["embeddings"])
+    if dim_change:
+        wider = np.concatenate([rows, np.zeros((len(rows), dim_change), np.float32)], axis=1)
+        np.save(where / manifest["embeddings"], wider)
+        manifest["dimension"] = wider.shape[1]
+    manifest["checksums"], manifest["sizes"] = bundle_files(where)
+    (where / "manifest.json").write_text(json.dumps(manifest))
+    return where
+
+
+def _run_with_server(app, scenario):
+    import asyncio
+
+    server = app.state.server
+
+    async def run():
+        async with app.router.lifespan_context(app):
+            while not server.ready:
+                assert server.error is None, server.error
+                await asyncio.sleep(0.05)
+            await scenario(server)
+
+    asyncio.run(asyncio.wait_for(run(), timeout=300))
+
+
+def test_a_reload_that_fails_after_pooling_its_rows_leaves_nothing_behind(bundles, cache_dir, tmp_path):
+    """The bundle's rows are pooled and its strings shared before its model turns out to embed in another
+    dimension: the reload fails, and pools, embedders, strings and the table are as before it."""
+    from leanpremise.serve.http.app import create_app
+    from leanpremise.serve.revisions.lifecycle import ReloadFailed
+
+    served = serve_dir(bundles, ["a"], tmp_path / "served")
+    app = create_app(config(served, cache_dir))
+
+    async def scenario(server):
+        before = _server_state(server)
+        _broken_copy(bundles["b"], served / "b", dim_change=1)
+        with pytest.raises(ReloadFailed, match="dimension"):
+            await server.reload()
+        assert _server_state(server) == before
+        assert "Lattice.new0" not in server.strings  # b's own premise names went with it
+
+    _run_with_server(app, scenario)
+
+
+def test_a_reload_that_fails_while_activating_leaves_nothing_behind(bundles, cache_dir, tmp_path, monkeypatch):
+    """Loaded (rows pooled, embedders made) but its embedding service fails to start: nothing stays."""
+    from leanpremise.serve.embedding.service import EmbeddingService
+    from leanpremise.serve.http.app import create_app
+    from leanpremise.serve.revisions.lifecycle import ReloadFailed
+
+    served = serve_dir(bundles, ["a"], tmp_path / "served")
+    app = create_app(config(served, cache_dir))
+    real_start = EmbeddingService.start
+
+    async def scenario(server):
+        before = _server_state(server)
+        _broken_copy(bundles["b"], served / "b", dim_change=0)
+
+        async def failing_start(self):
+            raise RuntimeError("the embedding workers could not start")
+
+        monkeypatch.setattr(EmbeddingService, "start", failing_start)
+        with pytest.raises(ReloadFailed, match="could not start"):
+            await server.reload()
+        monkeypatch.setattr(EmbeddingService, "start", real_start)
+        assert _server_state(server) == before
+        (served / "b").rename(tmp_path / "b-aside")  # and the server still reloads normally
+        shutil.copytree(bundles["c"], served / "c")
+        await server.reload()
+        assert sorted(server.table.revisions) == ["v4.97.0", "v4.99.0"]
+
+    _run_with_server(app, scenario)
+
+
+def test_shared_strings_are_pruned_across_reloads(bundles, cache_dir, tmp_path):
+    """Twenty add/remove cycles: the shared-strings table holds what the revisions served hold, not every
+    string ever loaded, and the pools the rows of the revisions served."""
+    from leanpremise.serve.http.app import create_app
+
+    served = serve_dir(bundles, ["a"], tmp_path / "served")
+    app = create_app(config(served, cache_dir))
+
+    async def scenario(server):
+        await server.reload()
+        base = _server_state(server)
+        for cycle in range(20):
+            shutil.copytree(bundles["a2" if cycle % 2 else "b"], served / "x")
+            await server.reload()
+            assert len(server.table.revisions) == 2
+            shutil.rmtree(served / "x")
+            await server.reload()
+            for _ in range(100):  # retired revisions close once idle, on tasks of their own
+                if _server_state(server)["pools"] == base["pools"]:
+                    break
+                await asyncio.sleep(0.05)
+            state = _server_state(server)
+            assert state["strings"] == base["strings"] and state["pools"] == base["pools"], cycle
+            assert state["segments"] == base["segments"], cycle
+
+    import asyncio
+
+    _run_with_server(app, scenario)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from leanpremise.data.errors import unreadable
 from leanpremise.data.jsonl import BadLines, iter_jsonl
+from leanpremise.data.regular_file import read_regular_bytes
 
 INT32_MAX = 2**31 - 1
 """Line and column numbers are stored as int32; larger (or negative) ones are bad lines."""
@@ -164,10 +164,7 @@ def _import_names(path: str, bad: BadLines) -> list[bytes]:
     The regex only matches string names, so a line whose `name` is anything else makes the counts
     disagree and the file goes through the checked per-line reader.
     """
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise unreadable(path, e) from e
+    data = read_regular_bytes(path)
     names = IMPORT_NAME.findall(data)
     n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
     if len(names) == n_lines and data.count(b"}") == n_lines:

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from leanpremise.data.errors import DataLayoutError, unreadable
+from leanpremise.data.errors import DataLayoutError
 from leanpremise.data.file_parsers import parse_decls, parse_imports, parse_states, read_module_names
 from leanpremise.data.jsonl import BadLines
 from leanpremise.data.layout import check_layout, file_sizes, folder_bytes, jsonl_stems
+from leanpremise.data.regular_file import read_regular_bytes
 
 PARALLEL_MIN_BYTES = 64 << 20
 """Below this much Imports + TrainingDataWithPremises, starting worker processes costs more than it saves."""
@@ -85,20 +86,14 @@ class RawData:
 
 
 def read_revision(data_dir: Path) -> str:
-    path = data_dir / "revision"
-    try:
-        return path.read_text(errors="replace").strip()
-    except OSError as e:
-        raise unreadable(path, e) from e
+    return read_regular_bytes(data_dir / "revision").decode(errors="replace").strip()
 
 
 def read_blacklist(data_dir: Path) -> list[str]:
     """HammerBlacklist.jsonl's names; one JSON object, so anything wrong in it is an error, not a skipped line."""
     path = data_dir / "HammerBlacklist.jsonl"
     try:
-        obj = orjson.loads(path.read_bytes())
-    except OSError as e:
-        raise unreadable(path, e) from e
+        obj = orjson.loads(read_regular_bytes(path))
     except orjson.JSONDecodeError as e:
         raise DataLayoutError(f"{path}: expected one JSON object {{\"hammerBlacklist\": [names]}} ({e})") from e
     names = obj.get("hammerBlacklist") if isinstance(obj, dict) else None

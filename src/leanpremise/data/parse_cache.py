@@ -104,7 +104,7 @@ def save_entry(path: Path, key: str, raw: RawData) -> None:
     meta = {
         "format": CACHE_FORMAT, "key": key, "data_dir": raw.data_dir, "revision": raw.revision,
         "modules": raw.modules, "listed_modules": raw.listed_modules, "blacklist": raw.blacklist,
-        "bad_lines": raw.bad_lines.by_file, "has_states": raw.states is not None,
+        "bad_lines": raw.bad_lines.by_file, "bad_line_totals": raw.bad_lines.totals, "has_states": raw.states is not None,
     }
     arrays = {"meta": _json_array(meta), "import_indptr": raw.import_indptr, "import_indices": raw.import_indices,
               **_table_arrays("decls", raw.decls)}
@@ -188,7 +188,8 @@ def load_entry(path: Path, key: str) -> RawData:
             raise CacheEntryError("import graph is inconsistent")
         decls = RawDecls(**_load_table(npz, "decls", len(modules)))
         states = RawStates(**_load_table(npz, "states", len(modules))) if meta["has_states"] else None
-        bad = BadLines({str(p): [(int(n), str(why)) for n, why in rows] for p, rows in meta["bad_lines"].items()})
+        bad = BadLines({str(p): [(int(n), str(why)) for n, why in rows] for p, rows in meta["bad_lines"].items()},
+                       {str(p): int(n) for p, n in meta.get("bad_line_totals", {}).items()})
         return RawData(data_dir=str(meta["data_dir"]), revision=str(meta["revision"]), modules=modules,
                        listed_modules=_str_list(meta["listed_modules"], "listed_modules"),
                        import_indptr=indptr, import_indices=indices,

@@ -21,8 +21,13 @@ import numpy as np
 from leanpremise.bundle.archive import extract_premises_archive
 from leanpremise.bundle.corpus import bundle_corpus
 from leanpremise.bundle.layout import MODEL_DIR, PREMISES_ARCHIVE, BundleError
-from leanpremise.bundle.manifest import Manifest, ReuseRecord, bundle_model_identity
-from leanpremise.bundle.verify import check_inventory
+from leanpremise.bundle.manifest import Manifest, ReuseRecord
+from leanpremise.bundle.verify import (
+    check_finite_rows,
+    check_inventory,
+    read_verified_npy,
+    verify_bundle_files,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,24 +59,22 @@ class ReuseSource:
     embeddings: np.ndarray
 
 
-def read_source(bundle: Path, model, dim: int) -> ReuseSource:
-    """The rows of `bundle` (already known to be embedded by `model`), checked against each other."""
+def read_source(bundle: Path, model, dim: int, manifest: Manifest | None = None) -> ReuseSource:
+    """The rows of `bundle` (already known to be embedded by `model`), verified as `serve` verifies a
+    bundle: its files against the manifest's sizes and sha256 (the embeddings and text hashes on the very
+    bytes used, read once), every row finite, and the arrays against each other."""
     bundle = Path(bundle)
-    manifest = Manifest.read(bundle)
+    manifest = manifest or Manifest.read(bundle)
     check_inventory(bundle, manifest)
+    read_here = frozenset(r for r in (manifest.embeddings, manifest.text_hashes) if r is not None)
+    verify_bundle_files(bundle, manifest, skip=read_here)
     emb_path = bundle / manifest.embeddings
-    try:
-        emb = np.load(emb_path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise BundleError(f"{emb_path}: not a readable .npy file ({e})") from e
+    emb = read_verified_npy(emb_path, manifest.checksums[manifest.embeddings])
     if emb.ndim != 2 or emb.shape[1] != dim or emb.dtype != np.float32:
         raise BundleError(f"{emb_path}: shape {emb.shape} {emb.dtype}, expected float32 rows of dimension {dim}")
+    check_finite_rows(emb, emb_path)
     if manifest.text_hashes is not None:
-        hashes_path = bundle / manifest.text_hashes
-        try:
-            hashes = np.load(hashes_path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise BundleError(f"{hashes_path}: not a readable .npy file ({e})") from e
+        hashes = read_verified_npy(bundle / manifest.text_hashes, manifest.checksums[manifest.text_hashes])
     else:
         logger.info("%s: no text hashes (written by an older export); rebuilding its corpus texts from %s",
                     bundle, PREMISES_ARCHIVE)
@@ -80,6 +83,19 @@ def read_source(bundle: Path, model, dim: int) -> ReuseSource:
         raise BundleError(f"{bundle}: {hashes.shape[0]} text hashes ({hashes.dtype}) for {emb.shape[0]} "
                           "embedding rows; the bundle is inconsistent")
     return ReuseSource(path=bundle, hashes=hashes, embeddings=emb)
+
+
+def source_model_identity(bundle: Path, manifest: Manifest) -> str:
+    """The identity of a source bundle's model, computed from its model files (verified against the
+    manifest later, with the rest of the bundle); a manifest recording another is warned about."""
+    from leanpremise.model.identity import model_identity
+
+    computed = model_identity(Path(bundle) / MODEL_DIR)
+    recorded = getattr(manifest, "model_identity", None)
+    if recorded and recorded != computed:
+        logger.warning("--reuse %s: its manifest records model identity %s…, its model files are %s…; "
+                       "going by the files", bundle, recorded[:12], computed[:12])
+    return computed
 
 
 def bundle_corpus_texts(bundle: Path, manifest: Manifest) -> list[str]:
@@ -92,7 +108,9 @@ def bundle_corpus_texts(bundle: Path, manifest: Manifest) -> list[str]:
 def reuse_rows(sources: list[Path], model, identity: str, hashes: np.ndarray, dim: int
                ) -> tuple[np.ndarray, np.ndarray, ReuseRecord]:
     """Rows of the new corpus found in `sources` (earlier sources first): (embeddings with those rows
-    filled, mask of filled rows, record). Sources embedded by another model are skipped with one line."""
+    filled, mask of filled rows, record). Sources embedded by another model are skipped with one line: the
+    model is told by the identity of the source's model files, hashed here, never by the identity its
+    manifest records (which anyone editing the bundle could set)."""
     out = np.zeros((len(hashes), dim), dtype=np.float32)
     found = np.zeros(len(hashes), dtype=bool)
     record = ReuseRecord(sources=[str(s) for s in sources])
@@ -102,13 +120,13 @@ def reuse_rows(sources: list[Path], model, identity: str, hashes: np.ndarray, di
     for path in sources:
         path = Path(path)
         manifest = Manifest.read(path)
-        other = bundle_model_identity(manifest, path / MODEL_DIR)
+        other = source_model_identity(path, manifest)
         if other != identity:
             logger.warning("--reuse %s: embedded by another model (identity %s…, this one %s…); nothing reused "
                            "from it", path, other[:12], identity[:12])
             record.other_model.append(str(path))
             continue
-        source = read_source(path, model, dim)
+        source = read_source(path, model, dim, manifest)
         rows, cols = [], []
         for j, row in enumerate(source.hashes):
             for i in wanted.pop(row.tobytes(), ()):

@@ -31,6 +31,9 @@ class Metrics:
                                     "in-memory cache and the persistent one", registry=r)
         self.store_written = Counter("leanpremise_embedding_store_written_total", "embeddings written to the "
                                      "persistent embedding cache", registry=r)
+        self.cache_rejected = Counter("leanpremise_embedding_cache_rejected_total", "cached vectors turned "
+                                      "down and embedded again: cache (memory, lmdb, redis), reason (header, "
+                                      "hmac, dim, nonfinite, norm)", ["cache", "reason"], registry=r)
         self.embedded = Counter("leanpremise_embedded_texts_total", "texts run through the embedder", registry=r)
         self.batch_size = Histogram("leanpremise_embed_batch_texts", "texts per embedder call", registry=r,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))

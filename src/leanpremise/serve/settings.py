@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -24,6 +24,9 @@ from leanpremise.bundle.layout import FAST_VERIFY_MAX_BYTES
 Backend = Literal["auto", "torch", "onnx", "onnx-int8", "tei"]
 Dtype = Literal["float32", "float16", "bfloat16"]
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+INSECURE_CACHE_KEY = "insecure-none"
+"""EMBEDDING_CACHE_KEY's value that runs a Redis cache without authenticating its values (docs/decisions.md)."""
+MIN_CACHE_KEY_CHARS = 16
 
 _COMMENT = re.compile(r"(?:^|\s)#.*$", re.DOTALL)
 """A trailing `# comment` (a `#` at the start or after whitespace), as `.env` files carry them."""
@@ -74,6 +77,14 @@ class ServeConfig(BaseSettings):
     verify: bool = setting(True, "VERIFY_CHECKSUMS", "check the size and sha256 of every bundle file (model, "
                                                       "ONNX, premises archive, embeddings) against its manifest "
                                                       "at startup", flag="--no_verify")
+    archive_max_member_bytes: int = setting(256 * 2**20, "ARCHIVE_MAX_MEMBER_BYTES", "bytes of one file unpacked "
+                                            "from a premises archive; larger: the archive is refused", ge=1)
+    archive_max_total_bytes: int = setting(16 * 2**30, "ARCHIVE_MAX_TOTAL_BYTES", "bytes a premises archive may "
+                                           "unpack to in all; more: refused", ge=1)
+    archive_max_line_bytes: int = setting(16 * 2**20, "ARCHIVE_MAX_LINE_BYTES", "bytes of one line of a file "
+                                          "unpacked from a premises archive; longer: refused", ge=1)
+    archive_max_members: int = setting(1_000_000, "ARCHIVE_MAX_MEMBERS", "files and folders of a premises "
+                                       "archive; more: refused", ge=1)
     fast_verify: bool = setting(False, "VERIFY_FAST", "check every bundle file's size but hash only files up "
                                 f"to {FAST_VERIFY_MAX_BYTES >> 20} MiB (fast startup; damage that keeps a large "
                                 "file's size goes unseen)", flag="--fast_verify")
@@ -170,6 +181,11 @@ class ServeConfig(BaseSettings):
     embedding_cache_ttl_s: int = setting(30 * 24 * 3600, "EMBEDDING_CACHE_TTL_S", "seconds a vector lives in "
                                          "Redis (0: no expiry; then give Redis a maxmemory and "
                                          "maxmemory-policy allkeys-lru)", ge=0)
+    embedding_cache_key: SecretStr | None = setting(
+        None, "EMBEDDING_CACHE_KEY", "secret (at least 16 characters, the same on every replica) under which "
+        "Redis cache values carry an HMAC-SHA256; a value without the right one is a miss. Required with "
+        f"EMBEDDING_CACHE_URL; `{INSECURE_CACHE_KEY}` runs Redis without it (only for a Redis no one else can "
+        "write). Environment only, so it stays out of the process list", cli=False)
     # ---- search ------------------------------------------------------------------------------------
     dtype: Dtype = setting("float32", "DTYPE", "precision the corpus embeddings are kept and ranked at: float32 "
                            "(a float16 copy is scanned, then rescored exactly), or float16/bfloat16 (only the "
@@ -213,6 +229,13 @@ class ServeConfig(BaseSettings):
     def _consistent(self) -> ServeConfig:
         if self.backend == "tei" and not self.embed_service_url:
             raise ValueError("backend tei needs EMBED_SERVICE_URL (--embed_service_url)")
+        key = self.embedding_cache_key.get_secret_value() if self.embedding_cache_key is not None else None
+        if self.embedding_cache_on and self.embedding_cache_url and key is None:
+            raise ValueError("EMBEDDING_CACHE_URL needs EMBEDDING_CACHE_KEY (a secret shared by the replicas, "
+                             f"for the HMAC of cached vectors), or EMBEDDING_CACHE_KEY={INSECURE_CACHE_KEY} to "
+                             "trust every value in that Redis")
+        if key is not None and key != INSECURE_CACHE_KEY and len(key) < MIN_CACHE_KEY_CHARS:
+            raise ValueError(f"EMBEDDING_CACHE_KEY: at least {MIN_CACHE_KEY_CHARS} characters (got {len(key)})")
         self.max_client_batch_size = min(self.max_client_batch_size, self.embed_service_max_concurrent_inputs)
         return self
 
@@ -226,6 +249,18 @@ class ServeConfig(BaseSettings):
         if self.embedding_cache_url:
             return self.embedding_cache_url
         return str(self.embedding_cache or (self.data_dir or default_cache_dir()) / "embeddings.lmdb")
+
+    def archive_limits(self):
+        """The bounds premises archives are unpacked within (bundle/archive.py)."""
+        from leanpremise.bundle.archive import ArchiveLimits
+
+        return ArchiveLimits(self.archive_max_member_bytes, self.archive_max_total_bytes,
+                             self.archive_max_line_bytes, self.archive_max_members)
+
+    def embedding_cache_hmac_key(self) -> bytes | None:
+        """The key Redis values are tagged under; None when none is set or it is waived (`insecure-none`)."""
+        key = self.embedding_cache_key.get_secret_value() if self.embedding_cache_key is not None else None
+        return None if key in (None, INSECURE_CACHE_KEY) else key.encode()
 
     def check_source(self) -> ServeConfig:
         """Raise unless the settings say what to serve: a bundle dir, or a data repo and a model on the Hub."""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import cachetools
 import numpy as np
+
+from leanpremise.serve.embedding.vector_check import row_problem
 
 
 class EmbeddingCache:
@@ -19,6 +22,10 @@ class EmbeddingCache:
     def __init__(self, max_entries: int, max_bytes: int):
         self.max_entries = max_entries
         self._lru = cachetools.LRUCache(maxsize=max_bytes, getsizeof=self._size)
+        self.dim: int | None = None
+        """The rows' dimension, from the first row put: a row of another is turned down."""
+        self.on_rejected: Callable[[str, int], None] | None = None
+        """Told (reason, 1) of a row turned down on the way out (see `get`); the server counts them."""
 
     @staticmethod
     def key(text: str) -> bytes:
@@ -30,10 +37,23 @@ class EmbeddingCache:
         return row.nbytes + cls.ENTRY_OVERHEAD
 
     def get(self, key: bytes) -> np.ndarray | None:
-        return self._lru.get(key)
+        """The row under `key`, or None; a row that is not a usable embedding (a TEI service answering NaN,
+        say) is dropped and a miss, so its text is embedded again rather than scored as NaN."""
+        row = self._lru.get(key)
+        if row is None:
+            return None
+        problem = row_problem(row, self.dim)
+        if problem is not None:
+            self._lru.pop(key, None)
+            if self.on_rejected is not None:
+                self.on_rejected(problem, 1)
+            return None
+        return row
 
     def put(self, key: bytes, row: np.ndarray) -> None:
         """Keep a copy of `row` (a view would keep its whole batch alive and be counted as one row)."""
+        if self.dim is None:
+            self.dim = int(np.shape(row)[-1])
         if key not in self._lru:
             while len(self._lru) >= self.max_entries:
                 self._lru.popitem()

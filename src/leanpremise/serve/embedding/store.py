@@ -10,7 +10,17 @@ backends keep the same record:
 - key: blake2b-128 of `model identity + NUL + text`, so a different model (by content, as the export's
   identity string says) never reads another's vectors and keys have a fixed size whatever the text;
 - value: a 12-byte header (magic `LPEV`, format version, dtype code, dim) and the raw little-endian
-  float32 row. A value whose header or length does not match is foreign: it is a miss, with a warning.
+  float32 row; in Redis followed by a 32-byte HMAC-SHA256 of key and value under the operator's key
+  (EMBEDDING_CACHE_KEY), since anyone who can reach that Redis could otherwise write any vector under a
+  key that follows from the public manifest and the text. A value whose header, length or HMAC does not
+  match is foreign: it is a miss, with a warning.
+
+Every row read is checked as well (serve/embedding/vector_check.py: finite, the model's dimension, unit
+norm); a bad one is a miss, counted by `on_rejected` (the server counts it in /metrics), and re-embedded.
+
+An LMDB file is checked before it is mapped (`lmdb_file_problem`): a data file shorter than its newest
+meta page says would be read past its end through the map, which is SIGBUS, not an exception. A file that
+fails the check is set aside like any other unusable store.
 
 Neither backend ever raises on the request path: a store that fails (a corrupt LMDB file, Redis down or
 slow) answers misses and drops puts, with a warning at most once per `warn_every_s`; the server then
@@ -30,8 +40,10 @@ put sets a TTL (`ttl_s`, default 30 days; None for no TTL, then run Redis with `
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
+import stat
 import struct
 import threading
 import time
@@ -40,6 +52,8 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from leanpremise.serve.embedding.vector_check import row_problem
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +71,16 @@ RECORD_SHARE = 0.2
 the pages it touches (hashed keys touch most), so the map must hold the old and the new tree at once."""
 REDIS_PREFIX = b"leanpremise:emb:"
 DEFAULT_TTL_S = 30 * 24 * 3600
+TAG_BYTES = 32
+"""HMAC-SHA256 tag after a Redis value."""
+LMDB_MAGIC = 0xBEEFC0DE
+LMDB_PAGE_HEADER = 16
+"""LMDB's page header (page number, pad, flags, lower/upper bounds) before a meta page's fields."""
+LMDB_META = struct.Struct("<IIQQI44x48xQQ")
+"""An LMDB (0.9, 64-bit) meta page after its header: magic, version, fixed address, map size, the free
+database's record (whose first field holds the page size; the rest skipped), the main database's record
+(skipped), last page used, transaction id."""
+LMDB_P_META = 0x08
 
 
 def record_key(model_id: str, text: str) -> bytes:
@@ -123,9 +147,17 @@ class EmbeddingStore(Protocol):
         """Release the store (idempotent)."""
 
 
+Rejected = Callable[[str, int], None]
+"""Told (reason, count) of the values a read turned down: "header" (foreign format or dim), "hmac",
+"nonfinite", "norm" (see vector_check.py)."""
+
+
 def _get_many(read: Callable[[list[bytes]], list], warn: _RateLimitedWarning, model_key: str,
-              texts: Sequence[str], dim: int | None) -> dict[str, np.ndarray]:
-    """`get_many` of either backend, `read` fetching its raw values by key: decoding, and failures as misses."""
+              texts: Sequence[str], dim: int | None, unseal: Callable[[bytes, bytes], bytes | None] | None = None,
+              on_rejected: Rejected | None = None) -> dict[str, np.ndarray]:
+    """`get_many` of either backend, `read` fetching its raw values by key, `unseal` (key, value) -> the
+    value without its tag, None when the tag is wrong: decoding, checking (rows are checked when `dim` is
+    given, as the server always does), and failures as misses."""
     if not texts:
         return {}
     keys = [record_key(model_key, t) for t in texts]
@@ -135,17 +167,26 @@ def _get_many(read: Callable[[list[bytes]], list], warn: _RateLimitedWarning, mo
         warn("get", "read failed, answering misses: %s", e)
         return {}
     hits: dict[str, np.ndarray] = {}
-    foreign = 0
-    for text, value in zip(texts, values):
+    rejected: dict[str, int] = {}
+    for key, text, value in zip(keys, texts, values):
         if value is None:
             continue
+        if unseal is not None:
+            value = unseal(key, value)
+            if value is None:
+                rejected["hmac"] = rejected.get("hmac", 0) + 1
+                continue
         vector = decode_vector(value, dim)
-        if vector is None:
-            foreign += 1
-        else:
+        problem = "header" if vector is None else row_problem(vector, dim) if dim is not None else None
+        if problem is None:
             hits[text] = vector
-    if foreign:
-        warn("foreign", "%d values with a foreign header (other format or dim), treated as misses", foreign)
+        else:
+            rejected[problem] = rejected.get(problem, 0) + 1
+    if rejected:
+        warn("foreign", "values treated as misses (%s)", ", ".join(f"{n} {why}" for why, n in rejected.items()))
+        if on_rejected is not None:
+            for why, n in rejected.items():
+                on_rejected(why, n)
     return hits
 
 
@@ -182,6 +223,7 @@ class LmdbEmbeddingStore:
         self.low_water = low_water
         self._env = None
         self._lock = threading.Lock()
+        self.on_rejected: Rejected | None = None
         self._open()
 
     @property
@@ -190,7 +232,7 @@ class LmdbEmbeddingStore:
 
     def get_many(self, model_key: str, texts: Sequence[str], dim: int | None = None) -> dict[str, np.ndarray]:
         """The stored vectors of those texts (misses are absent); never raises."""
-        return _get_many(self._get_values, self._warn, model_key, texts, dim)
+        return _get_many(self._get_values, self._warn, model_key, texts, dim, on_rejected=self.on_rejected)
 
     def put_many(self, model_key: str, texts: Sequence[str], vectors: np.ndarray) -> int:
         """Store one vector per text; returns how many were written (0 when the store failed); never raises."""
@@ -204,6 +246,13 @@ class LmdbEmbeddingStore:
 
         for attempt in range(3):
             self.path.mkdir(parents=True, exist_ok=True)
+            problem = lmdb_file_problem(self.path)
+            if problem is not None:  # mapping it could SIGBUS: never open it
+                if attempt == 2:
+                    logger.warning("embedding store %s: %s; running without it", self.path, problem)
+                    return
+                self._set_aside(problem)
+                continue
             env = None
             try:
                 env = lmdb.open(str(self.path), map_size=self.max_bytes, max_dbs=3, metasync=False,
@@ -230,7 +279,7 @@ class LmdbEmbeddingStore:
             self._env, self._vectors, self._order, self._meta = env, vectors, order, meta
             return
 
-    def _set_aside(self, error: Exception) -> None:
+    def _set_aside(self, error: Exception | str) -> None:
         """Rename the unusable store directory out of the way (another process may have done it first)."""
         aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
         try:
@@ -321,6 +370,52 @@ class LmdbEmbeddingStore:
             self._env = None
 
 
+def lmdb_file_problem(path: Path) -> str | None:
+    """Why the LMDB data file in directory `path` must not be mapped, or None when it may (or is absent).
+
+    Reads its two meta pages (a few hundred bytes): both must be LMDB meta pages, and the file must hold
+    every page the newer one (by transaction id, as LMDB picks) says is in use. Cheaper than opening the
+    store in a child process first (docs/decisions.md), and it catches what kills a process, a file cut
+    short; damage inside pages LMDB reports itself, as an error."""
+    data = path / "data.mdb"
+    try:
+        st = data.lstat()
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return "data.mdb is not a regular file"
+    if st.st_size == 0:
+        return None  # LMDB writes a new store's meta pages into an empty file itself
+    with open(data, "rb") as f:
+        first = _lmdb_meta(f, 0)
+        if isinstance(first, str):
+            return first
+        page_size = first[4]
+        if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
+            return f"data.mdb: meta page 0 gives page size {page_size}"
+        second = _lmdb_meta(f, page_size)
+        if isinstance(second, str):
+            return second
+    newer = max(first, second, key=lambda m: m[6])
+    needed = (newer[5] + 1) * page_size
+    if needed > st.st_size:
+        return f"data.mdb is {st.st_size} bytes but its meta page says {needed} are in use (truncated)"
+    return None
+
+
+def _lmdb_meta(f, offset: int) -> tuple | str:
+    """The fields of the meta page at `offset` (see LMDB_META), or why it is not one."""
+    f.seek(offset)
+    raw = f.read(LMDB_PAGE_HEADER + LMDB_META.size)
+    if len(raw) < LMDB_PAGE_HEADER + LMDB_META.size:
+        return f"data.mdb: no meta page at byte {offset} (the file is {offset + len(raw)} bytes)"
+    flags = struct.unpack_from("<H", raw, 10)[0]
+    fields = LMDB_META.unpack_from(raw, LMDB_PAGE_HEADER)
+    if not flags & LMDB_P_META or fields[0] != LMDB_MAGIC or fields[1] != 1:
+        return f"data.mdb: the page at byte {offset} is not an LMDB meta page"
+    return fields
+
+
 def _unusable(error: Exception) -> bool:
     """Whether an error opening the store says its files are not a usable store (set it aside), rather
     than that it cannot be opened now (py-lmdb's "already open in this process" is a plain `lmdb.Error`)."""
@@ -343,7 +438,9 @@ class RedisEmbeddingStore:
     """
 
     def __init__(self, url: str, ttl_s: int | None = DEFAULT_TTL_S, timeout_s: float = 0.25,
-                 retry_after_s: float = 5.0, warn_every_s: float = 60.0):
+                 retry_after_s: float = 5.0, warn_every_s: float = 60.0, hmac_key: bytes | None = None):
+        """`hmac_key`: the key values are tagged and checked under (None: untagged, for a Redis only this
+        server can reach; the server's settings require one unless explicitly waived)."""
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -354,6 +451,8 @@ class RedisEmbeddingStore:
                                             retry=Retry(NoBackoff(), 0))
         self._down_until = 0.0
         self._warn = _RateLimitedWarning(warn_every_s, url)
+        self._hmac_key = hmac_key
+        self.on_rejected: Rejected | None = None
 
     @property
     def where(self) -> str:
@@ -361,11 +460,22 @@ class RedisEmbeddingStore:
 
     def get_many(self, model_key: str, texts: Sequence[str], dim: int | None = None) -> dict[str, np.ndarray]:
         """The stored vectors of those texts (misses are absent); never raises."""
-        return _get_many(self._get_values, self._warn, model_key, texts, dim)
+        unseal = self._unseal if self._hmac_key is not None else None
+        return _get_many(self._get_values, self._warn, model_key, texts, dim, unseal, self.on_rejected)
 
     def put_many(self, model_key: str, texts: Sequence[str], vectors: np.ndarray) -> int:
         """Store one vector per text; returns how many were written (0 when the store failed); never raises."""
         return _put_many(self._put_values, self._warn, model_key, texts, vectors)
+
+    def _tag(self, key: bytes, value: bytes) -> bytes:
+        return hmac.new(self._hmac_key, key + value, hashlib.sha256).digest()
+
+    def _unseal(self, key: bytes, value: bytes) -> bytes | None:
+        """The value without its tag, or None when the tag is not this key's HMAC of key and value."""
+        body, tag = value[:-TAG_BYTES], value[-TAG_BYTES:]
+        if len(value) < TAG_BYTES or not hmac.compare_digest(tag, self._tag(key, body)):
+            return None
+        return body
 
     def _guard(self) -> None:
         if time.monotonic() < self._down_until:
@@ -387,6 +497,8 @@ class RedisEmbeddingStore:
         try:
             pipe = self._client.pipeline(transaction=False)
             for key, value in items.items():
+                if self._hmac_key is not None:
+                    value = value + self._tag(key, value)
                 pipe.set(REDIS_PREFIX + key, value, ex=self.ttl_s)
             pipe.execute()
         except Exception:
@@ -399,12 +511,12 @@ class RedisEmbeddingStore:
 
 
 def open_embedding_store(location: str | Path, max_bytes: int = 2 << 30, ttl_s: int | None = DEFAULT_TTL_S,
-                         ) -> LmdbEmbeddingStore | RedisEmbeddingStore:
-    """A Redis store for a `redis://`, `rediss://` or `unix://` URL, else the LMDB store in that directory
-    (opened anew: open an LMDB directory once per process)."""
+                         hmac_key: bytes | None = None) -> LmdbEmbeddingStore | RedisEmbeddingStore:
+    """A Redis store for a `redis://`, `rediss://` or `unix://` URL (its values tagged under `hmac_key`),
+    else the LMDB store in that directory (opened anew: open an LMDB directory once per process)."""
     text = str(location)
     if text.startswith(("redis://", "rediss://", "unix://")):
-        return RedisEmbeddingStore(text, ttl_s=ttl_s)
+        return RedisEmbeddingStore(text, ttl_s=ttl_s, hmac_key=hmac_key)
     return LmdbEmbeddingStore(Path(location).expanduser().resolve(), max_bytes=max_bytes)
 
 
@@ -431,7 +543,8 @@ def open_server_store(config, bundle, embedder, opened: dict[str, EmbeddingStore
         store = opened.get(location)
         if store is None:
             store = opened[location] = open_embedding_store(location, max_bytes=config.embedding_cache_max_bytes,
-                                                            ttl_s=config.embedding_cache_ttl_s or None)
+                                                            ttl_s=config.embedding_cache_ttl_s or None,
+                                                            hmac_key=config.embedding_cache_hmac_key())
     except Exception as e:  # noqa: BLE001 - a cache that cannot open must not stop the server
         logger.warning("persistent embedding cache %s: cannot open (%s); running without it", location, e)
         return None

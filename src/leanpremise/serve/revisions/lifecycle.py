@@ -11,6 +11,7 @@ it while the request runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -43,8 +44,9 @@ class Server:
         """The persistent embedding stores open, by location: each opened once (LMDB forbids opening one
         environment twice in a process), shared by every model's service, closed when the server stops."""
         self.strings: dict[str, str] = {}
-        """Names, kinds and modules of every loaded corpus, each distinct string once (see
-        Corpus.for_serving)."""
+        """Names, kinds and modules of the corpora served, each distinct string once (see
+        Corpus.for_serving); rebuilt from the revisions served after every reload (`prune`), so strings
+        of dropped or failed bundles do not pile up."""
         self.loading: list[str] = []
         self.request_model = request_model(config)
         self.candidate_mask_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="candidates")
@@ -81,10 +83,11 @@ class Server:
         cfg = self.config
         t0 = time.perf_counter()
         if spec.path is not None:
-            bundle = load_bundle(spec.path, cfg.data_dir, verify=cfg.verify, fast=cfg.fast_verify)
+            bundle = load_bundle(spec.path, cfg.data_dir, verify=cfg.verify, fast=cfg.fast_verify,
+                                 limits=cfg.archive_limits())
         else:
             bundle = load_from_hub(cfg.data_repo, cfg.data_revision, cfg.model_id, cfg.model_revision, cfg.data_dir,
-                                   verify=cfg.verify, fast=cfg.fast_verify)
+                                   verify=cfg.verify, fast=cfg.fast_verify, limits=cfg.archive_limits())
             spec = BundleSpec(path=None, manifest=bundle.manifest, tag=derived_tag(bundle.manifest))
         if bundle.manifest.hybrid and cfg.fusion:
             if bundle.root is None:
@@ -99,18 +102,21 @@ class Server:
         key = bundle_model_identity(bundle.manifest, bundle.model_dir)
         pool = self.pools.setdefault(key, RowPool(cfg.dtype, self._search_threads))
         rows = pool.add(bundle.embeddings)
-        bundle.corpus.for_serving(self.strings)
-        index = PremiseIndex(bundle.corpus, None, cfg.dtype, self._search_threads, rows=rows)
-        shared = self.embedders.get(key)
-        if shared is None:
-            limit_torch_threads(cfg, self._search_threads)
-            embedders, background = make_embedders(cfg, bundle)
-            if embedders[0].dim != index.dim:
-                rows.release()
-                raise ValueError(f"the model embeds in dimension {embedders[0].dim}, the index in {index.dim}")
-            shared = SharedEmbedder(key, embedders, background, text_bound(embedders[0], bundle,
-                                                                             cfg.chars_per_token))
-            self.embedders[key] = shared  # the next bundle of this model, loaded before activation, shares it
+        try:
+            bundle.corpus.for_serving(self.strings)
+            index = PremiseIndex(bundle.corpus, None, cfg.dtype, self._search_threads, rows=rows)
+            shared = self.embedders.get(key)
+            if shared is None:
+                limit_torch_threads(cfg, self._search_threads)
+                embedders, background = make_embedders(cfg, bundle)
+                if embedders[0].dim != index.dim:
+                    raise ValueError(f"the model embeds in dimension {embedders[0].dim}, the index in {index.dim}")
+                shared = SharedEmbedder(key, embedders, background, text_bound(embedders[0], bundle,
+                                                                                 cfg.chars_per_token))
+                self.embedders[key] = shared  # the next bundle of this model, loaded before activation, shares it
+        except BaseException:
+            self.unload(rows)  # a bundle that failed leaves no rows pooled
+            raise
         bundle.embeddings = None  # the pool holds the rows (possibly at half precision)
         release_free_memory()
         seconds = time.perf_counter() - t0
@@ -120,6 +126,25 @@ class Server:
                     " + 1 in the background" if shared.background is not None else "", seconds)
         return spec, bundle, index, shared, seconds
 
+    def unload(self, rows) -> None:
+        """Give back the pool rows of a bundle that was loaded but will not be served (its load or its
+        activation failed), and forget pools left without rows."""
+        rows.release()
+        for key, pool in list(self.pools.items()):
+            if not pool.segments and not (key in self.embedders and self.embedders[key].users):
+                del self.pools[key]
+
+    def prune(self) -> None:
+        """Rebuild the shared-strings table from the revisions served now (a retired revision still
+        serving its last requests keeps its own strings; only the sharing with later loads is lost)."""
+        strings: dict[str, str] = {}
+        for rev in self.table.revisions.values():
+            corpus = rev.index.corpus
+            for values in (corpus.unfiltered_names, corpus.kinds, corpus.modules):
+                for v in values:
+                    strings.setdefault(v, v)
+        self.strings = strings
+
     async def activate(self, loaded) -> Revision:
         """A loaded bundle made servable: its model's embedding service started (once per model), its
         search worker started."""
@@ -128,13 +153,27 @@ class Server:
             opened = await asyncio.get_running_loop().run_in_executor(
                 None, open_server_store, self.config, bundle, shared.embedders[0], self.stores)
             store, key = opened or (None, "")
-            shared.service = EmbeddingService(shared.embedders, self.config, metrics=self.metrics,
-                                              background=shared.background, store=store, store_key=key)
-            await shared.service.start()
+            if store is not None:
+                store.on_rejected = self._count_rejected("redis" if store.where.startswith(("redis", "unix"))
+                                                         else "lmdb")
+            service = EmbeddingService(shared.embedders, self.config, metrics=self.metrics,
+                                       background=shared.background, store=store, store_key=key)
+            service.cache.on_rejected = self._count_rejected("memory")
+            try:
+                await service.start()
+            except BaseException:
+                with contextlib.suppress(Exception):  # a service that did not start is not kept half-started
+                    await service.stop()
+                raise
+            shared.service = service
         shared.users += 1
         rev = Revision(spec, self, bundle, index, shared, seconds)
         await rev.searcher.start()
         return rev
+
+    def _count_rejected(self, cache: str):
+        """A hook counting a cache's turned-down vectors in /metrics, by cache and reason."""
+        return lambda reason, n: self.metrics.cache_rejected.labels(cache, reason).inc(n)
 
     def swap(self, revisions: dict[str, Revision], default: str) -> RevisionTable:
         """Serve `revisions` from now on; revisions of the old table not in it close once idle."""
@@ -215,17 +254,25 @@ class Server:
                     if spec.tag not in kept:
                         self.loading.append(spec.tag)
                         loaded = await loop.run_in_executor(None, self.load_one, spec)
-                        added[spec.tag] = await self.activate(loaded)
+                        try:
+                            added[spec.tag] = await self.activate(loaded)
+                        except BaseException:
+                            self.unload(loaded[2].searcher)  # loaded, never served: its rows go back
+                            raise
             except Exception as e:
                 for rev in added.values():
                     self.retire(rev)
                 for key, shared in list(self.embedders.items()):
                     if shared.users == 0 and shared.service is None:  # made for a bundle that failed
                         del self.embedders[key]
+                        if key in self.pools and not self.pools[key].segments:
+                            del self.pools[key]
+                self.prune()
                 raise ReloadFailed(f"{type(e).__name__}: {e}") from e
             finally:
                 self.loading.clear()
             self.swap({s.tag: kept.get(s.tag) or added[s.tag] for s in specs}, default)
+            self.prune()
             logger.info("reloaded: serving %s (default %s); %d loaded, %d kept", ", ".join(self.table.revisions),
                         default, len(added), len(kept))
             return self.table

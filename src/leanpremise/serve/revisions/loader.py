@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from leanpremise.bundle.archive import extract_premises_archive
+from leanpremise.bundle.archive import ArchiveLimits, extract_premises_archive
 from leanpremise.bundle.corpus import bundle_corpus
 from leanpremise.bundle.layout import (
     INT8_FILE,
@@ -34,7 +34,15 @@ from leanpremise.bundle.layout import (
     embeddings_file_name,
 )
 from leanpremise.bundle.manifest import Manifest
-from leanpremise.bundle.verify import check_inventory, sha256_file, verify_bundle_files, verify_file
+from leanpremise.bundle.verify import (
+    check_finite_rows,
+    check_inventory,
+    read_verified_npy,
+    sha256_file,
+    sha256_handle,
+    verify_bundle_files,
+    verify_file,
+)
 from leanpremise.data.config import default_cache_dir
 from leanpremise.data.corpus import Corpus
 
@@ -61,11 +69,14 @@ class LoadedBundle:
         return path if path.is_file() else None
 
 
-def unpack_premises(archive: Path, cache_dir: Path, sha256: str | None = None) -> Path:
+def unpack_premises(archive: Path, cache_dir: Path, sha256: str | None = None,
+                    limits: ArchiveLimits | None = None) -> Path:
     """Unpacked premises dir for `archive`, shared by every server start with the same archive.
 
     `sha256`: the archive's, when it was just verified (saves hashing it again); else it is hashed here,
-    never taken from a manifest unchecked (a damaged archive must not be cached under a good digest)."""
+    never taken from a manifest unchecked (a damaged archive must not be cached under a good digest).
+    What is unpacked is read from the handle just hashed, so an archive replaced after its verification is
+    refused, not unpacked under the verified digest."""
     digest = (sha256 or sha256_file(archive))[:20]
     target = cache_dir / "premises" / digest
     if (target / "revision").is_file():
@@ -73,7 +84,11 @@ def unpack_premises(archive: Path, cache_dir: Path, sha256: str | None = None) -
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{digest}."))
     try:
-        extract_premises_archive(archive, tmp / "d")
+        with open(archive, "rb") as fh:
+            if sha256_handle(fh)[:20] != digest:
+                raise BundleError(f"{archive}: changed since it was verified (its sha256 differs now)")
+            fh.seek(0)
+            extract_premises_archive(archive, tmp / "d", limits, fileobj=fh)
         try:
             os.replace(tmp / "d", target)
         except OSError:
@@ -86,20 +101,29 @@ def unpack_premises(archive: Path, cache_dir: Path, sha256: str | None = None) -
 
 
 def assemble(manifest: Manifest, archive: Path, embeddings_path: Path, model_dir: Path,
-             cache_dir: Path | None, archive_sha256: str | None = None) -> LoadedBundle:
-    """Corpus from the archive + embeddings, checked against each other and the manifest."""
+             cache_dir: Path | None, archive_sha256: str | None = None,
+             limits: ArchiveLimits | None = None, embeddings_sha256: str | None = None) -> LoadedBundle:
+    """Corpus from the archive (unpacked within `limits`) + embeddings, checked against each other and the
+    manifest; `embeddings_sha256`: checked on the bytes read (read once, see read_verified_npy). Every
+    row must be finite."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    premises_dir = unpack_premises(archive, cache_dir, archive_sha256)
+    premises_dir = unpack_premises(archive, cache_dir, archive_sha256, limits)
     corpus = bundle_corpus(manifest, premises_dir, cache_dir)
-    try:
-        emb = np.load(embeddings_path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise BundleError(f"{embeddings_path}: not a readable .npy file ({e})") from e
+    if embeddings_sha256 is not None:
+        emb = read_verified_npy(embeddings_path, embeddings_sha256)
+    else:
+        try:
+            emb = np.load(embeddings_path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise BundleError(f"{embeddings_path}: not a readable .npy file ({e})") from e
     if emb.ndim != 2 or emb.shape[0] != len(corpus):
         raise BundleError(f"{embeddings_path}: shape {emb.shape} does not match the corpus of {len(corpus)} "
                           f"premises unpacked from {archive}")
     if manifest.dimension and emb.shape[1] != manifest.dimension:
         raise BundleError(f"{embeddings_path}: dimension {emb.shape[1]}, manifest says {manifest.dimension}")
+    if not np.issubdtype(emb.dtype, np.floating):
+        raise BundleError(f"{embeddings_path}: {emb.dtype} rows, expected floating point")
+    check_finite_rows(emb, embeddings_path)
     return LoadedBundle(manifest=manifest, corpus=corpus, embeddings=np.ascontiguousarray(emb, dtype=np.float32),
                         model_dir=model_dir, premises_dir=premises_dir)
 
@@ -118,18 +142,21 @@ def check_bundle(bundle: Path) -> Manifest:
     return manifest
 
 
-def load_bundle(bundle: Path, cache_dir: Path | None = None, verify: bool = True, fast: bool = False) -> LoadedBundle:
+def load_bundle(bundle: Path, cache_dir: Path | None = None, verify: bool = True, fast: bool = False,
+                limits: ArchiveLimits | None = None) -> LoadedBundle:
     """The bundle, its files checked against the manifest: all hashed, or (`fast`) large ones by size only;
     `verify=False` keeps only the cheap checks of :func:`check_bundle`."""
     bundle = Path(bundle)
     manifest = check_bundle(bundle)
     archive, emb = bundle / PREMISES_ARCHIVE, bundle / manifest.embeddings
-    if verify:
-        verify_bundle_files(bundle, manifest, fast)
+    full = verify and not fast
+    if verify:  # the embeddings are hashed as they are read (assemble)
+        verify_bundle_files(bundle, manifest, fast, skip=frozenset({manifest.embeddings}) if full else frozenset())
     else:
         logger.warning("%s: checksums not verified (VERIFY_CHECKSUMS=false)", bundle)
-    archive_sha = manifest.checksums[PREMISES_ARCHIVE] if verify and not fast else None
-    loaded = assemble(manifest, archive, emb, bundle / MODEL_DIR, cache_dir, archive_sha)
+    archive_sha = manifest.checksums[PREMISES_ARCHIVE] if full else None
+    emb_sha = manifest.checksums[manifest.embeddings] if full else None
+    loaded = assemble(manifest, archive, emb, bundle / MODEL_DIR, cache_dir, archive_sha, limits, emb_sha)
     loaded.root = bundle
     return loaded
 
@@ -156,7 +183,8 @@ def snapshot_commit(path: Path, rel: str) -> str:
 
 
 def load_from_hub(data_repo: str, data_revision: str | None, model_id: str, model_revision: str | None,
-                  cache_dir: Path | None = None, verify: bool = True, fast: bool = False) -> LoadedBundle:
+                  cache_dir: Path | None = None, verify: bool = True, fast: bool = False,
+                  limits: ArchiveLimits | None = None) -> LoadedBundle:
     """Download premises.tar.gz, the embeddings and the model, as the original server's startup did.
 
     Each repository's revision (a branch, a tag, or none: the default branch) is resolved to a commit by
@@ -193,7 +221,7 @@ def load_from_hub(data_repo: str, data_revision: str | None, model_id: str, mode
         raise
     except Exception as e:  # one readable message for every network/hub failure
         raise BundleError(f"could not {step} (Hub endpoint {constants.ENDPOINT}): {type(e).__name__}: {e}") from e
-    archive_sha = None
+    archive_sha = emb_sha = None
     if not manifest.checksums:
         logger.warning("%s@%s has no %s listing its files: the downloads cannot be verified (a repo published "
                        "by the original upload script)", data_repo, data_commit, MANIFEST)
@@ -201,7 +229,9 @@ def load_from_hub(data_repo: str, data_revision: str | None, model_id: str, mode
         downloads = {PREMISES_ARCHIVE: archive, manifest.embeddings: emb}
         downloads.update({rel: model_dir / name for name, rel in model_files.items()})
         for rel, path in sorted(downloads.items()):
-            verify_file(path, rel, manifest, fast)
+            if fast or rel != manifest.embeddings:  # else hashed as it is read (assemble)
+                verify_file(path, rel, manifest, fast)
         logger.info("verified %d downloaded files against %s", len(downloads), MANIFEST)
         archive_sha = None if fast else manifest.checksums[PREMISES_ARCHIVE]
-    return assemble(manifest, archive, emb, model_dir, cache_dir, archive_sha)
+        emb_sha = None if fast else manifest.checksums[manifest.embeddings]
+    return assemble(manifest, archive, emb, model_dir, cache_dir, archive_sha, limits, emb_sha)
