@@ -17,6 +17,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from liveness import LIVENESS_S
+
 CLOSED = "closed"
 GONE = "gone"
 
@@ -130,7 +132,7 @@ def cases() -> list[Case]:
     ]
 
 
-def send_case(case: Case, host: str, port: int, timeout: float = 30) -> tuple[object, float]:
+def send_case(case: Case, host: str, port: int, timeout: float = LIVENESS_S) -> tuple[object, float]:
     """Play `case` against the server; (the status code, CLOSED or GONE; seconds taken)."""
     t0 = time.perf_counter()
     sock = socket.create_connection((host, port), timeout=timeout)

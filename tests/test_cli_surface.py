@@ -24,6 +24,10 @@ ADDED = {
     },
     "serve": {
         "--no_fusion",  # the new name of --no_hybrid (the setting is FUSION now; HYBRID is still read)
+        # fair admission and proxy trust (issue 22); ADMIN_TOKEN has no flag (a token on a command line
+        # is visible to every user of the machine)
+        "--body_grace_s", "--min_body_bytes_per_s", "--max_body_readers", "--max_body_readers_per_client",
+        "--max_body_buffer_bytes", "--max_body_chunks", "--forwarded_allow_ips",
     },
     "train": {
         "--rerank_after",  # the main job trains a reranker after the encoder (issue 20)
@@ -39,7 +43,12 @@ ADDED = {
 ADDED_COMMANDS = {"rerank", "rerank train", "rerank apply"}
 """Commands that are new since the snapshot (the learned reranker); their flags are their own."""
 
-NEW_SETTINGS: dict[str, str] = {}
+NEW_SETTINGS: dict[str, str] = {
+    "body_grace_s": "BODY_GRACE_S", "min_body_bytes_per_s": "MIN_BODY_BYTES_PER_S",
+    "max_body_readers": "MAX_BODY_READERS", "max_body_readers_per_client": "MAX_BODY_READERS_PER_CLIENT",
+    "max_body_buffer_bytes": "MAX_BODY_BUFFER_BYTES", "max_body_chunks": "MAX_BODY_CHUNKS",
+    "forwarded_allow_ips": "FORWARDED_ALLOW_IPS", "admin_token": "ADMIN_TOKEN",
+}
 """ServeConfig fields that are new since the snapshot: field -> environment name."""
 
 RENAMED_SETTINGS = {"hybrid": "fusion"}
