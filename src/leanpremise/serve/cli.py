@@ -161,7 +161,7 @@ def uvicorn_config(app, config: ServeConfig, **overrides):
     from leanpremise.serve.http.connection import BodyFraming, timed_h11
 
     framing = BodyFraming(config.max_body_bytes, config.max_body_chunks, config.max_header_bytes)
-    proxies = [ip.strip() for ip in config.forwarded_allow_ips.split(",") if ip.strip()]
+    proxies = [ip.strip() for ip in (config.forwarded_allow_ips or "").split(",") if ip.strip()]
     options = {"host": config.host, "port": config.port, "log_level": "info", "timeout_graceful_shutdown": 5,
                "http": timed_h11(config.header_timeout_s, framing),
                "timeout_keep_alive": config.keep_alive_timeout_s, "limit_concurrency": config.max_connections,

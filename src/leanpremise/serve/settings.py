@@ -106,7 +106,7 @@ class ServeConfig(BaseSettings):
     max_body_chunks: int = setting(1024, "MAX_BODY_CHUNKS", "chunks a chunked request body may have, plus one "
                                    "per KiB of body; more: 400 (and wire bytes past MAX_BODY_BYTES plus their "
                                    "framing: 413)", ge=1)
-    forwarded_allow_ips: str = setting("", "FORWARDED_ALLOW_IPS", "comma-separated addresses (or networks) "
+    forwarded_allow_ips: str | None = setting(None, "FORWARDED_ALLOW_IPS", "comma-separated addresses (or networks) "
                                        "of proxies whose X-Forwarded-For is trusted as the client address "
                                        "(default: none, the peer address is the client)")
     admin_token: str | None = setting(None, "ADMIN_TOKEN", "token POST /admin/reload must carry as "

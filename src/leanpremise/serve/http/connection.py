@@ -29,6 +29,10 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 REFUSED_KEY = "leanpremise.refused"
 """Scope key under which the protocol records (status, detail) of a body it refused, for the metrics."""
 
+LINGER_S = 2.0
+"""Seconds a refused connection stays open, reading and dropping what the client still sends, after its
+answer and a half-close: closing at once would reset the connection and lose the answer in flight."""
+
 FRAMING_BYTES_PER_CHUNK = 32
 """Wire bytes a chunk's framing (size line, CRLFs) is allowed beyond its data."""
 
@@ -118,6 +122,10 @@ def timed_h11(header_timeout_s: float, framing: BodyFraming | None = None) -> ty
                     out = self.conn.send(h11.Response(status_code=status, headers=headers))
                     out += self.conn.send(h11.Data(data=body)) + self.conn.send(h11.EndOfMessage())
                     self.transport.write(out)
+                    if self.transport.can_write_eof():
+                        self.transport.write_eof()
+                        self.loop.call_later(LINGER_S, self.transport.close)
+                        return
                 except h11.LocalProtocolError:
                     pass
             self.transport.close()
