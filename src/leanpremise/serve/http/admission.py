@@ -20,6 +20,10 @@ import time
 from dataclasses import dataclass, field
 
 
+NEWCOMER_S = 1.0
+"""Seconds a new reader is spared when the full pool picks its slowest to cut (its rate is still unknown)."""
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -89,6 +93,8 @@ class AdmissionPool:
     def _evict_slowest(self) -> None:
         now = time.monotonic()
         live = [r for r in self.readers if not r.evicted and r.task is not None]
+        # a reader admitted a moment ago has had no time to show its rate: cut one that has, if any
+        live = [r for r in live if now - r.started >= NEWCOMER_S] or live
         if live:
             slowest = min(live, key=lambda r: r.rate(now))
             slowest.evicted = True
