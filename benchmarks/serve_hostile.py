@@ -11,8 +11,8 @@ The mixes (each against a fresh server with the default settings):
   premise_burst  4 clients (from 127.0.0.4-7) each sending requests of 2,048 unique new premises, in a loop
   corpus         1 client replaying the hostile corpus (tests/hostile_requests.py), with its short time
                  limits (HOSTILE_ENV)
-Attackers bind other loopback addresses than the honest clients (127.0.0.1), so that the per-client cap
-sees them as other clients, as it would on a network.
+Attackers run in a process of their own (`--attack MIX`) and bind other loopback addresses than the honest
+clients (127.0.0.1), so that the per-client cap sees them as other clients, as it would on a network.
 
 Per mix: honest p50/p99 and their ratio to the quiet run (target <= 1.5), honest non-200 answers (target
 0), /health p99 probed every 50 ms (target <= 100 ms), the server's peak RSS over its idle RSS (target
@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -248,20 +250,19 @@ def one_run(args, corpus_, mathlib, cache: Path, mix: str) -> dict:
         idle = psutil.Process(server.proc.pid).memory_info().rss
         clients = [HonestClient(corpus_, mathlib, seed, args.new_premises, args.fresh_share)
                    for seed in range(args.clients)]
-        stop, counts = threading.Event(), collections.Counter()
+        stop = threading.Event()
         health_s, health_status = [], collections.Counter()
-        threads = [threading.Thread(target=probe_health, args=(server.url, stop, health_s, health_status),
-                                    daemon=True)]
-        if mix in ATTACKS:
-            threads.append(threading.Thread(target=ATTACKS[mix], args=(args.port, stop, counts), daemon=True))
-        for t in threads:
-            t.start()
-        if mix != "quiet":
+        prober = threading.Thread(target=probe_health, args=(server.url, stop, health_s, health_status), daemon=True)
+        prober.start()
+        attacker = None
+        if mix in ATTACKS:  # in a process of its own: its threads do not take the honest clients' GIL
+            attacker = subprocess.Popen([sys.executable, __file__, "--attack", mix, "--port", str(args.port),
+                                         "--duration", str(args.duration + 5)], stdout=subprocess.PIPE, text=True)
             time.sleep(3)  # the attack under way before the honest clients start
         result = run_load(server.url, clients, args.duration, server.proc.pid)
         stop.set()
-        for t in threads:
-            t.join(timeout=120)
+        prober.join(timeout=120)
+        counts = json.loads(attacker.communicate(timeout=300)[0] or "{}") if attacker else {}
         result["server_idle_rss_mib"] = round(idle / 2**20, 1)
         result["peak_over_idle_rss"] = round(result["server_peak_rss_mib"] * 2**20 / idle, 2)
         result["honest_non_200"] = sum(result["errors"].values())
@@ -302,6 +303,17 @@ def storm_once(args, cache: Path) -> dict:
         server.stop()
 
 
+def attack_only(mix: str, port: int, seconds: float) -> None:
+    """Run attack `mix` against `port` for `seconds`, then print its outcomes as JSON (a child process)."""
+    stop, counts = threading.Event(), collections.Counter()
+    thread = threading.Thread(target=ATTACKS[mix], args=(port, stop, counts), daemon=True)
+    thread.start()
+    time.sleep(seconds)
+    stop.set()
+    thread.join(timeout=120)
+    print(json.dumps(dict(counts)))
+
+
 def main() -> None:
     from leanpremise.data import DataConfig, load_corpus
 
@@ -319,7 +331,11 @@ def main() -> None:
     ap.add_argument("--storm_once", action="store_true", help="time one 1 MB body in 1-byte chunks instead")
     ap.add_argument("--name", default=None, help="result file name (default serve_hostile, or "
                                                  "serve_hostile_storm with --storm_once)")
+    ap.add_argument("--attack", choices=sorted(ATTACKS), default=None,
+                    help="only run this attack against --port for --duration seconds (what each mix starts)")
     args = ap.parse_args()
+    if args.attack:
+        return attack_only(args.attack, args.port, args.duration)
     resolve_data_args(args)
     args.bundle = args.bundle or bundles_dir() / f"{DATA_NAME}-minilm"
     cache = Path(tempfile.mkdtemp(prefix="serve-hostile-cache-", dir=bundles_dir()))
