@@ -1,22 +1,35 @@
-"""The premise server under attack: 4 honest clients (as in serve_load.py, at k=100) for 60 s, once alone
-and once beside 1 client replaying the hostile corpus (tests/hostile_requests.py) in a loop.
+"""The premise server under attack: 4 honest clients (as in serve_load.py, at k=100) for --duration
+seconds (default 60) per mix: once alone (quiet), then beside each attack mix.
 
     python benchmarks/serve_hostile.py [--bundle DIR] [--duration 60] [--clients 4] [--backend auto]
+        [--mixes quiet,slow_bodies,chunk_storm,premise_burst,corpus] [--storm_once]
 
-The bundle is serve_load.py's mathlib-src bundle (built on first use). Each run starts a fresh server with
-the default limits and the short time limits of the corpus (HOSTILE_ENV: a slow body or slow headers are
-cut off after 2 s). Reports the honest clients' p50/p99 in both runs, the server's idle and peak RSS, and
-the count of answers by status, honest and hostile apart. Targets: honest p50 and p99 with the attacker
-within 1.25x of those without; peak RSS <= 1.5x idle RSS; no 500. Writes
-benchmarks/results/serve_hostile.json.
+The mixes (each against a fresh server with the default settings):
+  slow_bodies    64 connections (from 127.0.0.2) each announcing Content-Length: 60 and sending a byte
+                 every 0.45 s; reconnecting when cut
+  chunk_storm    2 connections (from 127.0.0.3) each sending a 1 MB body as 1-byte chunks, again and again
+  premise_burst  4 clients (from 127.0.0.4-7) each sending requests of 2,048 unique new premises, in a loop
+  corpus         1 client replaying the hostile corpus (tests/hostile_requests.py), with its short time
+                 limits (HOSTILE_ENV)
+Attackers run in a process of their own (`--attack MIX`) and bind other loopback addresses than the honest
+clients (127.0.0.1), so that the per-client cap sees them as other clients, as it would on a network.
+
+Per mix: honest p50/p99 and their ratio to the quiet run (target <= 1.5), honest non-200 answers (target
+0), /health p99 probed every 50 ms (target <= 100 ms), the server's peak RSS over its idle RSS (target
+<= 1.5). `--storm_once` instead times one 1 MB body in 1-byte chunks against an idle server: the server's
+CPU seconds, the answer's status and seconds, and /health p50 meanwhile (run it with PYTHONPATH naming
+another checkout's src/ for a before/after). Writes benchmarks/results/serve_hostile.json (or --name).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -34,6 +47,7 @@ from serve_load import (
     bundles_dir,
     ensure_bundle,
     mathlib_modules,
+    percentiles,
     resolve_data_args,
     run_load,
 )
@@ -41,6 +55,8 @@ from serve_load import (
 from hostile_requests import HOSTILE_ENV, cases, send_case
 
 HONEST_K = 100
+MIXES = ("quiet", "slow_bodies", "chunk_storm", "premise_burst", "corpus")
+TARGETS = {"honest_latency_ratio": 1.5, "honest_non_200": 0, "health_p99_ms": 100, "peak_over_idle_rss": 1.5}
 
 
 class HonestClient(Client):
@@ -52,48 +68,250 @@ class HonestClient(Client):
         return body, cached, repeated
 
 
-def attack(port: int, stop: threading.Event, counts: collections.Counter, slowest: dict) -> None:
+def connect(port: int, source: str, timeout: float = 60) -> socket.socket:
+    sock = socket.socket()
+    sock.settimeout(timeout)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def read_status(sock: socket.socket) -> str:
+    data = b""
+    try:
+        while b"\r\n" not in data:
+            piece = sock.recv(4096)
+            if not piece:
+                break
+            data += piece
+    except OSError as e:
+        return type(e).__name__
+    return data.split(b" ", 2)[1].decode() if data.startswith(b"HTTP/") else "closed"
+
+
+def slow_bodies(port: int, stop: threading.Event, counts: collections.Counter, n: int = 64) -> None:
+    """`n` connections sending a 60-byte body a byte every 0.45 s, each reconnecting when cut."""
+
+    def one():
+        while not stop.is_set():
+            try:
+                sock = connect(port, "127.0.0.2")
+                sock.sendall(b"POST /retrieve HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\n\r\n")
+                sock.setblocking(False)
+                for _ in range(60):
+                    if stop.wait(0.45):
+                        break
+                    try:
+                        sock.send(b" ")
+                    except BlockingIOError:
+                        pass
+                    try:
+                        if sock.recv(4096):
+                            counts["cut"] += 1
+                            break
+                    except BlockingIOError:
+                        pass
+                sock.close()
+            except OSError as e:
+                counts[type(e).__name__] += 1
+                stop.wait(0.1)
+
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+STORM_BODY = b'{"state": "x", "k": 8, "pad": "' + b"p" * (2**20 - 40) + b'"}'
+
+
+def storm_wire() -> bytes:
+    """A 1 MB body as 1-byte chunks: ~6 MB on the wire."""
+    return b"".join(b"1\r\n%c\r\n" % c for c in STORM_BODY) + b"0\r\n\r\n"
+
+
+def send_storm(port: int, wire: bytes, source: str) -> str:
+    sock = connect(port, source)
+    try:
+        sock.sendall(b"POST /retrieve HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     b"Content-Type: application/json\r\n\r\n")
+        result = {}
+
+        def reader():
+            result["status"] = read_status(sock)
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        try:
+            for i in range(0, len(wire), 65536):
+                if not t.is_alive():
+                    break
+                sock.sendall(wire[i : i + 65536])
+        except OSError:
+            pass
+        t.join(timeout=120)
+        return result.get("status", "no answer")
+    finally:
+        sock.close()
+
+
+def chunk_storm(port: int, stop: threading.Event, counts: collections.Counter, n: int = 2) -> None:
+    wire = storm_wire()
+
+    def one():
+        while not stop.is_set():
+            try:
+                counts[send_storm(port, wire, "127.0.0.3")] += 1
+            except OSError as e:
+                counts[type(e).__name__] += 1
+
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def premise_burst(port: int, stop: threading.Event, counts: collections.Counter, n: int = 4) -> None:
+    """`n` clients each posting requests of 2,048 unique short new premises, one after another."""
+    import httpx
+    import orjson
+
+    def one(i: int):
+        transport = httpx.HTTPTransport(local_address=f"127.0.0.{4 + i}")
+        with httpx.Client(transport=transport, timeout=600) as http:
+            round_ = 0
+            while not stop.is_set():
+                salt = f"{i}.{round_}.{os.urandom(4).hex()}"
+                body = {"state": f"⊢ burst {salt}", "k": 8,
+                        "new_premises": [{"name": f"B.{salt}.{j}", "decl": f"theorem B.{salt}.{j} : {j} = {j}"}
+                                         for j in range(2048)]}
+                try:
+                    r = http.post(f"http://127.0.0.1:{port}/retrieve", content=orjson.dumps(body),
+                                  headers={"content-type": "application/json"})
+                    counts[str(r.status_code)] += 1
+                except httpx.HTTPError as e:
+                    counts[type(e).__name__] += 1
+                round_ += 1
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def corpus(port: int, stop: threading.Event, counts: collections.Counter) -> None:
     """Replay the hostile corpus (fresh unique names each round) until `stop`."""
     while not stop.is_set():
         for case in cases():
             if stop.is_set():
                 return
             try:
-                outcome, seconds = send_case(case, "127.0.0.1", port)
+                outcome, _ = send_case(case, "127.0.0.1", port)
             except OSError as e:
-                outcome, seconds = f"client error {type(e).__name__}", 0.0
+                outcome = f"client error {type(e).__name__}"
             counts[str(outcome)] += 1
-            slowest[case.name] = round(max(slowest.get(case.name, 0.0), seconds), 2)
 
 
-def one_run(args, corpus, mathlib, cache: Path, hostile: bool) -> dict:
+ATTACKS = {"slow_bodies": slow_bodies, "chunk_storm": chunk_storm, "premise_burst": premise_burst, "corpus": corpus}
+
+
+def probe_health(url: str, stop: threading.Event, seconds: list[float], statuses: collections.Counter) -> None:
+    """GET /health every 50 ms until `stop`, recording each answer's seconds."""
+    import httpx
+
+    with httpx.Client(timeout=60) as http:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                statuses[str(http.get(f"{url}/health").status_code)] += 1
+            except httpx.HTTPError as e:
+                statuses[type(e).__name__] += 1
+            seconds.append(time.perf_counter() - t0)
+            stop.wait(0.05)
+
+
+def one_run(args, corpus_, mathlib, cache: Path, mix: str) -> dict:
     import psutil
 
-    # each run gets its own persistent embedding cache: the second must not find the first one's vectors
-    os.environ["EMBEDDING_CACHE_DIR"] = str(cache / ("embeddings-attacked" if hostile else "embeddings-calm"))
+    saved = dict(os.environ)
+    # each run gets its own persistent embedding cache: no run finds another's vectors
+    os.environ["EMBEDDING_CACHE_DIR"] = str(cache / f"embeddings-{mix}")
+    if mix == "corpus":
+        os.environ.update(HOSTILE_ENV)
     server = ServerProcess(args.bundle, args.port, cache, args.backend, "float32")
+    os.environ.clear()
+    os.environ.update(saved)
     try:
         server.wait_ready()
         time.sleep(2)
         idle = psutil.Process(server.proc.pid).memory_info().rss
-        clients = [HonestClient(corpus, mathlib, seed, args.new_premises, args.fresh_share)
+        clients = [HonestClient(corpus_, mathlib, seed, args.new_premises, args.fresh_share)
                    for seed in range(args.clients)]
-        stop, counts, slowest = threading.Event(), collections.Counter(), {}
-        attacker = threading.Thread(target=attack, args=(args.port, stop, counts, slowest), daemon=True)
-        if hostile:
-            attacker.start()
+        stop = threading.Event()
+        health_s, health_status = [], collections.Counter()
+        prober = threading.Thread(target=probe_health, args=(server.url, stop, health_s, health_status), daemon=True)
+        prober.start()
+        attacker = None
+        if mix in ATTACKS:  # in a process of its own: its threads do not take the honest clients' GIL
+            attacker = subprocess.Popen([sys.executable, __file__, "--attack", mix, "--port", str(args.port),
+                                         "--duration", str(args.duration + 5)], stdout=subprocess.PIPE, text=True)
+            time.sleep(3)  # the attack under way before the honest clients start
         result = run_load(server.url, clients, args.duration, server.proc.pid)
         stop.set()
-        if hostile:
-            attacker.join(timeout=60)
+        prober.join(timeout=120)
+        counts = json.loads(attacker.communicate(timeout=300)[0] or "{}") if attacker else {}
         result["server_idle_rss_mib"] = round(idle / 2**20, 1)
         result["peak_over_idle_rss"] = round(result["server_peak_rss_mib"] * 2**20 / idle, 2)
-        if hostile:
-            result["hostile_outcomes"] = dict(counts)
-            result["hostile_slowest_case_s"] = dict(sorted(slowest.items(), key=lambda kv: -kv[1])[:5])
+        result["honest_non_200"] = sum(result["errors"].values())
+        result["health"] = {**percentiles(health_s), "statuses": dict(health_status)}
+        if mix in ATTACKS:
+            result["attacker_outcomes"] = dict(counts)
         return result
     finally:
         server.stop()
+
+
+def storm_once(args, cache: Path) -> dict:
+    """One 1 MB body in 1-byte chunks against an idle server: its CPU, its answer, /health meanwhile."""
+    import psutil
+
+    os.environ["EMBEDDING_CACHE_DIR"] = str(cache / "embeddings-storm")
+    server = ServerProcess(args.bundle, args.port, cache, args.backend, "float32")
+    try:
+        server.wait_ready()
+        time.sleep(2)
+        proc = psutil.Process(server.proc.pid)
+        wire = storm_wire()
+        stop, health_s, health_status = threading.Event(), [], collections.Counter()
+        prober = threading.Thread(target=probe_health, args=(server.url, stop, health_s, health_status), daemon=True)
+        cpu0 = sum(proc.cpu_times()[:2])
+        prober.start()
+        t0 = time.perf_counter()
+        status = send_storm(args.port, wire, "127.0.0.3")
+        seconds = time.perf_counter() - t0
+        time.sleep(1)  # the server may still be parsing what it received
+        stop.set()
+        prober.join()
+        return {"wire_mib": round(len(wire) / 2**20, 1), "status": status, "seconds": round(seconds, 2),
+                "server_cpu_s": round(sum(proc.cpu_times()[:2]) - cpu0, 2),
+                "health_during": {**percentiles(health_s), "statuses": dict(health_status)},
+                "code": os.environ.get("PYTHONPATH", "this checkout")}
+    finally:
+        server.stop()
+
+
+def attack_only(mix: str, port: int, seconds: float) -> None:
+    """Run attack `mix` against `port` for `seconds`, then print its outcomes as JSON (a child process)."""
+    stop, counts = threading.Event(), collections.Counter()
+    thread = threading.Thread(target=ATTACKS[mix], args=(port, stop, counts), daemon=True)
+    thread.start()
+    time.sleep(seconds)
+    stop.set()
+    thread.join(timeout=120)
+    print(json.dumps(dict(counts)))
 
 
 def main() -> None:
@@ -103,44 +321,54 @@ def main() -> None:
     ap.add_argument("--bundle", type=Path, default=None,
                     help=f"default: <bench cache>/bundles/{DATA_NAME}-minilm, built when missing")
     add_data_args(ap)
-    ap.add_argument("--duration", type=float, default=60)
+    ap.add_argument("--duration", type=float, default=60, help="seconds of honest load per mix")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--new_premises", type=int, default=50)
     ap.add_argument("--fresh_share", type=float, default=0.1)
     ap.add_argument("--port", type=int, default=8732)
-    ap.add_argument("--name", default="serve_hostile", help="result file name (benchmarks/results/<name>.json)")
+    ap.add_argument("--mixes", default=",".join(MIXES), help=f"comma-separated, of {', '.join(MIXES)}")
+    ap.add_argument("--storm_once", action="store_true", help="time one 1 MB body in 1-byte chunks instead")
+    ap.add_argument("--name", default=None, help="result file name (default serve_hostile, or "
+                                                 "serve_hostile_storm with --storm_once)")
+    ap.add_argument("--attack", choices=sorted(ATTACKS), default=None,
+                    help="only run this attack against --port for --duration seconds (what each mix starts)")
     args = ap.parse_args()
+    if args.attack:
+        return attack_only(args.attack, args.port, args.duration)
     resolve_data_args(args)
     args.bundle = args.bundle or bundles_dir() / f"{DATA_NAME}-minilm"
-    os.environ.update(HOSTILE_ENV)  # the servers started below inherit the corpus's time limits
-
-    corpus = load_corpus(DataConfig(data_dir=args.data_dir))
-    kind = ensure_bundle(args.bundle, args.data_dir, args.embeddings, len(corpus))
-    mathlib = mathlib_modules(corpus)
     cache = Path(tempfile.mkdtemp(prefix="serve-hostile-cache-", dir=bundles_dir()))
     try:
-        calm = one_run(args, corpus, mathlib, cache, hostile=False)
-        attacked = one_run(args, corpus, mathlib, cache, hostile=True)
+        if args.storm_once:
+            ensure_bundle(args.bundle, args.data_dir, args.embeddings, 0)
+            write_result(args.name or "serve_hostile_storm", {"bundle": args.bundle.name, **storm_once(args, cache)})
+            return
+        corpus_ = load_corpus(DataConfig(data_dir=args.data_dir))
+        kind = ensure_bundle(args.bundle, args.data_dir, args.embeddings, len(corpus_))
+        mathlib = mathlib_modules(corpus_)
+        mixes = [m.strip() for m in args.mixes.split(",") if m.strip()]
+        if "quiet" not in mixes:
+            mixes.insert(0, "quiet")
+        runs = {mix: one_run(args, corpus_, mathlib, cache, mix) for mix in mixes}
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 
-    def ratio(key: str, group: str = "latency_all") -> float | None:
-        a, b = attacked[group].get(key), calm[group].get(key)
-        return round(a / b, 2) if a and b else None
-
-    statuses = collections.Counter(attacked.get("hostile_outcomes", {}))
-    for run in (calm, attacked):
-        statuses.update({f"honest {k}": v for k, v in run["errors"].items()})
-    write_result(args.name, {
-        "bundle": str(args.bundle), "corpus_embeddings": kind, "clients": args.clients, "k": HONEST_K,
-        "duration_s": args.duration, "without_attacker": calm, "with_attacker": attacked,
-        "honest_p50_ratio": ratio("p50_ms"), "honest_p99_ratio": ratio("p99_ms"),
-        "honest_cached_p50_ratio": ratio("p50_ms", "latency_cached_new_premises"),
-        "honest_cached_p99_ratio": ratio("p99_ms", "latency_cached_new_premises"),
-        "answers_500": sum(v for k, v in statuses.items() if k.endswith("500")),
-        "targets": {"honest_latency_ratio": 1.25, "peak_over_idle_rss": 1.5, "answers_500": 0},
-        "note": "closed loop; the attacker shares the machine's cores with the server and honest clients",
+    quiet = runs["quiet"]["latency_all"]
+    summary = {}
+    for mix, run in runs.items():
+        lat = run["latency_all"]
+        summary[mix] = {
+            "honest_p50_ms": lat.get("p50_ms"), "honest_p99_ms": lat.get("p99_ms"),
+            "honest_p50_ratio": round(lat["p50_ms"] / quiet["p50_ms"], 2) if lat.get("p50_ms") else None,
+            "honest_p99_ratio": round(lat["p99_ms"] / quiet["p99_ms"], 2) if lat.get("p99_ms") else None,
+            "honest_requests": run["requests"], "honest_non_200": run["honest_non_200"],
+            "health_p99_ms": run["health"].get("p99_ms"), "peak_over_idle_rss": run["peak_over_idle_rss"],
+        }
+    write_result(args.name or "serve_hostile", {
+        "bundle": args.bundle.name, "corpus_embeddings": kind, "clients": args.clients, "k": HONEST_K,
+        "duration_s": args.duration, "summary": summary, "targets": TARGETS, "runs": runs,
+        "note": "closed loop; attackers, honest clients and server share the machine's cores",
     })
 
 

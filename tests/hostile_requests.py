@@ -17,6 +17,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from liveness import LIVENESS_S
+
 CLOSED = "closed"
 GONE = "gone"
 
@@ -44,6 +46,10 @@ class Case:
     """Seconds between body bytes (a slow body)."""
     header_delay: float = 0.0
     """Seconds between header bytes (slow headers)."""
+    chunk_size: int = 256 * 1024
+    """Body bytes per chunk of a chunked body (small: a chunk storm)."""
+    chunk_ext: str = ""
+    """A chunk extension sent with every chunk (`;name=value`: wire bytes that are not body)."""
 
 
 def _json(obj) -> bytes:
@@ -58,6 +64,11 @@ def _unique(n: int, length: int, tag: str) -> list[str]:
 
 GOAL = "a b c : ℕ\nh : a ≤ b\n⊢ a + c ≤ b + c"
 DECL = "theorem Nat.add_le_add_right {n m : ℕ} (h : n ≤ m) (k : ℕ) : n + k ≤ m + k"
+
+
+def _premises_body(n: int = 2048) -> bytes:
+    return _json({"state": GOAL, "k": 100, "new_premises": [{"name": f"My.thm{i}", "decl": f"{DECL} -- {i}"}
+                                                             for i in range(n)]})
 
 
 def cases() -> list[Case]:
@@ -78,9 +89,7 @@ def cases() -> list[Case]:
         Case("8 decls of 40,000 characters", ok,
              _json({"state": GOAL, "k": 8, "new_premises": [{"name": f"n{i}", "decl": f"{i} " + DECL * 500}
                                                              for i in range(8)]})),
-        Case("2,048 realistic new premises", ok,
-             _json({"state": GOAL, "k": 100, "new_premises": [{"name": f"My.thm{i}", "decl": f"{DECL} -- {i}"}
-                                                               for i in range(2048)]})),
+        Case("2,048 realistic new premises", ok, _premises_body()),
         Case("5,000 unique module names of 2,000 characters", ok,
              _json({"state": GOAL, "k": 8, "imported_modules": _unique(5000, 2000, "M")})),
         Case("one module name of 3,000 characters", bad,
@@ -104,6 +113,14 @@ def cases() -> list[Case]:
              header_delay=0.3),
         Case("client goes away mid-body", frozenset({GONE}), _json({"state": "x" * 100000, "k": 8}),
              send_bytes=20000),
+        Case("slow headers, then a slow body", frozenset({408}), _json({"state": GOAL, "k": 8}),
+             header_delay=0.005, byte_delay=0.3),
+        # ---- chunk storms: refused after MAX_BODY_CHUNKS (+1 per KiB) chunks, or by wire bytes -------
+        *[Case(f"1 MB in {size}-byte chunks", frozenset({400}), _json({"state": GOAL, "k": 8, "pad": "p" * MB}),
+               chunked=True, chunk_size=size) for size in (1, 16, 256)],
+        Case("2,048 new premises in 4 KiB chunks", ok, _premises_body(), chunked=True, chunk_size=4096),
+        Case("chunks with 16 KB extensions", frozenset({413}), _json({"state": GOAL, "k": 8, "pad": "p" * (2 * MB)}),
+             chunked=True, chunk_size=1024, chunk_ext=";x=" + "e" * 16000),
         # ---- types and encodings ------------------------------------------------------------------------
         Case("k as a string", bad, b'{"state": "a", "k": "8"}'),
         Case("state as a number", bad, b'{"state": 5, "k": 8}'),
@@ -130,7 +147,7 @@ def cases() -> list[Case]:
     ]
 
 
-def send_case(case: Case, host: str, port: int, timeout: float = 30) -> tuple[object, float]:
+def send_case(case: Case, host: str, port: int, timeout: float = LIVENESS_S) -> tuple[object, float]:
     """Play `case` against the server; (the status code, CLOSED or GONE; seconds taken)."""
     t0 = time.perf_counter()
     sock = socket.create_connection((host, port), timeout=timeout)
@@ -158,12 +175,13 @@ def _body_pieces(case: Case):
     if case.byte_delay:
         yield from (body[i : i + 1] for i in range(len(body)))
         return
+    if case.chunked:  # framed whole, then sent in large writes: the chunks' count costs the server, not us
+        size, ext = case.chunk_size, case.chunk_ext.encode()
+        body = b"".join(b"%x%s\r\n%s\r\n" % (len(body[i : i + size]), ext, body[i : i + size])
+                        for i in range(0, len(body), size)) + b"0\r\n\r\n"
     step = 256 * 1024
     for i in range(0, len(body), step):
-        piece = body[i : i + step]
-        yield (f"{len(piece):x}\r\n".encode() + piece + b"\r\n") if case.chunked else piece
-    if case.chunked:
-        yield b"0\r\n\r\n"
+        yield body[i : i + step]
 
 
 def _play(sock: socket.socket, case: Case):

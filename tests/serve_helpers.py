@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import decl, make_data_dir
+from liveness import LIVENESS_S
 
 MODULES = ["Init.Core", "Mathlib.Logic.Basic", "Mathlib.Data.Nat.Basic", "Mathlib.ModSys.Defs",
            "Mathlib.ModSys.Use", "Lean.Elab.Thing", "Mathlib.Order.Lattice"]
@@ -91,7 +92,7 @@ class ThreadServer:
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def start(self, wait_ready: bool = True, timeout: float = 120) -> ThreadServer:
+    def start(self, wait_ready: bool = True, timeout: float = LIVENESS_S) -> ThreadServer:
         self.thread.start()
         deadline = time.time() + timeout
         while not self.server.started:
@@ -104,15 +105,15 @@ class ThreadServer:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=30)
+        self.thread.join(timeout=LIVENESS_S)
 
 
-def wait_healthy(url: str, timeout: float = 120) -> dict:
+def wait_healthy(url: str, timeout: float = LIVENESS_S) -> dict:
     deadline = time.time() + timeout
     last = None
     while time.time() < deadline:
         try:
-            r = httpx.get(f"{url}/health", timeout=5)
+            r = httpx.get(f"{url}/health", timeout=LIVENESS_S)
             if r.status_code == 200:
                 return r.json()
             last = r.text
@@ -132,12 +133,12 @@ def serve_process(bundle: Path, env: dict[str, str], log: Path):
         proc = subprocess.Popen([sys.executable, "-m", "leanpremise", "serve", str(bundle), "--port", str(port)],
                                 env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
         try:
-            wait_healthy(url, timeout=120)
+            wait_healthy(url, timeout=LIVENESS_S)
             yield url, proc
         finally:
             proc.terminate()
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=LIVENESS_S)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
@@ -226,5 +227,5 @@ def redis_server(workdir: Path, db: int = 3):
 
 def metric(url: str, name: str) -> float:
     """The value of sample `name` (labels included) on the server's /metrics page; 0 when absent."""
-    lines = [ln for ln in httpx.get(f"{url}/metrics", timeout=10).text.splitlines() if ln.startswith(name + " ")]
+    lines = [ln for ln in httpx.get(f"{url}/metrics", timeout=LIVENESS_S).text.splitlines() if ln.startswith(name + " ")]
     return float(lines[0].split()[-1]) if lines else 0.0

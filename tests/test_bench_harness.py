@@ -26,6 +26,7 @@ from leanpremise.bench import harness
 from leanpremise.bench.harness import BenchError, TacticBenchConfig, output_name, run_tactic_benchmark
 from leanpremise.bench.premises_dir import BenchInputError, load_decls, select_premises
 from leanpremise.cli import main
+from liveness import LIVENESS_S
 
 FAKE_LAKE = r'''
 import json, os, subprocess, sys, time
@@ -304,7 +305,7 @@ def test_harness_records_every_outcome_and_kills_timed_out_groups(tmp_path, lake
                             aesopHammerPriority=10, aesopPremisePriority=20, max_workers=4, timeout=1.0,
                             date="apr25", lake=str(lake.path), progress=False)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a timeout that kills nothing would hang here
-        report = pool.submit(run_tactic_benchmark, cfg).result(timeout=120)
+        report = pool.submit(run_tactic_benchmark, cfg).result(timeout=LIVENESS_S)
 
     out = tmp_path / "results_apr25-test/tiny-model/aesop_hammerCore_nosimp_with_premises-k4-hp10-pp20-khc2.json"
     assert report.out_file.resolve() == out.resolve() and out.exists()
@@ -418,7 +419,7 @@ def test_interrupted_run_keeps_results_and_resumes(tmp_path, lake, sig):
         assert wait_until(lambda: journal.exists() and len(journal.read_text().splitlines()) == 2
                           and len(lake.calls("exe")) == 5, 30), proc.stderr
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=LIVENESS_S)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

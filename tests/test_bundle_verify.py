@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from liveness import LIVENESS_S
 from serve_helpers import build_data_dir, free_port
 
 
@@ -167,7 +168,7 @@ def test_serve_refuses_an_unlisted_file_in_one_line_before_uvicorn(copy, tmp_pat
     (copy / "notes.txt").write_text("left here")
     env = {**os.environ, "LEANPREMISE_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run([sys.executable, "-m", "leanpremise", "serve", str(copy), "--port", str(free_port()),
-                           "--fast_verify"], env=env, check=False, capture_output=True, text=True, timeout=120)
+                           "--fast_verify"], env=env, check=False, capture_output=True, text=True, timeout=LIVENESS_S)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and f"{copy / 'notes.txt'}: in the bundle but not listed in manifest.json" in lines[0]

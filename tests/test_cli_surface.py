@@ -28,6 +28,10 @@ ADDED = {
         "--archive_max_total_bytes", "--archive-max-total-bytes",  # issue 22: premises archives unpacked within bounds
         "--archive_max_line_bytes", "--archive-max-line-bytes",  # issue 22: premises archives unpacked within bounds
         "--archive_max_members", "--archive-max-members",  # issue 22: premises archives unpacked within bounds
+        # fair admission and proxy trust (issue 22); ADMIN_TOKEN has no flag (a token on a command line
+        # is visible to every user of the machine)
+        "--body_grace_s", "--min_body_bytes_per_s", "--max_body_readers", "--max_body_readers_per_client",
+        "--max_body_buffer_bytes", "--max_body_chunks", "--forwarded_allow_ips",
     },
     "train": {
         "--rerank_after",  # the main job trains a reranker after the encoder (issue 20)
@@ -49,6 +53,10 @@ NEW_SETTINGS: dict[str, str] = {
     "archive_max_total_bytes": "ARCHIVE_MAX_TOTAL_BYTES",
     "archive_max_line_bytes": "ARCHIVE_MAX_LINE_BYTES",
     "archive_max_members": "ARCHIVE_MAX_MEMBERS",
+    "body_grace_s": "BODY_GRACE_S", "min_body_bytes_per_s": "MIN_BODY_BYTES_PER_S",
+    "max_body_readers": "MAX_BODY_READERS", "max_body_readers_per_client": "MAX_BODY_READERS_PER_CLIENT",
+    "max_body_buffer_bytes": "MAX_BODY_BUFFER_BYTES", "max_body_chunks": "MAX_BODY_CHUNKS",
+    "forwarded_allow_ips": "FORWARDED_ALLOW_IPS", "admin_token": "ADMIN_TOKEN",
 }
 """ServeConfig fields that are new since the snapshot: field -> environment name."""
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from liveness import LIVENESS_S
 from serve_helpers import build_data_dir, free_port
 
 
@@ -45,7 +46,7 @@ def test_a_missing_model_dir_fails_at_once_in_one_line(tmp_path):
     code = ("import sys; from leanpremise.cli import main; "
             f"rc = main(['export', '--model', '/no/such/path', '--out', {str(tmp_path / 'b')!r}]); "
             "print(rc, 'torch' in sys.modules, 'sentence_transformers' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=LIVENESS_S, check=False)
     assert proc.stdout.split() == ["2", "False", "False"]  # refused before loading anything heavy
     want = "leanpremise export: error: --model /no/such/path: no such model directory"
     assert proc.stderr.strip().splitlines() == [want]
@@ -253,7 +254,7 @@ def test_push_without_network_fails_with_a_clear_message(exported, tmp_path):
            "HF_HOME": str(tmp_path / "hf")}
     proc = subprocess.run([sys.executable, "-m", "leanpremise", "export", "--out", str(exported), "--push",
                            "--model_repo", "someone/tiny-lean", "--data_repo", "someone/lean-premises"],
-                          env=env, check=False, capture_output=True, text=True, timeout=180)
+                          env=env, check=False, capture_output=True, text=True, timeout=LIVENESS_S)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "publishing to someone/tiny-lean failed while trying to create the repository" in proc.stderr
     assert f"could not reach the Hub at http://127.0.0.1:{port}" in proc.stderr
@@ -261,7 +262,7 @@ def test_push_without_network_fails_with_a_clear_message(exported, tmp_path):
 
 def test_push_needs_both_repositories(exported):
     proc = subprocess.run([sys.executable, "-m", "leanpremise", "export", "--out", str(exported), "--push",
-                           "--model_repo", "someone/x"], check=False, capture_output=True, text=True, timeout=60)
+                           "--model_repo", "someone/x"], check=False, capture_output=True, text=True, timeout=LIVENESS_S)
     assert proc.returncode == 2 and "--data_repo" in proc.stderr
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from liveness import LIVENESS_S
 from serve_helpers import build_data_dir
 
 CHUNK = 5
@@ -49,7 +50,7 @@ def _config(model, out, data_dir, cache_dir):
                         data=DataConfig(data_dir=data_dir, cache_dir=cache_dir), progress=False)
 
 
-def _wait_for_chunks(chunk_dir: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> None:
+def _wait_for_chunks(chunk_dir: Path, n: int, proc: subprocess.Popen, timeout: float = LIVENESS_S) -> None:
     """Poll until `n` chunk files exist (the process must still be running)."""
     deadline = time.monotonic() + timeout
     while len(list(chunk_dir.glob("[0-9]*.npy"))) < n:
@@ -74,7 +75,7 @@ def test_export_killed_with_sigkill_resumes_and_encodes_only_the_rest(data_dir, 
     try:
         _wait_for_chunks(chunk_dir, CHUNKS_BEFORE_HANG, proc)
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
+        proc.wait(timeout=LIVENESS_S)
     finally:
         if proc.poll() is None:
             proc.kill()

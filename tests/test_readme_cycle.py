@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from liveness import LIVENESS_S
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 NEEDS_OTHER_MACHINE = ("# GPU", "needs Lean")
 
@@ -65,7 +67,7 @@ def serve_until_healthy(argv: list[str], cwd: Path, env: dict) -> None:
         while time.monotonic() < deadline:
             assert proc.poll() is None, proc.stdout.read()[-3000:]
             try:
-                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=LIVENESS_S)
                 if health.status_code == 200 and health.json().get("status") == "ok":
                     return
             except httpx.HTTPError:
@@ -74,7 +76,7 @@ def serve_until_healthy(argv: list[str], cwd: Path, env: dict) -> None:
         pytest.fail("the README's serve command never became healthy")
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.wait(timeout=LIVENESS_S)
 
 
 def test_readme_lines_for_other_machines_are_marked():

@@ -1,5 +1,5 @@
 """The server facing hostile clients: the hostile corpus replayed against a real `leanpremise serve` on
-loopback (status codes, time per case, RSS), fuzzing from the app's own schema with schemathesis, the
+loopback (status codes, RSS), fuzzing from the app's own schema with schemathesis, the
 cut of long texts before tokenising, and the embedding cache's bounds."""
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ import numpy as np
 import pytest
 
 from hostile_requests import HOSTILE_ENV, cases, send_case
+from liveness import LIVENESS_S
 from serve_helpers import ThreadServer, assert_same_ranking, brute_force, serve_process, service_config
 
 RSS_GROWTH_BOUND = 400 * 2**20
 """The server's RSS may grow by at most this much over its RSS after warm-up, across the whole corpus:
 the largest body it accepts is MAX_BODY_BYTES (16 MiB), parsed into a few times that."""
-
-CASE_SECONDS = 8.0
-"""No case may take longer (the slow ones end at the 2 s time limits of HOSTILE_ENV)."""
 
 FIXED = {"state": "a b : ℕ\n⊢ a + b = b + a", "k": 8, "new_premises": [{"name": "mine", "decl": "theorem mine"}]}
 
@@ -34,29 +32,28 @@ def server(serve_bundle, cache_dir, tmp_path_factory):
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
 
 
-def test_hostile_corpus_gets_its_status_codes_quickly_within_bounded_memory(server):
+def test_hostile_corpus_gets_its_status_codes_within_bounded_memory(server):
+    """Status codes and memory only: how long each case takes is the benchmark's to report
+    (benchmarks/serve_hostile.py), never a failure here on a slow machine."""
     import psutil
 
     url, proc = server
     port = int(url.rsplit(":", 1)[1])
-    before = httpx.post(f"{url}/retrieve", json=FIXED, timeout=30).json()
+    before = httpx.post(f"{url}/retrieve", json=FIXED, timeout=LIVENESS_S).json()
     rss = psutil.Process(proc.pid)
     corpus = cases()
     for case in corpus:  # warm-up: first embeddings, allocator pools
         send_case(case, "127.0.0.1", port)
     idle = rss.memory_info().rss
-    peak, wrong, slow = idle, [], []
+    peak, wrong = idle, []
     for case in corpus:
-        outcome, seconds = send_case(case, "127.0.0.1", port)
+        outcome, _ = send_case(case, "127.0.0.1", port)
         peak = max(peak, rss.memory_info().rss)
         if outcome not in case.expected:
             wrong.append((case.name, outcome, sorted(map(str, case.expected))))
-        if seconds > CASE_SECONDS:
-            slow.append((case.name, round(seconds, 1)))
     assert not wrong, wrong
-    assert not slow, slow
     assert peak - idle < RSS_GROWTH_BOUND, (idle / 2**20, peak / 2**20)
-    assert httpx.post(f"{url}/retrieve", json=FIXED, timeout=30).json() == before
+    assert httpx.post(f"{url}/retrieve", json=FIXED, timeout=LIVENESS_S).json() == before
     metrics = httpx.get(f"{url}/metrics").text
     assert 'status="client_closed"' in metrics
     assert not [line for line in metrics.splitlines() if 'status="500"' in line and not line.endswith(" 0.0")]
@@ -66,10 +63,10 @@ def test_limits_are_422_naming_the_field_and_the_limit(server):
     url, _ = server
     body = {"state": "s", "k": 4, "new_premises": [{"name": "a", "decl": "d"}] * 3 + [{"name": "b",
                                                                                         "decl": "y" * 60000}]}
-    r = httpx.post(f"{url}/retrieve", json=body, timeout=30)
+    r = httpx.post(f"{url}/retrieve", json=body, timeout=LIVENESS_S)
     assert r.status_code == 422 and "new_premises[3].decl" in r.json()["message"]
     assert "at most 50000 characters" in r.json()["message"]
-    r = httpx.post(f"{url}/retrieve", json={"state": ["s"] * 20, "k": 1024}, timeout=30)
+    r = httpx.post(f"{url}/retrieve", json={"state": ["s"] * 20, "k": 1024}, timeout=LIVENESS_S)
     assert r.status_code == 422 and "MAX_RESULTS" in r.json()["message"] and "16384" in r.json()["message"]
 
 
@@ -92,7 +89,7 @@ def test_a_state_cut_before_tokenising_gets_the_answer_of_the_whole_state(server
     assert not np.allclose(full, short, atol=1e-3)
     corpus = load_corpus(DataConfig(data_dir=serve_data_dir, cache_dir=cache_dir))
     emb = np.load(serve_bundle / json.loads((serve_bundle / "manifest.json").read_text())["embeddings"])
-    got = httpx.post(f"{url}/retrieve", json={"state": state, "k": 10}, timeout=30).json()
+    got = httpx.post(f"{url}/retrieve", json={"state": state, "k": 10}, timeout=LIVENESS_S).json()
     assert_same_ranking(got, brute_force(corpus, emb, full, 10), atol=1e-5)
 
 
@@ -110,7 +107,7 @@ def test_schemathesis_fuzzing_never_gets_a_500_and_the_answers_stay_the_same(ser
     schema = schemathesis.openapi.from_dict(app.openapi())
     srv = ThreadServer(app).start()
     try:
-        before = httpx.post(f"{srv.url}/retrieve", json=FIXED, timeout=30).json()
+        before = httpx.post(f"{srv.url}/retrieve", json=FIXED, timeout=LIVENESS_S).json()
         assert httpx.get(f"{srv.url}/openapi.json").status_code == 404
         statuses = []
         for path, method in [("/retrieve", "POST"), ("/health", "GET"), ("/max-new-premises", "GET")]:
@@ -123,14 +120,14 @@ def test_schemathesis_fuzzing_never_gets_a_500_and_the_answers_stay_the_same(ser
                           suppress_health_check=list(HealthCheck))
                 @given(case=operation.as_strategy(generation_mode=mode))
                 def fuzz(case):
-                    response = case.call(base_url=srv.url, timeout=30)
+                    response = case.call(base_url=srv.url, timeout=LIVENESS_S)
                     statuses.append(response.status_code)
                     assert response.status_code == 200 or 400 <= response.status_code < 500 \
                         or response.status_code == 503, (response.status_code, response.text[:500])
 
                 fuzz()
         assert 200 in statuses and 422 in statuses
-        assert httpx.post(f"{srv.url}/retrieve", json=FIXED, timeout=30).json() == before
+        assert httpx.post(f"{srv.url}/retrieve", json=FIXED, timeout=LIVENESS_S).json() == before
     finally:
         srv.stop()
 

@@ -121,3 +121,62 @@ def test_uvicorn_h11_still_calls_the_hooks_the_header_timeout_overrides():
     asyncio.run(then_lost())
     asyncio.run(then_idle())
     asyncio.run(slow_headers())
+
+
+def test_the_framed_protocol_refuses_a_chunk_storm_and_tells_the_app_its_client_is_gone():
+    """uvicorn's h11 protocol with BodyFraming over a fake transport: a body of 1-byte chunks is answered
+    400 after the allowance (MAX_BODY_CHUNKS + one per KiB), the app's receive says http.disconnect, the
+    scope records the status for the metrics, and what follows is dropped unparsed; 4 KiB chunks pass."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from leanpremise.serve.http.connection import REFUSED_KEY, BodyFraming, timed_h11
+
+    seen: dict = {}
+
+    async def app(scope, receive, send):
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                break
+        seen.update(last=message["type"], refused=scope.get(REFUSED_KEY))
+        if message["type"] == "http.request":
+            await _ok(scope, receive, send)
+
+    def framed():
+        config = uvicorn.Config(app, log_level="warning")
+        protocol = timed_h11(5.0, BodyFraming(max_body_bytes=2**20, max_chunks=64))(
+            config, ServerState(), {}, _loop=asyncio.get_running_loop())
+        transport = FakeTransport()
+        transport.can_write_eof = lambda: False
+        protocol.connection_made(transport)
+        protocol.data_received(b"POST /retrieve HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        return protocol, transport
+
+    async def storm():
+        protocol, transport = framed()
+        protocol.data_received(b"1\r\nx\r\n" * 10_000)
+        assert transport.written.startswith(b"HTTP/1.1 400") and transport.closed
+        assert protocol._chunks == 65  # parsing stopped one past the allowance, not at 10,000
+        protocol.data_received(b"1\r\nx\r\n" * 10_000)  # dropped
+        assert protocol._chunks == 65
+        await asyncio.gather(*list(protocol.server_state.tasks))
+        assert seen == {"last": "http.disconnect", "refused": (400, seen["refused"][1])}
+
+    async def big_chunks():
+        protocol, transport = framed()
+        piece = b"y" * 4096
+        protocol.data_received(b"1000\r\n" + piece + b"\r\n" * 1 + (b"1000\r\n" + piece + b"\r\n") * 99 + b"0\r\n\r\n")
+        await asyncio.gather(*list(protocol.server_state.tasks))
+        assert transport.written.startswith(b"HTTP/1.1 200"), transport.written[:100]
+
+    async def wire_bytes():
+        protocol, transport = framed()
+        ext = b";x=" + b"e" * 30000
+        for _ in range(60):  # few chunks, each with a long extension: over the wire bound, not the chunks'
+            protocol.data_received(b"400" + ext + b"\r\n" + b"z" * 1024 + b"\r\n")
+        assert transport.written.startswith(b"HTTP/1.1 413") and transport.closed
+
+    asyncio.run(storm())
+    asyncio.run(big_chunks())
+    asyncio.run(wire_bytes())

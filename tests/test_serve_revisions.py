@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
+from liveness import LIVENESS_S
 from serve_helpers import ThreadServer, build_data_dir, export_for_tests, service_config
 
 # ---- tags and the default, from manifests --------------------------------------------------------
@@ -213,7 +214,7 @@ def test_reload_under_load_adds_and_replaces_revisions_without_a_failed_request(
     from leanpremise.serve.http.app import create_app
 
     served = serve_dir(bundles, ["a", "b"], tmp_path / "served")
-    app = create_app(config(served, cache_dir, admin_reload=True))
+    app = create_app(config(served, cache_dir, admin_reload=True, admin_token="reload-token"))
     srv = ThreadServer(app).start()
     old_a = app.state.server.table.revisions["v4.97.0"]
     failures: list = []
@@ -223,7 +224,7 @@ def test_reload_under_load_adds_and_replaces_revisions_without_a_failed_request(
     seen_after: dict[str, set] = {}
 
     def client(path: str):
-        with httpx.Client(base_url=srv.url, timeout=30) as http:
+        with httpx.Client(base_url=srv.url, timeout=LIVENESS_S) as http:
             while not stop.is_set():
                 was_swapped = swapped.is_set()
                 r = (http.get(path) if path.endswith("premises") else
@@ -247,16 +248,17 @@ def test_reload_under_load_adds_and_replaces_revisions_without_a_failed_request(
         shutil.copytree(bundles["a2"], served / ".a2-incoming")
         shutil.rmtree(served / "a")
         (served / ".a2-incoming").rename(served / "a")
-        r = httpx.post(f"{srv.url}/admin/reload", timeout=120)
+        r = httpx.post(f"{srv.url}/admin/reload", timeout=LIVENESS_S,
+                       headers={"Authorization": "Bearer reload-token"})
         assert r.status_code == 200, r.text
         swapped.set()
         assert {x["tag"]: x["default"] for x in r.json()} == {"v4.97.0": False, "v4.98.0": False, "v4.99.0": True}
         for _ in range(8 * len(paths)):
-            assert after_swap.acquire(timeout=60)
+            assert after_swap.acquire(timeout=LIVENESS_S)
     finally:
         stop.set()
         for t in threads:
-            t.join(timeout=60)
+            t.join(timeout=LIVENESS_S)
         srv.stop()
     assert failures == []
     new_a = {f"Lattice.new{j}" for j in range(5)}
@@ -294,7 +296,7 @@ def test_sighup_reloads_the_bundle_list(bundles, cache_dir, tmp_path):
             assert server.table.default == "v4.98.0"
             assert server.table.revisions["v4.97.0"] is table.revisions["v4.97.0"]  # unchanged: kept
 
-    asyncio.run(asyncio.wait_for(scenario(), timeout=120))
+    asyncio.run(asyncio.wait_for(scenario(), timeout=LIVENESS_S))
 
 
 # ---- reload hygiene (issue 22): a failed reload leaves nothing behind; shared strings pruned ---------------
@@ -338,7 +340,7 @@ def _run_with_server(app, scenario):
                 await asyncio.sleep(0.05)
             await scenario(server)
 
-    asyncio.run(asyncio.wait_for(run(), timeout=300))
+    asyncio.run(asyncio.wait_for(run(), timeout=LIVENESS_S))
 
 
 def test_a_reload_that_fails_after_pooling_its_rows_leaves_nothing_behind(bundles, cache_dir, tmp_path):

@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
+from liveness import LIVENESS_S
 from serve_helpers import (
     ThreadServer,
     assert_same_ranking,
@@ -39,7 +40,7 @@ def test_overload_gives_503_with_retry_after_and_the_server_recovers(serve_bundl
             new = [{"name": f"n{i}_{j}", "decl": f"theorem n{i}_{j} : {i} * {j} = {i * j} := by decide"}
                    for j in range(40)]
             return httpx.post(f"{srv.url}/retrieve", json={"state": f"⊢ {i}", "k": 4, "new_premises": new},
-                              timeout=60)
+                              timeout=LIVENESS_S)
 
         with ThreadPoolExecutor(8) as pool:
             responses = list(pool.map(heavy, range(16)))
@@ -167,7 +168,7 @@ def test_from_hub_without_network_fails_with_a_clear_message(tmp_path):
            "LEANPREMISE_CACHE_DIR": str(tmp_path), "HF_HUB_ETAG_TIMEOUT": "2", "HF_HUB_DOWNLOAD_TIMEOUT": "2"}
     proc = subprocess.run([sys.executable, "-m", "leanpremise", "serve", "--port", str(free_port()),
                            "--data_dir", str(tmp_path), "--from_hub", "someone/lean-premises@v4.99.0",
-                           "someone/model@v4.99.0"], env=env, check=False, capture_output=True, text=True, timeout=120)
+                           "someone/model@v4.99.0"], env=env, check=False, capture_output=True, text=True, timeout=LIVENESS_S)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "could not download premises.tar.gz from someone/lean-premises@v4.99.0" in proc.stderr
     assert f"127.0.0.1:{port}" in proc.stderr
@@ -278,7 +279,7 @@ def test_serve_with_a_bad_bundle_or_setting_ends_in_one_line_before_uvicorn_star
                            ([str(tmp_path)], "manifest.json: missing"),
                            ([str(tmp_path), "--max_k", "many"], "MAX_K (--max_k)")]:
         proc = subprocess.run([sys.executable, "-m", "leanpremise", "serve", *argv, "--port", str(free_port())],
-                              env=env, check=False, capture_output=True, text=True, timeout=120)
+                              env=env, check=False, capture_output=True, text=True, timeout=LIVENESS_S)
         assert proc.returncode == 2, proc.stderr
         assert expected in proc.stderr and "Uvicorn running" not in proc.stderr + proc.stdout
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

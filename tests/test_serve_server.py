@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
+from liveness import LIVENESS_S
 from serve_helpers import assert_same_ranking, brute_force, metric, serve_process
 
 MAX_K = 8
@@ -52,7 +53,7 @@ def server(serve_bundle, cache_dir, tmp_path_factory):
 
 
 def post(url, body, **kw):
-    return httpx.post(f"{url}/retrieve", json=body, timeout=30, **kw)
+    return httpx.post(f"{url}/retrieve", json=body, timeout=LIVENESS_S, **kw)
 
 
 def names(result):

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from liveness import LIVENESS_S
+
 
 def _env(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -20,7 +22,7 @@ def _env(tmp_path):
 
 def test_help_documents_original_and_training_flags():
     out = subprocess.run([sys.executable, "-m", "leanpremise", "train", "-h"], capture_output=True, text=True, check=False,
-                         timeout=120)
+                         timeout=LIVENESS_S)
     assert out.returncode == 0, out.stderr
     for flag in ("--model_name_or_path", "--is_sentence_transformer", "--pooling_mode", "--mini_batch_size",
                  "--retrieval_mask_mode", "--num_negatives_per_state", "--hard_negatives", "--mathlib_only",

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from ddp_loss_case import PER_RANK, features_for, loss_and_grads, whole_batch
+from liveness import LIVENESS_S
 
 WORLD = 2
 WORKER = Path(__file__).with_name("ddp_loss_case.py")
@@ -37,7 +38,7 @@ def run_ranks(tmp_path: Path, model_dir: Path, gather: bool) -> list[dict]:
     outputs = []
     try:
         for p in procs:
-            outputs.append(p.communicate(timeout=180)[0])
+            outputs.append(p.communicate(timeout=LIVENESS_S)[0])
     finally:
         for p in procs:
             if p.poll() is None:

@@ -153,14 +153,18 @@ def serve(config: ServeConfig) -> int:
 
 
 def uvicorn_config(app, config: ServeConfig, **overrides):
-    """uvicorn's settings for `app`: h11 with a header timeout and a bound on header bytes (uvicorn's
-    httptools protocol has neither), the keep-alive timeout and the connection backstop."""
+    """uvicorn's settings for `app`: h11 with a header timeout and bounds on header bytes and on a body's
+    framing (uvicorn's httptools protocol has neither), the keep-alive timeout, the connection backstop,
+    and X-Forwarded-For trusted only from FORWARDED_ALLOW_IPS (uvicorn's own default trusts loopback)."""
     import uvicorn
 
-    from leanpremise.serve.http.connection import timed_h11
+    from leanpremise.serve.http.connection import BodyFraming, timed_h11
 
+    framing = BodyFraming(config.max_body_bytes, config.max_body_chunks, config.max_header_bytes)
+    proxies = [ip.strip() for ip in (config.forwarded_allow_ips or "").split(",") if ip.strip()]
     options = {"host": config.host, "port": config.port, "log_level": "info", "timeout_graceful_shutdown": 5,
-               "http": timed_h11(config.header_timeout_s), "timeout_keep_alive": config.keep_alive_timeout_s,
-               "limit_concurrency": config.max_connections,
-               "h11_max_incomplete_event_size": config.max_header_bytes}
+               "http": timed_h11(config.header_timeout_s, framing),
+               "timeout_keep_alive": config.keep_alive_timeout_s, "limit_concurrency": config.max_connections,
+               "h11_max_incomplete_event_size": config.max_header_bytes,
+               "proxy_headers": bool(proxies), "forwarded_allow_ips": proxies or ""}
     return uvicorn.Config(app, **{**options, **overrides})

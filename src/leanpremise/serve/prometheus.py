@@ -43,6 +43,8 @@ class Metrics:
         self.inflight = Gauge("leanpremise_embed_inflight_texts", "texts queued or being embedded", registry=r)
         self.overloaded = Counter("leanpremise_overloaded_total", "requests refused with 503 (overload)",
                                   registry=r)
+        self.body_readers = Gauge("leanpremise_body_readers", "connections reading a request body (the "
+                                  "admission pool, apart from the work slots)", registry=r)
         self.ready = Gauge("leanpremise_ready", "1 once the index and model are loaded", registry=r)
         self.load_seconds = Gauge("leanpremise_load_seconds", "seconds spent loading bundle and model", registry=r)
         self.indexed = Gauge("leanpremise_indexed_premises", "premises in the index", registry=r)

@@ -66,7 +66,7 @@ class ServeConfig(BaseSettings):
                                            "(default: the newest Lean version, then the latest export)",
                                            flag="--default")
     admin_reload: bool = setting(False, "ADMIN_RELOAD", "accept POST /admin/reload (re-read the bundle list, "
-                                 "as SIGHUP does) from loopback clients", flag="--admin_reload")
+                                 "as SIGHUP does) from clients with ADMIN_TOKEN", flag="--admin_reload")
     data_repo: str | None = setting(None, "DATA_REPO", "dataset repo holding premises.tar.gz and embeddings/",
                                     cli=False)
     data_revision: str | None = setting(None, "DATA_REVISION", "revision of DATA_REPO", cli=False)
@@ -103,6 +103,26 @@ class ServeConfig(BaseSettings):
                                       "request line and headers; slower: closed", gt=0)
     body_timeout_s: float = setting(30.0, "BODY_TIMEOUT_S", "seconds a request body may take to arrive, "
                                     "from its first byte to its last; slower: 408", gt=0)
+    body_grace_s: float = setting(5.0, "BODY_GRACE_S", "seconds a request body may take before "
+                                  "MIN_BODY_BYTES_PER_S applies", ge=0)
+    min_body_bytes_per_s: float = setting(4096.0, "MIN_BODY_BYTES_PER_S", "bytes per second past "
+                                          "BODY_GRACE_S a request body must keep up; slower: 408", gt=0)
+    max_body_readers: int = setting(256, "MAX_BODY_READERS", "connections reading a request body at once (apart "
+                                    "from MAX_CONCURRENT_REQUESTS); one more cuts the slowest reader (408)", ge=1)
+    max_body_readers_per_client: int = setting(64, "MAX_BODY_READERS_PER_CLIENT", "request bodies being read "
+                                               "from one client address at once; more: 429 (0: no cap, e.g. "
+                                               "behind a proxy not listed in FORWARDED_ALLOW_IPS)", ge=0)
+    max_body_buffer_bytes: int = setting(256 * 2**20, "MAX_BODY_BUFFER_BYTES", "bytes all request bodies "
+                                         "being read may take together; the request passing it: 503", ge=1)
+    max_body_chunks: int = setting(1024, "MAX_BODY_CHUNKS", "chunks a chunked request body may have, plus one "
+                                   "per KiB of body; more: 400 (and wire bytes past MAX_BODY_BYTES plus their "
+                                   "framing: 413)", ge=1)
+    forwarded_allow_ips: str | None = setting(None, "FORWARDED_ALLOW_IPS", "comma-separated addresses (or networks) "
+                                       "of proxies whose X-Forwarded-For is trusted as the client address "
+                                       "(default: none, the peer address is the client)")
+    admin_token: str | None = setting(None, "ADMIN_TOKEN", "token POST /admin/reload must carry as "
+                                      "`Authorization: Bearer <token>` (without one the route is off)", cli=False,
+                                      repr=False)
     max_header_bytes: int = setting(65536, "MAX_HEADER_BYTES", "bytes of a request line and headers "
                                     "(larger: the connection is refused by uvicorn's parser)", ge=1024)
     # ---- request limits: checked before any work (docs/decisions.md has why these defaults) --------

@@ -17,6 +17,8 @@ last-resort 500) -> its route below, which reads that revision (serve/revisions/
 from __future__ import annotations
 
 import asyncio
+import hmac
+import logging
 import signal
 from contextlib import asynccontextmanager
 
@@ -36,6 +38,8 @@ from leanpremise.serve.revisions.table import Revision
 from leanpremise.serve.search import answer as retrieve_request
 from leanpremise.serve.settings import ServeConfig
 
+logger = logging.getLogger(__name__)
+
 
 class NotReady(Exception):
     """A Lean route was called before loading finished (or after it failed)."""
@@ -46,6 +50,8 @@ def create_app(config: ServeConfig, on_load_failed=None, preloaded: Server | Non
     server to serve instead of a new one."""
     server = preloaded or Server(config.check_source())
     server.on_load_failed = on_load_failed
+    if server.config.admin_reload and not server.config.admin_token:
+        logger.warning("ADMIN_RELOAD is on but ADMIN_TOKEN is not set: POST /admin/reload stays off (404)")
     docs = server.config.docs
     app = FastAPI(title="leanpremise premise server", lifespan=lifespan, docs_url="/docs" if docs else None,
                   redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
@@ -123,7 +129,10 @@ async def health(request: Request):
                 "load_seconds": round(rev.load_seconds, 2), "revision": rev.bundle.manifest.revision,
                 "tag": rev.tag, "hybrid": rev.fused.describe() if rev.fused is not None else None,
                 "hybrid_in_bundle": bool(rev.bundle.manifest.hybrid)}
-    return JSONResponse({"status": "failed" if server.error else "loading", "error": server.error},
+    # the error's text (paths, exception messages) is in the log, not shown to anonymous clients
+    failed = bool(server.error)
+    return JSONResponse({"status": "failed" if failed else "loading",
+                         "error": "loading failed (see the server log)" if failed else None},
                         status_code=503, headers={"Retry-After": "5"})
 
 
@@ -177,16 +186,13 @@ async def revisions(request: Request):
     return out
 
 
-LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
-
-
 @router.post("/admin/reload")
 async def admin_reload(request: Request):
-    """Reload as SIGHUP does, answering when the new table serves; only with ADMIN_RELOAD on, and only
-    to a loopback client (404 otherwise, so the route's existence is not advertised)."""
+    """Reload as SIGHUP does, answering when the new table serves; only with ADMIN_RELOAD on and ADMIN_TOKEN
+    set, and only to a request carrying `Authorization: Bearer <ADMIN_TOKEN>`, whatever its peer address
+    (behind a proxy every peer is the proxy). Otherwise 404, so the route's existence is not advertised."""
     server = server_of(request)
-    client = request.client.host if request.client else ""
-    if not server.config.admin_reload or not (client in LOOPBACK or client.startswith("127.")):
+    if not server.config.admin_reload or not admin_authorized(request, server.config.admin_token):
         return JSONResponse({"detail": "Not Found"}, status_code=404)
     try:
         await server.reload()
@@ -194,6 +200,14 @@ async def admin_reload(request: Request):
         return JSONResponse({"detail": f"reload failed, still serving the revisions loaded before: {e}"},
                             status_code=500)
     return await revisions(request)
+
+
+def admin_authorized(request: Request, token: str | None) -> bool:
+    """Whether the request carries `Authorization: Bearer <token>`; compared in constant time."""
+    if not token:
+        return False
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 ROUTES = frozenset(route.path for route in router.routes)
@@ -204,9 +218,8 @@ ROUTES = frozenset(route.path for route in router.routes)
 
 
 async def not_ready(request: Request, exc: NotReady) -> JSONResponse:
-    error = server_of(request).error
-    if error:
-        return JSONResponse({"detail": f"server failed to load: {error}"}, status_code=503)
+    if server_of(request).error:  # its text is in the log
+        return JSONResponse({"detail": "server failed to load (see the server log)"}, status_code=503)
     return JSONResponse({"detail": "loading the index and model"}, status_code=503, headers={"Retry-After": "5"})
 
 

@@ -1,5 +1,6 @@
-"""What stands between a connection and the routes: body limits and timeouts, a concurrency bound,
-metrics by route and status, and the last-resort 500.
+"""What stands between a connection and the routes: body limits and timeouts, admission of bodies
+(serve/http/admission.py), a concurrency bound on requests whose body has arrived, metrics by route and
+status, and the last-resort 500.
 
 A pure ASGI middleware rather than a `BaseHTTPMiddleware`, because it must see the body arrive: an
 oversized body is refused from its Content-Length, or else once its running byte count passes the limit,
@@ -16,6 +17,16 @@ import time
 import orjson
 from starlette.requests import ClientDisconnect
 
+from leanpremise.serve.http.admission import (
+    AdmissionPool,
+    BodyRefused,
+    BodyTimeout,
+    BodyTooLarge,
+    ClientGone,
+    replay,
+)
+from leanpremise.serve.http.connection import REFUSED_KEY
+
 logger = logging.getLogger(__name__)
 
 UNGATED = frozenset({"/health", "/metrics"})
@@ -23,18 +34,6 @@ UNGATED = frozenset({"/health", "/metrics"})
 
 CLIENT_CLOSED = "client_closed"
 """The status label of a request whose client went away before its answer (nginx logs these as 499)."""
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-class BodyTimeout(Exception):
-    pass
-
-
-class ClientGone(Exception):
-    pass
 
 
 class BodyReader:
@@ -70,6 +69,10 @@ class RequestGuard:
         """`routes`: the paths counted under their own label in /metrics; any other is `other`."""
         self.app, self.server, self.routes = app, server, routes
         self.active = 0
+        self.pool = AdmissionPool()
+        metrics = getattr(server, "metrics", None)
+        if metrics is not None:
+            metrics.body_readers.set_function(lambda: len(self.pool.readers))
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -90,12 +93,11 @@ class RequestGuard:
         metrics.latency.labels(route).observe(time.perf_counter() - t0)
 
     async def _handle(self, scope, receive, send, sent, path, cfg) -> str | None:
-        """Run the request; returns a status label to count instead of the status sent, or None."""
+        """Run the request; returns a status label to count instead of the status sent, or None.
+
+        A gated request's body is read first, in the admission pool (serve/http/admission.py), and only
+        then does the request take one of MAX_CONCURRENT_REQUESTS work slots."""
         gated = path not in UNGATED
-        if gated and self.active >= cfg.max_concurrent_requests:
-            await respond(send, 503, f"more than {cfg.max_concurrent_requests} requests at once; retry later",
-                          {"retry-after": str(cfg.retry_after_s)})
-            return None
         length = content_length(scope)
         if length is None:
             await respond(send, 400, "bad Content-Length header", close=True)
@@ -103,24 +105,43 @@ class RequestGuard:
         if length > cfg.max_body_bytes:
             await respond(send, 413, too_large(cfg.max_body_bytes), close=True)
             return None
-        self.active += gated
         reader = BodyReader(receive, cfg.max_body_bytes, time.monotonic() + cfg.body_timeout_s)
+        slot = False
         try:
-            await self.app(scope, reader, send)
+            if gated:
+                client = scope["client"][0] if scope.get("client") else ""
+                body = await self.pool.read(receive, client, cfg)
+                reader.received, reader.done = len(body), True
+                if self.active >= cfg.max_concurrent_requests:
+                    await respond(send, 503, f"more than {cfg.max_concurrent_requests} requests at once; retry "
+                                  "later", {"retry-after": str(cfg.retry_after_s)})
+                    return None
+                self.active += 1
+                slot = True
+                await self.app(scope, replay(body, receive), send)
+            else:
+                await self.app(scope, reader, send)
         except BodyTooLarge:
             await respond_unless_started(send, sent, 413, too_large(cfg.max_body_bytes))
+        except BodyRefused as e:
+            logger.info("%s: request body refused from %s: %s", path, scope.get("client"), e.detail)
+            if sent["status"] is None:
+                await respond(send, e.status, e.detail, e.headers, close=True)
         except BodyTimeout:
             logger.info("%s: request body not received within %gs: answered 408", path, cfg.body_timeout_s)
             await respond_unless_started(send, sent, 408, f"request body not received within "
                                          f"{cfg.body_timeout_s:g} s (BODY_TIMEOUT_S)")
         except (ClientGone, ClientDisconnect, OSError) as e:
             # ClientDisconnect: Starlette's, when it reads the disconnect our reader did not see
+            refused = scope.get(REFUSED_KEY)
+            if refused is not None:  # the connection layer answered for us (a chunk storm, too many bytes)
+                return str(refused[0])
             return self._client_closed(path, reader, e)
         except Exception:  # last resort: one request fails, the server stays up
             logger.exception("unhandled error on %s", path)
             await respond_unless_started(send, sent, 500, "internal error")
         finally:
-            self.active -= gated
+            self.active -= slot
         return None
 
     @staticmethod
