@@ -21,9 +21,11 @@ ADDED = {
     "export": {
         "--fusion",  # the new name of --hybrid (one word for the fusion.json everywhere: `fuse --fusion`)
         "--no_onnx",  # HfArgumentParser's complement of a bool defaulting to True; --no-onnx was there
+        "--rerank",  # put a trained reranker into the bundle (issue 20)
     },
     "serve": {
         "--no_fusion",  # the new name of --no_hybrid (the setting is FUSION now; HYBRID is still read)
+        "--no_rerank",  # serve without the bundle's reranker (issue 20)
     },
     "train": {
         "--rerank_after",  # the main job trains a reranker after the encoder (issue 20)
@@ -39,7 +41,7 @@ ADDED = {
 ADDED_COMMANDS = {"rerank", "rerank train", "rerank apply"}
 """Commands that are new since the snapshot (the learned reranker); their flags are their own."""
 
-NEW_SETTINGS: dict[str, str] = {}
+NEW_SETTINGS: dict[str, str] = {"rerank": "RERANK"}
 """ServeConfig fields that are new since the snapshot: field -> environment name."""
 
 RENAMED_SETTINGS = {"hybrid": "fusion"}

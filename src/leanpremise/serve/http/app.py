@@ -122,7 +122,9 @@ async def health(request: Request):
                 "backend": rev.service.lanes.embedder.name, "embed_workers": len(rev.service.lanes.embedders),
                 "load_seconds": round(rev.load_seconds, 2), "revision": rev.bundle.manifest.revision,
                 "tag": rev.tag, "hybrid": rev.fused.describe() if rev.fused is not None else None,
-                "hybrid_in_bundle": bool(rev.bundle.manifest.hybrid)}
+                "hybrid_in_bundle": bool(rev.bundle.manifest.hybrid),
+                "rerank": getattr(rev, "reranked", None) is not None,
+                "rerank_in_bundle": bool(getattr(rev.bundle.manifest, "rerank", None))}
     return JSONResponse({"status": "failed" if server.error else "loading", "error": server.error},
                         status_code=503, headers={"Retry-After": "5"})
 

@@ -55,6 +55,8 @@ class LoadedBundle:
     """The bundle dir (None for a Hub download): where `manifest.hybrid` and its files are."""
     fused: FusedRanking | None = None
     """The bundle's fusion when it has one and HYBRID is on (set by the server once loaded)."""
+    reranked: object | None = None
+    """The bundle's reranker (serve/search/reranked.py) when it has one and RERANK is on."""
 
     def onnx_path(self, int8: bool = False) -> Path | None:
         path = self.model_dir / ONNX_DIR / (INT8_FILE if int8 else ONNX_FILE)
