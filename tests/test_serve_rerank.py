@@ -186,3 +186,42 @@ def test_a_reranker_of_another_dense_model_is_refused(setup):
     check_dense_identity(spec, setup["root"] / "rr", {"0" * 64, "a" * 64})
     with pytest.raises(RerankerFileError, match='field "rankers".*model identity 0{64}'):
         check_dense_identity(spec, setup["root"] / "rr", {"a" * 64})
+
+
+
+@pytest.fixture(scope="module")
+def dense_setup(setup, tiny_model_dir, cache_dir):
+    """A reranker reading the dense ranker (the tiny model) beside BM25 and usage, and its bundle."""
+    from leanpremise.eval.rerank.index import build_rankers
+    from leanpremise.eval.rerank.requests import IndexView
+    from leanpremise.eval.rerank.train import RerankConfig, train_reranker
+
+    ds, root = setup["ds"], setup["root"]
+    rankers, table = build_rankers(ds, IndexView.full(ds.corpus), ["dense", "bm25", "usage"],
+                                   model=str(tiny_model_dir), model_name="tiny",
+                                   corpus_embeddings=np.load(root / "corpus.npy"), progress=False)
+    train_reranker(ds, rankers, table, ds.split_ids("train"), ds.split_ids("valid")[:200],
+                   RerankConfig(max_rounds=20, max_states=400), root / "rr-dense", progress=False)
+    bundle = export_for_tests(tiny_model_dir, root / "bundle-dense", None, cache_dir, rerank=root / "rr-dense",
+                              corpus_embeddings=root / "corpus.npy")
+    return {**setup, "rankers": rankers, "table": table, "bundle": bundle, "rr": root / "rr-dense"}
+
+
+def test_served_dense_reranking_equals_the_eval_reranker(dense_setup, cache_dir):
+    from leanpremise.eval.rerank.apply import rerank_states
+    from leanpremise.rank.rerank.model import Reranker
+
+    ds = dense_setup["ds"]
+    reranker = Reranker.load(dense_setup["rr"])
+    assert reranker.kinds[0] == "dense"
+    states = picked_states(ds)
+    ids, _ = rerank_states(reranker, ds, dense_setup["rankers"], dense_setup["table"], np.asarray(states), K,
+                           progress=False)
+    srv = serve(dense_setup["bundle"], cache_dir)
+    try:
+        assert httpx.get(f"{srv.url}/health").json()["rerank"] is True
+        for s, row in zip(states, ids.tolist()):
+            got = httpx.post(f"{srv.url}/retrieve", json=client_request(dense_setup, s), timeout=60).json()
+            assert [p["name"] for p in got] == [ds.corpus.names[i] for i in row if i >= 0], s
+    finally:
+        srv.stop()
