@@ -5,6 +5,7 @@ serves the plain ranking; /health says which."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 
@@ -74,7 +75,7 @@ def eval_ranking(setup, states: list[int], k: int) -> list[list[str]]:
     from leanpremise.rank.rerank.model import Reranker
 
     ds = setup["ds"]
-    ids, scores = rerank_states(Reranker.load(setup["root"] / "rr"), ds, setup["rankers"], setup["table"],
+    ids, _scores = rerank_states(Reranker.load(setup["root"] / "rr"), ds, setup["rankers"], setup["table"],
                                 np.asarray(states), k, progress=False)
     return [[ds.corpus.names[i] for i in row if i >= 0] for row in ids.tolist()]
 
@@ -110,7 +111,7 @@ def test_served_ranking_equals_the_eval_reranker(setup, server):
             got = r.json()
             assert [p["name"] for p in got] == names, (s, k)
             scores = [p["score"] for p in got]
-            assert all(a >= b for a, b in zip(scores, scores[1:])), s
+            assert all(a >= b for a, b in itertools.pairwise(scores)), s
             assert len(names) == k or len(names) == len(ds.access.ids(s)), s
 
 

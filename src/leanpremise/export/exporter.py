@@ -40,8 +40,13 @@ from leanpremise.export.corpus_embeddings import (
     texts_fingerprint,
 )
 from leanpremise.export.fusion_export import check_fusion_file, uses_usage, write_hybrid
-from leanpremise.export.rerank_export import check_dense_identity, check_reranker_dir, uses_dataset, write_rerank
 from leanpremise.export.premises_archive import write_premises_archive
+from leanpremise.export.rerank_export import (
+    check_dense_identity,
+    check_reranker_dir,
+    uses_dataset,
+    write_rerank,
+)
 from leanpremise.export.reuse import embedded_texts, reuse_rows, text_hashes
 from leanpremise.model.identity import model_identity
 from leanpremise.model.onnx import export_onnx, quantize_int8
