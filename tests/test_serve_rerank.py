@@ -226,3 +226,21 @@ def test_served_dense_reranking_equals_the_eval_reranker(dense_setup, cache_dir)
             assert [p["name"] for p in got] == [ds.corpus.names[i] for i in row if i >= 0], s
     finally:
         srv.stop()
+
+
+def test_export_cli_refuses_an_unknown_feature_version_in_one_line(setup, tiny_model_dir, cache_dir, tmp_path):
+    import subprocess
+    import sys
+
+    rr = tmp_path / "rr"
+    shutil.copytree(setup["root"] / "rr", rr)
+    spec = json.loads((rr / "reranker.json").read_text())
+    spec["feature_set"] = 99
+    (rr / "reranker.json").write_text(json.dumps(spec))
+    r = subprocess.run([sys.executable, "-m", "leanpremise", "export", "--model", str(tiny_model_dir), "--out",
+                        str(tmp_path / "b"), "--cache_dir", str(cache_dir), "--no_onnx", "--rerank", str(rr)],
+                       capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 1, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert f"{rr / 'reranker.json'}: field \"feature_set\": 99" in last
+    assert not (tmp_path / "b").exists()
