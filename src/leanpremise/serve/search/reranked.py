@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from leanpremise.bundle.layout import HYBRID_BM25, HYBRID_MEPO, HYBRID_USAGE, RERANK_MODULE_USAGE, BundleError
+from leanpremise.rank.lean_tokens import symbols
 from leanpremise.rank.rerank.features import RANKERS, RerankInput, Signals, candidates, features, local_order
 from leanpremise.rank.rerank.model import Reranker
 from leanpremise.rank.rerank.premises import PremiseTable
@@ -28,6 +29,7 @@ from leanpremise.rank.rerank.structure import frontier, project_root, request_mo
 from leanpremise.rank.runs import merge_new
 from leanpremise.rank.side import SideRankers
 from leanpremise.serve.search.answer import check_results, clip_new_premises, cut, named
+from leanpremise.serve.search.fused import NEW_PREMISE_CACHE_CHARS, FusedRanking
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +37,14 @@ logger = logging.getLogger(__name__)
 class RerankedRanking:
     """One bundle's reranker, the premise table its features read, and the side rankers it names."""
 
-    def __init__(self, reranker: Reranker, table: PremiseTable, side: SideRankers):
+    def __init__(self, reranker: Reranker, table: PremiseTable, side: SideRankers,
+                 cache_chars: int = NEW_PREMISE_CACHE_CHARS):
+        from cachetools import LRUCache
+
         self.reranker, self.table, self.side = reranker, table, side
+        self._terms = LRUCache(cache_chars, getsizeof=lambda v: v[0])
+        self._symbols = LRUCache(cache_chars, getsizeof=lambda v: v[0])
+        """New premises' BM25 terms and MePo symbols, kept across requests as the fusion keeps them."""
         self.spec = reranker.spec
         self.kinds = reranker.kinds
         self.uses_dense = "dense" in self.kinds
@@ -99,17 +107,27 @@ class RerankedRanking:
                            frontier=frontier(self.table, closure), project=project_root(self.table, local),
                            module=request_module(self.table, local), new_names=new_names, new_texts=new_texts)
 
-    def rank(self, states: list[str], mask: np.ndarray | None, local_ids: np.ndarray, closure: np.ndarray,
-             new_names: list[str], new_texts: list[str], k: int, dense: list | None = None
-             ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per state, the reranked top k (ids in the shared id space; scores non-increasing). `dense`: per
-        state, (its dense run, a score lookup of any id) when the reranker reads the dense ranker."""
+    def lexical(self, states: list[str], mask: np.ndarray | None, local_ids: np.ndarray, closure: np.ndarray,
+                new_names: list[str], new_texts: list[str], k: int) -> list:
+        """Per state: its reranker input and the side rankers' lists and lookups (run while it embeds)."""
         depth = self.depth(k)
-        new = self.side.prepare(new_names, new_texts)
+        terms = ([FusedRanking._cached(self._terms, t, t, self.side.bm25.doc_terms) for t in new_texts]
+                 if self.side.bm25 is not None else None)
+        new_symbols = ([FusedRanking._cached(self._symbols, (n, t), t, lambda t, n=n: symbols(t, exclude=n))
+                        for t, n in zip(new_texts, new_names)] if self.side.mepo is not None else None)
+        new = self.side.prepare(new_names, new_texts, terms=terms, symbol_sets=new_symbols)
         out = []
-        for b, state in enumerate(states):
+        for state in states:
             inp = self.request_input(state, local_ids, closure, new_names, new_texts)
             runs, lookups = self.side.runs(state, mask, new, depth, with_lookups=True, module=inp.module)
+            out.append((inp, runs, lookups))
+        return out
+
+    def finish(self, lexical: list, k: int, dense: list | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per state, the reranked top k (ids in the shared id space; scores non-increasing). `dense`: per
+        state, (its dense run, a score lookup of any id) when the reranker reads the dense ranker."""
+        out = []
+        for b, (inp, runs, lookups) in enumerate(lexical):
             if dense is not None:
                 runs["dense"], lookups["dense"] = dense[b]
             sig = Signals(runs=runs, lookups=lookups)
@@ -118,9 +136,14 @@ class RerankedRanking:
             out.append(self.reranker.rank(cand, x, k, runs[self.first][0][:k]))
         return out
 
+    def rank(self, states: list[str], mask: np.ndarray | None, local_ids: np.ndarray, closure: np.ndarray,
+             new_names: list[str], new_texts: list[str], k: int, dense: list | None = None
+             ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`lexical` then `finish`, in one call."""
+        return self.finish(self.lexical(states, mask, local_ids, closure, new_names, new_texts, k), k, dense)
 
-def dense_signals(index, state_emb: np.ndarray, new_emb: np.ndarray, scores: list, ids: list, depth: int,
-                  mask: np.ndarray | None) -> list:
+
+def dense_signals(index, state_emb: np.ndarray, new_emb: np.ndarray, scores: list, ids: list, depth: int) -> list:
     """Per state: its dense run (indexed and new premises merged by score) and a lookup of the dot product
     of any id (an indexed candidate's from the index's rows, a new premise's from its embedding)."""
     n = index.size
@@ -167,14 +190,20 @@ async def answer_reranked(rev, req) -> list:
         bool(req.caller_in_module_system), req.imported_all_modules, new_names)
     local_ids = index.premise_ids(req.local_premises or [])
     closure = index.module_ids(req.imported_modules or [])
+    lexical = loop.run_in_executor(rev.lexical_pool, reranked.lexical, states, cand.mask, local_ids, closure,
+                                   new_names, new_texts, k)  # in its own thread while the states embed
     dense = None
     if reranked.uses_dense:
-        state_emb, new_emb = await rev.service.embed([cut(s, rev.max_text_chars) for s in states],
-                                                     [cut(t, rev.max_text_chars) for t in new_texts])
-        depth = reranked.depth(k)
-        scores, ids = await rev.searcher.search(state_emb, cand, depth)
-        dense = dense_signals(index, state_emb, new_emb, scores, ids, depth, cand.mask)
-    ranked = await loop.run_in_executor(rev.lexical_pool, reranked.rank, states, cand.mask, local_ids, closure,
-                                        new_names, new_texts, k, dense)
+        try:
+            state_emb, new_emb = await rev.service.embed([cut(s, rev.max_text_chars) for s in states],
+                                                         [cut(t, rev.max_text_chars) for t in new_texts])
+            depth = reranked.depth(k)
+            scores, ids = await rev.searcher.search(state_emb, cand, depth)
+        except BaseException:
+            await asyncio.gather(lexical, return_exceptions=True)
+            raise
+        dense = dense_signals(index, state_emb, new_emb, scores, ids, depth)
+    side = await lexical
+    ranked = await loop.run_in_executor(rev.lexical_pool, reranked.finish, side, k, dense)
     results = [named(ids, scores, index.names, new_names, index.size) for ids, scores in ranked]
     return results[0] if single else results
