@@ -61,6 +61,7 @@ def time_parts(bundle: Path, cache: Path, clients: list[Client], n: int) -> dict
     model = load_model(str(loaded.model_dir), "cpu")
     spec, times = reranked.spec, {"side_rankers": [], "dense_lookup_and_features": [], "features": [],
                                   "model_scores": [], "candidates": []}
+    seen: dict[str, np.ndarray] = {}
     for j in range(n):
         body, _, _ = clients[j % len(clients)].next_request()
         k = body["k"]
@@ -69,7 +70,10 @@ def time_parts(bundle: Path, cache: Path, clients: list[Client], n: int) -> dict
         new_names = [p["name"] for p in body["new_premises"]]
         new_texts = [p["decl"] for p in body["new_premises"]]
         q = encode_texts(model, [body["state"]])
-        new_emb = encode_texts(model, new_texts) if new_texts else np.zeros((0, q.shape[1]), np.float32)
+        missing = [t for t in dict.fromkeys(new_texts) if t not in seen]  # embedded once, as the server caches
+        if missing:
+            seen.update(zip(missing, encode_texts(model, missing)))
+        new_emb = np.stack([seen[t] for t in new_texts]) if new_texts else np.zeros((0, q.shape[1]), np.float32)
         res = index.searcher.topk(q, cand_mask.mask, cand_mask.count, depth)
         dense = dense_signals(index, q, new_emb, [res[0][0]], [res[0][1]], depth)
         local = index.premise_ids(body["local_premises"])
