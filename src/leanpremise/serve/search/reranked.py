@@ -133,7 +133,7 @@ class RerankedRanking:
             sig = Signals(runs=runs, lookups=lookups)
             cand = candidates(sig, inp, self.spec.depth, self.spec.local_bound)
             x = features(self.table, inp, sig, cand, self.kinds, self.spec.structure, self.spec.depth)
-            out.append(self.reranker.rank(cand, x, k, runs[self.first][0][:k]))
+            out.append(self.reranker.rank(cand, x, k, runs[self.first][0][:k] if self.first else None))
         return out
 
     def rank(self, states: list[str], mask: np.ndarray | None, local_ids: np.ndarray, closure: np.ndarray,
