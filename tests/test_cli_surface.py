@@ -21,6 +21,7 @@ ADDED = {
     "export": {
         "--fusion",  # the new name of --hybrid (one word for the fusion.json everywhere: `fuse --fusion`)
         "--no_onnx",  # HfArgumentParser's complement of a bool defaulting to True; --no-onnx was there
+        "--rerank",  # put a trained reranker into the bundle (issue 20)
     },
     "serve": {
         "--no_fusion",  # the new name of --no_hybrid (the setting is FUSION now; HYBRID is still read)
@@ -32,6 +33,7 @@ ADDED = {
         # is visible to every user of the machine)
         "--body_grace_s", "--min_body_bytes_per_s", "--max_body_readers", "--max_body_readers_per_client",
         "--max_body_buffer_bytes", "--max_body_chunks", "--forwarded_allow_ips",
+        "--no_rerank",  # serve without the bundle's reranker (issue 20)
     },
     "train": {
         "--rerank_after",  # the main job trains a reranker after the encoder (issue 20)
@@ -57,6 +59,7 @@ NEW_SETTINGS: dict[str, str] = {
     "max_body_readers": "MAX_BODY_READERS", "max_body_readers_per_client": "MAX_BODY_READERS_PER_CLIENT",
     "max_body_buffer_bytes": "MAX_BODY_BUFFER_BYTES", "max_body_chunks": "MAX_BODY_CHUNKS",
     "forwarded_allow_ips": "FORWARDED_ALLOW_IPS", "admin_token": "ADMIN_TOKEN",
+    "rerank": "RERANK",
 }
 """ServeConfig fields that are new since the snapshot: field -> environment name."""
 

@@ -18,6 +18,10 @@ bundle").
         mepo/vocab.json, indptr.npy, indices.npy
                                         MePo's premise-symbol table, CSR over the corpus order (rank/mepo.py)
         usage.npy                       int64 per corpus premise: train states that used it (usage ranker)
+      rerank/                           only with `export --rerank RERANKER_DIR` (its side rankers in hybrid/):
+        reranker.json, model.txt|model.json
+                                        the reranker's spec and model (rank/rerank/spec.py), copied as trained
+        module_usage/*.npy              usage by module, CSR over modules (rank/module_usage.py)
 """
 
 
@@ -40,6 +44,9 @@ HYBRID_FUSION = f"{HYBRID_DIR}/fusion.json"
 HYBRID_BM25 = f"{HYBRID_DIR}/bm25"
 HYBRID_MEPO = f"{HYBRID_DIR}/mepo"
 HYBRID_USAGE = f"{HYBRID_DIR}/usage.npy"
+RERANK_DIR = "rerank"
+RERANK_SPEC = f"{RERANK_DIR}/reranker.json"
+RERANK_MODULE_USAGE = f"{RERANK_DIR}/module_usage"
 FORMAT_VERSION = 2
 """2 added `sizes`; a format-1 manifest (sha256 only) still loads, fully hashed (docs/decisions.md)."""
 FAST_VERIFY_MAX_BYTES = 16 << 20

@@ -94,11 +94,14 @@ class Manifest(BaseModel):
     hybrid: str | None = None
     """Path of the fusion file (`hybrid/fusion.json`, a listed file) when `export --hybrid` put the
     lexical rankers into the bundle; None: dense only."""
+    rerank: str | None = None
+    """Path of the reranker's spec (`rerank/reranker.json`, a listed file) when `export --rerank` put a
+    reranker into the bundle; None: no re-ranking."""
     split: SplitRecord | None = None
     """The split of the train states that counted the usage ranker's `hybrid/usage.npy`; None when the
     bundle has no usage counts (nothing else in a bundle depends on a split) or was written before."""
 
-    @field_validator("embeddings", "onnx", "onnx_int8", "text_hashes", "hybrid")
+    @field_validator("embeddings", "onnx", "onnx_int8", "text_hashes", "hybrid", "rerank")
     @classmethod
     def _check_path(cls, rel: str | None) -> str | None:
         """A named part stays inside the bundle."""
@@ -119,7 +122,7 @@ class Manifest(BaseModel):
             odd = min(self.sizes.keys() ^ self.checksums.keys())
             raise ValueError(f"`sizes` and `checksums` list different files ({odd!r} is in one only)")
         if self.checksums:
-            for name in ("embeddings", "onnx", "onnx_int8", "text_hashes", "hybrid"):
+            for name in ("embeddings", "onnx", "onnx_int8", "text_hashes", "hybrid", "rerank"):
                 rel = getattr(self, name)
                 if rel is not None and rel not in self.checksums:
                     raise ValueError(f"`{name}` {rel!r} is not among the files listed in `checksums`")

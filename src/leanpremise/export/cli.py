@@ -37,6 +37,10 @@ class BundleFlags:
         "help": "fusion.json from `retrieve --hybrid` or `fuse`: put it and the BM25 index / MePo symbol "
                 "table it needs into the bundle, so `serve` fuses dense and lexical rankings (--hybrid: the "
                 "old name of --fusion)"})
+    rerank: Path | None = field(default=None, metadata={
+        "metavar": "RERANKER_DIR",
+        "help": "a reranker directory from `rerank train`: put it and the rankers it reads into the bundle, so "
+                "`serve` re-ranks (refused when its dense ranker read another model)"})
     model_name: str | None = field(default=None, metadata={
         "help": "MODEL_NAME in the embeddings file name (default: model dir name)"})
     revision: str | None = field(default=None, metadata={
@@ -102,13 +106,15 @@ def run(args: argparse.Namespace) -> int:
                                int8=flags.int8, corpus_embeddings=flags.corpus_embeddings,
                                model_name=flags.model_name, batch_size=flags.batch_size,
                                chunk_size=flags.chunk_size, device=flags.device, revision=flags.revision,
-                               reuse=list(flags.reuse), fusion=flags.fusion)
+                               reuse=list(flags.reuse), fusion=flags.fusion, rerank=flags.rerank)
             manifest = export_bundle(cfg)
             summary = {"bundle": str(target.out), "model_name": manifest.model_name,
                        "revision": manifest.revision, "premises": manifest.premise_count,
                        "dimension": manifest.dimension}
             if manifest.hybrid is not None:
                 summary["hybrid"] = manifest.hybrid
+            if manifest.rerank is not None:
+                summary["rerank"] = manifest.rerank
             if manifest.reuse is not None:
                 summary |= {"reused": manifest.reuse.reused, "embedded": manifest.reuse.embedded}
             print(json.dumps(summary))

@@ -41,6 +41,12 @@ from leanpremise.export.corpus_embeddings import (
 )
 from leanpremise.export.fusion_export import check_fusion_file, uses_usage, write_hybrid
 from leanpremise.export.premises_archive import write_premises_archive
+from leanpremise.export.rerank_export import (
+    check_dense_identity,
+    check_reranker_dir,
+    uses_dataset,
+    write_rerank,
+)
 from leanpremise.export.reuse import embedded_texts, reuse_rows, text_hashes
 from leanpremise.model.identity import model_identity
 from leanpremise.model.onnx import export_onnx, quantize_int8
@@ -70,6 +76,8 @@ class ExportConfig:
     """Older bundles whose rows are copied where this model already embedded the same text."""
     fusion: Path | None = None
     """A fusion.json (`retrieve --hybrid` / `fuse`): put it and its lexical rankers into the bundle."""
+    rerank: Path | None = None
+    """A reranker directory (`rerank train`): put it and the rankers it reads into the bundle."""
 
 
 def partial_dir(out: Path) -> Path:
@@ -102,7 +110,9 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
     t0 = time.perf_counter()
     out = Path(cfg.out).resolve()
     fusion = check_fusion_file(cfg.fusion) if cfg.fusion is not None else None  # a bad file fails at once
-    dataset = load_dataset(cfg.data) if fusion is not None and uses_usage(fusion) else None  # usage counts
+    reranker = check_reranker_dir(cfg.rerank) if cfg.rerank is not None else None
+    needs_states = (fusion is not None and uses_usage(fusion)) or (reranker is not None and uses_dataset(reranker))
+    dataset = load_dataset(cfg.data) if needs_states else None  # usage counts
     corpus = dataset.corpus if dataset is not None else load_corpus(cfg.data)
     if not len(corpus):
         raise ValueError(f"{cfg.data.data_dir}: the corpus is empty after filtering; nothing to export")
@@ -127,6 +137,11 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
     write_premises_archive(corpus_data_dir(cfg.data), work / PREMISES_ARCHIVE)
     hybrid_rel = write_hybrid(fusion, corpus, work, cfg.progress, dataset) if fusion is not None else None
     identity = model_identity(work / MODEL_DIR)
+    rerank_rel = None
+    if reranker is not None:
+        given = {identity} | ({model_identity(Path(cfg.model))} if Path(cfg.model).is_dir() else set())
+        check_dense_identity(reranker, cfg.rerank, given)
+        rerank_rel = write_rerank(reranker, cfg.rerank, corpus, work, cfg.progress, dataset)
     hashes = text_hashes(embedded_texts(model, corpus.texts))
     reuse = None
     if emb is None and cfg.reuse:
@@ -144,7 +159,7 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
         unfiltered_premise_count=len(corpus.unfiltered_names), module_count=len(corpus.modules),
         embeddings=emb_rel, **asdict(cfg.data.corpus_options()), data_revision=corpus.revision, onnx=onnx_rel,
         onnx_int8=int8_rel, source_model=str(cfg.model), created=datetime.now(UTC).isoformat(timespec="seconds"),
-        model_identity=identity, text_hashes=hashes_rel, reuse=reuse, hybrid=hybrid_rel,
+        model_identity=identity, text_hashes=hashes_rel, reuse=reuse, hybrid=hybrid_rel, rerank=rerank_rel,
         split=SplitRecord.of(cfg.data) if dataset is not None else None,  # the usage counts' train states
     )
     manifest.checksums, manifest.sizes = bundle_files(work)  # last: covers every file written above

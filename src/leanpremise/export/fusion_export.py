@@ -41,23 +41,28 @@ def write_hybrid(spec, corpus, work: Path, progress: bool = True, dataset=None) 
     `work`; the fusion file's bundle path. `dataset` (of the exported corpus) gives the usage counts."""
     active = list(side_rankers(active_rankers(spec))[0])
     atomic_write_bytes(work / HYBRID_FUSION, FUSION_FILE.dump_json(spec, indent=1))
-    if "bm25" in active:
+    write_side_rankers(active, corpus, work, progress, dataset)
+    logger.info("hybrid: %s; rankers written: %s", spec.label(), ", ".join(active) or "none")
+    return HYBRID_FUSION
+
+
+def write_side_rankers(kinds, corpus, work: Path, progress: bool = True, dataset=None) -> None:
+    """The files of the side rankers `kinds` (of bm25, mepo, usage) under `work`'s hybrid/, once each:
+    a fusion and a reranker of one bundle read the same ones. `dataset` gives the usage counts."""
+    if "bm25" in kinds and not (work / HYBRID_BM25).exists():
         from leanpremise.rank.bm25 import BM25Ranker
 
         BM25Ranker(corpus.texts, progress=progress).save(work / HYBRID_BM25)
-    if "mepo" in active:
+    if "mepo" in kinds and not (work / HYBRID_MEPO).exists():
         from leanpremise.rank.mepo import SymbolIndex
 
         SymbolIndex.from_corpus(corpus).save(work / HYBRID_MEPO)
-    if "usage" in active:
+    if "usage" in kinds and not (work / HYBRID_USAGE).exists():
         from leanpremise.rank.usage import UsageRanker
 
         if dataset is None:
-            raise ValueError("the fusion uses the usage ranker: export needs the dataset to count it")
+            raise ValueError("the usage ranker is asked for: export needs the dataset to count it")
         ranker = UsageRanker.from_dataset(dataset)
         ranker.save(work / HYBRID_USAGE)
         logger.info("usage ranker: %d of %d premises used by %d train states", len(ranker.order), ranker.n,
                     len(dataset.split_ids("train")))
-    logger.info("hybrid: %s; rankers written: %s", spec.label(), ", ".join(active) or "none")
-    return HYBRID_FUSION
-

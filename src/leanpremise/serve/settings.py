@@ -182,6 +182,9 @@ class ServeConfig(BaseSettings):
                            old_env=("HYBRID",), old_flags=("--no_hybrid", "--no-hybrid"))
     lexical_threads: int = setting(2, "LEXICAL_THREADS", "threads running the lexical rankers of hybrid "
                                    "requests (one request's states run in one thread)", ge=1, le=64)
+    # ---- re-ranking (a bundle written with `export --rerank`) ---------------------------------------
+    rerank: bool = setting(True, "RERANK", "re-rank with the bundle's learned reranker where the bundle has "
+                           "one (it replaces the fusion); off: the bundle's plain ranking", flag="--no_rerank")
     # ---- the persistent embedding cache (docs/decisions.md: why on by default, why LMDB) -------------
     embedding_cache_on: bool = setting(True, "EMBEDDING_CACHE_ENABLED", "keep the embeddings of states and new "
                                        "premises in a persistent cache behind the in-memory one (LMDB on disk, "

@@ -198,7 +198,7 @@ def _structure_columns(table: PremiseTable, req: RerankInput, cand: np.ndarray) 
     hits = np.zeros(len(cand))
     overlap = np.zeros(len(cand))
     for j, c in enumerate(cand.tolist()):
-        parts = name_parts(table.names[c] if c < n else req.new_names[c - n])
+        parts = table.parts(c) if c < n else name_parts(req.new_names[c - n])
         if parts:
             hits[j] = len(parts & goal)
             overlap[j] = hits[j] / len(parts)

@@ -8,7 +8,7 @@ sends, so its kind and whether it is a proposition are read from that text, the 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -80,6 +80,16 @@ class PremiseTable:
     import_indptr: np.ndarray
     import_indices: np.ndarray
     """Per module, every module it imports (transitively): what the frontier of an import closure is read from."""
+    _parts: dict[int, frozenset[str]] = field(default_factory=dict, repr=False, compare=False)
+    """name_parts of the indexed premises met so far: a server meets the same candidates request after
+    request, and splitting their names was a tenth of its re-ranking time."""
+
+    def parts(self, i: int) -> frozenset[str]:
+        """name_parts of indexed premise `i` (kept once computed)."""
+        hit = self._parts.get(i)
+        if hit is None:
+            hit = self._parts[i] = name_parts(self.names[i])
+        return hit
 
     @classmethod
     def from_corpus(cls, corpus) -> PremiseTable:

@@ -128,7 +128,9 @@ async def health(request: Request):
                 "backend": rev.service.lanes.embedder.name, "embed_workers": len(rev.service.lanes.embedders),
                 "load_seconds": round(rev.load_seconds, 2), "revision": rev.bundle.manifest.revision,
                 "tag": rev.tag, "hybrid": rev.fused.describe() if rev.fused is not None else None,
-                "hybrid_in_bundle": bool(rev.bundle.manifest.hybrid)}
+                "hybrid_in_bundle": bool(rev.bundle.manifest.hybrid),
+                "rerank": rev.reranked is not None,
+                "rerank_in_bundle": bool(rev.bundle.manifest.rerank)}
     # the error's text (paths, exception messages) is in the log, not shown to anonymous clients
     failed = bool(server.error)
     return JSONResponse({"status": "failed" if failed else "loading",

@@ -97,6 +97,14 @@ class Server:
                 from leanpremise.serve.search.fused import FusedRanking
 
                 bundle.fused = FusedRanking.load(bundle.root, bundle.manifest, bundle.corpus)
+        if bundle.manifest.rerank and cfg.rerank:
+            if bundle.root is None:
+                logger.warning("%s: a bundle with a reranker from the Hub is served without it (its files are "
+                               "read from bundle dirs)", spec.tag)
+            else:
+                from leanpremise.serve.search.reranked import RerankedRanking
+
+                bundle.reranked = RerankedRanking.load(bundle.root, bundle.manifest, bundle.corpus)
         if self._search_threads is None:
             self._search_threads = limit_blas_threads(cfg.search_threads)
         key = bundle_model_identity(bundle.manifest, bundle.model_dir)

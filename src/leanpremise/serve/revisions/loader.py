@@ -48,6 +48,7 @@ from leanpremise.data.corpus import Corpus
 
 if TYPE_CHECKING:
     from leanpremise.serve.search.fused import FusedRanking
+    from leanpremise.serve.search.reranked import RerankedRanking
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class LoadedBundle:
     """The bundle dir (None for a Hub download): where `manifest.hybrid` and its files are."""
     fused: FusedRanking | None = None
     """The bundle's fusion when it has one and HYBRID is on (set by the server once loaded)."""
+    reranked: RerankedRanking | None = None
+    """The bundle's reranker when it has one and RERANK is on (set by the server once loaded)."""
 
     def onnx_path(self, int8: bool = False) -> Path | None:
         path = self.model_dir / ONNX_DIR / (INT8_FILE if int8 else ONNX_FILE)

@@ -26,6 +26,7 @@ class Revision:
         self.candidate_mask_pool = server.candidate_mask_pool
         self.lexical_pool = server.lexical_pool
         self.fused = bundle.fused
+        self.reranked = bundle.reranked
         self.bundle, self.index, self.shared = bundle, index, shared
         self.service: EmbeddingService = shared.service
         self.max_text_chars = shared.max_text_chars

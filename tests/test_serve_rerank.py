@@ -1,0 +1,246 @@
+"""Re-ranked serving: a bundle exported with `--rerank` is served re-ranked over real HTTP on loopback, and a
+served ranking equals evaluation's reranker (`rerank apply`'s code) for the request a Lean client would send
+for the same state; a corrupt reranker or one of another feature version refuses the bundle; RERANK=false
+serves the plain ranking; /health says which."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+
+import httpx
+import numpy as np
+import pytest
+
+from serve_helpers import ThreadServer, export_for_tests, service_config
+
+K = 32
+STATES = 10
+RANKERS = ["bm25", "mepo", "usage"]
+
+
+@pytest.fixture(scope="module")
+def setup(sample_dataset, tiny_model_dir, cache_dir, tmp_path_factory):
+    """A small lexical reranker trained on the sample (few states, few rounds) and a bundle holding it."""
+    from leanpremise.eval.rerank.index import build_rankers
+    from leanpremise.eval.rerank.requests import IndexView
+    from leanpremise.eval.rerank.train import RerankConfig, train_reranker
+    from leanpremise.model.encoder import encode_texts, load_model
+
+    root = tmp_path_factory.mktemp("rerank-serve")
+    ds = sample_dataset
+    rankers, table = build_rankers(ds, IndexView.full(ds.corpus), RANKERS, progress=False)
+    train, valid = ds.split_ids("train"), ds.split_ids("valid")
+    train_reranker(ds, rankers, table, train, valid[:200], RerankConfig(max_rounds=20, max_states=400),
+                   root / "rr", progress=False)
+    model = load_model(str(tiny_model_dir), "cpu")
+    np.save(root / "corpus.npy", encode_texts(model, ds.corpus.texts, batch_size=64))
+    bundle = export_for_tests(tiny_model_dir, root / "bundle", None, cache_dir, rerank=root / "rr",
+                              corpus_embeddings=root / "corpus.npy")
+    return {"root": root, "ds": ds, "rankers": rankers, "table": table, "bundle": bundle}
+
+
+def serve(bundle, cache_dir, **kw):
+    from leanpremise.serve.http.app import create_app
+
+    cfg = service_config(bundle=bundle, backend="torch", data_dir=cache_dir, embed_workers=1, dtype="float32",
+                         max_k=128, **kw)
+    return ThreadServer(create_app(cfg)).start()
+
+
+def client_request(setup, s: int, k: int = K) -> dict:
+    """What a Lean client sends for state `s`: its goal, its file's earlier declarations as local premises,
+    its import closure (evaluation's client simulation, eval/rerank/requests.py, builds the same)."""
+    from leanpremise.eval.rerank.requests import build_request
+
+    ds, table = setup["ds"], setup["table"]
+    req = build_request(ds, setup["rankers"].view, table, s)
+    m = int(ds.states.module_id[s])
+    closure = ds.corpus.imports_of(m).tolist()
+    return {"state": ds.states.state[s], "imported_modules": [ds.corpus.modules[i] for i in closure],
+            "local_premises": [ds.corpus.names[i] for i in req.input.local_ids.tolist()], "k": k}
+
+
+def picked_states(ds) -> list[int]:
+    """Test states with a local premise (so the structure features matter), spread over the split."""
+    ids = [s for s in ds.split_ids("test").tolist()
+           if (ds.corpus.module_id[ds.access.ids(s)] == ds.states.module_id[s]).any()]
+    return sorted(set(np.asarray(ids)[np.linspace(0, len(ids) - 1, STATES).astype(int)].tolist()))
+
+
+def eval_ranking(setup, states: list[int], k: int) -> list[list[str]]:
+    """Evaluation's reranked lists (the code `rerank apply` runs) of `states`, as premise names."""
+    from leanpremise.eval.rerank.apply import rerank_states
+    from leanpremise.rank.rerank.model import Reranker
+
+    ds = setup["ds"]
+    ids, _scores = rerank_states(Reranker.load(setup["root"] / "rr"), ds, setup["rankers"], setup["table"],
+                                np.asarray(states), k, progress=False)
+    return [[ds.corpus.names[i] for i in row if i >= 0] for row in ids.tolist()]
+
+
+@pytest.fixture(scope="module")
+def server(setup, cache_dir):
+    srv = serve(setup["bundle"], cache_dir)
+    yield srv
+    srv.stop()
+
+
+def test_export_lists_and_checksums_the_reranker(setup):
+    from leanpremise.bundle.manifest import Manifest
+
+    manifest = Manifest.read(setup["bundle"])
+    assert manifest.rerank == "rerank/reranker.json"
+    for rel in ("rerank/reranker.json", "rerank/model.txt", "hybrid/bm25/bm25_stats.json",
+                "rerank/module_usage/module_usage_counts.npy", "hybrid/usage.npy"):
+        assert rel in manifest.checksums, rel
+    assert (setup["bundle"] / "rerank/reranker.json").read_bytes() == (setup["root"] / "rr/reranker.json").read_bytes()
+
+
+def test_served_ranking_equals_the_eval_reranker(setup, server):
+    ds = setup["ds"]
+    health = httpx.get(f"{server.url}/health").json()
+    assert health["rerank"] is True and health["rerank_in_bundle"] is True
+    states = picked_states(ds)
+    for k in (K, 5):
+        want = eval_ranking(setup, states, k)
+        for s, names in zip(states, want):
+            r = httpx.post(f"{server.url}/retrieve", json=client_request(setup, s, k), timeout=60)
+            assert r.status_code == 200, r.text
+            got = r.json()
+            assert [p["name"] for p in got] == names, (s, k)
+            scores = [p["score"] for p in got]
+            assert all(a >= b for a, b in itertools.pairwise(scores)), s
+            assert len(names) == k or len(names) == len(ds.access.ids(s)), s
+
+
+def test_rerank_false_serves_the_plain_ranking(setup, cache_dir):
+    ds = setup["ds"]
+    srv = serve(setup["bundle"], cache_dir, rerank=False)
+    try:
+        health = httpx.get(f"{srv.url}/health").json()
+        assert health["rerank"] is False and health["rerank_in_bundle"] is True
+        s = picked_states(ds)[0]
+        got = httpx.post(f"{srv.url}/retrieve", json=client_request(setup, s), timeout=60).json()
+        assert [p["name"] for p in got] != eval_ranking(setup, [s], K)[0]  # the dense ranking, not re-ranked
+    finally:
+        srv.stop()
+
+
+def rewrite(bundle, rel: str, data: bytes) -> None:
+    """Replace one bundle file and its manifest entry (so the checksums pass and the reader itself judges)."""
+    from leanpremise.bundle.manifest import Manifest
+    from leanpremise.bundle.verify import sha256_file
+
+    (bundle / rel).write_bytes(data)
+    manifest = Manifest.read(bundle)
+    manifest.checksums[rel] = sha256_file(bundle / rel)
+    manifest.sizes[rel] = len(data)
+    (bundle / "manifest.json").write_bytes(manifest.to_json())
+
+
+@pytest.mark.parametrize("damage", ["corrupt model", "unknown feature set"])
+def test_a_bad_reranker_refuses_the_bundle_in_one_line(setup, cache_dir, tmp_path, damage):
+    from leanpremise.bundle.layout import BundleError
+    from leanpremise.serve.revisions.loader import load_bundle
+    from leanpremise.serve.search.reranked import RerankedRanking
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(setup["bundle"], bundle)
+    if damage == "corrupt model":
+        rewrite(bundle, "rerank/model.txt", b"tree\nnot a lightgbm model\n")
+        expected = "rerank/model.txt"
+    else:
+        spec = json.loads((bundle / "rerank/reranker.json").read_text())
+        spec["feature_set"] = 99
+        rewrite(bundle, "rerank/reranker.json", json.dumps(spec).encode())
+        expected = 'field "feature_set": 99'
+    loaded = load_bundle(bundle, cache_dir)
+    with pytest.raises(BundleError) as e:
+        RerankedRanking.load(bundle, loaded.manifest, loaded.corpus)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+    from leanpremise.serve.http.app import create_app  # the server refuses it at startup, saying why
+
+    srv = ThreadServer(create_app(service_config(bundle=bundle, backend="torch", data_dir=cache_dir,
+                                                 embed_workers=1))).start(wait_ready=False)
+    try:
+        for _ in range(600):
+            r = httpx.get(f"{srv.url}/health", timeout=10)
+            if r.json().get("status") == "failed":
+                break
+            import time
+
+            time.sleep(0.1)
+        assert r.status_code == 503 and expected in r.json()["error"]
+    finally:
+        srv.stop()
+
+
+def test_a_reranker_of_another_dense_model_is_refused(setup):
+    from leanpremise.export.rerank_export import check_dense_identity
+    from leanpremise.rank.rerank.spec import RankerEntry, RerankerFileError, read_spec
+
+    spec = read_spec(setup["root"] / "rr")
+    check_dense_identity(spec, setup["root"] / "rr", {"a" * 64})  # lexical: no model to match
+    spec.rankers.insert(0, RankerEntry(kind="dense", name="other", model_identity="0" * 64))
+    check_dense_identity(spec, setup["root"] / "rr", {"0" * 64, "a" * 64})
+    with pytest.raises(RerankerFileError, match='field "rankers".*model identity 0{64}'):
+        check_dense_identity(spec, setup["root"] / "rr", {"a" * 64})
+
+
+
+@pytest.fixture(scope="module")
+def dense_setup(setup, tiny_model_dir, cache_dir):
+    """A reranker reading the dense ranker (the tiny model) beside BM25 and usage, and its bundle."""
+    from leanpremise.eval.rerank.index import build_rankers
+    from leanpremise.eval.rerank.requests import IndexView
+    from leanpremise.eval.rerank.train import RerankConfig, train_reranker
+
+    ds, root = setup["ds"], setup["root"]
+    rankers, table = build_rankers(ds, IndexView.full(ds.corpus), ["dense", "bm25", "usage"],
+                                   model=str(tiny_model_dir), model_name="tiny",
+                                   corpus_embeddings=np.load(root / "corpus.npy"), progress=False)
+    train_reranker(ds, rankers, table, ds.split_ids("train"), ds.split_ids("valid")[:200],
+                   RerankConfig(max_rounds=20, max_states=400), root / "rr-dense", progress=False)
+    bundle = export_for_tests(tiny_model_dir, root / "bundle-dense", None, cache_dir, rerank=root / "rr-dense",
+                              corpus_embeddings=root / "corpus.npy")
+    return {**setup, "rankers": rankers, "table": table, "bundle": bundle, "rr": root / "rr-dense"}
+
+
+def test_served_dense_reranking_equals_the_eval_reranker(dense_setup, cache_dir):
+    from leanpremise.eval.rerank.apply import rerank_states
+    from leanpremise.rank.rerank.model import Reranker
+
+    ds = dense_setup["ds"]
+    reranker = Reranker.load(dense_setup["rr"])
+    assert reranker.kinds[0] == "dense"
+    states = picked_states(ds)
+    ids, _ = rerank_states(reranker, ds, dense_setup["rankers"], dense_setup["table"], np.asarray(states), K,
+                           progress=False)
+    srv = serve(dense_setup["bundle"], cache_dir)
+    try:
+        assert httpx.get(f"{srv.url}/health").json()["rerank"] is True
+        for s, row in zip(states, ids.tolist()):
+            got = httpx.post(f"{srv.url}/retrieve", json=client_request(dense_setup, s), timeout=60).json()
+            assert [p["name"] for p in got] == [ds.corpus.names[i] for i in row if i >= 0], s
+    finally:
+        srv.stop()
+
+
+def test_export_cli_refuses_an_unknown_feature_version_in_one_line(setup, tiny_model_dir, cache_dir, tmp_path):
+    import subprocess
+    import sys
+
+    rr = tmp_path / "rr"
+    shutil.copytree(setup["root"] / "rr", rr)
+    spec = json.loads((rr / "reranker.json").read_text())
+    spec["feature_set"] = 99
+    (rr / "reranker.json").write_text(json.dumps(spec))
+    r = subprocess.run([sys.executable, "-m", "leanpremise", "export", "--model", str(tiny_model_dir), "--out",
+                        str(tmp_path / "b"), "--cache_dir", str(cache_dir), "--no_onnx", "--rerank", str(rr)],
+                       capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 1, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert f"{rr / 'reranker.json'}: field \"feature_set\": 99" in last
+    assert not (tmp_path / "b").exists()
