@@ -55,7 +55,8 @@ def evaluate_and_retrieve(model, dataset, model_name: str, out_dir: Path, batch_
 def rerank_after_training(model, final_dir: Path, corpus_emb, dataset, model_name: str, out: Path,
                           max_states: int, batch_size: int = 64) -> dict[str, float]:
     """A reranker over the trained model (its corpus embeddings already made) and the side rankers, trained
-    on a sample of the train states and stopped on valid; its valid Recall@k."""
+    on a sample of the train states and stopped on valid (a short patience: the main job is bounded);
+    its valid Recall@k."""
     from leanpremise.eval.rerank.index import build_rankers
     from leanpremise.eval.rerank.requests import IndexView
     from leanpremise.eval.rerank.train import RerankConfig, train_reranker
@@ -65,6 +66,6 @@ def rerank_after_training(model, final_dir: Path, corpus_emb, dataset, model_nam
                                    model=model, model_name=model_name, corpus_embeddings=corpus_emb,
                                    progress=False, identity=model_identity(final_dir))
     spec = train_reranker(dataset, rankers, table, dataset.split_ids("train"), dataset.split_ids("valid"),
-                          RerankConfig(max_states=max_states), out, progress=True,
+                          RerankConfig(max_states=max_states, early_stopping=50), out, progress=True,
                           trained_on={"data_revision": dataset.revision, "after_training": str(final_dir)})
     return dict(spec.valid_scores)

@@ -67,8 +67,10 @@ class RerankTrainFlags:
     learning_rate: float = 0.05
     num_leaves: int = 31
     min_data_in_leaf: int = 20
+    lambda_l2: float = field(default=10.0, metadata={"help": "L2 penalty on leaf values"})
+    min_sum_hessian_in_leaf: float = field(default=1.0, metadata={"help": "least hessian a leaf holds"})
     max_rounds: int = field(default=1000, metadata={"help": "boosting rounds at most (early stopping ends sooner)"})
-    early_stopping: int = field(default=50, metadata={"help": "rounds without a better valid NDCG@32 before stopping"})
+    early_stopping: int = field(default=200, metadata={"help": "rounds without a better valid NDCG@32 before stopping"})
     threads: int | None = field(default=None, metadata={"help": "threads of the library (default: all cores)"})
 
 
