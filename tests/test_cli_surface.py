@@ -24,6 +24,7 @@ ADDED = {
     },
     "serve": {
         "--no_fusion",  # the new name of --no_hybrid (the setting is FUSION now; HYBRID is still read)
+        "--lexical_cache_max_bytes", "--lexical-cache-max-bytes",  # LEXICAL_CACHE_MAX_BYTES (issue 22)
     },
     "train": {
         "--rerank_after",  # the main job trains a reranker after the encoder (issue 20)
@@ -39,7 +40,7 @@ ADDED = {
 ADDED_COMMANDS = {"rerank", "rerank train", "rerank apply"}
 """Commands that are new since the snapshot (the learned reranker); their flags are their own."""
 
-NEW_SETTINGS: dict[str, str] = {}
+NEW_SETTINGS: dict[str, str] = {"lexical_cache_max_bytes": "LEXICAL_CACHE_MAX_BYTES"}
 """ServeConfig fields that are new since the snapshot: field -> environment name."""
 
 RENAMED_SETTINGS = {"hybrid": "fusion"}

@@ -151,6 +151,10 @@ class ServeConfig(BaseSettings):
                            old_env=("HYBRID",), old_flags=("--no_hybrid", "--no-hybrid"))
     lexical_threads: int = setting(2, "LEXICAL_THREADS", "threads running the lexical rankers of hybrid "
                                    "requests (one request's states run in one thread)", ge=1, le=64)
+    lexical_cache_max_bytes: int = setting(64 * 2**20, "LEXICAL_CACHE_MAX_BYTES", "bytes (as Python holds "
+                                           "them: keys, texts, term dicts, symbol sets) the lexical analyses of "
+                                           "new premises kept per hybrid revision may take, each of the BM25 "
+                                           "and MePo caches; least recently used evicted first", ge=1)
     # ---- the persistent embedding cache (docs/decisions.md: why on by default, why LMDB) -------------
     embedding_cache_on: bool = setting(True, "EMBEDDING_CACHE_ENABLED", "keep the embeddings of states and new "
                                        "premises in a persistent cache behind the in-memory one (LMDB on disk, "

@@ -93,7 +93,8 @@ class Server:
             else:
                 from leanpremise.serve.search.fused import FusedRanking
 
-                bundle.fused = FusedRanking.load(bundle.root, bundle.manifest, bundle.corpus)
+                bundle.fused = FusedRanking.load(bundle.root, bundle.manifest, bundle.corpus,
+                                                 cache_bytes=cfg.lexical_cache_max_bytes)
         if self._search_threads is None:
             self._search_threads = limit_blas_threads(cfg.search_threads)
         key = bundle_model_identity(bundle.manifest, bundle.model_dir)
