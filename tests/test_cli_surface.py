@@ -34,6 +34,7 @@ ADDED = {
         "--body_grace_s", "--min_body_bytes_per_s", "--max_body_readers", "--max_body_readers_per_client",
         "--max_body_buffer_bytes", "--max_body_chunks", "--forwarded_allow_ips",
         "--no_rerank",  # serve without the bundle's reranker (issue 20)
+        "--lexical_cache_max_bytes", "--lexical-cache-max-bytes",  # LEXICAL_CACHE_MAX_BYTES (issue 22)
     },
     "train": {
         "--rerank_after",  # the main job trains a reranker after the encoder (issue 20)
@@ -60,6 +61,7 @@ NEW_SETTINGS: dict[str, str] = {
     "max_body_buffer_bytes": "MAX_BODY_BUFFER_BYTES", "max_body_chunks": "MAX_BODY_CHUNKS",
     "forwarded_allow_ips": "FORWARDED_ALLOW_IPS", "admin_token": "ADMIN_TOKEN",
     "rerank": "RERANK",
+    "lexical_cache_max_bytes": "LEXICAL_CACHE_MAX_BYTES",
 }
 """ServeConfig fields that are new since the snapshot: field -> environment name."""
 

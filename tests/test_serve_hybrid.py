@@ -293,3 +293,31 @@ def test_any_request_text_gets_a_ranking_of_allowed_names(setup, rrf_server):
         assert set(names) <= set(local) | {n for n, _ in decls}
 
     check()
+
+
+def test_new_premise_caches_stay_within_their_byte_bound(setup, cache_dir, sample_dataset):
+    """LEXICAL_CACHE_MAX_BYTES bounds what the BM25 and MePo analyses of new premises hold, counted in
+    bytes (each entry weighs more than its text's characters), and cached analyses rank as fresh ones."""
+    from leanpremise.serve.revisions.loader import load_bundle
+    from leanpremise.serve.search.fused import FusedRanking
+
+    bundle = setup["bundles"]["rrf"]
+    loaded = load_bundle(bundle, cache_dir)
+    bound = 100_000
+    fused = FusedRanking.load(bundle, loaded.manifest, loaded.corpus, cache_bytes=bound)
+    fresh = FusedRanking.load(bundle, loaded.manifest, loaded.corpus, cache_bytes=1)  # keeps nothing
+    texts = sample_dataset.corpus.texts[:400]
+    names = [f"New.premise_{i}" for i in range(len(texts))]
+    states = [sample_dataset.states.state[s] for s in range(3)]
+    first = fused.lexical(states, None, texts, names, 16)
+    assert 0 < fused.cache_bytes() <= 2 * bound  # each of the two caches within the bound
+    assert fused._terms.currsize <= bound and fused._symbols.currsize <= bound
+    chars = sum(len(t) + 1 for t in fused._terms.keys())
+    assert fused._terms.currsize > chars  # counted in bytes, not characters
+    again = fused.lexical(states, None, texts, names, 16)
+    other = fresh.lexical(states, None, texts, names, 16)
+    assert fresh.cache_bytes() == 0
+    for a, b, c in zip(first, again, other):
+        for ra, rb, rc in zip(a, b, c):
+            np.testing.assert_array_equal(ra.ids, rb.ids)
+            np.testing.assert_array_equal(ra.ids, rc.ids)

@@ -48,6 +48,36 @@ class BM25Stats(BaseModel):
     method: str = Field(pattern="^lucene$")
 
 
+class NewPremiseMatrix:
+    """New premises' BM25 term weights, column-sliceable by token (CSR over tokens, premises as columns)."""
+
+    def __init__(self, indptr: np.ndarray, rows: np.ndarray, data: np.ndarray, n: int):
+        self.indptr, self.rows, self.data, self.n = indptr, rows, data, n
+
+    @classmethod
+    def build(cls, terms: list[dict], n_tokens: int) -> NewPremiseMatrix:
+        """From per-premise {token id: weight}; one premise holds a token at most once (dict keys)."""
+        lens = np.fromiter((len(t) for t in terms), dtype=np.int64, count=len(terms))
+        tokens = np.fromiter((i for t in terms for i in t), dtype=np.int64, count=int(lens.sum()))
+        weights = np.fromiter((w for t in terms for w in t.values()), dtype=np.float32, count=len(tokens))
+        premises = np.repeat(np.arange(len(terms), dtype=np.int64), lens)
+        order = np.argsort(tokens, kind="stable")
+        indptr = np.zeros(n_tokens + 1, dtype=np.int64)
+        np.cumsum(np.bincount(tokens, minlength=n_tokens)[:n_tokens], out=indptr[1:])
+        return cls(indptr, premises[order], weights[order], len(terms))
+
+    def scores(self, q: dict[int, int]) -> np.ndarray:
+        """Each premise's score for query counts `q`: the query's tokens in order, float32 adds, so the
+        sums are those of `BM25Ranker.scores` for an indexed premise of the same text (bit-identical)."""
+        out = np.zeros(self.n, dtype=np.float32)
+        for i, c in q.items():
+            lo, hi = int(self.indptr[i]), int(self.indptr[i + 1])
+            if hi > lo:
+                rows = self.rows[lo:hi]
+                out[rows] = out[rows] + np.float32(c) * self.data[lo:hi]
+        return out
+
+
 class BM25Ranker:
     def __init__(self, corpus_texts: list[str], config: BM25Config | None = None, progress: bool = False):
         self.config = config or BM25Config()
@@ -128,16 +158,12 @@ class BM25Ranker:
         if the caller has them), bit-identical to the score of an indexed premise of the same text."""
         q = self.query_counts(query) if isinstance(query, str) else query
         terms = terms if terms is not None else [self.doc_terms(t) for t in texts]
-        out = np.zeros(len(terms), dtype=np.float32)
-        if not q:
-            return out
-        for j, term in enumerate(terms):
-            total = np.float32(0.0)
-            for i, c in q.items():  # the order and float32 arithmetic of `scores`
-                if i in term:
-                    total = np.float32(total + np.float32(c) * term[i])
-            out[j] = total
-        return out
+        return self.new_premise_matrix(terms).scores(q)
+
+    def new_premise_matrix(self, terms: list[dict]) -> NewPremiseMatrix:
+        """Premises' `doc_terms` as one sparse (token x premise) matrix, built once per request so that
+        each state scores all of a request's new premises with one numpy step per distinct query token."""
+        return NewPremiseMatrix.build(terms, len(self.df))
 
     def query_counts(self, text: str) -> dict[int, int]:
         """Token id -> occurrences in `text`, for the tokens the index has, in order of first occurrence."""

@@ -25,6 +25,8 @@ class NewPremises:
     texts: list[str]
     terms: list[dict] | None = None
     """BM25 term weights per premise (None without BM25)."""
+    bm25_matrix: object | None = None
+    """Those weights as one sparse matrix (`bm25.NewPremiseMatrix`), built once for all the states."""
     symbols: list[set[str]] | None = None
     """MePo symbols per premise (None without MePo)."""
     usage: np.ndarray | None = None
@@ -60,6 +62,7 @@ class SideRankers:
         out = NewPremises(list(names), list(texts))
         if self.bm25 is not None:
             out.terms = terms if terms is not None else [self.bm25.doc_terms(t) for t in texts]
+            out.bm25_matrix = self.bm25.new_premise_matrix(out.terms)
         if self.mepo is not None:
             out.symbols = symbol_sets if symbol_sets is not None else [
                 symbols(t, exclude=n) for t, n in zip(texts, names)]
@@ -83,7 +86,8 @@ class SideRankers:
             counts = self.bm25.query_counts(state)  # tokenised once for both
             full = self.bm25.scores(counts)
             ids, scores = exact_topk(full[None, :], None if mask is None else mask[None, :], depth)
-            new_scores = (self.bm25.new_premise_scores(counts, new.texts, new.terms) if len(new)
+            new_scores = ((new.bm25_matrix.scores(counts) if new.bm25_matrix is not None
+                           else self.bm25.new_premise_scores(counts, new.texts, new.terms)) if len(new)
                           else np.zeros(0, dtype=np.float32))
             runs["bm25"] = merge_new(ids[0], scores[0], new_scores, n, depth)
             if with_lookups:

@@ -185,6 +185,10 @@ class ServeConfig(BaseSettings):
     # ---- re-ranking (a bundle written with `export --rerank`) ---------------------------------------
     rerank: bool = setting(True, "RERANK", "re-rank with the bundle's learned reranker where the bundle has "
                            "one (it replaces the fusion); off: the bundle's plain ranking", flag="--no_rerank")
+    lexical_cache_max_bytes: int = setting(64 * 2**20, "LEXICAL_CACHE_MAX_BYTES", "bytes (as Python holds "
+                                           "them: keys, texts, term dicts, symbol sets) the lexical analyses of "
+                                           "new premises kept per hybrid revision may take, each of the BM25 "
+                                           "and MePo caches; least recently used evicted first", ge=1)
     # ---- the persistent embedding cache (docs/decisions.md: why on by default, why LMDB) -------------
     embedding_cache_on: bool = setting(True, "EMBEDDING_CACHE_ENABLED", "keep the embeddings of states and new "
                                        "premises in a persistent cache behind the in-memory one (LMDB on disk, "

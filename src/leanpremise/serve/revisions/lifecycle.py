@@ -96,7 +96,8 @@ class Server:
             else:
                 from leanpremise.serve.search.fused import FusedRanking
 
-                bundle.fused = FusedRanking.load(bundle.root, bundle.manifest, bundle.corpus)
+                bundle.fused = FusedRanking.load(bundle.root, bundle.manifest, bundle.corpus,
+                                                 cache_bytes=cfg.lexical_cache_max_bytes)
         if bundle.manifest.rerank and cfg.rerank:
             if bundle.root is None:
                 logger.warning("%s: a bundle with a reranker from the Hub is served without it (its files are "

@@ -10,6 +10,7 @@ the same state and candidates. A ranker of weight 0 is not run.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +24,30 @@ from leanpremise.rank.side import SideRankers
 
 logger = logging.getLogger(__name__)
 
-NEW_PREMISE_CACHE_CHARS = 64 << 20
-"""Characters of new-premise text whose lexical analysis is kept (per revision)."""
+NEW_PREMISE_CACHE_BYTES = 64 << 20
+"""Default bytes each new-premise analysis cache may hold (per revision); ServeConfig sets it."""
+
+
+def held_bytes(obj) -> int:
+    """Bytes Python holds for a cache key or value: the object plus, for strings' tuples, dicts and sets,
+    what they contain (one level of nesting below tuples), so the bound is on memory, not on characters
+    (a term dict costs several times its text). Small ints and shared floats are counted as if not
+    shared: an over-estimate, which keeps the bound safe."""
+    size = sys.getsizeof(obj)
+    if isinstance(obj, tuple):
+        return size + sum(held_bytes(x) for x in obj)
+    if isinstance(obj, dict):
+        return size + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in obj.items())
+    if isinstance(obj, (set, frozenset, list)):
+        return size + sum(sys.getsizeof(x) for x in obj)
+    return size
 
 
 class FusedRanking:
     """The fusion of one bundle and the lexical rankers it reads."""
 
     def __init__(self, spec, bm25=None, mepo=None, usage=None, name_to_id: dict[str, int] | None = None,
-                 cache_chars: int = NEW_PREMISE_CACHE_CHARS):
+                 cache_bytes: int = NEW_PREMISE_CACHE_BYTES):
         from cachetools import LRUCache
 
         self.spec, self.bm25, self.mepo, self.usage = spec, bm25, mepo, usage
@@ -43,13 +59,13 @@ class FusedRanking:
         MePo's settings (from that name)."""
         self.side = SideRankers(bm25, mepo, self.mepo_config, usage, self.name_to_id)
         """The side rankers as one request sees them (rank/side.py, which evaluation's reranker runs too)."""
-        self._terms = LRUCache(cache_chars, getsizeof=lambda v: v[0])
-        self._symbols = LRUCache(cache_chars, getsizeof=lambda v: v[0])
+        self._terms = LRUCache(cache_bytes, getsizeof=lambda v: v[0])
+        self._symbols = LRUCache(cache_bytes, getsizeof=lambda v: v[0])
         """A file's new premises come again with every request from it: their BM25 terms and MePo symbols
-        are kept, keyed by text (and name), weighed by text length."""
+        are kept, keyed by text (and name), each weighed by the bytes its key and value hold."""
 
     @classmethod
-    def load(cls, root: Path, manifest, corpus) -> FusedRanking:
+    def load(cls, root: Path, manifest, corpus, cache_bytes: int = NEW_PREMISE_CACHE_BYTES) -> FusedRanking:
         """From a bundle dir whose files were checked against its manifest; BundleError names what is
         wrong (the files come from an untrusted folder: nothing is unpickled, arrays are validated)."""
         path = Path(root) / manifest.hybrid
@@ -74,7 +90,7 @@ class FusedRanking:
                 usage = UsageRanker.load(Path(root) / HYBRID_USAGE, len(corpus))
         except ValueError as e:
             raise BundleError(str(e)) from e
-        return cls(spec, bm25, mepo, usage, corpus.name_to_id if usage is not None else None)
+        return cls(spec, bm25, mepo, usage, corpus.name_to_id if usage is not None else None, cache_bytes)
 
     def depth(self, k: int) -> int:
         return max(k, self.spec.k or k)
@@ -108,12 +124,17 @@ class FusedRanking:
         """make(text), from `cache` when there (worker threads share it: a race computes twice, no harm)."""
         hit = cache.get(key)
         if hit is None:
-            hit = (len(text) + 1, make(text))
+            value = make(text)
+            hit = (held_bytes(key) + held_bytes(value) + sys.getsizeof((0, value)), value)
             try:
                 cache[key] = hit
             except ValueError:  # larger than the whole cache
                 pass
         return hit[1]
+
+    def cache_bytes(self) -> int:
+        """Bytes the two new-premise caches hold now (as counted against their bound)."""
+        return int(self._terms.currsize + self._symbols.currsize)
 
     def fuse(self, dense: Run | None, lexical: list[Run], k: int) -> tuple[np.ndarray, np.ndarray]:
         """One state's fused top k: (ids in the shared id space, -1 padded; fused scores)."""
