@@ -479,10 +479,12 @@ def test_cached_requests_overtake_a_bulk_embedding():
 
     assert asyncio.run(scenario())[0] == "light"
     assert emb.batches[1] == ["light state"]  # right after the chunk that was running, in a batch of its own
-    bulk_batches = [b for b in emb.batches if b != ["light state"]]
+    # the bulk requests' own goals went first, urgently, in one batch; their new premises one chunk at a time
+    assert sorted(emb.batches[0]) == [f"bulk state {j}" for j in range(4)]
+    bulk_batches = [b for b in emb.batches[1:] if b != ["light state"]]
     assert len(bulk_batches[0]) == 8 and max(map(len, bulk_batches)) == 8  # one chunk (BULK_CHUNK) at a time
     assert sorted(t for b in bulk_batches for t in b) == sorted(
-        [f"bulk state {j}" for j in range(4)] + [f"premise {j}.{i}" for j in range(4) for i in range(40)])
+        [f"premise {j}.{i}" for j in range(4) for i in range(40)])
 
     asyncio.run(scenario())
 
@@ -510,3 +512,35 @@ def test_auto_backend_takes_int8_onnx_on_cpu_then_float32_then_torch(tmp_path):
     assert onnx_choice("torch", both, on_cpu=True) is None
     with pytest.raises(FileNotFoundError, match="no int8 ONNX model"):
         onnx_choice("onnx-int8", fp32_only, on_cpu=True)
+
+
+def test_a_burst_of_new_premises_refuses_its_own_requests_never_a_goal():
+    """Issue 22: one request's new premises fill the bulk bound; another bursting request is refused
+    (Overloaded: 503 for that client), while a request bringing a new goal and a few new premises, and the
+    bursting request's own goal, are queued urgently and answered."""
+    from leanpremise.serve.embedding.lanes import Overloaded
+    from leanpremise.serve.embedding.service import EmbeddingService
+
+    emb = CountingEmbedder(hold=True)
+
+    async def scenario():
+        svc = EmbeddingService(emb, service_config(embed_service_max_concurrent_inputs=8, max_client_batch_size=8,
+                                                   bulk_chunk=8, urgent_max_texts=3, embed_workers=1))
+        await svc.start()
+        try:
+            burst = asyncio.create_task(svc.embed(["burst goal"], [f"burst premise {i}" for i in range(40)]))
+            assert await asyncio.to_thread(emb.running.wait, LIVENESS_S)  # its goal is being embedded
+            emb.release.set()
+            while svc.lanes.bulk_inflight < 8:  # then its first bulk chunk fills the bound
+                await asyncio.sleep(0)
+            with pytest.raises(Overloaded):
+                await svc.embed(["second burst goal"], [f"other premise {i}" for i in range(40)])
+            states, premises = await svc.embed(["honest new goal"], ["honest premise a", "honest premise b"])
+            assert states.shape == (1, 4) and premises.shape == (2, 4)
+            await asyncio.wait_for(burst, LIVENESS_S)
+            assert emb.texts.index("burst goal") < emb.texts.index("burst premise 0")
+        finally:
+            emb.release.set()
+            await svc.stop()
+
+    asyncio.run(scenario())

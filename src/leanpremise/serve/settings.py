@@ -157,8 +157,9 @@ class ServeConfig(BaseSettings):
     embed_service_timeout: float | None = setting(None, "EMBED_SERVICE_TIMEOUT",
                                                   "seconds to wait for the TEI service (default: no limit)", gt=0)
     embed_service_max_concurrent_inputs: int = setting(
-        128, "EMBED_SERVICE_MAX_CONCURRENT_INPUTS", "uncached texts (states + new premises) being embedded at "
-        "once; more gets 503 + Retry-After", flag="--max_concurrent_inputs", ge=1)
+        128, "EMBED_SERVICE_MAX_CONCURRENT_INPUTS", "uncached new premises of large requests (the bulk lane) "
+        "being embedded or queued at once; a request whose next chunk would pass it gets 503 + Retry-After. "
+        "Goals are never held by it", flag="--max_concurrent_inputs", ge=1)
     max_client_batch_size: int = setting(32, "MAX_CLIENT_BATCH_SIZE", "texts one request hands to the embedder "
                                                                       "at a time (and per TEI call)", ge=1)
     embed_batch_size: int = setting(64, "EMBED_BATCH_SIZE", "texts per torch encode call, and most texts "

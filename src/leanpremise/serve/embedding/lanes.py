@@ -73,6 +73,8 @@ class EmbeddingLanes:
         self.urgent_max_texts = config.urgent_max_texts
         self.bulk_chunk = min(self.chunk_size, config.bulk_chunk)
         self.inflight = 0
+        self.bulk_inflight = 0
+        """Texts of bulk chunks queued or being embedded: what the bound holds."""
         self._urgent: deque[_Job] = deque()
         self._bulk: deque[_Job] = deque()
         self._wake: asyncio.Condition | None = None
@@ -112,11 +114,14 @@ class EmbeddingLanes:
         return urgent, self.chunk_size if urgent else self.bulk_chunk
 
     async def submit(self, texts: list[str], urgent: bool = True) -> np.ndarray:
-        """Queue one chunk in its lane and wait for its rows; Overloaded if it would exceed the bound."""
-        if self.inflight + len(texts) > self.max_inflight:
+        """Queue one chunk in its lane and wait for its rows. The bound holds the bulk lane only (Overloaded
+        if a bulk chunk would exceed it): urgent chunks (goals, a few new premises) are bounded by the
+        requests admitted, so a burst of other requests' new premises never refuses a goal."""
+        if not urgent and self.bulk_inflight + len(texts) > self.max_inflight:
             self.metrics.overloaded.inc()
-            raise Overloaded(f"{self.inflight} texts being embedded; limit {self.max_inflight}")
+            raise Overloaded(f"{self.bulk_inflight} new premises being embedded; limit {self.max_inflight}")
         self.inflight += len(texts)
+        self.bulk_inflight += 0 if urgent else len(texts)
         self.metrics.inflight.set(self.inflight)
         try:
             job = _Job(texts, asyncio.get_running_loop().create_future())
@@ -126,6 +131,7 @@ class EmbeddingLanes:
             return await job.future
         finally:
             self.inflight -= len(texts)
+            self.bulk_inflight -= 0 if urgent else len(texts)
             self.metrics.inflight.set(self.inflight)
 
     # ---- the workers: each role's pick, then one loop for all ------------------------------------

@@ -76,7 +76,7 @@ class EmbeddingService:
         if self.store is not None and missing:
             await self._fill_from_store(missing, out)
         shared = {key: self._pending[key] for key in missing if key in self._pending}
-        await self._embed_own([key for key in missing if key not in shared], missing, out)
+        await self._embed_own([key for key in missing if key not in shared], missing, out, len(states))
         for key, fut in shared.items():
             out[missing[key][1]] = await fut
         return out[: len(states)], out[len(states) :]
@@ -129,20 +129,26 @@ class EmbeddingService:
         finally:
             self._put_slots.release()
 
-    async def _embed_own(self, own: list[bytes], missing: Missing, out: np.ndarray) -> None:
+    async def _embed_own(self, own: list[bytes], missing: Missing, out: np.ndarray, n_states: int) -> None:
         """Embed the texts (by key) no other request is embedding, in the lanes' chunks; other requests
-        wanting one of them meanwhile await its future instead of embedding it again."""
+        wanting one of them meanwhile await its future instead of embedding it again. The goals (rows below
+        `n_states`) go first and to the urgent lane whatever else the request brings; its new premises
+        follow, one chunk at a time, so one request holds at most one bulk chunk of the bound."""
         loop = asyncio.get_running_loop()
         owned = {key: loop.create_future() for key in own}
         for key, fut in owned.items():
             fut.add_done_callback(_consume)
             self._pending[key] = fut
         try:
-            urgent, step = self.lanes.chunking(len(own))
-            for lo in range(0, len(own), step):
-                chunk = own[lo : lo + step]
+            goals = [key for key in own if missing[key][1][0] < n_states]
+            rest = [key for key in own if missing[key][1][0] >= n_states]
+            urgent, step = self.lanes.chunking(len(rest))
+            chunks = [(goals[lo : lo + self.lanes.chunk_size], True)
+                      for lo in range(0, len(goals), self.lanes.chunk_size)]
+            chunks += [(rest[lo : lo + step], urgent) for lo in range(0, len(rest), step)]
+            for chunk, lane in chunks:
                 texts = [missing[key][0] for key in chunk]
-                part = await self.lanes.submit(texts, urgent)
+                part = await self.lanes.submit(texts, lane)
                 self._store_later(texts, part)
                 for key, row in zip(chunk, part):
                     out[missing[key][1]] = row
