@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
+from liveness import LIVENESS_S
 from serve_helpers import ThreadServer, export_for_tests, service_config
 
 K = 16
@@ -321,3 +322,29 @@ def test_new_premise_caches_stay_within_their_byte_bound(setup, cache_dir, sampl
         for ra, rb, rc in zip(a, b, c):
             np.testing.assert_array_equal(ra.ids, rb.ids)
             np.testing.assert_array_equal(ra.ids, rc.ids)
+
+
+
+def test_the_lexical_rankers_see_the_texts_cut_as_the_model_sees_them(setup, cache_dir):
+    """Issue 22: a state and a new premise longer than the cut the model reads rank exactly as their cut
+    texts (the tail, full of corpus names that BM25 and MePo would score, is not read by any ranker)."""
+    ds = setup["ds"]
+    srv = serve(setup["bundles"]["rrf"], cache_dir, chars_per_token=1)
+    try:
+        limit = srv.server.config.app.state.server.table.default_revision.max_text_chars
+        s0 = picked_states(ds)[-1]
+        tail = " ".join(ds.corpus.names[:2000])
+        state = (ds.states.state[s0] + " " * limit)[:limit] + tail
+        decl = ("theorem New.long : True := trivial " + " " * limit)[:limit] + tail
+        local = accessible_names(ds, s0)
+
+        def ask_with(st: str, d: str) -> list:
+            r = httpx.post(f"{srv.url}/retrieve", json={"state": st, "imported_modules": [], "local_premises": local,
+                                                        "new_premises": [{"name": "New.long", "decl": d}], "k": K},
+                           timeout=LIVENESS_S)
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        assert ask_with(state, decl) == ask_with(state[:limit], decl[:limit])
+    finally:
+        srv.stop()

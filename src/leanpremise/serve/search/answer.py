@@ -71,16 +71,17 @@ async def answer(rev, req):
         return []
     check_results(len(states), k, cfg.max_results)
     fused = rev.fused
-    full_states = states
+    # every ranker sees the same cut texts (issue 22: the lexical rankers' work is bounded like the model's)
     states = [cut(s, rev.max_text_chars) for s in states]
     new = clip_new_premises(req.new_premises, cfg.max_new_premises)
     new_names = [p.name for p in new]
+    new_texts = [cut(p.decl, rev.max_text_chars) for p in new]
     loop = asyncio.get_running_loop()
     cand_future = loop.run_in_executor(
         rev.candidate_mask_pool, index.candidates, req.imported_modules, req.local_premises,
         bool(req.caller_in_module_system), req.imported_all_modules, new_names,
     )
-    embedding = asyncio.ensure_future(service.embed(states, [cut(p.decl, rev.max_text_chars) for p in new]))
+    embedding = asyncio.ensure_future(service.embed(states, new_texts))
     try:
         cand = await cand_future
     except BaseException:
@@ -88,8 +89,7 @@ async def answer(rev, req):
         raise
     lexical = None
     if fused is not None:  # lexical ranking starts now, in its own threads, while the states embed
-        lexical = loop.run_in_executor(rev.lexical_pool, fused.lexical, full_states, cand.mask,
-                                       [p.decl for p in new], new_names, k)
+        lexical = loop.run_in_executor(rev.lexical_pool, fused.lexical, states, cand.mask, new_texts, new_names, k)
     try:
         state_emb, new_emb = await embedding
     except BaseException:

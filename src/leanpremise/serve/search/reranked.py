@@ -183,7 +183,8 @@ async def answer_reranked(rev, req) -> list:
         return []
     check_results(len(states), k, cfg.max_results)
     new = clip_new_premises(req.new_premises, cfg.max_new_premises)
-    new_names, new_texts = [p.name for p in new], [p.decl for p in new]
+    new_names, new_texts = [p.name for p in new], [cut(p.decl, rev.max_text_chars) for p in new]
+    states = [cut(s, rev.max_text_chars) for s in states]  # every ranker sees the texts the model sees
     loop = asyncio.get_running_loop()
     cand = await loop.run_in_executor(
         rev.candidate_mask_pool, index.candidates, req.imported_modules, req.local_premises,
@@ -195,8 +196,7 @@ async def answer_reranked(rev, req) -> list:
     dense = None
     if reranked.uses_dense:
         try:
-            state_emb, new_emb = await rev.service.embed([cut(s, rev.max_text_chars) for s in states],
-                                                         [cut(t, rev.max_text_chars) for t in new_texts])
+            state_emb, new_emb = await rev.service.embed(states, new_texts)
             depth = reranked.depth(k)
             scores, ids = await rev.searcher.search(state_emb, cand, depth)
         except BaseException:
