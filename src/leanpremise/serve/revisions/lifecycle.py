@@ -105,7 +105,8 @@ class Server:
             else:
                 from leanpremise.serve.search.reranked import RerankedRanking
 
-                bundle.reranked = RerankedRanking.load(bundle.root, bundle.manifest, bundle.corpus)
+                bundle.reranked = RerankedRanking.load(bundle.root, bundle.manifest, bundle.corpus,
+                                                       cache_bytes=cfg.lexical_cache_max_bytes)
         if self._search_threads is None:
             self._search_threads = limit_blas_threads(cfg.search_threads)
         key = bundle_model_identity(bundle.manifest, bundle.model_dir)

@@ -29,7 +29,7 @@ from leanpremise.rank.rerank.structure import frontier, project_root, request_mo
 from leanpremise.rank.runs import merge_new
 from leanpremise.rank.side import SideRankers
 from leanpremise.serve.search.answer import check_results, clip_new_premises, cut, named
-from leanpremise.serve.search.fused import NEW_PREMISE_CACHE_CHARS, FusedRanking
+from leanpremise.serve.search.fused import NEW_PREMISE_CACHE_BYTES, FusedRanking
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +38,12 @@ class RerankedRanking:
     """One bundle's reranker, the premise table its features read, and the side rankers it names."""
 
     def __init__(self, reranker: Reranker, table: PremiseTable, side: SideRankers,
-                 cache_chars: int = NEW_PREMISE_CACHE_CHARS):
+                 cache_bytes: int = NEW_PREMISE_CACHE_BYTES):
         from cachetools import LRUCache
 
         self.reranker, self.table, self.side = reranker, table, side
-        self._terms = LRUCache(cache_chars, getsizeof=lambda v: v[0])
-        self._symbols = LRUCache(cache_chars, getsizeof=lambda v: v[0])
+        self._terms = LRUCache(cache_bytes, getsizeof=lambda v: v[0])
+        self._symbols = LRUCache(cache_bytes, getsizeof=lambda v: v[0])
         """New premises' BM25 terms and MePo symbols, kept across requests as the fusion keeps them."""
         self.spec = reranker.spec
         self.kinds = reranker.kinds
@@ -52,7 +52,7 @@ class RerankedRanking:
         """The ranker whose deeper list follows the candidates when a request asks for more (as in eval)."""
 
     @classmethod
-    def load(cls, root: Path, manifest, corpus) -> RerankedRanking:
+    def load(cls, root: Path, manifest, corpus, cache_bytes: int = NEW_PREMISE_CACHE_BYTES) -> RerankedRanking:
         """From a bundle dir whose files were checked against its manifest, before the corpus drops its
         texts (a feature reads their lengths); BundleError names what is wrong."""
         root = Path(root)
@@ -87,7 +87,7 @@ class RerankedRanking:
         side = SideRankers(bm25, mepo, mepo_config, usage, corpus.name_to_id if usage is not None else None,
                            module_usage)
         side.n = len(corpus)
-        return cls(reranker, PremiseTable.from_corpus(corpus), side)
+        return cls(reranker, PremiseTable.from_corpus(corpus), side, cache_bytes)
 
     def depth(self, k: int) -> int:
         """How deep every ranker lists: the reranker's depth, or k when the request asks for more."""
