@@ -59,7 +59,7 @@ async def answer(rev, req):
     """The response body: a list of {name, score} (or one list per state when `req.state` is a list);
     `rev` is the revision that answers, `req` an instance of the server's request model
     (schemas.request_model)."""
-    if getattr(rev, "reranked", None) is not None:  # the bundle's reranker orders the candidates instead
+    if rev.reranked is not None:  # the bundle's reranker orders the candidates instead
         from leanpremise.serve.search.reranked import answer_reranked
 
         return await answer_reranked(rev, req)
