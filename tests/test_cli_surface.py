@@ -35,6 +35,7 @@ ADDED = {
         "--max_body_buffer_bytes", "--max_body_chunks", "--forwarded_allow_ips",
         "--no_rerank",  # serve without the bundle's reranker (issue 20)
         "--lexical_cache_max_bytes", "--lexical-cache-max-bytes",  # LEXICAL_CACHE_MAX_BYTES (issue 22)
+        "--max_lexical_work", "--max-lexical-work",  # MAX_LEXICAL_WORK (issue 22)
     },
     "train": {
         "--rerank_after",  # the main job trains a reranker after the encoder (issue 20)
@@ -62,6 +63,7 @@ NEW_SETTINGS: dict[str, str] = {
     "forwarded_allow_ips": "FORWARDED_ALLOW_IPS", "admin_token": "ADMIN_TOKEN",
     "rerank": "RERANK",
     "lexical_cache_max_bytes": "LEXICAL_CACHE_MAX_BYTES",
+    "max_lexical_work": "MAX_LEXICAL_WORK",
 }
 """ServeConfig fields that are new since the snapshot: field -> environment name."""
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from leanpremise.rank.lean_tokens import bm25_tokens, symbols
 from leanpremise.rank.mepo import (
     MePoConfig,
+    RequestPremises,
     SymbolIndex,
     mepo_rank,
     mepo_state,
@@ -192,6 +193,26 @@ def test_matches_the_exact_reference(inst, use_extra, max_rounds):
     b = mepo_state(index, _goal_ids(index, known), np.ones(len(premises), dtype=bool), k, MePoConfig(p=p, c=c),
                    extra=extra)
     assert a[0].tolist() == b[0].tolist() and a[1].tolist() == b[1].tolist()
+
+
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(instances(), instances())
+def test_request_premises_prepared_once_serve_every_state_of_the_request(inst, other):
+    # the server prepares a request's new premises once for all its states: each state's run must be the
+    # one it gets from the symbol sets alone, whatever states ran before it on the same prepared tables
+    premises, extra, goal, cand, k, p, c = inst
+    index = SymbolIndex(premises)
+    prepared = RequestPremises(index, extra)
+    cfg = MePoConfig(p=p, c=c)
+    for g in (goal, other[2], goal):
+        known, unknown = [s for s in g if s in index.vocab], [s for s in g if s not in index.vocab]
+        got = mepo_state(index, _goal_ids(index, known), np.asarray(cand, dtype=bool), k, cfg, extra=prepared,
+                         goal_new=unknown)
+        want = mepo_state(index, _goal_ids(index, known), np.asarray(cand, dtype=bool), k, cfg, extra=extra,
+                          goal_new=unknown)
+        assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+    with pytest.raises(ValueError, match="another symbol index"):
+        mepo_state(SymbolIndex(premises), _goal_ids(index, []), None, k, cfg, extra=prepared)
 
 
 def test_extra_premises_join_the_rounds_and_their_new_symbols_match_the_goal(index):

@@ -348,3 +348,41 @@ def test_the_lexical_rankers_see_the_texts_cut_as_the_model_sees_them(setup, cac
         assert ask_with(state, decl) == ask_with(state[:limit], decl[:limit])
     finally:
         srv.stop()
+
+
+def test_a_request_over_the_lexical_work_bound_gets_422_before_any_work(setup, cache_dir):
+    """Issue 22: MAX_LEXICAL_WORK bounds the characters (as cut) a hybrid request hands the lexical rankers;
+    one character over it is refused with a 422 naming the setting, at it is answered, and a dense-only
+    revision (no lexical rankers) is not bounded by it."""
+    ds = setup["ds"]
+    s0 = picked_states(ds)[-1]
+    local = accessible_names(ds, s0)
+
+    def body(limit: int, extra_chars: int) -> dict:
+        state = (ds.states.state[s0] + " " * limit)[:limit] + " ⊢ a tail past the cut, not counted"
+        decls = [("theorem New.a : True := trivial " + " " * limit)[:limit] + " tail",
+                 ("theorem New.b : True := trivial " + " " * limit)[:limit]]
+        premises = [{"name": f"New.{c}", "decl": d} for c, d in zip("ab", decls)]
+        if extra_chars:
+            premises.append({"name": "New.c", "decl": "x" * extra_chars})
+        return {"state": state, "imported_modules": [], "local_premises": local, "new_premises": premises, "k": K}
+
+    probe = serve(setup["bundles"]["rrf"], cache_dir, chars_per_token=1)
+    try:
+        limit = probe.server.config.app.state.server.table.default_revision.max_text_chars
+    finally:
+        probe.stop()
+    for fusion, refused in ((True, True), (False, False)):
+        srv = serve(setup["bundles"]["rrf"], cache_dir, chars_per_token=1, max_lexical_work=3 * limit, fusion=fusion)
+        try:
+            at = httpx.post(f"{srv.url}/retrieve", json=body(limit, 0), timeout=LIVENESS_S)
+            assert at.status_code == 200, at.text
+            over = httpx.post(f"{srv.url}/retrieve", json=body(limit, 1), timeout=LIVENESS_S)
+            if refused:
+                assert over.status_code == 422, over.text
+                detail = over.json()["detail"][0]
+                assert detail["loc"][-1] == "new_premises" and "MAX_LEXICAL_WORK" in detail["msg"]
+            else:
+                assert over.status_code == 200, over.text
+        finally:
+            srv.stop()

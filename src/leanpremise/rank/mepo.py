@@ -280,42 +280,70 @@ class _Tables:
         return np.concatenate([syms.astype(np.int64), more.astype(np.int64)])
 
 
-def _tables(index: SymbolIndex, extra: Sequence[Iterable[str]], goal_new: Iterable[str]) -> tuple[_Tables, np.ndarray]:
-    """The index's tables, extended by the request premises; also the ids of goal_new symbols they know."""
-    n = index.n_premises
+class RequestPremises:
+    """A request's premises (`extra`) in MePo's tables: ids N.., their symbols in the corpus's symbol ids or
+    request-local ones after them, weights rescaled to one exact integer scale. Built once per request
+    and shared by all its states (the server's new premises come with every state of a request)."""
+
+    def __init__(self, index: SymbolIndex, extra: Sequence[Iterable[str]]):
+        sets = [syms if isinstance(syms, (set, frozenset)) else set(syms) for syms in extra]
+        lens = np.fromiter(map(len, sets), dtype=np.int64, count=len(sets))
+        flat = [s for syms in sets for s in syms]
+        code = dict.fromkeys(flat)  # each distinct symbol once, in first-seen order
+        vocab, n_known, n_local = index.vocab, index.n_symbols, 0
+        for s in code:
+            i = vocab.get(s)
+            if i is None:
+                i, n_local = n_known + n_local, n_local + 1
+            code[s] = i
+        self.local = {s: i for s, i in code.items() if i >= n_known}
+        """Request-local symbol -> its id (after the corpus's): what a goal's unknown symbols match."""
+        ecols = np.fromiter(map(code.__getitem__, flat), dtype=np.int64, count=len(flat))
+        rows_ptr = np.zeros(len(sets) + 1, dtype=np.int64)
+        np.cumsum(lens, out=rows_ptr[1:])
+        n, n_sym = index.n_premises, n_known + n_local
+        local_freq = np.bincount(ecols[ecols >= n_known] - n_known, minlength=n_local)
+        scale = weight_scale(max(int(index.freq.max(initial=0)), len(sets), 1))
+        weights = np.concatenate([index.weights * (scale // index.scale), scaled_weights(local_freq, scale)])
+        order = np.argsort(ecols, kind="stable")
+        eptr = np.zeros(n_sym + 1, dtype=np.int64)
+        np.cumsum(np.bincount(ecols, minlength=n_sym), out=eptr[1:])
+        epost = (n + np.repeat(np.arange(len(sets), dtype=np.int64), lens))[order].astype(np.int32)
+        self.tables = _Tables(n + len(sets), np.concatenate([index.sizes, lens]), weights, scale,
+                              index.post_indptr, index.post, index.indptr, index.indices, eptr, epost,
+                              rows_ptr, ecols, n_indexed=n)
+        self.index = index
+
+    def __len__(self) -> int:
+        return self.tables.n - self.tables.n_indexed
+
+    def goal_local(self, goal_new: Iterable[str]) -> np.ndarray:
+        """The request-local ids of a goal's symbols that the corpus does not know."""
+        return np.asarray([self.local[s] for s in goal_new if s in self.local], dtype=np.int64)
+
+
+def _tables(index: SymbolIndex, extra, goal_new: Iterable[str]) -> tuple[_Tables, np.ndarray]:
+    """The tables one state's run walks (the index's, extended by the request premises, given as symbol
+    sets or already as RequestPremises); also the ids of goal_new symbols they know."""
+    if isinstance(extra, RequestPremises):
+        if extra.index is not index:
+            raise ValueError("MePo: the request premises were prepared for another symbol index")
+        return extra.tables, extra.goal_local(goal_new)
     if not extra:
+        n = index.n_premises
         return _Tables(n, index.sizes, index.weights, index.scale, index.post_indptr, index.post,
                        index.indptr, index.indices, n_indexed=n), np.zeros(0, dtype=np.int64)
-    local: dict[str, int] = {}
-    rows_ptr = np.zeros(len(extra) + 1, dtype=np.int64)
-    cols: list[int] = []
-    for j, syms in enumerate(extra):
-        for s in set(syms):
-            i = index.vocab.get(s)
-            cols.append(i if i is not None else index.n_symbols + local.setdefault(s, len(local)))
-        rows_ptr[j + 1] = len(cols)
-    ecols = np.asarray(cols, dtype=np.int64)
-    n_sym = index.n_symbols + len(local)
-    local_freq = np.bincount(ecols[ecols >= index.n_symbols] - index.n_symbols, minlength=len(local))
-    scale = weight_scale(max(int(index.freq.max(initial=0)), len(extra), 1))
-    weights = np.concatenate([index.weights * (scale // index.scale), scaled_weights(local_freq, scale)])
-    esizes = np.diff(rows_ptr)
-    order = np.argsort(ecols, kind="stable")
-    eptr = np.zeros(n_sym + 1, dtype=np.int64)
-    np.cumsum(np.bincount(ecols, minlength=n_sym), out=eptr[1:])
-    epost = (n + np.repeat(np.arange(len(extra), dtype=np.int64), esizes))[order].astype(np.int32)
-    goal_local = np.asarray([index.n_symbols + local[s] for s in goal_new if s in local], dtype=np.int64)
-    return _Tables(n + len(extra), np.concatenate([index.sizes, esizes]), weights, scale,
-                   index.post_indptr, index.post, index.indptr, index.indices, eptr, epost,
-                   rows_ptr, ecols, n_indexed=n), goal_local
+    prepared = RequestPremises(index, extra)
+    return prepared.tables, prepared.goal_local(goal_new)
 
 
 def mepo_state(index: SymbolIndex, goal_ids: np.ndarray, candidates: np.ndarray | None, k: int,
-               config: MePoConfig, extra: Sequence[Iterable[str]] = (),
+               config: MePoConfig, extra: Sequence[Iterable[str]] | RequestPremises = (),
                goal_new: Iterable[str] = ()) -> tuple[np.ndarray, np.ndarray]:
     """MePo for one state. goal_ids: the goal's known symbol ids (SymbolIndex.query_ids); candidates:
-    (N,) bool over the indexed premises, None for all; extra: request premises' symbol sets (ids N..);
-    goal_new: goal symbols unknown to the corpus, matched against the extra premises' symbols.
+    (N,) bool over the indexed premises, None for all; extra: request premises' symbol sets (ids N..), or
+    those prepared once for all of a request's states (RequestPremises); goal_new: goal symbols unknown
+    to the corpus, matched against the extra premises' symbols.
 
     Returns (ids (k,) int64 padded with -1, scores (k,) float32 = score - round), best first.
     """

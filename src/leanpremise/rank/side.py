@@ -29,6 +29,8 @@ class NewPremises:
     """Those weights as one sparse matrix (`bm25.NewPremiseMatrix`), built once for all the states."""
     symbols: list[set[str]] | None = None
     """MePo symbols per premise (None without MePo)."""
+    mepo_premises: object | None = None
+    """Those symbols in MePo's tables (`mepo.RequestPremises`), built once for all the states."""
     usage: np.ndarray | None = None
     """Usage score per premise: that of the indexed premise of its name, 0 when there is none."""
     usage_at: np.ndarray | None = None
@@ -64,8 +66,12 @@ class SideRankers:
             out.terms = terms if terms is not None else [self.bm25.doc_terms(t) for t in texts]
             out.bm25_matrix = self.bm25.new_premise_matrix(out.terms)
         if self.mepo is not None:
+            from leanpremise.rank.mepo import RequestPremises
+
             out.symbols = symbol_sets if symbol_sets is not None else [
                 symbols(t, exclude=n) for t, n in zip(texts, names)]
+            if out.symbols:
+                out.mepo_premises = RequestPremises(self.mepo, out.symbols)
         if self.usage is not None:
             if named_in_index:
                 out.usage, out.usage_at = self.usage.new_premise_scores(names, self.name_to_id)
@@ -96,9 +102,9 @@ class SideRankers:
             from leanpremise.rank.mepo import mepo_state
 
             known, unknown = self.mepo.query_symbols(state)
-            extra = new.symbols or ()
+            extra = new.mepo_premises if new.mepo_premises is not None else (new.symbols or ())
             runs["mepo"] = mepo_state(self.mepo, known, mask, depth, self.mepo_config, extra=extra,
-                                      goal_new=unknown if extra else ())
+                                      goal_new=unknown if len(extra) else ())
         if self.usage is not None:
             from leanpremise.rank.usage import usage_score
 

@@ -186,6 +186,9 @@ class ServeConfig(BaseSettings):
     # ---- re-ranking (a bundle written with `export --rerank`) ---------------------------------------
     rerank: bool = setting(True, "RERANK", "re-rank with the bundle's learned reranker where the bundle has "
                            "one (it replaces the fusion); off: the bundle's plain ranking", flag="--no_rerank")
+    max_lexical_work: int = setting(4_000_000, "MAX_LEXICAL_WORK", "characters (states and new premises, as "
+                                    "cut to the model's length) one request of a hybrid or re-ranked revision "
+                                    "may hand the lexical rankers; more: 422 before any work", ge=1)
     lexical_cache_max_bytes: int = setting(64 * 2**20, "LEXICAL_CACHE_MAX_BYTES", "bytes (as Python holds "
                                            "them: keys, texts, term dicts, symbol sets) the lexical analyses of "
                                            "new premises kept per hybrid revision may take, each of the BM25 "

@@ -4,11 +4,13 @@ fusion (serve/search/fused.py), the lexical rankers run in their own threads whi
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import numpy as np
 
 from leanpremise.rank.runs import Run, merge_new
 from leanpremise.serve.http.schemas import LimitExceeded
+from leanpremise.serve.search.lexical_budget import check_lexical_work
 
 
 def cut(text: str, max_chars: int) -> str:
@@ -55,27 +57,51 @@ def check_results(n_states: int, k: int, limit: int) -> None:
                                      f"at most {limit} results per response (MAX_RESULTS)")
 
 
-async def answer(rev, req):
-    """The response body: a list of {name, score} (or one list per state when `req.state` is a list);
-    `rev` is the revision that answers, `req` an instance of the server's request model
-    (schemas.request_model)."""
-    if rev.reranked is not None:  # the bundle's reranker orders the candidates instead
-        from leanpremise.serve.search.reranked import answer_reranked
+@dataclass
+class Opened:
+    """What every ranker of one request sees: its states and new premises clipped and cut, its k."""
 
-        return await answer_reranked(rev, req)
-    cfg, index, service = rev.config, rev.index, rev.service
+    single: bool
+    states: list[str]
+    k: int
+    new_names: list[str]
+    new_texts: list[str]
+
+
+def open_request(rev, req) -> Opened | None:
+    """The request as the rankers see it, refused (LimitExceeded, 422) before any work when it asks too
+    much; None when there is nothing to rank (k 0 or no state). Every ranker sees the same cut texts, so
+    the lexical rankers' work is bounded like the model's (issue 22), and with lexical rankers
+    (a fusion or a reranker) the request's characters for them are bounded by MAX_LEXICAL_WORK."""
+    cfg = rev.config
     single = isinstance(req.state, str)
     states = [req.state] if single else list(req.state)
     k = min(req.k, cfg.max_k)
     if k <= 0 or not states:
-        return []
+        return None
     check_results(len(states), k, cfg.max_results)
-    fused = rev.fused
-    # every ranker sees the same cut texts (issue 22: the lexical rankers' work is bounded like the model's)
-    states = [cut(s, rev.max_text_chars) for s in states]
     new = clip_new_premises(req.new_premises, cfg.max_new_premises)
-    new_names = [p.name for p in new]
-    new_texts = [cut(p.decl, rev.max_text_chars) for p in new]
+    opened = Opened(single, [cut(s, rev.max_text_chars) for s in states], k, [p.name for p in new],
+                    [cut(p.decl, rev.max_text_chars) for p in new])
+    if rev.fused is not None or rev.reranked is not None:
+        check_lexical_work(opened.states, opened.new_texts, cfg.max_lexical_work)
+    return opened
+
+
+async def answer(rev, req):
+    """The response body: a list of {name, score} (or one list per state when `req.state` is a list);
+    `rev` is the revision that answers, `req` an instance of the server's request model
+    (schemas.request_model)."""
+    opened = open_request(rev, req)
+    if opened is None:
+        return []
+    if rev.reranked is not None:  # the bundle's reranker orders the candidates instead
+        from leanpremise.serve.search.reranked import answer_reranked
+
+        return await answer_reranked(rev, req, opened)
+    index, service, fused = rev.index, rev.service, rev.fused
+    single, states, k = opened.single, opened.states, opened.k
+    new_names, new_texts = opened.new_names, opened.new_texts
     loop = asyncio.get_running_loop()
     cand_future = loop.run_in_executor(
         rev.candidate_mask_pool, index.candidates, req.imported_modules, req.local_premises,
@@ -98,7 +124,7 @@ async def answer(rev, req):
         raise
     depth = fused.depth(k) if fused is not None else k
     scores, ids = await rev.searcher.search(state_emb, cand, depth)
-    new_scores = state_emb @ new_emb.T if len(new) else np.zeros((len(states), 0), dtype=np.float32)
+    new_scores = state_emb @ new_emb.T if new_names else np.zeros((len(states), 0), dtype=np.float32)
     if fused is None:
         results = [merge(index.names, scores[b], ids[b], new_names, new_scores[b], k) for b in range(len(states))]
     else:

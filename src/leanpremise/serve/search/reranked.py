@@ -28,7 +28,7 @@ from leanpremise.rank.rerank.spec import RerankerFileError
 from leanpremise.rank.rerank.structure import frontier, project_root, request_module
 from leanpremise.rank.runs import merge_new
 from leanpremise.rank.side import SideRankers
-from leanpremise.serve.search.answer import check_results, clip_new_premises, cut, named
+from leanpremise.serve.search.answer import named
 from leanpremise.serve.search.fused import NEW_PREMISE_CACHE_BYTES, FusedRanking
 
 logger = logging.getLogger(__name__)
@@ -173,18 +173,12 @@ def _dot_lookup(index, query: np.ndarray, new_scores: np.ndarray):
     return score
 
 
-async def answer_reranked(rev, req) -> list:
-    """The response body of one /retrieve request re-ranked by `rev.reranked` (see answer.answer)."""
-    cfg, index, reranked = rev.config, rev.index, rev.reranked
-    single = isinstance(req.state, str)
-    states = [req.state] if single else list(req.state)
-    k = min(req.k, cfg.max_k)
-    if k <= 0 or not states:
-        return []
-    check_results(len(states), k, cfg.max_results)
-    new = clip_new_premises(req.new_premises, cfg.max_new_premises)
-    new_names, new_texts = [p.name for p in new], [cut(p.decl, rev.max_text_chars) for p in new]
-    states = [cut(s, rev.max_text_chars) for s in states]  # every ranker sees the texts the model sees
+async def answer_reranked(rev, req, opened) -> list:
+    """The response body of one /retrieve request re-ranked by `rev.reranked`; `opened` is the request as
+    every ranker sees it (answer.open_request, which answer.answer calls first)."""
+    index, reranked = rev.index, rev.reranked
+    single, states, k = opened.single, opened.states, opened.k
+    new_names, new_texts = opened.new_names, opened.new_texts
     loop = asyncio.get_running_loop()
     cand = await loop.run_in_executor(
         rev.candidate_mask_pool, index.candidates, req.imported_modules, req.local_premises,
