@@ -33,7 +33,6 @@ SHAPES = ((1, 0, 0), (1, 50, 0), (1, 2048, 0), (16, 2048, 0), (64, 2048, 0), (64
 
 
 def main() -> None:
-    import numpy as np
 
     from leanpremise.data import DataConfig, load_corpus
     from leanpremise.rank.bm25 import BM25Ranker

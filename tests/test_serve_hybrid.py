@@ -313,7 +313,7 @@ def test_new_premise_caches_stay_within_their_byte_bound(setup, cache_dir, sampl
     first = fused.lexical(states, None, texts, names, 16)
     assert 0 < fused.cache_bytes() <= 2 * bound  # each of the two caches within the bound
     assert fused._terms.currsize <= bound and fused._symbols.currsize <= bound
-    chars = sum(len(t) + 1 for t in fused._terms.keys())
+    chars = sum(len(t) + 1 for t in fused._terms)
     assert fused._terms.currsize > chars  # counted in bytes, not characters
     again = fused.lexical(states, None, texts, names, 16)
     other = fresh.lexical(states, None, texts, names, 16)

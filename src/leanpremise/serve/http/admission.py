@@ -19,7 +19,6 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-
 NEWCOMER_S = 1.0
 """Seconds a new reader is spared when the full pool picks its slowest to cut (its rate is still unknown)."""
 
