@@ -489,6 +489,39 @@ def test_cached_requests_overtake_a_bulk_embedding():
     asyncio.run(scenario())
 
 
+def test_a_small_bulk_request_is_not_queued_behind_a_burst_of_large_ones():
+    """Issue 22: the bulk lane takes fewest texts left first (with ageing): a request of 16 new premises that
+    arrives while two requests of 200 wait is embedded before either goes on, where in arrival order it
+    would wait behind a chunk of each; the large ones still finish."""
+    from leanpremise.serve.embedding.service import EmbeddingService
+
+    emb = CountingEmbedder(hold=True)
+
+    async def scenario():
+        svc = EmbeddingService(emb, service_config(embed_service_max_concurrent_inputs=64, max_client_batch_size=8,
+                                                   bulk_chunk=8, urgent_max_texts=3, embed_workers=1))
+        await svc.start()
+        try:
+            big = [asyncio.create_task(svc.embed([], [f"big{j} premise {i}" for i in range(200)])) for j in range(2)]
+            assert await asyncio.to_thread(emb.running.wait, LIVENESS_S)  # a first chunk is being embedded
+            while len(svc.lanes._bulk) < 1:  # the other large request's first chunk waits
+                await asyncio.sleep(0)
+            small = asyncio.create_task(svc.embed([], [f"small premise {i}" for i in range(16)]))
+            while len(svc.lanes._bulk) < 2:
+                await asyncio.sleep(0)
+            emb.release.set()
+            await asyncio.wait_for(asyncio.gather(small, *big), LIVENESS_S)
+        finally:
+            emb.release.set()
+            await svc.stop()
+
+    asyncio.run(scenario())
+    first, second, third = emb.batches[:3]
+    assert all(t.startswith("big") for t in first)
+    assert sorted(second + third) == sorted(f"small premise {i}" for i in range(16))
+    assert len(emb.texts) == 416 and len(set(emb.texts)) == 416
+
+
 def test_auto_backend_takes_int8_onnx_on_cpu_then_float32_then_torch(tmp_path):
     from leanpremise.serve.embedding.backends import onnx_choice
 

@@ -7,8 +7,13 @@ texts at a time, since padding a short state to a long one costs more than batch
 workers run side by side on the cores instead. Requests with only a few texts to embed (a state and a new
 premise or two: the usual, cached request) go to the urgent lane, which the workers always drain first,
 so they never wait behind more than one batch of a file's first, all-uncached request. At most
-`max_inflight` texts are queued or being embedded; a chunk that would exceed that is refused with
-:class:`Overloaded` (the server answers 503 + Retry-After) instead of growing an unbounded queue.
+`max_inflight` texts of bulk chunks are queued or being embedded; a chunk that would exceed that is refused
+with :class:`Overloaded` (the server answers 503 + Retry-After) instead of growing an unbounded queue.
+
+Bulk chunks are taken fewest-texts-left first, with ageing: a chunk's key is the texts its request still
+has to embed plus `bulk_chunk` for every bulk chunk submitted before it. A file's first request of a few
+dozen new premises is then not queued behind a burst of requests of thousands (issue 22), and a large
+request waits behind at most about its own size in later, smaller requests' texts, never for ever.
 
 Given a `background` embedder, bulk chunks go to it alone, on a thread of lowered CPU priority (nice +10
 on Linux), and the other workers take urgent work only: on a small CPU machine a file's first request,
@@ -22,6 +27,8 @@ it asks `chunking` how to cut its texts and `submit`s each chunk.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import os
 import threading
@@ -76,7 +83,9 @@ class EmbeddingLanes:
         self.bulk_inflight = 0
         """Texts of bulk chunks queued or being embedded: what the bound holds."""
         self._urgent: deque[_Job] = deque()
-        self._bulk: deque[_Job] = deque()
+        self._bulk: list[tuple[int, int, _Job]] = []
+        """A heap of (key, order, job): see the module docstring for the key."""
+        self._bulk_order = itertools.count()
         self._wake: asyncio.Condition | None = None
         self._tasks: list[asyncio.Task] = []
         self._bulk_busy = 0
@@ -113,10 +122,12 @@ class EmbeddingLanes:
         urgent = n_texts <= self.urgent_max_texts
         return urgent, self.chunk_size if urgent else self.bulk_chunk
 
-    async def submit(self, texts: list[str], urgent: bool = True) -> np.ndarray:
+    async def submit(self, texts: list[str], urgent: bool = True, left: int | None = None) -> np.ndarray:
         """Queue one chunk in its lane and wait for its rows. The bound holds the bulk lane only (Overloaded
         if a bulk chunk would exceed it): urgent chunks (goals, a few new premises) are bounded by the
-        requests admitted, so a burst of other requests' new premises never refuses a goal."""
+        requests admitted, so a burst of other requests' new premises never refuses a goal. `left`: the
+        texts the request still has to embed, this chunk's included (default: this chunk's), which orders
+        the bulk lane."""
         if not urgent and self.bulk_inflight + len(texts) > self.max_inflight:
             self.metrics.overloaded.inc()
             raise Overloaded(f"{self.bulk_inflight} new premises being embedded; limit {self.max_inflight}")
@@ -125,7 +136,12 @@ class EmbeddingLanes:
         self.metrics.inflight.set(self.inflight)
         try:
             job = _Job(texts, asyncio.get_running_loop().create_future())
-            (self._urgent if urgent else self._bulk).append(job)
+            if urgent:
+                self._urgent.append(job)
+            else:
+                order = next(self._bulk_order)
+                key = (len(texts) if left is None else left) + self.bulk_chunk * order
+                heapq.heappush(self._bulk, (key, order, job))
             async with self._wake:
                 self._wake.notify_all()  # workers wait for different lanes: wake them all to look
             return await job.future
@@ -144,11 +160,16 @@ class EmbeddingLanes:
         return take_jobs(self._urgent, limit, _size), False
 
     def _pick_bulk(self, worker: _Worker) -> tuple[list[_Job], bool] | None:
-        """Bulk chunks up to `bulk_chunk` texts, so that an urgent job arriving meanwhile waits for a short
-        batch only."""
+        """Bulk chunks in key order up to `bulk_chunk` texts, so that an urgent job arriving meanwhile waits
+        for a short batch only."""
         if not self._bulk:
             return None
-        return take_jobs(self._bulk, self.bulk_chunk, _size), True
+        jobs = [heapq.heappop(self._bulk)[2]]
+        n = len(jobs[0].texts)
+        while self._bulk and n + len(self._bulk[0][2].texts) <= self.bulk_chunk:
+            jobs.append(heapq.heappop(self._bulk)[2])
+            n += len(jobs[-1].texts)
+        return jobs, True
 
     def _pick_any(self, worker: _Worker) -> tuple[list[_Job], bool] | None:
         """Urgent first; bulk only while it keeps all workers but one busy, so that a request with only its
@@ -174,6 +195,8 @@ class EmbeddingLanes:
                     async with self._wake:
                         self._bulk_busy -= 1
                         self._wake.notify_all()
+            if bulk:  # one turn of the loop: the requests just served queue their next chunk before the next
+                await asyncio.sleep(0)  # pick, so that the order by texts left sees them
 
     async def _embed_jobs(self, loop, worker: _Worker, jobs: list[_Job]) -> None:
         jobs = [j for j in jobs if not j.future.done()]  # requests cancelled while queued

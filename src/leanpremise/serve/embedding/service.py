@@ -133,7 +133,8 @@ class EmbeddingService:
         """Embed the texts (by key) no other request is embedding, in the lanes' chunks; other requests
         wanting one of them meanwhile await its future instead of embedding it again. The goals (rows below
         `n_states`) go first and to the urgent lane whatever else the request brings; its new premises
-        follow, one chunk at a time, so one request holds at most one bulk chunk of the bound."""
+        follow, one chunk at a time, so one request holds at most one bulk chunk of the bound, each chunk
+        saying how many of its texts are left (the bulk lane takes fewest left first)."""
         loop = asyncio.get_running_loop()
         owned = {key: loop.create_future() for key in own}
         for key, fut in owned.items():
@@ -146,9 +147,11 @@ class EmbeddingService:
             chunks = [(goals[lo : lo + self.lanes.chunk_size], True)
                       for lo in range(0, len(goals), self.lanes.chunk_size)]
             chunks += [(rest[lo : lo + step], urgent) for lo in range(0, len(rest), step)]
+            left = len(goals) + len(rest)
             for chunk, lane in chunks:
                 texts = [missing[key][0] for key in chunk]
-                part = await self.lanes.submit(texts, lane)
+                part = await self.lanes.submit(texts, lane, left)
+                left -= len(chunk)
                 self._store_later(texts, part)
                 for key, row in zip(chunk, part):
                     out[missing[key][1]] = row
