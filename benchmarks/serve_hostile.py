@@ -2,13 +2,14 @@
 seconds (default 60) per mix: once alone (quiet), then beside each attack mix.
 
     python benchmarks/serve_hostile.py [--bundle DIR] [--duration 60] [--clients 4] [--backend auto]
-        [--mixes quiet,slow_bodies,chunk_storm,premise_burst,corpus] [--storm_once]
+        [--mixes quiet,slow_bodies,chunk_storm,premise_burst,premise_burst16,corpus] [--storm_once]
 
 The mixes (each against a fresh server with the default settings):
   slow_bodies    64 connections (from 127.0.0.2) each announcing Content-Length: 60 and sending a byte
                  every 0.45 s; reconnecting when cut
   chunk_storm    2 connections (from 127.0.0.3) each sending a 1 MB body as 1-byte chunks, again and again
   premise_burst  4 clients (from 127.0.0.4-7) each sending requests of 2,048 unique new premises, in a loop
+  premise_burst16  the same from 16 clients (127.0.0.4-19): issue 22's point 3, sustained
   corpus         1 client replaying the hostile corpus (tests/hostile_requests.py), with its short time
                  limits (HOSTILE_ENV)
 Attackers run in a process of their own (`--attack MIX`) and bind other loopback addresses than the honest
@@ -16,7 +17,8 @@ clients (127.0.0.1), so that the per-client cap sees them as other clients, as i
 
 Per mix: honest p50/p99 and their ratio to the quiet run (target <= 1.5), honest non-200 answers (target
 0), /health p99 probed every 50 ms (target <= 100 ms), the server's peak RSS over its idle RSS (target
-<= 1.5). `--storm_once` instead times one 1 MB body in 1-byte chunks against an idle server: the server's
+<= 1.5); and the honest requests bringing a goal not sent before (their new premises cached): p50/p99 and
+ratio to the quiet run (target under premise_burst16: p99 <= 2). `--storm_once` instead times one 1 MB body in 1-byte chunks against an idle server: the server's
 CPU seconds, the answer's status and seconds, and /health p50 meanwhile (run it with PYTHONPATH naming
 another checkout's src/ for a before/after). Writes benchmarks/results/serve_hostile.json (or --name).
 """
@@ -55,8 +57,11 @@ from serve_load import (
 from hostile_requests import HOSTILE_ENV, cases, send_case
 
 HONEST_K = 100
-MIXES = ("quiet", "slow_bodies", "chunk_storm", "premise_burst", "corpus")
-TARGETS = {"honest_latency_ratio": 1.5, "honest_non_200": 0, "health_p99_ms": 100, "peak_over_idle_rss": 1.5}
+MIXES = ("quiet", "slow_bodies", "chunk_storm", "premise_burst", "premise_burst16", "corpus")
+TARGETS = {"honest_latency_ratio": 1.5, "honest_non_200": 0, "health_p99_ms": 100, "peak_over_idle_rss": 1.5,
+           "new_goal_p99_ratio_premise_burst16": 2.0}
+NEW_GOAL = "latency_cached_new_premises_state_not_sent_before"
+"""run_load's latencies of the requests whose goal is new (and whose new premises are cached)."""
 
 
 class HonestClient(Client):
@@ -215,7 +220,12 @@ def corpus(port: int, stop: threading.Event, counts: collections.Counter) -> Non
             counts[str(outcome)] += 1
 
 
-ATTACKS = {"slow_bodies": slow_bodies, "chunk_storm": chunk_storm, "premise_burst": premise_burst, "corpus": corpus}
+def premise_burst16(port: int, stop: threading.Event, counts: collections.Counter) -> None:
+    premise_burst(port, stop, counts, n=16)
+
+
+ATTACKS = {"slow_bodies": slow_bodies, "chunk_storm": chunk_storm, "premise_burst": premise_burst,
+           "premise_burst16": premise_burst16, "corpus": corpus}
 
 
 def probe_health(url: str, stop: threading.Event, seconds: list[float], statuses: collections.Counter) -> None:
@@ -355,15 +365,19 @@ def main() -> None:
         shutil.rmtree(cache, ignore_errors=True)
 
     quiet = runs["quiet"]["latency_all"]
+    quiet_new = runs["quiet"][NEW_GOAL]
     summary = {}
     for mix, run in runs.items():
-        lat = run["latency_all"]
+        lat, new = run["latency_all"], run[NEW_GOAL]
         summary[mix] = {
             "honest_p50_ms": lat.get("p50_ms"), "honest_p99_ms": lat.get("p99_ms"),
             "honest_p50_ratio": round(lat["p50_ms"] / quiet["p50_ms"], 2) if lat.get("p50_ms") else None,
             "honest_p99_ratio": round(lat["p99_ms"] / quiet["p99_ms"], 2) if lat.get("p99_ms") else None,
             "honest_requests": run["requests"], "honest_non_200": run["honest_non_200"],
             "health_p99_ms": run["health"].get("p99_ms"), "peak_over_idle_rss": run["peak_over_idle_rss"],
+            "new_goal_p50_ms": new.get("p50_ms"), "new_goal_p99_ms": new.get("p99_ms"),
+            "new_goal_p99_ratio": round(new["p99_ms"] / quiet_new["p99_ms"], 2) if new.get("p99_ms") else None,
+            "attacker_outcomes": run.get("attacker_outcomes"),
         }
     write_result(args.name or "serve_hostile", {
         "bundle": args.bundle.name, "corpus_embeddings": kind, "clients": args.clients, "k": HONEST_K,

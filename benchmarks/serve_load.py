@@ -57,8 +57,11 @@ REQUESTS_PER_FILE = 100
 
 
 def bundles_dir() -> Path:
-    """Bundles, server caches and stand-in embeddings of the serve benchmarks, in the bench cache."""
-    return bench_cache() / "bundles"
+    """Bundles, server caches and stand-in embeddings of the serve benchmarks, in the bench cache (made
+    when missing: the benchmarks make their temporary folders in it)."""
+    folder = bench_cache() / "bundles"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def minilm_embeddings() -> Path:

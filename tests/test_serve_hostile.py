@@ -4,6 +4,7 @@ cut of long texts before tokenising, and the embedding cache's bounds."""
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import httpx
@@ -54,9 +55,40 @@ def test_hostile_corpus_gets_its_status_codes_within_bounded_memory(server):
     assert not wrong, wrong
     assert peak - idle < RSS_GROWTH_BOUND, (idle / 2**20, peak / 2**20)
     assert httpx.post(f"{url}/retrieve", json=FIXED, timeout=LIVENESS_S).json() == before
-    metrics = httpx.get(f"{url}/metrics").text
+    metrics = httpx.get(f"{url}/metrics", timeout=LIVENESS_S).text
     assert 'status="client_closed"' in metrics
     assert not [line for line in metrics.splitlines() if 'status="500"' in line and not line.endswith(" 0.0")]
+
+
+@pytest.mark.parametrize("sizes", [(64, 512, 2048, 2048, 512, 64, 2048, 2048)])
+def test_a_burst_of_new_premises_of_several_sizes_never_refuses_a_new_goal(server, sizes):
+    """Issue 22, point 3: while requests of 64 to 2,048 unique new premises arrive at once, honest requests
+    with a goal not seen before (and two new premises) are all answered 200; the burst's own requests get
+    200 or 503 with Retry-After (refused for themselves), nothing else. Outcomes only: how long the honest
+    requests take under the burst is the benchmark's (serve_hostile.py, premise_burst16)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, _ = server
+
+    def burst(i: int, n: int):
+        body = {"state": f"⊢ burst {i} {os.urandom(4).hex()}", "k": 8,
+                "new_premises": [{"name": f"Burst{i}.p{j}.{os.urandom(3).hex()}", "decl": f"theorem p{j} : {j} = {j}"}
+                                 for j in range(n)]}
+        r = httpx.post(f"{url}/retrieve", json=body, timeout=LIVENESS_S)
+        return r.status_code, r.headers.get("retry-after")
+
+    def honest(i: int):
+        body = {"state": f"a b : ℕ\n⊢ a + {i} = b + {os.urandom(4).hex()}", "k": 8,
+                "new_premises": [{"name": f"mine{i}", "decl": f"theorem mine{i} : {i} = {i}"},
+                                 {"name": "mine", "decl": "theorem mine"}]}
+        return httpx.post(f"{url}/retrieve", json=body, timeout=LIVENESS_S).status_code
+
+    with ThreadPoolExecutor(len(sizes) + 4) as pool:
+        bursts = [pool.submit(burst, i, n) for i, n in enumerate(sizes)]
+        honest_codes = [pool.submit(honest, i).result() for i in range(12)]
+        burst_outcomes = [f.result() for f in bursts]
+    assert honest_codes == [200] * 12
+    assert all(code == 200 or (code == 503 and retry) for code, retry in burst_outcomes), burst_outcomes
 
 
 def test_limits_are_422_naming_the_field_and_the_limit(server):
@@ -108,7 +140,7 @@ def test_schemathesis_fuzzing_never_gets_a_500_and_the_answers_stay_the_same(ser
     srv = ThreadServer(app).start()
     try:
         before = httpx.post(f"{srv.url}/retrieve", json=FIXED, timeout=LIVENESS_S).json()
-        assert httpx.get(f"{srv.url}/openapi.json").status_code == 404
+        assert httpx.get(f"{srv.url}/openapi.json", timeout=LIVENESS_S).status_code == 404
         statuses = []
         for path, method in [("/retrieve", "POST"), ("/health", "GET"), ("/max-new-premises", "GET")]:
             operation = schema[path][method]

@@ -79,7 +79,7 @@ def test_served_ranking_equals_the_retrieve_hybrid_file(setup, cache_dir):
     by_state = dict(zip(ds.split_ids("test").tolist(), entries))
     srv = serve(setup["bundles"]["tuned"], cache_dir)
     try:
-        health = httpx.get(f"{srv.url}/health").json()
+        health = httpx.get(f"{srv.url}/health", timeout=LIVENESS_S).json()
         spec = json.loads((setup["root"] / "rp" / "fusion.json").read_text())
         assert health["hybrid"]["method"] == spec["method"] and health["hybrid_in_bundle"] is True
         for s in picked_states(ds):
@@ -109,7 +109,7 @@ def library_fusion(setup, states, k):
 def test_four_way_rrf_served_equals_the_library_fusion_at_each_k(setup, rrf_server):
     ds = setup["ds"]
     states = picked_states(ds)
-    health = httpx.get(f"{rrf_server.url}/health").json()
+    health = httpx.get(f"{rrf_server.url}/health", timeout=LIVENESS_S).json()
     assert health["hybrid"]["rankers"] == ["tiny", *RANKERS] and health["hybrid"]["depth"] == K
     for k in (K, 5):
         want, runs = library_fusion(setup, states, k)
@@ -173,7 +173,7 @@ def test_a_fusion_named_as_fuse_names_files_serves_the_same(setup, rrf_server, c
                               corpus_embeddings=setup["root"] / "corpus.npy")
     srv = serve(bundle, cache_dir)
     try:
-        health = httpx.get(f"{srv.url}/health").json()
+        health = httpx.get(f"{srv.url}/health", timeout=LIVENESS_S).json()
         assert health["hybrid"]["rankers"] == spec["rankers"]
         ds = setup["ds"]
         for s in picked_states(ds)[::3]:
@@ -213,7 +213,7 @@ def test_no_hybrid_serves_the_dense_ranking(setup, cache_dir):
     dense = [[ds.corpus.names[i] for i in row if i >= 0] for row in runs[0].ids.tolist()]
     srv = serve(setup["bundles"]["rrf"], cache_dir, fusion=False)
     try:
-        health = httpx.get(f"{srv.url}/health").json()
+        health = httpx.get(f"{srv.url}/health", timeout=LIVENESS_S).json()
         assert health["hybrid"] is None and health["hybrid_in_bundle"] is True
         for s, names in zip(states, dense):
             assert [r["name"] for r in ask(srv.url, ds, s)] == names

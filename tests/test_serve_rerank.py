@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
+from liveness import LIVENESS_S
 from serve_helpers import ThreadServer, export_for_tests, service_config
 
 K = 32
@@ -100,7 +101,7 @@ def test_export_lists_and_checksums_the_reranker(setup):
 
 def test_served_ranking_equals_the_eval_reranker(setup, server):
     ds = setup["ds"]
-    health = httpx.get(f"{server.url}/health").json()
+    health = httpx.get(f"{server.url}/health", timeout=LIVENESS_S).json()
     assert health["rerank"] is True and health["rerank_in_bundle"] is True
     states = picked_states(ds)
     for k in (K, 5):
@@ -119,7 +120,7 @@ def test_rerank_false_serves_the_plain_ranking(setup, cache_dir):
     ds = setup["ds"]
     srv = serve(setup["bundle"], cache_dir, rerank=False)
     try:
-        health = httpx.get(f"{srv.url}/health").json()
+        health = httpx.get(f"{srv.url}/health", timeout=LIVENESS_S).json()
         assert health["rerank"] is False and health["rerank_in_bundle"] is True
         s = picked_states(ds)[0]
         got = httpx.post(f"{srv.url}/retrieve", json=client_request(setup, s), timeout=60).json()
@@ -222,7 +223,7 @@ def test_served_dense_reranking_equals_the_eval_reranker(dense_setup, cache_dir)
                            progress=False)
     srv = serve(dense_setup["bundle"], cache_dir)
     try:
-        assert httpx.get(f"{srv.url}/health").json()["rerank"] is True
+        assert httpx.get(f"{srv.url}/health", timeout=LIVENESS_S).json()["rerank"] is True
         for s, row in zip(states, ids.tolist()):
             got = httpx.post(f"{srv.url}/retrieve", json=client_request(dense_setup, s), timeout=60).json()
             assert [p["name"] for p in got] == [ds.corpus.names[i] for i in row if i >= 0], s

@@ -168,7 +168,7 @@ def test_each_revision_at_its_tag_default_at_root_one_embedder(bundles, cache_di
     app = create_app(cfg)
     srv = ThreadServer(app).start()
     try:
-        revs = httpx.get(f"{srv.url}/revisions").json()
+        revs = httpx.get(f"{srv.url}/revisions", timeout=LIVENESS_S).json()
         assert {r["tag"]: r["default"] for r in revs} == {"v4.97.0": False, "v4.98.0": True}
         assert len({r["model_identity"] for r in revs}) == 1
         by_tag = {r["tag"]: r for r in revs}
@@ -182,30 +182,30 @@ def test_each_revision_at_its_tag_default_at_root_one_embedder(bundles, cache_di
         same = sum(n in row_a and row_a[n].tobytes() == r.tobytes() for n, r in zip(lb.corpus.names, lb.embeddings))
         assert same >= by_tag["v4.97.0"]["premises"] - 3
         assert by_tag["v4.98.0"]["rows_shared"] == same
-        a = httpx.get(f"{srv.url}/v4.97.0/indexed-premises").json()
-        b = httpx.get(f"{srv.url}/v4.98.0/indexed-premises").json()
+        a = httpx.get(f"{srv.url}/v4.97.0/indexed-premises", timeout=LIVENESS_S).json()
+        b = httpx.get(f"{srv.url}/v4.98.0/indexed-premises", timeout=LIVENESS_S).json()
         assert set(b) - set(a) == {"Lattice.new0", "Lattice.new1"}
-        assert httpx.get(f"{srv.url}/indexed-premises").json() == b
-        assert httpx.get(f"{srv.url}/v4.97.0/indexed-modules").json() == httpx.get(f"{srv.url}/indexed-modules").json()
-        assert httpx.get(f"{srv.url}/v4.97.0/max-new-premises").json() == cfg.max_new_premises
-        assert httpx.get(f"{srv.url}/v4.97.0/health").json()["tag"] == "v4.97.0"
-        assert httpx.get(f"{srv.url}/health").json()["tag"] == "v4.98.0"
+        assert httpx.get(f"{srv.url}/indexed-premises", timeout=LIVENESS_S).json() == b
+        assert httpx.get(f"{srv.url}/v4.97.0/indexed-modules", timeout=LIVENESS_S).json() == httpx.get(f"{srv.url}/indexed-modules", timeout=LIVENESS_S).json()
+        assert httpx.get(f"{srv.url}/v4.97.0/max-new-premises", timeout=LIVENESS_S).json() == cfg.max_new_premises
+        assert httpx.get(f"{srv.url}/v4.97.0/health", timeout=LIVENESS_S).json()["tag"] == "v4.97.0"
+        assert httpx.get(f"{srv.url}/health", timeout=LIVENESS_S).json()["tag"] == "v4.98.0"
         query = {"state": "⊢ x ⊔ y = y ⊔ x", "k": 50}
-        got_a = httpx.post(f"{srv.url}/v4.97.0/retrieve", json=query).json()
-        got_b = httpx.post(f"{srv.url}/v4.98.0/retrieve", json=query).json()
+        got_a = httpx.post(f"{srv.url}/v4.97.0/retrieve", json=query, timeout=LIVENESS_S).json()
+        got_b = httpx.post(f"{srv.url}/v4.98.0/retrieve", json=query, timeout=LIVENESS_S).json()
         assert {r["name"] for r in got_b} - {r["name"] for r in got_a} == {"Lattice.new0", "Lattice.new1"}
         assert not {r["name"] for r in got_a} & {"Lattice.new0", "Lattice.new1"}
         server = app.state.server
         assert len(server.embedders) == 1  # one model, one embedding service for both revisions
         service = next(iter(server.embedders.values())).service
         premise = {"name": "Local.fresh", "decl": "theorem Local.fresh : 1 = 1"}
-        httpx.post(f"{srv.url}/v4.97.0/retrieve", json={**query, "state": "⊢ fresh", "new_premises": [premise]})
+        httpx.post(f"{srv.url}/v4.97.0/retrieve", json={**query, "state": "⊢ fresh", "new_premises": [premise]}, timeout=LIVENESS_S)
         embedded = server.metrics.embedded._value.get()
-        httpx.post(f"{srv.url}/v4.98.0/retrieve", json={**query, "state": "⊢ fresh", "new_premises": [premise]})
+        httpx.post(f"{srv.url}/v4.98.0/retrieve", json={**query, "state": "⊢ fresh", "new_premises": [premise]}, timeout=LIVENESS_S)
         assert server.metrics.embedded._value.get() == embedded  # served from the one cache
         assert len(service.cache) >= 2
-        assert httpx.get(f"{srv.url}/v4.90.0/retrieve").status_code == 404
-        assert httpx.post(f"{srv.url}/admin/reload").status_code == 404  # off by default
+        assert httpx.get(f"{srv.url}/v4.90.0/retrieve", timeout=LIVENESS_S).status_code == 404
+        assert httpx.post(f"{srv.url}/admin/reload", timeout=LIVENESS_S).status_code == 404  # off by default
     finally:
         srv.stop()
 

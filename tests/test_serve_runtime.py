@@ -50,9 +50,9 @@ def test_overload_gives_503_with_retry_after_and_the_server_recovers(serve_bundl
         refused = next(r for r in responses if r.status_code == 503)
         assert refused.headers["Retry-After"].isdigit()
         assert "overloaded" in refused.json()["detail"]
-        assert httpx.get(f"{srv.url}/health").status_code == 200
+        assert httpx.get(f"{srv.url}/health", timeout=LIVENESS_S).status_code == 200
         assert heavy(99).status_code == 200  # alone, a request of the same size goes through
-        assert "leanpremise_overloaded_total" in httpx.get(f"{srv.url}/metrics").text
+        assert "leanpremise_overloaded_total" in httpx.get(f"{srv.url}/metrics", timeout=LIVENESS_S).text
     finally:
         srv.stop()
 
@@ -71,11 +71,11 @@ def test_health_is_503_until_loaded(serve_bundle, cache_dir):
     cfg = make_config(serve_bundle, cache_dir)
     srv = ThreadServer(create_app(cfg, preloaded=SlowServer(cfg))).start(wait_ready=False)
     try:
-        h = httpx.get(f"{srv.url}/health")
+        h = httpx.get(f"{srv.url}/health", timeout=LIVENESS_S)
         assert h.status_code == 503 and h.json()["status"] == "loading"
-        r = httpx.post(f"{srv.url}/retrieve", json={"state": "a", "k": 1})
+        r = httpx.post(f"{srv.url}/retrieve", json={"state": "a", "k": 1}, timeout=LIVENESS_S)
         assert r.status_code == 503 and "Retry-After" in r.headers
-        assert httpx.get(f"{srv.url}/indexed-premises").status_code == 503
+        assert httpx.get(f"{srv.url}/indexed-premises", timeout=LIVENESS_S).status_code == 503
         gate.set()
         from serve_helpers import wait_healthy
 
@@ -138,7 +138,7 @@ def test_tei_backend_matches_brute_force_and_survives_tei_going_away(serve_bundl
         new = [{"name": "mine", "decl": "theorem mine : p ∧ q → q ∧ p"}]
         body = {"state": state, "k": 6, "imported_modules": ["Mathlib.Logic.Basic"], "local_premises": [],
                 "new_premises": new}
-        got = httpx.post(f"{srv.url}/retrieve", json=body).json()
+        got = httpx.post(f"{srv.url}/retrieve", json=body, timeout=LIVENESS_S).json()
         assert tei_app.state.calls  # embedded over HTTP
         model = load_model(tiny_model_dir, "cpu")
         manifest = Manifest.read(serve_bundle)
@@ -149,14 +149,14 @@ def test_tei_backend_matches_brute_force_and_survives_tei_going_away(serve_bundl
                                local=[], new=[("mine", m)])
         assert_same_ranking(got, expected)
         n_calls = len(tei_app.state.calls)
-        httpx.post(f"{srv.url}/retrieve", json=body)
+        httpx.post(f"{srv.url}/retrieve", json=body, timeout=LIVENESS_S)
         assert len(tei_app.state.calls) == n_calls  # state and "mine" both came from the cache
-        httpx.post(f"{srv.url}/retrieve", json={**body, "state": "⊢ q ∧ p → p ∧ q"})
+        httpx.post(f"{srv.url}/retrieve", json={**body, "state": "⊢ q ∧ p → p ∧ q"}, timeout=LIVENESS_S)
         assert tei_app.state.calls[n_calls:] == [1]  # one text embedded: the new state
         tei.stop()
-        r = httpx.post(f"{srv.url}/retrieve", json={**body, "state": "⊢ a new state"})
+        r = httpx.post(f"{srv.url}/retrieve", json={**body, "state": "⊢ a new state"}, timeout=LIVENESS_S)
         assert r.status_code == 502 and "embedding" in r.json()["detail"]
-        assert httpx.get(f"{srv.url}/health").status_code == 200
+        assert httpx.get(f"{srv.url}/health", timeout=LIVENESS_S).status_code == 200
     finally:
         srv.stop()
         tei.stop()
@@ -520,6 +520,48 @@ def test_a_small_bulk_request_is_not_queued_behind_a_burst_of_large_ones():
     assert all(t.startswith("big") for t in first)
     assert sorted(second + third) == sorted(f"small premise {i}" for i in range(16))
     assert len(emb.texts) == 416 and len(set(emb.texts)) == 416
+
+
+def test_a_full_bulk_bound_turns_away_the_request_with_the_most_left_not_a_smaller_newcomer():
+    """Issue 22: with the bulk bound full of two large requests' chunks (one embedding, one queued), a request
+    of 16 new premises is admitted and answered, and the queued large request is refused (Overloaded: a
+    503 for that client); a third large request arriving then is refused itself. The bound is never
+    exceeded."""
+    from leanpremise.serve.embedding.lanes import Overloaded
+    from leanpremise.serve.embedding.service import EmbeddingService
+
+    emb = CountingEmbedder(hold=True)
+    seen = []
+
+    async def scenario():
+        svc = EmbeddingService(emb, service_config(embed_service_max_concurrent_inputs=16, max_client_batch_size=8,
+                                                   bulk_chunk=8, urgent_max_texts=3, embed_workers=1))
+        await svc.start()
+        try:
+            first = asyncio.create_task(svc.embed([], [f"big0 premise {i}" for i in range(200)]))
+            assert await asyncio.to_thread(emb.running.wait, LIVENESS_S)
+            second = asyncio.create_task(svc.embed([], [f"big1 premise {i}" for i in range(200)]))
+            while svc.lanes.bulk_inflight < 16:  # the bound is full: one chunk embedding, one queued
+                await asyncio.sleep(0)
+            small = asyncio.create_task(svc.embed([], [f"small premise {i}" for i in range(16)]))
+            with pytest.raises(Overloaded):
+                await asyncio.wait_for(second, LIVENESS_S)
+            with pytest.raises(Overloaded):
+                await svc.embed([], [f"big2 premise {i}" for i in range(200)])
+            emb.release.set()
+            while not small.done() or not first.done():
+                seen.append(svc.lanes.bulk_inflight)
+                await asyncio.sleep(0)
+            _, premises = small.result()
+            assert premises.shape == (16, 4)
+            assert first.result()[1].shape == (200, 4)
+        finally:
+            emb.release.set()
+            await svc.stop()
+
+    asyncio.run(scenario())
+    assert max(seen) <= 16
+    assert not any(t.startswith(("big1", "big2")) for t in emb.texts)
 
 
 def test_auto_backend_takes_int8_onnx_on_cpu_then_float32_then_torch(tmp_path):

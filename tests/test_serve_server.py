@@ -61,18 +61,18 @@ def names(result):
 
 
 def test_listing_routes(server, ref):
-    premises = httpx.get(f"{server}/indexed-premises").json()
+    premises = httpx.get(f"{server}/indexed-premises", timeout=LIVENESS_S).json()
     assert premises == ref.corpus.unfiltered_names
     assert "Lean.Elab.thing" in premises and "Blacklisted.thm" in premises  # listed before filtering
-    assert httpx.get(f"{server}/indexed-modules").json() == ref.corpus.modules
-    assert httpx.get(f"{server}/max-new-premises").json() == MAX_NEW
-    health = httpx.get(f"{server}/health").json()
+    assert httpx.get(f"{server}/indexed-modules", timeout=LIVENESS_S).json() == ref.corpus.modules
+    assert httpx.get(f"{server}/max-new-premises", timeout=LIVENESS_S).json() == MAX_NEW
+    health = httpx.get(f"{server}/health", timeout=LIVENESS_S).json()
     assert health["status"] == "ok" and health["premises"] == len(ref.corpus) and health["backend"] == "torch"
 
 
 def test_positions_and_names_as_the_client_sends_them(server, ref):
-    premises = httpx.get(f"{server}/indexed-premises").json()
-    modules = httpx.get(f"{server}/indexed-modules").json()
+    premises = httpx.get(f"{server}/indexed-premises", timeout=LIVENESS_S).json()
+    modules = httpx.get(f"{server}/indexed-modules", timeout=LIVENESS_S).json()
     state = "a b : Nat\n⊢ a + b = b + a"
     body = {
         "state": state,
@@ -167,7 +167,7 @@ def test_module_system_visibility(server, ref):
     got = post(server, caller).json()
     assert set(names(got)) == {"ModSys.exposedDef", "ModSys.thm"}
     assert_same_ranking(got, ref.rank(state, imported=["Mathlib.ModSys.Defs"], local=[], caller_ms=True))
-    modules = httpx.get(f"{server}/indexed-modules").json()
+    modules = httpx.get(f"{server}/indexed-modules", timeout=LIVENESS_S).json()
     with_all = {**caller, "imported_all_modules": [modules.index("Mathlib.ModSys.Defs")]}
     assert set(names(post(server, with_all).json())) == everything
     # Local premises come from the caller's own module and stay visible.
@@ -199,17 +199,17 @@ BAD = [
 
 @pytest.mark.parametrize(("body", "field"), BAD)
 def test_bad_input_is_422_naming_the_field(server, body, field):
-    r = httpx.post(f"{server}/retrieve", content=body.encode(), headers={"content-type": "application/json"})
+    r = httpx.post(f"{server}/retrieve", content=body.encode(), headers={"content-type": "application/json"}, timeout=LIVENESS_S)
     assert r.status_code == 422, r.text
     assert field in r.json()["message"]
 
 
 def test_server_survives_bad_input_and_body_without_content_type(server):
     for body, _ in BAD:
-        httpx.post(f"{server}/retrieve", content=body.encode())
-    r = httpx.post(f"{server}/retrieve", content=b'{"state": "a", "k": 2}')  # no content type, like curl -d
+        httpx.post(f"{server}/retrieve", content=body.encode(), timeout=LIVENESS_S)
+    r = httpx.post(f"{server}/retrieve", content=b'{"state": "a", "k": 2}', timeout=LIVENESS_S)  # no content type, like curl -d
     assert r.status_code == 200 and len(r.json()) == 2
-    assert httpx.get(f"{server}/health").status_code == 200
+    assert httpx.get(f"{server}/health", timeout=LIVENESS_S).status_code == 200
 
 
 def test_parallel_clients_get_the_sequential_answers(server):

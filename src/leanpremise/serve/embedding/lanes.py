@@ -7,8 +7,9 @@ texts at a time, since padding a short state to a long one costs more than batch
 workers run side by side on the cores instead. Requests with only a few texts to embed (a state and a new
 premise or two: the usual, cached request) go to the urgent lane, which the workers always drain first,
 so they never wait behind more than one batch of a file's first, all-uncached request. At most
-`max_inflight` texts of bulk chunks are queued or being embedded; a chunk that would exceed that is refused
-with :class:`Overloaded` (the server answers 503 + Retry-After) instead of growing an unbounded queue.
+`max_inflight` texts of bulk chunks are queued or being embedded; past that, the request with the most
+texts left is refused with :class:`Overloaded` (the server answers 503 + Retry-After) instead of growing
+an unbounded queue.
 
 Bulk chunks are taken fewest-texts-left first, with ageing: a chunk's key is the texts its request still
 has to embed plus `bulk_chunk` for every bulk chunk submitted before it. A file's first request of a few
@@ -51,6 +52,9 @@ class Overloaded(Exception):
 class _Job:
     texts: list[str]
     future: asyncio.Future
+    bulk: bool = False
+    counted: bool = True
+    """Its texts still count in flight (False once done, or once it was turned away from the bulk lane)."""
 
 
 @dataclass
@@ -123,31 +127,54 @@ class EmbeddingLanes:
         return urgent, self.chunk_size if urgent else self.bulk_chunk
 
     async def submit(self, texts: list[str], urgent: bool = True, left: int | None = None) -> np.ndarray:
-        """Queue one chunk in its lane and wait for its rows. The bound holds the bulk lane only (Overloaded
-        if a bulk chunk would exceed it): urgent chunks (goals, a few new premises) are bounded by the
-        requests admitted, so a burst of other requests' new premises never refuses a goal. `left`: the
-        texts the request still has to embed, this chunk's included (default: this chunk's), which orders
-        the bulk lane."""
-        if not urgent and self.bulk_inflight + len(texts) > self.max_inflight:
-            self.metrics.overloaded.inc()
-            raise Overloaded(f"{self.bulk_inflight} new premises being embedded; limit {self.max_inflight}")
+        """Queue one chunk in its lane and wait for its rows. The bound holds the bulk lane only: urgent
+        chunks (goals, a few new premises) are bounded by the requests admitted, so a burst of other
+        requests' new premises never refuses a goal. `left`: the texts the request still has to embed, this
+        chunk's included (default: this chunk's), which orders the bulk lane. A bulk chunk that would exceed
+        the bound turns away the queued chunks that come after it in that order (their requests get
+        Overloaded: the ones with the most left), else it is refused itself (Overloaded): so a burst of
+        large requests refuses its own requests, not a smaller one that arrives while the bound is full."""
+        job = _Job(texts, asyncio.get_running_loop().create_future(), bulk=not urgent)
+        if urgent:
+            self._urgent.append(job)
+        else:
+            order = next(self._bulk_order)
+            key = (len(texts) if left is None else left) + self.bulk_chunk * order
+            self._make_room(key, len(texts))
+            heapq.heappush(self._bulk, (key, order, job))
+            self.bulk_inflight += len(texts)
         self.inflight += len(texts)
-        self.bulk_inflight += 0 if urgent else len(texts)
         self.metrics.inflight.set(self.inflight)
         try:
-            job = _Job(texts, asyncio.get_running_loop().create_future())
-            if urgent:
-                self._urgent.append(job)
-            else:
-                order = next(self._bulk_order)
-                key = (len(texts) if left is None else left) + self.bulk_chunk * order
-                heapq.heappush(self._bulk, (key, order, job))
             async with self._wake:
                 self._wake.notify_all()  # workers wait for different lanes: wake them all to look
             return await job.future
         finally:
-            self.inflight -= len(texts)
-            self.bulk_inflight -= 0 if urgent else len(texts)
+            self._uncount(job)
+
+    def _make_room(self, key: int, size: int) -> None:
+        """Room in the bulk bound for a chunk of `size` texts and `key`, by turning away queued chunks of
+        larger keys, largest first; Overloaded if there is not enough room even so."""
+        while self.bulk_inflight + size > self.max_inflight:
+            victim = max(self._bulk, default=None, key=lambda entry: entry[:2])
+            if victim is None or victim[0] <= key:
+                self.metrics.overloaded.inc()
+                raise Overloaded(f"{self.bulk_inflight} new premises being embedded; limit {self.max_inflight}")
+            self._bulk.remove(victim)
+            heapq.heapify(self._bulk)
+            job = victim[2]
+            self._uncount(job)
+            self.metrics.overloaded.inc()
+            if not job.future.done():
+                job.future.set_exception(Overloaded(
+                    f"{self.max_inflight} new premises being embedded, of requests with fewer left than this one"))
+
+    def _uncount(self, job: _Job) -> None:
+        """The job's texts leave the in-flight counts (once, whether it was embedded or turned away)."""
+        if job.counted:
+            job.counted = False
+            self.inflight -= len(job.texts)
+            self.bulk_inflight -= len(job.texts) if job.bulk else 0
             self.metrics.inflight.set(self.inflight)
 
     # ---- the workers: each role's pick, then one loop for all ------------------------------------
