@@ -2,14 +2,16 @@
 seconds (default 60) per mix: once alone (quiet), then beside each attack mix.
 
     python benchmarks/serve_hostile.py [--bundle DIR] [--duration 60] [--clients 4] [--backend auto]
-        [--mixes quiet,slow_bodies,chunk_storm,premise_burst,premise_burst16,corpus] [--storm_once]
+        [--mixes quiet,slow_bodies,chunk_storm,premise_burst,premise_burst16,premise_storm16,corpus] [--storm_once]
 
 The mixes (each against a fresh server with the default settings):
   slow_bodies    64 connections (from 127.0.0.2) each announcing Content-Length: 60 and sending a byte
                  every 0.45 s; reconnecting when cut
   chunk_storm    2 connections (from 127.0.0.3) each sending a 1 MB body as 1-byte chunks, again and again
   premise_burst  4 clients (from 127.0.0.4-7) each sending requests of 2,048 unique new premises, in a loop
-  premise_burst16  the same from 16 clients (127.0.0.4-19): issue 22's point 3, sustained
+  premise_burst16  16 such clients at once (127.0.0.4-19), issue 22's point 3 kept up: each new request
+                 as soon as its last is answered, or after the Retry-After of a 503
+  premise_storm16  the same 16 clients retrying a 503 at once (they ignore Retry-After)
   corpus         1 client replaying the hostile corpus (tests/hostile_requests.py), with its short time
                  limits (HOSTILE_ENV)
 Attackers run in a process of their own (`--attack MIX`) and bind other loopback addresses than the honest
@@ -57,7 +59,7 @@ from serve_load import (
 from hostile_requests import HOSTILE_ENV, cases, send_case
 
 HONEST_K = 100
-MIXES = ("quiet", "slow_bodies", "chunk_storm", "premise_burst", "premise_burst16", "corpus")
+MIXES = ("quiet", "slow_bodies", "chunk_storm", "premise_burst", "premise_burst16", "premise_storm16", "corpus")
 TARGETS = {"honest_latency_ratio": 1.5, "honest_non_200": 0, "health_p99_ms": 100, "peak_over_idle_rss": 1.5,
            "new_goal_p99_ratio_premise_burst16": 2.0}
 NEW_GOAL = "latency_cached_new_premises_state_not_sent_before"
@@ -178,8 +180,10 @@ def chunk_storm(port: int, stop: threading.Event, counts: collections.Counter, n
         t.join()
 
 
-def premise_burst(port: int, stop: threading.Event, counts: collections.Counter, n: int = 4) -> None:
-    """`n` clients each posting requests of 2,048 unique short new premises, one after another."""
+def premise_burst(port: int, stop: threading.Event, counts: collections.Counter, n: int = 4,
+                  polite: bool = False) -> None:
+    """`n` clients each posting requests of 2,048 unique short new premises, one after another; `polite`:
+    after a 503, a client waits the Retry-After it was given before its next request."""
     import httpx
     import orjson
 
@@ -196,6 +200,8 @@ def premise_burst(port: int, stop: threading.Event, counts: collections.Counter,
                     r = http.post(f"http://127.0.0.1:{port}/retrieve", content=orjson.dumps(body),
                                   headers={"content-type": "application/json"})
                     counts[str(r.status_code)] += 1
+                    if polite and r.status_code == 503:
+                        stop.wait(float(r.headers.get("retry-after", "1")))
                 except httpx.HTTPError as e:
                     counts[type(e).__name__] += 1
                 round_ += 1
@@ -221,11 +227,15 @@ def corpus(port: int, stop: threading.Event, counts: collections.Counter) -> Non
 
 
 def premise_burst16(port: int, stop: threading.Event, counts: collections.Counter) -> None:
+    premise_burst(port, stop, counts, n=16, polite=True)
+
+
+def premise_storm16(port: int, stop: threading.Event, counts: collections.Counter) -> None:
     premise_burst(port, stop, counts, n=16)
 
 
 ATTACKS = {"slow_bodies": slow_bodies, "chunk_storm": chunk_storm, "premise_burst": premise_burst,
-           "premise_burst16": premise_burst16, "corpus": corpus}
+           "premise_burst16": premise_burst16, "premise_storm16": premise_storm16, "corpus": corpus}
 
 
 def probe_health(url: str, stop: threading.Event, seconds: list[float], statuses: collections.Counter) -> None:

@@ -36,6 +36,7 @@ ADDED = {
         "--no_rerank",  # serve without the bundle's reranker (issue 20)
         "--lexical_cache_max_bytes", "--lexical-cache-max-bytes",  # LEXICAL_CACHE_MAX_BYTES (issue 22)
         "--max_lexical_work", "--max-lexical-work",  # MAX_LEXICAL_WORK (issue 22)
+        "--max_refusals_per_client", "--max-refusals-per-client",  # MAX_REFUSALS_PER_CLIENT (issue 22)
     },
     "train": {
         "--rerank_after",  # the main job trains a reranker after the encoder (issue 20)
@@ -64,6 +65,7 @@ NEW_SETTINGS: dict[str, str] = {
     "rerank": "RERANK",
     "lexical_cache_max_bytes": "LEXICAL_CACHE_MAX_BYTES",
     "max_lexical_work": "MAX_LEXICAL_WORK",
+    "max_refusals_per_client": "MAX_REFUSALS_PER_CLIENT",
 }
 """ServeConfig fields that are new since the snapshot: field -> environment name."""
 

@@ -614,6 +614,7 @@ def test_a_burst_of_new_premises_refuses_its_own_requests_never_a_goal():
             assert states.shape == (1, 4) and premises.shape == (2, 4)
             await asyncio.wait_for(burst, LIVENESS_S)
             assert emb.texts.index("burst goal") < emb.texts.index("burst premise 0")
+            assert "second burst goal" not in emb.texts  # refused before its goal took an urgent worker's time
         finally:
             emb.release.set()
             await svc.stop()

@@ -92,6 +92,9 @@ class ServeConfig(BaseSettings):
     host: str = setting("127.0.0.1", "SERVE_HOST", "address to listen on")
     port: int = setting(8000, "SERVE_PORT", "port to listen on", ge=0, le=65535)
     retry_after_s: int = setting(1, "RETRY_AFTER_S", "Retry-After seconds of an overload 503", ge=0)
+    max_refusals_per_client: int = setting(32, "MAX_REFUSALS_PER_CLIENT", "503/429 answers one client address "
+                                           "may get per 10 s on average; past that its requests get 429 "
+                                           "before their bodies are read, until it slows down (0: off)", ge=0)
     docs: bool = setting(False, "SERVE_DOCS", "serve /docs, /redoc and /openapi.json")
     max_concurrent_requests: int = setting(64, "MAX_CONCURRENT_REQUESTS", "requests (but /health and "
                                            "/metrics) handled at once; more get 503 + Retry-After", ge=1)

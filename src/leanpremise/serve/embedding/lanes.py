@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 import logging
 import os
 import threading
@@ -89,7 +88,8 @@ class EmbeddingLanes:
         self._urgent: deque[_Job] = deque()
         self._bulk: list[tuple[int, int, _Job]] = []
         """A heap of (key, order, job): see the module docstring for the key."""
-        self._bulk_order = itertools.count()
+        self._bulk_order = 0
+        """Bulk chunks submitted so far: the ageing term of the next chunk's key."""
         self._wake: asyncio.Condition | None = None
         self._tasks: list[asyncio.Task] = []
         self._bulk_busy = 0
@@ -98,7 +98,7 @@ class EmbeddingLanes:
                         for i, e in enumerate(embedders)]
         if background is not None:
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-background",
-                                          initializer=_lower_priority, initargs=(background_nice,))
+                                          initializer=lower_priority, initargs=(background_nice,))
             self.workers.append(_Worker(background, executor, "bulk"))
         self.embedders = [w.embedder for w in self.workers]
 
@@ -138,9 +138,9 @@ class EmbeddingLanes:
         if urgent:
             self._urgent.append(job)
         else:
-            order = next(self._bulk_order)
-            key = (len(texts) if left is None else left) + self.bulk_chunk * order
+            order, key = self._bulk_order, self._key(len(texts) if left is None else left)
             self._make_room(key, len(texts))
+            self._bulk_order += 1
             heapq.heappush(self._bulk, (key, order, job))
             self.bulk_inflight += len(texts)
         self.inflight += len(texts)
@@ -151,6 +151,24 @@ class EmbeddingLanes:
             return await job.future
         finally:
             self._uncount(job)
+
+    def _key(self, left: int) -> int:
+        """The bulk-lane key of a chunk submitted now by a request with `left` texts to embed."""
+        return left + self.bulk_chunk * self._bulk_order
+
+    def refuse_early(self, left: int, size: int) -> None:
+        """Overloaded now if a first bulk chunk of `size` texts, from a request with `left` texts to embed,
+        would be refused: the service asks before it embeds the request's goals or registers its texts, so
+        that a refused request costs little (a burst retrying at once would otherwise have its goals
+        embedded, at the goals' priority, only to be refused)."""
+        room, key = self.max_inflight - self.bulk_inflight, self._key(left)
+        for entry in sorted(self._bulk, key=lambda e: e[:2], reverse=True):
+            if room >= size or entry[0] <= key:
+                break
+            room += len(entry[2].texts)
+        if room < size:
+            self.metrics.overloaded.inc()
+            raise Overloaded(f"{self.bulk_inflight} new premises being embedded; limit {self.max_inflight}")
 
     def _make_room(self, key: int, size: int) -> None:
         """Room in the bulk bound for a chunk of `size` texts and `key`, by turning away queued chunks of
@@ -245,10 +263,10 @@ def _size(job: _Job) -> int:
     return len(job.texts)
 
 
-def _lower_priority(nice: int) -> None:
+def lower_priority(nice: int) -> None:
     """Raise this thread's nice value (Linux schedules threads apart; elsewhere this may do nothing)."""
     try:
         tid = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
     except (AttributeError, OSError) as e:
-        logger.debug("could not lower the background embedding thread's priority: %s", e)
+        logger.debug("could not lower a background thread's priority: %s", e)

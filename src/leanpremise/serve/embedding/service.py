@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from leanpremise.serve.embedding.cache import EmbeddingCache
-from leanpremise.serve.embedding.lanes import EmbeddingLanes, Overloaded
+from leanpremise.serve.embedding.lanes import EmbeddingLanes, Overloaded, lower_priority
 from leanpremise.serve.embedding.store import EmbeddingStore
 from leanpremise.serve.prometheus import Metrics
 
@@ -51,7 +51,10 @@ class EmbeddingService:
         self.store, self.store_key = store, store_key
         if store is not None:
             self._store_reads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="embedding-store-read")
-            self._store_writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedding-store-write")
+            # writing is background work, like bulk embedding: at the same lowered priority, so that a burst's
+            # rows being stored do not take the CPU from the goals being answered (issue 22)
+            self._store_writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedding-store-write",
+                                                    initializer=lower_priority, initargs=(background_nice,))
             self._put_slots = threading.BoundedSemaphore(self.MAX_PENDING_PUTS)
 
     async def start(self) -> None:
@@ -135,15 +138,17 @@ class EmbeddingService:
         `n_states`) go first and to the urgent lane whatever else the request brings; its new premises
         follow, one chunk at a time, so one request holds at most one bulk chunk of the bound, each chunk
         saying how many of its texts are left (the bulk lane takes fewest left first)."""
+        goals = [key for key in own if missing[key][1][0] < n_states]
+        rest = [key for key in own if missing[key][1][0] >= n_states]
+        urgent, step = self.lanes.chunking(len(rest))
+        if rest and not urgent:  # refused before any work for it (its goals included) when it would be
+            self.lanes.refuse_early(len(goals) + len(rest), min(step, len(rest)))
         loop = asyncio.get_running_loop()
         owned = {key: loop.create_future() for key in own}
         for key, fut in owned.items():
             fut.add_done_callback(_consume)
             self._pending[key] = fut
         try:
-            goals = [key for key in own if missing[key][1][0] < n_states]
-            rest = [key for key in own if missing[key][1][0] >= n_states]
-            urgent, step = self.lanes.chunking(len(rest))
             chunks = [(goals[lo : lo + self.lanes.chunk_size], True)
                       for lo in range(0, len(goals), self.lanes.chunk_size)]
             chunks += [(rest[lo : lo + step], urgent) for lo in range(0, len(rest), step)]

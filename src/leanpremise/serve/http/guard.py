@@ -26,6 +26,7 @@ from leanpremise.serve.http.admission import (
     replay,
 )
 from leanpremise.serve.http.connection import REFUSED_KEY
+from leanpremise.serve.http.retry_discipline import RetryDiscipline
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class RequestGuard:
         self.app, self.server, self.routes = app, server, routes
         self.active = 0
         self.pool = AdmissionPool()
+        self.retries = RetryDiscipline()
+        """Clients that keep coming back after being refused (serve/http/retry_discipline.py)."""
         metrics = getattr(server, "metrics", None)
         if metrics is not None:
             metrics.body_readers.set_function(lambda: len(self.pool.readers))
@@ -110,15 +113,24 @@ class RequestGuard:
         try:
             if gated:
                 client = scope["client"][0] if scope.get("client") else ""
+                if not self.retries.admit(client, cfg.max_refusals_per_client):
+                    self.retries.refused(client, cfg.max_refusals_per_client)
+                    await respond(send, 429, f"more than {cfg.max_refusals_per_client} refused requests in 10 s "
+                                  "from this client (MAX_REFUSALS_PER_CLIENT); retry after Retry-After",
+                                  {"retry-after": str(cfg.retry_after_s)}, close=True)
+                    return None
                 body = await self.pool.read(receive, client, cfg)
                 reader.received, reader.done = len(body), True
                 if self.active >= cfg.max_concurrent_requests:
                     await respond(send, 503, f"more than {cfg.max_concurrent_requests} requests at once; retry "
                                   "later", {"retry-after": str(cfg.retry_after_s)})
+                    self.retries.refused(client, cfg.max_refusals_per_client)
                     return None
                 self.active += 1
                 slot = True
                 await self.app(scope, replay(body, receive), send)
+                if sent["status"] == 503:
+                    self.retries.refused(client, cfg.max_refusals_per_client)
             else:
                 await self.app(scope, reader, send)
         except BodyTooLarge:

@@ -1,0 +1,87 @@
+"""Clients that keep coming back after being refused (issue 22): one client's bucket of refusals (a fake
+clock), and the request guard in front of an app that answers 503 as an overloaded server does, driven as
+ASGI."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from serve_helpers import service_config
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_client_is_held_only_past_its_refusals_per_window_and_recovers_when_it_slows_down():
+    from leanpremise.serve.http.retry_discipline import WINDOW_S, RetryDiscipline
+
+    clock = Clock()
+    d = RetryDiscipline(clock=clock)
+    assert d.admit("a", 4)  # never refused
+    for _ in range(4):  # a burst of four refusals at once (parallel requests): still read
+        assert d.admit("a", 4)
+        d.refused("a", 4)
+    assert not d.admit("a", 4)  # no refusal left: held
+    assert d.admit("b", 4)  # another client is not
+    clock.now += WINDOW_S / 4 * 0.9
+    assert not d.admit("a", 4)  # less than one refusal refilled
+    clock.now += WINDOW_S / 4 * 0.2
+    assert d.admit("a", 4)  # one back
+    d.refused("a", 4)
+    assert not d.admit("a", 4)  # and spent again
+    clock.now += 10 * WINDOW_S  # a long wait refills the bucket, to its capacity only
+    for _ in range(4):
+        d.refused("a", 4)
+    assert not d.admit("a", 4)
+    for _ in range(100):
+        d.refused("c", 0)
+    assert d.admit("c", 0)  # 0: off
+
+
+def test_the_guard_holds_a_client_that_keeps_retrying_unread_and_reads_it_again_once_it_slows_down():
+    from leanpremise.serve.http.guard import RequestGuard
+    from leanpremise.serve.http.retry_discipline import WINDOW_S
+    from leanpremise.serve.prometheus import Metrics
+
+    calls = []
+
+    async def overloaded_app(scope, receive, send):  # what the app answers when the bulk bound refuses
+        calls.append(scope["client"][0])
+        await send({"type": "http.response.start", "status": 503, "headers": [(b"retry-after", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    cfg = service_config(max_refusals_per_client=3, retry_after_s=2)
+    guard = RequestGuard(overloaded_app, SimpleNamespace(config=cfg, metrics=Metrics()), frozenset({"/retrieve"}))
+    clock = Clock()
+    guard.retries._clock = clock
+
+    def post(client: str) -> tuple[int, dict]:
+        body = b'{"state": "x", "k": 8}'
+        scope = {"type": "http", "method": "POST", "path": "/retrieve", "client": (client, 5000),
+                 "headers": [(b"content-length", str(len(body)).encode())]}
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(guard(scope, receive, send))
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        return start["status"], dict(start["headers"])
+
+    assert [post("10.0.0.1")[0] for _ in range(3)] == [503] * 3  # refused by the app three times
+    status, headers = post("10.0.0.1")  # the fourth at once is held
+    assert status == 429 and headers[b"retry-after"] == b"2" and headers[b"connection"] == b"close"
+    assert post("10.0.0.1")[0] == 429
+    assert calls == ["10.0.0.1"] * 3  # held requests never reach the app (their bodies are not read)
+    assert post("10.0.0.2")[0] == 503  # another client is answered as usual
+    clock.now += WINDOW_S  # it stops for a while
+    assert post("10.0.0.1")[0] == 503 and calls[-1] == "10.0.0.1"
