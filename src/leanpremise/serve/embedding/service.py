@@ -135,9 +135,10 @@ class EmbeddingService:
     async def _embed_own(self, own: list[bytes], missing: Missing, out: np.ndarray, n_states: int) -> None:
         """Embed the texts (by key) no other request is embedding, in the lanes' chunks; other requests
         wanting one of them meanwhile await its future instead of embedding it again. The goals (rows below
-        `n_states`) go first and to the urgent lane whatever else the request brings; its new premises
-        follow, one chunk at a time, so one request holds at most one bulk chunk of the bound, each chunk
-        saying how many of its texts are left (the bulk lane takes fewest left first)."""
+        `n_states`) go first and to the urgent lane whatever else the request brings (with its new premises
+        in one call when they are few enough for the urgent lane); many new premises follow, one chunk at a
+        time, so one request holds at most one bulk chunk of the bound, each chunk saying how many of its
+        texts are left (the bulk lane takes fewest left first)."""
         goals = [key for key in own if missing[key][1][0] < n_states]
         rest = [key for key in own if missing[key][1][0] >= n_states]
         urgent, step = self.lanes.chunking(len(rest))
@@ -149,9 +150,13 @@ class EmbeddingService:
             fut.add_done_callback(_consume)
             self._pending[key] = fut
         try:
-            chunks = [(goals[lo : lo + self.lanes.chunk_size], True)
-                      for lo in range(0, len(goals), self.lanes.chunk_size)]
-            chunks += [(rest[lo : lo + step], urgent) for lo in range(0, len(rest), step)]
+            size = self.lanes.chunk_size
+            if urgent:  # a few new premises: with the goals, in one urgent call (goals first)
+                both = goals + rest
+                chunks = [(both[lo : lo + size], True) for lo in range(0, len(both), size)]
+            else:
+                chunks = [(goals[lo : lo + size], True) for lo in range(0, len(goals), size)]
+                chunks += [(rest[lo : lo + step], False) for lo in range(0, len(rest), step)]
             left = len(goals) + len(rest)
             for chunk, lane in chunks:
                 texts = [missing[key][0] for key in chunk]
