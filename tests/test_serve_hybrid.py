@@ -312,9 +312,9 @@ def test_new_premise_caches_stay_within_their_byte_bound(setup, cache_dir, sampl
     states = [sample_dataset.states.state[s] for s in range(3)]
     first = fused.lexical(states, None, texts, names, 16)
     assert 0 < fused.cache_bytes() <= 2 * bound  # each of the two caches within the bound
-    assert fused._terms.currsize <= bound and fused._symbols.currsize <= bound
-    chars = sum(len(t) + 1 for t in fused._terms)
-    assert fused._terms.currsize > chars  # counted in bytes, not characters
+    assert fused.analyses.terms_cache.currsize <= bound and fused.analyses.symbols_cache.currsize <= bound
+    chars = sum(len(t) + 1 for t in fused.analyses.terms_cache)
+    assert fused.analyses.terms_cache.currsize > chars  # counted in bytes, not characters
     again = fused.lexical(states, None, texts, names, 16)
     other = fresh.lexical(states, None, texts, names, 16)
     assert fresh.cache_bytes() == 0

@@ -10,46 +10,24 @@ the same state and candidates. A ranker of weight 0 is not run.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from leanpremise.bundle.layout import HYBRID_BM25, HYBRID_MEPO, HYBRID_USAGE, BundleError
 from leanpremise.rank.fusion import FusionFileError, active_rankers, apply, read_servable_fusion
-from leanpremise.rank.lean_tokens import symbols
 from leanpremise.rank.names import side_rankers
 from leanpremise.rank.runs import Run
 from leanpremise.rank.side import SideRankers
+from leanpremise.serve.search.analyses import NEW_PREMISE_CACHE_BYTES, NewPremiseAnalyses
 
 logger = logging.getLogger(__name__)
-
-NEW_PREMISE_CACHE_BYTES = 64 << 20
-"""Default bytes each new-premise analysis cache may hold (per revision); ServeConfig sets it."""
-
-
-def held_bytes(obj) -> int:
-    """Bytes Python holds for a cache key or value: the object plus, for strings' tuples, dicts and sets,
-    what they contain (one level of nesting below tuples), so the bound is on memory, not on characters
-    (a term dict costs several times its text). Small ints and shared floats are counted as if not
-    shared: an over-estimate, which keeps the bound safe."""
-    size = sys.getsizeof(obj)
-    if isinstance(obj, tuple):
-        return size + sum(held_bytes(x) for x in obj)
-    if isinstance(obj, dict):
-        return size + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in obj.items())
-    if isinstance(obj, (set, frozenset, list)):
-        return size + sum(sys.getsizeof(x) for x in obj)
-    return size
-
 
 class FusedRanking:
     """The fusion of one bundle and the lexical rankers it reads."""
 
     def __init__(self, spec, bm25=None, mepo=None, usage=None, name_to_id: dict[str, int] | None = None,
                  cache_bytes: int = NEW_PREMISE_CACHE_BYTES):
-        from cachetools import LRUCache
-
         self.spec, self.bm25, self.mepo, self.usage = spec, bm25, mepo, usage
         self.name_to_id = name_to_id or {}
         """Indexed premise ids by name: a new premise gets the usage count of its indexed namesake."""
@@ -59,10 +37,8 @@ class FusedRanking:
         MePo's settings (from that name)."""
         self.side = SideRankers(bm25, mepo, self.mepo_config, usage, self.name_to_id)
         """The side rankers as one request sees them (rank/side.py, which evaluation's reranker runs too)."""
-        self._terms = LRUCache(cache_bytes, getsizeof=lambda v: v[0])
-        self._symbols = LRUCache(cache_bytes, getsizeof=lambda v: v[0])
-        """A file's new premises come again with every request from it: their BM25 terms and MePo symbols
-        are kept, keyed by text (and name), each weighed by the bytes its key and value hold."""
+        self.analyses = NewPremiseAnalyses(cache_bytes)
+        """New premises' BM25 terms and MePo symbols, kept across requests (serve/search/analyses.py)."""
 
     @classmethod
     def load(cls, root: Path, manifest, corpus, cache_bytes: int = NEW_PREMISE_CACHE_BYTES) -> FusedRanking:
@@ -108,9 +84,8 @@ class FusedRanking:
                 k: int) -> list[list[Run]]:
         """Per state, the lexical rankers' runs over the candidates and the new premises (one row each)."""
         depth = self.depth(k)
-        terms = [self._cached(self._terms, t, t, self.bm25.doc_terms) for t in new_texts] if self.bm25 else None
-        new_symbols = [self._cached(self._symbols, (n, t), t, lambda t, n=n: symbols(t, exclude=n))
-                       for t, n in zip(new_texts, new_names)] if self.mepo else None
+        terms = self.analyses.terms(new_texts, self.bm25.doc_terms) if self.bm25 else None
+        new_symbols = self.analyses.symbol_sets(new_names, new_texts) if self.mepo else None
         new = self.side.prepare(new_names, new_texts, terms=terms, symbol_sets=new_symbols)
         out = []
         for state in states:
@@ -119,22 +94,9 @@ class FusedRanking:
                         if kind in runs])
         return out
 
-    @staticmethod
-    def _cached(cache, key, text: str, make):
-        """make(text), from `cache` when there (worker threads share it: a race computes twice, no harm)."""
-        hit = cache.get(key)
-        if hit is None:
-            value = make(text)
-            hit = (held_bytes(key) + held_bytes(value) + sys.getsizeof((0, value)), value)
-            try:
-                cache[key] = hit
-            except ValueError:  # larger than the whole cache
-                pass
-        return hit[1]
-
     def cache_bytes(self) -> int:
-        """Bytes the two new-premise caches hold now (as counted against their bound)."""
-        return int(self._terms.currsize + self._symbols.currsize)
+        """Bytes the new-premise analyses hold now (as counted against their bound)."""
+        return self.analyses.nbytes()
 
     def fuse(self, dense: Run | None, lexical: list[Run], k: int) -> tuple[np.ndarray, np.ndarray]:
         """One state's fused top k: (ids in the shared id space, -1 padded; fused scores)."""

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from leanpremise.bundle.layout import HYBRID_BM25, HYBRID_MEPO, HYBRID_USAGE, RERANK_MODULE_USAGE, BundleError
-from leanpremise.rank.lean_tokens import symbols
 from leanpremise.rank.rerank.features import RANKERS, RerankInput, Signals, candidates, features, local_order
 from leanpremise.rank.rerank.model import Reranker
 from leanpremise.rank.rerank.premises import PremiseTable
@@ -28,8 +27,8 @@ from leanpremise.rank.rerank.spec import RerankerFileError
 from leanpremise.rank.rerank.structure import frontier, project_root, request_module
 from leanpremise.rank.runs import merge_new
 from leanpremise.rank.side import SideRankers
+from leanpremise.serve.search.analyses import NEW_PREMISE_CACHE_BYTES, NewPremiseAnalyses
 from leanpremise.serve.search.answer import named
-from leanpremise.serve.search.fused import NEW_PREMISE_CACHE_BYTES, FusedRanking
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +38,8 @@ class RerankedRanking:
 
     def __init__(self, reranker: Reranker, table: PremiseTable, side: SideRankers,
                  cache_bytes: int = NEW_PREMISE_CACHE_BYTES):
-        from cachetools import LRUCache
-
         self.reranker, self.table, self.side = reranker, table, side
-        self._terms = LRUCache(cache_bytes, getsizeof=lambda v: v[0])
-        self._symbols = LRUCache(cache_bytes, getsizeof=lambda v: v[0])
+        self.analyses = NewPremiseAnalyses(cache_bytes)
         """New premises' BM25 terms and MePo symbols, kept across requests as the fusion keeps them."""
         self.spec = reranker.spec
         self.kinds = reranker.kinds
@@ -111,10 +107,8 @@ class RerankedRanking:
                 new_names: list[str], new_texts: list[str], k: int) -> list:
         """Per state: its reranker input and the side rankers' lists and lookups (run while it embeds)."""
         depth = self.depth(k)
-        terms = ([FusedRanking._cached(self._terms, t, t, self.side.bm25.doc_terms) for t in new_texts]
-                 if self.side.bm25 is not None else None)
-        new_symbols = ([FusedRanking._cached(self._symbols, (n, t), t, lambda t, n=n: symbols(t, exclude=n))
-                        for t, n in zip(new_texts, new_names)] if self.side.mepo is not None else None)
+        terms = self.analyses.terms(new_texts, self.side.bm25.doc_terms) if self.side.bm25 is not None else None
+        new_symbols = self.analyses.symbol_sets(new_names, new_texts) if self.side.mepo is not None else None
         new = self.side.prepare(new_names, new_texts, terms=terms, symbol_sets=new_symbols)
         out = []
         for state in states:
