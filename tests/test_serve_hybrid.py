@@ -386,3 +386,28 @@ def test_a_request_over_the_lexical_work_bound_gets_422_before_any_work(setup, c
                 assert over.status_code == 200, over.text
         finally:
             srv.stop()
+
+
+def test_a_bundle_from_the_hub_is_served_without_its_fusion_and_reranker_with_one_warning_each(caplog):
+    """A Hub bundle has no dir to read the lexical or reranker files from: each is skipped with one warning
+    line naming the revision; with FUSION and RERANK off, neither is loaded nor warned about."""
+    import logging
+    from types import SimpleNamespace
+
+    from leanpremise.serve.revisions.lifecycle import _load_rankings
+
+    def hub_bundle():
+        return SimpleNamespace(root=None, manifest=SimpleNamespace(hybrid="fusion.json", rerank="rerank/"),
+                               corpus=None, fused=None, reranked=None)
+
+    bundle = hub_bundle()
+    with caplog.at_level(logging.WARNING, logger="leanpremise.serve.revisions.lifecycle"):
+        _load_rankings(bundle, "v1", service_config())
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and all(line.startswith("v1: ") for line in lines)
+    assert "dense only" in lines[0] and "without it" in lines[1]
+    assert bundle.fused is None and bundle.reranked is None
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="leanpremise.serve.revisions.lifecycle"):
+        _load_rankings(hub_bundle(), "v1", service_config(fusion=False, rerank=False))
+    assert not caplog.records

@@ -89,24 +89,7 @@ class Server:
             bundle = load_from_hub(cfg.data_repo, cfg.data_revision, cfg.model_id, cfg.model_revision, cfg.data_dir,
                                    verify=cfg.verify, fast=cfg.fast_verify, limits=cfg.archive_limits())
             spec = BundleSpec(path=None, manifest=bundle.manifest, tag=derived_tag(bundle.manifest))
-        if bundle.manifest.hybrid and cfg.fusion:
-            if bundle.root is None:
-                logger.warning("%s: a hybrid bundle from the Hub is served dense only (the lexical files are "
-                               "read from bundle dirs)", spec.tag)
-            else:
-                from leanpremise.serve.search.fused import FusedRanking
-
-                bundle.fused = FusedRanking.load(bundle.root, bundle.manifest, bundle.corpus,
-                                                 cache_bytes=cfg.lexical_cache_max_bytes)
-        if bundle.manifest.rerank and cfg.rerank:
-            if bundle.root is None:
-                logger.warning("%s: a bundle with a reranker from the Hub is served without it (its files are "
-                               "read from bundle dirs)", spec.tag)
-            else:
-                from leanpremise.serve.search.reranked import RerankedRanking
-
-                bundle.reranked = RerankedRanking.load(bundle.root, bundle.manifest, bundle.corpus,
-                                                       cache_bytes=cfg.lexical_cache_max_bytes)
+        _load_rankings(bundle, spec.tag, cfg)
         if self._search_threads is None:
             self._search_threads = limit_blas_threads(cfg.search_threads)
         key = bundle_model_identity(bundle.manifest, bundle.model_dir)
@@ -325,3 +308,38 @@ def watch_sighup(server: Server) -> bool:
 def _log_reload(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("reload failed, still serving the revisions loaded before: %s", task.exception())
+
+
+def _fusion_class():
+    from leanpremise.serve.search.fused import FusedRanking
+
+    return FusedRanking
+
+
+def _reranker_class():
+    from leanpremise.serve.search.reranked import RerankedRanking
+
+    return RerankedRanking
+
+
+_RANKINGS = (
+    ("hybrid", "fusion", "fused", ("a hybrid bundle from the Hub is served dense only (the lexical files are read "
+     "from bundle dirs)"), _fusion_class),
+    ("rerank", "rerank", "reranked", ("a bundle with a reranker from the Hub is served without it (its files are "
+     "read from bundle dirs)"), _reranker_class),
+)
+"""(manifest field, setting that turns it on, bundle attribute, warning from the Hub, its class (imported when
+needed)) of each ranking a bundle may carry beside its dense rows."""
+
+
+def _load_rankings(bundle, tag: str, cfg) -> None:
+    """The fusion and the reranker a bundle carries, where the settings serve them; a bundle from the Hub
+    has no dir to read their files from, and is served without them (one warning line each)."""
+    for field, setting, attr, from_hub, ranking in _RANKINGS:
+        if not getattr(bundle.manifest, field) or not getattr(cfg, setting):
+            continue
+        if bundle.root is None:
+            logger.warning("%s: %s", tag, from_hub)
+            continue
+        setattr(bundle, attr, ranking().load(bundle.root, bundle.manifest, bundle.corpus,
+                                             cache_bytes=cfg.lexical_cache_max_bytes))
