@@ -4,6 +4,7 @@ hub errors, configuration, and the index's search paths against numpy."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -489,19 +490,32 @@ def test_cached_requests_overtake_a_bulk_embedding():
     asyncio.run(scenario())
 
 
+@contextlib.asynccontextmanager
+async def held_service(emb: CountingEmbedder, max_inflight: int):
+    """An embedding service over `emb` with one worker, chunks of 8 and an urgent lane of 3 texts, and
+    `max_inflight` bulk texts; released and stopped on the way out, whatever the test did."""
+    from leanpremise.serve.embedding.service import EmbeddingService
+
+    svc = EmbeddingService(emb, service_config(embed_service_max_concurrent_inputs=max_inflight,
+                                               max_client_batch_size=8, bulk_chunk=8, urgent_max_texts=3,
+                                               embed_workers=1))
+    await svc.start()
+    try:
+        yield svc
+    finally:
+        emb.release.set()
+        await svc.stop()
+
+
 def test_a_small_bulk_request_is_not_queued_behind_a_burst_of_large_ones():
     """Issue 22: the bulk lane takes fewest texts left first (with ageing): a request of 16 new premises that
     arrives while two requests of 200 wait is embedded before either goes on, where in arrival order it
     would wait behind a chunk of each; the large ones still finish."""
-    from leanpremise.serve.embedding.service import EmbeddingService
 
     emb = CountingEmbedder(hold=True)
 
     async def scenario():
-        svc = EmbeddingService(emb, service_config(embed_service_max_concurrent_inputs=64, max_client_batch_size=8,
-                                                   bulk_chunk=8, urgent_max_texts=3, embed_workers=1))
-        await svc.start()
-        try:
+        async with held_service(emb, 64) as svc:
             big = [asyncio.create_task(svc.embed([], [f"big{j} premise {i}" for i in range(200)])) for j in range(2)]
             assert await asyncio.to_thread(emb.running.wait, LIVENESS_S)  # a first chunk is being embedded
             while len(svc.lanes._bulk) < 1:  # the other large request's first chunk waits
@@ -511,9 +525,6 @@ def test_a_small_bulk_request_is_not_queued_behind_a_burst_of_large_ones():
                 await asyncio.sleep(0)
             emb.release.set()
             await asyncio.wait_for(asyncio.gather(small, *big), LIVENESS_S)
-        finally:
-            emb.release.set()
-            await svc.stop()
 
     asyncio.run(scenario())
     first, second, third = emb.batches[:3]
@@ -528,16 +539,12 @@ def test_a_full_bulk_bound_turns_away_the_request_with_the_most_left_not_a_small
     503 for that client); a third large request arriving then is refused itself. The bound is never
     exceeded."""
     from leanpremise.serve.embedding.lanes import Overloaded
-    from leanpremise.serve.embedding.service import EmbeddingService
 
     emb = CountingEmbedder(hold=True)
     seen = []
 
     async def scenario():
-        svc = EmbeddingService(emb, service_config(embed_service_max_concurrent_inputs=16, max_client_batch_size=8,
-                                                   bulk_chunk=8, urgent_max_texts=3, embed_workers=1))
-        await svc.start()
-        try:
+        async with held_service(emb, 16) as svc:
             first = asyncio.create_task(svc.embed([], [f"big0 premise {i}" for i in range(200)]))
             assert await asyncio.to_thread(emb.running.wait, LIVENESS_S)
             second = asyncio.create_task(svc.embed([], [f"big1 premise {i}" for i in range(200)]))
@@ -555,9 +562,6 @@ def test_a_full_bulk_bound_turns_away_the_request_with_the_most_left_not_a_small
             _, premises = small.result()
             assert premises.shape == (16, 4)
             assert first.result()[1].shape == (200, 4)
-        finally:
-            emb.release.set()
-            await svc.stop()
 
     asyncio.run(scenario())
     assert max(seen) <= 16
@@ -594,15 +598,11 @@ def test_a_burst_of_new_premises_refuses_its_own_requests_never_a_goal():
     (Overloaded: 503 for that client), while a request bringing a new goal and a few new premises, and the
     bursting request's own goal, are queued urgently and answered."""
     from leanpremise.serve.embedding.lanes import Overloaded
-    from leanpremise.serve.embedding.service import EmbeddingService
 
     emb = CountingEmbedder(hold=True)
 
     async def scenario():
-        svc = EmbeddingService(emb, service_config(embed_service_max_concurrent_inputs=8, max_client_batch_size=8,
-                                                   bulk_chunk=8, urgent_max_texts=3, embed_workers=1))
-        await svc.start()
-        try:
+        async with held_service(emb, 8) as svc:
             burst = asyncio.create_task(svc.embed(["burst goal"], [f"burst premise {i}" for i in range(40)]))
             assert await asyncio.to_thread(emb.running.wait, LIVENESS_S)  # its goal is being embedded
             emb.release.set()
@@ -615,8 +615,5 @@ def test_a_burst_of_new_premises_refuses_its_own_requests_never_a_goal():
             await asyncio.wait_for(burst, LIVENESS_S)
             assert emb.texts.index("burst goal") < emb.texts.index("burst premise 0")
             assert "second burst goal" not in emb.texts  # refused before its goal took an urgent worker's time
-        finally:
-            emb.release.set()
-            await svc.stop()
 
     asyncio.run(scenario())

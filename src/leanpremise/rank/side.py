@@ -102,7 +102,7 @@ class SideRankers:
             from leanpremise.rank.mepo import mepo_state
 
             known, unknown = self.mepo.query_symbols(state)
-            extra = new.mepo_premises if new.mepo_premises is not None else (new.symbols or ())
+            extra = new.mepo_premises if new.mepo_premises is not None else ()  # prepare: None when no symbols
             runs["mepo"] = mepo_state(self.mepo, known, mask, depth, self.mepo_config, extra=extra,
                                       goal_new=unknown if len(extra) else ())
         if self.usage is not None:

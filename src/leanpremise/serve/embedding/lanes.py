@@ -35,6 +35,7 @@ import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 
@@ -161,31 +162,41 @@ class EmbeddingLanes:
         would be refused: the service asks before it embeds the request's goals or registers its texts, so
         that a refused request costs little (a burst retrying at once would otherwise have its goals
         embedded, at the goals' priority, only to be refused)."""
-        room, key = self.max_inflight - self.bulk_inflight, self._key(left)
-        for entry in sorted(self._bulk, key=lambda e: e[:2], reverse=True):
-            if room >= size or entry[0] <= key:
-                break
-            room += len(entry[2].texts)
-        if room < size:
-            self.metrics.overloaded.inc()
-            raise Overloaded(f"{self.bulk_inflight} new premises being embedded; limit {self.max_inflight}")
+        if self._victims(self._key(left), size) is None:
+            self._refuse()
 
     def _make_room(self, key: int, size: int) -> None:
-        """Room in the bulk bound for a chunk of `size` texts and `key`, by turning away queued chunks of
-        larger keys, largest first; Overloaded if there is not enough room even so."""
-        while self.bulk_inflight + size > self.max_inflight:
-            victim = max(self._bulk, default=None, key=lambda entry: entry[:2])
-            if victim is None or victim[0] <= key:
-                self.metrics.overloaded.inc()
-                raise Overloaded(f"{self.bulk_inflight} new premises being embedded; limit {self.max_inflight}")
+        """Room in the bulk bound for a chunk of `size` texts and `key`, by turning away the queued chunks
+        `_victims` names; Overloaded if there is not enough room even so."""
+        victims = self._victims(key, size)
+        if victims is None:
+            self._refuse()
+        for victim in victims:
             self._bulk.remove(victim)
-            heapq.heapify(self._bulk)
             job = victim[2]
             self._uncount(job)
             self.metrics.overloaded.inc()
             if not job.future.done():
                 job.future.set_exception(Overloaded(
                     f"{self.max_inflight} new premises being embedded, of requests with fewer left than this one"))
+        if victims:
+            heapq.heapify(self._bulk)
+
+    def _victims(self, key: int, size: int) -> list | None:
+        """The queued bulk entries a chunk of `size` texts and `key` would turn away to fit the bound, largest
+        key first, only ones of larger keys; None when even all of those leave too little room."""
+        room, victims = self.max_inflight - self.bulk_inflight, []
+        for entry in sorted(self._bulk, key=lambda e: e[:2], reverse=True):
+            if room >= size or entry[0] <= key:
+                break
+            victims.append(entry)
+            room += len(entry[2].texts) if entry[2].counted else 0
+        return victims if room >= size else None
+
+    def _refuse(self) -> NoReturn:
+        """Overloaded for the chunk asking, counted in /metrics."""
+        self.metrics.overloaded.inc()
+        raise Overloaded(f"{self.bulk_inflight} new premises being embedded; limit {self.max_inflight}")
 
     def _uncount(self, job: _Job) -> None:
         """The job's texts leave the in-flight counts (once, whether it was embedded or turned away)."""

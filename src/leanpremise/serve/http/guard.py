@@ -26,7 +26,7 @@ from leanpremise.serve.http.admission import (
     replay,
 )
 from leanpremise.serve.http.connection import REFUSED_KEY
-from leanpremise.serve.http.retry_discipline import RetryDiscipline
+from leanpremise.serve.http.retry_discipline import WINDOW_S, RetryDiscipline
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class RequestGuard:
                 client = scope["client"][0] if scope.get("client") else ""
                 if not self.retries.admit(client, cfg.max_refusals_per_client):
                     self.retries.refused(client, cfg.max_refusals_per_client)
-                    await respond(send, 429, f"more than {cfg.max_refusals_per_client} refused requests in 10 s "
+                    await respond(send, 429, f"more than {cfg.max_refusals_per_client} refused requests in {WINDOW_S:g} s "
                                   "from this client (MAX_REFUSALS_PER_CLIENT); retry after Retry-After",
                                   {"retry-after": str(cfg.retry_after_s)}, close=True)
                     return None
