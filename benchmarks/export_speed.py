@@ -2,6 +2,13 @@
 
     python benchmarks/export_speed.py [--model DIR] [--n 2000] [--data_dir mathlib-small] [--split valid]
 
+    python benchmarks/export_speed.py --static [MODEL_DIR] [--n 400]
+
+instead measures a static model (benchmarks/static_model.py when no dir is given) on mathlib-src: its numpy
+encoder against MiniLM (PyTorch, as `export` runs it) on the same `--n` sampled premises in the same run,
+the static encoder over the whole corpus (target <= 60 s), and a whole `leanpremise export` of mathlib-src
+with it (target <= 5 min). Writes benchmarks/results/export_speed_static.json.
+
 Throughput is premises/s encoding `--n` corpus texts of mathlib-small (batch 64,
 all cores). Recall@32 is computed on the valid split with ONNX fp32 (the same vectors as
 PyTorch fp32, and faster) and ONNX int8 each embedding both the corpus and
@@ -58,7 +65,12 @@ def main() -> None:
     ap.add_argument("--onnx_cache", type=Path, default=None,
                     help="where the ONNX exports are made once (default: <bench cache>/onnx/<model name>)")
     ap.add_argument("--skip_recall", action="store_true")
+    ap.add_argument("--static", type=Path, nargs="?", const=Path(), default=None, metavar="MODEL_DIR",
+                    help="measure a static model on mathlib-src instead (no dir: benchmarks/static_model.py's)")
     args = ap.parse_args()
+    if args.static is not None:
+        static_run(args)
+        return
 
     model_dir = args.model or default_model_path()
     args.data_dir = args.data_dir or unpacked("mathlib-small")
@@ -101,6 +113,63 @@ def main() -> None:
                                               "(tests/test_export_bundle.py checks 1e-4)"}
         result["loadavg_after"] = os.getloadavg()
         write_result("export_speed", result)
+
+
+def static_run(args) -> None:
+    """The static model's embedding and export of mathlib-src, and MiniLM on a sample of it, same run."""
+    import subprocess
+    import tempfile
+
+    from static_model import static_minilm
+
+    from leanpremise.data import DataConfig, load_corpus
+    from leanpremise.model.backends import TorchEmbedder
+    from leanpremise.model.encoder import default_model_path
+    from leanpremise.model.static import StaticEncoder
+
+    model_dir = static_minilm() if args.static == Path() else args.static
+    data_dir = args.data_dir or unpacked("mathlib-src")
+    t0 = time.perf_counter()
+    texts = list(load_corpus(DataConfig(data_dir=data_dir)).texts)
+    load_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    sample = [texts[i] for i in rng.choice(len(texts), min(args.n, len(texts)), replace=False).tolist()]
+    static, minilm = StaticEncoder(model_dir), TorchEmbedder(default_model_path(), "cpu", 64)
+    load_before = os.getloadavg()
+    rates = {"static_numpy": [], "minilm_torch": []}
+    for _ in range(2):  # interleaved, so that the ratio sees the same load on the shared machine
+        rates["minilm_torch"].append(throughput(minilm, sample))
+        rates["static_numpy"].append(throughput(static, sample))
+    per_s = {name: round(max(r), 1) for name, r in rates.items()}
+    print("sample premises/s", per_s, flush=True)
+    t0 = time.perf_counter()
+    emb = static.encode(texts)
+    corpus_s = time.perf_counter() - t0
+    print(f"static: {len(texts)} premises embedded in {corpus_s:.1f}s", flush=True)
+    assert emb.shape == (len(texts), static.dim)
+    del emb
+    with tempfile.TemporaryDirectory(dir=bench_cache()) as tmp:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "leanpremise", "export", "--model", str(model_dir), "--data_dir",
+                        str(data_dir), "--out", str(Path(tmp) / "bundle"), "--model_name", "static-minilm"],
+                       check=True, stdout=subprocess.DEVNULL)
+        export_s = time.perf_counter() - t0
+    print(f"static export of {data_dir.name}: {export_s:.1f}s", flush=True)
+    result = {
+        "model": str(model_dir), "data": data_dir.name, "premises": len(texts), "sample": len(sample),
+        "sample_premises_per_s": per_s, "sample_runs_premises_per_s": {k: [round(x, 1) for x in v]
+                                                                      for k, v in rates.items()},
+        "static_over_minilm": round(per_s["static_numpy"] / per_s["minilm_torch"], 1),
+        "corpus_load_s": round(load_s, 1),
+        "corpus_embed_s": {"static_numpy": round(corpus_s, 1),
+                           "minilm_torch_scaled_from_sample": round(len(texts) / per_s["minilm_torch"], 0)},
+        "export_s": {"static": round(export_s, 1), "minilm_reference": "1 h 47 min for the corpus embedding alone "
+                     "(docs/figures.md, 2026-12-01, this CPU): a same-run MiniLM export is impractical"},
+        "targets": {"corpus_embed_s": 60, "export_s": 300},
+        "met": {"corpus_embed_s": corpus_s <= 60, "export_s": export_s <= 300},
+        "machine": "2-core, shared with other jobs", "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+    }
+    write_result("export_speed_static", result)
 
 
 if __name__ == "__main__":

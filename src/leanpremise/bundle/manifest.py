@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator,
 from leanpremise.bundle.layout import FORMAT_VERSION, MANIFEST, BundleError, confined
 from leanpremise.data.config import CorpusOptions, DataConfig, SplitMode
 from leanpremise.json_files import read_validated
+from leanpremise.model.static import ModelType
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,10 @@ class Manifest(BaseModel):
     nameless: bool = _CORPUS.nameless
     """The corpus options (data/config.py `CorpusOptions`, flat keys): they decide the corpus a server
     rebuilds from the premises archive."""
+    model_type: ModelType = "transformer"
+    """`leanpremise.model.static.model_type` of `model/`, as export found it: "static" (a StaticEmbedding
+    model, embedded in numpy, no ONNX) or "transformer" (what a manifest written before it was recorded
+    holds)."""
     onnx: str | None = None
     onnx_int8: str | None = None
     data_revision: str = ""

@@ -24,8 +24,10 @@ class ExportFlags:
 
 @dataclass
 class BundleFlags:
-    onnx: bool = field(default=True, metadata={"help": "also export the model to ONNX under model/onnx/"})
-    int8: bool = switch("also write an int8 dynamically quantised ONNX model")
+    onnx: bool = field(default=True, metadata={"help": "also export the model to ONNX under model/onnx/ (not for a static "
+                                                       "model, which the server embeds with in numpy)"})
+    int8: bool = switch("also write an int8 dynamically quantised ONNX model (a static model has no ONNX graph: "
+                        "ignored, with a warning)")
     corpus_embeddings: Path | None = field(default=None, metadata={
         "help": ".npy of pre-computed corpus embeddings (corpus order) to reuse instead of encoding"})
     reuse: list[Path] = field(default_factory=list, metadata={
@@ -85,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from leanpremise.export.exporter import ModelDirError
     from leanpremise.export.publish import PublishError
     from leanpremise.json_files import FileFormatError
+    from leanpremise.model.static import StaticModelError
 
     target, data, flags = from_args(args, ExportFlags, DataConfig, BundleFlags)
     if flags.push and not (flags.model_repo and flags.data_repo):
@@ -110,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             manifest = export_bundle(cfg)
             summary = {"bundle": str(target.out), "model_name": manifest.model_name,
                        "revision": manifest.revision, "premises": manifest.premise_count,
-                       "dimension": manifest.dimension}
+                       "dimension": manifest.dimension, "model_type": manifest.model_type}
             if manifest.hybrid is not None:
                 summary["hybrid"] = manifest.hybrid
             if manifest.rerank is not None:
@@ -124,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             urls = publish_bundle(target.out, flags.model_repo, flags.data_repo)
             print(json.dumps({"pushed": urls}))
     except (PublishError, BundleError, EmbeddingShapeError, DataLayoutError, FileNotFoundError, FileFormatError,
-            ModelDirError) as e:
+            ModelDirError, StaticModelError) as e:
         logger.error("%s", e)
         return 1
     return 0

@@ -50,6 +50,7 @@ from leanpremise.export.rerank_export import (
 from leanpremise.export.reuse import embedded_texts, reuse_rows, text_hashes
 from leanpremise.model.identity import model_identity
 from leanpremise.model.onnx import export_onnx, quantize_int8
+from leanpremise.model.static import StaticEncoder, model_type
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,9 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
     corpus = dataset.corpus if dataset is not None else load_corpus(cfg.data)
     if not len(corpus):
         raise ValueError(f"{cfg.data.data_dir}: the corpus is empty after filtering; nothing to export")
+    kind = model_type(cfg.model)
+    if kind == "static":  # its token vectors checked before anything is loaded or written
+        StaticEncoder(cfg.model)
     try:
         model = load_model(cfg.model, cfg.device or "cpu")
     except (OSError, ValueError) as e:  # a folder that is not a model: one line, not a traceback
@@ -133,7 +137,7 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
     work = partial_dir(out)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    onnx_rel, int8_rel = write_model(model, work, cfg)
+    onnx_rel, int8_rel = write_model(model, work, cfg, kind)
     write_premises_archive(corpus_data_dir(cfg.data), work / PREMISES_ARCHIVE)
     hybrid_rel = write_hybrid(fusion, corpus, work, cfg.progress, dataset) if fusion is not None else None
     identity = model_identity(work / MODEL_DIR)
@@ -144,10 +148,11 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
         rerank_rel = write_rerank(reranker, cfg.rerank, corpus, work, cfg.progress, dataset)
     hashes = text_hashes(embedded_texts(model, corpus.texts))
     reuse = None
+    embedder = corpus_embedder(model, kind, work / MODEL_DIR, cfg)
     if emb is None and cfg.reuse:
-        emb, reuse = embed_with_reuse(model, corpus.texts, hashes, identity, chunks_dir(out), cfg)
+        emb, reuse = embed_with_reuse(model, embedder, corpus.texts, hashes, identity, chunks_dir(out), cfg)
     elif emb is None:
-        emb = encode_corpus(model, corpus.texts, identity, chunks_dir(out), cfg)
+        emb = encode_corpus(embedder, corpus.texts, identity, chunks_dir(out), cfg, dim)
     model_name = cfg.model_name or model_display_name(cfg.model)
     revision = cfg.revision or revision_slug(corpus.revision)
     emb_rel = embeddings_file_name(model_name, revision)
@@ -157,7 +162,8 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
     manifest = Manifest(
         model_name=model_name, revision=revision, dimension=dim, premise_count=len(corpus),
         unfiltered_premise_count=len(corpus.unfiltered_names), module_count=len(corpus.modules),
-        embeddings=emb_rel, **asdict(cfg.data.corpus_options()), data_revision=corpus.revision, onnx=onnx_rel,
+        embeddings=emb_rel, **asdict(cfg.data.corpus_options()), data_revision=corpus.revision, model_type=kind,
+        onnx=onnx_rel,
         onnx_int8=int8_rel, source_model=str(cfg.model), created=datetime.now(UTC).isoformat(timespec="seconds"),
         model_identity=identity, text_hashes=hashes_rel, reuse=reuse, hybrid=hybrid_rel, rerank=rerank_rel,
         split=SplitRecord.of(cfg.data) if dataset is not None else None,  # the usage counts' train states
@@ -172,15 +178,21 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
     return manifest
 
 
-def write_model(model, work: Path, cfg: ExportConfig) -> tuple[str | None, str | None]:
+def write_model(model, work: Path, cfg: ExportConfig, kind: str = "transformer") -> tuple[str | None, str | None]:
     """The model in sentence-transformers format, plus the ONNX graphs asked for; their bundle paths.
 
     int8 is quantised from the float32 graph, so that one is written whenever either is asked for and
-    removed again when only int8 was wanted.
+    removed again when only int8 was wanted. A static model gets no graph: the server embeds with it in
+    numpy (model/static.py), faster than any graph would run.
     """
     model_dir = work / MODEL_DIR
     model.save(str(model_dir))
-    logger.info("saved model %s (dimension %d) to the bundle", cfg.model, model.get_embedding_dimension())
+    logger.info("saved %s model %s (dimension %d) to the bundle", kind, cfg.model, model.get_embedding_dimension())
+    if kind == "static":
+        if cfg.int8:
+            logger.warning("--int8 does not apply to a static model (it has no ONNX graph to quantise; the "
+                           "server embeds with its token vectors in numpy): no int8 model written")
+        return None, None
     if not (cfg.onnx or cfg.int8):
         return None, None
     onnx_path = export_onnx(model_dir, model_dir / ONNX_DIR / ONNX_FILE)
@@ -195,23 +207,35 @@ def write_model(model, work: Path, cfg: ExportConfig) -> tuple[str | None, str |
     return onnx_rel, int8_rel
 
 
-def encode_corpus(model, texts: list[str], identity: str, chunk_dir: Path, cfg: ExportConfig):
-    """Corpus embeddings in resumable chunks keyed by the saved model's content identity and the texts."""
+def corpus_embedder(model, kind: str, saved_dir: Path, cfg: ExportConfig):
+    """(texts -> normalised rows, texts per call) for the corpus: a static model's numpy encoder over the
+    model as saved into the bundle (the very encoder a server runs), one call per chunk since it does not
+    pad; else the model's own encode, batched."""
+    if kind == "static":
+        return StaticEncoder(saved_dir).encode, cfg.chunk_size
+    return (lambda batch: _encode(model, batch, cfg.batch_size)), cfg.batch_size
+
+
+def encode_corpus(embedder, texts: list[str], identity: str, chunk_dir: Path, cfg: ExportConfig, dim: int):
+    """Corpus embeddings in resumable chunks keyed by the saved model's content identity and the texts;
+    `embedder`: `corpus_embedder`'s pair."""
+    encode, batch_size = embedder
     key = f"{identity[:32]}-{texts_fingerprint(texts)[:32]}"
-    return encode_in_chunks(lambda batch: _encode(model, batch, cfg.batch_size), texts, chunk_dir, key,
-                            model.get_embedding_dimension(), chunk_size=cfg.chunk_size, progress=cfg.progress,
-                            batch_size=cfg.batch_size)
+    return encode_in_chunks(encode, texts, chunk_dir, key, dim, chunk_size=cfg.chunk_size, progress=cfg.progress,
+                            batch_size=batch_size)
 
 
-def embed_with_reuse(model, texts: list[str], hashes, identity: str, chunk_dir: Path, cfg: ExportConfig):
+def embed_with_reuse(model, embedder, texts: list[str], hashes, identity: str, chunk_dir: Path,
+                     cfg: ExportConfig):
     """Rows copied from `cfg.reuse` where the same model embedded the same text, the others encoded (in
     resumable chunks, like a full export); returns the embeddings and the record for the manifest."""
     import numpy as np
 
-    emb, found, record = reuse_rows(cfg.reuse, model, identity, hashes, model.get_embedding_dimension())
+    dim = model.get_embedding_dimension()
+    emb, found, record = reuse_rows(cfg.reuse, model, identity, hashes, dim)
     missing = np.flatnonzero(~found)
     if len(missing):
-        emb[missing] = encode_corpus(model, [texts[i] for i in missing.tolist()], identity, chunk_dir, cfg)
+        emb[missing] = encode_corpus(embedder, [texts[i] for i in missing.tolist()], identity, chunk_dir, cfg, dim)
     logger.info("--reuse: %d rows reused, %d embedded", record.reused, record.embedded)
     return emb, record
 

@@ -152,8 +152,9 @@ class ServeConfig(BaseSettings):
                                     ge=0)
     # ---- embedding ---------------------------------------------------------------------------------
     backend: Backend = setting("auto", "EMBED_BACKEND",
-                               "auto: on CPU the bundle's int8 ONNX model if it has one, else its float32 ONNX "
-                               "model, else PyTorch; on a GPU, PyTorch (see docs/decisions.md)")
+                               "auto: a static model's numpy encoder for a static bundle; else on CPU the "
+                               "bundle's int8 ONNX model if it has one, else its float32 ONNX model, else "
+                               "PyTorch; on a GPU, PyTorch (see docs/decisions.md)")
     device: str = setting("cpu", "EMBED_DEVICE", "torch device of the torch backend")
     embed_service_url: str | None = setting(None, "EMBED_SERVICE_URL", "text-embeddings-inference base URL "
                                                                        "for backend tei (POST {url}/embed)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from leanpremise.model.backends import OnnxEmbedder, TEIEmbedder, TorchEmbedder, onnx_session
+from leanpremise.model.static import StaticEncoder
 
 
 def worker_layout(config, cpus: int | None = None) -> tuple[int, int]:
@@ -35,6 +36,8 @@ def _embedder_factory(config, bundle, threads: int):
         return (lambda _: TEIEmbedder(config.embed_service_url, bundle.embeddings.shape[1],
                                       config.embed_service_timeout, config.max_client_batch_size)), False
     on_cpu = str(config.device).startswith("cpu")
+    if config.backend == "auto" and getattr(bundle.manifest, "model_type", "transformer") == "static":
+        return _static_factory(bundle), True
     path = onnx_choice(config.backend, bundle, on_cpu)
     if path is not None:
         sessions: dict[int, object] = {}  # one per thread count: workers share the model's memory
@@ -50,6 +53,20 @@ def _embedder_factory(config, bundle, threads: int):
 
         torch.set_num_threads(threads)
     return (lambda _: TorchEmbedder(bundle.model_dir, config.device, config.embed_batch_size)), on_cpu
+
+
+def _static_factory(bundle):
+    """threads -> a numpy encoder of the bundle's static model: the first loads (and checks) the token
+    vectors, the others share them with a tokenizer each (numpy runs one thread per call: `threads` is moot)."""
+    first: list[StaticEncoder] = []
+
+    def make_static(_: int) -> StaticEncoder:
+        if not first:
+            first.append(StaticEncoder(bundle.model_dir))
+            return first[0]
+        return first[0].clone()
+
+    return make_static
 
 
 def onnx_choice(backend: str, bundle, on_cpu: bool) -> Path | None:

@@ -125,7 +125,7 @@ async def health(request: Request):
     rev = request.scope.get(REVISION_KEY)
     if server.ready and rev is not None:
         return {"status": "ok", "premises": rev.index.size, "modules": len(rev.index.indexed_modules),
-                "backend": rev.service.lanes.embedder.name, "embed_workers": len(rev.service.lanes.embedders),
+                "model_type": rev.bundle.manifest.model_type, "backend": rev.service.lanes.embedder.name, "embed_workers": len(rev.service.lanes.embedders),
                 "load_seconds": round(rev.load_seconds, 2), "revision": rev.bundle.manifest.revision,
                 "tag": rev.tag, "hybrid": rev.fused.describe() if rev.fused is not None else None,
                 "hybrid_in_bundle": bool(rev.bundle.manifest.hybrid),

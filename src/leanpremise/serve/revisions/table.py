@@ -44,6 +44,7 @@ class Revision:
         m = self.bundle.manifest
         return {"tag": self.tag, "revision": m.data_revision or m.revision, "premises": self.index.size,
                 "modules": len(self.index.indexed_modules), "model": m.model_name,
+                "model_type": m.model_type,
                 "model_identity": self.shared.key,
                 "default": default, "state": "retiring" if self.retired else "loaded",
                 "rows_shared": int(getattr(self.index.searcher, "reused", 0))}
