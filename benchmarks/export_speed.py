@@ -118,9 +118,8 @@ def main() -> None:
 def static_run(args) -> None:
     """The static model's embedding and export of mathlib-src, and MiniLM on a sample of it, same run."""
     import subprocess
-    import tempfile
 
-    from static_model import static_minilm
+    from static_model import static_bundle_path, static_minilm
 
     from leanpremise.data import DataConfig, load_corpus
     from leanpremise.model.backends import TorchEmbedder
@@ -142,31 +141,40 @@ def static_run(args) -> None:
         rates["static_numpy"].append(throughput(static, sample))
     per_s = {name: round(max(r), 1) for name, r in rates.items()}
     print("sample premises/s", per_s, flush=True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     emb = static.encode(texts)
-    corpus_s = time.perf_counter() - t0
-    print(f"static: {len(texts)} premises embedded in {corpus_s:.1f}s", flush=True)
+    corpus_s, corpus_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    print(f"static: {len(texts)} premises embedded in {corpus_s:.1f}s ({corpus_cpu_s:.1f}s CPU)", flush=True)
     assert emb.shape == (len(texts), static.dim)
     del emb
-    with tempfile.TemporaryDirectory(dir=bench_cache()) as tmp:
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "leanpremise", "export", "--model", str(model_dir), "--data_dir",
-                        str(data_dir), "--out", str(Path(tmp) / "bundle"), "--model_name", "static-minilm"],
-                       check=True, stdout=subprocess.DEVNULL)
-        export_s = time.perf_counter() - t0
+    bundle = static_bundle_path(data_dir.name)  # kept: the serve benchmarks serve it
+    import resource
+
+    t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([sys.executable, "-m", "leanpremise", "export", "--model", str(model_dir), "--data_dir",
+                    str(data_dir), "--out", str(bundle), "--model_name", "static-minilm"],
+                   check=True, stdout=subprocess.DEVNULL)
+    export_s = time.perf_counter() - t0
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    export_cpu_s = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
     print(f"static export of {data_dir.name}: {export_s:.1f}s", flush=True)
     result = {
-        "model": str(model_dir), "data": data_dir.name, "premises": len(texts), "sample": len(sample),
+        "model": str(model_dir), "data": data_dir.name, "bundle": str(bundle), "premises": len(texts), "sample": len(sample),
         "sample_premises_per_s": per_s, "sample_runs_premises_per_s": {k: [round(x, 1) for x in v]
                                                                       for k, v in rates.items()},
         "static_over_minilm": round(per_s["static_numpy"] / per_s["minilm_torch"], 1),
         "corpus_load_s": round(load_s, 1),
+        "corpus_embed_cpu_s": round(corpus_cpu_s, 1),
+        "export_cpu_s": round(export_cpu_s, 1),
+        "cpu_note": "CPU seconds: what the work costs on a quiet machine (the encoder runs on one core); the wall "
+                    "seconds include the waits for the cores other jobs held",
         "corpus_embed_s": {"static_numpy": round(corpus_s, 1),
                            "minilm_torch_scaled_from_sample": round(len(texts) / per_s["minilm_torch"], 0)},
         "export_s": {"static": round(export_s, 1), "minilm_reference": "1 h 47 min for the corpus embedding alone "
                      "(docs/figures.md, 2026-12-01, this CPU): a same-run MiniLM export is impractical"},
         "targets": {"corpus_embed_s": 60, "export_s": 300},
-        "met": {"corpus_embed_s": corpus_s <= 60, "export_s": export_s <= 300},
+        "met": {"corpus_embed_s": corpus_s <= 60, "export_s": export_s <= 300,
+                "corpus_embed_cpu_s": corpus_cpu_s <= 60, "export_cpu_s": export_cpu_s <= 300},
         "machine": "2-core, shared with other jobs", "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
     }
     write_result("export_speed_static", result)

@@ -41,6 +41,12 @@ def static_minilm(out: Path | None = None) -> Path:
     return out
 
 
+def static_bundle_path(data_name: str) -> Path:
+    """Where `export_speed.py --static` writes the static model's bundle of `data_name` (the serve
+    benchmarks serve it from there)."""
+    return bench_cache() / "bundles" / f"static-minilm-{data_name}"
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=None)

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-WORDS = ("theorem lemma def Nat List add mul comm assoc le lt sup inf x y a b n m p q True False "
-         "∀ ∃ → ↔ ∧ ∨ ¬ ≤ < = + * ⊔ ⊓ ⊢ 0 1 2 ( ) : , .").split()
+WORDS = ["theorem", "lemma", "def", "Nat", "List", "add", "mul", "comm", "assoc", "le", "lt", "sup", "inf", "x", "y", "a", "b", "n", "m", "p", "q", "True", "False", "∀", "∃", "→", "↔", "∧", "∨", "¬", "≤", "<", "=", "+", "*", "⊔", "⊓", "⊢", "0", "1", "2", "(", ")", ":", ",", "."]
 
 
 def build_static_model(out: Path, dim: int = 16, normalize: bool = True, prompt: str | None = None,

@@ -56,7 +56,7 @@ def test_a_manifest_without_a_model_type_loads_as_a_transformer(static_bundle):
 
 
 def _retrieve(url: str, state: str, **extra) -> list[dict]:
-    r = httpx.post(f"{url}/retrieve", json={"state": state, "k": 20, **extra}, timeout=LIVENESS_S)
+    r = httpx.post(f"{url}/retrieve", json={"state": state, "k": 20} | extra, timeout=LIVENESS_S)
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -94,6 +94,13 @@ def test_served_over_http_with_the_numpy_backend_and_hot_reloaded(static_bundle,
         by_name = {r["name"]: r["score"] for r in fresh}
         text = encoder.encode([state, new["decl"]])  # a new premise is embedded as its `decl`
         assert by_name["Local.fresh"] == pytest.approx(float(text[0] @ text[1]), abs=1e-5)
+        many = [{"name": f"Local.p{i}", "decl": f"theorem Local.p{i} : {i} + x ≤ y ⊔ {i}"} for i in range(40)]
+        scores = {r["name"]: r["score"] for r in _retrieve(srv.url, state, new_premises=many, k=200)}
+        rows = encoder.encode([state] + [p["decl"] for p in many])  # more than an urgent chunk: several chunks
+        for i, p in enumerate(many):
+            if p["name"] in scores:
+                assert scores[p["name"]] == pytest.approx(float(rows[0] @ rows[i + 1]), abs=1e-5)
+        assert sum(p["name"] in scores for p in many) >= 20
         service = next(iter(app.state.server.embedders.values())).service
         assert service.store_key.endswith("|backend:static-numpy")
 

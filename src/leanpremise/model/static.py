@@ -31,8 +31,8 @@ TOKEN_VECTORS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 TOKEN_VECTOR_KEYS = ("embedding.weight", "embeddings")
 """Names of the token-vector tensor: sentence-transformers' own, then model2vec's (without a mapping)."""
-ENCODE_BATCH = 512
-"""Texts gathered at once: bounds the (tokens x dimension) temporary of a batch to tens of MB."""
+ENCODE_BATCH = 4096
+"""Texts tokenized and pooled in one call (bounds the token-id lists held at once)."""
 
 
 class StaticModelError(ValueError):
@@ -127,6 +127,9 @@ class StaticEncoder:
     """The backend's name (in /health and in the persistent cache's key)."""
     batches_well = True
     """No padding: a batch costs what its texts cost one by one, less the per-call overhead."""
+    inline = True
+    """A text costs less than handing it to a worker thread: the server embeds in the request's thread
+    (serve/embedding/service.py)."""
 
     def __init__(self, model_dir: str | Path, *, _shared: StaticEncoder | None = None):
         from tokenizers import Tokenizer
@@ -179,11 +182,15 @@ class StaticEncoder:
         token_ids = [e.ids for e in encodings]
         lengths = np.fromiter(map(len, token_ids), dtype=np.int64, count=len(token_ids))
         ids = np.fromiter(chain.from_iterable(token_ids), dtype=np.int64, count=int(lengths.sum()))
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        kept = lengths > 0
-        if kept.any():
-            starts = (np.cumsum(lengths) - lengths)[kept]
-            sums = np.add.reduceat(self.vectors[ids], starts, axis=0)
-            out[kept] = sums / lengths[kept, None].astype(np.float32)
+        if len(texts) == 1:
+            out = self.vectors[ids].sum(axis=0, keepdims=True)
+        else:  # a (texts x vocabulary) count matrix times the vectors: no (tokens x dimension) temporary
+            from scipy.sparse import csr_matrix
+
+            indptr = np.concatenate(([0], np.cumsum(lengths)))
+            counts = csr_matrix((np.ones(len(ids), dtype=np.float32), ids, indptr),
+                                shape=(len(texts), self.vectors.shape[0]))
+            out = np.asarray(counts @ self.vectors, dtype=np.float32)
+        out /= np.maximum(lengths, 1)[:, None].astype(np.float32)  # the mean (a text without tokens: zeros)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)

@@ -45,6 +45,11 @@ class EmbeddingService:
         self.metrics = metrics if metrics is not None else Metrics()
         self.lanes = EmbeddingLanes(embedder, config, self.metrics, background, background_nice)
         self.dim = self.lanes.dim
+        self.inline = bool(getattr(self.lanes.embedder, "inline", False))
+        """Whether a request's texts are embedded by the request itself, on the event loop, rather than
+        handed to the lanes' workers: for an embedder whose text costs less than the hand-over (the static
+        model's numpy encoder; docs/decisions.md has the measurement). Its chunks are then embedded one
+        after the other, other requests getting the loop between two chunks."""
         self.cache = EmbeddingCache(config.lru_cache_size, config.cache_max_bytes)
         self._pending: dict[bytes, asyncio.Future] = {}
         """Texts being embedded, by cache key: a request wanting one of them awaits it."""
@@ -141,7 +146,7 @@ class EmbeddingService:
         texts are left (the bulk lane takes fewest left first)."""
         goals = [key for key in own if missing[key][1][0] < n_states]
         rest = [key for key in own if missing[key][1][0] >= n_states]
-        urgent, step = self.lanes.chunking(len(rest))
+        urgent, step = (True, self.lanes.chunk_size) if self.inline else self.lanes.chunking(len(rest))
         if rest and not urgent:  # refused before any work for it (its goals included) when it would be
             self.lanes.refuse_early(len(goals) + len(rest), min(step, len(rest)))
         loop = asyncio.get_running_loop()
@@ -158,9 +163,14 @@ class EmbeddingService:
                 chunks = [(goals[lo : lo + size], True) for lo in range(0, len(goals), size)]
                 chunks += [(rest[lo : lo + step], False) for lo in range(0, len(rest), step)]
             left = len(goals) + len(rest)
-            for chunk, lane in chunks:
+            for i, (chunk, lane) in enumerate(chunks):
                 texts = [missing[key][0] for key in chunk]
-                part = await self.lanes.submit(texts, lane, left)
+                if self.inline:
+                    if i:
+                        await asyncio.sleep(0)  # other requests' goals between two of this one's chunks
+                    part = self._embed_here(texts)
+                else:
+                    part = await self.lanes.submit(texts, lane, left)
                 left -= len(chunk)
                 self._store_later(texts, part)
                 for key, row in zip(chunk, part):
@@ -177,6 +187,13 @@ class EmbeddingService:
                 if self._pending.get(key) is fut:
                     del self._pending[key]
             raise
+
+    def _embed_here(self, texts: list[str]) -> np.ndarray:
+        """Embed a chunk in this thread (see `inline`), counted as the workers count theirs."""
+        rows = self.lanes.embedder.encode(texts)
+        self.metrics.embedded.inc(len(texts))
+        self.metrics.batch_size.observe(len(texts))
+        return rows
 
     def _count(self, n_states: int, n_texts: int, missing: Missing) -> None:
         """Cache hits and misses, states and new premises apart."""

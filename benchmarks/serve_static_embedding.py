@@ -1,0 +1,110 @@
+"""Where a static model's texts are embedded in the server: in the request's thread or through the embedding
+lanes (a worker thread each), measured on the embedding service itself (no HTTP, no search).
+
+    python benchmarks/serve_static_embedding.py [--model DIR] [--goals 400] [--bulk 2048] [--rounds 5]
+
+For each placement, interleaved round by round: the latency of embedding one new goal (what a request
+with its new premises cached costs in embedding), and of a request bringing `--bulk` new premises no one
+sent before (target: 2,048 in <= 100 ms). Placements: `lanes` (every chunk handed to a worker, as for a
+transformer: goals and a few premises to the urgent lane, many to the bulk lane in small chunks) and
+`inline` (every chunk embedded by the request itself, on the event loop, yielding between chunks: what the
+server does for a static model). Writes benchmarks/results/serve_static_embedding.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import unpacked, write_result
+from static_model import static_minilm
+
+PLACEMENTS = ("lanes", "inline")
+
+
+def make_service(model_dir: Path, placement: str):
+    """The server's embedding service over the static model's embedders, as `serve` makes them."""
+    from leanpremise.bundle.manifest import Manifest
+    from leanpremise.serve.embedding.backends import make_embedders
+    from leanpremise.serve.embedding.service import EmbeddingService
+    from leanpremise.serve.settings import ServeConfig
+
+    config = ServeConfig(_env_file=None)
+    manifest = Manifest.model_construct(model_type="static")
+    embedders, background = make_embedders(config, SimpleNamespace(manifest=manifest, model_dir=model_dir))
+    service = EmbeddingService(embedders, config, background=background)
+    service.inline = placement == "inline"
+    return service
+
+
+async def measure(services: dict, texts: list[str], goals: int, bulk: int, rounds: int) -> dict:
+    for s in services.values():
+        await s.start()
+    goal_ms = {p: [] for p in services}
+    bulk_ms = {p: [] for p in services}
+    bulk_cpu_ms = {p: [] for p in services}
+    cursor = 0
+    for _ in range(rounds):
+        for placement, service in services.items():
+            for _ in range(goals // rounds):
+                goal = "⊢ " + texts[cursor % len(texts)].split(" : ", 1)[-1]
+                cursor += 1
+                t0 = time.perf_counter()
+                await service.embed([goal], [])
+                goal_ms[placement].append((time.perf_counter() - t0) * 1000)
+            new = [f"{texts[(cursor + j) % len(texts)]} -- {cursor}" for j in range(bulk)]
+            cursor += bulk
+            t0, c0 = time.perf_counter(), time.process_time()
+            await service.embed(["⊢ " + new[0]], new)
+            bulk_ms[placement].append((time.perf_counter() - t0) * 1000)
+            bulk_cpu_ms[placement].append((time.process_time() - c0) * 1000)
+    for s in services.values():
+        await s.stop()
+
+    def stats(xs):
+        a = np.asarray(xs)
+        return {"n": len(a), "p50_ms": round(float(np.percentile(a, 50)), 3),
+                "p90_ms": round(float(np.percentile(a, 90)), 3), "max_ms": round(float(a.max()), 3)}
+
+    return {p: {"new_goal": stats(goal_ms[p]), f"request_with_{bulk}_new_premises": stats(bulk_ms[p]),
+                f"request_with_{bulk}_new_premises_cpu": stats(bulk_cpu_ms[p])} for p in services}
+
+
+def main() -> None:
+    from leanpremise.data import DataConfig, load_corpus
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=None, help="static model dir (default: benchmarks/static_model.py)")
+    ap.add_argument("--data_dir", type=Path, default=None, help="texts to embed (default: mathlib-small)")
+    ap.add_argument("--goals", type=int, default=400)
+    ap.add_argument("--bulk", type=int, default=2048)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    model_dir = args.model or static_minilm()
+    texts = list(load_corpus(DataConfig(data_dir=args.data_dir or unpacked("mathlib-small"))).texts)
+    load_before = os.getloadavg()
+    services = {p: make_service(model_dir, p) for p in PLACEMENTS}
+    result = asyncio.run(measure(services, texts, args.goals, args.bulk, args.rounds))
+    for p, r in result.items():
+        print(p, r, flush=True)
+    write_result("serve_static_embedding", {
+        "model": str(model_dir), "placements": result, "target": {f"request_with_{args.bulk}_new_premises_ms": 100},
+        "machine": "2-core, shared with other jobs", "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "cpu_note": "_cpu: the process's CPU time over the request (all its threads): what it costs on a quiet "
+                    "machine, where the wall time would be about that (one thread works at a time)",
+        "note": "the embedding service alone (cache lookups, lanes, encoder), each placement's rounds interleaved; "
+                "every goal and premise text new to the service",
+    })
+
+
+if __name__ == "__main__":
+    main()
