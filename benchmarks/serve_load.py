@@ -92,7 +92,10 @@ def ensure_bundle(bundle: Path, data_dir: Path, embeddings: Path, n_premises: in
     manifest = bundle / "manifest.json"
     real = embeddings.exists()
     if manifest.exists():
-        kind = "random" if "random" in json.loads(manifest.read_text()).get("source_model", "") else "minilm"
+        recorded = json.loads(manifest.read_text())
+        if recorded.get("model_type") == "static":  # its own rows (export_speed.py --static wrote it)
+            return "static"
+        kind = "random" if "random" in recorded.get("source_model", "") else "minilm"
         if kind == "minilm" or not real:
             return kind
     source = embeddings
@@ -319,6 +322,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, default=None,
                     help=f"default: <bench cache>/bundles/{DATA_NAME}-minilm, built when missing")
+    ap.add_argument("--static", action="store_true",
+                    help="serve the static model's bundle instead (benchmarks/export_speed.py --static writes it)")
     add_data_args(ap)
     ap.add_argument("--duration", type=float, default=60)
     ap.add_argument("--clients", type=int, default=4)
@@ -341,6 +346,12 @@ def main() -> None:
                          f"{DATA_NAME}-minilm-hybrid, built when missing)")
     args = ap.parse_args()
     resolve_data_args(args)
+    if args.static and args.bundle is None:
+        from static_model import static_bundle_path
+
+        args.bundle = static_bundle_path(DATA_NAME)
+        if not (args.bundle / "manifest.json").exists():
+            raise SystemExit(f"{args.bundle}: missing; run benchmarks/export_speed.py --static first")
     args.bundle = args.bundle or bundles_dir() / f"{DATA_NAME}-minilm{'-hybrid' if args.hybrid else ''}"
 
     corpus = load_corpus(DataConfig(data_dir=args.data_dir))
@@ -380,7 +391,8 @@ def main() -> None:
             shutil.rmtree(cache, ignore_errors=True)
     write_result(args.name or "serve_load", {
         "bundle": str(args.bundle), "corpus_embeddings": kind, "premises": health["premises"],
-        "modules": health["modules"], "backend": health["backend"], "dtype": args.dtype, "clients": args.clients,
+        "modules": health["modules"], "backend": health["backend"], "model_type": health.get("model_type"),
+        "dtype": args.dtype, "clients": args.clients,
         "k": args.k,
         "new_premises_per_request": args.new_premises, "fresh_share": args.fresh_share,
         "repeat_share": args.repeat_share,

@@ -10,6 +10,11 @@ reports p50/p90/p99 of both and the difference. It also times, in this process o
 the reranker's parts per request alone: the side rankers' lists, the candidates and features (the one feature
 function), and the model's scoring. Target: re-ranking adds at most 5 ms to p50 and 10 ms to p99. Writes
 benchmarks/results/serve_load_rerank.json.
+
+    python benchmarks/serve_rerank.py --model STATIC_DIR --reranker RERANKER_DIR --name serve_load_rerank_static
+
+instead serves a bundle of another model (a static one: its rows embedded by export) with a reranker trained
+over it (`leanpremise rerank train --model STATIC_DIR`), training nothing here.
 """
 
 from __future__ import annotations
@@ -115,21 +120,31 @@ def main() -> None:
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--name", default="serve_load_rerank")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="serve this model's bundle (exported here) instead of the packaged MiniLM's; needs --reranker")
+    ap.add_argument("--reranker", type=Path, default=None, help="a reranker dir trained over --model")
     args = ap.parse_args()
-
-    from rerank_quality import minilm_embeddings
 
     data_dir = unpacked(args.data)
     ds = load_dataset(DataConfig(data_dir=data_dir))
-    emb = minilm_embeddings(ds, args.data)
     work = bench_cache() / "bundles"
     work.mkdir(parents=True, exist_ok=True)
-    rr, bundle = work / f"{args.data}-rerank-model", work / f"{args.data}-minilm-rerank"
-    emb_path = bench_cache() / "embeddings" / f"{args.data}-all-MiniLM-L6-v2.npy"
-    train_s = train(ds, emb, rr, args.max_states, args.rounds)
-    export_bundle(ExportConfig(model=str(default_model_path()), out=bundle, data=DataConfig(data_dir=data_dir),
-                               onnx=False, corpus_embeddings=emb_path, model_name="all-MiniLM-L6-v2", rerank=rr,
-                               progress=False))
+    if args.model is not None:
+        if args.reranker is None:
+            raise SystemExit("--model needs --reranker (a reranker trained over that model)")
+        rr, bundle, train_s = args.reranker, work / f"{args.data}-{args.model.name}-rerank", None
+        export_bundle(ExportConfig(model=str(args.model), out=bundle, data=DataConfig(data_dir=data_dir),
+                                   model_name=args.model.name, rerank=rr, progress=False))
+    else:
+        from rerank_quality import minilm_embeddings
+
+        emb = minilm_embeddings(ds, args.data)
+        rr, bundle = work / f"{args.data}-rerank-model", work / f"{args.data}-minilm-rerank"
+        emb_path = bench_cache() / "embeddings" / f"{args.data}-all-MiniLM-L6-v2.npy"
+        train_s = train(ds, emb, rr, args.max_states, args.rounds)
+        export_bundle(ExportConfig(model=str(default_model_path()), out=bundle, data=DataConfig(data_dir=data_dir),
+                                   onnx=False, corpus_embeddings=emb_path, model_name="all-MiniLM-L6-v2", rerank=rr,
+                                   progress=False))
     modules = mathlib_modules(ds.corpus)
     runs = {}
     cache = Path(tempfile.mkdtemp(prefix="serve-rerank-cache-", dir=work))
@@ -149,7 +164,7 @@ def main() -> None:
             finally:
                 shutil.rmtree(store, ignore_errors=True)
             runs[arm] = {"rerank": health["rerank"], "rerank_in_bundle": health["rerank_in_bundle"],
-                         "backend": health["backend"], "loadavg_at_start": os.getloadavg(), **result}
+                         "backend": health["backend"], "model_type": health.get("model_type"), "loadavg_at_start": os.getloadavg(), **result}
         clients = [Client(ds.corpus, modules, seed, 50, 0.1, 0.2, args.k) for seed in range(args.clients)]
         parts = time_parts(bundle, cache, clients, args.timed_requests)
     finally:
@@ -158,7 +173,8 @@ def main() -> None:
     write_result(args.name, {
         "data": args.data, "bundle": str(bundle), "premises": len(ds.corpus), "clients": args.clients, "k": args.k,
         "reranker": {"rankers": RANKERS, "rounds": args.rounds, "training_states": args.max_states,
-                     "train_seconds": round(train_s, 1)},
+                     "train_seconds": round(train_s, 1)} if train_s is not None else
+                    {"dir": str(rr), "trained_by": "leanpremise rerank train --model " + str(args.model)},
         "duration_s": args.duration, "arms": runs,
         "added_ms": {"p50": round(a["p50_ms"] - b["p50_ms"], 1), "p99": round(a["p99_ms"] - b["p99_ms"], 1)},
         "per_request_parts_in_process": parts,
