@@ -226,6 +226,7 @@ def run_load(url: str, clients: list[Client], duration: float, pid: int) -> dict
                     records.append((dt, r.status_code, cached, repeated))
 
     threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
+    cpu0 = proc.cpu_times()
     t0 = time.perf_counter()
     for t in threads:
         t.start()
@@ -233,6 +234,8 @@ def run_load(url: str, clients: list[Client], duration: float, pid: int) -> dict
         peak.append(proc.memory_info().rss)
         time.sleep(0.5)
     elapsed = time.perf_counter() - t0
+    cpu1 = proc.cpu_times()
+    server_cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
     ok = [r for r in records if r[1] == 200]
     return {
         "duration_s": round(elapsed, 1),
@@ -245,6 +248,7 @@ def run_load(url: str, clients: list[Client], duration: float, pid: int) -> dict
         "latency_cached_new_premises_state_sent_before": percentiles([r[0] for r in ok if r[2] and r[3]]),
         "latency_cached_new_premises_state_not_sent_before": percentiles([r[0] for r in ok if r[2] and not r[3]]),
         "server_peak_rss_mib": round(max(peak) / 2**20, 1),
+        "server_cpu_ms_per_request": round(server_cpu_s * 1000 / max(len(records), 1), 2),
     }
 
 
