@@ -141,3 +141,30 @@ def test_reuse_across_a_static_and_a_transformer_bundle_copies_no_row(static_bun
     full_manifest = Manifest.read(full)
     np.testing.assert_allclose(np.load(out / manifest.embeddings), np.load(full / full_manifest.embeddings),
                                atol=1e-6)
+
+
+def test_a_fused_static_bundle_fuses_the_numpy_ranking_with_bm25(static_dir, serve_data_dir, cache_dir, tmp_path):
+    """`export --fusion` with a static model: the server fuses its numpy dense ranking with BM25 (the fused
+    list is not the dense one, and every fused name is one of the two rankers' candidates)."""
+    import json
+
+    from leanpremise.serve.http.app import create_app
+
+    fusion = tmp_path / "rrf.json"
+    fusion.write_text(json.dumps({"method": "rrf", "rankers": ["static", "bm25"], "weights": {"static": 0.5,
+                                  "bm25": 0.5}, "params": {"k": 60}, "k": 20}))
+    bundle = export_for_tests(static_dir, tmp_path / "bundle", serve_data_dir, cache_dir, fusion=fusion,
+                              model_name="static")
+    lists = {}
+    for arm, on in (("fused", True), ("dense", False)):
+        srv = ThreadServer(create_app(service_config(bundle=bundle, data_dir=cache_dir, fusion=on))).start()
+        try:
+            health = httpx.get(f"{srv.url}/health", timeout=LIVENESS_S).json()
+            assert health["model_type"] == "static" and (health["hybrid"] is not None) == on
+            lists[arm] = [[r["name"] for r in _retrieve(srv.url, s, k=10)]
+                          for s in ("⊢ a + b = b + a", "⊢ ∀ x y , x ⊔ y = y ⊔ x", "⊢ ¬¬p ↔ p")]
+        finally:
+            srv.stop()
+    assert lists["fused"] != lists["dense"]
+    assert all(len(row) == 10 for row in lists["fused"])
+
