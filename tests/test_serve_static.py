@@ -1,6 +1,6 @@
 """A bundle with a static model: exported (no ONNX; the manifest says static), verified, served over real
-HTTP by the numpy backend (goals embedded as the model's own encode embeds them), hot-reloaded; `--reuse`
-across a static and a transformer bundle copies no row."""
+HTTP by the numpy backend (goals embedded as the model's own encode embeds them), hot-reloaded, fused with
+BM25; `--reuse` across a static and a transformer bundle copies no row."""
 
 from __future__ import annotations
 

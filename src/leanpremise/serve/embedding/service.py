@@ -45,7 +45,7 @@ class EmbeddingService:
         self.metrics = metrics if metrics is not None else Metrics()
         self.lanes = EmbeddingLanes(embedder, config, self.metrics, background, background_nice)
         self.dim = self.lanes.dim
-        self.inline = bool(getattr(self.lanes.embedder, "inline", False))
+        self.inline = getattr(self.lanes.embedder, "inline", False) is True
         """Whether a request's texts are embedded by the request itself, on the event loop, rather than
         handed to the lanes' workers: for an embedder whose text costs less than the hand-over (the static
         model's numpy encoder; docs/decisions.md has the measurement). Its chunks are then embedded one
