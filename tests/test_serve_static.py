@@ -168,3 +168,15 @@ def test_a_fused_static_bundle_fuses_the_numpy_ranking_with_bm25(static_dir, ser
     assert lists["fused"] != lists["dense"]
     assert all(len(row) == 10 for row in lists["fused"])
 
+
+
+def test_an_onnx_backend_is_refused_for_a_static_bundle_in_one_line(static_bundle, cache_dir):
+    from leanpremise.serve.embedding.backends import make_embedders
+    from leanpremise.serve.revisions.loader import load_bundle
+
+    bundle = load_bundle(static_bundle, cache_dir)
+    with pytest.raises(FileNotFoundError, match="static model has no ONNX graph") as err:
+        make_embedders(service_config(backend="onnx"), bundle)
+    assert "\n" not in str(err.value)
+    embedders, background = make_embedders(service_config(), bundle)  # auto: the numpy encoder, vectors shared
+    assert {e.name for e in embedders} == {"static-numpy"} and background.vectors is embedders[0].vectors

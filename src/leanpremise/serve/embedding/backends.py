@@ -36,8 +36,12 @@ def _embedder_factory(config, bundle, threads: int):
         return (lambda _: TEIEmbedder(config.embed_service_url, bundle.embeddings.shape[1],
                                       config.embed_service_timeout, config.max_client_batch_size)), False
     on_cpu = str(config.device).startswith("cpu")
-    if config.backend == "auto" and getattr(bundle.manifest, "model_type", "transformer") == "static":
+    static = getattr(bundle.manifest, "model_type", "transformer") == "static"
+    if static and config.backend == "auto":
         return _static_factory(bundle), True
+    if static and config.backend in ("onnx", "onnx-int8"):
+        raise FileNotFoundError(f"{bundle.model_dir}: a static model has no ONNX graph; serve it with --backend auto "
+                                "(numpy) or torch")
     path = onnx_choice(config.backend, bundle, on_cpu)
     if path is not None:
         sessions: dict[int, object] = {}  # one per thread count: workers share the model's memory
