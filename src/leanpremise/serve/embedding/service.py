@@ -1,5 +1,6 @@
 """Embedding a request's texts: the in-memory LRU cache, the persistent store, and texts other requests are
-already embedding; what is left goes to the model's lanes (serve/embedding/lanes.py).
+already embedding; what is left goes to the model's lanes (serve/embedding/lanes.py), or, for an embedder
+cheaper than a hand-over (a static model's numpy encoder), is embedded by the request itself (`inline`).
 
 A text some other request is already embedding is awaited, not embedded twice. Given a persistent `store`
 (serve/embedding/store.py: LMDB on disk, or Redis shared by replicas), the texts the in-memory cache
