@@ -251,7 +251,8 @@ def cli_train_cost(data_dir: Path, model: str | None, emb_path: Path | None, out
     return {"command": " ".join(cmd[1:]), "seconds": round(wall, 1), "peak_rss_gib": round(peak / 2**30, 2)}
 
 
-def off_mathlib(ds, prefix: str, model, emb, kinds, cache: Path, n_states: int, seed: int) -> dict:
+def off_mathlib(ds, prefix: str, model, emb, kinds, cache: Path, n_states: int, seed: int, adapt: bool = True
+                ) -> dict:
     """The reranker trained without subtree `prefix` on that subtree's states, before and after adapting."""
     from leanpremise.data import load_dataset
     from leanpremise.eval.rerank.cli import RerankIndexFlags, _states
@@ -278,17 +279,20 @@ def off_mathlib(ds, prefix: str, model, emb, kinds, cache: Path, n_states: int, 
     what = f"{prefix}: random 0.3 of {len(ids)} states"
     before_by_client = by_client(base, rankers, table, ds, eval_ids, tune_ids, what)
     before = before_by_client["default"]
+    out = {"subtree": prefix, "modules": int(sub.sum()), "premises_held_out": int(sub[ds.corpus.module_id].sum()),
+           "index_premises": len(view), "states_sampled": len(ids), "tuning_states": len(tune_ids),
+           "evaluated_states": len(eval_ids), "base_train_seconds": round(base_s, 1),
+           "base_valid": base_spec.valid_scores, "before_adapting": before,
+           "before_adapting_by_client": before_by_client}
+    if not adapt:
+        return out
     stop = tune_ids[: max(1, len(tune_ids) // 5)]
     adapted, adapted_spec = train(ds, rankers, table, cache / f"off-{prefix}-adapted", tune_ids[len(stop):], stop,
                                   counted=False, init=cache / f"off-{prefix}-base", simulate_share=0.0,
                                   max_rounds=300)
     after = compare(adapted, rankers, table, ds, eval_ids, tune_ids, f"{prefix}: random 0.3 of {len(ids)} states")
-    return {"subtree": prefix, "modules": int(sub.sum()), "premises_held_out": int(sub[ds.corpus.module_id].sum()),
-            "index_premises": len(view), "states_sampled": len(ids), "tuning_states": len(tune_ids),
-            "evaluated_states": len(eval_ids), "base_train_seconds": round(base_s, 1),
-            "base_valid": base_spec.valid_scores, "before_adapting": before,
-            "before_adapting_by_client": before_by_client, "after_adapting": after,
-            "adapted_rounds_added": adapted_spec.stopped_on["best_iteration"] - base_spec.stopped_on["best_iteration"]}
+    return out | {"after_adapting": after, "adapted_rounds_added": adapted_spec.stopped_on["best_iteration"]
+                  - base_spec.stopped_on["best_iteration"]}
 
 
 def main() -> None:
@@ -299,6 +303,7 @@ def main() -> None:
     ap.add_argument("--cost", action="store_true", help="time `rerank train` (CLI) for the first arm")
     ap.add_argument("--off_mathlib", default=None, metavar="PREFIX", help="hold this subtree out as a project")
     ap.add_argument("--off_states", type=int, default=1000, help="subtree root states sampled for --off_mathlib")
+    ap.add_argument("--no_adapt", action="store_true", help="--off_mathlib without adapting on the subtree")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--served", action="store_true",
                     help="replay the default client's body of every test state against a served bundle (first arm)")
@@ -377,8 +382,11 @@ def main() -> None:
         result["arms"][arm] = entry
         write_result(name, result)
     if args.off_mathlib:
-        model, emb, kinds = arm_model(arms[0], ds, args.data)
-        result["off_mathlib"] = off_mathlib(ds, args.off_mathlib, model, emb, kinds, cache, args.off_states, 0)
+        if "off_mathlib" in result and "before_adapting_by_client" not in result["off_mathlib"]:
+            result["off_mathlib_pre_client_protocols"] = result["off_mathlib"]  # issue 20's run, kept
+        model, emb, kinds = arm_model(arms[0] if arms else "lexical", ds, args.data)
+        result["off_mathlib"] = off_mathlib(ds, args.off_mathlib, model, emb, kinds, cache, args.off_states, 0,
+                                            adapt=not args.no_adapt)
         write_result(name, result)
 
 
