@@ -304,6 +304,8 @@ def main() -> None:
     ap.add_argument("--off_mathlib", default=None, metavar="PREFIX", help="hold this subtree out as a project")
     ap.add_argument("--off_states", type=int, default=1000, help="subtree root states sampled for --off_mathlib")
     ap.add_argument("--no_adapt", action="store_true", help="--off_mathlib without adapting on the subtree")
+    ap.add_argument("--reuse_reranker", action="store_true",
+                    help="an arm whose reranker the bench cache holds (same code, same data) is not retrained")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--served", action="store_true",
                     help="replay the default client's body of every test state against a served bundle (first arm)")
@@ -355,6 +357,12 @@ def main() -> None:
             from leanpremise.rank.rerank.model import Reranker
 
             reranker, spec = Reranker.load(cache / arm), read_spec(cache / arm)
+        elif args.reuse_reranker and (cache / arm / "reranker.json").exists():  # the arm's reranker of a run before
+            from leanpremise.rank.rerank.model import Reranker
+
+            reranker = Reranker.load(cache / arm)
+            spec = reranker.spec
+            entry["reused_reranker"] = str(cache / arm)
         else:
             reranker, spec = train(ds, rankers, table, cache / arm, ds.split_ids("train"), valid)
         entry["train_seconds"] = round(time.perf_counter() - t0, 1)
