@@ -251,8 +251,8 @@ def cli_train_cost(data_dir: Path, model: str | None, emb_path: Path | None, out
     return {"command": " ".join(cmd[1:]), "seconds": round(wall, 1), "peak_rss_gib": round(peak / 2**30, 2)}
 
 
-def off_mathlib(ds, prefix: str, model, emb, kinds, cache: Path, n_states: int, seed: int, adapt: bool = True
-                ) -> dict:
+def off_mathlib(ds, prefix: str, model, emb, kinds, cache: Path, n_states: int, seed: int, adapt: bool = True,
+                max_states: int = 8192) -> dict:
     """The reranker trained without subtree `prefix` on that subtree's states, before and after adapting."""
     from leanpremise.data import load_dataset
     from leanpremise.eval.rerank.cli import RerankIndexFlags, _states
@@ -266,7 +266,7 @@ def off_mathlib(ds, prefix: str, model, emb, kinds, cache: Path, n_states: int, 
     rankers, table = build_rankers(ds, view, kinds, model=model, corpus_embeddings=emb, usage_states=usage_states)
     t0 = time.perf_counter()
     base, base_spec = train(ds, rankers, table, cache / f"off-{prefix}-base", usage_states,
-                            _states(ds, "valid", rest, tuning=True))
+                            _states(ds, "valid", rest, tuning=True), max_states=max_states)
     base_s = time.perf_counter() - t0
     everything = load_dataset(ds.config, split_mode="all")  # the same states, every eligible root one
     ids = everything.split_ids("all")
@@ -282,7 +282,8 @@ def off_mathlib(ds, prefix: str, model, emb, kinds, cache: Path, n_states: int, 
     out = {"subtree": prefix, "modules": int(sub.sum()), "premises_held_out": int(sub[ds.corpus.module_id].sum()),
            "index_premises": len(view), "states_sampled": len(ids), "tuning_states": len(tune_ids),
            "evaluated_states": len(eval_ids), "base_train_seconds": round(base_s, 1),
-           "base_valid": base_spec.valid_scores, "before_adapting": before,
+           "base_valid": base_spec.valid_scores, "base_training_states": base_spec.trained_on["states"],
+           "before_adapting": before,
            "before_adapting_by_client": before_by_client}
     if not adapt:
         return out
@@ -304,6 +305,7 @@ def main() -> None:
     ap.add_argument("--off_mathlib", default=None, metavar="PREFIX", help="hold this subtree out as a project")
     ap.add_argument("--off_states", type=int, default=1000, help="subtree root states sampled for --off_mathlib")
     ap.add_argument("--no_adapt", action="store_true", help="--off_mathlib without adapting on the subtree")
+    ap.add_argument("--off_max_states", type=int, default=8192, help="training states of --off_mathlib's reranker")
     ap.add_argument("--reuse_reranker", action="store_true",
                     help="an arm whose reranker the bench cache holds (same code, same data) is not retrained")
     ap.add_argument("--threads", type=int, default=2)
@@ -394,7 +396,7 @@ def main() -> None:
             result["off_mathlib_pre_client_protocols"] = result["off_mathlib"]  # issue 20's run, kept
         model, emb, kinds = arm_model(arms[0] if arms else "lexical", ds, args.data)
         result["off_mathlib"] = off_mathlib(ds, args.off_mathlib, model, emb, kinds, cache, args.off_states, 0,
-                                            adapt=not args.no_adapt)
+                                            adapt=not args.no_adapt, max_states=args.off_max_states)
         write_result(name, result)
 
 
