@@ -1,6 +1,7 @@
 """The learned reranker against the tuned RRF hybrid of the same rankers: Recall@16/32/100 on TEST.
 
     python benchmarks/rerank_quality.py --data mathlib-small --arms lexical,untrained,trained [--ablations]
+    python benchmarks/rerank_quality.py --data mathlib-small --arms lexical --served
     python benchmarks/rerank_quality.py --data mathlib-src --arms untrained --cost \
         --off_mathlib Mathlib.AlgebraicGeometry
 
@@ -19,6 +20,13 @@ code's time per request (candidates + features alone, and the model's scoring al
 premises, states and importers left out) ranks the subtree's root states (`--split_mode all`), whose own
 premises reach it as new premises, against the best single ranker there; then a seeded 30 % of those states
 adapt it (`rerank train --init ... --tune_on 0.3`) and the other 70 % are scored again.
+
+Every test figure is given per client protocol (`test_by_client`): each state's request as Lean's default
+client sends it since June 2026 (`default`: no local premises, the file's declarations as new premises) and as
+the pre-June client did (`pre-june`), both simulated by eval/rerank/requests.py. `--served` replays the
+default client's body for every test state, built by tests/lean_client.py from the client's code, against a
+real server on a bundle of the first arm's reranker (a tiny random encoder: the lexical reranker reads no
+dense ranker), and compares the served top 100 with `rerank apply`'s (`served_default_client`).
 
 Corpus embeddings of the packaged MiniLM are read from (or written to) the bench cache as
 fusion_quality.py keeps them. Writes benchmarks/results/rerank_<data>.json, rewritten after each arm.
@@ -123,16 +131,17 @@ def runs_of(lists: dict, kinds: list[str]):
             for kind in kinds if kind in lists]
 
 
-def compare(reranker, rankers, table, ds, test_ids, tune_ids, tuned_what: str) -> dict:
-    """Reranked vs every ranker alone vs their fusion tuned on `tune_ids`, on `test_ids`."""
+def compare(reranker, rankers, table, ds, test_ids, tune_ids, tuned_what: str, client: str = "default") -> dict:
+    """Reranked vs every ranker alone vs their fusion tuned on `tune_ids`, on `test_ids`, each state's
+    request as `client` sends it."""
     from leanpremise.eval.rerank.train import requests_for
     from leanpremise.eval.tuning import tune
     from leanpremise.rank.fusion import apply
 
     timing: dict = {}
     kinds = reranker.spec.kinds()
-    test = scored_lists(reranker, rankers, table, requests_for(ds, rankers, table, test_ids), timing)
-    tune_lists = scored_lists(reranker, rankers, table, requests_for(ds, rankers, table, tune_ids), {})
+    test = scored_lists(reranker, rankers, table, requests_for(ds, rankers, table, test_ids, client=client), timing)
+    tune_lists = scored_lists(reranker, rankers, table, requests_for(ds, rankers, table, tune_ids, client=client), {})
     spec = tune(runs_of(tune_lists, kinds), tune_lists["positives"])
     spec.k = DEPTH
     test_runs = runs_of(test, kinds)
@@ -143,13 +152,79 @@ def compare(reranker, rankers, table, ds, test_ids, tune_ids, tuned_what: str) -
     best = max(singles, key=lambda n: singles[n]["recall@32"])
     best_ids = next(r.ids for r in test_runs if r.name == best)
     per = per_state_recall(rerank, pos)
-    return {"test_states": len(test_ids), "test_states_with_positives": int(sum(len(p) > 0 for p in pos)),
+    return {"client": client, "test_states": len(test_ids), "test_states_with_positives": int(sum(len(p) > 0 for p in pos)),
             "singles": singles, "best_single": best, "hybrid_tuned": recalls(fused, pos),
             "hybrid_fusion": spec.label(), "hybrid_tuned_on": tuned_what,
             "reranked": recalls(rerank, pos),
             "reranked_minus_hybrid_recall@32": paired(per, per_state_recall(fused, pos)),
             "reranked_minus_best_single_recall@32": paired(per, per_state_recall(best_ids, pos)),
             "timing_per_request": timing}
+
+
+def by_client(reranker, rankers, table, ds, test_ids, tune_ids, tuned_what: str) -> dict:
+    """`compare` for each client protocol (requests.CLIENTS)."""
+    from leanpremise.eval.rerank.requests import CLIENTS
+
+    return {c: compare(reranker, rankers, table, ds, test_ids, tune_ids, tuned_what, c) for c in CLIENTS}
+
+
+def served_replay(ds, data_dir: Path, reranker_dir: Path, rankers, table, state_ids, work: Path, k: int = 100
+                  ) -> dict:
+    """The default client's body of every state of `state_ids` (tests/lean_client.py) POSTed to a server on a
+    bundle of `reranker_dir`: its top k against `rerank apply`'s for the same states, and its recall."""
+    import httpx
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from common import ServerProcess
+
+    from conftest import build_tiny_model
+    from lean_client import default_client_body
+    from leanpremise.data import DataConfig
+    from leanpremise.eval.rerank.apply import rerank_states
+    from leanpremise.export.exporter import ExportConfig, export_bundle
+    from leanpremise.rank.rerank.model import Reranker
+
+    model = build_tiny_model(work / "tiny-model")
+    bundle = work / "bundle"
+    if bundle.exists():
+        import shutil
+
+        shutil.rmtree(bundle)
+    export_bundle(ExportConfig(model=str(model), out=bundle, data=DataConfig(data_dir=data_dir, cache_dir=work / "cache"),
+                               onnx=False, progress=False, rerank=reranker_dir))
+    want, _ = rerank_states(Reranker.load(reranker_dir), ds, rankers, table, np.asarray(state_ids), k,
+                            progress=False, client="default")
+    corpus = ds.corpus
+    server = ServerProcess(bundle, 18931, work / "serve-cache", "torch", "float32")
+    try:
+        server.wait_ready()
+        modules = httpx.get(f"{server.url}/indexed-modules", timeout=60).json()
+        rows, equal, seconds, sent = [], 0, [], []
+        for s, expect in zip(np.asarray(state_ids).tolist(), want.tolist()):
+            m = int(ds.states.module_id[s])
+            own = [(corpus.names[i], corpus.texts[i]) for i in range(int(corpus.module_start[m]),
+                                                                      int(ds.access.prefix_end[s]))
+                   if i != ds.states.decl_id[s]]
+            body = default_client_body(ds.states.state[s], [corpus.modules[i] for i in corpus.imports_of(m).tolist()],
+                                       modules, lambda mod: [(corpus.names[i], corpus.texts[i]) for i in range(
+                                           int(corpus.module_start[corpus.module_index[mod]]),
+                                           int(corpus.module_end[corpus.module_index[mod]]))], own, k)
+            sent.append(len(body["new_premises"]))
+            t0 = time.perf_counter()
+            got = httpx.post(f"{server.url}/retrieve", json=body, timeout=120).json()
+            seconds.append(time.perf_counter() - t0)
+            ids = [corpus.name_to_id[p["name"]] for p in got]
+            equal += ids == [i for i in expect if i >= 0]
+            row = np.full(k, -1, dtype=np.int64)
+            row[: len(ids)] = ids
+            rows.append(row)
+    finally:
+        server.stop()
+    pos = [ds.states.positives(s) for s in np.asarray(state_ids).tolist()]
+    served = np.stack(rows)
+    return {"states": len(rows), "served_equal_to_rerank_apply": equal, "served": recalls(served, pos),
+            "rerank_apply": recalls(want, pos), "request_ms_median": round(1e3 * float(np.median(seconds)), 1),
+            "new_premises_per_body_median": float(np.median(sent))}
 
 
 def train(ds, rankers, table, out: Path, train_ids, valid_ids, **overrides):
@@ -176,7 +251,8 @@ def cli_train_cost(data_dir: Path, model: str | None, emb_path: Path | None, out
     return {"command": " ".join(cmd[1:]), "seconds": round(wall, 1), "peak_rss_gib": round(peak / 2**30, 2)}
 
 
-def off_mathlib(ds, prefix: str, model, emb, kinds, cache: Path, n_states: int, seed: int) -> dict:
+def off_mathlib(ds, prefix: str, model, emb, kinds, cache: Path, n_states: int, seed: int, adapt: bool = True,
+                max_states: int = 8192) -> dict:
     """The reranker trained without subtree `prefix` on that subtree's states, before and after adapting."""
     from leanpremise.data import load_dataset
     from leanpremise.eval.rerank.cli import RerankIndexFlags, _states
@@ -190,7 +266,7 @@ def off_mathlib(ds, prefix: str, model, emb, kinds, cache: Path, n_states: int, 
     rankers, table = build_rankers(ds, view, kinds, model=model, corpus_embeddings=emb, usage_states=usage_states)
     t0 = time.perf_counter()
     base, base_spec = train(ds, rankers, table, cache / f"off-{prefix}-base", usage_states,
-                            _states(ds, "valid", rest, tuning=True))
+                            _states(ds, "valid", rest, tuning=True), max_states=max_states)
     base_s = time.perf_counter() - t0
     everything = load_dataset(ds.config, split_mode="all")  # the same states, every eligible root one
     ids = everything.split_ids("all")
@@ -200,17 +276,24 @@ def off_mathlib(ds, prefix: str, model, emb, kinds, cache: Path, n_states: int, 
     pick = np.zeros(len(ids), dtype=bool)
     pick[rng.permutation(len(ids))[: round(0.3 * len(ids))]] = True
     tune_ids, eval_ids = ids[pick], ids[~pick]
-    before = compare(base, rankers, table, ds, eval_ids, tune_ids, f"{prefix}: random 0.3 of {len(ids)} states")
+    what = f"{prefix}: random 0.3 of {len(ids)} states"
+    before_by_client = by_client(base, rankers, table, ds, eval_ids, tune_ids, what)
+    before = before_by_client["default"]
+    out = {"subtree": prefix, "modules": int(sub.sum()), "premises_held_out": int(sub[ds.corpus.module_id].sum()),
+           "index_premises": len(view), "states_sampled": len(ids), "tuning_states": len(tune_ids),
+           "evaluated_states": len(eval_ids), "base_train_seconds": round(base_s, 1),
+           "base_valid": base_spec.valid_scores, "base_training_states": base_spec.trained_on["states"],
+           "before_adapting": before,
+           "before_adapting_by_client": before_by_client}
+    if not adapt:
+        return out
     stop = tune_ids[: max(1, len(tune_ids) // 5)]
     adapted, adapted_spec = train(ds, rankers, table, cache / f"off-{prefix}-adapted", tune_ids[len(stop):], stop,
                                   counted=False, init=cache / f"off-{prefix}-base", simulate_share=0.0,
                                   max_rounds=300)
     after = compare(adapted, rankers, table, ds, eval_ids, tune_ids, f"{prefix}: random 0.3 of {len(ids)} states")
-    return {"subtree": prefix, "modules": int(sub.sum()), "premises_held_out": int(sub[ds.corpus.module_id].sum()),
-            "index_premises": len(view), "states_sampled": len(ids), "tuning_states": len(tune_ids),
-            "evaluated_states": len(eval_ids), "base_train_seconds": round(base_s, 1),
-            "base_valid": base_spec.valid_scores, "before_adapting": before, "after_adapting": after,
-            "adapted_rounds_added": adapted_spec.stopped_on["best_iteration"] - base_spec.stopped_on["best_iteration"]}
+    return out | {"after_adapting": after, "adapted_rounds_added": adapted_spec.stopped_on["best_iteration"]
+                  - base_spec.stopped_on["best_iteration"]}
 
 
 def main() -> None:
@@ -221,7 +304,15 @@ def main() -> None:
     ap.add_argument("--cost", action="store_true", help="time `rerank train` (CLI) for the first arm")
     ap.add_argument("--off_mathlib", default=None, metavar="PREFIX", help="hold this subtree out as a project")
     ap.add_argument("--off_states", type=int, default=1000, help="subtree root states sampled for --off_mathlib")
+    ap.add_argument("--no_adapt", action="store_true", help="--off_mathlib without adapting on the subtree")
+    ap.add_argument("--off_max_states", type=int, default=8192, help="training states of --off_mathlib's reranker")
+    ap.add_argument("--reuse_reranker", action="store_true",
+                    help="an arm whose reranker the bench cache holds (same code, same data) is not retrained")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--served", action="store_true",
+                    help="replay the default client's body of every test state against a served bundle (first arm)")
+    ap.add_argument("--client_shares", default=None, metavar="SHARES",
+                    help="comma-separated --client_share values to train the first arm with, picked on valid")
     args = ap.parse_args()
 
     import torch
@@ -236,6 +327,7 @@ def main() -> None:
     result = json.loads(path.read_text()) if path.exists() else {}
     result = {k: v for k, v in result.items() if k not in ("benchmark", "date", "machine")}
     result.setdefault("arms", {})
+    result["load"] = "2-core, shared with other jobs"
     data_dir = unpacked(args.data)
     ds = load_dataset(data_dir=data_dir)
     cache = bench_cache() / "rerankers" / args.data
@@ -250,13 +342,43 @@ def main() -> None:
             entry["rerank_train_cli"] = cli_train_cost(data_dir, model, emb_path, cache / f"{arm}-cli", [])
         rankers, table = build_rankers(ds, IndexView.full(ds.corpus), kinds, model=model, corpus_embeddings=emb)
         t0 = time.perf_counter()
-        reranker, spec = train(ds, rankers, table, cache / arm, ds.split_ids("train"), valid)
+        if args.client_shares and i == 0:  # the training mix of client protocols, picked on valid
+            import shutil
+
+            from leanpremise.rank.rerank.spec import read_spec
+
+            tried = {}
+            for x in [float(v) for v in args.client_shares.split(",")]:
+                _, sp = train(ds, rankers, table, cache / f"{arm}-share-{x}", ds.split_ids("train"), valid,
+                              client_share=x)
+                tried[x] = sp.valid_scores
+            best = max(tried, key=lambda x: tried[x]["recall@32"])
+            entry["client_share_valid"] = {"tried": {str(x): v for x, v in tried.items()}, "picked": best}
+            shutil.rmtree(cache / arm, ignore_errors=True)
+            shutil.copytree(cache / f"{arm}-share-{best}", cache / arm)
+            from leanpremise.rank.rerank.model import Reranker
+
+            reranker, spec = Reranker.load(cache / arm), read_spec(cache / arm)
+        elif args.reuse_reranker and (cache / arm / "reranker.json").exists():  # the arm's reranker of a run before
+            from leanpremise.rank.rerank.model import Reranker
+
+            reranker = Reranker.load(cache / arm)
+            spec = reranker.spec
+            entry["reused_reranker"] = str(cache / arm)
+        else:
+            reranker, spec = train(ds, rankers, table, cache / arm, ds.split_ids("train"), valid)
         entry["train_seconds"] = round(time.perf_counter() - t0, 1)
         entry["valid"] = spec.valid_scores
         entry["rounds"] = spec.stopped_on["best_iteration"]
         entry["training_states"] = spec.trained_on["states"]
         entry["importance_gain"] = dict(sorted(spec.importance.items(), key=lambda kv: -kv[1]))
-        entry["test"] = compare(reranker, rankers, table, ds, test, valid, "valid")
+        entry["test_by_client"] = by_client(reranker, rankers, table, ds, test, valid, "valid")
+        entry["test"] = entry["test_by_client"]["default"]
+        result["arms"][arm] = entry
+        write_result(name, result)
+        if args.served and i == 0:
+            entry["served_default_client"] = served_replay(ds, data_dir, cache / arm, rankers, table, test,
+                                                           cache / "served")
         if args.ablations:
             ablations = {}
             variants = [("without structure", {"structure": False}, kinds)]
@@ -270,8 +392,11 @@ def main() -> None:
         result["arms"][arm] = entry
         write_result(name, result)
     if args.off_mathlib:
-        model, emb, kinds = arm_model(arms[0], ds, args.data)
-        result["off_mathlib"] = off_mathlib(ds, args.off_mathlib, model, emb, kinds, cache, args.off_states, 0)
+        if "off_mathlib" in result and "before_adapting_by_client" not in result["off_mathlib"]:
+            result["off_mathlib_pre_client_protocols"] = result["off_mathlib"]  # issue 20's run, kept
+        model, emb, kinds = arm_model(arms[0] if arms else "lexical", ds, args.data)
+        result["off_mathlib"] = off_mathlib(ds, args.off_mathlib, model, emb, kinds, cache, args.off_states, 0,
+                                            adapt=not args.no_adapt, max_states=args.off_max_states)
         write_result(name, result)
 
 

@@ -22,6 +22,7 @@ ADDED = {
         "--fusion",  # the new name of --hybrid (one word for the fusion.json everywhere: `fuse --fusion`)
         "--no_onnx",  # HfArgumentParser's complement of a bool defaulting to True; --no-onnx was there
         "--rerank",  # put a trained reranker into the bundle (issue 20)
+        "--usage_states",  # a project's bundle counts usage over all its proof states (issue 27)
     },
     "serve": {
         "--no_fusion",  # the new name of --no_hybrid (the setting is FUSION now; HYBRID is still read)

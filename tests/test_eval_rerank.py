@@ -77,6 +77,55 @@ def test_a_project_the_index_does_not_hold_arrives_as_new_premises(sample_datase
     assert (listed[listed >= 0] < len(view) + len(req.new_ids)).all()
 
 
+def a_state_importing_a_folder(ds, folder_of):
+    """A test state whose module imports another module of its own folder (so that folder, held out as a
+    project, sends premises of the state's imports and of its own file)."""
+    for s in ds.split_ids("test").tolist():
+        m = int(ds.states.module_id[s])
+        mine = folder_of(ds.corpus.modules[m])
+        if (ds.access.prefix_end[s] > ds.corpus.module_start[m] + 1
+                and any(folder_of(ds.corpus.modules[i]) == mine for i in ds.corpus.imports_of(m).tolist())):
+            return s
+    pytest.skip("no such state in the sample")
+
+
+def test_the_default_clients_body_sends_its_imports_unindexed_premises_then_its_file(sample_dataset):
+    """As Lean's default client: the unindexed imported premises (the last ones of them kept), then the
+    file's declarations; the last `max_new` of all; none as local premises, the file's place last."""
+    from leanpremise.eval.rerank.requests import folder_of
+
+    ds = sample_dataset
+    s = a_state_importing_a_folder(ds, folder_of)
+    m = int(ds.states.module_id[s])
+    held = modules_under(ds.corpus, [folder_of(ds.corpus.modules[m])])
+    view = IndexView.without(ds.corpus, held)
+    table = PremiseTable.from_corpus(ds.corpus).subset(view.ids)
+    acc = ds.access.ids(s)
+    own = acc[ds.corpus.module_id[acc] == m]
+    imported = acc[held[ds.corpus.module_id[acc]] & (ds.corpus.module_id[acc] != m)]
+    full = build_request(ds, view, table, s, max_new=len(acc))
+    assert len(full.input.local_ids) == 0
+    assert sorted(full.new_ids.tolist()) == sorted(own.tolist() + imported.tolist())
+    assert set(full.new_ids[len(imported):].tolist()) == set(own.tolist())  # the file comes last
+    n_own = len(own)
+    np.testing.assert_array_equal(np.sort(full.input.new_from_end[len(imported):]), np.arange(n_own))
+    cut = build_request(ds, view, table, s, max_new=n_own + 1)  # the file and the last imported one
+    assert len(cut.new_ids) == n_own + 1 and cut.new_ids[0] == full.new_ids[len(imported) - 1]
+    assert cut.input.new_sent == n_own + 1
+    old = build_request(ds, view, table, s, max_new=len(acc), client="pre-june")
+    assert old.new_ids.tolist() == full.new_ids.tolist()  # nothing of it indexed: the same body
+
+
+def test_the_default_client_sends_an_indexed_file_as_new_premises_read_as_local_ones(sample_dataset, lexical):
+    ds, (rankers, table) = sample_dataset, lexical
+    s = a_state_with_local_positive(ds)
+    new = build_request(ds, rankers.view, table, s, client="default")
+    old = build_request(ds, rankers.view, table, s, client="pre-june")
+    assert new.input.local_ids.tolist() == old.input.local_ids.tolist() and len(old.input.local_ids)
+    assert len(new.new_ids) == 0 and new.input.new_sent == len(old.input.local_ids)
+    assert (new.mask == old.mask).all() and new.positives.tolist() == old.positives.tolist()
+
+
 def test_a_training_states_own_use_is_left_out_of_its_usage_features(sample_dataset, lexical):
     ds, (rankers, table) = sample_dataset, lexical
     s = a_state_with_local_positive(ds)

@@ -252,3 +252,33 @@ def test_serve_refuses_a_bundle_with_a_non_finite_row(bundles, cache_dir, tmp_pa
         with pytest.raises(BundleError) as e:
             load_bundle(bundle, cache_dir, fast=fast)
         assert "row 3" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_projects_bundle_reuses_the_library_rows_and_counts_usage_over_all_its_states(
+        bundles, revisions, tiny_model_dir, cache_dir, tmp_path):
+    """The documented path for one's own project: `export --reuse LIBRARY_BUNDLE --data_dir PROJECT` with
+    usage over all the project's proof states; the manifest says which states the counts count."""
+    from leanpremise.data import load_dataset
+    from leanpremise.rank.fusion import FUSION_FILE, FusionSpec
+    from leanpremise.rank.usage import usage_counts
+
+    old, _full, _reused, _printed = bundles
+    project = revisions[1]  # the library's modules (most of them unchanged) and modules of its own
+    fusion = tmp_path / "fusion.json"
+    fusion.write_bytes(FUSION_FILE.dump_json(FusionSpec(method="rrf", rankers=["dense", "usage"],
+                                                        weights={"dense": 0.5, "usage": 0.5}, params={"k": 60})))
+    out = tmp_path / "project"
+    env = {**os.environ, "LEANPREMISE_CACHE_DIR": str(cache_dir)}
+    proc = subprocess.run([sys.executable, "-m", "leanpremise", "export", "--model", str(tiny_model_dir),
+                           "--data_dir", str(project), "--out", str(out), "--no-onnx", "--model_name", "tiny",
+                           "--reuse", str(old), "--fusion", str(fusion), "--usage_states", "all"],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = Manifest.read(out)
+    ds = load_dataset(DataConfig(data_dir=project, cache_dir=cache_dir))
+    assert manifest.usage_states == {"states": "all", "count": len(ds.states)}
+    assert manifest.reuse.reused > manifest.reuse.embedded > 0
+    counts = np.load(out / "hybrid" / "usage.npy")
+    everything = usage_counts(ds, np.arange(len(ds.states)))
+    train_only = usage_counts(ds, ds.split_ids("train"))
+    assert counts.tolist() == everything.tolist() and counts.tolist() != train_only.tolist()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from leanpremise.rank.rerank.features import (
+    FEATURE_SET,
     RANKERS,
     RerankInput,
     Signals,
@@ -24,7 +25,7 @@ from leanpremise.rank.rerank.spec import (
     RerankerSpec,
     write_spec,
 )
-from leanpremise.rank.rerank.structure import frontier, project_root
+from leanpremise.rank.rerank.structure import frontier, project_root, read_new_premises, request_input
 from leanpremise.rank.side import SideRankers
 from leanpremise.rank.usage import UsageRanker
 
@@ -121,8 +122,45 @@ def test_features_of_a_request_with_local_and_new_premises():
     assert col["name_overlap"][0] == pytest.approx(1 / 3)
 
 
+def test_the_default_clients_named_new_premises_are_read_as_local_ones():
+    """The default client sends its file's declarations as new premises: the indexed ones become local
+    premises (the same features as when a pre-June client sent them as local premises); the others keep
+    their place from the end of the client's list."""
+    table = tiny_table()
+    sent = ["Mine.other", "C.add_comm", "Mine.add_thing", "C.mul_one"]  # imports' unindexed, then the file's
+    named, kept, from_end = read_new_premises(np.array([table.names.index(n) if n in table.names else -1
+                                                        for n in sent]))
+    assert named.tolist() == [3, 4] and kept.tolist() == [0, 2] and from_end.tolist() == [3, 1]
+    texts = ["theorem Mine.other : True", "theorem Mine.add_thing : 1 = 1"]
+    default = request_input(table, "⊢ C.add_comm x = Mine.y", named, np.array([2]), [sent[j] for j in kept],
+                            texts, from_end, len(sent))
+    old = request_input(table, "⊢ C.add_comm x = Mine.y", np.array([3, 4]), np.array([2]), [sent[j] for j in kept],
+                        texts, from_end, len(sent))
+    sig = Signals(runs={"bm25": (np.array([5, 3, 6, -1]), np.array([3.0, 2.0, 1.0, -np.inf]))})
+    cand = candidates(sig, default, depth=3, local_bound=2)
+    assert cand.tolist() == [3, 4, 5, 6]  # the named ones stay candidates, as indexed premises
+    x_default = features(table, default, sig, cand, ["bm25"], depth=3)
+    np.testing.assert_array_equal(x_default, features(table, old, sig, cand, ["bm25"], depth=3))
+    col = {f.name: x_default[:, i] for i, f in enumerate(feature_list(["bm25"]))}
+    assert col["is_local"].tolist() == [1, 1, 0, 0] and col["local_recency"].tolist()[:2] == [1, 0]
+    assert default.module == 2 and default.project == 1
+    np.testing.assert_array_equal(col["new_from_end"], [np.nan, np.nan, 3, 1])
+    assert col["new_from_end_rel"][3] == pytest.approx(1 / 4)
+    # namespaces: C (of C.add_comm, C.mul_one) and Mine (Mine.y) are the goal's; "C.mul_one" shares C
+    assert col["goal_namespace"].tolist() == [1, 1, 1, 1] and col["goal_namespace_rel"].tolist() == [1, 1, 1, 1]
+
+
+def test_a_namespace_the_goal_does_not_mention_shares_nothing():
+    table = tiny_table()
+    req = request_input(table, "⊢ Nat.succ n = B.qux.z", np.zeros(0, np.int64), np.array([2]), [], [])
+    cand = np.array([0, 2])  # A.foo_bar: namespace A, not in the goal; B.qux: namespace B, in it (B.qux.z)
+    x = features(table, req, Signals(runs={}), cand, [], depth=3)
+    col = {f.name: x[:, i] for i, f in enumerate(feature_list([]))}
+    assert col["goal_namespace"].tolist() == [0, 1] and col["goal_namespace_rel"].tolist() == [0, 1]
+
+
 def spec_for(kinds, **kw) -> RerankerSpec:
-    return RerankerSpec(library="lightgbm", model_file="model.txt", feature_set=1,
+    return RerankerSpec(library="lightgbm", model_file="model.txt", feature_set=FEATURE_SET,
                         features=[FeatureEntry(name=f.name, version=f.version) for f in feature_list(kinds)],
                         rankers=[RankerEntry(kind=k, name=k) for k in kinds], depth=100, local_bound=64, **kw)
 

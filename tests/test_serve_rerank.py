@@ -1,7 +1,8 @@
 """Re-ranked serving: a bundle exported with `--rerank` is served re-ranked over real HTTP on loopback, and a
 served ranking equals evaluation's reranker (`rerank apply`'s code) for the request a Lean client would send
 for the same state; a corrupt reranker or one of another feature version refuses the bundle; RERANK=false
-serves the plain ranking; /health says which."""
+serves the plain ranking; /health says which. Lean's default client's body (tests/lean_client.py, built from
+the client's code) is served as `rerank apply` ranks it for the same states."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ import httpx
 import numpy as np
 import pytest
 
+from lean_client import default_client_body
 from liveness import LIVENESS_S
 from serve_helpers import ThreadServer, export_for_tests, service_config
 
 K = 32
 STATES = 10
+REPLAY_K = 100
 RANKERS = ["bm25", "mepo", "usage"]
 
 
@@ -247,3 +250,71 @@ def test_export_cli_refuses_an_unknown_feature_version_in_one_line(setup, tiny_m
     last = r.stderr.strip().splitlines()[-1]
     assert f"{rr / 'reranker.json'}: field \"feature_set\": 99" in last
     assert not (tmp_path / "b").exists()
+
+
+# ---- Lean's default client (v4.33): its body replayed ---------------------------------------------------
+
+
+def own_constants(ds, s: int) -> list[tuple[str, str]]:
+    """The constants of state `s`'s file elaborated before it (the declaration being proved is not yet one),
+    in an order of the client's hash map (here: by name, backwards; the server must not depend on it)."""
+    corpus = ds.corpus
+    m = int(ds.states.module_id[s])
+    ids = [i for i in range(int(corpus.module_start[m]), int(ds.access.prefix_end[s])) if i != ds.states.decl_id[s]]
+    return sorted(((corpus.names[i], corpus.texts[i]) for i in ids), reverse=True)
+
+
+def default_body(setup, indexed_modules: list[str], s: int, k: int = 100) -> dict:
+    ds = setup["ds"]
+    corpus = ds.corpus
+    m = int(ds.states.module_id[s])
+
+    def constants_of(module: str) -> list[tuple[str, str]]:
+        j = corpus.module_index[module]
+        return [(corpus.names[i], corpus.texts[i]) for i in range(int(corpus.module_start[j]), int(corpus.module_end[j]))]
+
+    imported = [corpus.modules[i] for i in corpus.imports_of(m).tolist()]
+    return default_client_body(ds.states.state[s], imported, indexed_modules, constants_of, own_constants(ds, s), k)
+
+
+def eval_ranking_as(setup, states: list[int], k: int, client: str) -> list[list[str]]:
+    from leanpremise.eval.rerank.apply import rerank_states
+    from leanpremise.rank.rerank.model import Reranker
+
+    ds = setup["ds"]
+    ids, _ = rerank_states(Reranker.load(setup["root"] / "rr"), ds, setup["rankers"], setup["table"],
+                           np.asarray(states), k, progress=False, client=client)
+    return [[ds.corpus.names[i] for i in row if i >= 0] for row in ids.tolist()]
+
+
+def replay_states(ds) -> list[int]:
+    """Test states whose file has earlier declarations (what the default client sends as new premises)."""
+    ids = [s for s in ds.split_ids("test").tolist()
+           if ds.access.prefix_end[s] > ds.corpus.module_start[ds.states.module_id[s]]]
+    return sorted(set(np.asarray(ids)[np.linspace(0, len(ids) - 1, 6).astype(int)].tolist()))
+
+
+def test_the_default_clients_body_is_served_as_rerank_apply_ranks_it(setup, server):
+    ds = setup["ds"]
+    indexed_modules = httpx.get(f"{server.url}/indexed-modules", timeout=LIVENESS_S).json()
+    states = replay_states(ds)
+    want = eval_ranking_as(setup, states, REPLAY_K, "default")
+    for s, names in zip(states, want):
+        b = default_body(setup, indexed_modules, s)
+        assert b["local_premises"] == [] and len(b["new_premises"]) > 0
+        r = httpx.post(f"{server.url}/retrieve", json=b, timeout=60)
+        assert r.status_code == 200, r.text
+        assert [p["name"] for p in r.json()] == names, s
+
+
+def test_the_files_declarations_sent_as_new_premises_rank_as_when_sent_as_local_ones(setup, server):
+    """The pre-June body (the file's declarations as local premises) and the default one rank alike."""
+    ds = setup["ds"]
+    indexed_modules = httpx.get(f"{server.url}/indexed-modules", timeout=LIVENESS_S).json()
+    s = replay_states(ds)[-1]
+    new = default_body(setup, indexed_modules, s)
+    old = dict(new, local_premises=[p["name"] for p in new["new_premises"]], new_premises=[])
+    got_new = httpx.post(f"{server.url}/retrieve", json=new, timeout=60).json()
+    got_old = httpx.post(f"{server.url}/retrieve", json=old, timeout=60).json()
+    assert got_new == got_old
+    assert [p["name"] for p in got_old] == eval_ranking_as(setup, [s], REPLAY_K, "pre-june")[0]

@@ -103,6 +103,10 @@ class Manifest(BaseModel):
     """Path of the reranker's spec (`rerank/reranker.json`, a listed file) when `export --rerank` put a
     reranker into the bundle; None: no re-ranking."""
     split: SplitRecord | None = None
+    usage_states: dict[str, str | int] | None = None
+    """Which proof states the usage counts (the usage ranker, usage by module) count: `states` is `train`
+    (the data dir's train split) or `all` (every proof state of the data dir: `export --usage_states all`, a
+    project's own bundle), `count` how many; None when the bundle has no usage counts."""
     """The split of the train states that counted the usage ranker's `hybrid/usage.npy`; None when the
     bundle has no usage counts (nothing else in a bundle depends on a split) or was written before."""
 

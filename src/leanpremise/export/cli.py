@@ -7,6 +7,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from leanpremise.data.config import DataConfig
 from leanpremise.export.corpus_embeddings import CHUNK_SIZE
@@ -43,6 +44,9 @@ class BundleFlags:
         "metavar": "RERANKER_DIR",
         "help": "a reranker directory from `rerank train`: put it and the rankers it reads into the bundle, so "
                 "`serve` re-ranks (refused when its dense ranker read another model)"})
+    usage_states: Literal["train", "all"] = field(default="train", metadata={
+        "help": "proof states the usage counts (of --fusion / --rerank) count: the train split, or all of the "
+                "data dir's (a project's own bundle: docs/lean-client-api.md)"})
     model_name: str | None = field(default=None, metadata={
         "help": "MODEL_NAME in the embeddings file name (default: model dir name)"})
     revision: str | None = field(default=None, metadata={
@@ -109,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
                                int8=flags.int8, corpus_embeddings=flags.corpus_embeddings,
                                model_name=flags.model_name, batch_size=flags.batch_size,
                                chunk_size=flags.chunk_size, device=flags.device, revision=flags.revision,
-                               reuse=list(flags.reuse), fusion=flags.fusion, rerank=flags.rerank)
+                               reuse=list(flags.reuse), fusion=flags.fusion, rerank=flags.rerank,
+                               usage_states=flags.usage_states)
             manifest = export_bundle(cfg)
             summary = {"bundle": str(target.out), "model_name": manifest.model_name,
                        "revision": manifest.revision, "premises": manifest.premise_count,

@@ -39,7 +39,7 @@ from leanpremise.export.corpus_embeddings import (
     npy_bytes,
     texts_fingerprint,
 )
-from leanpremise.export.fusion_export import check_fusion_file, uses_usage, write_hybrid
+from leanpremise.export.fusion_export import check_fusion_file, usage_state_ids, uses_usage, write_hybrid
 from leanpremise.export.premises_archive import write_premises_archive
 from leanpremise.export.rerank_export import (
     check_dense_identity,
@@ -79,6 +79,8 @@ class ExportConfig:
     """A fusion.json (`retrieve --hybrid` / `fuse`): put it and its lexical rankers into the bundle."""
     rerank: Path | None = None
     """A reranker directory (`rerank train`): put it and the rankers it reads into the bundle."""
+    usage_states: str = "train"
+    """The proof states the usage counts count (fusion_export.USAGE_STATES): `all` for a project's bundle."""
 
 
 def partial_dir(out: Path) -> Path:
@@ -139,13 +141,14 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
     work.mkdir(parents=True)
     onnx_rel, int8_rel = write_model(model, work, cfg, kind)
     write_premises_archive(corpus_data_dir(cfg.data), work / PREMISES_ARCHIVE)
-    hybrid_rel = write_hybrid(fusion, corpus, work, cfg.progress, dataset) if fusion is not None else None
+    hybrid_rel = write_hybrid(fusion, corpus, work, cfg.progress, dataset, cfg.usage_states) if fusion is not None else None
     identity = model_identity(work / MODEL_DIR)
     rerank_rel = None
     if reranker is not None:
         given = {identity} | ({model_identity(Path(cfg.model))} if Path(cfg.model).is_dir() else set())
         check_dense_identity(reranker, cfg.rerank, given)
-        rerank_rel = write_rerank(reranker, cfg.rerank, corpus, work, cfg.progress, dataset)
+        rerank_rel = write_rerank(reranker, cfg.rerank, corpus, work, cfg.progress, dataset,
+                                  cfg.usage_states)
     hashes = text_hashes(embedded_texts(model, corpus.texts))
     reuse = None
     embedder = corpus_embedder(model, kind, work / MODEL_DIR, cfg)
@@ -167,6 +170,8 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
         onnx_int8=int8_rel, source_model=str(cfg.model), created=datetime.now(UTC).isoformat(timespec="seconds"),
         model_identity=identity, text_hashes=hashes_rel, reuse=reuse, hybrid=hybrid_rel, rerank=rerank_rel,
         split=SplitRecord.of(cfg.data) if dataset is not None else None,  # the usage counts' train states
+        usage_states=({"states": cfg.usage_states, "count": len(usage_state_ids(dataset, cfg.usage_states))}
+                      if dataset is not None else None),
     )
     manifest.checksums, manifest.sizes = bundle_files(work)  # last: covers every file written above
     atomic_write_bytes(work / MANIFEST, manifest.to_json())

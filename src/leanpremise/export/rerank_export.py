@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from leanpremise.bundle.layout import RERANK_DIR, RERANK_MODULE_USAGE, RERANK_SPEC
-from leanpremise.export.fusion_export import write_side_rankers
+from leanpremise.export.fusion_export import usage_state_ids, write_side_rankers
 from leanpremise.rank.rerank.model import Reranker
 from leanpremise.rank.rerank.spec import RerankerFileError, RerankerSpec
 
@@ -47,27 +47,29 @@ def check_dense_identity(spec: RerankerSpec, folder: Path, identities: set[str])
             f"{' / '.join(sorted(identities))}; train the reranker with this model (`rerank train --model`)")
 
 
-def write_rerank(spec: RerankerSpec, folder: Path, corpus, work: Path, progress: bool = True, dataset=None) -> str:
-    """The reranker's files, its side rankers and usage by module under `work`; the spec's bundle path."""
+def write_rerank(spec: RerankerSpec, folder: Path, corpus, work: Path, progress: bool = True, dataset=None,
+                 usage_states: str = "train") -> str:
+    """The reranker's files, its side rankers and usage by module (counted over `usage_states`,
+    fusion_export.USAGE_STATES) under `work`; the spec's bundle path."""
     folder = Path(folder)
     (work / RERANK_DIR).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(folder / spec.model_file, work / RERANK_DIR / spec.model_file)
     shutil.copyfile(folder / "reranker.json", work / RERANK_SPEC)
     side = [k for k in spec.kinds() if k != "dense"]
-    write_side_rankers(side, corpus, work, progress, dataset)
+    write_side_rankers(side, corpus, work, progress, dataset, usage_states)
     if "usage" in side:
-        module_usage(dataset).save(work / RERANK_MODULE_USAGE)
+        module_usage(dataset, usage_states).save(work / RERANK_MODULE_USAGE)
     logger.info("rerank: %s reranker over %s (depth %d) written", spec.library, ", ".join(spec.kinds()),
                 spec.depth)
     return RERANK_SPEC
 
 
-def module_usage(dataset):
-    """Usage by module over the whole corpus from the train split: the counts the reranker was trained
-    with (evaluation's index over the full corpus counts the same states)."""
+def module_usage(dataset, usage_states: str = "train"):
+    """Usage by module over the whole corpus from `usage_states`: the train split by default, the counts the
+    reranker was trained with (evaluation's index over the full corpus counts the same states)."""
     from leanpremise.rank.module_usage import ModuleUsage
 
-    state_ids = dataset.split_ids("train")
+    state_ids = usage_state_ids(dataset, usage_states)
     positives = [dataset.states.positives(s) for s in state_ids.tolist()]
     return ModuleUsage.from_positives(np.asarray(dataset.states.module_id)[state_ids], positives,
                                       len(dataset.corpus.modules), len(dataset.corpus))

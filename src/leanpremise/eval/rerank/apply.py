@@ -9,16 +9,17 @@ from leanpremise.eval.rerank.train import requests_for
 from leanpremise.rank.rerank.model import order_by_score
 
 
-def rerank_states(reranker, ds, rankers, table, state_ids: np.ndarray, k: int, progress: bool = True
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(ids (B, k) corpus ids, -1 padded; scores (B, k)) of the reranked lists of `state_ids`."""
+def rerank_states(reranker, ds, rankers, table, state_ids: np.ndarray, k: int, progress: bool = True,
+                  client: str = "default") -> tuple[np.ndarray, np.ndarray]:
+    """(ids (B, k) corpus ids, -1 padded; scores (B, k)) of the reranked lists of `state_ids`, each state
+    sent as `client` (requests.CLIENTS) sends it."""
     spec = reranker.spec
     missing = [kind for kind in spec.kinds() if kind not in rankers.kinds()]
     if missing:
         raise ValueError(f"the reranker reads ranker(s) {missing}; given {rankers.kinds()}")
-    rows = build_rows(rankers, table, requests_for(ds, rankers, table, state_ids), spec.kinds(), spec.structure,
-                      spec.depth, spec.local_bound, tail_depth=k, progress=progress, desc="rerank",
-                      total=len(state_ids))
+    requests = requests_for(ds, rankers, table, state_ids, client=client)
+    rows = build_rows(rankers, table, requests, spec.kinds(), spec.structure, spec.depth, spec.local_bound,
+                      tail_depth=k, progress=progress, desc="rerank", total=len(state_ids))
     scores = reranker.score(rows.x)
     out_ids = np.full((len(rows.sizes), k), -1, dtype=np.int64)
     out_scores = np.full((len(rows.sizes), k), -np.inf, dtype=np.float32)

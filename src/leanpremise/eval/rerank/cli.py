@@ -63,6 +63,9 @@ class RerankTrainFlags:
     max_states: int = field(default=8192, metadata={"help": "training states with positives used at most"})
     simulate_share: float = field(default=0.3, metadata={
         "help": "share of training states whose own module or folder is treated as unindexed"})
+    client_share: float = field(default=0.5, metadata={
+        "help": "share of training states sent as Lean's default client sends them (the others: the pre-June "
+                "client's body); valid is sent by the default client"})
     seed: int = field(default=0, metadata={"help": "seed of the sample, the simulation and the model"})
     learning_rate: float = 0.05
     num_leaves: int = 31
@@ -85,6 +88,9 @@ class RerankApplyFlags:
     files: Path | None = field(default=None, metadata={
         "help": "the dense ranker's already retrieved file of --split (dot_<split>-<model>.json), instead of "
                 "running --model: its scores are read for the premises it lists only"})
+    client: Literal["default", "pre-june"] = field(default="default", metadata={
+        "help": "each state's request as this Lean client sends it (default: since June 2026; pre-june: local "
+                "premises sent by name; docs/lean-client-api.md)"})
 
 
 @dataclass
@@ -193,8 +199,10 @@ def _train(args) -> int:
 
 
 def apply_reranker(ds, reranker_dir: Path, split: str, k: int, out_dir: Path, metrics_out: Path | None,
-                   model: RerankModelFlags, index: RerankIndexFlags, files: Path | None = None) -> dict:
-    """Rank `split` with a reranker and write `dot_<split>-<name>+rerank.json` and the metrics."""
+                   model: RerankModelFlags, index: RerankIndexFlags, files: Path | None = None,
+                   client: str = "default") -> dict:
+    """Rank `split` with a reranker, each state as `client` sends it, and write `dot_<split>-<name>+rerank.json`
+    and the metrics."""
     from leanpremise.eval.metrics import compute_metrics
     from leanpremise.eval.rerank.apply import rerank_states
     from leanpremise.eval.retrieve import finish_retrieval
@@ -216,7 +224,7 @@ def apply_reranker(ds, reranker_dir: Path, split: str, k: int, out_dir: Path, me
 
         rankers.dense = FileDense.read(files, ds, view, dense.name)
     t0 = time.perf_counter()
-    ids, scores = rerank_states(reranker, ds, rankers, table, state_ids, k)
+    ids, scores = rerank_states(reranker, ds, rankers, table, state_ids, k, client=client)
     seconds = time.perf_counter() - t0
     name = (dense.name if dense is not None else "+".join(spec.kinds())) + "+rerank"
     metrics = compute_metrics(ids, [ds.states.positives(s) for s in state_ids.tolist()], [x for x in KS if x <= k], 32)
@@ -231,7 +239,7 @@ def _apply(args) -> int:
     data, model, index, flags = from_args(args, DataConfig, RerankModelFlags, RerankIndexFlags, RerankApplyFlags)
     try:
         apply_reranker(load_dataset(data), flags.reranker, flags.split, flags.k, flags.out_dir, flags.metrics_out,
-                       model, index, flags.files)
+                       model, index, flags.files, flags.client)
     except (RerankerFileError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

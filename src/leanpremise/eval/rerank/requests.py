@@ -1,10 +1,18 @@
 """The request a Lean client would send for a state, as the reranker sees it.
 
-A client sends its goal, its file's earlier declarations as local premises, its import closure, and as new
-premises whatever the server does not index. Here the index is a view of the data dir's corpus: all of it,
-or all but some modules (`IndexView.without`: another project, which the server does not index). A state's
-accessible premises the index lacks arrive as new premises (nearest first, up to the client's bound);
-unindexed premises of its own file are new premises too, and then it has no local premises.
+Two clients are simulated (docs/lean-client-api.md describes both from their source):
+
+- `default` (Lean's client since June 2026, v4.33): no local premises; the indexed modules of its import
+  closure; as new premises the unindexed premises of its imports (in import order, the last 2048 of them)
+  then every declaration of its own file elaborated so far, indexed or not (in its environment's map order),
+  the last 2048 of all kept;
+- `pre-june` (`premiseSelection.indexByIndividualPremise` true, the default before): its file's indexed
+  earlier declarations as local premises, its import closure, the same new premises less the indexed ones.
+
+The body is then read as the server reads it (`structure.read_new_premises`: a new premise whose name the
+index holds is a local premise), so evaluation sees what serving sees. Here the index is a view of the data
+dir's corpus: all of it, or all but some modules (`IndexView.without`: another project, which the server
+does not index); a state's accessible premises the index lacks arrive as new premises.
 
 `unindexed` simulates that for training: for a share of the training states their own module (or their
 module's folder, a stand-in for a project of several files) is treated as unindexed, so the model learns
@@ -13,17 +21,20 @@ the feature values a user's own project produces, which the indexed corpus alone
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from leanpremise.rank.rerank.features import RerankInput, local_order
+from leanpremise.rank.rerank.features import RerankInput
 from leanpremise.rank.rerank.premises import PremiseTable
-from leanpremise.rank.rerank.structure import frontier, project_root, request_module
+from leanpremise.rank.rerank.structure import read_new_premises, request_input
 
 MAX_NEW_PREMISES = 2048
-"""New premises a Lean client sends at most (the server's default MAX_NEW_PREMISES)."""
+"""New premises a Lean client sends at most (its option premiseSelection.maxUnindexedPremises)."""
 SIMULATIONS = ("none", "module", "folder")
+CLIENTS = ("default", "pre-june")
+"""The Lean clients simulated: the default body since June 2026 and the one before (module docstring)."""
 
 
 @dataclass
@@ -92,12 +103,45 @@ def module_folders(corpus) -> np.ndarray:
     return np.array([ids.setdefault(folder_of(m), len(ids)) for m in corpus.modules], dtype=np.int64)
 
 
+def import_order(corpus) -> np.ndarray:
+    """A rank per module in an order a Lean environment lists its imports in (each after all it imports):
+    by the size of its import closure, then its id. Lean's own order is its import traversal's; a client's
+    imported unindexed premises come in that order, and only which ones come last (kept) depends on it."""
+    sizes = np.diff(np.asarray(corpus.import_indptr, dtype=np.int64))
+    rank = np.empty(len(sizes), dtype=np.int64)
+    rank[np.lexsort((np.arange(len(sizes)), sizes))] = np.arange(len(sizes))
+    return rank
+
+
+def map_order(names: list[str]) -> np.ndarray:
+    """The order a client lists its file's declarations in: its environment's map of them is a hash map,
+    whose order tells nothing of where they stand in the file; a fixed hash of the name stands in for it."""
+    return np.argsort(np.fromiter((zlib.crc32(n.encode()) for n in names), dtype=np.int64, count=len(names)),
+                      kind="stable")
+
+
+def client_new_premises(imported: np.ndarray, own: np.ndarray, order: np.ndarray, names: list[str],
+                        max_new: int) -> np.ndarray:
+    """Corpus ids of the new premises a client sends: `imported` (unindexed premises of its imports) in import
+    order (`order`: import_order of each one's module), the last `max_new` of them, then `own` (its file's
+    declarations it sends) in map order; the last `max_new` of all."""
+    imported = np.asarray(imported, dtype=np.int64)
+    imported = imported[np.lexsort((imported, order))][-max_new:] if max_new else imported[:0]
+    own = np.asarray(own, dtype=np.int64)
+    own = own[map_order([names[i] for i in own.tolist()])]
+    sent = np.concatenate([imported, own])
+    return sent[len(sent) - max_new:] if len(sent) > max_new else sent
+
+
 def build_request(ds, view: IndexView, table: PremiseTable, s: int, simulation: str = "none",
-                  folders: np.ndarray | None = None, max_new: int = MAX_NEW_PREMISES, counted: bool = False
-                  ) -> StateRequest:
-    """The request of state `s` against the index `view` (`table`: the index's premise table); `simulation`
-    treats the state's own module, or its folder (`folders`: module_folders), as unindexed (SIMULATIONS);
-    `counted`: the state is one of those the usage counts were made from."""
+                  folders: np.ndarray | None = None, max_new: int = MAX_NEW_PREMISES, counted: bool = False,
+                  client: str = "default", order: np.ndarray | None = None) -> StateRequest:
+    """The request of state `s` by `client` (CLIENTS) against the index `view` (`table`: the index's
+    premise table), as the server reads it; `simulation` treats the state's own module, or its folder
+    (`folders`: module_folders), as unindexed (SIMULATIONS); `counted`: the state is one of those the usage
+    counts were made from; `order`: import_order of the corpus (computed when not given)."""
+    if client not in CLIENTS:
+        raise ValueError(f"unknown client {client!r}: expected one of {', '.join(CLIENTS)}")
     corpus, access = ds.corpus, ds.access
     m = int(ds.states.module_id[s])
     unknown = ~view.known_modules
@@ -109,38 +153,31 @@ def build_request(ds, view: IndexView, table: PremiseTable, s: int, simulation: 
         unknown = unknown | (folders == folders[m])
     elif simulation != "none":
         raise ValueError(f"unknown simulation {simulation!r}: expected one of {', '.join(SIMULATIONS)}")
+    order = import_order(corpus) if order is None else order
     acc = access.ids(s)
     out_of_index = unknown[corpus.module_id[acc]] | (view.to_view[acc] < 0)
-    new_ids = _nearest_first(acc[out_of_index], corpus.module_id, m)[:max_new]
-    indexed = view.to_view[acc[~out_of_index]]
+    lo, hi = corpus.module_start[m], access.prefix_end[s]
+    own_file = (acc >= lo) & (acc < hi)
+    imported = acc[~own_file & out_of_index]
+    own = acc[own_file] if client == "default" else acc[own_file & out_of_index]
+    sent = client_new_premises(imported, own, order[corpus.module_id[imported]], corpus.names, max_new)
+    index_ids = np.where(unknown[corpus.module_id[sent]], -1, view.to_view[sent])
+    named, kept, from_end = read_new_premises(index_ids)
+    new_ids = sent[kept]
+    local = named if client == "default" else view.to_view[acc[own_file & ~out_of_index]]
     mask = np.zeros(len(view), dtype=bool)
-    mask[indexed] = True
-    own_known = not unknown[m]
-    if own_known:
-        lo, hi = corpus.module_start[m], access.prefix_end[s]
-        own = acc[(acc >= lo) & (acc < hi)]
-        local = local_order(view.to_view[own][view.to_view[own] >= 0])
-    else:
-        local = np.zeros(0, dtype=np.int64)
+    mask[view.to_view[acc[~own_file & ~out_of_index]]] = True
+    mask[local] = True
     closure = corpus.imports_of(m)
     closure = closure[~unknown[closure]]
-    req = RerankInput(state=ds.states.state[s], n_indexed=len(view), local_ids=local,
-                      frontier=frontier(table, closure), project=project_root(table, local),
-                      module=request_module(table, local),
-                      new_names=[corpus.names[i] for i in new_ids.tolist()],
-                      new_texts=[corpus.texts[i] for i in new_ids.tolist()])
+    req = request_input(table, ds.states.state[s], local, closure,
+                        [corpus.names[i] for i in new_ids.tolist()], [corpus.texts[i] for i in new_ids.tolist()],
+                        from_end, len(sent))
     positives = ds.states.positives(s)
-    own = view.to_view[np.unique(positives)] if counted else None
+    own_uses = view.to_view[np.unique(positives)] if counted else None
     return StateRequest(s, req, mask, new_ids, named_in_index=False,
                         positives=_shared_positives(positives, view, new_ids, out_of_reach=len(view) + len(new_ids)),
-                        simulation=simulation, own_uses=None if own is None else own[own >= 0])
-
-
-def _nearest_first(ids: np.ndarray, module_id: np.ndarray, own: int) -> np.ndarray:
-    """The state's own module's premises first (latest first), then the others (latest corpus id first)."""
-    ids = np.sort(np.asarray(ids, dtype=np.int64))[::-1]
-    mine = module_id[ids] == own
-    return np.concatenate([ids[mine], ids[~mine]])
+                        simulation=simulation, own_uses=None if own_uses is None else own_uses[own_uses >= 0])
 
 
 def _shared_positives(positives: np.ndarray, view: IndexView, new_ids: np.ndarray, out_of_reach: int

@@ -9,10 +9,16 @@ Ids are the request's shared id space: indexed premises 0..n-1, then its new pre
 
 A missing value is NaN (the learning-to-rank libraries treat it as missing, not as a number): a ranker
 that did not list a candidate has no rank; a new premise has no module, so no frontier or project feature.
+
+Lean's default client (docs/lean-client-api.md) sends no local premises: its file's declarations arrive as
+new premises, after the unindexed premises of its imports. `structure.read_new_premises` turns those whose
+names the index holds into local premises; what is left keeps its place in the client's list, which the
+`new_from_end` features read (the current file comes last).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,7 +27,7 @@ import numpy as np
 from leanpremise.rank.lean_tokens import bm25_tokens
 from leanpremise.rank.rerank.premises import PROP_KINDS, PremiseTable, decl_kind, kind_code, name_parts
 
-FEATURE_SET = 1
+FEATURE_SET = 2
 """Bumped when a feature changes meaning; a reranker records the version of each feature it was trained on."""
 RANKERS = ("dense", "bm25", "mepo", "usage")
 """The rankers a reranker can read, in column order."""
@@ -74,6 +80,11 @@ STRUCTURE = [
     Feature("text_len", 1, "characters of its text"),
     Feature("name_hits", 1, "parts of its name that occur in the goal"),
     Feature("name_overlap", 1, "name_hits over the parts of its name"),
+    Feature("new_from_end", 1, "a new premise's place in the client's list counted from its end (0 = last: the "
+                               "current file's latest, as the default client sends them); missing when indexed"),
+    Feature("new_from_end_rel", 1, "new_from_end over the number of new premises the client sent"),
+    Feature("goal_namespace", 1, "leading components of its namespace that a constant of the goal shares"),
+    Feature("goal_namespace_rel", 1, "goal_namespace over its namespace's components (missing without one)"),
 ]
 KNOWN = ({f.name: f.version for f in STRUCTURE + AGREEMENT}
          | {f.name: f.version for k in RANKERS for f in ranker_features(k)})
@@ -102,6 +113,10 @@ class RerankInput:
     """The request's module as its local premises tell (structure.request_module), -1 when unknown."""
     new_names: list[str] = field(default_factory=list)
     new_texts: list[str] = field(default_factory=list)
+    new_from_end: np.ndarray | None = None
+    """Per new premise, its place in the client's list counted from the end (None: the list is theirs)."""
+    new_sent: int = 0
+    """New premises the client sent, named or not (0: as many as `new_names`)."""
 
 
 ScoreLookup = Callable[[np.ndarray], np.ndarray]
@@ -202,9 +217,47 @@ def _structure_columns(table: PremiseTable, req: RerankInput, cand: np.ndarray) 
         if parts:
             hits[j] = len(parts & goal)
             overlap[j] = hits[j] / len(parts)
+    from_end = np.full(len(cand), np.nan)
+    if new.any():
+        order = (req.new_from_end if req.new_from_end is not None
+                 else np.arange(len(req.new_names))[::-1])
+        from_end[new] = np.asarray(order, dtype=np.float64)[cand[new] - n]
+    sent = max(req.new_sent or len(req.new_names), 1)
+    shared, ns_len = _goal_namespace(table, req, cand)
     return [is_local.astype(np.float64), np.where(is_local, local_pos, np.nan),
             np.where(is_local, local_pos / n_local, np.nan), new.astype(np.float64), in_frontier, same, kind,
-            is_prop, text_len, hits, overlap]
+            is_prop, text_len, hits, overlap, from_end, from_end / sent, shared,
+            np.where(ns_len > 0, shared / np.maximum(ns_len, 1), np.nan)]
+
+
+_CONSTANT = re.compile(r"[^\s()\[\]{}⟨⟩,:]+")
+
+
+def goal_namespaces(state: str) -> frozenset[str]:
+    """Every leading part of the dotted names in a goal (`Finset.sum_comm` gives `Finset` and itself): the
+    namespaces its constants live in, as the client prints them (full names)."""
+    out = set()
+    for word in _CONSTANT.findall(state):
+        parts = word.split(".")
+        if len(parts) > 1:
+            out.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return frozenset(out)
+
+
+def _goal_namespace(table: PremiseTable, req: RerankInput, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(leading components of each candidate's namespace found among the goal's, its namespace's length)."""
+    spaces = goal_namespaces(req.state)
+    n = req.n_indexed
+    shared = np.zeros(len(cand))
+    length = np.zeros(len(cand))
+    for j, c in enumerate(cand.tolist()):
+        parts = (table.names[c] if c < n else req.new_names[c - n]).split(".")[:-1]
+        length[j] = len(parts)
+        d = len(parts)
+        while d > 0 and ".".join(parts[:d]) not in spaces:
+            d -= 1
+        shared[j] = d
+    return shared, length
 
 
 def features(table: PremiseTable, req: RerankInput, signals: Signals, cand: np.ndarray, rankers: list[str],

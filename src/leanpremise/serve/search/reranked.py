@@ -8,6 +8,10 @@ request's fields are turned into the reranker's input the way evaluation's clien
 premises nearest first, the import closure's frontier, the project and module of the local premises. So a
 served ranking equals `rerank apply` for the same request.
 
+Lean's default client sends its file's declarations as new premises, not local ones: those whose names the
+index holds are read as local premises (`structure.read_new_premises`; they stay candidates, as indexed
+premises), the others stay new premises with their place in the client's list.
+
 A reranker file that is corrupt or of another feature version refuses the bundle (BundleError, one line).
 """
 
@@ -20,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from leanpremise.bundle.layout import HYBRID_BM25, HYBRID_MEPO, HYBRID_USAGE, RERANK_MODULE_USAGE, BundleError
-from leanpremise.rank.rerank.features import RANKERS, RerankInput, Signals, candidates, features, local_order
+from leanpremise.rank.rerank.features import RANKERS, RerankInput, Signals, candidates, features
 from leanpremise.rank.rerank.model import Reranker
 from leanpremise.rank.rerank.premises import PremiseTable
 from leanpremise.rank.rerank.spec import RerankerFileError
-from leanpremise.rank.rerank.structure import frontier, project_root, request_module
+from leanpremise.rank.rerank.structure import read_new_premises, request_input
 from leanpremise.rank.runs import merge_new
 from leanpremise.rank.side import SideRankers
 from leanpremise.serve.search.analyses import NEW_PREMISE_CACHE_BYTES, NewPremiseAnalyses
@@ -96,23 +100,23 @@ class RerankedRanking:
     # ---- per request (in a worker thread) ----------------------------------------------------------
 
     def request_input(self, state: str, local_ids: np.ndarray, closure: np.ndarray, new_names: list[str],
-                      new_texts: list[str]) -> RerankInput:
+                      new_texts: list[str], new_from_end: np.ndarray | None = None, new_sent: int = 0
+                      ) -> RerankInput:
         """The reranker's view of one state of a request (as evaluation's client simulation builds it)."""
-        local = local_order(local_ids)
-        return RerankInput(state=state, n_indexed=len(self.table), local_ids=local,
-                           frontier=frontier(self.table, closure), project=project_root(self.table, local),
-                           module=request_module(self.table, local), new_names=new_names, new_texts=new_texts)
+        return request_input(self.table, state, local_ids, closure, new_names, new_texts, new_from_end, new_sent)
 
     def lexical(self, states: list[str], mask: np.ndarray | None, local_ids: np.ndarray, closure: np.ndarray,
-                new_names: list[str], new_texts: list[str], k: int) -> list:
-        """Per state: its reranker input and the side rankers' lists and lookups (run while it embeds)."""
+                new_names: list[str], new_texts: list[str], k: int, new_from_end: np.ndarray | None = None,
+                new_sent: int = 0) -> list:
+        """Per state: its reranker input and the side rankers' lists and lookups (run while it embeds);
+        `new_from_end`, `new_sent`: the new premises' places in the client's list (read_new_premises)."""
         depth = self.depth(k)
         terms = self.analyses.terms(new_texts, self.side.bm25.doc_terms) if self.side.bm25 is not None else None
         new_symbols = self.analyses.symbol_sets(new_names, new_texts) if self.side.mepo is not None else None
         new = self.side.prepare(new_names, new_texts, terms=terms, symbol_sets=new_symbols)
         out = []
         for state in states:
-            inp = self.request_input(state, local_ids, closure, new_names, new_texts)
+            inp = self.request_input(state, local_ids, closure, new_names, new_texts, new_from_end, new_sent)
             runs, lookups = self.side.runs(state, mask, new, depth, with_lookups=True, module=inp.module)
             out.append((inp, runs, lookups))
         return out
@@ -172,15 +176,23 @@ async def answer_reranked(rev, req, opened) -> list:
     every ranker sees it (answer.open_request, which answer.answer calls first)."""
     index, reranked = rev.index, rev.reranked
     single, states, k = opened.single, opened.states, opened.k
-    new_names, new_texts = opened.new_names, opened.new_texts
+    at = np.fromiter((index.corpus.name_to_id.get(n, -1) for n in opened.new_names), dtype=np.int64,
+                     count=len(opened.new_names))
+    named_ids, kept, from_end = read_new_premises(at)
+    new_names = [opened.new_names[j] for j in kept.tolist()]
+    new_texts = [opened.new_texts[j] for j in kept.tolist()]
+    local = req.local_premises
+    if len(named_ids) and (local is not None or req.imported_modules is not None):  # else all are candidates
+        local = list(local or []) + [name for name, i in zip(opened.new_names, at.tolist()) if i >= 0]
     loop = asyncio.get_running_loop()
     cand = await loop.run_in_executor(
-        rev.candidate_mask_pool, index.candidates, req.imported_modules, req.local_premises,
+        rev.candidate_mask_pool, index.candidates, req.imported_modules, local,
         bool(req.caller_in_module_system), req.imported_all_modules, new_names)
-    local_ids = index.premise_ids(req.local_premises or [])
+    local_ids = np.concatenate([index.premise_ids(req.local_premises or []), named_ids])
     closure = index.module_ids(req.imported_modules or [])
     lexical = loop.run_in_executor(rev.lexical_pool, reranked.lexical, states, cand.mask, local_ids, closure,
-                                   new_names, new_texts, k)  # in its own thread while the states embed
+                                   new_names, new_texts, k, from_end, len(opened.new_names))
+    # (in its own thread while the states embed)
     dense = None
     if reranked.uses_dense:
         try:
