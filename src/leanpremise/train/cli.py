@@ -47,7 +47,8 @@ CPU_TRAIN_MINUTES = 5.0
 
 STATIC_EPOCHS = 8
 STATIC_BATCH_SIZE = 256
-STATIC_DEFAULTS = {"learning_rate": 0.05, "positives_per_state": 4, "num_negatives_per_state": 0}
+STATIC_DEFAULTS = {"learning_rate": 0.05, "positives_per_state": 4, "num_negatives_per_state": 0,
+                   "eval_batch_size": 1024}
 """Defaults of `--encoder static` for the flags not given, on any machine (chosen on valid: docs/decisions.md).
 A static encoder's step costs little, so the CPU time budget is the only CPU-specific default it shares."""
 
@@ -129,7 +130,7 @@ def resolve_defaults(model_args, run_args, train_args, has_gpu: bool) -> None:
             run_args.max_train_minutes = CPU_TRAIN_MINUTES
 
 
-def apply_encoder_defaults(argv: list[str], model_args, loss_args, train_args) -> None:
+def apply_encoder_defaults(argv: list[str], model_args, loss_args, run_args, train_args) -> None:
     """A saved static model trains as a static encoder; a static encoder takes STATIC_DEFAULTS where no flag
     says otherwise, and refuses a text length limit (it reads whole texts, as its `encode` does)."""
     from leanpremise.train.model import is_saved_static
@@ -143,7 +144,8 @@ def apply_encoder_defaults(argv: list[str], model_args, loss_args, train_args) -
         raise UsageError("--max_seq_length does not apply to --encoder static (it embeds whole texts)")
     for name, value in STATIC_DEFAULTS.items():
         if not given(argv, name):
-            setattr(loss_args if hasattr(loss_args, name) else train_args, name, value)
+            target = next(args for args in (loss_args, run_args, train_args) if hasattr(args, name))
+            setattr(target, name, value)
 
 
 def parse(argv: list[str]):
@@ -164,7 +166,7 @@ def parse(argv: list[str]):
     if unknown:
         raise UsageError(f"unrecognized arguments: {' '.join(unknown)} (every flag: leanpremise train -h)")
     model_args, loss_args, run_args, train_args = parsed[0], parsed[2], parsed[3], parsed[4]
-    apply_encoder_defaults(argv, model_args, loss_args, train_args)
+    apply_encoder_defaults(argv, model_args, loss_args, run_args, train_args)
     if not given(argv, "output_dir"):
         train_args.output_dir = default_output_dir(model_args.model_name_or_path, train_args.run_name,
                                                    model_args.encoder)
