@@ -80,7 +80,7 @@ def build_parser():
                     "those flags are given. With --encoder static: "
                     f"{STATIC_EPOCHS} epochs, batch {STATIC_BATCH_SIZE}, "
                     + ", ".join(f"{k} {v}" for k, v in STATIC_DEFAULTS.items()) + " unless given. Valid Recall@{8,16,32} "
-                    "is printed before and after training. --output_dir defaults to output/<run_name or model-trained>.",
+                    "is printed before and after training, then test Recall@{8,16,32,100} of every stage beside BM25. --output_dir defaults to output/<run_name or model-trained>.",
     )
     parser.set_defaults(**DEFAULTS)
     return parser
