@@ -43,6 +43,9 @@ ADDED = {
         "--rerank_after",  # the main job trains a reranker after the encoder (issue 20)
         "--no_rerank_after",
         "--rerank_max_states",
+        # the static encoder (issue 26)
+        "--encoder", "--static_tokenizer", "--static_vocab_size", "--static_init", "--static_dim",
+        "--positives_per_state",
     },
     "retrieve": {
         "--rerank",  # re-rank with a trained reranker over the rankers it names (issue 20)

@@ -48,6 +48,8 @@ def tiny(command: str, model: Path) -> str:
     if command.startswith("leanpremise train "):
         command = command.replace("--max_train_minutes 60", "--max_steps 2")
         command += f" --model_name_or_path {model} --per_device_train_batch_size 8 --disable_tqdm True"
+        if "--encoder static" in command:  # its own defaults train for epochs, not minutes
+            command += " --max_steps 2"
     return command
 
 

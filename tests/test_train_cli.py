@@ -137,7 +137,7 @@ def test_gpu_defaults_fill_only_what_is_left_out():
 
     from leanpremise.train.cli import resolve_defaults
 
-    m, r = SimpleNamespace(max_seq_length=None), SimpleNamespace(max_train_minutes=None)
+    m, r = SimpleNamespace(max_seq_length=None, encoder="transformer"), SimpleNamespace(max_train_minutes=None)
     t = SimpleNamespace(per_device_train_batch_size=None, num_train_epochs=None, max_steps=-1,
                         dataloader_pin_memory=True)
     resolve_defaults(m, r, t, has_gpu=True)

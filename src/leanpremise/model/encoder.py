@@ -19,9 +19,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 
 CPU_BATCH_CAP = 16
-"""Largest encoding batch on CPU, fixed rather than a setting: on CPU smaller batches are faster (less padding,
-measured in docs/decisions.md), and it changes neither the embeddings nor any output, so there is nothing for
-a user to choose; on a GPU the given batch size is used as it is."""
+"""Largest encoding batch of a transformer on CPU, fixed rather than a setting: on CPU smaller batches are faster
+(less padding, measured in docs/decisions.md), and it changes neither the embeddings nor any output, so there is
+nothing for a user to choose; on a GPU, and for a static encoder (no padding), the given batch size is used."""
 
 PROGRESS_CHUNK = 64
 """Batches per `model.encode` call when a progress bar is shown (the bar moves once per call)."""
@@ -137,7 +137,7 @@ def encode_texts(model, texts: list[str], batch_size: int = 64, show_progress: b
     dim = model.get_embedding_dimension()
     if not texts:
         return np.zeros((0, dim), dtype=np.float32)
-    if str(getattr(model, "device", "")).startswith("cpu"):
+    if str(getattr(model, "device", "")).startswith("cpu") and not _is_static(model):
         batch_size = min(batch_size, CPU_BATCH_CAP)
     if not show_progress:
         return _encode(model, texts, batch_size)
@@ -150,6 +150,13 @@ def encode_texts(model, texts: list[str], batch_size: int = 64, show_progress: b
             parts.append(_encode(model, texts[begin:begin + step], batch_size))
             bar.update(len(parts[-1]))
     return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+
+def _is_static(model) -> bool:
+    """A static encoder (token vectors, mean pooled): larger batches only amortise its per-call overhead."""
+    from leanpremise.model.tokens import static_tokenizer
+
+    return static_tokenizer(model) is not None
 
 
 def _encode(model, texts: list[str], batch_size: int) -> np.ndarray:

@@ -64,6 +64,17 @@ class TokenTable:
         out.update(self.extra)
         return out
 
+    def bags(self, rows: np.ndarray) -> dict:
+        """`rows` as a static encoder's input: their tokens one after another and where each row starts."""
+        rows = np.asarray(rows, dtype=np.int64)
+        lengths = self.lengths[rows]
+        starts = self.offsets[rows]
+        offsets = np.zeros(len(rows), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        src = np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()))
+        ids = self.flat["input_ids"][src].astype(np.int64)
+        return {"input_ids": torch.from_numpy(ids), "offsets": torch.from_numpy(offsets)}
+
 
 def tokenize_texts(model, texts: list[str], chunk: int = 4096, desc: str = "tokenize",
                    show_progress: bool = True, fast: bool = True) -> TokenTable:
@@ -75,12 +86,36 @@ def tokenize_texts(model, texts: list[str], chunk: int = 4096, desc: str = "toke
     default prompt gets it prepended, as `model.encode` (which evaluation uses) does.
     """
     prompt = default_prompt(model)
+    if (static := static_tokenizer(model)) is not None:
+        return _tokenize_static(static, [prompt + t for t in texts] if prompt else texts, chunk)
     rust = fast_tokenizer(model) if fast and texts and not prompt else None
     if rust is not None and not _agrees_with_preprocess(model, rust, texts):
         rust = None
     if rust is None:
         return _tokenize_with_preprocess(model, texts, chunk, desc, show_progress, prompt)
     return _tokenize_fast(model, rust, texts, chunk, desc, show_progress)
+
+
+def static_tokenizer(model):
+    """The Rust tokenizer of a static encoder (a model whose first module is a StaticEmbedding), else None."""
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+
+    first = model[0] if hasattr(model, "__getitem__") and hasattr(model, "__len__") and len(model) else None
+    return first.tokenizer if isinstance(first, StaticEmbedding) else None
+
+
+def _tokenize_static(tokenizer, texts: list[str], chunk: int) -> TokenTable:
+    """A static encoder's tokens (no special tokens, no truncation, as its `preprocess` gives), ragged."""
+    lengths, parts = [], []
+    for begin in range(0, len(texts), chunk):
+        ids = [e.ids for e in tokenizer.encode_batch_fast(texts[begin:begin + chunk], add_special_tokens=False)]
+        lengths.append(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)))
+        parts.append(np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(lengths[-1].sum())))
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    if lengths:
+        np.cumsum(np.concatenate(lengths), out=offsets[1:])
+    flat = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+    return TokenTable(offsets=offsets, flat={"input_ids": flat}, pad_values={"input_ids": 0})
 
 
 @dataclass

@@ -13,6 +13,9 @@ from typing import Literal
 
 PoolingMode = Literal["cls", "lasttoken", "max", "mean", "mean_sqrt_len_tokens", "weightedmean"]
 MaskMode = Literal["none", "no_positive", "only_negative"]
+EncoderKind = Literal["transformer", "static"]
+StaticTokenizer = Literal["base", "lean"]
+StaticInit = Literal["base", "distill", "random"]
 
 
 @dataclass
@@ -38,6 +41,36 @@ class ModelArguments:
         default="lasttoken",
         metadata={"help": "Pooling of the built model when is_sentence_transformer is False."},
     )
+    encoder: EncoderKind = field(
+        default="transformer",
+        metadata={"help": "`transformer`: train --model_name_or_path as it is (or built, see "
+                          "--is_sentence_transformer). `static`: build and train a static encoder (one vector per "
+                          "token, mean pooled, normalised: sentence-transformers' StaticEmbedding) from the "
+                          "tokenizer and input embeddings of --model_name_or_path (see --static_tokenizer, "
+                          "--static_init, --static_dim); a saved static model is trained further as it is. The "
+                          "static encoder has its own defaults for the flags not given (`leanpremise train -h` "
+                          "lists them)."},
+    )
+    static_tokenizer: StaticTokenizer = field(
+        default="base",
+        metadata={"help": "Static encoder's tokenizer: `base`, that of --model_name_or_path (WordPiece for "
+                          "MiniLM); `lean`, a WordPiece trained on the corpus and the train states (Lean "
+                          "identifiers and symbols, case kept) of --static_vocab_size tokens."},
+    )
+    static_vocab_size: int = field(
+        default=30000, metadata={"help": "Vocabulary size of --static_tokenizer lean."})
+    static_init: StaticInit = field(
+        default="base",
+        metadata={"help": "Static encoder's initial token vectors: `base`, the input embeddings of "
+                          "--model_name_or_path (a token of another vocabulary gets the mean of its pieces in the "
+                          "base tokenizer); `distill`, model2vec's distillation of the base model (needs the "
+                          "model2vec package); `random`."},
+    )
+    static_dim: int | None = field(
+        default=None,
+        metadata={"help": "Static encoder's dimension (default: the base model's). Below it, the base "
+                          "vectors are reduced by PCA."},
+    )
     mini_batch_size: int = field(
         default=32,
         metadata={"help": "GradCache chunk: texts embedded at once. Affects memory and speed, not the loss."},
@@ -55,6 +88,11 @@ class LossArguments:
         default="no_positive",
         metadata={"help": "Remove false negatives from each state's softmax: `no_positive` masks the state's other "
                           "positives and its own declaration; `only_negative` keeps only known negatives; `none`."},
+    )
+    positives_per_state: int | None = field(
+        default=None,
+        metadata={"help": "Training pairs per train state at most (default: one per positive premise). A state "
+                          "with more positives pairs with another subset of them each epoch."},
     )
     num_negatives_per_state: int = field(
         default=3, metadata={"help": "Sampled negatives per training pair (accessible non-positives)."})

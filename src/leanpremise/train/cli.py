@@ -45,6 +45,14 @@ CPU_BATCH_SIZE = 32
 CPU_TRAIN_MINUTES = 5.0
 """Without a GPU: batch size and training time budget unless given (steps, epochs or minutes)."""
 
+STATIC_EPOCHS = 8
+STATIC_BATCH_SIZE = 256
+STATIC_DEFAULTS = {"learning_rate": 0.05, "scale": 40.0, "positives_per_state": None, "num_negatives_per_state": 0,
+                   "eval_batch_size": 1024}
+"""Defaults of `--encoder static` for the flags not given, on any machine (chosen on valid with
+benchmarks/static_ablation.py: docs/decisions.md). A static encoder's step costs little, so the CPU time budget
+is the only CPU-specific default it shares."""
+
 
 class UsageError(Exception):
     """Bad flags or inputs of `leanpremise train`: reported as one line, exit status 2."""
@@ -69,8 +77,10 @@ def build_parser():
                     f"With no argument: the packaged all-MiniLM-L6-v2 on the shipped sample, {EPOCHS} epoch, "
                     f"batch {BATCH_SIZE}, 3 negatives; on a machine without GPU, batch {CPU_BATCH_SIZE}, texts cut "
                     f"to {CPU_MAX_SEQ_LENGTH} tokens and at most {CPU_TRAIN_MINUTES:g} minutes of training unless "
-                    "those flags are given. Valid Recall@{8,16,32} "
-                    "is printed before and after training. --output_dir defaults to output/<run_name or model-trained>.",
+                    "those flags are given. With --encoder static: "
+                    f"{STATIC_EPOCHS} epochs, batch {STATIC_BATCH_SIZE}, "
+                    + ", ".join(f"{k} {v}" for k, v in STATIC_DEFAULTS.items()) + " unless given. Valid Recall@{8,16,32} "
+                    "is printed before and after training, then test Recall@{8,16,32,100} of every stage beside BM25. --output_dir defaults to output/<run_name or model-trained>.",
     )
     parser.set_defaults(**DEFAULTS)
     return parser
@@ -93,28 +103,50 @@ def flag_value(argv: list[str], name: str) -> str | None:
     return value
 
 
-def default_output_dir(model_name_or_path: str | None, run_name: str | None) -> str:
-    from leanpremise.train.model import display_name
+def default_output_dir(model_name_or_path: str | None, run_name: str | None, encoder: str = "transformer") -> str:
+    from leanpremise.train.model import display_name, is_saved_static
 
     # "-trained": the retrieved-premises files are named after this dir, and must not overwrite the base
-    # model's (dot_valid-all-MiniLM-L6-v2.json is the untrained baseline's file).
-    return str(Path("output") / (run_name or f"{display_name(model_name_or_path)}-trained"))
+    # model's (dot_valid-all-MiniLM-L6-v2.json is the untrained baseline's file); "-static": nor those of the
+    # transformer trained from the same base.
+    built = encoder == "static" and not (model_name_or_path and is_saved_static(str(model_name_or_path)))
+    return str(Path("output") / (run_name or f"{display_name(model_name_or_path)}-{'static' if built else 'trained'}"))
 
 
 def resolve_defaults(model_args, run_args, train_args, has_gpu: bool) -> None:
-    """Fill in the machine-dependent defaults (those left None by the parser); given values stay as they are."""
+    """Fill in the machine- and encoder-dependent defaults (those left None by the parser); given values stay."""
+    static = model_args.encoder == "static"
     budget_given = (train_args.max_steps > 0 or train_args.num_train_epochs is not None
                     or run_args.max_train_minutes is not None)
     if train_args.num_train_epochs is None:
-        train_args.num_train_epochs = EPOCHS
+        train_args.num_train_epochs = STATIC_EPOCHS if static else EPOCHS
     if train_args.per_device_train_batch_size is None:
-        train_args.per_device_train_batch_size = BATCH_SIZE if has_gpu else CPU_BATCH_SIZE
+        train_args.per_device_train_batch_size = (STATIC_BATCH_SIZE if static else BATCH_SIZE if has_gpu
+                                                  else CPU_BATCH_SIZE)
     if not has_gpu:
         train_args.dataloader_pin_memory = False  # nothing to pin for; torch warns on every dataloader
-        if model_args.max_seq_length is None:
+        if model_args.max_seq_length is None and not static:
             model_args.max_seq_length = CPU_MAX_SEQ_LENGTH
         if not budget_given:
             run_args.max_train_minutes = CPU_TRAIN_MINUTES
+
+
+def apply_encoder_defaults(argv: list[str], model_args, loss_args, run_args, train_args) -> None:
+    """A saved static model trains as a static encoder; a static encoder takes STATIC_DEFAULTS where no flag
+    says otherwise, and refuses a text length limit (it reads whole texts, as its `encode` does)."""
+    from leanpremise.train.model import is_saved_static
+
+    path = model_args.model_name_or_path
+    if path is not None and is_saved_static(str(Path(path).expanduser())):
+        model_args.encoder = "static"
+    if model_args.encoder != "static":
+        return
+    if model_args.max_seq_length is not None:
+        raise UsageError("--max_seq_length does not apply to --encoder static (it embeds whole texts)")
+    for name, value in STATIC_DEFAULTS.items():
+        if not given(argv, name):
+            target = next(args for args in (loss_args, run_args, train_args) if hasattr(args, name))
+            setattr(target, name, value)
 
 
 def parse(argv: list[str]):
@@ -134,9 +166,11 @@ def parse(argv: list[str]):
         raise UsageError(str(e)) from None
     if unknown:
         raise UsageError(f"unrecognized arguments: {' '.join(unknown)} (every flag: leanpremise train -h)")
-    model_args, run_args, train_args = parsed[0], parsed[3], parsed[4]
+    model_args, loss_args, run_args, train_args = parsed[0], parsed[2], parsed[3], parsed[4]
+    apply_encoder_defaults(argv, model_args, loss_args, run_args, train_args)
     if not given(argv, "output_dir"):
-        train_args.output_dir = default_output_dir(model_args.model_name_or_path, train_args.run_name)
+        train_args.output_dir = default_output_dir(model_args.model_name_or_path, train_args.run_name,
+                                                   model_args.encoder)
     resolve_defaults(model_args, run_args, train_args, has_gpu=torch.cuda.is_available())
     return parsed
 

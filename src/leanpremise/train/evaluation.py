@@ -17,6 +17,8 @@ from leanpremise.model.encoder import encode_texts
 logger = logging.getLogger(__name__)
 
 REPORT_KS = (8, 16, 32)
+TEST_KS = (8, 16, 32, 100)
+"""The Recall@k of the closing test table (every stage beside BM25)."""
 
 
 def make_evaluator(dataset, split: str = "valid", batch_size: int = 64, name: str | None = None,
@@ -31,6 +33,17 @@ def split_recall(model, dataset, split: str = "valid", batch_size: int = 64,
     """Flat metrics of `model` on `split` (recall@k, ...)."""
     evaluator = make_evaluator(dataset, split, batch_size, show_progress=show_progress)
     return dict(evaluator.compute(model).metrics)
+
+
+def recall_before(model, dataset, splits=("valid", "test"), batch_size: int = 64,
+                  show_progress: bool = False) -> dict[str, dict[str, float]]:
+    """Flat metrics of `model` on each of `splits`, the corpus encoded once."""
+    corpus_emb = encode_texts(model, dataset.corpus.texts, batch_size=batch_size, show_progress=show_progress,
+                              desc="encode premises")
+    return {split: dict(PremiseRetrievalEvaluator(dataset, split=split, batch_size=batch_size,
+                                                  show_progress_bar=show_progress,
+                                                  corpus_embeddings=corpus_emb).compute(model).metrics)
+            for split in splits}
 
 
 def recall_line(metrics: dict[str, float], ks=REPORT_KS) -> str:
@@ -53,14 +66,17 @@ def evaluate_and_retrieve(model, dataset, model_name: str, out_dir: Path, batch_
 
 
 def rerank_after_training(model, final_dir: Path, corpus_emb, dataset, model_name: str, out: Path,
-                          max_states: int, batch_size: int = 64) -> dict[str, float]:
+                          max_states: int, batch_size: int = 64) -> dict[str, dict[str, float]]:
     """A reranker over the trained model (its corpus embeddings already made) and the side rankers, trained
-    on a sample of the train states and stopped on valid (a short patience: the main job is bounded);
-    its valid Recall@k."""
+    on a sample of the train states and stopped on valid (a short patience: the main job is bounded).
+    Returns {"valid": its valid Recall@k, "test": its test metrics, "bm25_test": BM25's test metrics}."""
+    from leanpremise.eval.metrics import compute_metrics
+    from leanpremise.eval.rerank.apply import rerank_states
     from leanpremise.eval.rerank.index import build_rankers
     from leanpremise.eval.rerank.requests import IndexView
     from leanpremise.eval.rerank.train import RerankConfig, train_reranker
     from leanpremise.model.identity import model_identity
+    from leanpremise.rank.rerank.model import Reranker
 
     rankers, table = build_rankers(dataset, IndexView.full(dataset.corpus), ["dense", "bm25", "mepo", "usage"],
                                    model=model, model_name=model_name, corpus_embeddings=corpus_emb,
@@ -68,4 +84,11 @@ def rerank_after_training(model, final_dir: Path, corpus_emb, dataset, model_nam
     spec = train_reranker(dataset, rankers, table, dataset.split_ids("train"), dataset.split_ids("valid"),
                           RerankConfig(max_states=max_states, early_stopping=50), out, progress=True,
                           trained_on={"data_revision": dataset.revision, "after_training": str(final_dir)})
-    return dict(spec.valid_scores)
+    test_ids = dataset.split_ids("test")
+    positives = [dataset.states.positives(s) for s in test_ids.tolist()]
+    k = max(TEST_KS)
+    ids, _ = rerank_states(Reranker.load(out), dataset, rankers, table, test_ids, k, progress=False)
+    queries = [dataset.states.state[s] for s in test_ids.tolist()]
+    bm25_ids, _ = rankers.side.bm25.rank(queries, dataset.access, test_ids, k)  # the full view: corpus ids
+    return {"valid": dict(spec.valid_scores), "test": compute_metrics(ids, positives, list(TEST_KS), 32),
+            "bm25_test": compute_metrics(bm25_ids, positives, list(TEST_KS), 32)}

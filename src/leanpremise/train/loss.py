@@ -1,4 +1,4 @@
-"""MaskedCachedMultipleNegativesRankingLoss: GradCache MNRL with a retrieval mask.
+"""MaskedCachedMultipleNegativesRankingLoss: GradCache MNRL with a retrieval mask (and its plain twin).
 
 Built on sentence-transformers' public extension points: `forward` takes the
 mask out of the anchor features and hands it to `forward_cached` in place of
@@ -16,7 +16,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import tqdm
-from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+from sentence_transformers.sentence_transformer.losses import (
+    CachedMultipleNegativesRankingLoss,
+    MultipleNegativesRankingLoss,
+)
 from sentence_transformers.util import all_gather, all_gather_with_grad, get_rank
 from torch import Tensor
 
@@ -53,37 +56,12 @@ def sort_rows_by_length(feature: dict) -> tuple[dict, Tensor | None]:
     return sorted_feature, torch.argsort(order)
 
 
-class MaskedCachedMultipleNegativesRankingLoss(CachedMultipleNegativesRankingLoss):
-    """CachedMultipleNegativesRankingLoss whose batches may carry a retrieval mask.
+class MaskedScores:
+    """The masked all-pairs InfoNCE both losses below compute from the embeddings of a batch's columns.
 
-    The anchor features may hold `retrieval_mask` (B, (1+n)·B) with
-    retrieval_mask[i, j] True iff candidate j (positives first, then each
-    negative column) stays among state i's candidates. With
-    `gather_across_devices`, the mask for the candidates of every process is
-    rebuilt by `mask_builder` from the gathered state and candidate ids.
+    Needs `scale`, `similarity_fct`, `gather_across_devices`, `mini_batch_size` (states scored at once),
+    `show_progress_bar` and `mask_builder` on the loss.
     """
-
-    def __init__(self, model, mask_builder=None, sort_by_length: bool = True, **kwargs: Any):
-        directions = kwargs.get("directions", ("query_to_doc",))
-        if tuple(directions) != ("query_to_doc",) or kwargs.get("hardness_mode"):
-            raise ValueError("the masked loss supports only the query_to_doc direction without hardness weighting")
-        super().__init__(model, **kwargs)
-        self.mask_builder = mask_builder
-        self.sort_by_length = sort_by_length
-
-    def forward(self, sentence_features, labels: Tensor | None = None) -> Tensor:
-        features = [dict(f) for f in sentence_features]
-        if len(features) < 2:
-            raise ValueError(f"Expected at least 2 inputs, got {len(features)}")
-        extras = {key: features[0].pop(key, None) for key in EXTRA_KEYS}
-        inverse = []
-        if self.sort_by_length:
-            for k, feature in enumerate(features):
-                features[k], inv = sort_rows_by_length(feature)
-                inverse.append(inv)
-        inputs = MaskInputs(extras["retrieval_mask"], extras["state_ids"], extras["candidate_ids"],
-                            inverse or None)
-        return self.forward_cached(features, inputs)
 
     def _global_mask(self, inputs: MaskInputs, batch_size: int, num_columns: int, device) -> Tensor | None:
         """Mask of this process's states against the candidates gathered from every process."""
@@ -98,22 +76,6 @@ class MaskedCachedMultipleNegativesRankingLoss(CachedMultipleNegativesRankingLos
         own = get_rank() * batch_size + torch.arange(batch_size)
         mask = self.mask_builder.build(inputs.state_ids.cpu().numpy(), gathered.cpu().numpy(), own.numpy())
         return torch.from_numpy(mask).to(device)
-
-    def calculate_loss(self, reps: list[list[Tensor]], labels: MaskInputs | None = None, *,
-                       with_backward: bool = False) -> Tensor:
-        """Masked all-pairs InfoNCE, chunked over mini_batch_size states (backward per chunk if asked)."""
-        columns = [torch.cat(r) for r in reps]
-        if isinstance(labels, MaskInputs) and labels.inverse_orders:
-            columns = [c if inv is None else c[inv.to(c.device)] for c, inv in zip(columns, labels.inverse_orders)]
-        if not with_backward:
-            return self._masked_loss(columns, labels, with_backward=False)
-        # Each chunk back-propagates on its own, so it must stop at leaves: the un-sorting above is
-        # back-propagated once, at the end, into the per-mini-batch embeddings.
-        leaves = [c.detach().requires_grad_() for c in columns]
-        loss = self._masked_loss(leaves, labels, with_backward=True)
-        grads = [leaf.grad if leaf.grad is not None else torch.zeros_like(leaf) for leaf in leaves]
-        torch.autograd.backward(columns, grads)
-        return loss
 
     def _masked_loss(self, columns: list[Tensor], labels, *, with_backward: bool) -> Tensor:
         queries, docs = columns[0], columns[1:]
@@ -152,3 +114,77 @@ class MaskedCachedMultipleNegativesRankingLoss(CachedMultipleNegativesRankingLos
         config = super().get_config_dict()
         config["retrieval_mask_mode"] = getattr(self.mask_builder, "mode", None)
         return config
+
+
+class MaskedCachedMultipleNegativesRankingLoss(MaskedScores, CachedMultipleNegativesRankingLoss):
+    """CachedMultipleNegativesRankingLoss whose batches may carry a retrieval mask.
+
+    The anchor features may hold `retrieval_mask` (B, (1+n)·B) with
+    retrieval_mask[i, j] True iff candidate j (positives first, then each
+    negative column) stays among state i's candidates. With
+    `gather_across_devices`, the mask for the candidates of every process is
+    rebuilt by `mask_builder` from the gathered state and candidate ids.
+    """
+
+    def __init__(self, model, mask_builder=None, sort_by_length: bool = True, **kwargs: Any):
+        directions = kwargs.get("directions", ("query_to_doc",))
+        if tuple(directions) != ("query_to_doc",) or kwargs.get("hardness_mode"):
+            raise ValueError("the masked loss supports only the query_to_doc direction without hardness weighting")
+        super().__init__(model, **kwargs)
+        self.mask_builder = mask_builder
+        self.sort_by_length = sort_by_length
+
+    def forward(self, sentence_features, labels: Tensor | None = None) -> Tensor:
+        features = [dict(f) for f in sentence_features]
+        if len(features) < 2:
+            raise ValueError(f"Expected at least 2 inputs, got {len(features)}")
+        extras = {key: features[0].pop(key, None) for key in EXTRA_KEYS}
+        inverse = []
+        if self.sort_by_length:
+            for k, feature in enumerate(features):
+                features[k], inv = sort_rows_by_length(feature)
+                inverse.append(inv)
+        inputs = MaskInputs(extras["retrieval_mask"], extras["state_ids"], extras["candidate_ids"],
+                            inverse or None)
+        return self.forward_cached(features, inputs)
+
+    def calculate_loss(self, reps: list[list[Tensor]], labels: MaskInputs | None = None, *,
+                       with_backward: bool = False) -> Tensor:
+        """Masked all-pairs InfoNCE, chunked over mini_batch_size states (backward per chunk if asked)."""
+        columns = [torch.cat(r) for r in reps]
+        if isinstance(labels, MaskInputs) and labels.inverse_orders:
+            columns = [c if inv is None else c[inv.to(c.device)] for c, inv in zip(columns, labels.inverse_orders)]
+        if not with_backward:
+            return self._masked_loss(columns, labels, with_backward=False)
+        # Each chunk back-propagates on its own, so it must stop at leaves: the un-sorting above is
+        # back-propagated once, at the end, into the per-mini-batch embeddings.
+        leaves = [c.detach().requires_grad_() for c in columns]
+        loss = self._masked_loss(leaves, labels, with_backward=True)
+        grads = [leaf.grad if leaf.grad is not None else torch.zeros_like(leaf) for leaf in leaves]
+        torch.autograd.backward(columns, grads)
+        return loss
+
+
+class MaskedMultipleNegativesRankingLoss(MaskedScores, MultipleNegativesRankingLoss):
+    """The same masked loss without GradCache: each column is embedded once, with its graph kept.
+
+    For an encoder whose activations for a whole batch are small (the static encoder: one mean of token
+    vectors per text, whose inputs GradCache could not split anyway), a second forward pass would only cost
+    time. `mini_batch_size` bounds the states scored at once.
+    """
+
+    def __init__(self, model, mask_builder=None, mini_batch_size: int = 1024, scale: float = 20.0,
+                 gather_across_devices: bool = False):
+        super().__init__(model, scale=scale, gather_across_devices=gather_across_devices)
+        self.mask_builder = mask_builder
+        self.mini_batch_size = mini_batch_size
+        self.show_progress_bar = False
+
+    def forward(self, sentence_features, labels: Tensor | None = None) -> Tensor:
+        features = [dict(f) for f in sentence_features]
+        if len(features) < 2:
+            raise ValueError(f"Expected at least 2 inputs, got {len(features)}")
+        extras = {key: features[0].pop(key, None) for key in EXTRA_KEYS}
+        columns = [self.model(feature)["sentence_embedding"] for feature in features]
+        inputs = MaskInputs(extras["retrieval_mask"], extras["state_ids"], extras["candidate_ids"])
+        return self._masked_loss(columns, inputs, with_backward=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -47,8 +48,23 @@ def is_decoder_config(config) -> bool:
     return bool(getattr(config, "is_decoder", False)) or any(a.endswith("ForCausalLM") for a in archs)
 
 
-def build_model(args: ModelArguments, device: str | None = None):
-    """The SentenceTransformer to train (see ModelArguments.is_sentence_transformer)."""
+def is_saved_static(path: str) -> bool:
+    """Whether the local dir `path` holds a saved static encoder (its first module is a StaticEmbedding)."""
+    modules = Path(path) / "modules.json"
+    if not modules.is_file():
+        return False
+    try:
+        first = json.loads(modules.read_text(encoding="utf-8"))[0]
+    except (OSError, ValueError, IndexError, KeyError):
+        return False
+    return isinstance(first, dict) and str(first.get("type", "")).endswith("StaticEmbedding")
+
+
+def build_model(args: ModelArguments, device: str | None = None, dataset=None):
+    """The SentenceTransformer to train (see ModelArguments.encoder and is_sentence_transformer).
+
+    `dataset` is what a static encoder's Lean tokenizer is trained on (--static_tokenizer lean).
+    """
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
@@ -57,6 +73,12 @@ def build_model(args: ModelArguments, device: str | None = None):
     path = resolve_model_path(args)
     trust = args.trust_remote_code
     check_remote_code(path, trust)
+    if args.encoder == "static":
+        if is_saved_static(path):
+            return full_precision(SentenceTransformer(path, device=device))
+        from leanpremise.train.static import build_static_model
+
+        return full_precision(build_static_model(args, path, dataset, device))
     is_st = args.is_sentence_transformer
     if is_st is None:
         is_st = looks_like_sentence_transformer(path)

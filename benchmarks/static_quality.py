@@ -1,0 +1,179 @@
+"""The static encoder's quality on TEST: alone, re-ranked, against the best baseline of the same run.
+
+    python benchmarks/static_quality.py --data mathlib-small
+    python benchmarks/static_quality.py --data mathlib-src --train_flags "--num_train_epochs 4" \
+        --hold_out Mathlib.AlgebraicGeometry
+
+Trains `leanpremise train --encoder static` (the defaults valid chose, plus --train_flags) on the train split
+(resumed from the bench cache when a run is there), then on the same test states: BM25, MePo and usage alone,
+the lexical reranker (BM25 + MePo + usage + structure, `rerank train`'s defaults), the static encoder alone and
+the reranker over it and the side rankers (the same defaults; both stopped on valid). Test Recall@32 of the
+static encoder and of its reranker minus the best baseline (of BM25, MePo, usage and the lexical reranker) is
+paired over the test states with a bootstrap interval. The stages are written as they finish: the static
+encoder and its reranker, the held-out subtree, then the lexical reranker (the costliest baseline).
+
+`--hold_out PREFIX` leaves that Mathlib subtree out of the encoder's training (the train states in it and
+those with a positive in it) and, as benchmarks/rerank_quality.py's --off_mathlib does, ranks the subtree's
+root states with a reranker trained on the rest, the subtree's premises sent as new premises.
+Writes benchmarks/results/static_quality_<data>.json, rewritten after each stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import time
+
+import numpy as np
+from common import bench_cache, paired, per_state_recall, unpacked, write_result
+from rerank_quality import compare, recalls, scored_lists, train
+
+SIDE = ["bm25", "mepo", "usage"]
+
+
+def hold_out_training(ds, prefix: str) -> dict:
+    """Remove the subtree's train states, and the train states with a positive in it, from ds.split.train."""
+    from leanpremise.eval.rerank.requests import modules_under
+
+    sub = modules_under(ds.corpus, [prefix])
+    states = ds.states
+    train = np.asarray(ds.split.train, dtype=np.int64)
+    in_sub = sub[states.module_id[train]]
+    uses = np.array([bool(sub[ds.corpus.module_id[states.positives(int(s))]].any()) for s in train.tolist()])
+    keep = ~(in_sub | uses)
+    ds.split.train = train[keep]
+    return {"subtree": prefix, "train_states_removed": int((~keep).sum()), "train_states_kept": int(keep.sum())}
+
+
+def train_static(ds, data_dir, out, flags: list[str]) -> tuple[object, dict]:
+    """The trained static encoder (trained now, or loaded when `out/final` holds a finished run)."""
+    from sentence_transformers import SentenceTransformer
+
+    from leanpremise.train.cli import parse
+    from leanpremise.train.runner import run_training
+
+    record = out / "quality_train.json"
+    if (out / "final").is_dir() and record.exists():
+        return SentenceTransformer(str(out / "final"), device="cpu"), json.loads(record.read_text())
+    argv = ["--encoder", "static", "--data_dir", str(data_dir), "--output_dir", str(out), "--evaluate_before",
+            "False", "--evaluate_after", "False", "--rerank_after", "False", "--disable_tqdm", "True",
+            "--resume_from_checkpoint", "True", "--save_steps", "100", *flags]
+    t0 = time.perf_counter()
+    res = run_training(*parse(argv), dataset=ds)
+    info = {"flags": flags, "train_seconds": round(res.train_seconds, 1), "steps": res.steps,
+            "pairs_per_epoch": res.examples, "wall_seconds": round(time.perf_counter() - t0, 1)}
+    record.write_text(json.dumps(info))
+    return res.trainer.model, info
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="mathlib-small")
+    ap.add_argument("--train_flags", default="", help="extra `leanpremise train` flags")
+    ap.add_argument("--hold_out", default=None, metavar="PREFIX")
+    ap.add_argument("--off_states", type=int, default=1000)
+    ap.add_argument("--skip_lexical", action="store_true", help="no lexical reranker baseline (it retrains one)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    import torch
+
+    from leanpremise.data import load_dataset
+    from leanpremise.eval.rerank.index import build_rankers
+    from leanpremise.eval.rerank.requests import IndexView
+    from leanpremise.eval.rerank.train import requests_for
+    from leanpremise.model.encoder import encode_texts
+
+    torch.set_num_threads(args.threads)
+    name = f"static_quality_{args.data.replace('-', '_')}"
+    result: dict = {"machine_note": "2-core, shared with other jobs", "data": args.data}
+    data_dir = unpacked(args.data)
+    ds = load_dataset(data_dir=data_dir)
+    cache = bench_cache() / "static-quality" / args.data
+    train_split = ds.split.train
+    if args.hold_out:
+        result["held_out_of_training"] = hold_out_training(ds, args.hold_out)
+    model, result["training"] = train_static(ds, data_dir, cache / "static", shlex.split(args.train_flags))
+    ds.split.train = train_split  # the rerankers' own training holds out what it needs (off_mathlib)
+    write_result(name, result)
+    t0 = time.perf_counter()
+    emb = encode_texts(model, ds.corpus.texts, batch_size=256)
+    result["corpus_embedding_seconds"] = round(time.perf_counter() - t0, 1)
+    valid, test = ds.split_ids("valid"), ds.split_ids("test")
+    full = IndexView.full(ds.corpus)
+
+    rankers, table = build_rankers(ds, full, SIDE + ["dense"], model=model, corpus_embeddings=emb)
+    t0 = time.perf_counter()
+    reranker, spec = train(ds, rankers, table, cache / "reranker", ds.split_ids("train"), valid)
+    result["reranker_train_seconds"] = round(time.perf_counter() - t0, 1)
+    result["valid"] = {"static reranked": spec.valid_scores}
+    lists = scored_lists(reranker, rankers, table, list(requests_for(ds, rankers, table, test)), {})
+    pos = lists["positives"]
+    ids = {kind: np.stack([r[0] for r in lists[kind]]) for kind in SIDE + ["dense"]}
+    ids["static reranked"] = np.stack(lists["rerank"])
+    result["test_states"] = {"states": len(test), "with_positives": int(sum(len(p) > 0 for p in pos))}
+    score(result, ids, pos, SIDE)
+    write_result(name, result)
+    if args.hold_out:
+        result["off_mathlib"] = off_mathlib(ds, args.hold_out, model, emb, cache, args.off_states, 0)
+        write_result(name, result)
+    if not args.skip_lexical:
+        lex_rankers, table = build_rankers(ds, full, SIDE)
+        lexical, lex_spec = train(ds, lex_rankers, table, cache / "lexical", ds.split_ids("train"), valid)
+        lex_lists = scored_lists(lexical, lex_rankers, table, list(requests_for(ds, lex_rankers, table, test)), {})
+        ids["lexical reranker"] = np.stack(lex_lists["rerank"])
+        result["valid"]["lexical reranker"] = lex_spec.valid_scores
+        score(result, ids, pos, SIDE + ["lexical reranker"])
+        write_result(name, result)
+
+
+def score(result: dict, ids: dict, pos, baselines: list[str]) -> None:
+    """Test recalls of every list, and the static encoder's and its reranker's paired gains over the best
+    baseline (by test Recall@32, the strictest choice for us)."""
+    result["test"] = {kind: recalls(x, pos) for kind, x in ids.items()}
+    best = max(baselines, key=lambda k: result["test"][k]["recall@32"])
+    base = per_state_recall(ids[best], pos)
+    result["best_baseline"] = best
+    result["static_minus_best_baseline_recall@32"] = paired(per_state_recall(ids["dense"], pos), base)
+    result["reranked_minus_best_baseline_recall@32"] = paired(per_state_recall(ids["static reranked"], pos), base)
+    result["reranked_minus_static_recall@32"] = paired(per_state_recall(ids["static reranked"], pos),
+                                                       per_state_recall(ids["dense"], pos))
+
+
+def off_mathlib(ds, prefix: str, model, emb, cache, n_states: int, seed: int) -> dict:
+    """As rerank_quality.off_mathlib before adapting: a reranker over the static encoder and the side rankers,
+    trained without subtree `prefix` (its premises, states and importers), ranks a seeded sample of the
+    subtree's root states, whose own premises reach it as new premises."""
+    from leanpremise.data import load_dataset
+    from leanpremise.eval.rerank.cli import RerankIndexFlags, _states
+    from leanpremise.eval.rerank.index import build_rankers
+    from leanpremise.eval.rerank.requests import IndexView, modules_under
+
+    sub = modules_under(ds.corpus, [prefix])
+    rest = RerankIndexFlags(exclude_modules=prefix)
+    view = IndexView.without(ds.corpus, sub)
+    usage_states = _states(ds, "train", rest, tuning=True)
+    rankers, table = build_rankers(ds, view, SIDE + ["dense"], model=model, corpus_embeddings=emb,
+                                   usage_states=usage_states)
+    t0 = time.perf_counter()
+    base, spec = train(ds, rankers, table, cache / f"off-{prefix}", usage_states,
+                       _states(ds, "valid", rest, tuning=True))
+    seconds = time.perf_counter() - t0
+    everything = load_dataset(ds.config, split_mode="all")
+    ids = everything.split_ids("all")
+    ids = ids[sub[ds.states.module_id[ids]]]
+    rng = np.random.default_rng(seed)
+    ids = np.sort(rng.choice(ids, size=min(n_states, len(ids)), replace=False))
+    pick = np.zeros(len(ids), dtype=bool)
+    pick[rng.permutation(len(ids))[: round(0.3 * len(ids))]] = True
+    tune_ids, eval_ids = ids[pick], ids[~pick]
+    out = compare(base, rankers, table, ds, eval_ids, tune_ids, f"{prefix}: random 0.3 of {len(ids)} states")
+    return {"subtree": prefix, "states_sampled": len(ids), "evaluated_states": len(eval_ids),
+            "reranker_train_seconds": round(seconds, 1), "valid": spec.valid_scores, "before_adapting": out,
+            "lexical_reranker_recall@32_same_states": "0.496 (docs/figures.md, 2026-12-02: same subtree, "
+                                                      "sampling seed and states)"}
+
+
+if __name__ == "__main__":
+    main()
