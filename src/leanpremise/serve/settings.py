@@ -20,6 +20,7 @@ from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from leanpremise.bundle.layout import FAST_VERIFY_MAX_BYTES
+from leanpremise.rank.rerank.validate import HARD_LIMITS
 
 Backend = Literal["auto", "torch", "onnx", "onnx-int8", "tei"]
 Dtype = Literal["float32", "float16", "bfloat16"]
@@ -77,6 +78,9 @@ class ServeConfig(BaseSettings):
     verify: bool = setting(True, "VERIFY_CHECKSUMS", "check the size and sha256 of every bundle file (model, "
                                                       "ONNX, premises archive, embeddings) against its manifest "
                                                       "at startup", flag="--no_verify")
+    allow_unverified_hub: bool = setting(False, "ALLOW_UNVERIFIED_HUB", "serve a --from_hub data repo that has no "
+                                         "manifest.json (its downloads cannot be verified); off: refused",
+                                         flag="--allow_unverified_hub")
     archive_max_member_bytes: int = setting(256 * 2**20, "ARCHIVE_MAX_MEMBER_BYTES", "bytes of one file unpacked "
                                             "from a premises archive; larger: the archive is refused", ge=1)
     archive_max_total_bytes: int = setting(16 * 2**30, "ARCHIVE_MAX_TOTAL_BYTES", "bytes a premises archive may "
@@ -189,6 +193,10 @@ class ServeConfig(BaseSettings):
     # ---- re-ranking (a bundle written with `export --rerank`) ---------------------------------------
     rerank: bool = setting(True, "RERANK", "re-rank with the bundle's learned reranker where the bundle has "
                            "one (it replaces the fusion); off: the bundle's plain ranking", flag="--no_rerank")
+    max_rerank_trees: int = setting(10_000, "MAX_RERANK_TREES", "trees a bundle's reranker model may have; "
+                                    "more: the bundle is refused", ge=1, le=HARD_LIMITS.max_trees)
+    max_rerank_leaves: int = setting(4_096, "MAX_RERANK_LEAVES", "leaves one tree of a bundle's reranker may "
+                                     "have; more: the bundle is refused", ge=2, le=HARD_LIMITS.max_leaves)
     max_lexical_work: int = setting(4_000_000, "MAX_LEXICAL_WORK", "characters (states and new premises, as "
                                     "cut to the model's length) one request of a hybrid or re-ranked revision "
                                     "may hand the lexical rankers; more: 422 before any work", ge=1)
@@ -290,6 +298,12 @@ class ServeConfig(BaseSettings):
 
         return ArchiveLimits(self.archive_max_member_bytes, self.archive_max_total_bytes,
                              self.archive_max_line_bytes, self.archive_max_members)
+
+    def rerank_limits(self):
+        """The largest reranker model a bundle may carry (rank/rerank/validate.py)."""
+        from leanpremise.rank.rerank.validate import ModelLimits
+
+        return ModelLimits(self.max_rerank_trees, self.max_rerank_leaves)
 
     def embedding_cache_hmac_key(self) -> bytes | None:
         """The key Redis values are tagged under; None when none is set or it is waived (`insecure-none`)."""
