@@ -85,3 +85,61 @@ def test_the_guard_holds_a_client_that_keeps_retrying_unread_and_reads_it_again_
     assert post("10.0.0.2")[0] == 503  # another client is answered as usual
     clock.now += WINDOW_S  # it stops for a while
     assert post("10.0.0.1")[0] == 503 and calls[-1] == "10.0.0.1"
+
+
+def guard_answering(status: int, **settings):
+    """A guard in front of an app that answers every request `status`; `post(client)` -> status."""
+    from leanpremise.serve.http.guard import RequestGuard
+    from leanpremise.serve.prometheus import Metrics
+
+    calls = []
+
+    async def app(scope, receive, send):
+        calls.append(scope["client"][0])
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    guard = RequestGuard(app, SimpleNamespace(config=service_config(**settings), metrics=Metrics()),
+                         frozenset({"/retrieve"}))
+
+    def post(client: str) -> int:
+        body = b'{"state": null}'
+        scope = {"type": "http", "method": "POST", "path": "/retrieve", "client": (client, 5000),
+                 "headers": [(b"content-length", str(len(body)).encode())]}
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(guard(scope, receive, send))
+        return next(m for m in sent if m["type"] == "http.response.start")["status"]
+
+    return post, calls
+
+
+def test_an_invalid_body_counts_as_a_refusal():
+    post, calls = guard_answering(422, max_refusals_per_client=3)
+    assert [post("10.0.0.1") for _ in range(5)] == [422, 422, 422, 429, 429]
+    assert len(calls) == 3  # held ones are not parsed again
+    post_ok, _ = guard_answering(200, max_refusals_per_client=3)
+    assert [post_ok("10.0.0.1") for _ in range(5)] == [200] * 5
+
+
+def test_an_ipv6_64_and_ipv4_mapped_addresses_share_one_client_key():
+    from leanpremise.serve.http.clients import address_key
+
+    assert address_key("2001:db8:1:2::1", 64) == address_key("2001:db8:1:2:ffff:0:0:9", 64) == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1", 64) != address_key("2001:db8:1:2::1", 64)
+    assert address_key("2001:db8:1:2::1", 128) != address_key("2001:db8:1:2::2", 128)
+    assert address_key("::ffff:192.0.2.7", 64) == address_key("192.0.2.7", 64) == "192.0.2.7"
+    assert address_key("fe80::1%eth0", 64) == "fe80::/64"
+    assert address_key("testclient", 64) == "testclient"
+    post, _ = guard_answering(503, max_refusals_per_client=2)  # the bound the guard keeps, by that key
+    assert [post("2001:db8:1:2::1"), post("2001:db8:1:2::2")] == [503, 503]
+    assert post("2001:db8:1:2::3") == 429  # a third address of the same /64: the same client, held
+    assert post("2001:db8:1:9::1") == 503  # another /64 is another client
+    post, _ = guard_answering(503, max_refusals_per_client=1)
+    assert [post("::ffff:10.0.0.5"), post("10.0.0.5")] == [503, 429]

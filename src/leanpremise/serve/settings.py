@@ -127,6 +127,9 @@ class ServeConfig(BaseSettings):
     forwarded_allow_ips: str | None = setting(None, "FORWARDED_ALLOW_IPS", "comma-separated addresses (or networks) "
                                        "of proxies whose X-Forwarded-For is trusted as the client address "
                                        "(default: none, the peer address is the client)")
+    client_ipv6_prefix: int = setting(64, "CLIENT_IPV6_PREFIX", "bits of an IPv6 client address that tell "
+                                      "clients apart for every per-client bound (a host owns a /64; IPv4-mapped "
+                                      "addresses count as their IPv4 address)", ge=1, le=128)
     admin_token: str | None = setting(None, "ADMIN_TOKEN", "token POST /admin/reload must carry as "
                                       "`Authorization: Bearer <token>` (without one the route is off)", cli=False,
                                       repr=False)

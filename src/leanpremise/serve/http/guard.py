@@ -25,6 +25,7 @@ from leanpremise.serve.http.admission import (
     ClientGone,
     replay,
 )
+from leanpremise.serve.http.clients import client_key
 from leanpremise.serve.http.connection import REFUSED_KEY
 from leanpremise.serve.http.retry_discipline import WINDOW_S, RetryDiscipline
 
@@ -32,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 UNGATED = frozenset({"/health", "/metrics"})
 """Routes answered whatever the load: operators and probes must see an overloaded server."""
+
+REFUSALS = frozenset({503, 422, 429})
+"""Statuses of the app's answers counted as refusals for MAX_REFUSALS_PER_CLIENT: overload (503, 429) and a
+body the schema refuses (422: a client re-posting an invalid body costs its parse every time)."""
 
 CLIENT_CLOSED = "client_closed"
 """The status label of a request whose client went away before its answer (nginx logs these as 499)."""
@@ -112,7 +117,7 @@ class RequestGuard:
         slot = False
         try:
             if gated:
-                client = scope["client"][0] if scope.get("client") else ""
+                client = client_key(scope, cfg.client_ipv6_prefix)
                 if not self.retries.admit(client, cfg.max_refusals_per_client):
                     self.retries.refused(client, cfg.max_refusals_per_client)
                     await respond(send, 429, f"more than {cfg.max_refusals_per_client} refused requests in {WINDOW_S:g} s "
@@ -129,7 +134,7 @@ class RequestGuard:
                 self.active += 1
                 slot = True
                 await self.app(scope, replay(body, receive), send)
-                if sent["status"] == 503:
+                if sent["status"] in REFUSALS:
                     self.retries.refused(client, cfg.max_refusals_per_client)
             else:
                 await self.app(scope, reader, send)
