@@ -102,6 +102,9 @@ class ServeConfig(BaseSettings):
     docs: bool = setting(False, "SERVE_DOCS", "serve /docs, /redoc and /openapi.json")
     max_concurrent_requests: int = setting(64, "MAX_CONCURRENT_REQUESTS", "requests (but /health and "
                                            "/metrics) handled at once; more get 503 + Retry-After", ge=1)
+    max_work_per_client: int = setting(16, "MAX_WORK_PER_CLIENT", "work slots (of MAX_CONCURRENT_REQUESTS) one "
+                                       "client may hold at once; more: 429 + Retry-After, counted as a refusal "
+                                       "(0: no cap, e.g. behind a proxy not listed in FORWARDED_ALLOW_IPS)", ge=0)
     max_connections: int = setting(1024, "MAX_CONNECTIONS", "open connections uvicorn accepts (beyond: 503 "
                                    "from uvicorn itself, a backstop for MAX_CONCURRENT_REQUESTS)", ge=1)
     keep_alive_timeout_s: float = setting(5.0, "KEEP_ALIVE_TIMEOUT_S", "seconds an idle connection is kept "
@@ -164,8 +167,8 @@ class ServeConfig(BaseSettings):
     device: str = setting("cpu", "EMBED_DEVICE", "torch device of the torch backend")
     embed_service_url: str | None = setting(None, "EMBED_SERVICE_URL", "text-embeddings-inference base URL "
                                                                        "for backend tei (POST {url}/embed)")
-    embed_service_timeout: float | None = setting(None, "EMBED_SERVICE_TIMEOUT",
-                                                  "seconds to wait for the TEI service (default: no limit)", gt=0)
+    embed_service_timeout: float = setting(30.0, "EMBED_SERVICE_TIMEOUT", "seconds to wait for the TEI "
+                                           "service's answer to one call; longer: that request gets 502", gt=0)
     embed_service_max_concurrent_inputs: int = setting(
         128, "EMBED_SERVICE_MAX_CONCURRENT_INPUTS", "uncached new premises of large requests (the bulk lane) "
         "being embedded or queued at once; a request whose next chunk would pass it gets 503 + Retry-After. "

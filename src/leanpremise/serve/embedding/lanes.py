@@ -6,7 +6,10 @@ service) takes every queued urgent chunk at once, up to `max_batch` texts; a CPU
 texts at a time, since padding a short state to a long one costs more than batching saves there, and the
 workers run side by side on the cores instead. Requests with only a few texts to embed (a state and a new
 premise or two: the usual, cached request) go to the urgent lane, which the workers always drain first,
-so they never wait behind more than one batch of a file's first, all-uncached request. At most
+so they never wait behind more than one batch of a file's first, all-uncached request. The urgent lane is
+served round robin across clients (the client a request comes from is `CLIENT`, set by the request guard):
+a worker takes the oldest urgent chunk of the next client in turn, so one client's many chunks wait behind
+each other, never in front of another client's one (issue 28). At most
 `max_inflight` texts of bulk chunks are queued or being embedded; past that, the request with the most
 texts left is refused with :class:`Overloaded` (the server answers 503 + Retry-After) instead of growing
 an unbounded queue.
@@ -32,16 +35,22 @@ import heapq
 import logging
 import os
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import NoReturn
 
 import numpy as np
 
-from leanpremise.serve.jobs import fail_jobs, hand_out, take_jobs
+from leanpremise.serve.jobs import fail_jobs, hand_out
 
 logger = logging.getLogger(__name__)
+
+
+CLIENT: ContextVar[str] = ContextVar("leanpremise_client", default="")
+"""The key of the client whose request is running (serve/http/clients.py), set by the request guard; the
+urgent lane's round robin reads it."""
 
 
 class Overloaded(Exception):
@@ -86,7 +95,8 @@ class EmbeddingLanes:
         self.inflight = 0
         self.bulk_inflight = 0
         """Texts of bulk chunks queued or being embedded: what the bound holds."""
-        self._urgent: deque[_Job] = deque()
+        self._urgent: OrderedDict[str, deque[_Job]] = OrderedDict()
+        """Urgent jobs by client, clients in the order of their turn (the next first)."""
         self._bulk: list[tuple[int, int, _Job]] = []
         """A heap of (key, order, job): see the module docstring for the key."""
         self._bulk_order = 0
@@ -137,7 +147,7 @@ class EmbeddingLanes:
         large requests refuses its own requests, not a smaller one that arrives while the bound is full."""
         job = _Job(texts, asyncio.get_running_loop().create_future(), bulk=not urgent)
         if urgent:
-            self._urgent.append(job)
+            self._urgent.setdefault(CLIENT.get(), deque()).append(job)
         else:
             order, key = self._bulk_order, self._key(len(texts) if left is None else left)
             self._make_room(key, len(texts))
@@ -209,11 +219,27 @@ class EmbeddingLanes:
     # ---- the workers: each role's pick, then one loop for all ------------------------------------
 
     def _pick_urgent(self, worker: _Worker) -> tuple[list[_Job], bool] | None:
-        """Urgent jobs: all queued ones up to max_batch texts for an embedder that batches well, else one."""
+        """Urgent jobs, one per client in turn (round robin): up to max_batch texts for an embedder that
+        batches well, else one job."""
         if not self._urgent:
             return None
         limit = self.max_batch if getattr(worker.embedder, "batches_well", True) else 0
-        return take_jobs(self._urgent, limit, _size), False
+        jobs, n = [], 0
+        while self._urgent:
+            client, queue = next(iter(self._urgent.items()))
+            while queue and queue[0].future.done():  # its request went away while it was queued
+                queue.popleft()
+            if not queue:
+                self._urgent.pop(client)
+                continue
+            if jobs and n + len(queue[0].texts) > limit:
+                break
+            jobs.append(queue.popleft())
+            n += len(jobs[-1].texts)
+            self._urgent.pop(client)
+            if queue:  # its next job waits for the other clients' turns
+                self._urgent[client] = queue
+        return (jobs, False) if jobs else None
 
     def _pick_bulk(self, worker: _Worker) -> tuple[list[_Job], bool] | None:
         """Bulk chunks in key order up to `bulk_chunk` texts, so that an urgent job arriving meanwhile waits

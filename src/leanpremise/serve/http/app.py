@@ -231,7 +231,9 @@ async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
 
 
 async def embedding_failed(request: Request, exc: EmbeddingFailed) -> JSONResponse:
-    return JSONResponse({"detail": f"embedding backend failed: {exc}"}, status_code=502)
+    """502 saying what failed but not how: the backend's error may carry its URL (and credentials in it)."""
+    logger.warning("embedding backend failed: %s", exc)
+    return JSONResponse({"detail": "embedding backend failed (see the server log)"}, status_code=502)
 
 
 async def invalid_request(request: Request, exc: RequestValidationError | ValidationError) -> JSONResponse:
