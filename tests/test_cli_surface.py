@@ -39,7 +39,7 @@ ADDED = {
         "--max_refusals_per_client", "--max-refusals-per-client",  # MAX_REFUSALS_PER_CLIENT (issue 22)
         # issue 28: bundles that cannot crash the server, and fair shares per client
         "--allow_unverified_hub", "--max_rerank_trees", "--max_rerank_leaves", "--client_ipv6_prefix",
-        "--max_work_per_client",
+        "--max_work_per_client", "--max_connections_per_client", "--send_timeout_s",
     },
     "train": {
         "--rerank_after",  # the main job trains a reranker after the encoder (issue 20)
@@ -72,6 +72,7 @@ NEW_SETTINGS: dict[str, str] = {
     "allow_unverified_hub": "ALLOW_UNVERIFIED_HUB",  # issue 28
     "max_rerank_trees": "MAX_RERANK_TREES", "max_rerank_leaves": "MAX_RERANK_LEAVES",
     "client_ipv6_prefix": "CLIENT_IPV6_PREFIX", "max_work_per_client": "MAX_WORK_PER_CLIENT",
+    "max_connections_per_client": "MAX_CONNECTIONS_PER_CLIENT", "send_timeout_s": "SEND_TIMEOUT_S",
 }
 """ServeConfig fields that are new since the snapshot: field -> environment name."""
 

@@ -632,7 +632,7 @@ class OneAtATimeEmbedder(CountingEmbedder):
 def test_the_urgent_lane_takes_clients_in_turn():
     """Six requests of three fresh goals from one client are queued; another client's one goal, arriving
     after them, waits for one chunk of that client at most (round robin), not for all of them."""
-    from leanpremise.serve.embedding.lanes import CLIENT
+    from leanpremise.serve.jobs import CLIENT
 
     emb = OneAtATimeEmbedder(hold=True)
 

@@ -105,6 +105,11 @@ class ServeConfig(BaseSettings):
     max_work_per_client: int = setting(16, "MAX_WORK_PER_CLIENT", "work slots (of MAX_CONCURRENT_REQUESTS) one "
                                        "client may hold at once; more: 429 + Retry-After, counted as a refusal "
                                        "(0: no cap, e.g. behind a proxy not listed in FORWARDED_ALLOW_IPS)", ge=0)
+    max_connections_per_client: int = setting(128, "MAX_CONNECTIONS_PER_CLIENT", "open connections one client "
+                                              "address may hold; more are aborted at once (0: no cap, e.g. "
+                                              "behind a proxy not listed in FORWARDED_ALLOW_IPS)", ge=0)
+    send_timeout_s: float = setting(30.0, "SEND_TIMEOUT_S", "seconds a response may sit unread in the send "
+                                    "buffer without draining; longer: the connection is aborted", gt=0)
     max_connections: int = setting(1024, "MAX_CONNECTIONS", "open connections uvicorn accepts (beyond: 503 "
                                    "from uvicorn itself, a backstop for MAX_CONCURRENT_REQUESTS)", ge=1)
     keep_alive_timeout_s: float = setting(5.0, "KEEP_ALIVE_TIMEOUT_S", "seconds an idle connection is kept "

@@ -37,20 +37,14 @@ import os
 import threading
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import NoReturn
 
 import numpy as np
 
-from leanpremise.serve.jobs import fail_jobs, hand_out
+from leanpremise.serve.jobs import fail_jobs, hand_out, queue_by_client, take_round_robin
 
 logger = logging.getLogger(__name__)
-
-
-CLIENT: ContextVar[str] = ContextVar("leanpremise_client", default="")
-"""The key of the client whose request is running (serve/http/clients.py), set by the request guard; the
-urgent lane's round robin reads it."""
 
 
 class Overloaded(Exception):
@@ -147,7 +141,7 @@ class EmbeddingLanes:
         large requests refuses its own requests, not a smaller one that arrives while the bound is full."""
         job = _Job(texts, asyncio.get_running_loop().create_future(), bulk=not urgent)
         if urgent:
-            self._urgent.setdefault(CLIENT.get(), deque()).append(job)
+            queue_by_client(self._urgent, job)
         else:
             order, key = self._bulk_order, self._key(len(texts) if left is None else left)
             self._make_room(key, len(texts))
@@ -224,21 +218,7 @@ class EmbeddingLanes:
         if not self._urgent:
             return None
         limit = self.max_batch if getattr(worker.embedder, "batches_well", True) else 0
-        jobs, n = [], 0
-        while self._urgent:
-            client, queue = next(iter(self._urgent.items()))
-            while queue and queue[0].future.done():  # its request went away while it was queued
-                queue.popleft()
-            if not queue:
-                self._urgent.pop(client)
-                continue
-            if jobs and n + len(queue[0].texts) > limit:
-                break
-            jobs.append(queue.popleft())
-            n += len(jobs[-1].texts)
-            self._urgent.pop(client)
-            if queue:  # its next job waits for the other clients' turns
-                self._urgent[client] = queue
+        jobs = take_round_robin(self._urgent, limit, _size)
         return (jobs, False) if jobs else None
 
     def _pick_bulk(self, worker: _Worker) -> tuple[list[_Job], bool] | None:

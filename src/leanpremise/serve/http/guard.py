@@ -18,7 +18,6 @@ import time
 import orjson
 from starlette.requests import ClientDisconnect
 
-from leanpremise.serve.embedding.lanes import CLIENT
 from leanpremise.serve.http.admission import (
     AdmissionPool,
     BodyRefused,
@@ -30,6 +29,7 @@ from leanpremise.serve.http.admission import (
 from leanpremise.serve.http.clients import client_key
 from leanpremise.serve.http.connection import REFUSED_KEY
 from leanpremise.serve.http.retry_discipline import WINDOW_S, RetryDiscipline
+from leanpremise.serve.jobs import CLIENT
 
 logger = logging.getLogger(__name__)
 
