@@ -143,6 +143,7 @@ class Server:
         """A loaded bundle made servable: its model's embedding service started (once per model), its
         search worker started."""
         spec, bundle, index, shared, seconds = loaded
+        self.embedders.setdefault(shared.key, shared)  # dropped meanwhile if its last revision closed
         if shared.service is None:
             opened = await asyncio.get_running_loop().run_in_executor(
                 None, open_server_store, self.config, bundle, shared.embedders[0], self.stores)
@@ -204,7 +205,10 @@ class Server:
         if shared.users == 0 and self.embedders.get(shared.key) is shared:
             del self.embedders[shared.key]
             self.pools.pop(shared.key, None)
-            await shared.service.stop()
+            # taken off `shared` before it stops: a revision of the same model being loaded meanwhile (a
+            # reload) already holds `shared`, and its activation starts a new service instead of using this one
+            service, shared.service = shared.service, None
+            await service.stop()
         logger.info("%s: revision dropped", rev.tag)
 
     async def start(self) -> None:
