@@ -170,7 +170,10 @@ def test_schemathesis_fuzzing_never_gets_a_500_and_the_answers_stay_the_same(ser
 
     from leanpremise.serve.http.app import create_app
 
-    cfg = service_config(bundle=serve_bundle, data_dir=cache_dir, backend="torch", max_k=16)
+    # no refusal bucket: its dozens of invalid bodies from one address would hold the fixed query after them
+    # (a 422 counts as a refusal since issue 28; the storm test above covers that)
+    cfg = service_config(bundle=serve_bundle, data_dir=cache_dir, backend="torch", max_k=16,
+                         max_refusals_per_client=0)
     app = create_app(cfg)
     assert "/retrieve" in app.openapi()["paths"]
     schema = schemathesis.openapi.from_dict(app.openapi())
