@@ -692,3 +692,33 @@ def test_a_request_that_goes_away_has_its_queued_chunks_dropped():
 
     assert asyncio.run(scenario()) == 0
     assert emb.batches == [[f"premise {i}" for i in range(8)], ["after"]]  # the chunk running finished, no more
+
+
+def test_one_clients_many_bulk_requests_do_not_queue_ahead_of_another_clients_one():
+    """Issue 28: a client's bulk texts already queued count in its next chunk's key, so another client's
+    request of the same size, arriving later, finishes before the first client's requests all do."""
+    from leanpremise.serve.jobs import CLIENT
+
+    emb = OneAtATimeEmbedder(hold=True)
+    finished = []
+
+    async def scenario():
+        async with held_service(emb, 128) as svc:
+            async def one(name, j):
+                await svc.embed([], [f"{name}{j} premise {i}" for i in range(40)])
+                finished.append(name)
+
+            CLIENT.set("attacker")
+            many = [asyncio.create_task(one("a", j)) for j in range(4)]
+            assert await asyncio.to_thread(emb.running.wait, LIVENESS_S)
+            while len(svc.lanes._bulk) < 3:
+                await asyncio.sleep(0)
+            CLIENT.set("honest")
+            honest = asyncio.create_task(one("h", 0))
+            while len(svc.lanes._bulk) < 4:
+                await asyncio.sleep(0)
+            emb.release.set()
+            await asyncio.wait_for(asyncio.gather(honest, *many), LIVENESS_S)
+
+    asyncio.run(scenario())
+    assert finished.index("h") < 3, finished  # before the attacker's last two requests

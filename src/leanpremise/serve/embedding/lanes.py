@@ -15,7 +15,8 @@ texts left is refused with :class:`Overloaded` (the server answers 503 + Retry-A
 an unbounded queue.
 
 Bulk chunks are taken fewest-texts-left first, with ageing: a chunk's key is the texts its request still
-has to embed plus `bulk_chunk` for every bulk chunk submitted before it. A file's first request of a few
+has to embed plus `bulk_chunk` for every bulk chunk submitted before it, plus the bulk texts its client
+already has queued or being embedded (so a client's many requests do not queue ahead of another's one). A file's first request of a few
 dozen new premises is then not queued behind a burst of requests of thousands (issue 22), and a large
 request waits behind at most about its own size in later, smaller requests' texts, never for ever.
 
@@ -42,7 +43,7 @@ from typing import NoReturn
 
 import numpy as np
 
-from leanpremise.serve.jobs import fail_jobs, hand_out, queue_by_client, take_round_robin
+from leanpremise.serve.jobs import CLIENT, fail_jobs, hand_out, queue_by_client, take_round_robin
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class _Job:
     bulk: bool = False
     counted: bool = True
     """Its texts still count in flight (False once done, or once it was turned away from the bulk lane)."""
+    client: str = ""
 
 
 @dataclass
@@ -94,6 +96,9 @@ class EmbeddingLanes:
         self._bulk: list[tuple[int, int, _Job]] = []
         """A heap of (key, order, job): see the module docstring for the key."""
         self._bulk_order = 0
+        self._client_bulk: dict[str, int] = {}
+        """Bulk texts queued or being embedded, by client: added to a chunk's key, so that one client's many
+        requests (a burst, or many goals) queue behind another client's one (issue 28)."""
         """Bulk chunks submitted so far: the ageing term of the next chunk's key."""
         self._wake: asyncio.Condition | None = None
         self._tasks: list[asyncio.Task] = []
@@ -139,15 +144,17 @@ class EmbeddingLanes:
         the bound turns away the queued chunks that come after it in that order (their requests get
         Overloaded: the ones with the most left), else it is refused itself (Overloaded): so a burst of
         large requests refuses its own requests, not a smaller one that arrives while the bound is full."""
-        job = _Job(texts, asyncio.get_running_loop().create_future(), bulk=not urgent)
+        job = _Job(texts, asyncio.get_running_loop().create_future(), bulk=not urgent, client=CLIENT.get())
         if urgent:
             queue_by_client(self._urgent, job)
         else:
-            order, key = self._bulk_order, self._key(len(texts) if left is None else left)
+            order = self._bulk_order
+            key = self._key(len(texts) if left is None else left) + self._client_bulk.get(job.client, 0)
             self._make_room(key, len(texts))
             self._bulk_order += 1
             heapq.heappush(self._bulk, (key, order, job))
             self.bulk_inflight += len(texts)
+            self._client_bulk[job.client] = self._client_bulk.get(job.client, 0) + len(texts)
         self.inflight += len(texts)
         self.metrics.inflight.set(self.inflight)
         try:
@@ -166,7 +173,7 @@ class EmbeddingLanes:
         would be refused: the service asks before it embeds the request's goals or registers its texts, so
         that a refused request costs little (a burst retrying at once would otherwise have its goals
         embedded, at the goals' priority, only to be refused)."""
-        if self._victims(self._key(left), size) is None:
+        if self._victims(self._key(left) + self._client_bulk.get(CLIENT.get(), 0), size) is None:
             self._refuse()
 
     def _make_room(self, key: int, size: int) -> None:
@@ -208,6 +215,12 @@ class EmbeddingLanes:
             job.counted = False
             self.inflight -= len(job.texts)
             self.bulk_inflight -= len(job.texts) if job.bulk else 0
+            if job.bulk:
+                left = self._client_bulk.get(job.client, 0) - len(job.texts)
+                if left > 0:
+                    self._client_bulk[job.client] = left
+                else:
+                    self._client_bulk.pop(job.client, None)
             self.metrics.inflight.set(self.inflight)
 
     # ---- the workers: each role's pick, then one loop for all ------------------------------------
