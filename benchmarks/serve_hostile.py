@@ -14,6 +14,13 @@ The mixes (each against a fresh server with the default settings):
   premise_storm16  the same 16 clients retrying a 503 at once (they ignore Retry-After)
   corpus         1 client replaying the hostile corpus (tests/hostile_requests.py), with its short time
                  limits (HOSTILE_ENV)
+  many_goals     issue 28, point 1: 12 requests in flight from one address (127.0.0.20), each of 64 fresh
+                 goals of about 1,500 characters, each sent again as soon as it is answered
+  invalid_bodies issue 28, point 2: 2 clients (127.0.0.21) re-posting a 590 KB body that is valid JSON but
+                 breaks the schema in every entry (4 lists of 32,768 bad entries)
+  unread_responses issue 28, point 3: 48 connections (127.0.0.22) each asking for /indexed-premises with a
+                 tiny receive window, pipelining a /retrieve behind it and never reading; reconnecting
+                 when cut
 Attackers run in a process of their own (`--attack MIX`) and bind other loopback addresses than the honest
 clients (127.0.0.1), so that the per-client cap sees them as other clients, as it would on a network.
 
@@ -59,7 +66,8 @@ from serve_load import (
 from hostile_requests import HOSTILE_ENV, cases, send_case
 
 HONEST_K = 100
-MIXES = ("quiet", "slow_bodies", "chunk_storm", "premise_burst", "premise_burst16", "premise_storm16", "corpus")
+MIXES = ("quiet", "slow_bodies", "chunk_storm", "premise_burst", "premise_burst16", "premise_storm16", "corpus",
+         "many_goals", "invalid_bodies", "unread_responses")
 TARGETS = {"honest_latency_ratio": 1.5, "honest_non_200": 0, "health_p99_ms": 100, "peak_over_idle_rss": 1.5,
            "new_goal_p99_ratio_premise_burst16": 2.0}
 NEW_GOAL = "latency_cached_new_premises_state_not_sent_before"
@@ -234,8 +242,100 @@ def premise_storm16(port: int, stop: threading.Event, counts: collections.Counte
     premise_burst(port, stop, counts, n=16)
 
 
+def many_goals(port: int, stop: threading.Event, counts: collections.Counter, n: int = 12) -> None:
+    """`n` requests in flight from one address, each of 64 fresh goals of about 1,500 characters."""
+    import httpx
+    import orjson
+
+    def one(i: int):
+        with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.20"), timeout=600) as http:
+            while not stop.is_set():
+                salt = os.urandom(6).hex()
+                body = {"state": [f"x y : ℕ\nh : x ≤ y {salt} {g}\n⊢ " + "x + y = y + x ∧ " * 90 for g in range(64)],
+                        "k": 8}
+                try:
+                    r = http.post(f"http://127.0.0.1:{port}/retrieve", content=orjson.dumps(body),
+                                  headers={"content-type": "application/json"})
+                    counts[str(r.status_code)] += 1
+                    if r.status_code in (429, 503):
+                        stop.wait(float(r.headers.get("retry-after", "1")))
+                except httpx.HTTPError as e:
+                    counts[type(e).__name__] += 1
+
+    _run_threads(one, n)
+
+
+def invalid_bodies(port: int, stop: threading.Event, counts: collections.Counter, n: int = 2) -> None:
+    """`n` clients re-posting a body that breaks the schema everywhere, at once after each answer."""
+    import httpx
+    import orjson
+
+    m = 32_768
+    body = orjson.dumps({"state": "x", "k": 8, "local_premises": [None] * m, "imported_modules": [None] * m,
+                         "new_premises": [{}] * m, "imported_all_modules": [None] * m})
+
+    def one(i: int):
+        with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.21"), timeout=600) as http:
+            while not stop.is_set():
+                try:
+                    r = http.post(f"http://127.0.0.1:{port}/retrieve", content=body,
+                                  headers={"content-type": "application/json"})
+                    counts[str(r.status_code)] += 1
+                except httpx.HTTPError as e:
+                    counts[type(e).__name__] += 1
+
+    _run_threads(one, n)
+
+
+def unread_responses(port: int, stop: threading.Event, counts: collections.Counter, n: int = 48) -> None:
+    """`n` connections asking for /indexed-premises (several MB) with a tiny receive window, a /retrieve
+    pipelined behind it, never reading; each reconnects once the server cuts it."""
+    retrieve = b'{"state": "\u22a2 unread", "k": 8}'
+    wire = (b"GET /indexed-premises HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /retrieve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(retrieve)).encode() + b"\r\n\r\n" + retrieve)
+
+    def one(i: int):
+        while not stop.is_set():
+            try:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+                sock.bind(("127.0.0.22", 0))
+                sock.connect(("127.0.0.1", port))
+                sock.sendall(wire)
+                counts["sent"] += 1
+                sock.settimeout(1.0)
+                while not stop.is_set():  # never read: only notice when the server cuts the connection
+                    try:
+                        if sock.recv(1, socket.MSG_PEEK) == b"" and not stop.wait(0):
+                            break
+                    except TimeoutError:
+                        continue
+                    stop.wait(1.0)
+                    try:
+                        sock.send(b"")
+                    except OSError:
+                        break
+                counts["cut"] += 1
+                sock.close()
+            except OSError as e:
+                counts[type(e).__name__] += 1
+                stop.wait(0.5)
+
+    _run_threads(one, n)
+
+
+def _run_threads(target, n: int) -> None:
+    threads = [threading.Thread(target=target, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 ATTACKS = {"slow_bodies": slow_bodies, "chunk_storm": chunk_storm, "premise_burst": premise_burst,
-           "premise_burst16": premise_burst16, "premise_storm16": premise_storm16, "corpus": corpus}
+           "premise_burst16": premise_burst16, "premise_storm16": premise_storm16, "corpus": corpus,
+           "many_goals": many_goals, "invalid_bodies": invalid_bodies, "unread_responses": unread_responses}
 
 
 def probe_health(url: str, stop: threading.Event, seconds: list[float], statuses: collections.Counter) -> None:

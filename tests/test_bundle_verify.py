@@ -191,7 +191,11 @@ def fake_hub(bundle, tmp_path, monkeypatch):
     calls = []
 
     def hf_hub_download(repo, filename, repo_type=None, revision=None, cache_dir=None):
+        from huggingface_hub.errors import EntryNotFoundError
+
         calls.append(("file", repo, filename, revision))
+        if not (data / filename).exists():
+            raise EntryNotFoundError(f"{filename} not in {repo}")
         return str(data / filename)
 
     def snapshot_download(repo, revision=None, cache_dir=None, allow_patterns=None):
@@ -226,3 +230,15 @@ def test_from_hub_refuses_a_download_that_differs_from_the_manifest(fake_hub, ca
     _flip_last_byte(path)
     with pytest.raises(BundleError, match=rf"{path.name}: sha256 differs from manifest.json"):
         load_from_hub("me/data", "v4.99.0", "me/model", "v4.99.0", cache_dir)
+
+
+def test_from_hub_refuses_a_data_repo_without_a_manifest_unless_allowed(fake_hub, cache_dir, caplog):
+    from leanpremise.bundle.layout import BundleError
+    from leanpremise.serve.revisions.loader import load_from_hub
+    from leanpremise.serve.settings import load_config
+
+    (fake_hub["data"] / "manifest.json").unlink()  # a repo published by the original upload script
+    with pytest.raises(BundleError, match="has no manifest.json.*--allow_unverified_hub"):
+        load_from_hub("me/data", "v4.99.0", "me/model", None, cache_dir)
+    assert load_config(None).allow_unverified_hub is False
+    assert load_config(None, allow_unverified_hub=True).allow_unverified_hub is True

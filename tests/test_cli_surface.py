@@ -38,6 +38,9 @@ ADDED = {
         "--lexical_cache_max_bytes", "--lexical-cache-max-bytes",  # LEXICAL_CACHE_MAX_BYTES (issue 22)
         "--max_lexical_work", "--max-lexical-work",  # MAX_LEXICAL_WORK (issue 22)
         "--max_refusals_per_client", "--max-refusals-per-client",  # MAX_REFUSALS_PER_CLIENT (issue 22)
+        # issue 28: bundles that cannot crash the server, and fair shares per client
+        "--allow_unverified_hub", "--max_rerank_trees", "--max_rerank_leaves", "--client_ipv6_prefix",
+        "--max_work_per_client", "--max_connections_per_client", "--send_timeout_s",
     },
     "train": {
         "--rerank_after",  # the main job trains a reranker after the encoder (issue 20)
@@ -70,6 +73,10 @@ NEW_SETTINGS: dict[str, str] = {
     "lexical_cache_max_bytes": "LEXICAL_CACHE_MAX_BYTES",
     "max_lexical_work": "MAX_LEXICAL_WORK",
     "max_refusals_per_client": "MAX_REFUSALS_PER_CLIENT",
+    "allow_unverified_hub": "ALLOW_UNVERIFIED_HUB",  # issue 28
+    "max_rerank_trees": "MAX_RERANK_TREES", "max_rerank_leaves": "MAX_RERANK_LEAVES",
+    "client_ipv6_prefix": "CLIENT_IPV6_PREFIX", "max_work_per_client": "MAX_WORK_PER_CLIENT",
+    "max_connections_per_client": "MAX_CONNECTIONS_PER_CLIENT", "send_timeout_s": "SEND_TIMEOUT_S",
 }
 """ServeConfig fields that are new since the snapshot: field -> environment name."""
 

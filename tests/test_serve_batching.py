@@ -88,7 +88,7 @@ def test_concurrent_searches_are_taken_together_and_each_gets_its_own_result(cor
                 first = asyncio.create_task(batcher.search(*requests[0]))
                 assert await asyncio.to_thread(running.wait, 30)  # the first call is running
                 rest = [asyncio.create_task(batcher.search(q, c, k)) for q, c, k in requests[1:]]
-                while len(batcher._queue) < len(rest):  # each queues its search on its first step
+                while sum(map(len, batcher._queue.values())) < len(rest):  # each queues its search on its first step
                     await asyncio.sleep(0)
                 release.set()
                 return [await first, *await asyncio.gather(*rest)]
@@ -301,3 +301,34 @@ def test_an_urgent_request_is_never_left_waiting_for_a_background_worker_to_wake
 
     asyncio.run(scenario())
     assert [t for _, texts in log for t in texts if t.startswith("s")] == ["s0", "s1", "s2", "s3"]
+
+
+def test_searches_are_taken_round_robin_across_clients():
+    """Issue 28: one client's queued searches of many goals do not stand in front of another client's one."""
+    from collections import OrderedDict
+    from types import SimpleNamespace
+
+    from leanpremise.serve.jobs import CLIENT, queue_by_client, take_round_robin
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        queues: OrderedDict = OrderedDict()
+
+        def job(name, rows):
+            return SimpleNamespace(name=name, rows=rows, future=loop.create_future())
+
+        CLIENT.set("attacker")
+        for j in range(5):
+            queue_by_client(queues, job(f"a{j}", 64))
+        gone = job("gone", 1)
+        queue_by_client(queues, gone)
+        gone.future.cancel()  # its request went away
+        CLIENT.set("honest")
+        queue_by_client(queues, job("h", 1))
+        size = lambda j: j.rows
+        taken = [[j.name for j in take_round_robin(queues, 16, size)] for _ in range(6)]
+        return taken, queues
+
+    taken, queues = asyncio.run(scenario())
+    assert taken[:2] == [["a0"], ["h"]]  # the honest search right after one of the attacker's
+    assert [t for t in taken[2:] if t] == [["a1"], ["a2"], ["a3"], ["a4"]] and not queues

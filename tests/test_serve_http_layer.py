@@ -35,20 +35,31 @@ def test_a_starlette_client_disconnect_is_counted_as_client_closed_not_500():
 class FakeTransport:
     """What uvicorn's protocol asks of an asyncio transport, recording what it writes and whether it closed."""
 
-    def __init__(self):
-        self.written, self.closed = b"", False
+    def __init__(self, peer: str = "127.0.0.1"):
+        self.written, self.closed, self.aborted, self.buffered = b"", False, False, 0
+        self.peer = peer
 
     def get_extra_info(self, name, default=None):
-        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+        return {"peername": (self.peer, 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
 
     def write(self, data: bytes) -> None:
         self.written += data
+        if getattr(self, "fills", None) is not None and data.endswith(b"ok"):  # the client reads nothing
+            protocol, self.fills = self.fills, None
+            self.buffered = 10_000
+            protocol.pause_writing()  # as asyncio's transport does once its buffer passes the mark
 
     def is_closing(self) -> bool:
         return self.closed
 
     def close(self) -> None:
         self.closed = True
+
+    def abort(self) -> None:
+        self.closed = self.aborted = True
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
 
     def pause_reading(self) -> None:
         pass
@@ -180,3 +191,76 @@ def test_the_framed_protocol_refuses_a_chunk_storm_and_tells_the_app_its_client_
     asyncio.run(storm())
     asyncio.run(big_chunks())
     asyncio.run(wire_bytes())
+
+
+def test_an_unread_response_is_aborted_after_its_deadline_and_holds_back_the_next_pipelined_request():
+    """Issue 28, point 3, driven through uvicorn's real protocol: the transport reports its buffer full
+    (`pause_writing`); while it drains, the deadline moves; when it stops draining for SEND_TIMEOUT_S the
+    connection is aborted; a request pipelined behind the stuck response is not started meanwhile."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from leanpremise.serve.http.connection import Writing, timed_h11
+
+    assert "pause_writing" in vars(uvicorn.protocols.http.h11_impl.H11Protocol)
+
+    async def scenario():
+        config = uvicorn.Config(_ok, log_level="warning", timeout_keep_alive=30)
+        protocol = timed_h11(5.0, None, Writing(send_timeout_s=0.5))(config, ServerState(), {},
+                                                                     _loop=asyncio.get_running_loop())
+        transport = FakeTransport()
+        protocol.connection_made(transport)
+        transport.fills = protocol
+        protocol.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = protocol.cycle
+        await asyncio.wait_for(asyncio.gather(*list(protocol.server_state.tasks)), 30)
+        assert protocol.cycle is first and protocol._complete_later  # /b not started behind the stuck /a
+        timer = protocol._send_timer
+        transport.buffered = 5_000  # some progress: the deadline moves
+        protocol._send_timeout(10_000)
+        assert not transport.aborted and protocol._send_timer is not timer
+        protocol._send_timeout(5_000)  # none since: aborted
+        assert transport.aborted
+
+        protocol2 = timed_h11(5.0, None, Writing(send_timeout_s=0.5))(config, ServerState(), {},
+                                                                      _loop=asyncio.get_running_loop())
+        transport2 = FakeTransport()
+        protocol2.connection_made(transport2)
+        transport2.fills = protocol2
+        protocol2.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = protocol2.cycle
+        await asyncio.wait_for(asyncio.gather(*list(protocol2.server_state.tasks)), 30)
+        transport2.buffered = 0
+        protocol2.resume_writing()  # read at last: the pipelined request goes on
+        assert protocol2.cycle is not first and protocol2._send_timer is None
+        await asyncio.wait_for(asyncio.gather(*list(protocol2.server_state.tasks)), 30)
+        assert transport2.written.count(b"HTTP/1.1 200") == 2 and not transport2.aborted
+
+    asyncio.run(scenario())
+
+
+def test_connections_per_client_are_capped_by_client_key():
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from leanpremise.serve.http.connection import Writing, timed_h11
+
+    async def scenario():
+        config = uvicorn.Config(_ok, log_level="warning")
+        cls = timed_h11(5.0, None, Writing(max_connections_per_client=2))
+        state = ServerState()
+
+        def connect(peer: str):
+            protocol = cls(config, state, {}, _loop=asyncio.get_running_loop())
+            transport = FakeTransport(peer)
+            protocol.connection_made(transport)
+            return protocol, transport
+
+        a = [connect("2001:db8::1"), connect("2001:db8::2")]
+        assert not any(t.aborted for _, t in a)
+        assert connect("2001:db8::3")[1].aborted  # the same /64
+        assert not connect("10.0.0.1")[1].aborted
+        a[0][0].connection_lost(None)
+        assert not connect("2001:db8::4")[1].aborted  # a place was freed
+
+    asyncio.run(scenario())

@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
+from crafted_models import CRAFTS, craft
 from lean_client import default_client_body
 from liveness import LIVENESS_S
 from serve_helpers import ThreadServer, export_for_tests, service_config
@@ -144,18 +145,32 @@ def rewrite(bundle, rel: str, data: bytes) -> None:
     (bundle / "manifest.json").write_bytes(manifest.to_json())
 
 
-@pytest.mark.parametrize("damage", ["corrupt model", "unknown feature set"])
+def crafted_copy(setup, where, how: str):
+    """A copy of the reranked bundle whose model file is crafted `how` (crafted_models), manifest re-sealed."""
+    shutil.copytree(setup["bundle"], where)
+    n_features = len(json.loads((where / "rerank/reranker.json").read_text())["features"])
+    rewrite(where, "rerank/model.txt", craft((where / "rerank/model.txt").read_text(), how, n_features).encode())
+    return where
+
+
+@pytest.mark.parametrize("damage", ["corrupt model", "unknown feature set", *CRAFTS])
 def test_a_bad_reranker_refuses_the_bundle_in_one_line(setup, cache_dir, tmp_path, damage, caplog):
+    """Each crafted model (which unchecked would hang a request, or crash the process) refuses its bundle
+    at startup, in one line naming the file; this test's process surviving is part of the claim."""
     from leanpremise.bundle.layout import BundleError
     from leanpremise.serve.revisions.loader import load_bundle
     from leanpremise.serve.search.reranked import RerankedRanking
 
     bundle = tmp_path / "bundle"
-    shutil.copytree(setup["bundle"], bundle)
-    if damage == "corrupt model":
+    if damage in CRAFTS:
+        crafted_copy(setup, bundle, damage)
+        expected = "rerank/model.txt"
+    elif damage == "corrupt model":
+        shutil.copytree(setup["bundle"], bundle)
         rewrite(bundle, "rerank/model.txt", b"tree\nnot a lightgbm model\n")
         expected = "rerank/model.txt"
     else:
+        shutil.copytree(setup["bundle"], bundle)
         spec = json.loads((bundle / "rerank/reranker.json").read_text())
         spec["feature_set"] = 99
         rewrite(bundle, "rerank/reranker.json", json.dumps(spec).encode())
@@ -179,6 +194,35 @@ def test_a_bad_reranker_refuses_the_bundle_in_one_line(setup, cache_dir, tmp_pat
         # /health says it failed, not why (paths and exception text go to the log only)
         assert r.status_code == 503 and r.json()["status"] == "failed" and expected not in r.json()["error"]
         assert any(expected in rec.getMessage() for rec in caplog.records)
+    finally:
+        srv.stop()
+
+
+def test_a_crafted_reranker_is_refused_at_reload_and_the_revision_served_keeps_serving(setup, cache_dir, tmp_path):
+    from leanpremise.serve.http.app import create_app
+
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copytree(setup["bundle"], served / "a")
+    cfg = service_config(bundle=served, backend="torch", data_dir=cache_dir, embed_workers=1, dtype="float32",
+                         max_k=128, admin_reload=True, admin_token="reload-token")
+    srv = ThreadServer(create_app(cfg)).start()
+    auth = {"Authorization": "Bearer reload-token"}
+    request = client_request(setup, picked_states(setup["ds"])[0])
+    try:
+        with httpx.Client(base_url=srv.url, timeout=LIVENESS_S) as http:
+            before = http.post("/retrieve", json=request)
+            assert before.status_code == 200
+            for how in CRAFTS:
+                crafted_copy(setup, served / "b", how)
+                r = http.post("/admin/reload", headers=auth)
+                assert r.status_code == 500 and "rerank/model.txt" in r.json()["detail"], (how, r.text)
+                again = http.post("/retrieve", json=request)
+                assert again.status_code == 200 and again.json() == before.json(), how
+                shutil.rmtree(served / "b")
+            shutil.copytree(setup["bundle"], served / "b")  # the same bundle unharmed: the reload goes through
+            r = http.post("/admin/reload", headers=auth)
+            assert r.status_code == 200 and len(r.json()) == 2, r.text
     finally:
         srv.stop()
 

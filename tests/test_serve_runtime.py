@@ -157,6 +157,7 @@ def test_tei_backend_matches_brute_force_and_survives_tei_going_away(serve_bundl
         tei.stop()
         r = httpx.post(f"{srv.url}/retrieve", json={**body, "state": "⊢ a new state"}, timeout=LIVENESS_S)
         assert r.status_code == 502 and "embedding" in r.json()["detail"]
+        assert tei.url.split("//")[1] not in r.text  # the backend's address (credentials, in a URL) stays in the log
         assert httpx.get(f"{srv.url}/health", timeout=LIVENESS_S).status_code == 200
     finally:
         srv.stop()
@@ -186,7 +187,7 @@ def test_settings_read_the_original_environment_variables(monkeypatch, tmp_path)
         monkeypatch.setenv(name, value)
     cfg = load_config()
     assert (cfg.max_k, cfg.max_new_premises, cfg.lru_cache_size, cfg.dtype) == (16, 7, 99, "float16")
-    assert cfg.embed_service_timeout is None and cfg.embed_service_max_concurrent_inputs == 64
+    assert cfg.embed_service_timeout == 30.0 and cfg.embed_service_max_concurrent_inputs == 64  # a bound by default
     assert cfg.bundle == Path("/b") and cfg.embed_service_url == "http://tei:80"
     assert (cfg.urgent_max_texts, cfg.bulk_chunk) == (3, 5)
 
@@ -617,3 +618,107 @@ def test_a_burst_of_new_premises_refuses_its_own_requests_never_a_goal():
             assert "second burst goal" not in emb.texts  # refused before its goal took an urgent worker's time
 
     asyncio.run(scenario())
+
+
+# ---- each client's share (issue 28) ---------------------------------------------------------------------
+
+
+class OneAtATimeEmbedder(CountingEmbedder):
+    """A CPU-like embedder: one request's chunk per call (no batching across requests)."""
+
+    batches_well = False
+
+
+def test_the_urgent_lane_takes_clients_in_turn():
+    """Six requests of three fresh goals from one client are queued; another client's one goal, arriving
+    after them, waits for one chunk of that client at most (round robin), not for all of them."""
+    from leanpremise.serve.jobs import CLIENT
+
+    emb = OneAtATimeEmbedder(hold=True)
+
+    async def scenario():
+        async with held_service(emb, 64) as svc:
+            CLIENT.set("attacker")
+            many = [asyncio.create_task(svc.embed([f"a{j} goal {i}" for i in range(3)], [])) for j in range(6)]
+            assert await asyncio.to_thread(emb.running.wait, LIVENESS_S)
+            while len(svc.lanes._urgent.get("attacker", ())) < 5:
+                await asyncio.sleep(0)
+            CLIENT.set("honest")
+            one = asyncio.create_task(svc.embed(["honest goal"], []))
+            while "honest" not in svc.lanes._urgent:
+                await asyncio.sleep(0)
+            emb.release.set()
+            await asyncio.wait_for(asyncio.gather(one, *many), LIVENESS_S)
+
+    asyncio.run(scenario())
+    # after the chunk running and at most one more of the attacker's (its turn), not after all five
+    assert emb.batches.index(["honest goal"]) <= 2
+    assert len(emb.batches) == 7 and len(emb.texts) == 19  # the attacker's requests are all served in turn
+
+
+def test_goals_beyond_the_first_few_are_embedded_as_bulk_in_its_chunks():
+    """A request of 20 fresh goals: its first three (URGENT_MAX_TEXTS) urgently, the others as bulk chunks of
+    BULK_CHUNK, under the bulk bound (which counts them while they are queued)."""
+    emb = OneAtATimeEmbedder()
+    seen = []
+
+    async def scenario():
+        async with held_service(emb, 8) as svc:
+            task = asyncio.create_task(svc.embed([f"goal {i}" for i in range(20)], []))
+            while not task.done():
+                seen.append(svc.lanes.bulk_inflight)
+                await asyncio.sleep(0)
+            await task
+
+    asyncio.run(scenario())
+    assert emb.batches[0] == ["goal 0", "goal 1", "goal 2"]
+    assert [len(b) for b in emb.batches[1:]] == [8, 8, 1]
+    assert max(seen) == 8
+
+
+def test_a_request_that_goes_away_has_its_queued_chunks_dropped():
+    emb = OneAtATimeEmbedder(hold=True)
+
+    async def scenario():
+        async with held_service(emb, 64) as svc:
+            gone = asyncio.create_task(svc.embed([], [f"premise {i}" for i in range(40)]))
+            assert await asyncio.to_thread(emb.running.wait, LIVENESS_S)  # its first chunk is being embedded
+            gone.cancel()
+            emb.release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await gone
+            await asyncio.wait_for(svc.embed(["after"], []), LIVENESS_S)
+            return svc.lanes.inflight
+
+    assert asyncio.run(scenario()) == 0
+    assert emb.batches == [[f"premise {i}" for i in range(8)], ["after"]]  # the chunk running finished, no more
+
+
+def test_one_clients_many_bulk_requests_do_not_queue_ahead_of_another_clients_one():
+    """Issue 28: a client's bulk texts already queued count in its next chunk's key, so another client's
+    request of the same size, arriving later, finishes before the first client's requests all do."""
+    from leanpremise.serve.jobs import CLIENT
+
+    emb = OneAtATimeEmbedder(hold=True)
+    finished = []
+
+    async def scenario():
+        async with held_service(emb, 128) as svc:
+            async def one(name, j):
+                await svc.embed([], [f"{name}{j} premise {i}" for i in range(40)])
+                finished.append(name)
+
+            CLIENT.set("attacker")
+            many = [asyncio.create_task(one("a", j)) for j in range(4)]
+            assert await asyncio.to_thread(emb.running.wait, LIVENESS_S)
+            while len(svc.lanes._bulk) < 3:
+                await asyncio.sleep(0)
+            CLIENT.set("honest")
+            honest = asyncio.create_task(one("h", 0))
+            while len(svc.lanes._bulk) < 4:
+                await asyncio.sleep(0)
+            emb.release.set()
+            await asyncio.wait_for(asyncio.gather(honest, *many), LIVENESS_S)
+
+    asyncio.run(scenario())
+    assert finished.index("h") < 3, finished  # before the attacker's last two requests

@@ -47,7 +47,10 @@ def ref(serve_bundle, serve_data_dir, tiny_model_dir, cache_dir):
 def server(serve_bundle, cache_dir, tmp_path_factory):
     """`leanpremise serve` in its own process; limits from the original's environment variables."""
     env = {"MAX_K": str(MAX_K), "MAX_NEW_PREMISES": f"{MAX_NEW}  # as in a .env file", "EMBED_BACKEND": "torch",
-           "LEANPREMISE_CACHE_DIR": str(cache_dir)}
+           "LEANPREMISE_CACHE_DIR": str(cache_dir),
+           # this module checks dozens of invalid bodies' 422s from one address: no refusal bucket (a 422 counts
+           # as a refusal since issue 28; tests/test_serve_retry_discipline.py and test_serve_hostile.py test it)
+           "MAX_REFUSALS_PER_CLIENT": "0"}
     with serve_process(serve_bundle, env, tmp_path_factory.mktemp("serve-server") / "server.log") as (url, _):
         yield url
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from leanpremise.json_files import FileFormatError, read_validated
 from leanpremise.rank.names import side_rankers
-from leanpremise.rank.runs import Run, padded_topk
+from leanpremise.rank.runs import MAX_LIST_DEPTH, Run, padded_topk
 
 TIE_BONUS = 1e-6
 """Scale of the best-rank tie-break bonus: far below any fused score difference that matters."""
@@ -51,7 +51,7 @@ class FusionSpec(BaseModel):
     weights: dict[str, float]
     params: dict[str, float | str] = Field(default_factory=dict)
     metric: str = "mean of recall@16, recall@32, recall@100 per state with positives"
-    k: int | None = None
+    k: int | None = Field(None, ge=1, le=MAX_LIST_DEPTH)
     tuned_on: TunedOn | None = None
     date: str | None = None
     scores: dict[str, object] = Field(default_factory=dict)

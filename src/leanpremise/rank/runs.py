@@ -12,6 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+MAX_LIST_DEPTH = 10_000
+"""The deepest a ranker's list may be read where a file says how deep (a fusion's `k`, a reranker's
+`depth` and `local_bound`): those files come with bundles, and the depth is work and memory per state."""
+
 
 @dataclass
 class Run:

@@ -158,12 +158,14 @@ def uvicorn_config(app, config: ServeConfig, **overrides):
     and X-Forwarded-For trusted only from FORWARDED_ALLOW_IPS (uvicorn's own default trusts loopback)."""
     import uvicorn
 
-    from leanpremise.serve.http.connection import BodyFraming, timed_h11
+    from leanpremise.serve.http.connection import BodyFraming, Writing, timed_h11
 
     framing = BodyFraming(config.max_body_bytes, config.max_body_chunks, config.max_header_bytes)
     proxies = [ip.strip() for ip in (config.forwarded_allow_ips or "").split(",") if ip.strip()]
     options = {"host": config.host, "port": config.port, "log_level": "info", "timeout_graceful_shutdown": 5,
-               "http": timed_h11(config.header_timeout_s, framing),
+               "http": timed_h11(config.header_timeout_s, framing,
+                                 Writing(config.send_timeout_s, config.max_connections_per_client,
+                                         config.client_ipv6_prefix)),
                "timeout_keep_alive": config.keep_alive_timeout_s, "limit_concurrency": config.max_connections,
                "h11_max_incomplete_event_size": config.max_header_bytes,
                "proxy_headers": bool(proxies), "forwarded_allow_ips": proxies or ""}

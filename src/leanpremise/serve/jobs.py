@@ -3,17 +3,39 @@
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+
+CLIENT: ContextVar[str] = ContextVar("leanpremise_client", default="")
+"""The key of the client whose request is running (serve/http/clients.py), set by the request guard; the
+queues served round robin across clients (the urgent embedding lane, the search worker) read it."""
 
 
-def take_jobs(lane: deque, limit: int, size: Callable) -> list:
-    """The oldest job, then the next ones in arrival order while their sizes together stay within `limit`."""
-    jobs = [lane.popleft()]
-    n = size(jobs[0])
-    while lane and n + size(lane[0]) <= limit:
-        jobs.append(lane.popleft())
+def queue_by_client(queues: OrderedDict, job) -> None:
+    """Queue `job` under the running request's client (`CLIENT`), for `take_round_robin`."""
+    queues.setdefault(CLIENT.get(), deque()).append(job)
+
+
+def take_round_robin(queues: OrderedDict, limit: int, size: Callable) -> list:
+    """The oldest job of each client in turn (clients in `queues` order; one served goes to the back), while
+    their sizes together stay within `limit` (at least one job); jobs whose future is done (their request
+    went away) are dropped. So one client's many jobs wait behind each other, not in front of another's."""
+    jobs, n = [], 0
+    while queues:
+        client, queue = next(iter(queues.items()))
+        while queue and queue[0].future.done():
+            queue.popleft()
+        if not queue:
+            queues.pop(client)
+            continue
+        if jobs and n + size(queue[0]) > limit:
+            break
+        jobs.append(queue.popleft())
         n += size(jobs[-1])
+        queues.pop(client)
+        if queue:
+            queues[client] = queue
     return jobs
 
 

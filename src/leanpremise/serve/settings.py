@@ -20,6 +20,7 @@ from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from leanpremise.bundle.layout import FAST_VERIFY_MAX_BYTES
+from leanpremise.rank.rerank.validate import HARD_LIMITS
 
 Backend = Literal["auto", "torch", "onnx", "onnx-int8", "tei"]
 Dtype = Literal["float32", "float16", "bfloat16"]
@@ -77,6 +78,9 @@ class ServeConfig(BaseSettings):
     verify: bool = setting(True, "VERIFY_CHECKSUMS", "check the size and sha256 of every bundle file (model, "
                                                       "ONNX, premises archive, embeddings) against its manifest "
                                                       "at startup", flag="--no_verify")
+    allow_unverified_hub: bool = setting(False, "ALLOW_UNVERIFIED_HUB", "serve a --from_hub data repo that has no "
+                                         "manifest.json (its downloads cannot be verified); off: refused",
+                                         flag="--allow_unverified_hub")
     archive_max_member_bytes: int = setting(256 * 2**20, "ARCHIVE_MAX_MEMBER_BYTES", "bytes of one file unpacked "
                                             "from a premises archive; larger: the archive is refused", ge=1)
     archive_max_total_bytes: int = setting(16 * 2**30, "ARCHIVE_MAX_TOTAL_BYTES", "bytes a premises archive may "
@@ -98,6 +102,14 @@ class ServeConfig(BaseSettings):
     docs: bool = setting(False, "SERVE_DOCS", "serve /docs, /redoc and /openapi.json")
     max_concurrent_requests: int = setting(64, "MAX_CONCURRENT_REQUESTS", "requests (but /health and "
                                            "/metrics) handled at once; more get 503 + Retry-After", ge=1)
+    max_work_per_client: int = setting(16, "MAX_WORK_PER_CLIENT", "work slots (of MAX_CONCURRENT_REQUESTS) one "
+                                       "client may hold at once; more: 429 + Retry-After, counted as a refusal "
+                                       "(0: no cap, e.g. behind a proxy not listed in FORWARDED_ALLOW_IPS)", ge=0)
+    max_connections_per_client: int = setting(128, "MAX_CONNECTIONS_PER_CLIENT", "open connections one client "
+                                              "address may hold; more are aborted at once (0: no cap, e.g. "
+                                              "behind a proxy not listed in FORWARDED_ALLOW_IPS)", ge=0)
+    send_timeout_s: float = setting(30.0, "SEND_TIMEOUT_S", "seconds a response may sit unread in the send "
+                                    "buffer without draining; longer: the connection is aborted", gt=0)
     max_connections: int = setting(1024, "MAX_CONNECTIONS", "open connections uvicorn accepts (beyond: 503 "
                                    "from uvicorn itself, a backstop for MAX_CONCURRENT_REQUESTS)", ge=1)
     keep_alive_timeout_s: float = setting(5.0, "KEEP_ALIVE_TIMEOUT_S", "seconds an idle connection is kept "
@@ -123,6 +135,9 @@ class ServeConfig(BaseSettings):
     forwarded_allow_ips: str | None = setting(None, "FORWARDED_ALLOW_IPS", "comma-separated addresses (or networks) "
                                        "of proxies whose X-Forwarded-For is trusted as the client address "
                                        "(default: none, the peer address is the client)")
+    client_ipv6_prefix: int = setting(64, "CLIENT_IPV6_PREFIX", "bits of an IPv6 client address that tell "
+                                      "clients apart for every per-client bound (a host owns a /64; IPv4-mapped "
+                                      "addresses count as their IPv4 address)", ge=1, le=128)
     admin_token: str | None = setting(None, "ADMIN_TOKEN", "token POST /admin/reload must carry as "
                                       "`Authorization: Bearer <token>` (without one the route is off)", cli=False,
                                       repr=False)
@@ -158,8 +173,8 @@ class ServeConfig(BaseSettings):
     device: str = setting("cpu", "EMBED_DEVICE", "torch device of the torch backend")
     embed_service_url: str | None = setting(None, "EMBED_SERVICE_URL", "text-embeddings-inference base URL "
                                                                        "for backend tei (POST {url}/embed)")
-    embed_service_timeout: float | None = setting(None, "EMBED_SERVICE_TIMEOUT",
-                                                  "seconds to wait for the TEI service (default: no limit)", gt=0)
+    embed_service_timeout: float = setting(30.0, "EMBED_SERVICE_TIMEOUT", "seconds to wait for the TEI "
+                                           "service's answer to one call; longer: that request gets 502", gt=0)
     embed_service_max_concurrent_inputs: int = setting(
         128, "EMBED_SERVICE_MAX_CONCURRENT_INPUTS", "uncached new premises of large requests (the bulk lane) "
         "being embedded or queued at once; a request whose next chunk would pass it gets 503 + Retry-After. "
@@ -190,6 +205,10 @@ class ServeConfig(BaseSettings):
     # ---- re-ranking (a bundle written with `export --rerank`) ---------------------------------------
     rerank: bool = setting(True, "RERANK", "re-rank with the bundle's learned reranker where the bundle has "
                            "one (it replaces the fusion); off: the bundle's plain ranking", flag="--no_rerank")
+    max_rerank_trees: int = setting(10_000, "MAX_RERANK_TREES", "trees a bundle's reranker model may have; "
+                                    "more: the bundle is refused", ge=1, le=HARD_LIMITS.max_trees)
+    max_rerank_leaves: int = setting(4_096, "MAX_RERANK_LEAVES", "leaves one tree of a bundle's reranker may "
+                                     "have; more: the bundle is refused", ge=2, le=HARD_LIMITS.max_leaves)
     max_lexical_work: int = setting(4_000_000, "MAX_LEXICAL_WORK", "characters (states and new premises, as "
                                     "cut to the model's length) one request of a hybrid or re-ranked revision "
                                     "may hand the lexical rankers; more: 422 before any work", ge=1)
@@ -291,6 +310,12 @@ class ServeConfig(BaseSettings):
 
         return ArchiveLimits(self.archive_max_member_bytes, self.archive_max_total_bytes,
                              self.archive_max_line_bytes, self.archive_max_members)
+
+    def rerank_limits(self):
+        """The largest reranker model a bundle may carry (rank/rerank/validate.py)."""
+        from leanpremise.rank.rerank.validate import ModelLimits
+
+        return ModelLimits(self.max_rerank_trees, self.max_rerank_leaves)
 
     def embedding_cache_hmac_key(self) -> bytes | None:
         """The key Redis values are tagged under; None when none is set or it is waived (`insecure-none`)."""

@@ -2,11 +2,14 @@
 
 Loading refuses, in one line naming the file, a spec of another format, a feature this code computes at
 another version or in another order, a ranker list the features cannot read, and a model file that does not
-parse or does not take the spec's number of features. A server gets such a bundle refused at startup.
+parse, does not take the spec's number of features, or whose trees could hang or crash the library
+(rank/rerank/validate.py). The model is built from the bytes that were checked (read once; never by path).
+A server gets such a bundle refused at startup or reload.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ from leanpremise.rank.rerank.spec import (
     RerankerSpec,
     read_spec,
 )
+from leanpremise.rank.rerank.validate import HARD_LIMITS, ModelLimits, lightgbm_model_str, xgboost_model_bytes
 
 
 def spec_problem(spec: RerankerSpec) -> str | None:
@@ -53,15 +57,15 @@ class Reranker:
         self.n_features = len(spec.features)
 
     @classmethod
-    def load(cls, folder: Path) -> Reranker:
+    def load(cls, folder: Path, limits: ModelLimits = HARD_LIMITS, sha256: str | None = None) -> Reranker:
+        """The reranker in `folder`; `sha256`: the model file's expected hash (a bundle's manifest lists
+        it), checked on the very bytes the model is built from."""
         folder = Path(folder)
         spec = read_spec(folder)
         if why := spec_problem(spec):
             raise RerankerFileError(f"{folder / 'reranker.json'}: {why}")
         path = folder / spec.model_file
-        if not path.is_file():
-            raise RerankerFileError(f"{path}: missing (the reranker's {spec.library} model)")
-        booster = _load_booster(spec.library, path)
+        booster = _load_booster(spec.library, path, checked_model(spec, path, limits, sha256))
         n = _n_features(spec.library, booster)
         if n != len(spec.features):
             raise RerankerFileError(f"{path}: a model of {n} features, {folder / 'reranker.json'} lists "
@@ -100,16 +104,34 @@ def order_by_score(cand: np.ndarray, scores: np.ndarray, k: int, tail: np.ndarra
     return ids, out
 
 
-def _load_booster(library: str, path: Path):
+def checked_model(spec: RerankerSpec, path: Path, limits: ModelLimits = HARD_LIMITS,
+                  sha256: str | None = None) -> str | bytearray:
+    """The model file `path` read once, its hash checked when given, its trees checked against `limits`
+    and the spec's feature count: what its library may be given (RerankerFileError, one line, otherwise)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise RerankerFileError(f"{path}: missing (the reranker's {spec.library} model)") from None
+    except OSError as e:
+        raise RerankerFileError(f"{path}: cannot read ({e.strerror or e})") from e
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise RerankerFileError(f"{path}: sha256 differs from the bundle's manifest (edited after export)")
+    if spec.library == "lightgbm":
+        return lightgbm_model_str(data, path, len(spec.features), limits)
+    return xgboost_model_bytes(data, path, len(spec.features), limits)
+
+
+def _load_booster(library: str, path: Path, model: str | bytearray):
+    """The library's model from checked content (`checked_model`); `path` names it in errors."""
     try:
         if library == "lightgbm":
             import lightgbm
 
-            return lightgbm.Booster(model_file=str(path))
+            return lightgbm.Booster(model_str=model)
         import xgboost
 
         booster = xgboost.Booster()
-        booster.load_model(str(path))
+        booster.load_model(model)
         return booster
     except ImportError as e:
         raise RerankerFileError(f"{path}: a {library} reranker, and {library} is not installed ({e})") from e

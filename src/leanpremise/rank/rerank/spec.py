@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from leanpremise.json_files import FileFormatError, read_validated
+from leanpremise.rank.runs import MAX_LIST_DEPTH
 
 SPEC_FILE = "reranker.json"
 FORMAT_VERSION = 1
@@ -55,9 +56,9 @@ class RerankerSpec(BaseModel):
     features: list[FeatureEntry]
     rankers: list[RankerEntry]
     structure: bool = True
-    depth: int = Field(ge=1)
+    depth: int = Field(ge=1, le=MAX_LIST_DEPTH)
     """Each ranker's list is read this deep for candidates and rank features."""
-    local_bound: int = Field(ge=0)
+    local_bound: int = Field(ge=0, le=MAX_LIST_DEPTH)
     """Nearest local premises added to the candidates."""
     categorical: list[str] = Field(default_factory=list)
     trained_on: dict[str, object] = Field(default_factory=dict)

@@ -6,13 +6,17 @@ service) takes every queued urgent chunk at once, up to `max_batch` texts; a CPU
 texts at a time, since padding a short state to a long one costs more than batching saves there, and the
 workers run side by side on the cores instead. Requests with only a few texts to embed (a state and a new
 premise or two: the usual, cached request) go to the urgent lane, which the workers always drain first,
-so they never wait behind more than one batch of a file's first, all-uncached request. At most
+so they never wait behind more than one batch of a file's first, all-uncached request. The urgent lane is
+served round robin across clients (the client a request comes from is `CLIENT`, set by the request guard):
+a worker takes the oldest urgent chunk of the next client in turn, so one client's many chunks wait behind
+each other, never in front of another client's one (issue 28). At most
 `max_inflight` texts of bulk chunks are queued or being embedded; past that, the request with the most
 texts left is refused with :class:`Overloaded` (the server answers 503 + Retry-After) instead of growing
 an unbounded queue.
 
 Bulk chunks are taken fewest-texts-left first, with ageing: a chunk's key is the texts its request still
-has to embed plus `bulk_chunk` for every bulk chunk submitted before it. A file's first request of a few
+has to embed plus `bulk_chunk` for every bulk chunk submitted before it, plus the bulk texts its client
+already has queued or being embedded (so a client's many requests do not queue ahead of another's one). A file's first request of a few
 dozen new premises is then not queued behind a burst of requests of thousands (issue 22), and a large
 request waits behind at most about its own size in later, smaller requests' texts, never for ever.
 
@@ -32,14 +36,14 @@ import heapq
 import logging
 import os
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NoReturn
 
 import numpy as np
 
-from leanpremise.serve.jobs import fail_jobs, hand_out, take_jobs
+from leanpremise.serve.jobs import CLIENT, fail_jobs, hand_out, queue_by_client, take_round_robin
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,7 @@ class _Job:
     bulk: bool = False
     counted: bool = True
     """Its texts still count in flight (False once done, or once it was turned away from the bulk lane)."""
+    client: str = ""
 
 
 @dataclass
@@ -86,10 +91,14 @@ class EmbeddingLanes:
         self.inflight = 0
         self.bulk_inflight = 0
         """Texts of bulk chunks queued or being embedded: what the bound holds."""
-        self._urgent: deque[_Job] = deque()
+        self._urgent: OrderedDict[str, deque[_Job]] = OrderedDict()
+        """Urgent jobs by client, clients in the order of their turn (the next first)."""
         self._bulk: list[tuple[int, int, _Job]] = []
         """A heap of (key, order, job): see the module docstring for the key."""
         self._bulk_order = 0
+        self._client_bulk: dict[str, int] = {}
+        """Bulk texts queued or being embedded, by client: added to a chunk's key, so that one client's many
+        requests (a burst, or many goals) queue behind another client's one (issue 28)."""
         """Bulk chunks submitted so far: the ageing term of the next chunk's key."""
         self._wake: asyncio.Condition | None = None
         self._tasks: list[asyncio.Task] = []
@@ -135,15 +144,17 @@ class EmbeddingLanes:
         the bound turns away the queued chunks that come after it in that order (their requests get
         Overloaded: the ones with the most left), else it is refused itself (Overloaded): so a burst of
         large requests refuses its own requests, not a smaller one that arrives while the bound is full."""
-        job = _Job(texts, asyncio.get_running_loop().create_future(), bulk=not urgent)
+        job = _Job(texts, asyncio.get_running_loop().create_future(), bulk=not urgent, client=CLIENT.get())
         if urgent:
-            self._urgent.append(job)
+            queue_by_client(self._urgent, job)
         else:
-            order, key = self._bulk_order, self._key(len(texts) if left is None else left)
+            order = self._bulk_order
+            key = self._key(len(texts) if left is None else left) + self._client_bulk.get(job.client, 0)
             self._make_room(key, len(texts))
             self._bulk_order += 1
             heapq.heappush(self._bulk, (key, order, job))
             self.bulk_inflight += len(texts)
+            self._client_bulk[job.client] = self._client_bulk.get(job.client, 0) + len(texts)
         self.inflight += len(texts)
         self.metrics.inflight.set(self.inflight)
         try:
@@ -162,7 +173,7 @@ class EmbeddingLanes:
         would be refused: the service asks before it embeds the request's goals or registers its texts, so
         that a refused request costs little (a burst retrying at once would otherwise have its goals
         embedded, at the goals' priority, only to be refused)."""
-        if self._victims(self._key(left), size) is None:
+        if self._victims(self._key(left) + self._client_bulk.get(CLIENT.get(), 0), size) is None:
             self._refuse()
 
     def _make_room(self, key: int, size: int) -> None:
@@ -204,16 +215,24 @@ class EmbeddingLanes:
             job.counted = False
             self.inflight -= len(job.texts)
             self.bulk_inflight -= len(job.texts) if job.bulk else 0
+            if job.bulk:
+                left = self._client_bulk.get(job.client, 0) - len(job.texts)
+                if left > 0:
+                    self._client_bulk[job.client] = left
+                else:
+                    self._client_bulk.pop(job.client, None)
             self.metrics.inflight.set(self.inflight)
 
     # ---- the workers: each role's pick, then one loop for all ------------------------------------
 
     def _pick_urgent(self, worker: _Worker) -> tuple[list[_Job], bool] | None:
-        """Urgent jobs: all queued ones up to max_batch texts for an embedder that batches well, else one."""
+        """Urgent jobs, one per client in turn (round robin): up to max_batch texts for an embedder that
+        batches well, else one job."""
         if not self._urgent:
             return None
         limit = self.max_batch if getattr(worker.embedder, "batches_well", True) else 0
-        return take_jobs(self._urgent, limit, _size), False
+        jobs = take_round_robin(self._urgent, limit, _size)
+        return (jobs, False) if jobs else None
 
     def _pick_bulk(self, worker: _Worker) -> tuple[list[_Job], bool] | None:
         """Bulk chunks in key order up to `bulk_chunk` texts, so that an urgent job arriving meanwhile waits

@@ -140,13 +140,17 @@ class EmbeddingService:
 
     async def _embed_own(self, own: list[bytes], missing: Missing, out: np.ndarray, n_states: int) -> None:
         """Embed the texts (by key) no other request is embedding, in the lanes' chunks; other requests
-        wanting one of them meanwhile await its future instead of embedding it again. The goals (rows below
-        `n_states`) go first and to the urgent lane whatever else the request brings (with its new premises
-        in one call when they are few enough for the urgent lane); many new premises follow, one chunk at a
-        time, so one request holds at most one bulk chunk of the bound, each chunk saying how many of its
-        texts are left (the bulk lane takes fewest left first)."""
+        wanting one of them meanwhile await its future instead of embedding it again. The first goals (rows
+        below `n_states`, up to the urgent lane's threshold) go first and to the urgent lane whatever else
+        the request brings (with its new premises in one call when they are few enough for the urgent
+        lane); its other goals and many new premises follow as bulk, one chunk at a time, so one request
+        holds at most one bulk chunk of the bound, each chunk saying how many of its texts are left (the
+        bulk lane takes fewest left first). A request of 64 fresh goals thus takes the urgent lane for a
+        few goals only, and the bulk bound for the rest (issue 28)."""
         goals = [key for key in own if missing[key][1][0] < n_states]
         rest = [key for key in own if missing[key][1][0] >= n_states]
+        first = self.lanes.urgent_max_texts
+        goals, rest = goals[:first], goals[first:] + rest
         urgent, step = (True, self.lanes.chunk_size) if self.inline else self.lanes.chunking(len(rest))
         if rest and not urgent:  # refused before any work for it (its goals included) when it would be
             self.lanes.refuse_early(len(goals) + len(rest), min(step, len(rest)))

@@ -231,10 +231,15 @@ async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
 
 
 async def embedding_failed(request: Request, exc: EmbeddingFailed) -> JSONResponse:
-    return JSONResponse({"detail": f"embedding backend failed: {exc}"}, status_code=502)
+    """502 saying what failed but not how: the backend's error may carry its URL (and credentials in it)."""
+    logger.warning("embedding backend failed: %s", exc)
+    return JSONResponse({"detail": "embedding backend failed (see the server log)"}, status_code=502)
 
 
 async def invalid_request(request: Request, exc: RequestValidationError | ValidationError) -> JSONResponse:
+    """422 naming the first errors; the input is never copied into them (a body's worth of Python objects)."""
+    if isinstance(exc, ValidationError):
+        return validation_error_response(exc.errors(include_url=False, include_input=False), exc.error_count())
     return validation_error_response(exc.errors())
 
 
@@ -261,9 +266,10 @@ def field_path(loc) -> str:
     return out
 
 
-def validation_error_response(errors: list[dict]) -> JSONResponse:
+def validation_error_response(errors: list[dict], count: int | None = None) -> JSONResponse:
     """422 whose `message` names each offending field (`k: Input should be a valid integer`,
-    `new_premises[3].decl: String should have at most 50000 characters`)."""
+    `new_premises[3].decl: String should have at most 50000 characters`); `count`: all errors found."""
+    count = len(errors) if count is None else count
     parts = []
     for err in errors[:MAX_ERRORS_SHOWN]:
         loc = field_path(err.get("loc", ()))
@@ -271,8 +277,8 @@ def validation_error_response(errors: list[dict]) -> JSONResponse:
             parts.append(f"request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})")
         else:
             parts.append(f"{loc or 'body'}: {err.get('msg')}")
-    if len(errors) > MAX_ERRORS_SHOWN:
-        parts.append(f"... and {len(errors) - MAX_ERRORS_SHOWN} more errors")
+    if count > MAX_ERRORS_SHOWN:
+        parts.append(f"... and {count - MAX_ERRORS_SHOWN} more errors")
     detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
               for e in errors[:MAX_ERRORS_SHOWN]]
     return JSONResponse({"detail": detail, "message": "; ".join(dict.fromkeys(parts))}, status_code=422)

@@ -11,6 +11,13 @@ the bytes on the wire pass `BodyFraming.wire_limit`. h11 parses one chunk per ev
 as one-byte chunks would cost a million events of loop time; counted here, parsing stops after the
 allowance, so the work per request stays linear in what it is allowed to send, with a small constant.
 
+Responses nobody reads (issue 28): writing a response has a deadline: once the transport's buffer passes its
+high-water mark (`pause_writing`), it must shrink within `send_timeout_s`, else the connection is aborted
+(not closed politely, which would wait for the buffer to drain); a pipelined request is not started while
+the response before it is still stuck in the buffer; the idle timers (headers, keep-alive) abort as well;
+and a client (by its key, serve/http/clients.py, of the peer address) may hold at most
+`max_connections_per_client` connections (more are aborted at once).
+
 No public uvicorn API sets such bounds, so this is the one module relying on uvicorn's internals: it
 subclasses `H11Protocol`, overrides `connection_made`, `data_received`, `handle_events`,
 `on_response_complete` and `connection_lost`, wraps its h11 connection's `next_event`, and reads `cycle`,
@@ -25,6 +32,8 @@ from dataclasses import dataclass
 import h11
 import orjson
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from leanpremise.serve.http.clients import address_key
 
 REFUSED_KEY = "leanpremise.refused"
 """Scope key under which the protocol records (status, detail) of a body it refused, for the metrics."""
@@ -57,13 +66,40 @@ class BodyFraming:
         return self.max_body_bytes + self.max_header_bytes + FRAMING_BYTES_PER_CHUNK * most_chunks
 
 
-def timed_h11(header_timeout_s: float, framing: BodyFraming | None = None) -> type[H11Protocol]:
-    """An H11Protocol class closing connections whose headers take longer than `header_timeout_s` and,
-    with `framing`, refusing bodies whose chunks or wire bytes pass its bounds."""
+@dataclass(frozen=True)
+class Writing:
+    """Bounds on writing: `send_timeout_s` (SEND_TIMEOUT_S), `max_connections_per_client`
+    (MAX_CONNECTIONS_PER_CLIENT, 0: none) and the client key's IPv6 prefix (CLIENT_IPV6_PREFIX)."""
+
+    send_timeout_s: float = 30.0
+    max_connections_per_client: int = 0
+    ipv6_prefix: int = 64
+
+
+def timed_h11(header_timeout_s: float, framing: BodyFraming | None = None,
+              writing: Writing | None = None) -> type[H11Protocol]:
+    """An H11Protocol class aborting connections whose headers take longer than `header_timeout_s`; with
+    `framing`, refusing bodies whose chunks or wire bytes pass its bounds; with `writing`, bounding the
+    writing of responses and the connections per client."""
+    connections: dict[str, int] = {}
+    """Open connections by client key (one table per server: each server makes its own class)."""
 
     class TimedH11Protocol(H11Protocol):
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
+            self._send_timer = None
+            self._complete_later = False
+            self._client = None
+            if writing is not None and writing.max_connections_per_client:
+                peer = transport.get_extra_info("peername")
+                key = address_key(str(peer[0]), writing.ipv6_prefix) if peer else ""
+                if connections.get(key, 0) >= writing.max_connections_per_client:
+                    self.logger.info("aborting a connection: more than %d from one client (MAX_CONNECTIONS_PER_CLIENT)",
+                                     writing.max_connections_per_client)
+                    transport.abort()
+                    return
+                connections[key] = connections.get(key, 0) + 1
+                self._client = key
             self._reset_counts()
             if framing is not None:
                 self._h11_next_event = self.conn.next_event
@@ -143,8 +179,8 @@ def timed_h11(header_timeout_s: float, framing: BodyFraming | None = None) -> ty
             if self.cycle is not None and self.cycle is not self._waiting_after:
                 return  # headers arrived (a pipelined request parsed without new data)
             if not self.transport.is_closing():
-                self.logger.info("closing a connection whose request headers took over %gs", header_timeout_s)
-                self.transport.close()
+                self.logger.info("aborting a connection whose request headers took over %gs", header_timeout_s)
+                self.transport.abort()
 
         def handle_events(self) -> None:
             super().handle_events()
@@ -153,7 +189,50 @@ def timed_h11(header_timeout_s: float, framing: BodyFraming | None = None) -> ty
                 timer.cancel()  # a new request's headers are complete
                 self._header_timer = None
 
+        # ---- writing ---------------------------------------------------------------------------------
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if writing is not None:
+                self._arm_send_timer(self.transport.get_write_buffer_size())
+
+        def _arm_send_timer(self, size: int) -> None:
+            if self._send_timer is not None:
+                self._send_timer.cancel()
+            self._send_timer = self.loop.call_later(writing.send_timeout_s, self._send_timeout, size)
+
+        def _send_timeout(self, size: int) -> None:
+            """The buffer has not drained below its mark in time: abort unless it at least shrank."""
+            self._send_timer = None
+            if self.transport.is_closing() and not self.flow.write_paused:
+                return
+            left = self.transport.get_write_buffer_size()
+            if left < size:
+                self._arm_send_timer(left)
+                return
+            self.logger.info("aborting a connection whose response was not read for %gs (SEND_TIMEOUT_S)",
+                             writing.send_timeout_s)
+            self.transport.abort()
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if self._send_timer is not None:
+                self._send_timer.cancel()
+                self._send_timer = None
+            if self._complete_later:
+                self._complete_later = False
+                self._complete()
+
+        def timeout_keep_alive_handler(self) -> None:
+            super().timeout_keep_alive_handler()
+            self.transport.abort()  # closed politely, it would wait for what the client never reads
+
         def on_response_complete(self) -> None:
+            if writing is not None and self.flow.write_paused:  # no pipelined request while this one is stuck
+                self._complete_later = True
+                return
+            self._complete()
+
+        def _complete(self) -> None:
             finished = self.cycle
             if not self._refused:
                 self._wire = self._body = self._chunks = 0
@@ -162,9 +241,18 @@ def timed_h11(header_timeout_s: float, framing: BodyFraming | None = None) -> ty
                 self._arm_header_timer(finished)
 
         def connection_lost(self, exc) -> None:
-            timer = getattr(self, "_header_timer", None)
-            if timer is not None:
-                timer.cancel()
+            for name in ("_header_timer", "_send_timer"):
+                timer = getattr(self, name, None)
+                if timer is not None:
+                    timer.cancel()
+            client = getattr(self, "_client", None)
+            if client is not None:
+                left = connections.get(client, 1) - 1
+                if left:
+                    connections[client] = left
+                else:
+                    connections.pop(client, None)
+                self._client = None
             super().connection_lost(exc)
 
     return TimedH11Protocol

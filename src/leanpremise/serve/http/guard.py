@@ -11,6 +11,7 @@ that goes away mid-body is counted under its own status label, `client_closed`, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -25,13 +26,24 @@ from leanpremise.serve.http.admission import (
     ClientGone,
     replay,
 )
+from leanpremise.serve.http.clients import client_key
 from leanpremise.serve.http.connection import REFUSED_KEY
 from leanpremise.serve.http.retry_discipline import WINDOW_S, RetryDiscipline
+from leanpremise.serve.jobs import CLIENT
 
 logger = logging.getLogger(__name__)
 
 UNGATED = frozenset({"/health", "/metrics"})
 """Routes answered whatever the load: operators and probes must see an overloaded server."""
+
+REFUSALS = frozenset({503, 422, 429})
+"""Statuses of the app's answers counted as refusals for MAX_REFUSALS_PER_CLIENT: overload (503, 429) and a
+body the schema refuses (422: a client re-posting an invalid body costs its parse every time)."""
+
+METRICS = "/metrics"
+MAX_SCRAPES = 2
+"""/metrics answers rendered at once (each walks every metric on the event loop); more get 503: an
+anonymous scraper crowd must not take the loop from /health and the requests."""
 
 CLIENT_CLOSED = "client_closed"
 """The status label of a request whose client went away before its answer (nginx logs these as 499)."""
@@ -70,6 +82,9 @@ class RequestGuard:
         """`routes`: the paths counted under their own label in /metrics; any other is `other`."""
         self.app, self.server, self.routes = app, server, routes
         self.active = 0
+        self.scrapes = 0
+        self.work: dict[str, int] = {}
+        """Work slots held, by client key (MAX_WORK_PER_CLIENT)."""
         self.pool = AdmissionPool()
         self.retries = RetryDiscipline()
         """Clients that keep coming back after being refused (serve/http/retry_discipline.py)."""
@@ -89,6 +104,8 @@ class RequestGuard:
         async def tracked_send(message):
             if message["type"] == "http.response.start":
                 sent["status"] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                sent["complete"] = True
             await send(message)
 
         label = await self._handle(scope, receive, tracked_send, sent, path, cfg)
@@ -109,10 +126,10 @@ class RequestGuard:
             await respond(send, 413, too_large(cfg.max_body_bytes), close=True)
             return None
         reader = BodyReader(receive, cfg.max_body_bytes, time.monotonic() + cfg.body_timeout_s)
-        slot = False
+        slot: str | None = None
         try:
             if gated:
-                client = scope["client"][0] if scope.get("client") else ""
+                client = client_key(scope, cfg.client_ipv6_prefix)
                 if not self.retries.admit(client, cfg.max_refusals_per_client):
                     self.retries.refused(client, cfg.max_refusals_per_client)
                     await respond(send, 429, f"more than {cfg.max_refusals_per_client} refused requests in {WINDOW_S:g} s "
@@ -126,21 +143,35 @@ class RequestGuard:
                                   "later", {"retry-after": str(cfg.retry_after_s)})
                     self.retries.refused(client, cfg.max_refusals_per_client)
                     return None
-                self.active += 1
-                slot = True
-                await self.app(scope, replay(body, receive), send)
-                if sent["status"] == 503:
+                if cfg.max_work_per_client and self.work.get(client, 0) >= cfg.max_work_per_client:
+                    await respond(send, 429, f"more than {cfg.max_work_per_client} requests at once from this "
+                                  "client (MAX_WORK_PER_CLIENT); retry later", {"retry-after": str(cfg.retry_after_s)})
                     self.retries.refused(client, cfg.max_refusals_per_client)
+                    return None
+                self.active += 1
+                self.work[client] = self.work.get(client, 0) + 1
+                slot = client
+                CLIENT.set(client)
+                await run_until_gone(self.app(scope, replay(body, receive), send), receive, sent)
+                if sent["status"] in REFUSALS:
+                    self.retries.refused(client, cfg.max_refusals_per_client)
+            elif path == METRICS and self.scrapes >= MAX_SCRAPES:
+                await respond(send, 503, f"more than {MAX_SCRAPES} /metrics scrapes at once; retry later",
+                              {"retry-after": str(cfg.retry_after_s)})
             else:
-                await self.app(scope, reader, send)
+                self.scrapes += path == METRICS
+                try:
+                    await self.app(scope, reader, send)
+                finally:
+                    self.scrapes -= path == METRICS
         except BodyTooLarge:
             await respond_unless_started(send, sent, 413, too_large(cfg.max_body_bytes))
         except BodyRefused as e:
-            logger.info("%s: request body refused from %s: %s", path, scope.get("client"), e.detail)
+            logger.info("%r: request body refused from %s: %s", path, scope.get("client"), e.detail)
             if sent["status"] is None:
                 await respond(send, e.status, e.detail, e.headers, close=True)
         except BodyTimeout:
-            logger.info("%s: request body not received within %gs: answered 408", path, cfg.body_timeout_s)
+            logger.info("%r: request body not received within %gs: answered 408", path, cfg.body_timeout_s)
             await respond_unless_started(send, sent, 408, f"request body not received within "
                                          f"{cfg.body_timeout_s:g} s (BODY_TIMEOUT_S)")
         except (ClientGone, ClientDisconnect, OSError) as e:
@@ -150,17 +181,50 @@ class RequestGuard:
                 return str(refused[0])
             return self._client_closed(path, reader, e)
         except Exception:  # last resort: one request fails, the server stays up
-            logger.exception("unhandled error on %s", path)
+            logger.exception("unhandled error on %r", path)
             await respond_unless_started(send, sent, 500, "internal error")
         finally:
-            self.active -= slot
+            if slot is not None:
+                self.active -= 1
+                left = self.work[slot] - 1
+                if left:
+                    self.work[slot] = left
+                else:
+                    del self.work[slot]
         return None
 
     @staticmethod
     def _client_closed(path: str, reader: BodyReader, error: BaseException) -> str:
-        logger.info("%s: client went away after %d body bytes (%s)", path, reader.received,
+        logger.info("%r: client went away after %d body bytes (%s)", path, reader.received,
                     type(error).__name__)
         return CLIENT_CLOSED
+
+
+async def run_until_gone(app_call, receive, sent) -> None:
+    """Run the app on a request whose body was read, while watching `receive` for the client going away:
+    then the app is cancelled (its queued embedding chunks are dropped, a chunk being embedded finishes and
+    is cached) and ClientGone is raised, so a client that hangs up stops costing work (issue 28)."""
+    app = asyncio.ensure_future(app_call)
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait({app, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if not app.done() and not sent.get("complete"):
+            app.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await app
+            raise ClientGone()
+        await app
+    finally:
+        watcher.cancel()
+        if not app.done():
+            app.cancel()
+
+
+async def _disconnected(receive) -> None:
+    """Return once the client is gone (uvicorn also answers so once the response is complete). After its
+    body, a request's `receive` has nothing else to say; a server that answers otherwise is not watched."""
+    if (await receive())["type"] != "http.disconnect":
+        await asyncio.Event().wait()
 
 
 def content_length(scope) -> int | None:

@@ -87,7 +87,8 @@ class Server:
                                  limits=cfg.archive_limits())
         else:
             bundle = load_from_hub(cfg.data_repo, cfg.data_revision, cfg.model_id, cfg.model_revision, cfg.data_dir,
-                                   verify=cfg.verify, fast=cfg.fast_verify, limits=cfg.archive_limits())
+                                   verify=cfg.verify, fast=cfg.fast_verify, limits=cfg.archive_limits(),
+                                   allow_unverified=cfg.allow_unverified_hub)
             spec = BundleSpec(path=None, manifest=bundle.manifest, tag=derived_tag(bundle.manifest))
         _load_rankings(bundle, spec.tag, cfg)
         if self._search_threads is None:
@@ -142,6 +143,7 @@ class Server:
         """A loaded bundle made servable: its model's embedding service started (once per model), its
         search worker started."""
         spec, bundle, index, shared, seconds = loaded
+        self.embedders.setdefault(shared.key, shared)  # dropped meanwhile if its last revision closed
         if shared.service is None:
             opened = await asyncio.get_running_loop().run_in_executor(
                 None, open_server_store, self.config, bundle, shared.embedders[0], self.stores)
@@ -203,7 +205,10 @@ class Server:
         if shared.users == 0 and self.embedders.get(shared.key) is shared:
             del self.embedders[shared.key]
             self.pools.pop(shared.key, None)
-            await shared.service.stop()
+            # taken off `shared` before it stops: a revision of the same model being loaded meanwhile (a
+            # reload) already holds `shared`, and its activation starts a new service instead of using this one
+            service, shared.service = shared.service, None
+            await service.stop()
         logger.info("%s: revision dropped", rev.tag)
 
     async def start(self) -> None:
@@ -332,6 +337,27 @@ _RANKINGS = (
 needed)) of each ranking a bundle may carry beside its dense rows."""
 
 
+def check_reranker_model(root, manifest, limits, verify: bool = True) -> None:
+    """Check a bundle's reranker model against the settings' limits and its manifest's sha256, on the bytes
+    read (rank/rerank/validate.py), before the reranker is loaded: a model that could hang or crash the
+    process refuses its bundle (BundleError, one line), and the other revisions keep serving."""
+    from pathlib import Path
+
+    from leanpremise.bundle.layout import BundleError
+    from leanpremise.rank.rerank.model import checked_model, spec_problem
+    from leanpremise.rank.rerank.spec import RerankerFileError, read_spec
+
+    folder = Path(root) / Path(manifest.rerank).parent
+    try:
+        spec = read_spec(folder)
+        if spec_problem(spec) is None:  # otherwise the reranker's own load says why
+            rel = (Path(manifest.rerank).parent / spec.model_file).as_posix()
+            checked_model(spec, folder / spec.model_file, limits, manifest.checksums.get(rel) if verify else None)
+    except RerankerFileError as e:
+        raise BundleError(f"{e} (a reranker this server cannot apply; serve with RERANK=false to ignore it)"
+                          ) from e
+
+
 def _load_rankings(bundle, tag: str, cfg) -> None:
     """The fusion and the reranker a bundle carries, where the settings serve them; a bundle from the Hub
     has no dir to read their files from, and is served without them (one warning line each)."""
@@ -341,5 +367,7 @@ def _load_rankings(bundle, tag: str, cfg) -> None:
         if bundle.root is None:
             logger.warning("%s: %s", tag, from_hub)
             continue
+        if field == "rerank":
+            check_reranker_model(bundle.root, bundle.manifest, cfg.rerank_limits(), cfg.verify)
         setattr(bundle, attr, ranking().load(bundle.root, bundle.manifest, bundle.corpus,
                                              cache_bytes=cfg.lexical_cache_max_bytes))

@@ -187,8 +187,11 @@ def snapshot_commit(path: Path, rel: str) -> str:
 
 def load_from_hub(data_repo: str, data_revision: str | None, model_id: str, model_revision: str | None,
                   cache_dir: Path | None = None, verify: bool = True, fast: bool = False,
-                  limits: ArchiveLimits | None = None) -> LoadedBundle:
+                  limits: ArchiveLimits | None = None, allow_unverified: bool = False) -> LoadedBundle:
     """Download premises.tar.gz, the embeddings and the model, as the original server's startup did.
+
+    A data repo without a manifest (as the original upload script published them) cannot be checked, and is
+    refused unless `allow_unverified` (the operator's ALLOW_UNVERIFIED_HUB) says to serve it anyway.
 
     Each repository's revision (a branch, a tag, or none: the default branch) is resolved to a commit by
     the first download, logged, and every later file is fetched at that commit, so the files cannot come
@@ -208,6 +211,10 @@ def load_from_hub(data_repo: str, data_revision: str | None, model_id: str, mode
             manifest = Manifest.read(Path(hf_hub_download(data_repo, MANIFEST, repo_type="dataset",
                                                           revision=data_commit, cache_dir=hub_cache)).parent)
         except EntryNotFoundError:  # data repos published by the original script have no manifest
+            if not allow_unverified:  # refused before the large downloads
+                raise BundleError(f"{data_repo}@{data_commit} has no {MANIFEST} listing its files, so its "
+                                  "downloads cannot be verified; serve it only with --allow_unverified_hub "
+                                  "(ALLOW_UNVERIFIED_HUB=true)") from None
             manifest = Manifest(model_name=model_id.split("/")[-1], revision=model_revision or "", dimension=0,
                                 premise_count=0, unfiltered_premise_count=0, module_count=0,
                                 embeddings=embeddings_file_name(model_id.split("/")[-1], model_revision or ""))
@@ -225,6 +232,9 @@ def load_from_hub(data_repo: str, data_revision: str | None, model_id: str, mode
     except Exception as e:  # one readable message for every network/hub failure
         raise BundleError(f"could not {step} (Hub endpoint {constants.ENDPOINT}): {type(e).__name__}: {e}") from e
     archive_sha = emb_sha = None
+    if not manifest.checksums and not allow_unverified:
+        raise BundleError(f"{data_repo}@{data_commit} has no {MANIFEST} listing its files, so its downloads "
+                          "cannot be verified; serve it only with --allow_unverified_hub (ALLOW_UNVERIFIED_HUB=true)")
     if not manifest.checksums:
         logger.warning("%s@%s has no %s listing its files: the downloads cannot be verified (a repo published "
                        "by the original upload script)", data_repo, data_commit, MANIFEST)

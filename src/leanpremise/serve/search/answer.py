@@ -110,7 +110,9 @@ async def answer(rev, req):
     embedding = asyncio.ensure_future(service.embed(states, new_texts))
     try:
         cand = await cand_future
-    except BaseException:
+    except BaseException as e:
+        if isinstance(e, asyncio.CancelledError):  # the client went away: its queued chunks are dropped
+            embedding.cancel()
         await asyncio.gather(embedding, return_exceptions=True)  # finish (or fail) as it would have alone
         raise
     lexical = None

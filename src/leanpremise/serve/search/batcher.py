@@ -4,20 +4,22 @@ One worker thread runs `PremiseIndex.search_many` on every search queued
 while the previous call ran (up to `max_queries` query rows), so under load
 one executor hop serves several requests, an idle server answers a lone
 request at once, and searches never compete with each other for the cores
-the embedding workers use.
+the embedding workers use. Searches are taken round robin across clients (`CLIENT`, set by the request
+guard): a client's request of 64 goals waits behind its own others, never in front of another client's
+one-goal request (issue 28).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import OrderedDict
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
 
-from leanpremise.serve.jobs import fail_jobs, hand_out, take_jobs
+from leanpremise.serve.jobs import fail_jobs, hand_out, queue_by_client, take_round_robin
 from leanpremise.serve.search.index import Candidates, PremiseIndex
 
 logger = logging.getLogger(__name__)
@@ -37,7 +39,8 @@ class SearchBatcher:
         self.executor = executor
         self.max_queries = max(1, max_queries)
         self.metrics = metrics
-        self._queue: deque[_Search] = deque()
+        self._queue: OrderedDict = OrderedDict()
+        """Queued searches by client, clients in the order of their turn."""
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
 
@@ -58,7 +61,7 @@ class SearchBatcher:
         if len(queries) == 0:
             return [], []
         job = _Search(queries, cand, k, asyncio.get_running_loop().create_future())
-        self._queue.append(job)
+        queue_by_client(self._queue, job)
         self._wake.set()
         results = await job.future
         return [r[0] for r in results], [r[1] for r in results]
@@ -71,6 +74,8 @@ class SearchBatcher:
                 await self._wake.wait()
                 continue
             jobs = self._take()
+            if not jobs:
+                continue
             queries = np.concatenate([j.queries for j in jobs])
             cands = [j.cand for j in jobs for _ in range(len(j.queries))]
             ks = [j.k for j in jobs for _ in range(len(j.queries))]
@@ -85,5 +90,5 @@ class SearchBatcher:
             hand_out([j.future for j in jobs], [len(j.queries) for j in jobs], results)
 
     def _take(self) -> list[_Search]:
-        """Queued searches in arrival order, up to max_queries query rows (at least one search)."""
-        return take_jobs(self._queue, self.max_queries, lambda job: len(job.queries))
+        """Queued searches, one per client in turn, up to max_queries query rows (at least one search)."""
+        return take_round_robin(self._queue, self.max_queries, lambda job: len(job.queries))
