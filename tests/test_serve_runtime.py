@@ -722,3 +722,27 @@ def test_one_clients_many_bulk_requests_do_not_queue_ahead_of_another_clients_on
 
     asyncio.run(scenario())
     assert finished.index("h") < 3, finished  # before the attacker's last two requests
+
+
+def test_onnx_model_is_run_from_the_bytes_its_manifest_checksum_verified(serve_bundle, cache_dir, tmp_path):
+    """ONNX Runtime gets the graph's bytes read once and checked against the manifest, so a graph swapped
+    after the bundle was verified is refused in one line, never run (issue 28's verified-bytes point)."""
+    import shutil
+
+    from leanpremise.model.backends import onnx_session
+    from leanpremise.serve.embedding.backends import manifest_sha256
+    from leanpremise.serve.revisions.loader import load_bundle
+
+    copy = tmp_path / "b"
+    shutil.copytree(serve_bundle, copy, symlinks=True)
+    loaded = load_bundle(copy, cache_dir)
+    path = loaded.onnx_path(int8=False)
+    expected = manifest_sha256(loaded, path)
+    assert expected == loaded.manifest.checksums["model/onnx/model.onnx"]
+    assert onnx_session(path, 1, expected).get_outputs()  # the verified graph runs
+    graph = bytearray(path.read_bytes())
+    graph[-1] ^= 1  # same size: only the checksum tells
+    path.write_bytes(bytes(graph))
+    with pytest.raises(ValueError) as err:
+        onnx_session(path, 1, expected)
+    assert str(err.value).startswith(f"{path}: its sha256 differs") and "\n" not in str(err.value)

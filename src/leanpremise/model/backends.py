@@ -91,16 +91,26 @@ class OnnxEmbedder:
         return _normalise(out)
 
 
-def onnx_session(onnx_path: Path, threads: int | None = None):
-    """A CPU ONNX Runtime session running each call on `threads` threads that do not spin when idle."""
+def onnx_session(onnx_path: Path, threads: int | None = None, expected_sha256: str | None = None):
+    """A CPU ONNX Runtime session running each call on `threads` threads that do not spin when idle.
+
+    The graph is read once and ONNX Runtime is given those bytes, checked against `expected_sha256` when
+    it is known (a bundle's manifest): a file swapped after the bundle was verified is refused, not run."""
+    import hashlib
+
     import onnxruntime as ort
+
+    graph = Path(onnx_path).read_bytes()
+    if expected_sha256 is not None and hashlib.sha256(graph).hexdigest() != expected_sha256:
+        raise ValueError(f"{onnx_path}: its sha256 differs from the bundle manifest's (changed since the bundle "
+                         "was verified)")
 
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
     # Idle pool threads spinning for work would take the cores other requests' workers need.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
 
 
 class TEIEmbedder:

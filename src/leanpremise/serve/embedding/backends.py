@@ -48,7 +48,7 @@ def _embedder_factory(config, bundle, threads: int):
 
         def make_onnx(n: int) -> OnnxEmbedder:
             if n not in sessions:
-                sessions[n] = onnx_session(path, n)
+                sessions[n] = onnx_session(path, n, manifest_sha256(bundle, path))
             return OnnxEmbedder(bundle.model_dir, path, batch_size=1, threads=n, session=sessions[n])
 
         return make_onnx, True
@@ -71,6 +71,19 @@ def _static_factory(bundle):
         return first[0].clone()
 
     return make_static
+
+
+def manifest_sha256(bundle, path: Path) -> str | None:
+    """The sha256 the bundle's manifest lists for `path` (None for a file it does not list, or a bundle
+    without a root dir), so a model file is checked on the very bytes that are loaded."""
+    root = getattr(bundle, "root", None)
+    if root is None:
+        return None
+    try:
+        rel = Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return None
+    return bundle.manifest.checksums.get(rel)
 
 
 def onnx_choice(backend: str, bundle, on_cpu: bool) -> Path | None:
