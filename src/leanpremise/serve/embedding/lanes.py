@@ -14,11 +14,12 @@ each other, never in front of another client's one (issue 28). At most
 texts left is refused with :class:`Overloaded` (the server answers 503 + Retry-After) instead of growing
 an unbounded queue.
 
-The bulk lane is fair between clients too: its next chunk comes from the client served least recently
-among those with chunks queued (a client with no bulk texts queued or being embedded counts as never
-served), so one client's many chunks (a burst of large requests, or many goals) stand behind another
-client's chunk, never in front of it, and every client with work queued is served within one chunk per
-other such client (issue 28). Within a client, chunks are taken fewest-texts-left first, with ageing: a
+The bulk lane is fair between clients too, by work (characters embedded): its next chunk comes from the
+client with chunks queued that has had the fewest characters taken since it has had bulk texts in flight;
+a client arriving with none in flight starts level with the client taken last. So one client's many
+chunks (a burst of large requests, or many long goals) stand behind another client's chunks, never in
+front of them, and a client sending short premises gets as many characters embedded as one sending long
+goals (issue 28). Within a client, chunks are taken fewest-texts-left first, with ageing: a
 chunk's key is the texts its request still has to embed plus `bulk_chunk` for every bulk chunk submitted
 before it, plus the bulk texts its client already has queued or being embedded. A file's first request of
 a few dozen new premises is then not queued behind a burst of requests of thousands (issue 22), and a large
@@ -106,9 +107,11 @@ class EmbeddingLanes:
         """Bulk texts queued or being embedded, by client: added to a chunk's key, so that one client's many
         requests (a burst, or many goals) queue behind another client's one (issue 28)."""
         self._bulk_served: dict[str, int] = {}
-        """When each client with bulk texts in flight last had a chunk taken (a count of chunks taken): the
-        bulk lane serves the least recent first. Forgotten once its texts are done, so it stays small."""
-        self._bulk_taken = 0
+        """Characters taken so far by each client with bulk texts in flight, counted from the level of the
+        client taken last when it arrived: the bulk lane serves the lowest first. Forgotten once its texts
+        are done, so it stays small."""
+        self._bulk_level = 0
+        """The count of the client taken last, before its chunk: where a client arriving starts."""
         self._wake: asyncio.Condition | None = None
         self._tasks: list[asyncio.Task] = []
         self._bulk_busy = 0
@@ -162,6 +165,7 @@ class EmbeddingLanes:
             self._make_room(key, len(texts))
             self._bulk_order += 1
             heapq.heappush(self._bulk.setdefault(job.client, []), (key, order, job))
+            self._bulk_served.setdefault(job.client, self._bulk_level)
             self.bulk_inflight += len(texts)
             self._client_bulk[job.client] = self._client_bulk.get(job.client, 0) + len(texts)
         self.inflight += len(texts)
@@ -250,11 +254,12 @@ class EmbeddingLanes:
 
     def _pick_bulk(self, worker: _Worker) -> tuple[list[_Job], bool] | None:
         """Bulk chunks up to `bulk_chunk` texts (so that an urgent job arriving meanwhile waits for a short
-        batch only), each the smallest-key chunk of the client served least recently (see the module
-        docstring); chunks of requests that went away are dropped."""
+        batch only), each the smallest-key chunk of the client with the fewest characters taken (see the
+        module docstring); chunks of requests that went away are dropped."""
         jobs, n = [], 0
+        level = lambda c: self._bulk_served.get(c, self._bulk_level)
         while self._bulk:
-            client = min(self._bulk, key=lambda c: (self._bulk_served.get(c, -1), self._bulk[c][0][:2]))
+            client = min(self._bulk, key=lambda c: (level(c), self._bulk[c][0][:2]))
             queue = self._bulk[client]
             if jobs and n + len(queue[0][2].texts) > self.bulk_chunk:
                 break
@@ -265,8 +270,8 @@ class EmbeddingLanes:
                 continue
             jobs.append(job)
             n += len(job.texts)
-            self._bulk_taken += 1
-            self._bulk_served[client] = self._bulk_taken
+            self._bulk_level = level(client)
+            self._bulk_served[client] = self._bulk_level + sum(map(len, job.texts))
         return (jobs, True) if jobs else None
 
     def queued_bulk(self) -> int:
