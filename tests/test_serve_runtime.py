@@ -758,3 +758,44 @@ def test_the_bulk_lane_takes_another_clients_later_chunk_before_one_clients_queu
 
     assert asyncio.run(scenario()) == 0
     assert [batch[0].split()[0] for batch in emb.batches] == ["a0", "h", "a1", "a2", "a3", "a4", "a5"]
+
+
+def test_a_client_queueing_chunk_after_chunk_does_not_starve_one_with_chunks_queued():
+    """Issue 28: a client whose request queues its chunks one after another (nothing of it queued between
+    two) keeps its count of characters taken, so the other client's queued chunks are taken in turn with
+    its own, not all after them."""
+    from leanpremise.serve.embedding.lanes import EmbeddingLanes
+    from leanpremise.serve.jobs import CLIENT
+    from leanpremise.serve.prometheus import Metrics
+
+    emb = CountingEmbedder(hold=True)
+
+    async def scenario():
+        lanes = EmbeddingLanes(emb, service_config(embed_service_max_concurrent_inputs=256, bulk_chunk=8,
+                                                   max_client_batch_size=8, embed_workers=1), Metrics())
+        await lanes.start()
+        try:
+            CLIENT.set("other")
+            queued = [asyncio.create_task(lanes.submit([f"o{j} text {i}" for i in range(8)], False, 8))
+                      for j in range(4)]
+            assert await asyncio.to_thread(emb.running.wait, LIVENESS_S)  # o0 is being embedded
+            while lanes.queued_bulk() < 3:
+                await asyncio.sleep(0)
+            CLIENT.set("sequential")
+
+            async def one_chunk_at_a_time():
+                for j in range(8):
+                    await lanes.submit([f"s{j} text {i}" for i in range(8)], False, 64 - 8 * j)
+
+            sequential = asyncio.create_task(one_chunk_at_a_time())
+            while lanes.queued_bulk() < 4:
+                await asyncio.sleep(0)
+            emb.release.set()
+            await asyncio.wait_for(asyncio.gather(sequential, *queued), LIVENESS_S)
+        finally:
+            emb.release.set()
+            await lanes.stop()
+
+    asyncio.run(scenario())
+    order = [batch[0].split()[0] for batch in emb.batches]
+    assert order.index("o3") < order.index("s7"), order  # the other client's last chunk before the end

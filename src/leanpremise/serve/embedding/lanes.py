@@ -15,8 +15,9 @@ texts left is refused with :class:`Overloaded` (the server answers 503 + Retry-A
 an unbounded queue.
 
 The bulk lane is fair between clients too, by work (characters embedded): its next chunk comes from the
-client with chunks queued that has had the fewest characters taken since it has had bulk texts in flight;
-a client arriving with none in flight starts level with the client taken last. So one client's many
+client with chunks queued that has had the fewest characters taken; a client arriving starts level with
+the client taken last, or where it left off if that is further (a request queues its chunks one after
+another, so between two of them its client has nothing queued). So one client's many
 chunks (a burst of large requests, or many long goals) stand behind another client's chunks, never in
 front of them, and a client sending short premises gets as many characters embedded as one sending long
 goals (issue 28). Within a client, chunks are taken fewest-texts-left first, with ageing: a
@@ -107,9 +108,9 @@ class EmbeddingLanes:
         """Bulk texts queued or being embedded, by client: added to a chunk's key, so that one client's many
         requests (a burst, or many goals) queue behind another client's one (issue 28)."""
         self._bulk_served: dict[str, int] = {}
-        """Characters taken so far by each client with bulk texts in flight, counted from the level of the
-        client taken last when it arrived: the bulk lane serves the lowest first. Forgotten once its texts
-        are done, so it stays small."""
+        """Characters taken so far by each client, counted from the level of the client taken last when it
+        arrived: the bulk lane serves the lowest first. Forgotten once the level passes it with nothing of
+        the client's queued, and all of it once no bulk texts are in flight, so it stays small."""
         self._bulk_level = 0
         """The count of the client taken last, before its chunk: where a client arriving starts."""
         self._wake: asyncio.Condition | None = None
@@ -165,7 +166,7 @@ class EmbeddingLanes:
             self._make_room(key, len(texts))
             self._bulk_order += 1
             heapq.heappush(self._bulk.setdefault(job.client, []), (key, order, job))
-            self._bulk_served.setdefault(job.client, self._bulk_level)
+            self._bulk_served[job.client] = max(self._bulk_level, self._bulk_served.get(job.client, 0))
             self.bulk_inflight += len(texts)
             self._client_bulk[job.client] = self._client_bulk.get(job.client, 0) + len(texts)
         self.inflight += len(texts)
@@ -238,7 +239,8 @@ class EmbeddingLanes:
                     self._client_bulk[job.client] = left
                 else:
                     self._client_bulk.pop(job.client, None)
-                    self._bulk_served.pop(job.client, None)
+                    if not self._client_bulk:
+                        self._bulk_served.clear()
             self.metrics.inflight.set(self.inflight)
 
     # ---- the workers: each role's pick, then one loop for all ------------------------------------
@@ -272,6 +274,8 @@ class EmbeddingLanes:
             n += len(job.texts)
             self._bulk_level = level(client)
             self._bulk_served[client] = self._bulk_level + sum(map(len, job.texts))
+            for gone in [c for c, n in self._bulk_served.items() if n <= self._bulk_level and c not in self._bulk]:
+                del self._bulk_served[gone]  # it would start at the level anyway
         return (jobs, True) if jobs else None
 
     def queued_bulk(self) -> int:
