@@ -694,36 +694,6 @@ def test_a_request_that_goes_away_has_its_queued_chunks_dropped():
     assert emb.batches == [[f"premise {i}" for i in range(8)], ["after"]]  # the chunk running finished, no more
 
 
-def test_one_clients_many_bulk_requests_do_not_queue_ahead_of_another_clients_one():
-    """Issue 28: a client's bulk texts already queued count in its next chunk's key, so another client's
-    request of the same size, arriving later, finishes before the first client's requests all do."""
-    from leanpremise.serve.jobs import CLIENT
-
-    emb = OneAtATimeEmbedder(hold=True)
-    finished = []
-
-    async def scenario():
-        async with held_service(emb, 128) as svc:
-            async def one(name, j):
-                await svc.embed([], [f"{name}{j} premise {i}" for i in range(40)])
-                finished.append(name)
-
-            CLIENT.set("attacker")
-            many = [asyncio.create_task(one("a", j)) for j in range(4)]
-            assert await asyncio.to_thread(emb.running.wait, LIVENESS_S)
-            while svc.lanes.queued_bulk() < 3:
-                await asyncio.sleep(0)
-            CLIENT.set("honest")
-            honest = asyncio.create_task(one("h", 0))
-            while svc.lanes.queued_bulk() < 4:
-                await asyncio.sleep(0)
-            emb.release.set()
-            await asyncio.wait_for(asyncio.gather(honest, *many), LIVENESS_S)
-
-    asyncio.run(scenario())
-    assert finished.index("h") < 3, finished  # before the attacker's last two requests
-
-
 def test_the_bulk_lane_takes_another_clients_later_chunk_before_one_clients_queued_chunks():
     """Issue 28: with one chunk of a client being embedded and five more of it queued, each with fewer texts
     left than another client's chunk that arrives after them, the other client's chunk is taken next; the
@@ -799,3 +769,34 @@ def test_a_client_queueing_chunk_after_chunk_does_not_starve_one_with_chunks_que
     asyncio.run(scenario())
     order = [batch[0].split()[0] for batch in emb.batches]
     assert order.index("o3") < order.index("s7"), order  # the other client's last chunk before the end
+
+
+def test_one_clients_many_bulk_requests_do_not_queue_ahead_of_another_clients_one():
+    """Issue 28: a client's bulk texts already queued count in its next chunk's key, so another client's
+    request of the same size, arriving later, finishes before the first client's requests all do."""
+    from leanpremise.serve.jobs import CLIENT
+
+    emb = OneAtATimeEmbedder(hold=True)
+    finished = []
+
+    async def scenario():
+        async with held_service(emb, 128) as svc:
+            async def one(name, j):
+                await svc.embed([], [f"{name}{j} premise {i}" for i in range(40)])
+                finished.append(name)
+
+            CLIENT.set("attacker")
+            many = [asyncio.create_task(one("a", j)) for j in range(4)]
+            assert await asyncio.to_thread(emb.running.wait, LIVENESS_S)
+            while svc.lanes.queued_bulk() < 3:
+                await asyncio.sleep(0)
+            CLIENT.set("honest")
+            honest = asyncio.create_task(one("h", 0))
+            while svc.lanes.queued_bulk() < 4:
+                await asyncio.sleep(0)
+            emb.release.set()
+            await asyncio.wait_for(asyncio.gather(honest, *many), LIVENESS_S)
+
+    asyncio.run(scenario())
+    assert finished.index("h") < 3, finished  # before the attacker's last two requests
+
