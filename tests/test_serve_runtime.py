@@ -799,4 +799,3 @@ def test_one_clients_many_bulk_requests_do_not_queue_ahead_of_another_clients_on
 
     asyncio.run(scenario())
     assert finished.index("h") < 3, finished  # before the attacker's last two requests
-
