@@ -519,10 +519,10 @@ def test_a_small_bulk_request_is_not_queued_behind_a_burst_of_large_ones():
         async with held_service(emb, 64) as svc:
             big = [asyncio.create_task(svc.embed([], [f"big{j} premise {i}" for i in range(200)])) for j in range(2)]
             assert await asyncio.to_thread(emb.running.wait, LIVENESS_S)  # a first chunk is being embedded
-            while len(svc.lanes._bulk) < 1:  # the other large request's first chunk waits
+            while svc.lanes.queued_bulk() < 1:  # the other large request's first chunk waits
                 await asyncio.sleep(0)
             small = asyncio.create_task(svc.embed([], [f"small premise {i}" for i in range(16)]))
-            while len(svc.lanes._bulk) < 2:
+            while svc.lanes.queued_bulk() < 2:
                 await asyncio.sleep(0)
             emb.release.set()
             await asyncio.wait_for(asyncio.gather(small, *big), LIVENESS_S)
@@ -694,6 +694,83 @@ def test_a_request_that_goes_away_has_its_queued_chunks_dropped():
     assert emb.batches == [[f"premise {i}" for i in range(8)], ["after"]]  # the chunk running finished, no more
 
 
+def test_the_bulk_lane_takes_another_clients_later_chunk_before_one_clients_queued_chunks():
+    """Issue 28: with one chunk of a client being embedded and five more of it queued, each with fewer texts
+    left than another client's chunk that arrives after them, the other client's chunk is taken next; the
+    first client's chunks then follow in their own order (fewest left first)."""
+    from leanpremise.serve.embedding.lanes import EmbeddingLanes
+    from leanpremise.serve.jobs import CLIENT
+    from leanpremise.serve.prometheus import Metrics
+
+    emb = CountingEmbedder(hold=True)
+
+    async def scenario():
+        lanes = EmbeddingLanes(emb, service_config(embed_service_max_concurrent_inputs=128, bulk_chunk=8,
+                                                   max_client_batch_size=8, embed_workers=1), Metrics())
+        await lanes.start()
+        try:
+            CLIENT.set("attacker")
+            many = [asyncio.create_task(lanes.submit([f"a{j} goal {i}" for i in range(8)], False, 8 + j))
+                    for j in range(6)]
+            assert await asyncio.to_thread(emb.running.wait, LIVENESS_S)  # a0 is being embedded
+            while lanes.queued_bulk() < 5:
+                await asyncio.sleep(0)
+            CLIENT.set("honest")
+            honest = asyncio.create_task(lanes.submit([f"h premise {i}" for i in range(8)], False, 64))
+            while lanes.queued_bulk() < 6:
+                await asyncio.sleep(0)
+            emb.release.set()
+            await asyncio.wait_for(asyncio.gather(honest, *many), LIVENESS_S)
+            return lanes.inflight
+        finally:
+            emb.release.set()
+            await lanes.stop()
+
+    assert asyncio.run(scenario()) == 0
+    assert [batch[0].split()[0] for batch in emb.batches] == ["a0", "h", "a1", "a2", "a3", "a4", "a5"]
+
+
+def test_a_client_queueing_chunk_after_chunk_does_not_starve_one_with_chunks_queued():
+    """Issue 28: a client whose request queues its chunks one after another (nothing of it queued between
+    two) keeps its count of characters taken, so the other client's queued chunks are taken in turn with
+    its own, not all after them."""
+    from leanpremise.serve.embedding.lanes import EmbeddingLanes
+    from leanpremise.serve.jobs import CLIENT
+    from leanpremise.serve.prometheus import Metrics
+
+    emb = CountingEmbedder(hold=True)
+
+    async def scenario():
+        lanes = EmbeddingLanes(emb, service_config(embed_service_max_concurrent_inputs=256, bulk_chunk=8,
+                                                   max_client_batch_size=8, embed_workers=1), Metrics())
+        await lanes.start()
+        try:
+            CLIENT.set("other")
+            queued = [asyncio.create_task(lanes.submit([f"o{j} text {i}" for i in range(8)], False, 8))
+                      for j in range(4)]
+            assert await asyncio.to_thread(emb.running.wait, LIVENESS_S)  # o0 is being embedded
+            while lanes.queued_bulk() < 3:
+                await asyncio.sleep(0)
+            CLIENT.set("sequential")
+
+            async def one_chunk_at_a_time():
+                for j in range(8):
+                    await lanes.submit([f"s{j} text {i}" for i in range(8)], False, 64 - 8 * j)
+
+            sequential = asyncio.create_task(one_chunk_at_a_time())
+            while lanes.queued_bulk() < 4:
+                await asyncio.sleep(0)
+            emb.release.set()
+            await asyncio.wait_for(asyncio.gather(sequential, *queued), LIVENESS_S)
+        finally:
+            emb.release.set()
+            await lanes.stop()
+
+    asyncio.run(scenario())
+    order = [batch[0].split()[0] for batch in emb.batches]
+    assert order.index("o3") < order.index("s7"), order  # the other client's last chunk before the end
+
+
 def test_one_clients_many_bulk_requests_do_not_queue_ahead_of_another_clients_one():
     """Issue 28: a client's bulk texts already queued count in its next chunk's key, so another client's
     request of the same size, arriving later, finishes before the first client's requests all do."""
@@ -711,11 +788,11 @@ def test_one_clients_many_bulk_requests_do_not_queue_ahead_of_another_clients_on
             CLIENT.set("attacker")
             many = [asyncio.create_task(one("a", j)) for j in range(4)]
             assert await asyncio.to_thread(emb.running.wait, LIVENESS_S)
-            while len(svc.lanes._bulk) < 3:
+            while svc.lanes.queued_bulk() < 3:
                 await asyncio.sleep(0)
             CLIENT.set("honest")
             honest = asyncio.create_task(one("h", 0))
-            while len(svc.lanes._bulk) < 4:
+            while svc.lanes.queued_bulk() < 4:
                 await asyncio.sleep(0)
             emb.release.set()
             await asyncio.wait_for(asyncio.gather(honest, *many), LIVENESS_S)

@@ -14,11 +14,18 @@ each other, never in front of another client's one (issue 28). At most
 texts left is refused with :class:`Overloaded` (the server answers 503 + Retry-After) instead of growing
 an unbounded queue.
 
-Bulk chunks are taken fewest-texts-left first, with ageing: a chunk's key is the texts its request still
-has to embed plus `bulk_chunk` for every bulk chunk submitted before it, plus the bulk texts its client
-already has queued or being embedded (so a client's many requests do not queue ahead of another's one). A file's first request of a few
-dozen new premises is then not queued behind a burst of requests of thousands (issue 22), and a large
-request waits behind at most about its own size in later, smaller requests' texts, never for ever.
+The bulk lane is fair between clients too, by work (characters embedded): its next chunk comes from the
+client with chunks queued that has had the fewest characters taken; a client arriving starts level with
+the client taken last, or where it left off if that is further (a request queues its chunks one after
+another, so between two of them its client has nothing queued). So one client's many
+chunks (a burst of large requests, or many long goals) stand behind another client's chunks, never in
+front of them, and a client sending short premises gets as many characters embedded as one sending long
+goals (issue 28). Within a client, chunks are taken fewest-texts-left first, with ageing: a
+chunk's key is the texts its request still has to embed plus `bulk_chunk` for every bulk chunk submitted
+before it, plus the bulk texts its client already has queued or being embedded. A file's first request of
+a few dozen new premises is then not queued behind a burst of requests of thousands (issue 22), and a large
+request waits behind at most about its own size in later, smaller requests' texts, never for ever. The key
+also decides which queued chunks a full bound turns away (the largest keys).
 
 Given a `background` embedder, bulk chunks go to it alone, on a thread of lowered CPU priority (nice +10
 on Linux), and the other workers take urgent work only: on a small CPU machine a file's first request,
@@ -93,13 +100,19 @@ class EmbeddingLanes:
         """Texts of bulk chunks queued or being embedded: what the bound holds."""
         self._urgent: OrderedDict[str, deque[_Job]] = OrderedDict()
         """Urgent jobs by client, clients in the order of their turn (the next first)."""
-        self._bulk: list[tuple[int, int, _Job]] = []
-        """A heap of (key, order, job): see the module docstring for the key."""
+        self._bulk: dict[str, list[tuple[int, int, _Job]]] = {}
+        """Queued bulk chunks by client, each a heap of (key, order, job): see the module docstring."""
         self._bulk_order = 0
+        """Bulk chunks submitted so far: the ageing term of the next chunk's key."""
         self._client_bulk: dict[str, int] = {}
         """Bulk texts queued or being embedded, by client: added to a chunk's key, so that one client's many
         requests (a burst, or many goals) queue behind another client's one (issue 28)."""
-        """Bulk chunks submitted so far: the ageing term of the next chunk's key."""
+        self._bulk_served: dict[str, int] = {}
+        """Characters taken so far by each client, counted from the level of the client taken last when it
+        arrived: the bulk lane serves the lowest first. Forgotten once the level passes it with nothing of
+        the client's queued, and all of it once no bulk texts are in flight, so it stays small."""
+        self._bulk_level = 0
+        """The count of the client taken last, before its chunk: where a client arriving starts."""
         self._wake: asyncio.Condition | None = None
         self._tasks: list[asyncio.Task] = []
         self._bulk_busy = 0
@@ -152,7 +165,8 @@ class EmbeddingLanes:
             key = self._key(len(texts) if left is None else left) + self._client_bulk.get(job.client, 0)
             self._make_room(key, len(texts))
             self._bulk_order += 1
-            heapq.heappush(self._bulk, (key, order, job))
+            heapq.heappush(self._bulk.setdefault(job.client, []), (key, order, job))
+            self._bulk_served[job.client] = max(self._bulk_level, self._bulk_served.get(job.client, 0))
             self.bulk_inflight += len(texts)
             self._client_bulk[job.client] = self._client_bulk.get(job.client, 0) + len(texts)
         self.inflight += len(texts)
@@ -183,21 +197,25 @@ class EmbeddingLanes:
         if victims is None:
             self._refuse()
         for victim in victims:
-            self._bulk.remove(victim)
             job = victim[2]
+            queue = self._bulk[job.client]
+            queue.remove(victim)
+            if queue:
+                heapq.heapify(queue)
+            else:
+                del self._bulk[job.client]
             self._uncount(job)
             self.metrics.overloaded.inc()
             if not job.future.done():
                 job.future.set_exception(Overloaded(
                     f"{self.max_inflight} new premises being embedded, of requests with fewer left than this one"))
-        if victims:
-            heapq.heapify(self._bulk)
 
     def _victims(self, key: int, size: int) -> list | None:
         """The queued bulk entries a chunk of `size` texts and `key` would turn away to fit the bound, largest
         key first, only ones of larger keys; None when even all of those leave too little room."""
         room, victims = self.max_inflight - self.bulk_inflight, []
-        for entry in sorted(self._bulk, key=lambda e: e[:2], reverse=True):
+        queued = [entry for queue in self._bulk.values() for entry in queue]
+        for entry in sorted(queued, key=lambda e: e[:2], reverse=True):
             if room >= size or entry[0] <= key:
                 break
             victims.append(entry)
@@ -221,6 +239,8 @@ class EmbeddingLanes:
                     self._client_bulk[job.client] = left
                 else:
                     self._client_bulk.pop(job.client, None)
+                    if not self._client_bulk:
+                        self._bulk_served.clear()
             self.metrics.inflight.set(self.inflight)
 
     # ---- the workers: each role's pick, then one loop for all ------------------------------------
@@ -235,16 +255,32 @@ class EmbeddingLanes:
         return (jobs, False) if jobs else None
 
     def _pick_bulk(self, worker: _Worker) -> tuple[list[_Job], bool] | None:
-        """Bulk chunks in key order up to `bulk_chunk` texts, so that an urgent job arriving meanwhile waits
-        for a short batch only."""
-        if not self._bulk:
-            return None
-        jobs = [heapq.heappop(self._bulk)[2]]
-        n = len(jobs[0].texts)
-        while self._bulk and n + len(self._bulk[0][2].texts) <= self.bulk_chunk:
-            jobs.append(heapq.heappop(self._bulk)[2])
-            n += len(jobs[-1].texts)
-        return jobs, True
+        """Bulk chunks up to `bulk_chunk` texts (so that an urgent job arriving meanwhile waits for a short
+        batch only), each the smallest-key chunk of the client with the fewest characters taken (see the
+        module docstring); chunks of requests that went away are dropped."""
+        jobs, n = [], 0
+        level = lambda c: self._bulk_served.get(c, self._bulk_level)
+        while self._bulk:
+            client = min(self._bulk, key=lambda c: (level(c), self._bulk[c][0][:2]))
+            queue = self._bulk[client]
+            if jobs and n + len(queue[0][2].texts) > self.bulk_chunk:
+                break
+            job = heapq.heappop(queue)[2]
+            if not queue:
+                del self._bulk[client]
+            if job.future.done():
+                continue
+            jobs.append(job)
+            n += len(job.texts)
+            self._bulk_level = level(client)
+            self._bulk_served[client] = self._bulk_level + sum(map(len, job.texts))
+            for gone in [c for c, n in self._bulk_served.items() if n <= self._bulk_level and c not in self._bulk]:
+                del self._bulk_served[gone]  # it would start at the level anyway
+        return (jobs, True) if jobs else None
+
+    def queued_bulk(self) -> int:
+        """Bulk chunks queued (not yet taken by a worker), all clients together."""
+        return sum(len(queue) for queue in self._bulk.values())
 
     def _pick_any(self, worker: _Worker) -> tuple[list[_Job], bool] | None:
         """Urgent first; bulk only while it keeps all workers but one busy, so that a request with only its
