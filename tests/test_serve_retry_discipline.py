@@ -19,6 +19,22 @@ class Clock:
         return self.now
 
 
+def drive(guard, client: str, body: bytes) -> dict:
+    """POST `body` to /retrieve through `guard` as ASGI from `client`; the response-start message."""
+    scope = {"type": "http", "method": "POST", "path": "/retrieve", "client": (client, 5000),
+             "headers": [(b"content-length", str(len(body)).encode())]}
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(guard(scope, receive, send))
+    return next(m for m in sent if m["type"] == "http.response.start")
+
+
 def test_a_client_is_held_only_past_its_refusals_per_window_and_recovers_when_it_slows_down():
     from leanpremise.serve.http.retry_discipline import WINDOW_S, RetryDiscipline
 
@@ -63,19 +79,7 @@ def test_the_guard_holds_a_client_that_keeps_retrying_unread_and_reads_it_again_
     guard.retries._clock = clock
 
     def post(client: str) -> tuple[int, dict]:
-        body = b'{"state": "x", "k": 8}'
-        scope = {"type": "http", "method": "POST", "path": "/retrieve", "client": (client, 5000),
-                 "headers": [(b"content-length", str(len(body)).encode())]}
-        sent = []
-
-        async def receive():
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message):
-            sent.append(message)
-
-        asyncio.run(guard(scope, receive, send))
-        start = next(m for m in sent if m["type"] == "http.response.start")
+        start = drive(guard, client, b'{"state": "x", "k": 8}')
         return start["status"], dict(start["headers"])
 
     assert [post("10.0.0.1")[0] for _ in range(3)] == [503] * 3  # refused by the app three times
@@ -104,19 +108,7 @@ def guard_answering(status: int, **settings):
                          frozenset({"/retrieve"}))
 
     def post(client: str) -> int:
-        body = b'{"state": null}'
-        scope = {"type": "http", "method": "POST", "path": "/retrieve", "client": (client, 5000),
-                 "headers": [(b"content-length", str(len(body)).encode())]}
-        sent = []
-
-        async def receive():
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message):
-            sent.append(message)
-
-        asyncio.run(guard(scope, receive, send))
-        return next(m for m in sent if m["type"] == "http.response.start")["status"]
+        return drive(guard, client, b'{"state": null}')["status"]
 
     return post, calls
 
