@@ -251,10 +251,25 @@ def cli_train_cost(data_dir: Path, model: str | None, emb_path: Path | None, out
     return {"command": " ".join(cmd[1:]), "seconds": round(wall, 1), "peak_rss_gib": round(peak / 2**30, 2)}
 
 
+def subtree_draw(ds, sub: np.ndarray, n_states: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sampled, tuning, evaluated) ids: a seeded sample of `n_states` of the subtree's eligible root states
+    (every one, as --split_mode all sees them), a random 0.3 of which tunes and the rest is evaluated; the
+    one draw every held-out-subtree benchmark uses, so their figures are over the same states."""
+    from leanpremise.data import load_dataset
+
+    everything = load_dataset(ds.config, split_mode="all")
+    ids = everything.split_ids("all")
+    ids = ids[sub[ds.states.module_id[ids]]]
+    rng = np.random.default_rng(seed)
+    ids = np.sort(rng.choice(ids, size=min(n_states, len(ids)), replace=False))
+    pick = np.zeros(len(ids), dtype=bool)
+    pick[rng.permutation(len(ids))[: round(0.3 * len(ids))]] = True
+    return ids, ids[pick], ids[~pick]
+
+
 def off_mathlib(ds, prefix: str, model, emb, kinds, cache: Path, n_states: int, seed: int, adapt: bool = True,
                 max_states: int = 8192) -> dict:
     """The reranker trained without subtree `prefix` on that subtree's states, before and after adapting."""
-    from leanpremise.data import load_dataset
     from leanpremise.eval.rerank.cli import RerankIndexFlags, _states
     from leanpremise.eval.rerank.index import build_rankers
     from leanpremise.eval.rerank.requests import IndexView, modules_under
@@ -268,14 +283,7 @@ def off_mathlib(ds, prefix: str, model, emb, kinds, cache: Path, n_states: int, 
     base, base_spec = train(ds, rankers, table, cache / f"off-{prefix}-base", usage_states,
                             _states(ds, "valid", rest, tuning=True), max_states=max_states)
     base_s = time.perf_counter() - t0
-    everything = load_dataset(ds.config, split_mode="all")  # the same states, every eligible root one
-    ids = everything.split_ids("all")
-    ids = ids[sub[ds.states.module_id[ids]]]
-    rng = np.random.default_rng(seed)
-    ids = np.sort(rng.choice(ids, size=min(n_states, len(ids)), replace=False))
-    pick = np.zeros(len(ids), dtype=bool)
-    pick[rng.permutation(len(ids))[: round(0.3 * len(ids))]] = True
-    tune_ids, eval_ids = ids[pick], ids[~pick]
+    ids, tune_ids, eval_ids = subtree_draw(ds, sub, n_states, seed)
     what = f"{prefix}: random 0.3 of {len(ids)} states"
     before_by_client = by_client(base, rankers, table, ds, eval_ids, tune_ids, what)
     before = before_by_client["default"]

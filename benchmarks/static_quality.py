@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 from common import bench_cache, paired, per_state_recall, unpacked, write_result
-from rerank_quality import compare, recalls, scored_lists, train
+from rerank_quality import compare, recalls, scored_lists, subtree_draw, train
 
 SIDE = ["bm25", "mepo", "usage"]
 
@@ -145,7 +145,6 @@ def off_mathlib(ds, prefix: str, model, emb, cache, n_states: int, seed: int) ->
     """As rerank_quality.off_mathlib before adapting: a reranker over the static encoder and the side rankers,
     trained without subtree `prefix` (its premises, states and importers), ranks a seeded sample of the
     subtree's root states, whose own premises reach it as new premises."""
-    from leanpremise.data import load_dataset
     from leanpremise.eval.rerank.cli import RerankIndexFlags, _states
     from leanpremise.eval.rerank.index import build_rankers
     from leanpremise.eval.rerank.requests import IndexView, modules_under
@@ -160,14 +159,7 @@ def off_mathlib(ds, prefix: str, model, emb, cache, n_states: int, seed: int) ->
     base, spec = train(ds, rankers, table, cache / f"off-{prefix}", usage_states,
                        _states(ds, "valid", rest, tuning=True))
     seconds = time.perf_counter() - t0
-    everything = load_dataset(ds.config, split_mode="all")
-    ids = everything.split_ids("all")
-    ids = ids[sub[ds.states.module_id[ids]]]
-    rng = np.random.default_rng(seed)
-    ids = np.sort(rng.choice(ids, size=min(n_states, len(ids)), replace=False))
-    pick = np.zeros(len(ids), dtype=bool)
-    pick[rng.permutation(len(ids))[: round(0.3 * len(ids))]] = True
-    tune_ids, eval_ids = ids[pick], ids[~pick]
+    ids, tune_ids, eval_ids = subtree_draw(ds, sub, n_states, seed)
     out = compare(base, rankers, table, ds, eval_ids, tune_ids, f"{prefix}: random 0.3 of {len(ids)} states")
     return {"subtree": prefix, "states_sampled": len(ids), "evaluated_states": len(eval_ids),
             "reranker_train_seconds": round(seconds, 1), "valid": spec.valid_scores, "before_adapting": out,
