@@ -63,6 +63,15 @@ class MaskedScores:
     `show_progress_bar` and `mask_builder` on the loss.
     """
 
+    @staticmethod
+    def _split_extras(sentence_features) -> tuple[list[dict], dict]:
+        """(the columns' features, copied; the mask inputs the collator put beside the first column's), so
+        the model never sees keys it does not know."""
+        features = [dict(f) for f in sentence_features]
+        if len(features) < 2:
+            raise ValueError(f"Expected at least 2 inputs, got {len(features)}")
+        return features, {key: features[0].pop(key, None) for key in EXTRA_KEYS}
+
     def _global_mask(self, inputs: MaskInputs, batch_size: int, num_columns: int, device) -> Tensor | None:
         """Mask of this process's states against the candidates gathered from every process."""
         if inputs.retrieval_mask is None:
@@ -135,10 +144,7 @@ class MaskedCachedMultipleNegativesRankingLoss(MaskedScores, CachedMultipleNegat
         self.sort_by_length = sort_by_length
 
     def forward(self, sentence_features, labels: Tensor | None = None) -> Tensor:
-        features = [dict(f) for f in sentence_features]
-        if len(features) < 2:
-            raise ValueError(f"Expected at least 2 inputs, got {len(features)}")
-        extras = {key: features[0].pop(key, None) for key in EXTRA_KEYS}
+        features, extras = self._split_extras(sentence_features)
         inverse = []
         if self.sort_by_length:
             for k, feature in enumerate(features):
@@ -181,10 +187,7 @@ class MaskedMultipleNegativesRankingLoss(MaskedScores, MultipleNegativesRankingL
         self.show_progress_bar = False
 
     def forward(self, sentence_features, labels: Tensor | None = None) -> Tensor:
-        features = [dict(f) for f in sentence_features]
-        if len(features) < 2:
-            raise ValueError(f"Expected at least 2 inputs, got {len(features)}")
-        extras = {key: features[0].pop(key, None) for key in EXTRA_KEYS}
+        features, extras = self._split_extras(sentence_features)
         columns = [self.model(feature)["sentence_embedding"] for feature in features]
         inputs = MaskInputs(extras["retrieval_mask"], extras["state_ids"], extras["candidate_ids"])
         return self._masked_loss(columns, inputs, with_backward=False)
