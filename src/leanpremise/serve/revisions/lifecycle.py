@@ -337,27 +337,6 @@ _RANKINGS = (
 needed)) of each ranking a bundle may carry beside its dense rows."""
 
 
-def check_reranker_model(root, manifest, limits, verify: bool = True) -> None:
-    """Check a bundle's reranker model against the settings' limits and its manifest's sha256, on the bytes
-    read (rank/rerank/validate.py), before the reranker is loaded: a model that could hang or crash the
-    process refuses its bundle (BundleError, one line), and the other revisions keep serving."""
-    from pathlib import Path
-
-    from leanpremise.bundle.layout import BundleError
-    from leanpremise.rank.rerank.model import checked_model, spec_problem
-    from leanpremise.rank.rerank.spec import RerankerFileError, read_spec
-
-    folder = Path(root) / Path(manifest.rerank).parent
-    try:
-        spec = read_spec(folder)
-        if spec_problem(spec) is None:  # otherwise the reranker's own load says why
-            rel = (Path(manifest.rerank).parent / spec.model_file).as_posix()
-            checked_model(spec, folder / spec.model_file, limits, manifest.checksums.get(rel) if verify else None)
-    except RerankerFileError as e:
-        raise BundleError(f"{e} (a reranker this server cannot apply; serve with RERANK=false to ignore it)"
-                          ) from e
-
-
 def _load_rankings(bundle, tag: str, cfg) -> None:
     """The fusion and the reranker a bundle carries, where the settings serve them; a bundle from the Hub
     has no dir to read their files from, and is served without them (one warning line each)."""
@@ -367,7 +346,6 @@ def _load_rankings(bundle, tag: str, cfg) -> None:
         if bundle.root is None:
             logger.warning("%s: %s", tag, from_hub)
             continue
-        if field == "rerank":
-            check_reranker_model(bundle.root, bundle.manifest, cfg.rerank_limits(), cfg.verify)
+        checks = {"limits": cfg.rerank_limits(), "verify": cfg.verify} if field == "rerank" else {}
         setattr(bundle, attr, ranking().load(bundle.root, bundle.manifest, bundle.corpus,
-                                             cache_bytes=cfg.lexical_cache_max_bytes))
+                                             cache_bytes=cfg.lexical_cache_max_bytes, **checks))

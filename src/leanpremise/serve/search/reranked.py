@@ -27,8 +27,9 @@ from leanpremise.bundle.layout import HYBRID_BM25, HYBRID_MEPO, HYBRID_USAGE, RE
 from leanpremise.rank.rerank.features import RANKERS, RerankInput, Signals, candidates, features
 from leanpremise.rank.rerank.model import Reranker
 from leanpremise.rank.rerank.premises import PremiseTable
-from leanpremise.rank.rerank.spec import RerankerFileError
+from leanpremise.rank.rerank.spec import RerankerFileError, read_spec
 from leanpremise.rank.rerank.structure import read_new_premises, request_input
+from leanpremise.rank.rerank.validate import HARD_LIMITS, ModelLimits
 from leanpremise.rank.runs import merge_new
 from leanpremise.rank.side import SideRankers
 from leanpremise.serve.search.analyses import NEW_PREMISE_CACHE_BYTES, NewPremiseAnalyses
@@ -52,13 +53,17 @@ class RerankedRanking:
         """The ranker whose deeper list follows the candidates when a request asks for more (as in eval)."""
 
     @classmethod
-    def load(cls, root: Path, manifest, corpus, cache_bytes: int = NEW_PREMISE_CACHE_BYTES) -> RerankedRanking:
+    def load(cls, root: Path, manifest, corpus, cache_bytes: int = NEW_PREMISE_CACHE_BYTES,
+             limits: ModelLimits = HARD_LIMITS, verify: bool = True) -> RerankedRanking:
         """From a bundle dir whose files were checked against its manifest, before the corpus drops its
-        texts (a feature reads their lengths); BundleError names what is wrong."""
+        texts (a feature reads their lengths); BundleError names what is wrong. The model file is read once,
+        checked against `limits` and (with `verify`) the manifest's sha256 on those bytes, and built from
+        them (rank/rerank/validate.py): a model that could hang or crash the process refuses its bundle."""
         root = Path(root)
         folder = (root / manifest.rerank).parent
         try:
-            reranker = Reranker.load(folder)
+            rel = (Path(manifest.rerank).parent / read_spec(folder).model_file).as_posix()
+            reranker = Reranker.load(folder, limits, manifest.checksums.get(rel) if verify else None)
         except RerankerFileError as e:
             raise BundleError(f"{e} (a reranker this server cannot apply; serve with RERANK=false to ignore it)"
                               ) from e
