@@ -432,23 +432,17 @@ def test_a_revision_loaded_while_the_last_of_its_model_closes_gets_a_running_emb
     from leanpremise.serve.http.app import create_app
 
     served = serve_dir(bundles, ["a"], tmp_path / "served")
-    app = create_app(config(served, cache_dir))
-    server = app.state.server
 
-    async def scenario():
-        async with app.router.lifespan_context(app):
-            while not server.ready:
-                assert server.error is None, server.error
-                await asyncio.sleep(0.05)
-            old = server.table.revisions["v4.97.0"]
-            loaded = await asyncio.get_running_loop().run_in_executor(None, server.load_one, old.spec)
-            assert loaded[3] is old.shared  # the new revision shares the model's embedders
-            stopped = old.shared.service
-            await server.close(old)  # the last revision of the model closes meanwhile
-            rev = await server.activate(loaded)
-            assert rev.shared.service is not None and rev.shared.service is not stopped
-            rows, _ = await asyncio.wait_for(rev.shared.service.embed(["⊢ after the race"], []), LIVENESS_S)
-            assert rows.shape[0] == 1
-            server.swap({"v4.97.0": rev}, "v4.97.0")
+    async def scenario(server):
+        old = server.table.revisions["v4.97.0"]
+        loaded = await asyncio.get_running_loop().run_in_executor(None, server.load_one, old.spec)
+        assert loaded[3] is old.shared  # the new revision shares the model's embedders
+        stopped = old.shared.service
+        await server.close(old)  # the last revision of the model closes meanwhile
+        rev = await server.activate(loaded)
+        assert rev.shared.service is not None and rev.shared.service is not stopped
+        rows, _ = await asyncio.wait_for(rev.shared.service.embed(["⊢ after the race"], []), LIVENESS_S)
+        assert rows.shape[0] == 1
+        server.swap({"v4.97.0": rev}, "v4.97.0")
 
-    asyncio.run(asyncio.wait_for(scenario(), timeout=LIVENESS_S))
+    _run_with_server(create_app(config(served, cache_dir)), scenario)
