@@ -68,7 +68,10 @@ class ArgumentParser(HfArgumentParser):
     def add_argument(self, *flags, **kwargs):
         """Flags as this CLI has always shown them: a default unless it is None (or the help gives it,
         `(default ...`), `--flag [True|False]` for HfArgumentParser's bool flags, and the `--no_flag` it
-        adds for a field defaulting to True says what it means rather than repeat the field's help."""
+        adds for a field defaulting to True says what it means rather than repeat the field's help. A field
+        whose metadata says `flag=False` gets no flag: the command's config keeps it at its default."""
+        if kwargs.pop("flag", True) is False:  # a field of the command's config that is no flag
+            return None
         dest, action, default = kwargs.get("dest"), kwargs.get("action"), kwargs.get("default")
         if action == "store_false" and dest and flags and flags[0] == f"--no_{dest}":
             kwargs["help"] = f"same as --{dest} False"
@@ -90,8 +93,9 @@ class ArgumentParser(HfArgumentParser):
 def from_args(args: argparse.Namespace, *kinds):
     """Instances of the dataclasses `kinds` filled from parsed `args` (one instance alone, else a tuple),
     as HfArgumentParser's `parse_args_into_dataclasses` builds them; a field whose metadata names another
-    `dest` is read from there. The namespace is left whole (positionals and `func` stay in it)."""
+    `dest` is read from there, one with `flag=False` is left at its default. The namespace is left whole
+    (positionals and `func` stay in it)."""
     made = tuple(kind(**{f.name: getattr(args, f.metadata.get("dest", f.name))
-                         for f in dataclasses.fields(kind) if f.init})
+                         for f in dataclasses.fields(kind) if f.init and f.metadata.get("flag", True)})
                  for kind in kinds)
     return made[0] if len(made) == 1 else made

@@ -14,43 +14,13 @@ from pathlib import Path
 from typing import Literal
 
 from leanpremise.data.config import DataConfig
+from leanpremise.eval.ranking_flags import ModelFlags, OutputFlags, load_corpus_embeddings
 from leanpremise.flags import from_args, switch
 
 logger = logging.getLogger(__name__)
 
 MEPO_GRID_P = (0.5, 0.6, 0.7, 0.8, 0.9)
 MEPO_GRID_C = (0.9, 1.2, 2.4, 3.6)
-
-
-@dataclass
-class OutputFlags:
-    """Which states a ranking command ranks and where its file and metrics go."""
-
-    split: Literal["train", "valid", "test", "all"] = field(default="test", metadata={
-        "help": "states to rank (train: every training state, e.g. for --hard_negatives)"})
-    k: int = field(default=1024, metadata={"help": "premises kept per state"})
-    out_dir: Path = field(default=Path("retrieved_premises"), metadata={
-        "help": "where dot_<split>-<model_name>.json goes"})
-    metrics_out: Path | None = field(default=None, metadata={
-        "help": "write the metrics as one flat JSON object (<metric>@<k>, <metric>@<k>_pos, states, "
-                "states_without_positives, seconds)"})
-
-
-@dataclass
-class ModelFlags:
-    """The model that embeds states and premises."""
-
-    model: str | None = field(default=None, metadata={
-        "help": "model dir or hub id (default: the packaged all-MiniLM-L6-v2)"})
-    encoder: Literal["sentence-transformers", "t5"] = field(default="sentence-transformers", metadata={
-        "help": "t5: a ReProver-style T5 encoder with mean pooling (transformers T5EncoderModel)"})
-    model_name: str | None = field(default=None, metadata={
-        "help": "MODEL_NAME in the output file name (default: from --model)"})
-    corpus_embeddings: Path | None = field(default=None, metadata={
-        "help": "pre-computed corpus embeddings (.npy, corpus order) instead of encoding the corpus"})
-    batch_size: int = field(default=64, metadata={"help": "texts per encode call"})
-    device: str | None = field(default=None, metadata={
-        "help": "cpu, cuda, ... (default: cuda when available)"})
 
 
 @dataclass
@@ -106,22 +76,6 @@ class FuseFlags:
     tune_seed: int = field(default=0, metadata={"help": "seed of the bootstrap (and of --tune_on)"})
 
 
-def load_corpus_embeddings(path: Path, n_premises: int):
-    """Pre-computed embeddings (one row per premise, corpus order), memory-mapped."""
-    import numpy as np
-
-    try:
-        emb = np.load(path, mmap_mode="r")
-    except FileNotFoundError:
-        raise SystemExit(f"error: --corpus_embeddings {path}: no such file") from None
-    except ValueError as e:
-        raise SystemExit(f"error: --corpus_embeddings {path}: not a .npy array ({e})") from None
-    if emb.ndim != 2 or emb.shape[0] != n_premises:
-        raise SystemExit(f"error: --corpus_embeddings {path}: shape {emb.shape}, expected ({n_premises}, dim) "
-                         "for this data dir and corpus options")
-    return emb
-
-
 def _retrieve(args) -> int:
     from leanpremise.eval.rerank.cli import RetrieveRerankFlags
 
@@ -135,13 +89,11 @@ def _retrieve(args) -> int:
 def _retrieve_reranked(data: DataConfig, flags: ModelFlags, out: OutputFlags, reranker: Path) -> int:
     """`retrieve --rerank`: the reranker over the model's ranking and the side rankers it names."""
     from leanpremise.data.dataset import load_dataset
-    from leanpremise.eval.rerank.cli import RerankIndexFlags, RerankModelFlags, apply_reranker
+    from leanpremise.eval.rerank.cli import RerankIndexFlags, apply_reranker
     from leanpremise.model.encoder import DEFAULT_MODEL_NAME
     from leanpremise.rank.rerank.spec import RerankerFileError
 
-    model = RerankModelFlags(model=flags.model or DEFAULT_MODEL_NAME, model_name=flags.model_name,
-                             corpus_embeddings=flags.corpus_embeddings, batch_size=flags.batch_size,
-                             device=flags.device)
+    model = dataclasses.replace(flags, model=flags.model or DEFAULT_MODEL_NAME)
     try:
         apply_reranker(load_dataset(data), reranker, out.split, out.k, out.out_dir, out.metrics_out, model,
                        RerankIndexFlags())

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from leanpremise.eval.tune_draw import draw_tuning_states
 from leanpremise.eval.tuning import tune
 from leanpremise.rank.fusion import TunedOn, apply, write_fusion
 from leanpremise.rank.runs import Run
@@ -27,16 +28,8 @@ def split_states(dataset, split: str, tune_on: float | None, seed: int) -> tuple
         if split == "valid":
             logger.warning("--hybrid with --split valid: the fusion is tuned and evaluated on the same states")
         return dataset.split_ids("valid"), dataset.split_ids(split), "valid"
-    if not 0.0 < tune_on < 1.0:
-        raise ValueError(f"--tune_on {tune_on}: expected a fraction strictly between 0 and 1")
-    ids = dataset.split_ids(split)
-    n_tune = round(tune_on * len(ids))
-    if n_tune == 0 or n_tune == len(ids):
-        raise ValueError(f"--tune_on {tune_on} of {len(ids)} {split} states leaves no tuning or no evaluation "
-                         "states")
-    pick = np.zeros(len(ids), dtype=bool)
-    pick[np.random.default_rng(seed).permutation(len(ids))[:n_tune]] = True
-    return ids[pick], ids[~pick], f"{split} (random {tune_on:g}, seed {seed})"
+    tune_ids, eval_ids = draw_tuning_states(dataset.split_ids(split), tune_on, seed, split)
+    return tune_ids, eval_ids, f"{split} (random {tune_on:g}, seed {seed})"
 
 
 class Rankers:

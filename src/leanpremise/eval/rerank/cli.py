@@ -5,29 +5,19 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from leanpremise.data.config import DataConfig
+from leanpremise.eval.ranking_flags import ModelFlags, OutputFlags
+from leanpremise.eval.rerank.config import RerankConfig
 from leanpremise.flags import from_args
 
 logger = logging.getLogger(__name__)
 
-KS = [16, 32, 100, 1024]
-
-
-@dataclass
-class RerankModelFlags:
-    """The dense model a reranker reads (none: the lexical rankers and structure alone)."""
-
-    model: str | None = field(default=None, metadata={
-        "help": "add this model's ranking (model dir or hub id; all-MiniLM-L6-v2: the packaged one)"})
-    model_name: str | None = field(default=None, metadata={"help": "its name in file names (default: from --model)"})
-    corpus_embeddings: Path | None = field(default=None, metadata={
-        "help": "the model's pre-computed corpus embeddings (.npy, corpus order) instead of encoding the corpus"})
-    batch_size: int = field(default=64, metadata={"help": "texts per encode call"})
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda when available)"})
+APPLY_METRIC_KS = (16, 32, 100, 1024)
+"""The k of the metrics `rerank apply` (and `retrieve --rerank`) reports, those up to its --k."""
 
 
 @dataclass
@@ -49,42 +39,22 @@ class RerankIndexFlags:
 
 @dataclass(kw_only=True)
 class RerankTrainFlags:
+    """What `rerank train` reads and writes; how it trains is its RerankConfig."""
+
     out: Path = field(metadata={"help": "the reranker directory to write (reranker.json + the model)"})
     rankers: str = field(default="bm25,mepo,usage", metadata={
         "help": "comma-separated side rankers (of bm25, mepo, usage) beside --model's"})
     split: str = field(default="train", metadata={"help": "states to train on (valid stops training)"})
     init: Path | None = field(default=None, metadata={
         "help": "a reranker directory to continue (adapt it to a project with --tune_on)"})
-    depth: int = field(default=100, metadata={"help": "each ranker's list read this deep"})
-    local_bound: int = field(default=64, metadata={"help": "nearest local premises added to the candidates"})
-    structure: bool = field(default=True, metadata={"help": "the structure features (locality, kind, ...)"})
-    library: Literal["lightgbm", "xgboost"] = field(default="lightgbm", metadata={
-        "help": "learning-to-rank library (xgboost: pip install xgboost-cpu)"})
-    max_states: int = field(default=8192, metadata={"help": "training states with positives used at most"})
-    simulate_share: float = field(default=0.3, metadata={
-        "help": "share of training states whose own module or folder is treated as unindexed"})
-    client_share: float = field(default=0.5, metadata={
-        "help": "share of training states sent as Lean's default client sends them (the others: the pre-June "
-                "client's body); valid is sent by the default client"})
-    seed: int = field(default=0, metadata={"help": "seed of the sample, the simulation and the model"})
-    learning_rate: float = 0.05
-    num_leaves: int = 31
-    min_data_in_leaf: int = 20
-    lambda_l2: float = field(default=10.0, metadata={"help": "L2 penalty on leaf values"})
-    min_sum_hessian_in_leaf: float = field(default=1.0, metadata={"help": "least hessian a leaf holds"})
-    max_rounds: int = field(default=1000, metadata={"help": "boosting rounds at most (early stopping ends sooner)"})
-    early_stopping: int = field(default=200, metadata={"help": "rounds without a better valid NDCG@32 before stopping"})
-    threads: int | None = field(default=None, metadata={"help": "threads of the library (default: all cores)"})
 
 
 @dataclass(kw_only=True)
 class RerankApplyFlags:
+    """The reranker `rerank apply` runs and how its states are sent; which states and where their file
+    goes are its OutputFlags."""
+
     reranker: Path = field(metadata={"help": "a reranker directory (rerank train)"})
-    split: Literal["train", "valid", "test", "all"] = field(default="test", metadata={"help": "states to rank"})
-    k: int = field(default=1024, metadata={"help": "premises kept per state"})
-    out_dir: Path = field(default=Path("retrieved_premises"), metadata={
-        "help": "where dot_<split>-<name>+rerank.json goes"})
-    metrics_out: Path | None = field(default=None, metadata={"help": "write the metrics as one flat JSON object"})
     files: Path | None = field(default=None, metadata={
         "help": "the dense ranker's already retrieved file of --split (dot_<split>-<model>.json), instead of "
                 "running --model: its scores are read for the premises it lists only"})
@@ -134,11 +104,10 @@ def _states(ds, split: str, index: RerankIndexFlags, *, tuning: bool):
     if _prefixes(index.new_modules):
         ids = ids[modules_under(corpus, _prefixes(index.new_modules))[mods]]
     if index.tune_on is not None:
-        if not 0 < index.tune_on < 1:
-            raise ValueError(f"--tune_on {index.tune_on}: expected a fraction strictly between 0 and 1")
-        pick = np.zeros(len(ids), dtype=bool)
-        pick[np.random.default_rng(index.tune_seed).permutation(len(ids))[:round(index.tune_on * len(ids))]] = True
-        ids = ids[pick] if tuning else ids[~pick]
+        from leanpremise.eval.tune_draw import draw_tuning_states
+
+        tune, rest = draw_tuning_states(ids, index.tune_on, index.tune_seed, split)
+        ids = tune if tuning else rest
     return ids
 
 
@@ -148,12 +117,14 @@ def _rest(index: RerankIndexFlags) -> RerankIndexFlags:
                             or None)
 
 
-def _rankers(ds, view, kinds: list[str], model: RerankModelFlags, usage_states):
+def _rankers(ds, view, kinds: list[str], model: ModelFlags, usage_states):
     from leanpremise.eval.rerank.index import build_rankers
 
+    if model.model is not None and model.encoder != "sentence-transformers":
+        raise ValueError(f"--encoder {model.encoder}: a reranker's dense ranker is a sentence-transformers model")
     emb = None
     if model.model is not None and model.corpus_embeddings is not None:
-        from leanpremise.eval.cli import load_corpus_embeddings
+        from leanpremise.eval.ranking_flags import load_corpus_embeddings
 
         emb = load_corpus_embeddings(model.corpus_embeddings, len(ds.corpus))
     return build_rankers(ds, view, kinds + (["dense"] if model.model is not None else []),
@@ -161,14 +132,38 @@ def _rankers(ds, view, kinds: list[str], model: RerankModelFlags, usage_states):
                          usage_states=usage_states)
 
 
-def _train(args) -> int:
+def _train_on(ds, model: ModelFlags, index: RerankIndexFlags, flags: RerankTrainFlags, cfg: RerankConfig,
+              kinds: list[str]):
+    """(the trained reranker's spec, seconds) of `rerank train` on the dataset `ds`."""
     import numpy as np
 
-    from leanpremise.data.dataset import load_dataset
-    from leanpremise.eval.rerank.train import RerankConfig, train_reranker
+    from leanpremise.eval.rerank.train import train_reranker
     from leanpremise.rank.names import LEXICAL
 
-    data, model, index, flags = from_args(args, DataConfig, RerankModelFlags, RerankIndexFlags, RerankTrainFlags)
+    view, _ = _view(ds, index)
+    train_ids = _states(ds, flags.split, index, tuning=True)
+    usage_states = _states(ds, "train", _rest(index), tuning=True)
+    valid_ids = _states(ds, "valid", _rest(index), tuning=True)
+    if index.tune_on is not None or not len(valid_ids):  # a project's own states: stop on a part of the draw
+        stop = np.random.default_rng(cfg.seed).permutation(len(train_ids))[: max(1, len(train_ids) // 5)]
+        valid_ids, train_ids = train_ids[np.sort(stop)], np.delete(train_ids, stop)
+    t0 = time.perf_counter()
+    counted = flags.split == "train" and index.tune_on is None and not _prefixes(index.new_modules)
+    rankers, table = _rankers(ds, view, [k for k in LEXICAL if k in kinds], model, usage_states)
+    spec = train_reranker(ds, rankers, table, train_ids, valid_ids, cfg, flags.out, init=flags.init, counted=counted,
+                          trained_on={"data_revision": ds.revision, "data_dir": str(ds.data_dir),
+                                      "corpus": asdict(ds.config.corpus_options()),
+                                      "index": {k: v for k, v in asdict(index).items() if v is not None}})
+    return spec, time.perf_counter() - t0
+
+
+def _train(args) -> int:
+    from leanpremise.data.dataset import load_dataset
+    from leanpremise.rank.names import LEXICAL
+    from leanpremise.rank.rerank.spec import RerankerFileError
+
+    data, model, index, flags, cfg = from_args(args, DataConfig, ModelFlags, RerankIndexFlags, RerankTrainFlags,
+                                               RerankConfig)
     kinds = [k.strip() for k in flags.rankers.split(",") if k.strip()]
     if any(k not in LEXICAL for k in kinds) or len(set(kinds)) != len(kinds):
         print(f"error: --rankers {flags.rankers!r}: expected distinct names of {', '.join(LEXICAL)}", file=sys.stderr)
@@ -176,30 +171,18 @@ def _train(args) -> int:
     if model.model is None and not kinds:
         print("error: no ranker: give --rankers or --model", file=sys.stderr)
         return 2
-    ds = load_dataset(data)
-    view, _ = _view(ds, index)
-    train_ids = _states(ds, flags.split, index, tuning=True)
-    usage_states = _states(ds, "train", _rest(index), tuning=True)
-    valid_ids = _states(ds, "valid", _rest(index), tuning=True)
-    if index.tune_on is not None or not len(valid_ids):  # a project's own states: stop on a part of the draw
-        stop = np.random.default_rng(flags.seed).permutation(len(train_ids))[: max(1, len(train_ids) // 5)]
-        valid_ids, train_ids = train_ids[np.sort(stop)], np.delete(train_ids, stop)
-    cfg = RerankConfig(**{f.name: getattr(flags, f.name) for f in fields(RerankConfig)
-                          if f.name != "extra" and hasattr(flags, f.name)})
-    rankers, table = _rankers(ds, view, [k for k in LEXICAL if k in kinds], model, usage_states)
-    t0 = time.perf_counter()
-    counted = flags.split == "train" and index.tune_on is None and not _prefixes(index.new_modules)
-    spec = train_reranker(ds, rankers, table, train_ids, valid_ids, cfg, flags.out, init=flags.init, counted=counted,
-                          trained_on={"data_revision": ds.revision, "data_dir": str(ds.data_dir),
-                                      "corpus": asdict(data.corpus_options()),
-                                      "index": {k: v for k, v in asdict(index).items() if v is not None}})
-    print(f"reranker written to {flags.out} in {time.perf_counter() - t0:.0f}s: {spec.stopped_on['best_iteration']} "
+    try:
+        spec, seconds = _train_on(load_dataset(data), model, index, flags, cfg, kinds)
+    except (RerankerFileError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"reranker written to {flags.out} in {seconds:.0f}s: {spec.stopped_on['best_iteration']} "
           f"rounds; valid " + "  ".join(f"R@{k.split('@')[1]} {100 * v:.2f}%" for k, v in spec.valid_scores.items()))
     return 0
 
 
 def apply_reranker(ds, reranker_dir: Path, split: str, k: int, out_dir: Path, metrics_out: Path | None,
-                   model: RerankModelFlags, index: RerankIndexFlags, files: Path | None = None,
+                   model: ModelFlags, index: RerankIndexFlags, files: Path | None = None,
                    client: str = "default") -> dict:
     """Rank `split` with a reranker, each state as `client` sends it, and write `dot_<split>-<name>+rerank.json`
     and the metrics."""
@@ -218,7 +201,7 @@ def apply_reranker(ds, reranker_dir: Path, split: str, k: int, out_dir: Path, me
     state_ids = _states(ds, split, index, tuning=False)
     usage_states = _states(ds, "train", _rest(index), tuning=True)
     side = [kind for kind in spec.kinds() if kind != "dense"]
-    rankers, table = _rankers(ds, view, side, model if files is None else RerankModelFlags(), usage_states)
+    rankers, table = _rankers(ds, view, side, model if files is None else ModelFlags(), usage_states)
     if files is not None:
         from leanpremise.eval.rerank.signals import FileDense
 
@@ -227,7 +210,8 @@ def apply_reranker(ds, reranker_dir: Path, split: str, k: int, out_dir: Path, me
     ids, scores = rerank_states(reranker, ds, rankers, table, state_ids, k, client=client)
     seconds = time.perf_counter() - t0
     name = (dense.name if dense is not None else "+".join(spec.kinds())) + "+rerank"
-    metrics = compute_metrics(ids, [ds.states.positives(s) for s in state_ids.tolist()], [x for x in KS if x <= k], 32)
+    positives = [ds.states.positives(s) for s in state_ids.tolist()]
+    metrics = compute_metrics(ids, positives, [x for x in APPLY_METRIC_KS if x <= k], 32)
     return finish_retrieval(ds, split, state_ids, ids, scores, out_dir, name, seconds, metrics_out,
                             metrics=metrics)
 
@@ -236,9 +220,10 @@ def _apply(args) -> int:
     from leanpremise.data.dataset import load_dataset
     from leanpremise.rank.rerank.spec import RerankerFileError
 
-    data, model, index, flags = from_args(args, DataConfig, RerankModelFlags, RerankIndexFlags, RerankApplyFlags)
+    data, model, index, out, flags = from_args(args, DataConfig, ModelFlags, RerankIndexFlags, OutputFlags,
+                                               RerankApplyFlags)
     try:
-        apply_reranker(load_dataset(data), flags.reranker, flags.split, flags.k, flags.out_dir, flags.metrics_out,
+        apply_reranker(load_dataset(data), flags.reranker, out.split, out.k, out.out_dir, out.metrics_out,
                        model, index, flags.files, flags.client)
     except (RerankerFileError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -250,9 +235,11 @@ def register(sub) -> None:
     r = sub.add_parser("rerank", help="train or apply a learned reranker over every ranker and where premises "
                                       "live (LightGBM lambdarank)")
     rsub = r.add_subparsers(dest="rerank_command", metavar="RERANK_COMMAND", required=True)
-    t = rsub.add_parser("train", dataclass_types=[DataConfig, RerankModelFlags, RerankIndexFlags, RerankTrainFlags],
+    t = rsub.add_parser("train", dataclass_types=[DataConfig, ModelFlags, RerankIndexFlags, RerankTrainFlags,
+                                                  RerankConfig],
                         help="train a reranker on the train split's states, early-stopped on valid")
     t.set_defaults(func=_train)
-    a = rsub.add_parser("apply", dataclass_types=[DataConfig, RerankModelFlags, RerankIndexFlags, RerankApplyFlags],
+    a = rsub.add_parser("apply", dataclass_types=[DataConfig, ModelFlags, RerankIndexFlags, OutputFlags,
+                                                  RerankApplyFlags],
                         help="rank a split with a reranker, write dot_<split>-<name>+rerank.json")
     a.set_defaults(func=_apply)

@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
+from leanpremise.eval.rerank.config import RerankConfig
 from leanpremise.eval.rerank.requests import build_request, import_order, module_folders, simulations
 from leanpremise.eval.rerank.rows import RerankRows, build_rows
 from leanpremise.rank.rerank.features import CATEGORICAL, FEATURE_SET, feature_list
@@ -26,40 +27,9 @@ from leanpremise.rank.rerank.spec import MODEL_FILES, FeatureEntry, RankerEntry,
 
 logger = logging.getLogger(__name__)
 
-KS = (8, 16, 32, 100)
-
-
-@dataclass
-class RerankConfig:
-    """How a reranker is trained (each field is a `rerank train` flag)."""
-
-    depth: int = 100
-    """Each ranker's list read this deep (candidates and rank features)."""
-    local_bound: int = 64
-    """Nearest local premises added to the candidates."""
-    structure: bool = True
-    library: str = "lightgbm"
-    max_states: int = 8192
-    """Training states with positives used at most (a seeded sample)."""
-    simulate_share: float = 0.3
-    """Share of training states whose own module or folder is treated as unindexed."""
-    client_share: float = 0.5
-    """Share of training states sent as Lean's default client sends them, the others as the pre-June client
-    did (docs/decisions.md: the mix chosen on valid)."""
-    seed: int = 0
-    learning_rate: float = 0.05
-    num_leaves: int = 31
-    min_data_in_leaf: int = 20
-    lambda_l2: float = 10.0
-    """L2 penalty on leaf values (XGBoost's `lambda`)."""
-    min_sum_hessian_in_leaf: float = 1.0
-    """Least hessian a leaf holds (XGBoost's `min_child_weight`)."""
-    max_rounds: int = 1000
-    early_stopping: int = 200
-    """Rounds without a better valid NDCG@32 before stopping: valid NDCG@32 is noisy over a few hundred
-    states, and a short patience stops at an early bump (docs/decisions.md)."""
-    threads: int | None = None
-    extra: dict = field(default_factory=dict)
+VALID_RECALL_KS = (8, 16, 32, 100)
+"""The k of the valid Recall@k a trained reranker reports (reranker.json's `valid_scores`); the valid
+lists are ranked to the deepest."""
 
 
 def sample_train_states(ds, train_ids: np.ndarray, max_states: int, seed: int) -> np.ndarray:
@@ -99,7 +69,7 @@ def ranked_lists(reranker: Reranker, rows: RerankRows, k: int) -> np.ndarray:
     return out
 
 
-def recalls(ids: np.ndarray, positives: list[np.ndarray], ks=KS) -> dict[str, float]:
+def recalls(ids: np.ndarray, positives: list[np.ndarray], ks=VALID_RECALL_KS) -> dict[str, float]:
     from leanpremise.eval.metrics import compute_metrics
 
     m = compute_metrics(ids, positives, list(ks), min(32, max(ks)))
@@ -224,7 +194,7 @@ def train_reranker(ds, rankers, table, train_ids: np.ndarray, valid_ids: np.ndar
         if [e.name for e in base.spec.features] != names or base.spec.library != cfg.library:
             raise ValueError(f"--init {init}: a {base.spec.library} reranker of rankers {base.spec.kinds()}; "
                              f"this training reads {kinds} with {cfg.library}")
-        cfg.depth, cfg.local_bound = base.spec.depth, base.spec.local_bound
+        cfg = replace(cfg, depth=base.spec.depth, local_bound=base.spec.local_bound)
     states = sample_train_states(ds, train_ids, cfg.max_states, cfg.seed)
     logger.info("reranker: %d training states with positives (of %d), %d valid states", len(states),
                 len(train_ids), len(valid_ids))
@@ -234,7 +204,7 @@ def train_reranker(ds, rankers, table, train_ids: np.ndarray, valid_ids: np.ndar
                        progress=progress, desc="rerank rows (train)", total=len(states))
     valid_req = requests_for(ds, rankers, table, valid_ids)
     valid = build_rows(rankers, table, valid_req, kinds, cfg.structure, cfg.depth, cfg.local_bound,
-                       tail_depth=max(KS), progress=progress, desc="rerank rows (valid)", total=len(valid_ids))
+                       tail_depth=max(VALID_RECALL_KS), progress=progress, desc="rerank rows (valid)", total=len(valid_ids))
     rows_s = time.perf_counter() - t0
     booster, best, fit_s = fit(cfg, names, train, valid, None if base is None else base.booster)
     spec = RerankerSpec(
@@ -249,7 +219,7 @@ def train_reranker(ds, rankers, table, train_ids: np.ndarray, valid_ids: np.ndar
         stopped_on={"split": "valid", "states": len(valid_ids), "metric": "ndcg@32", "best_iteration": best},
         importance=importance(cfg.library, booster, names), date=time.strftime("%Y-%m-%d %H:%M:%S"))
     reranker = Reranker(spec, booster)
-    valid_ids_ranked = ranked_lists(reranker, valid, max(KS))
+    valid_ids_ranked = ranked_lists(reranker, valid, max(VALID_RECALL_KS))
     spec.valid_scores = recalls(valid_ids_ranked, valid.positives)
     spec.trained_on["seconds"] = {"rows": round(rows_s, 1), "fit": round(fit_s, 1),
                                   "total": round(time.perf_counter() - t0, 1)}

@@ -1,0 +1,43 @@
+"""How a reranker is trained (`rerank train`'s flags, read as they are): its own light module, so that the
+command line builds its parser without importing the training code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class RerankConfig:
+    """How a reranker is trained: each field is a `rerank train` flag (help in its metadata), the command
+    reads it as is (eval/rerank/cli.py); `extra` alone is no flag."""
+
+    depth: int = field(default=100, metadata={
+        "help": "each ranker's list read this deep (candidates and rank features)"})
+    local_bound: int = field(default=64, metadata={"help": "nearest local premises added to the candidates"})
+    structure: bool = field(default=True, metadata={"help": "the structure features (locality, kind, ...)"})
+    library: Literal["lightgbm", "xgboost"] = field(default="lightgbm", metadata={
+        "help": "learning-to-rank library (xgboost: pip install xgboost-cpu)"})
+    max_states: int = field(default=8192, metadata={
+        "help": "training states with positives used at most (a seeded sample)"})
+    simulate_share: float = field(default=0.3, metadata={
+        "help": "share of training states whose own module or folder is treated as unindexed"})
+    # The mix of clients is chosen on valid (docs/decisions.md).
+    client_share: float = field(default=0.5, metadata={
+        "help": "share of training states sent as Lean's default client sends them (the others: the pre-June "
+                "client's body); valid is sent by the default client"})
+    seed: int = field(default=0, metadata={"help": "seed of the sample, the simulation and the model"})
+    learning_rate: float = field(default=0.05, metadata={"help": "shrinkage of each boosting round"})
+    num_leaves: int = field(default=31, metadata={"help": "leaves per tree at most"})
+    min_data_in_leaf: int = field(default=20, metadata={"help": "least training rows in a leaf (LightGBM)"})
+    lambda_l2: float = field(default=10.0, metadata={"help": "L2 penalty on leaf values (XGBoost's lambda)"})
+    min_sum_hessian_in_leaf: float = field(default=1.0, metadata={
+        "help": "least hessian a leaf holds (XGBoost's min_child_weight)"})
+    max_rounds: int = field(default=1000, metadata={"help": "boosting rounds at most (early stopping ends sooner)"})
+    # Valid NDCG@32 is noisy over a few hundred states, and a short patience stops at an early bump
+    # (docs/decisions.md).
+    early_stopping: int = field(default=200, metadata={
+        "help": "rounds without a better valid NDCG@32 before stopping"})
+    threads: int | None = field(default=None, metadata={"help": "threads of the library (default: all cores)"})
+    extra: dict = field(default_factory=dict, metadata={"flag": False})
+    """More parameters of the library, for code that builds a config; no flag (flags.ArgumentParser)."""
