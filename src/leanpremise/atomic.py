@@ -1,9 +1,10 @@
-"""Writing output files so that a killed process never leaves half of one behind."""
+"""Writing output files and folders so that a killed process never leaves half of one behind."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from pathlib import Path
 
 FILE_MODE = 0o666
@@ -39,6 +40,35 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def partial_dir(out: Path) -> Path:
+    """Where the folder `out` is written before it is swapped in: `.<name>.partial` beside it (same file
+    system, so the swap is a rename)."""
+    out = Path(out)
+    return out.parent / f".{out.name}.partial"
+
+
+def fresh_partial_dir(out: Path) -> Path:
+    """The partial folder of `out`, created empty: what a killed earlier run left there is removed."""
+    work = partial_dir(out)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return work
+
+
+def swap_in_dir(work: Path, out: Path) -> None:
+    """Replace the folder `out` (when there is one) by the complete folder `work`, with renames only: a reader
+    finds the old folder or the new one, never a mix; the old one is removed after the swap."""
+    work, out = Path(work), Path(out)
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+    os.replace(work, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def current_umask() -> int:

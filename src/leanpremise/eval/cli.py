@@ -16,6 +16,8 @@ from typing import Literal
 from leanpremise.data.config import DataConfig
 from leanpremise.eval.ranking_flags import ModelFlags, OutputFlags, load_corpus_embeddings
 from leanpremise.flags import from_args, switch
+from leanpremise.rank.kinds import RankerKind
+from leanpremise.rank.names import LEXICAL
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +218,7 @@ def _baseline(args) -> int:
     ds = load_dataset(data)
     state_ids = ds.split_ids(out.split)
     queries = [ds.states.state[s] for s in state_ids.tolist()]
-    if args.method == "bm25":
+    if args.method == RankerKind.BM25:
         from leanpremise.rank.bm25 import BM25Config, BM25Ranker
 
         t0 = time.perf_counter()
@@ -228,7 +230,7 @@ def _baseline(args) -> int:
                                    time.perf_counter() - t0, None)
         _write_metrics(out.metrics_out, metrics, index_s)
         return 0
-    if args.method == "usage":
+    if args.method == RankerKind.USAGE:
         from leanpremise.rank.usage import UsageRanker
 
         if out.split == "train":
@@ -291,7 +293,7 @@ def register(sub) -> None:
     b = sub.add_parser("baseline", dataclass_types=[DataConfig, OutputFlags, BaselineFlags, ModelFlags],
                        help="BM25, MePo, usage (train-proof frequency) or ReProver-style retrieval, written "
                             "like `retrieve`")
-    b.add_argument("method", choices=["bm25", "mepo", "usage", "reprover"])
+    b.add_argument("method", choices=[*LEXICAL, "reprover"])
     b.set_defaults(func=_baseline)
 
     f = sub.add_parser("fuse", dataclass_types=[FuseFlags],

@@ -17,6 +17,7 @@ import numpy as np
 from leanpremise.eval.tune_draw import draw_tuning_states
 from leanpremise.eval.tuning import tune
 from leanpremise.rank.fusion import TunedOn, apply, write_fusion
+from leanpremise.rank.kinds import RankerKind
 from leanpremise.rank.runs import Run
 
 logger = logging.getLogger(__name__)
@@ -44,15 +45,15 @@ class Rankers:
                                              show_progress=True, desc="corpus")
         self.corpus_emb = corpus_embeddings
         self.bm25 = self.mepo_index = self.usage = None
-        if "bm25" in lexical:
+        if RankerKind.BM25 in lexical:
             from leanpremise.rank.bm25 import BM25Ranker
 
             self.bm25 = BM25Ranker(dataset.corpus.texts)
-        if "mepo" in lexical:
+        if RankerKind.MEPO in lexical:
             from leanpremise.rank.mepo import SymbolIndex
 
             self.mepo_index = SymbolIndex.from_corpus(dataset.corpus)
-        if "usage" in lexical:
+        if RankerKind.USAGE in lexical:
             from leanpremise.rank.usage import UsageRanker
 
             self.usage = UsageRanker.from_dataset(dataset)
@@ -66,14 +67,14 @@ class Rankers:
         emb = encode_texts(self.model, queries, batch_size=self.batch_size)
         out = [Run(dense_name, *rank_premises(emb, self.corpus_emb, self.ds.access, state_ids, k))]
         if self.bm25 is not None:
-            out.append(Run("bm25", *self.bm25.rank(queries, self.ds.access, state_ids, k)))
+            out.append(Run(RankerKind.BM25, *self.bm25.rank(queries, self.ds.access, state_ids, k)))
         if self.mepo_index is not None:
             from leanpremise.rank.mepo import MePoConfig, mepo_rank
 
-            out.append(Run("mepo", *mepo_rank(self.mepo_index, queries, self.ds.access, state_ids, k,
+            out.append(Run(RankerKind.MEPO, *mepo_rank(self.mepo_index, queries, self.ds.access, state_ids, k,
                                               MePoConfig())))
         if self.usage is not None:
-            out.append(Run("usage", *self.usage.rank(self.ds.access, state_ids, k)))
+            out.append(Run(RankerKind.USAGE, *self.usage.rank(self.ds.access, state_ids, k)))
         return out
 
 

@@ -9,14 +9,13 @@ interrupted export resumes where it stopped.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from leanpremise.atomic import atomic_write_bytes, follow_umask
+from leanpremise.atomic import atomic_write_bytes, follow_umask, fresh_partial_dir, swap_in_dir
 from leanpremise.bundle.layout import (
     INT8_FILE,
     MANIFEST,
@@ -83,23 +82,8 @@ class ExportConfig:
     """The proof states the usage counts count (fusion_export.USAGE_STATES): `all` for a project's bundle."""
 
 
-def partial_dir(out: Path) -> Path:
-    return out.parent / f".{out.name}.partial"
-
-
 def chunks_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.chunks"
-
-
-def _swap_in(work: Path, out: Path) -> None:
-    """Replace `out` by `work` with renames only (the old bundle is removed after the swap)."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(work, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 class ModelDirError(ValueError):
@@ -136,9 +120,7 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
         logger.info("reusing corpus embeddings from %s", cfg.corpus_embeddings)
     for source in cfg.reuse:  # likewise: a wrong path fails before the model is saved
         Manifest.read(source)
-    work = partial_dir(out)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = fresh_partial_dir(out)
     onnx_rel, int8_rel = write_model(model, work, cfg, kind)
     write_premises_archive(corpus_data_dir(cfg.data), work / PREMISES_ARCHIVE)
     hybrid_rel = write_hybrid(fusion, corpus, work, cfg.progress, dataset, cfg.usage_states) if fusion is not None else None
@@ -176,7 +158,7 @@ def export_bundle(cfg: ExportConfig) -> Manifest:
     manifest.checksums, manifest.sizes = bundle_files(work)  # last: covers every file written above
     atomic_write_bytes(work / MANIFEST, manifest.to_json())
     follow_umask(work)  # another user can serve it where the umask lets them
-    _swap_in(work, out)
+    swap_in_dir(work, out)
     shutil.rmtree(chunks_dir(out), ignore_errors=True)
     logger.info("wrote bundle %s: %d premises, dimension %d, in %.0fs", out, len(corpus), dim,
                 time.perf_counter() - t0)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import re
 
-LEXICAL = ("bm25", "mepo", "usage")
+from leanpremise.rank.kinds import RankerKind
+
+LEXICAL = (RankerKind.BM25, RankerKind.MEPO, RankerKind.USAGE)
 """The rankers fused beside the dense model, in this order: BM25 and MePo read the texts, usage ranks by
 how often training proofs used a premise (eval/usage.py). The server runs them in its lexical threads."""
 
@@ -22,10 +24,10 @@ def side_ranker(name: str):
     from leanpremise.rank.mepo import MePoConfig
 
     if name in LEXICAL:
-        return name, MePoConfig() if name == "mepo" else None
+        return name, MePoConfig() if name == RankerKind.MEPO else None
     m = MEPO_FILE_NAME.match(name)
     if m:
-        return "mepo", MePoConfig(p=float(m.group(1)), c=float(m.group(2)))
+        return RankerKind.MEPO, MePoConfig(p=float(m.group(1)), c=float(m.group(2)))
     return None
 
 
@@ -44,7 +46,7 @@ def side_rankers(names: list[str]) -> tuple[dict[str, str], object, str | None]:
         if kind in kinds:
             raise ValueError(f"rankers {kinds[kind]!r} and {name!r} are both {kind}")
         kinds[kind] = name
-        mepo_config = config if kind == "mepo" else mepo_config
+        mepo_config = config if kind == RankerKind.MEPO else mepo_config
     if len(dense) > 1:
         raise ValueError(f"{dense} are not lexical rankers ({', '.join(LEXICAL)}); a bundle has one dense model")
     return kinds, mepo_config, dense[0] if dense else None

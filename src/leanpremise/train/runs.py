@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import struct
 import zipfile
 from pathlib import Path
 
-from leanpremise.atomic import atomic_write_bytes
+from leanpremise.atomic import atomic_write_bytes, fresh_partial_dir, swap_in_dir
 
 logger = logging.getLogger(__name__)
 
@@ -146,18 +145,8 @@ def write_revision(directory: Path, revision: str) -> None:
 def save_final(model, output_dir: Path, revision: str) -> Path:
     """Save the model to <output_dir>/final with a `revision` file, replacing an old final only when complete."""
     final = Path(output_dir) / "final"
-    tmp = Path(output_dir) / "final.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save(str(tmp))
-    write_revision(tmp, revision)
-    if final.exists():
-        old = Path(output_dir) / "final.old"
-        if old.exists():
-            shutil.rmtree(old)
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(final)
+    work = fresh_partial_dir(final)
+    model.save(str(work))
+    write_revision(work, revision)
+    swap_in_dir(work, final)
     return final

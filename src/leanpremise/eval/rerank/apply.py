@@ -7,6 +7,7 @@ import numpy as np
 from leanpremise.eval.rerank.rows import build_rows
 from leanpremise.eval.rerank.train import requests_for
 from leanpremise.rank.rerank.model import order_by_score
+from leanpremise.rank.runs import padded_topk
 
 
 def rerank_states(reranker, ds, rankers, table, state_ids: np.ndarray, k: int, progress: bool = True,
@@ -21,8 +22,7 @@ def rerank_states(reranker, ds, rankers, table, state_ids: np.ndarray, k: int, p
     rows = build_rows(rankers, table, requests, spec.kinds(), spec.structure, spec.depth, spec.local_bound,
                       tail_depth=k, progress=progress, desc="rerank", total=len(state_ids))
     scores = reranker.score(rows.x)
-    out_ids = np.full((len(rows.sizes), k), -1, dtype=np.int64)
-    out_scores = np.full((len(rows.sizes), k), -np.inf, dtype=np.float32)
+    out_ids, out_scores = padded_topk((len(rows.sizes), k))
     n = len(rankers.view)
     for i, new_ids in enumerate(rows.new_ids):
         g = rows.group(i)

@@ -13,6 +13,7 @@ from leanpremise.data.config import DataConfig
 from leanpremise.eval.ranking_flags import ModelFlags, OutputFlags
 from leanpremise.eval.rerank.config import RerankConfig
 from leanpremise.flags import from_args
+from leanpremise.rank.kinds import RankerKind
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def _rankers(ds, view, kinds: list[str], model: ModelFlags, usage_states):
         from leanpremise.eval.ranking_flags import load_corpus_embeddings
 
         emb = load_corpus_embeddings(model.corpus_embeddings, len(ds.corpus))
-    return build_rankers(ds, view, kinds + (["dense"] if model.model is not None else []),
+    return build_rankers(ds, view, kinds + ([RankerKind.DENSE] if model.model is not None else []),
                          model=model.model, model_name=model.model_name, corpus_embeddings=emb,
                          usage_states=usage_states)
 
@@ -193,14 +194,14 @@ def apply_reranker(ds, reranker_dir: Path, split: str, k: int, out_dir: Path, me
 
     reranker = Reranker.load(reranker_dir)
     spec = reranker.spec
-    dense = spec.ranker("dense")
+    dense = spec.ranker(RankerKind.DENSE)
     if dense is not None and model.model is None and files is None:
         raise ValueError(f"{reranker_dir} reads a dense ranker ({dense.name}): give --model (and "
                          "--corpus_embeddings) or --files")
     view, _ = _view(ds, index)
     state_ids = _states(ds, split, index, tuning=False)
     usage_states = _states(ds, "train", _rest(index), tuning=True)
-    side = [kind for kind in spec.kinds() if kind != "dense"]
+    side = [kind for kind in spec.kinds() if kind != RankerKind.DENSE]
     rankers, table = _rankers(ds, view, side, model if files is None else ModelFlags(), usage_states)
     if files is not None:
         from leanpremise.eval.rerank.signals import FileDense

@@ -8,6 +8,7 @@ import numpy as np
 
 from leanpremise.eval.rerank.requests import IndexView
 from leanpremise.eval.rerank.signals import DenseRanker, EvalRankers
+from leanpremise.rank.kinds import RankerKind
 from leanpremise.rank.rerank.premises import PremiseTable
 from leanpremise.rank.side import SideRankers
 
@@ -31,20 +32,20 @@ def build_rankers(ds, view: IndexView, kinds: list[str], model=None, model_name:
     names = [corpus.names[i] for i in ids]
     bm25 = mepo = usage = None
     mepo_config = MePoConfig()
-    if "bm25" in kinds:
+    if RankerKind.BM25 in kinds:
         bm25 = BM25Ranker(view_texts, BM25Config(), progress=progress)
-    if "mepo" in kinds:
+    if RankerKind.MEPO in kinds:
         from leanpremise.rank.lean_tokens import symbols
 
         mepo = SymbolIndex([symbols(t, exclude=n) for t, n in zip(view_texts, names)])
     module_usage = None
-    if "usage" in kinds:
+    if RankerKind.USAGE in kinds:
         counts = usage_counts(ds, usage_states)
         usage = UsageRanker(counts[view.ids])
         module_usage = module_usage_of(ds, view, usage_states)
     side = SideRankers(bm25, mepo, mepo_config, usage, {n: i for i, n in enumerate(names)}, module_usage)
     dense = None
-    if "dense" in kinds:
+    if RankerKind.DENSE in kinds:
         dense = _dense(ds, view, model, model_name, corpus_embeddings, progress)
         dense.identity = identity or dense.identity
     table = PremiseTable.from_corpus(corpus).subset(view.ids)

@@ -14,6 +14,7 @@ import numpy as np
 
 from leanpremise.eval.rerank.requests import StateRequest
 from leanpremise.eval.rerank.signals import EvalRankers, batch_signals
+from leanpremise.rank.kinds import RankerKind
 from leanpremise.rank.rerank.features import candidates, features
 from leanpremise.rank.rerank.premises import PremiseTable
 
@@ -69,7 +70,7 @@ def build_rows(rankers: EvalRankers, table: PremiseTable, requests: Iterable[Sta
             positives.append(req.positives)
             new_ids.append(req.new_ids)
             if tail_depth:
-                first = next(k for k in ("dense", "bm25", "mepo", "usage") if k in sig.runs)
+                first = next(k for k in RankerKind if k in sig.runs)
                 tails.append(sig.runs[first][0][:tail_depth].copy())
         if bar is not None:
             bar.update(len(batch))

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from leanpremise.eval.rerank.requests import IndexView, StateRequest
+from leanpremise.rank.kinds import RankerKind
 from leanpremise.rank.rerank.features import Signals
+from leanpremise.rank.runs import padded_topk
 from leanpremise.rank.side import SideRankers, merge_new
 
 
@@ -44,7 +46,7 @@ class EvalRankers:
     bm25_settings: dict | None = None
 
     def kinds(self) -> list[str]:
-        return (["dense"] if self.dense is not None else []) + self.side.kinds()
+        return ([RankerKind.DENSE] if self.dense is not None else []) + self.side.kinds()
 
 
 class _BatchMasks:
@@ -71,7 +73,7 @@ def batch_signals(rankers: EvalRankers, requests: list[StateRequest], depth: int
         runs, lookups = rankers.side.runs(req.input.state, req.mask, new, depth, with_lookups=True,
                                           own_uses=req.own_uses, module=req.input.module)
         if dense_runs is not None:
-            runs["dense"], lookups["dense"] = dense_runs[j]
+            runs[RankerKind.DENSE], lookups[RankerKind.DENSE] = dense_runs[j]
         out.append(Signals(runs=runs, lookups=lookups))
     return out
 
@@ -147,13 +149,10 @@ class FileDense:
                 shared.append(v if v >= 0 and req.mask[v] else -1)
         shared = np.asarray(shared, dtype=np.int64)
         keep = shared >= 0
-        ids, sc = shared[keep][:depth], scores[keep][:depth]
-        out_ids = np.full(depth, -1, dtype=np.int64)
-        out_sc = np.full(depth, -np.inf, dtype=np.float32)
-        out_ids[: len(ids)], out_sc[: len(ids)] = ids, sc
+        listed = padded_topk(depth, shared[keep][:depth], scores[keep][:depth])
         known = dict(zip(shared[keep].tolist(), scores[keep].tolist()))
 
         def lookup(cand: np.ndarray) -> np.ndarray:
             return np.array([known.get(int(c), np.nan) for c in np.asarray(cand).tolist()], dtype=np.float64)
 
-        return (out_ids, out_sc), lookup
+        return listed, lookup

@@ -11,19 +11,21 @@ written, never a pickle.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
+from leanpremise.atomic import fresh_partial_dir, swap_in_dir
 from leanpremise.eval.rerank.config import RerankConfig
 from leanpremise.eval.rerank.requests import build_request, import_order, module_folders, simulations
 from leanpremise.eval.rerank.rows import RerankRows, build_rows
+from leanpremise.rank.kinds import RankerKind
 from leanpremise.rank.rerank.features import CATEGORICAL, FEATURE_SET, feature_list
 from leanpremise.rank.rerank.model import Reranker, order_by_score
 from leanpremise.rank.rerank.spec import MODEL_FILES, FeatureEntry, RankerEntry, RerankerSpec, write_spec
+from leanpremise.rank.runs import padded_topk
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ def requests_for(ds, rankers, table, state_ids: np.ndarray, share: float = 0.0, 
 def ranked_lists(reranker: Reranker, rows: RerankRows, k: int) -> np.ndarray:
     """(B, k) ids of the reranked lists of every request of `rows` (request id space, -1 padded)."""
     scores = reranker.score(rows.x)
-    out = np.full((len(rows.sizes), k), -1, dtype=np.int64)
+    out, _ = padded_topk((len(rows.sizes), k))
     for i in range(len(rows.sizes)):
         g = rows.group(i)
         ids, _ = order_by_score(rows.cand[g], scores[g], k, rows.tails[i] if rows.tails else None)
@@ -145,35 +147,26 @@ def importance(library: str, booster, names: list[str]) -> dict[str, float]:
 def save_reranker(out: Path, spec: RerankerSpec, booster) -> Path:
     """The model file and reranker.json into `out`, written in a partial folder and swapped in whole."""
     out = Path(out)
-    work = out.parent / f".{out.name}.partial"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = fresh_partial_dir(out)
     model_path = work / spec.model_file
     if spec.library == "lightgbm":
         booster.save_model(str(model_path))
     else:
         booster.save_model(str(model_path))
     write_spec(work, spec)
-    if out.exists():
-        old = out.parent / f".{out.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        work.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        work.rename(out)
+    swap_in_dir(work, out)
     return out
 
 
 def ranker_entries(rankers) -> list[RankerEntry]:
     out = []
     for kind in rankers.kinds():
-        if kind == "dense":
-            out.append(RankerEntry(kind="dense", name=rankers.dense.name, model_identity=rankers.dense.identity))
-        elif kind == "mepo":
-            out.append(RankerEntry(kind="mepo", name="mepo", params=rankers.mepo_settings or {}))
-        elif kind == "bm25":
-            out.append(RankerEntry(kind="bm25", name="bm25", params=rankers.bm25_settings or {}))
+        if kind == RankerKind.DENSE:
+            out.append(RankerEntry(kind=kind, name=rankers.dense.name, model_identity=rankers.dense.identity))
+        elif kind == RankerKind.MEPO:
+            out.append(RankerEntry(kind=kind, name=kind, params=rankers.mepo_settings or {}))
+        elif kind == RankerKind.BM25:
+            out.append(RankerEntry(kind=kind, name=kind, params=rankers.bm25_settings or {}))
         else:
             out.append(RankerEntry(kind=kind, name=kind))
     return out

@@ -24,14 +24,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from leanpremise.rank.kinds import RankerKind
 from leanpremise.rank.lean_tokens import bm25_tokens
 from leanpremise.rank.rerank.premises import PROP_KINDS, PremiseTable, decl_kind, kind_code, name_parts
 
 FEATURE_SET = 2
 """Bumped when a feature changes meaning; a reranker records the version of each feature it was trained on."""
-RANKERS = ("dense", "bm25", "mepo", "usage")
+RANKERS = tuple(RankerKind)
 """The rankers a reranker can read, in column order."""
-LOOKUP_RANKERS = frozenset({"dense", "bm25", "usage"})
+LOOKUP_RANKERS = frozenset({RankerKind.DENSE, RankerKind.BM25, RankerKind.USAGE})
 """Rankers that can score any candidate (not only those they listed): their score is a feature for all."""
 
 
@@ -49,13 +50,13 @@ def ranker_features(kind: str) -> list[Feature]:
            Feature(f"{kind}_rr", 1, f"1 / {kind}_rank (0 when not listed)"),
            Feature(f"{kind}_score", 1, f"{kind}'s score" + (" of any candidate" if kind in LOOKUP_RANKERS
                                                             else " (missing when not listed)"))]
-    if kind == "dense":
+    if kind == RankerKind.DENSE:
         out.append(Feature("dense_gap", 1, "dense score minus the best candidate's"))
-    if kind == "bm25":
+    if kind == RankerKind.BM25:
         out.append(Feature("bm25_rel", 1, "BM25 score over the best candidate's (0 when none scores)"))
     if kind in LOOKUP_RANKERS:
         out.append(Feature(f"{kind}_cand_rank", 1, f"rank of its {kind} score among the request's candidates"))
-    if kind == "usage":
+    if kind == RankerKind.USAGE:
         out.append(Feature("module_usage", 1, "log(1 + training states of the request's module that used it); "
                                               "missing when the request names no module (no local premises)"))
     return out
@@ -169,15 +170,15 @@ def _ranker_columns(kind: str, run, lookup: ScoreLookup | None, cand: np.ndarray
     else:
         score = np.where(listed, np.asarray(scores, dtype=np.float64)[np.maximum(pos, 0)], np.nan)
     cols = [rank, rr, score]
-    if kind == "dense":
+    if kind == RankerKind.DENSE:
         best = np.nanmax(score) if len(score) and np.isfinite(score).any() else 0.0
         cols.append(score - best)
-    if kind == "bm25":
+    if kind == RankerKind.BM25:
         best = np.nanmax(score) if len(score) and np.isfinite(score).any() else 0.0
         cols.append(score / best if best > 0 else np.zeros(len(score)))
     if kind in LOOKUP_RANKERS:
         cols.append(_rank_among(score))
-    if kind == "usage":
+    if kind == RankerKind.USAGE:
         cols.append(np.asarray(module_lookup(cand), dtype=np.float64) if module_lookup is not None
                     else np.full(len(cand), np.nan))
     return cols
@@ -269,7 +270,7 @@ def features(table: PremiseTable, req: RerankInput, signals: Signals, cand: np.n
     for kind in RANKERS:
         if kind in rankers:
             part = _ranker_columns(kind, signals.runs[kind], signals.lookups.get(kind), cand, depth,
-                                   signals.lookups.get("module_usage") if kind == "usage" else None)
+                                   signals.lookups.get("module_usage") if kind == RankerKind.USAGE else None)
             ranks.append(part[0])
             cols += part
     if ranks:

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from leanpremise.json_files import FileFormatError, read_validated
+from leanpremise.rank.kinds import RankerKind
 from leanpremise.rank.runs import MAX_LIST_DEPTH
 
 SPEC_FILE = "reranker.json"
@@ -38,7 +39,7 @@ class RankerEntry(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    kind: Literal["dense", "bm25", "mepo", "usage"]
+    kind: RankerKind
     name: str
     """The ranker's name where it was made (`mepo`, the dense model's display name)."""
     params: dict[str, float | str] = Field(default_factory=dict)
