@@ -28,6 +28,7 @@ def static_minilm(out: Path | None = None) -> Path:
     from sentence_transformers.sentence_transformer.modules import StaticEmbedding
     from tokenizers import Tokenizer
 
+    from leanpremise.atomic import fresh_partial_dir, swap_in_dir
     from leanpremise.model.encoder import default_model_path
 
     minilm = default_model_path()
@@ -35,9 +36,9 @@ def static_minilm(out: Path | None = None) -> Path:
     key = next(k for k in weights if k.endswith("word_embeddings.weight"))
     static = StaticEmbedding(Tokenizer.from_file(str(minilm / "tokenizer.json")),
                              embedding_weights=weights[key].astype(np.float32))
-    tmp = out.parent / f".{out.name}.partial"
-    SentenceTransformer(modules=[static, models.Normalize()], device="cpu").save(str(tmp))
-    tmp.rename(out)
+    work = fresh_partial_dir(out)
+    SentenceTransformer(modules=[static, models.Normalize()], device="cpu").save(str(work))
+    swap_in_dir(work, out)
     return out
 
 
