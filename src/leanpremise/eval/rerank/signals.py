@@ -149,10 +149,10 @@ class FileDense:
                 shared.append(v if v >= 0 and req.mask[v] else -1)
         shared = np.asarray(shared, dtype=np.int64)
         keep = shared >= 0
-        listed = padded_topk(depth, shared[keep][:depth], scores[keep][:depth])
+        out_ids, out_sc = padded_topk(depth, shared[keep][:depth], scores[keep][:depth])
         known = dict(zip(shared[keep].tolist(), scores[keep].tolist()))
 
         def lookup(cand: np.ndarray) -> np.ndarray:
             return np.array([known.get(int(c), np.nan) for c in np.asarray(cand).tolist()], dtype=np.float64)
 
-        return listed, lookup
+        return (out_ids, out_sc), lookup
