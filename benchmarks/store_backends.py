@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import write_result
+
 from leanpremise.serve.embedding.store import LmdbEmbeddingStore
 from leanpremise.serve.embedding.store.interface import EmbeddingStore
 
@@ -142,8 +142,9 @@ def damage(kind: str, mode: str, texts: list[str], rows: np.ndarray, dim: int) -
                 f.seek(size // 4)
                 f.write(np.random.default_rng(2).bytes(size // 2))
         child = f"TEXT, MODEL = {TEXT!r}, {MODEL!r}\n" + DAMAGED_CHILD
-        done = subprocess.run([sys.executable, "-c", child, kind, str(where), str(len(texts))], capture_output=True,
-                              text=True, timeout=120, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        done = subprocess.run([sys.executable, "-c", child, kind, str(where), str(len(texts))],
+                              capture_output=True, text=True, timeout=120, check=False,
+                              env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
         last = (done.stderr.strip().splitlines() or [""])[-1]
         return {"store": kind, "damage": mode, "returncode": done.returncode,
                 "outcome": "killed by SIGBUS" if done.returncode == -7 else
