@@ -283,6 +283,7 @@ def test_redis_values_carry_an_hmac_and_poisoned_ones_are_misses(redis_url):
     import redis
 
     from leanpremise.serve.embedding.store import REDIS_PREFIX
+    from leanpremise.serve.embedding.store.record import seal
 
     url, _ = redis_url
     key = b"a secret of sixteen or more"
@@ -301,7 +302,7 @@ def test_redis_values_carry_an_hmac_and_poisoned_ones_are_misses(redis_url):
     assert seen == {"hmac": 2}
     # With the key leaked, a NaN row still does not pass: every row is checked after its tag.
     body = encode_vector(np.full(8, np.nan, np.float32))
-    raw.set(k2, body + store._tag(record_key(MODEL, "p2"), body))
+    raw.set(k2, seal(key, record_key(MODEL, "p2"), body))
     assert store.get_many(MODEL, texts, dim=8) == {}
     assert seen == {"hmac": 4, "nonfinite": 1}
     # Untagged (EMBEDDING_CACHE_KEY=insecure-none): rows are still checked.

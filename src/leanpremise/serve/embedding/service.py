@@ -3,7 +3,7 @@ already embedding; what is left goes to the model's lanes (serve/embedding/lanes
 cheaper than a hand-over (a static model's numpy encoder), is embedded by the request itself (`inline`).
 
 A text some other request is already embedding is awaited, not embedded twice. Given a persistent `store`
-(serve/embedding/store.py: LMDB on disk, or Redis shared by replicas), the texts the in-memory cache
+(serve/embedding/store/: LMDB on disk, or Redis shared by replicas), the texts the in-memory cache
 misses are looked up there, all of a request's at once and on a thread of their own (a store may block on
 disk or network), before anything is embedded; what is embedded is written to it on another thread, after
 the request has its rows. A store that fails answers misses.
