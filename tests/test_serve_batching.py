@@ -38,9 +38,9 @@ def test_search_many_over_mixed_candidates_equals_each_query_alone(corpus, dtype
     idx, emb = _index(corpus, dtype)
     rng = np.random.default_rng(1)
     mods = rng.permutation(len(corpus.modules))
-    cands = [idx.candidates(mods[:30].tolist(), None), idx.candidates(mods[20:60].tolist(), None),
-             idx.candidates(None, None), idx.candidates(mods[:2].tolist(), [corpus.names[3]]),
-             idx.candidates([], [])]
+    cands = [idx.import_mask(mods[:30].tolist(), None), idx.import_mask(mods[20:60].tolist(), None),
+             idx.import_mask(None, None), idx.import_mask(mods[:2].tolist(), [corpus.names[3]]),
+             idx.import_mask([], [])]
     cands.insert(2, cands[0])  # the same candidates object twice (one request's several states)
     ks = [10, 25, 5, 40, 7, 3]
     queries = rng.standard_normal((len(cands), emb.shape[1])).astype(np.float32)
@@ -75,7 +75,7 @@ def test_concurrent_searches_are_taken_together_and_each_gets_its_own_result(cor
     rng = np.random.default_rng(2)
     mods = rng.permutation(len(corpus.modules))
     requests = [(rng.standard_normal((n, emb.shape[1])).astype(np.float32),
-                 idx.candidates(mods[i * 10:(i + 1) * 10 + 25].tolist(), None), 8 + i) for i, n in
+                 idx.import_mask(mods[i * 10:(i + 1) * 10 + 25].tolist(), None), 8 + i) for i, n in
                 enumerate([1, 2, 1, 1, 3])]
 
     async def scenario():

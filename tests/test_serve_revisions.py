@@ -436,7 +436,7 @@ def test_a_revision_loaded_while_the_last_of_its_model_closes_gets_a_running_emb
     async def scenario(server):
         old = server.table.revisions["v4.97.0"]
         loaded = await asyncio.get_running_loop().run_in_executor(None, server.load_one, old.spec)
-        assert loaded[3] is old.shared  # the new revision shares the model's embedders
+        assert loaded.shared is old.shared  # the new revision shares the model's embedders
         stopped = old.shared.service
         await server.close(old)  # the last revision of the model closes meanwhile
         rev = await server.activate(loaded)
