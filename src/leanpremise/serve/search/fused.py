@@ -98,7 +98,7 @@ class FusedRanking:
         new_scores, n, depth = found.new_scores(), index.size, self.depth(request.k)
         out = []
         for b in range(len(request.states)):
-            dense = Run.row("dense", *merge_new(found.ids[b], found.scores[b], new_scores[b], n, depth))
+            dense = Run.row(RankerKind.DENSE, *merge_new(found.ids[b], found.scores[b], new_scores[b], n, depth))
             top_ids, top_scores = self.fuse(dense, prepared[b], request.k)
             out.append(named(top_ids, top_scores, index.names, request.new_names, n))
         return out
