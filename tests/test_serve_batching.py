@@ -104,6 +104,44 @@ def test_concurrent_searches_are_taken_together_and_each_gets_its_own_result(cor
             np.testing.assert_allclose(s, emb[i] @ q, atol=1e-5)
 
 
+def test_candidates_are_scored_by_the_search_worker_thread_as_their_rows_dot_the_goal(corpus):
+    """A reranker's candidate scores (indexed and new premises in one id space) are a job of the search
+    worker: computed in its thread, never in the caller's, equal to the rows' dot products."""
+    from leanpremise.serve.search.batcher import SearchBatcher
+
+    idx, emb = _index(corpus)
+    threads: list[str] = []
+    original = idx.score
+
+    def recorded_score(queries, ids, new_rows):
+        threads.append(threading.current_thread().name)
+        return original(queries, ids, new_rows)
+
+    idx.score = recorded_score
+    rng = np.random.default_rng(3)
+    queries = rng.standard_normal((2, emb.shape[1])).astype(np.float32)
+    new_rows = rng.standard_normal((3, emb.shape[1])).astype(np.float32)
+    n = len(corpus)
+    ids = [np.array([5, n + 2, 0, n]), np.array([n - 1, n + 1])]
+
+    async def scenario():
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="search") as pool:
+            batcher = SearchBatcher(idx, pool, max_queries=16)
+            await batcher.start()
+            try:
+                return await batcher.score(queries, ids, new_rows)
+            finally:
+                await batcher.stop()
+
+    got = asyncio.run(scenario())
+    assert len(threads) == 1 and threads[0].startswith("search")
+    rows = np.concatenate([emb, new_rows])
+    for q, c, s in zip(queries, ids, got):
+        np.testing.assert_allclose(s, rows[c] @ q, rtol=1e-6)
+
+
 class SleepyEmbedder:
     """A CPU-like embedder: one request's texts per call; records what ran on which thread, and how many
     calls of its kind ran at once."""

@@ -119,6 +119,8 @@ def test_pooled_revisions_store_shared_rows_once_and_search_exactly(dtype):
             for (s, i), (es, ei) in zip(view.topk(queries, mask, count, 10), alone.topk(queries, mask, count, 10)):
                 np.testing.assert_array_equal(i, ei)
                 np.testing.assert_allclose(s, es, rtol=0, atol=1e-6)
+        ids = rng.permutation(len(emb))[:50]  # a reranker's candidates are scored from these rows
+        np.testing.assert_array_equal(view.row_vectors(ids), alone.row_vectors(ids))
     v1.release()
     assert pool.rows == 400 + 41  # revision 2 still uses the first segment
     v2.release()
