@@ -55,11 +55,11 @@ def train(ds, emb: np.ndarray, out: Path, max_states: int, rounds: int) -> float
 def time_parts(bundle: Path, cache: Path, clients: list[Client], n: int) -> dict:
     """Per request, in this process: the side rankers' lists, the candidates + features, the model's scores."""
     from leanpremise.model.encoder import encode_texts, load_model
+    from leanpremise.rank.dense import known_scores
     from leanpremise.rank.rerank.features import Signals, candidates, features
+    from leanpremise.rank.runs import merge_new
     from leanpremise.serve.revisions.loader import load_bundle
     from leanpremise.serve.search.index import PremiseIndex
-    from leanpremise.rank.dense import known_scores
-    from leanpremise.rank.runs import merge_new
     from leanpremise.serve.search.reranked import RerankedRanking
 
     loaded = load_bundle(bundle, cache)
