@@ -38,6 +38,7 @@ def main() -> None:
     from leanpremise.rank.bm25 import BM25Ranker
     from leanpremise.rank.fusion import FusionSpec
     from leanpremise.rank.mepo import SymbolIndex
+    from leanpremise.rank.side import SideRankers
     from leanpremise.serve.search.fused import FusedRanking
     from leanpremise.serve.search.lexical_budget import lexical_work
 
@@ -73,7 +74,7 @@ def main() -> None:
         work = lexical_work(states, new_texts)
         cold, warm = [], []
         for _ in range(args.repeats):
-            fused = FusedRanking(spec, bm25, mepo)
+            fused = FusedRanking(spec, SideRankers(bm25, mepo))
             t = time.process_time()
             fused.lexical(states, None, new_texts, new_names, 100)
             cold.append(time.process_time() - t)

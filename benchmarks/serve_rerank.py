@@ -55,10 +55,12 @@ def train(ds, emb: np.ndarray, out: Path, max_states: int, rounds: int) -> float
 def time_parts(bundle: Path, cache: Path, clients: list[Client], n: int) -> dict:
     """Per request, in this process: the side rankers' lists, the candidates + features, the model's scores."""
     from leanpremise.model.encoder import encode_texts, load_model
+    from leanpremise.rank.dense import known_scores
     from leanpremise.rank.rerank.features import Signals, candidates, features
+    from leanpremise.rank.runs import merge_new
     from leanpremise.serve.revisions.loader import load_bundle
     from leanpremise.serve.search.index import PremiseIndex
-    from leanpremise.serve.search.reranked import RerankedRanking, dense_signals
+    from leanpremise.serve.search.reranked import RerankedRanking
 
     loaded = load_bundle(bundle, cache)
     reranked = RerankedRanking.load(bundle, loaded.manifest, loaded.corpus)
@@ -71,7 +73,7 @@ def time_parts(bundle: Path, cache: Path, clients: list[Client], n: int) -> dict
         body, _, _ = clients[j % len(clients)].next_request()
         k = body["k"]
         depth = reranked.depth(k)
-        cand_mask = index.candidates(body["imported_modules"], body["local_premises"])
+        cand_mask = index.import_mask(body["imported_modules"], body["local_premises"])
         new_names = [p["name"] for p in body["new_premises"]]
         new_texts = [p["decl"] for p in body["new_premises"]]
         q = encode_texts(model, [body["state"]])
@@ -79,17 +81,19 @@ def time_parts(bundle: Path, cache: Path, clients: list[Client], n: int) -> dict
         if missing:
             seen.update(zip(missing, encode_texts(model, missing)))
         new_emb = np.stack([seen[t] for t in new_texts]) if new_texts else np.zeros((0, q.shape[1]), np.float32)
-        res = index.searcher.topk(q, cand_mask.mask, cand_mask.count, depth)
-        dense = dense_signals(index, q, new_emb, [res[0][0]], [res[0][1]], depth)
+        res = index.rows.topk(q, cand_mask.mask, cand_mask.count, depth)
+        dense_run = merge_new(res[0][1], res[0][0], new_emb @ q[0] if len(new_emb) else np.zeros(0, np.float32),
+                              index.size, depth)
         local = index.premise_ids(body["local_premises"])
         closure = index.module_ids(body["imported_modules"])
         t0 = time.perf_counter()
         inp, runs, lookups = reranked.lexical([body["state"]], cand_mask.mask, local, closure, new_names,
                                               new_texts, k)[0]  # new premises' analyses cached, as served
         t1 = time.perf_counter()
-        runs["dense"], lookups["dense"] = dense[0]
+        runs["dense"] = dense_run
+        cand = candidates(Signals(runs=runs), inp, spec.depth, spec.local_bound)
+        lookups["dense"] = known_scores(cand, index.score(q, [cand], new_emb)[0])  # the search worker's job
         sig = Signals(runs=runs, lookups=lookups)
-        cand = candidates(sig, inp, spec.depth, spec.local_bound)
         t2 = time.perf_counter()
         x = features(reranked.table, inp, sig, cand, reranked.kinds, spec.structure, spec.depth)
         t3 = time.perf_counter()

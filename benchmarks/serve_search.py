@@ -74,12 +74,12 @@ def main() -> None:
         def reconstruct_batch(self, ids):
             return self.inner.reconstruct_batch(ids)
 
-    index.searcher.scan = CountingScan(index.searcher.scan)
+    index.rows.scan = CountingScan(index.rows.scan)
     t_cand = t_search = 0.0
     results = []
     for body, query in zip(bodies, queries):
         t0 = time.perf_counter()
-        cand = index.candidates(body["imported_modules"], body["local_premises"], False, [],
+        cand = index.import_mask(body["imported_modules"], body["local_premises"], False, [],
                                 [p["name"] for p in body["new_premises"]])
         t1 = time.perf_counter()
         ((_, ids),) = index.search_many(query[None], [cand], [args.k])

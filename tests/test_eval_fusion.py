@@ -7,7 +7,7 @@ import pytest
 
 from leanpremise.eval.tuning import per_state_objective, tune
 from leanpremise.json_files import FileFormatError
-from leanpremise.rank.fusion import Candidates, FusionSpec, apply, read_fusion, write_fusion
+from leanpremise.rank.fusion import CandidateRuns, FusionSpec, apply, read_fusion, write_fusion
 from leanpremise.rank.runs import Run
 
 X, Y, Z, W = 10, 11, 12, 13
@@ -110,7 +110,7 @@ def test_objective_is_the_mean_of_recall_at_16_32_100():
     ids = np.arange(200)[None, :]
     run = Run("a", ids, -np.arange(200, dtype=float)[None, :])
     spec = FusionSpec(method="single", rankers=["a"], weights={"a": 1.0})
-    v = per_state_objective(Candidates([run]), spec, [np.array([0, 19, 49, 149])])
+    v = per_state_objective(CandidateRuns([run]), spec, [np.array([0, 19, 49, 149])])
     assert v.tolist() == pytest.approx([(0.25 + 0.5 + 0.75) / 3])
 
 

@@ -13,18 +13,6 @@ import pytest
 
 PACKAGE = "leanpremise"
 
-# TEMPORARY: the serve-side circles and serve/search -> serve/http import that the `ranking` branch of
-# issue 29 removes. The lead deletes these two allow-lists after merging it; nothing may be added to them.
-PENDING_CYCLES = {
-    frozenset({"leanpremise.serve.search.answer", "leanpremise.serve.search.reranked"}),
-    frozenset({"leanpremise.serve.revisions.lifecycle", "leanpremise.serve.revisions.table"}),
-}
-PENDING_SEARCH_TO_HTTP = {
-    ("leanpremise.serve.search.answer", "leanpremise.serve.http.schemas"),
-    ("leanpremise.serve.search.lexical_budget", "leanpremise.serve.http.schemas"),
-}
-
-
 @pytest.fixture(scope="module")
 def graph():
     return grimp.build_graph(PACKAGE, include_external_packages=False, cache_dir=None)
@@ -41,7 +29,7 @@ def circles(g: nx.DiGraph) -> list[list[str]]:
     """Each circle's modules, as one cycle through them (what the failure message shows)."""
     out = []
     for component in nx.strongly_connected_components(g):
-        if len(component) > 1 and frozenset(component) not in PENDING_CYCLES:
+        if len(component) > 1:
             out.append(nx.find_cycle(g.subgraph(component)))
     return [[a for a, _ in cycle] + [cycle[-1][1]] for cycle in out]
 
@@ -61,17 +49,8 @@ def test_no_circle_between_files(graph):
     assert not found, "import circles between files:\n" + "\n".join(" -> ".join(c) for c in found)
 
 
-def test_the_temporary_allow_lists_hold_only_what_is_still_there(graph):
-    """An allow-list entry that no longer matches a circle is stale: remove it (the lead does after the merge)."""
-    g = module_graph(graph)
-    present = {frozenset(c) for c in nx.strongly_connected_components(g) if len(c) > 1}
-    stale = [sorted(c) for c in PENDING_CYCLES if c not in present]
-    stale += [[m, i] for m, i in PENDING_SEARCH_TO_HTTP if i not in graph.find_modules_directly_imported_by(m)]
-    assert not stale, f"TEMPORARY allow-list entries that match no import any more, delete them: {stale}"
-
-
 def test_search_does_not_import_http(graph):
     found = sorted((m, i) for m in graph.modules if m.startswith(f"{PACKAGE}.serve.search")
                    for i in graph.find_modules_directly_imported_by(m)
-                   if i.startswith(f"{PACKAGE}.serve.http") and (m, i) not in PENDING_SEARCH_TO_HTTP)
+                   if i.startswith(f"{PACKAGE}.serve.http"))
     assert not found, "serve.search imports serve.http: " + ", ".join(f"{m} -> {i}" for m, i in found)

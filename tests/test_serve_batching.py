@@ -38,9 +38,9 @@ def test_search_many_over_mixed_candidates_equals_each_query_alone(corpus, dtype
     idx, emb = _index(corpus, dtype)
     rng = np.random.default_rng(1)
     mods = rng.permutation(len(corpus.modules))
-    cands = [idx.candidates(mods[:30].tolist(), None), idx.candidates(mods[20:60].tolist(), None),
-             idx.candidates(None, None), idx.candidates(mods[:2].tolist(), [corpus.names[3]]),
-             idx.candidates([], [])]
+    cands = [idx.import_mask(mods[:30].tolist(), None), idx.import_mask(mods[20:60].tolist(), None),
+             idx.import_mask(None, None), idx.import_mask(mods[:2].tolist(), [corpus.names[3]]),
+             idx.import_mask([], [])]
     cands.insert(2, cands[0])  # the same candidates object twice (one request's several states)
     ks = [10, 25, 5, 40, 7, 3]
     queries = rng.standard_normal((len(cands), emb.shape[1])).astype(np.float32)
@@ -75,7 +75,7 @@ def test_concurrent_searches_are_taken_together_and_each_gets_its_own_result(cor
     rng = np.random.default_rng(2)
     mods = rng.permutation(len(corpus.modules))
     requests = [(rng.standard_normal((n, emb.shape[1])).astype(np.float32),
-                 idx.candidates(mods[i * 10:(i + 1) * 10 + 25].tolist(), None), 8 + i) for i, n in
+                 idx.import_mask(mods[i * 10:(i + 1) * 10 + 25].tolist(), None), 8 + i) for i, n in
                 enumerate([1, 2, 1, 1, 3])]
 
     async def scenario():
@@ -102,6 +102,44 @@ def test_concurrent_searches_are_taken_together_and_each_gets_its_own_result(cor
         for q, s, i in zip(queries, scores, ids):
             np.testing.assert_array_equal(i, _reference(emb, q, cand.mask, k))
             np.testing.assert_allclose(s, emb[i] @ q, atol=1e-5)
+
+
+def test_candidates_are_scored_by_the_search_worker_thread_as_their_rows_dot_the_goal(corpus):
+    """A reranker's candidate scores (indexed and new premises in one id space) are a job of the search
+    worker: computed in its thread, never in the caller's, equal to the rows' dot products."""
+    from leanpremise.serve.search.batcher import SearchBatcher
+
+    idx, emb = _index(corpus)
+    threads: list[str] = []
+    original = idx.score
+
+    def recorded_score(queries, ids, new_rows):
+        threads.append(threading.current_thread().name)
+        return original(queries, ids, new_rows)
+
+    idx.score = recorded_score
+    rng = np.random.default_rng(3)
+    queries = rng.standard_normal((2, emb.shape[1])).astype(np.float32)
+    new_rows = rng.standard_normal((3, emb.shape[1])).astype(np.float32)
+    n = len(corpus)
+    ids = [np.array([5, n + 2, 0, n]), np.array([n - 1, n + 1])]
+
+    async def scenario():
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="search") as pool:
+            batcher = SearchBatcher(idx, pool, max_queries=16)
+            await batcher.start()
+            try:
+                return await batcher.score(queries, ids, new_rows)
+            finally:
+                await batcher.stop()
+
+    got = asyncio.run(scenario())
+    assert len(threads) == 1 and threads[0].startswith("search")
+    rows = np.concatenate([emb, new_rows])
+    for q, c, s in zip(queries, ids, got):
+        np.testing.assert_allclose(s, rows[c] @ q, rtol=1e-6)
 
 
 class SleepyEmbedder:

@@ -301,12 +301,13 @@ def test_new_premise_caches_stay_within_their_byte_bound(setup, cache_dir, sampl
     bytes (each entry weighs more than its text's characters), and cached analyses rank as fresh ones."""
     from leanpremise.serve.revisions.loader import load_bundle
     from leanpremise.serve.search.fused import FusedRanking
+    from leanpremise.serve.search.ranking import RankingSettings
 
     bundle = setup["bundles"]["rrf"]
     loaded = load_bundle(bundle, cache_dir)
     bound = 100_000
-    fused = FusedRanking.load(bundle, loaded.manifest, loaded.corpus, cache_bytes=bound)
-    fresh = FusedRanking.load(bundle, loaded.manifest, loaded.corpus, cache_bytes=1)  # keeps nothing
+    fused = FusedRanking.load(bundle, loaded.manifest, loaded.corpus, RankingSettings(cache_bytes=bound))
+    fresh = FusedRanking.load(bundle, loaded.manifest, loaded.corpus, RankingSettings(cache_bytes=1))  # keeps none
     texts = sample_dataset.corpus.texts[:400]
     names = [f"New.premise_{i}" for i in range(len(texts))]
     states = [sample_dataset.states.state[s] for s in range(3)]
@@ -394,20 +395,19 @@ def test_a_bundle_from_the_hub_is_served_without_its_fusion_and_reranker_with_on
     import logging
     from types import SimpleNamespace
 
-    from leanpremise.serve.revisions.lifecycle import _load_rankings
+    from leanpremise.serve.revisions.lifecycle import load_ranking
 
     def hub_bundle():
         return SimpleNamespace(root=None, manifest=SimpleNamespace(hybrid="fusion.json", rerank="rerank/"),
-                               corpus=None, fused=None, reranked=None)
+                               corpus=None)
 
-    bundle = hub_bundle()
     with caplog.at_level(logging.WARNING, logger="leanpremise.serve.revisions.lifecycle"):
-        _load_rankings(bundle, "v1", service_config())
+        ranking = load_ranking(hub_bundle(), "v1", service_config())
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2 and all(line.startswith("v1: ") for line in lines)
     assert "dense only" in lines[0] and "without it" in lines[1]
-    assert bundle.fused is None and bundle.reranked is None
+    assert ranking.kind == "dense"
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="leanpremise.serve.revisions.lifecycle"):
-        _load_rankings(hub_bundle(), "v1", service_config(fusion=False, rerank=False))
-    assert not caplog.records
+        ranking = load_ranking(hub_bundle(), "v1", service_config(fusion=False, rerank=False))
+    assert not caplog.records and ranking.kind == "dense"

@@ -119,6 +119,8 @@ def test_pooled_revisions_store_shared_rows_once_and_search_exactly(dtype):
             for (s, i), (es, ei) in zip(view.topk(queries, mask, count, 10), alone.topk(queries, mask, count, 10)):
                 np.testing.assert_array_equal(i, ei)
                 np.testing.assert_allclose(s, es, rtol=0, atol=1e-6)
+        ids = rng.permutation(len(emb))[:50]  # a reranker's candidates are scored from these rows
+        np.testing.assert_array_equal(view.row_vectors(ids), alone.row_vectors(ids))
     v1.release()
     assert pool.rows == 400 + 41  # revision 2 still uses the first segment
     v2.release()
@@ -436,7 +438,7 @@ def test_a_revision_loaded_while_the_last_of_its_model_closes_gets_a_running_emb
     async def scenario(server):
         old = server.table.revisions["v4.97.0"]
         loaded = await asyncio.get_running_loop().run_in_executor(None, server.load_one, old.spec)
-        assert loaded[3] is old.shared  # the new revision shares the model's embedders
+        assert loaded.shared is old.shared  # the new revision shares the model's embedders
         stopped = old.shared.service
         await server.close(old)  # the last revision of the model closes meanwhile
         rev = await server.activate(loaded)

@@ -318,8 +318,8 @@ def test_search_equals_brute_force_over_the_stored_rows(sample_corpus, dtype, ex
     stored = _stored(emb, dtype)
     queries = rng.standard_normal((3, 16)).astype(np.float32)
     mods = rng.choice(len(sample_corpus.modules), 40, replace=False).tolist()
-    cases = [idx.candidates(None, None), idx.candidates(mods, None), idx.candidates(mods[:3], ["Nat.add_comm"]),
-             idx.candidates(None, None, overridden=[sample_corpus.names[5]]), idx.candidates([], [])]
+    cases = [idx.import_mask(None, None), idx.import_mask(mods, None), idx.import_mask(mods[:3], ["Nat.add_comm"]),
+             idx.import_mask(None, None, overridden=[sample_corpus.names[5]]), idx.import_mask([], [])]
     for cand in cases:
         scores, ids = search_stacked(idx, queries, cand, 20)
         allowed = np.ones(len(sample_corpus), bool) if cand.mask is None else cand.mask
@@ -357,9 +357,9 @@ def test_near_ties_beyond_the_first_fetch_are_still_ranked_exactly(sample_corpus
         def reconstruct_batch(self, ids):
             return self.inner.reconstruct_batch(ids)
 
-    idx.searcher.scan = CountingScan(idx.searcher.scan)
+    idx.rows.scan = CountingScan(idx.rows.scan)
     query = base + rng.standard_normal(dim).astype(np.float32) * 1e-3
-    scores, ids = search_stacked(idx, query[None], idx.candidates(None, None), 10)
+    scores, ids = search_stacked(idx, query[None], idx.import_mask(None, None), 10)
     ref = np.argsort(-(emb @ query), kind="stable")[:10]
     np.testing.assert_array_equal(ids[0], ref)
     np.testing.assert_allclose(scores[0], emb[ref] @ query, rtol=1e-6)

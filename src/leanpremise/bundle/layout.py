@@ -28,7 +28,7 @@ bundle").
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 MANIFEST = "manifest.json"
 MODEL_DIR = "model"
@@ -74,6 +74,12 @@ def embeddings_file_name(model_name: str, revision: str) -> str:
 def text_hashes_file_name(embeddings_rel: str) -> str:
     """The text-hash array beside an embeddings file: `<same stem>.texts-sha256.npy`."""
     return embeddings_rel.removesuffix(".npy") + TEXT_HASHES_SUFFIX
+
+
+def onnx_file(model_dir: Path, int8: bool = False) -> Path:
+    """Where a bundle's model dir keeps its ONNX graph (`int8`: the quantised one): the exporter writes it
+    there and the server looks for it there."""
+    return Path(model_dir) / ONNX_DIR / (INT8_FILE if int8 else ONNX_FILE)
 
 
 def bundle_path_problem(rel: str) -> str | None:

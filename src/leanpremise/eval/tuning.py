@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from leanpremise.eval.stats import bootstrap_lower
-from leanpremise.rank.fusion import Candidates, FusionSpec
+from leanpremise.rank.fusion import CandidateRuns, FusionSpec
 from leanpremise.rank.runs import Run
 
 TUNE_KS = (16, 32, 100)
@@ -20,7 +20,7 @@ TUNE_KS = (16, 32, 100)
 RRF_KS = (10, 30, 60, 100)
 
 
-def per_state_objective(cands: Candidates, spec: FusionSpec, positives: list[np.ndarray],
+def per_state_objective(cands: CandidateRuns, spec: FusionSpec, positives: list[np.ndarray],
                         ks=TUNE_KS) -> np.ndarray:
     """Mean over ks of Recall@k per state (states without positives excluded by the caller)."""
     s = cands.scores(spec)
@@ -71,7 +71,7 @@ def tune(runs: list[Run], positives: list[np.ndarray], seed: int = 0, step: floa
     if not has_pos.any():
         raise ValueError("no tuning state has a positive premise: nothing to tune on")
     sel = [Run(r.name, r.ids[has_pos], r.scores[has_pos]) for r in runs]
-    cands = Candidates(sel)
+    cands = CandidateRuns(sel)
     pos = [p for p, h in zip(positives, has_pos) if h]
     names = [r.name for r in runs]
     evaluated = [(spec, per_state_objective(cands, spec, pos)) for spec in candidate_specs(names, step)]

@@ -17,17 +17,16 @@ from pathlib import Path
 
 from leanpremise.atomic import atomic_write_bytes, follow_umask, fresh_partial_dir, swap_in_dir
 from leanpremise.bundle.layout import (
-    INT8_FILE,
     MANIFEST,
     MODEL_DIR,
-    ONNX_DIR,
-    ONNX_FILE,
     PREMISES_ARCHIVE,
     embeddings_file_name,
+    onnx_file,
     revision_slug,
     text_hashes_file_name,
 )
 from leanpremise.bundle.manifest import Manifest, SplitRecord
+from leanpremise.bundle.side_rankers import usage_state_ids
 from leanpremise.bundle.verify import bundle_files
 from leanpremise.data import DataConfig, load_corpus, load_dataset
 from leanpremise.export.corpus_embeddings import (
@@ -38,7 +37,7 @@ from leanpremise.export.corpus_embeddings import (
     npy_bytes,
     texts_fingerprint,
 )
-from leanpremise.export.fusion_export import check_fusion_file, usage_state_ids, uses_usage, write_hybrid
+from leanpremise.export.fusion_export import check_fusion_file, uses_usage, write_hybrid
 from leanpremise.export.premises_archive import write_premises_archive
 from leanpremise.export.rerank_export import (
     check_dense_identity,
@@ -79,7 +78,7 @@ class ExportConfig:
     rerank: Path | None = None
     """A reranker directory (`rerank train`): put it and the rankers it reads into the bundle."""
     usage_states: str = "train"
-    """The proof states the usage counts count (fusion_export.USAGE_STATES): `all` for a project's bundle."""
+    """The proof states the usage counts count (bundle/side_rankers.USAGE_STATES): `all` for a project's bundle."""
 
 
 def chunks_dir(out: Path) -> Path:
@@ -182,11 +181,11 @@ def write_model(model, work: Path, cfg: ExportConfig, kind: str = "transformer")
         return None, None
     if not (cfg.onnx or cfg.int8):
         return None, None
-    onnx_path = export_onnx(model_dir, model_dir / ONNX_DIR / ONNX_FILE)
+    onnx_path = export_onnx(model_dir, onnx_file(model_dir))
     onnx_rel = onnx_path.relative_to(work).as_posix()
     int8_rel = None
     if cfg.int8:
-        int8_rel = quantize_int8(onnx_path, model_dir / ONNX_DIR / INT8_FILE).relative_to(work).as_posix()
+        int8_rel = quantize_int8(onnx_path, onnx_file(model_dir, int8=True)).relative_to(work).as_posix()
     if not cfg.onnx:
         onnx_path.unlink()
         onnx_rel = None

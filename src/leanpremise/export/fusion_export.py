@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from leanpremise.atomic import atomic_write_bytes
-from leanpremise.bundle.layout import HYBRID_BM25, HYBRID_FUSION, HYBRID_MEPO, HYBRID_USAGE
-from leanpremise.rank.fusion import FUSION_FILE, active_rankers, read_servable_fusion
+from leanpremise.bundle.side_rankers import write_fusion, write_side_rankers
+from leanpremise.rank.fusion import active_rankers, read_servable_fusion
 from leanpremise.rank.names import side_rankers
 
 logger = logging.getLogger(__name__)
@@ -36,53 +35,12 @@ def uses_usage(spec) -> bool:
     return "usage" in side_rankers(active_rankers(spec))[0]
 
 
-USAGE_STATES = ("train", "all")
-"""Which proof states a bundle's usage counts count: the train split (as evaluation counts them), or every
-state of the data dir (a project's own bundle: nothing of it is held out once it is served)."""
-
-
-def usage_state_ids(dataset, which: str = "train"):
-    """The state ids the usage counts of a bundle are made from (USAGE_STATES)."""
-    import numpy as np
-
-    if which == "train":
-        return dataset.split_ids("train")
-    if which == "all":
-        return np.arange(len(dataset.states), dtype=np.int64)
-    raise ValueError(f"usage states {which!r}: expected one of {', '.join(USAGE_STATES)}")
-
-
 def write_hybrid(spec, corpus, work: Path, progress: bool = True, dataset=None, usage_states: str = "train") -> str:
     """fusion.json, the BM25 index, the MePo table and the usage counts (those the fusion reads) under
     `work`; the fusion file's bundle path. `dataset` (of the exported corpus) gives the usage counts, from
-    its `usage_states` (USAGE_STATES)."""
+    its `usage_states` (bundle/side_rankers.USAGE_STATES)."""
     active = list(side_rankers(active_rankers(spec))[0])
-    atomic_write_bytes(work / HYBRID_FUSION, FUSION_FILE.dump_json(spec, indent=1))
+    rel = write_fusion(spec, work)
     write_side_rankers(active, corpus, work, progress, dataset, usage_states)
     logger.info("hybrid: %s; rankers written: %s", spec.label(), ", ".join(active) or "none")
-    return HYBRID_FUSION
-
-
-def write_side_rankers(kinds, corpus, work: Path, progress: bool = True, dataset=None, usage_states: str = "train"
-                       ) -> None:
-    """The files of the side rankers `kinds` (of bm25, mepo, usage) under `work`'s hybrid/, once each:
-    a fusion and a reranker of one bundle read the same ones. `dataset` gives the usage counts, from its
-    `usage_states` (USAGE_STATES)."""
-    if "bm25" in kinds and not (work / HYBRID_BM25).exists():
-        from leanpremise.rank.bm25 import BM25Ranker
-
-        BM25Ranker(corpus.texts, progress=progress).save(work / HYBRID_BM25)
-    if "mepo" in kinds and not (work / HYBRID_MEPO).exists():
-        from leanpremise.rank.mepo import SymbolIndex
-
-        SymbolIndex.from_corpus(corpus).save(work / HYBRID_MEPO)
-    if "usage" in kinds and not (work / HYBRID_USAGE).exists():
-        from leanpremise.rank.usage import UsageRanker, usage_counts
-
-        if dataset is None:
-            raise ValueError("the usage ranker is asked for: export needs the dataset to count it")
-        states = usage_state_ids(dataset, usage_states)
-        ranker = UsageRanker(usage_counts(dataset, states))
-        ranker.save(work / HYBRID_USAGE)
-        logger.info("usage ranker: %d of %d premises used by %d states (%s)", len(ranker.order), ranker.n,
-                    len(states), usage_states)
+    return rel

@@ -13,10 +13,8 @@ import logging
 import shutil
 from pathlib import Path
 
-import numpy as np
-
-from leanpremise.bundle.layout import RERANK_DIR, RERANK_MODULE_USAGE, RERANK_SPEC
-from leanpremise.export.fusion_export import usage_state_ids, write_side_rankers
+from leanpremise.bundle.layout import RERANK_DIR, RERANK_SPEC
+from leanpremise.bundle.side_rankers import write_module_usage, write_side_rankers
 from leanpremise.rank.rerank.model import Reranker
 from leanpremise.rank.rerank.spec import RerankerFileError, RerankerSpec
 
@@ -50,7 +48,7 @@ def check_dense_identity(spec: RerankerSpec, folder: Path, identities: set[str])
 def write_rerank(spec: RerankerSpec, folder: Path, corpus, work: Path, progress: bool = True, dataset=None,
                  usage_states: str = "train") -> str:
     """The reranker's files, its side rankers and usage by module (counted over `usage_states`,
-    fusion_export.USAGE_STATES) under `work`; the spec's bundle path."""
+    bundle/side_rankers.USAGE_STATES) under `work`; the spec's bundle path."""
     folder = Path(folder)
     (work / RERANK_DIR).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(folder / spec.model_file, work / RERANK_DIR / spec.model_file)
@@ -58,18 +56,7 @@ def write_rerank(spec: RerankerSpec, folder: Path, corpus, work: Path, progress:
     side = [k for k in spec.kinds() if k != "dense"]
     write_side_rankers(side, corpus, work, progress, dataset, usage_states)
     if "usage" in side:
-        module_usage(dataset, usage_states).save(work / RERANK_MODULE_USAGE)
+        write_module_usage(dataset, work, usage_states)
     logger.info("rerank: %s reranker over %s (depth %d) written", spec.library, ", ".join(spec.kinds()),
                 spec.depth)
     return RERANK_SPEC
-
-
-def module_usage(dataset, usage_states: str = "train"):
-    """Usage by module over the whole corpus from `usage_states`: the train split by default, the counts the
-    reranker was trained with (evaluation's index over the full corpus counts the same states)."""
-    from leanpremise.rank.module_usage import ModuleUsage
-
-    state_ids = usage_state_ids(dataset, usage_states)
-    positives = [dataset.states.positives(s) for s in state_ids.tolist()]
-    return ModuleUsage.from_positives(np.asarray(dataset.states.module_id)[state_ids], positives,
-                                      len(dataset.corpus.modules), len(dataset.corpus))

@@ -106,3 +106,37 @@ def rank_premises(state_emb: np.ndarray, corpus_emb: np.ndarray, access, state_i
                             state_batch=STATE_BATCH, progress=progress)
 
 
+
+
+def dense_scores(query: np.ndarray, ids: np.ndarray, n: int, indexed_rows: Callable[[np.ndarray], np.ndarray],
+                 new_rows: np.ndarray) -> np.ndarray:
+    """The dot product of `query` with any id of a request's shared id space (indexed premises 0..n-1, read
+    by `indexed_rows(ids)` at the precision they are searched at; new premise j is id n + j, row
+    `new_rows[j]`), float64. A reranker reads the dense score of every candidate, listed or not: the server's
+    search worker and evaluation both score them here, so both compute the same products."""
+    ids = np.asarray(ids, dtype=np.int64)
+    query = np.asarray(query, dtype=np.float32)
+    out = np.empty(len(ids), dtype=np.float64)
+    low = ids < n
+    if low.any():
+        out[low] = np.asarray(indexed_rows(ids[low]), dtype=np.float32) @ query
+    if not low.all():
+        out[~low] = np.asarray(new_rows, dtype=np.float32)[ids[~low] - n] @ query
+    return out
+
+
+def known_scores(ids: np.ndarray, scores: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A score lookup (`features.ScoreLookup`) of the ids scored already (`dense_scores` of them), NaN for
+    any other id: what a reranker reads once the candidates' scores are in."""
+    ids = np.asarray(ids, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    srt, vals = ids[order], np.asarray(scores, dtype=np.float64)[order]
+
+    def score(cand: np.ndarray) -> np.ndarray:
+        cand = np.asarray(cand, dtype=np.int64)
+        if len(srt) == 0:
+            return np.full(len(cand), np.nan)
+        at = np.searchsorted(srt, cand).clip(0, len(srt) - 1)
+        return np.where(srt[at] == cand, vals[at], np.nan)
+
+    return score

@@ -132,7 +132,7 @@ def file_order_scores(ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return scores
 
 
-class Candidates:
+class CandidateRuns:
     """The union of the rankers' lists per state, with each ranker's rank and normalised score on it.
 
     cand: (B, U) int64 candidate ids (-1 padding); rank: (R, B, U) 1-based (inf where absent);
@@ -210,4 +210,4 @@ def apply(runs: list[Run], spec: FusionSpec, k: int) -> tuple[np.ndarray, np.nda
     missing = [n for n in active_rankers(spec) if n not in by_name]
     if missing:
         raise ValueError(f"the fusion needs ranker(s) {missing}; given {sorted(by_name)}")
-    return Candidates([by_name[n] for n in active_rankers(spec)]).top(spec, k)
+    return CandidateRuns([by_name[n] for n in active_rankers(spec)]).top(spec, k)

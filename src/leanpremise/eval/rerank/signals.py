@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from leanpremise.eval.rerank.requests import IndexView, StateRequest
+from leanpremise.rank.dense import dense_scores, known_scores
 from leanpremise.rank.kinds import RankerKind
 from leanpremise.rank.rerank.features import Signals
 from leanpremise.rank.runs import padded_topk
@@ -91,22 +92,14 @@ def _dense(rankers: EvalRankers, requests: list[StateRequest], depth: int, batch
     for j, req in enumerate(requests):
         new_rows = dense.emb[req.new_ids] if len(req.new_ids) else np.zeros((0, q.shape[1]), np.float32)
         new_scores = new_rows @ q[j]
-        out.append((merge_new(ids[j], scores[j], new_scores, n, depth), _dot_lookup(dense.view_emb, new_rows, q[j])))
+        out.append((merge_new(ids[j], scores[j], new_scores, n, depth), _dense_lookup(dense.view_emb, new_rows, q[j])))
     return out
 
 
-def _dot_lookup(view_emb: np.ndarray, new_rows: np.ndarray, query: np.ndarray):
+def _dense_lookup(view_emb: np.ndarray, new_rows: np.ndarray, query: np.ndarray):
+    """The dense score of any id of one request (rank/dense.dense_scores, as the server's search worker)."""
     n = len(view_emb)
-
-    def score(ids: np.ndarray) -> np.ndarray:
-        ids = np.asarray(ids, dtype=np.int64)
-        out = np.empty(len(ids), dtype=np.float64)
-        low = ids < n
-        out[low] = np.asarray(view_emb[ids[low]], dtype=np.float32) @ query
-        out[~low] = new_rows[ids[~low] - n] @ query
-        return out
-
-    return score
+    return lambda ids: dense_scores(query, ids, n, view_emb.__getitem__, new_rows)
 
 
 @dataclass
@@ -150,9 +143,6 @@ class FileDense:
         shared = np.asarray(shared, dtype=np.int64)
         keep = shared >= 0
         out_ids, out_sc = padded_topk(depth, shared[keep][:depth], scores[keep][:depth])
-        known = dict(zip(shared[keep].tolist(), scores[keep].tolist()))
-
-        def lookup(cand: np.ndarray) -> np.ndarray:
-            return np.array([known.get(int(c), np.nan) for c in np.asarray(cand).tolist()], dtype=np.float64)
-
-        return (out_ids, out_sc), lookup
+        known = dict(zip(shared[keep].tolist(), scores[keep].tolist()))  # a premise listed twice: its last score
+        return (out_ids, out_sc), known_scores(np.fromiter(known, np.int64, len(known)),
+                                               np.fromiter(known.values(), np.float64, len(known)))

@@ -30,9 +30,9 @@ from pydantic import ValidationError
 
 from leanpremise.model.backends import EmbeddingFailed
 from leanpremise.serve.embedding.lanes import Overloaded
+from leanpremise.serve.errors import LimitExceeded
 from leanpremise.serve.http.guard import RequestGuard
 from leanpremise.serve.http.router import REVISION_KEY, RevisionRouter
-from leanpremise.serve.http.schemas import LimitExceeded
 from leanpremise.serve.revisions.lifecycle import ReloadFailed, Server, watch_sighup
 from leanpremise.serve.revisions.table import Revision
 from leanpremise.serve.search import answer as retrieve_request
@@ -127,9 +127,8 @@ async def health(request: Request):
         return {"status": "ok", "premises": rev.index.size, "modules": len(rev.index.indexed_modules),
                 "model_type": rev.bundle.manifest.model_type, "backend": rev.service.lanes.embedder.name, "embed_workers": len(rev.service.lanes.embedders),
                 "load_seconds": round(rev.load_seconds, 2), "revision": rev.bundle.manifest.revision,
-                "tag": rev.tag, "hybrid": rev.fused.describe() if rev.fused is not None else None,
+                "tag": rev.tag, **rev.ranking.describe(),
                 "hybrid_in_bundle": bool(rev.bundle.manifest.hybrid),
-                "rerank": rev.reranked is not None,
                 "rerank_in_bundle": bool(rev.bundle.manifest.rerank)}
     # the error's text (paths, exception messages) is in the log, not shown to anonymous clients
     failed = bool(server.error)

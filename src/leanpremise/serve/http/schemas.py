@@ -12,14 +12,6 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, create_model
 
 
-class LimitExceeded(ValueError):
-    """A request within every per-field limit that still asks too much in total (states x k)."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-
-
 def request_model(config) -> type[BaseModel]:
     """The request model of a server configured by `config` (a ServeConfig)."""
     return _request_model(config.max_states, config.max_state_chars, config.max_decl_chars,

@@ -21,8 +21,10 @@ from leanpremise.serve.embedding.service import EmbeddingService
 from leanpremise.serve.embedding.store import EmbeddingStore, open_server_store
 from leanpremise.serve.http.schemas import request_model
 from leanpremise.serve.prometheus import Metrics
-from leanpremise.serve.revisions.table import Revision, RevisionTable, SharedEmbedder
+from leanpremise.serve.revisions.table import LoadedRevision, Revision, RevisionTable, SharedEmbedder
 from leanpremise.serve.runtime import limit_blas_threads, limit_torch_threads, release_free_memory, text_bound
+from leanpremise.serve.search.batcher import SearchBatcher
+from leanpremise.serve.search.ranking import DenseRanking, Ranking, RankingKind, RankingSettings, Workers
 from leanpremise.serve.settings import ServeConfig
 
 logger = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ class Server:
         of dropped or failed bundles do not pile up."""
         self.loading: list[str] = []
         self.request_model = request_model(config)
-        self.candidate_mask_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="candidates")
+        self.import_mask_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="import-masks")
         self.lexical_pool = ThreadPoolExecutor(max_workers=config.lexical_threads, thread_name_prefix="lexical")
         self.search_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
         self._reload_lock: asyncio.Lock | None = None
@@ -90,7 +92,7 @@ class Server:
                                    verify=cfg.verify, fast=cfg.fast_verify, limits=cfg.archive_limits(),
                                    allow_unverified=cfg.allow_unverified_hub)
             spec = BundleSpec(path=None, manifest=bundle.manifest, tag=derived_tag(bundle.manifest))
-        _load_rankings(bundle, spec.tag, cfg)
+        ranking = load_ranking(bundle, spec.tag, cfg)
         if self._search_threads is None:
             self._search_threads = limit_blas_threads(cfg.search_threads)
         key = bundle_model_identity(bundle.manifest, bundle.model_dir)
@@ -118,7 +120,7 @@ class Server:
                     "x%d%s, in %.1fs", spec.tag, index.size, len(index.indexed_modules), rows.reused,
                     shared.embedders[0].name, len(shared.embedders),
                     " + 1 in the background" if shared.background is not None else "", seconds)
-        return spec, bundle, index, shared, seconds
+        return LoadedRevision(spec, bundle, index, ranking, shared, seconds)
 
     def unload(self, rows) -> None:
         """Give back the pool rows of a bundle that was loaded but will not be served (its load or its
@@ -139,10 +141,10 @@ class Server:
                     strings.setdefault(v, v)
         self.strings = strings
 
-    async def activate(self, loaded) -> Revision:
+    async def activate(self, loaded: LoadedRevision) -> Revision:
         """A loaded bundle made servable: its model's embedding service started (once per model), its
         search worker started."""
-        spec, bundle, index, shared, seconds = loaded
+        bundle, shared = loaded.bundle, loaded.shared
         self.embedders.setdefault(shared.key, shared)  # dropped meanwhile if its last revision closed
         if shared.service is None:
             opened = await asyncio.get_running_loop().run_in_executor(
@@ -162,8 +164,9 @@ class Server:
                 raise
             shared.service = service
         shared.users += 1
-        rev = Revision(spec, self, bundle, index, shared, seconds)
-        await rev.searcher.start()
+        search = SearchBatcher(loaded.index, self.search_executor, self.config.max_queries_per_search, self.metrics)
+        rev = Revision(loaded, Workers(self.import_mask_pool, self.lexical_pool, search), self.config)
+        await search.start()
         return rev
 
     def _count_rejected(self, cache: str):
@@ -198,8 +201,8 @@ class Server:
         if rev.closed:
             return
         rev.closed = True
-        await rev.searcher.stop()
-        rev.index.searcher.release()
+        await rev.workers.search.stop()
+        rev.index.rows.release()
         shared = rev.shared
         shared.users -= 1
         if shared.users == 0 and self.embedders.get(shared.key) is shared:
@@ -255,7 +258,7 @@ class Server:
                         try:
                             added[spec.tag] = await self.activate(loaded)
                         except BaseException:
-                            self.unload(loaded[2].searcher)  # loaded, never served: its rows go back
+                            self.unload(loaded.index.rows)  # loaded, never served: its rows go back
                             raise
             except Exception as e:
                 for rev in added.values():
@@ -277,14 +280,14 @@ class Server:
 
     async def stop(self) -> None:
         for rev in list(self.table.revisions.values()):
-            await rev.searcher.stop()
+            await rev.workers.search.stop()
         for shared in list(self.embedders.values()):
             if shared.service is not None:
                 await shared.service.stop()  # flushes its store writes: the stores close after
         for store in self.stores.values():
             store.close()
         self.stores.clear()
-        self.candidate_mask_pool.shutdown(wait=False, cancel_futures=True)
+        self.import_mask_pool.shutdown(wait=False, cancel_futures=True)
         self.lexical_pool.shutdown(wait=False, cancel_futures=True)
         self.search_executor.shutdown(wait=False, cancel_futures=True)
 
@@ -315,37 +318,29 @@ def _log_reload(task: asyncio.Task) -> None:
         logger.error("reload failed, still serving the revisions loaded before: %s", task.exception())
 
 
-def _fusion_class():
+_OFF_THE_HUB = {
+    RankingKind.FUSED: "a hybrid bundle from the Hub is served dense only (the lexical files are read from bundle dirs)",
+    RankingKind.RERANKED: ("a bundle with a reranker from the Hub is served without it (its files are read from "
+                           "bundle dirs)"),
+}
+
+
+def load_ranking(bundle, tag: str, cfg: ServeConfig) -> Ranking:
+    """The ranking a bundle is served with, picked once here: its reranker where it has one and RERANK is on,
+    else its fusion where it has one and FUSION is on, else the dense search alone. A bundle from the Hub has
+    no dir to read their files from, and is served dense (one warning line for each it carries)."""
     from leanpremise.serve.search.fused import FusedRanking
-
-    return FusedRanking
-
-
-def _reranker_class():
     from leanpremise.serve.search.reranked import RerankedRanking
 
-    return RerankedRanking
-
-
-_RANKINGS = (
-    ("hybrid", "fusion", "fused", ("a hybrid bundle from the Hub is served dense only (the lexical files are read "
-     "from bundle dirs)"), _fusion_class),
-    ("rerank", "rerank", "reranked", ("a bundle with a reranker from the Hub is served without it (its files are "
-     "read from bundle dirs)"), _reranker_class),
-)
-"""(manifest field, setting that turns it on, bundle attribute, warning from the Hub, its class (imported when
-needed)) of each ranking a bundle may carry beside its dense rows."""
-
-
-def _load_rankings(bundle, tag: str, cfg) -> None:
-    """The fusion and the reranker a bundle carries, where the settings serve them; a bundle from the Hub
-    has no dir to read their files from, and is served without them (one warning line each)."""
-    for field, setting, attr, from_hub, ranking in _RANKINGS:
-        if not getattr(bundle.manifest, field) or not getattr(cfg, setting):
-            continue
-        if bundle.root is None:
-            logger.warning("%s: %s", tag, from_hub)
-            continue
-        checks = {"limits": cfg.rerank_limits(), "verify": cfg.verify} if field == "rerank" else {}
-        setattr(bundle, attr, ranking().load(bundle.root, bundle.manifest, bundle.corpus,
-                                             cache_bytes=cfg.lexical_cache_max_bytes, **checks))
+    carried = [kind for kind, there, on in ((RankingKind.FUSED, bundle.manifest.hybrid, cfg.fusion),
+                                            (RankingKind.RERANKED, bundle.manifest.rerank, cfg.rerank)) if there and on]
+    if bundle.root is None:
+        for kind in carried:
+            logger.warning("%s: %s", tag, _OFF_THE_HUB[kind])
+        return DenseRanking()
+    if not carried:
+        return DenseRanking()
+    settings = RankingSettings(cache_bytes=cfg.lexical_cache_max_bytes, rerank_limits=cfg.rerank_limits(),
+                               verify=cfg.verify)
+    ranking = RerankedRanking if RankingKind.RERANKED in carried else FusedRanking
+    return ranking.load(bundle.root, bundle.manifest, bundle.corpus, settings)

@@ -17,21 +17,18 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from leanpremise.bundle.archive import ArchiveLimits, extract_premises_archive
 from leanpremise.bundle.corpus import bundle_corpus
 from leanpremise.bundle.layout import (
-    INT8_FILE,
     MANIFEST,
     MODEL_DIR,
-    ONNX_DIR,
-    ONNX_FILE,
     PREMISES_ARCHIVE,
     BundleError,
     embeddings_file_name,
+    onnx_file,
 )
 from leanpremise.bundle.manifest import Manifest
 from leanpremise.bundle.verify import (
@@ -46,10 +43,6 @@ from leanpremise.bundle.verify import (
 from leanpremise.data.config import default_cache_dir
 from leanpremise.data.corpus import Corpus
 
-if TYPE_CHECKING:
-    from leanpremise.serve.search.fused import FusedRanking
-    from leanpremise.serve.search.reranked import RerankedRanking
-
 logger = logging.getLogger(__name__)
 
 
@@ -62,13 +55,9 @@ class LoadedBundle:
     premises_dir: Path
     root: Path | None = None
     """The bundle dir (None for a Hub download): where `manifest.hybrid` and its files are."""
-    fused: FusedRanking | None = None
-    """The bundle's fusion when it has one and HYBRID is on (set by the server once loaded)."""
-    reranked: RerankedRanking | None = None
-    """The bundle's reranker when it has one and RERANK is on (set by the server once loaded)."""
 
     def onnx_path(self, int8: bool = False) -> Path | None:
-        path = self.model_dir / ONNX_DIR / (INT8_FILE if int8 else ONNX_FILE)
+        path = onnx_file(self.model_dir, int8)
         return path if path.is_file() else None
 
 

@@ -1,40 +1,50 @@
-"""What a request reads: one revision served (its bundle, index, search worker and its model's embedding
+"""What a request reads: one revision served (its bundle, index, ranking, workers and its model's embedding
 service), the embedding service that revisions of one model share, and the table of revisions served.
 Their lifecycle (load, activate, swap, retire, close) is serve/revisions/lifecycle.py's `Server`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import orjson
 
 from leanpremise.serve.embedding.service import EmbeddingService
-from leanpremise.serve.search.batcher import SearchBatcher
+from leanpremise.serve.search.index import PremiseIndex
+from leanpremise.serve.search.ranking import Ranking, Workers
 
-if TYPE_CHECKING:
-    from leanpremise.serve.revisions.lifecycle import Server
+
+@dataclass
+class LoadedRevision:
+    """A bundle loaded and not yet served (serve/revisions/lifecycle.py `Server.load_one`, then `activate`)."""
+
+    spec: object
+    """Its BundleSpec (serve/revisions/plan.py): path, manifest, tag."""
+    bundle: object
+    """The LoadedBundle (serve/revisions/loader.py); its rows have gone to the model's pool."""
+    index: PremiseIndex
+    ranking: Ranking
+    shared: SharedEmbedder
+    seconds: float
+    """How long loading took."""
 
 
 class Revision:
     """One bundle served at /<tag>/ (and at / when it is the default): what the Lean routes read. Its
-    embedding service is shared with every revision of the same model; its rows live in that model's pool."""
+    embedding service is shared with every revision of the same model; its rows live in that model's pool.
+    Built from its parts: `config` gives the per-request limits (serve/settings.py's ServeConfig)."""
 
-    def __init__(self, spec, server: Server, bundle, index, shared: SharedEmbedder, load_seconds: float):
-        self.spec, self.tag, self.server = spec, spec.tag, server
-        self.config = server.config
-        self.candidate_mask_pool = server.candidate_mask_pool
-        self.lexical_pool = server.lexical_pool
-        self.fused = bundle.fused
-        self.reranked = bundle.reranked
-        self.bundle, self.index, self.shared = bundle, index, shared
-        self.service: EmbeddingService = shared.service
-        self.max_text_chars = shared.max_text_chars
-        self.indexed_premises_json = orjson.dumps(index.indexed_premises)
-        self.indexed_modules_json = orjson.dumps(index.indexed_modules)
-        self.load_seconds = load_seconds
-        self.searcher = SearchBatcher(index, server.search_executor, server.config.max_queries_per_search,
-                                      server.metrics)
+    def __init__(self, loaded: LoadedRevision, workers: Workers, config):
+        self.spec, self.tag = loaded.spec, loaded.spec.tag
+        self.config = config
+        self.bundle, self.index, self.shared = loaded.bundle, loaded.index, loaded.shared
+        self.ranking: Ranking = loaded.ranking
+        self.workers = workers
+        self.service: EmbeddingService = loaded.shared.service
+        self.max_text_chars = loaded.shared.max_text_chars
+        self.indexed_premises_json = orjson.dumps(self.index.indexed_premises)
+        self.indexed_modules_json = orjson.dumps(self.index.indexed_modules)
+        self.load_seconds = loaded.seconds
         self.active = 0
         """Requests using this revision now; a retired revision is closed when it reaches 0."""
         self.retired = False
@@ -47,7 +57,7 @@ class Revision:
                 "model_type": m.model_type,
                 "model_identity": self.shared.key,
                 "default": default, "state": "retiring" if self.retired else "loaded",
-                "rows_shared": int(getattr(self.index.searcher, "reused", 0))}
+                "rows_shared": int(getattr(self.index.rows, "reused", 0))}
 
 
 class SharedEmbedder:

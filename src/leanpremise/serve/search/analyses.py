@@ -51,6 +51,13 @@ class NewPremiseAnalyses:
         return [_cached(self.symbols_cache, (n, t), lambda t=t, n=n: symbols(t, exclude=n))
                 for n, t in zip(names, texts)]
 
+    def prepare(self, side, names: list[str], texts: list[str]):
+        """A request's new premises analysed for the side rankers `side` (rank/side.py `SideRankers.prepare`),
+        with the analyses held here."""
+        terms = self.terms(texts, side.bm25.doc_terms) if side.bm25 is not None else None
+        symbol_sets = self.symbol_sets(names, texts) if side.mepo is not None else None
+        return side.prepare(names, texts, terms=terms, symbol_sets=symbol_sets)
+
     def nbytes(self) -> int:
         """Bytes both caches hold now (as counted against their bound)."""
         return int(self.terms_cache.currsize + self.symbols_cache.currsize)

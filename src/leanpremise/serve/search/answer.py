@@ -1,16 +1,13 @@
-"""One /retrieve request: clip, build candidates, embed, search, merge new premises by score; with a
-fusion (serve/search/fused.py), the lexical rankers run in their own threads while the states embed."""
+"""One /retrieve request: clip and cut it, build its import mask while its goals embed, run its ranking's
+lexical work (serve/search/ranking.py) while they still embed, search, and let the ranking finish."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
-import numpy as np
-
-from leanpremise.rank.runs import Run, merge_new
-from leanpremise.serve.http.schemas import LimitExceeded
+from leanpremise.serve.errors import LimitExceeded
 from leanpremise.serve.search.lexical_budget import check_lexical_work
+from leanpremise.serve.search.ranking import DenseFound, RankRequest
 
 
 def cut(text: str, max_chars: int) -> str:
@@ -31,25 +28,6 @@ def clip_new_premises(new_premises, limit: int) -> list:
     return out
 
 
-def merge(index_names: np.ndarray, scores: np.ndarray, ids: np.ndarray, new_names: list[str],
-          new_scores: np.ndarray, k: int) -> list[dict]:
-    """Indexed top-k of one state and its new-premise scores, merged (`merge_new`: equal scores keep the
-    indexed premises first), best first, at most k, as {name, score}."""
-    n = len(index_names)
-    top_ids, top_scores = merge_new(ids, scores, new_scores, n, k)
-    return named(top_ids, top_scores, index_names, new_names, n)
-
-
-def named(ids: np.ndarray, scores: np.ndarray, index_names, new_names: list[str], n: int) -> list[dict]:
-    """A ranking of the shared id space (new premise j is id n + j; -1 ends it) as {name, score}."""
-    out = []
-    for i, s in zip(ids.tolist(), scores.tolist()):
-        if i < 0:
-            break
-        out.append({"name": index_names[i] if i < n else new_names[i - n], "score": s})
-    return out
-
-
 def check_results(n_states: int, k: int, limit: int) -> None:
     """Refuse a response of more than `limit` results before any work is done for it."""
     if n_states * k > limit:
@@ -57,22 +35,11 @@ def check_results(n_states: int, k: int, limit: int) -> None:
                                      f"at most {limit} results per response (MAX_RESULTS)")
 
 
-@dataclass
-class Opened:
-    """What every ranker of one request sees: its states and new premises clipped and cut, its k."""
-
-    single: bool
-    states: list[str]
-    k: int
-    new_names: list[str]
-    new_texts: list[str]
-
-
-def open_request(rev, req) -> Opened | None:
+def open_request(rev, req) -> RankRequest | None:
     """The request as the rankers see it, refused (LimitExceeded, 422) before any work when it asks too
     much; None when there is nothing to rank (k 0 or no state). Every ranker sees the same cut texts, so
-    the lexical rankers' work is bounded like the model's (issue 22), and with lexical rankers
-    (a fusion or a reranker) the request's characters for them are bounded by MAX_LEXICAL_WORK."""
+    the lexical rankers' work is bounded like the model's, and with lexical rankers (a fusion or a reranker)
+    the request's characters for them are bounded by MAX_LEXICAL_WORK."""
     cfg = rev.config
     single = isinstance(req.state, str)
     states = [req.state] if single else list(req.state)
@@ -81,63 +48,51 @@ def open_request(rev, req) -> Opened | None:
         return None
     check_results(len(states), k, cfg.max_results)
     new = clip_new_premises(req.new_premises, cfg.max_new_premises)
-    opened = Opened(single, [cut(s, rev.max_text_chars) for s in states], k, [p.name for p in new],
-                    [cut(p.decl, rev.max_text_chars) for p in new])
-    if rev.fused is not None or rev.reranked is not None:
-        check_lexical_work(opened.states, opened.new_texts, cfg.max_lexical_work)
-    return opened
+    request = RankRequest(single, [cut(s, rev.max_text_chars) for s in states], k, [p.name for p in new],
+                          [cut(p.decl, rev.max_text_chars) for p in new], req.imported_modules,
+                          req.local_premises, bool(req.caller_in_module_system), req.imported_all_modules)
+    if rev.ranking.uses_lexical:
+        check_lexical_work(request.states, request.new_texts, cfg.max_lexical_work)
+    return request
 
 
 async def answer(rev, req):
     """The response body: a list of {name, score} (or one list per state when `req.state` is a list);
     `rev` is the revision that answers, `req` an instance of the server's request model
-    (schemas.request_model)."""
-    opened = open_request(rev, req)
-    if opened is None:
+    (schemas.request_model). One orchestration for every ranking (serve/search/ranking.py): the import mask
+    is built while the goals embed, the ranking's lexical work runs while they still embed, then the dense
+    search (in the search worker) and the ranking's finish."""
+    ranking, index, workers = rev.ranking, rev.index, rev.workers
+    request = open_request(rev, req)
+    if request is None:
         return []
-    if rev.reranked is not None:  # the bundle's reranker orders the candidates instead
-        from leanpremise.serve.search.reranked import answer_reranked
-
-        return await answer_reranked(rev, req, opened)
-    index, service, fused = rev.index, rev.service, rev.fused
-    single, states, k = opened.single, opened.states, opened.k
-    new_names, new_texts = opened.new_names, opened.new_texts
+    request = ranking.shape(request, index)
     loop = asyncio.get_running_loop()
-    cand_future = loop.run_in_executor(
-        rev.candidate_mask_pool, index.candidates, req.imported_modules, req.local_premises,
-        bool(req.caller_in_module_system), req.imported_all_modules, new_names,
-    )
-    embedding = asyncio.ensure_future(service.embed(states, new_texts))
+    masking = loop.run_in_executor(workers.masks, index.import_mask, request.imported_modules,
+                                   request.local_premises, request.caller_in_module_system,
+                                   request.imported_all_modules, request.new_names)
+    embedding = asyncio.ensure_future(rev.service.embed(request.states, request.new_texts)) if ranking.uses_dense \
+        else None
     try:
-        cand = await cand_future
+        mask = await masking
     except BaseException as e:
-        if isinstance(e, asyncio.CancelledError):  # the client went away: its queued chunks are dropped
-            embedding.cancel()
-        await asyncio.gather(embedding, return_exceptions=True)  # finish (or fail) as it would have alone
+        if embedding is not None:
+            if isinstance(e, asyncio.CancelledError):  # the client went away: its queued chunks are dropped
+                embedding.cancel()
+            await asyncio.gather(embedding, return_exceptions=True)  # finish (or fail) as it would have alone
         raise
-    lexical = None
-    if fused is not None:  # lexical ranking starts now, in its own threads, while the states embed
-        lexical = loop.run_in_executor(rev.lexical_pool, fused.lexical, states, cand.mask, new_texts, new_names, k)
+    preparing = loop.run_in_executor(workers.lexical, ranking.prepare, request, mask) if ranking.uses_lexical \
+        else None  # in its own thread, while the goals embed
+    found = None
     try:
-        state_emb, new_emb = await embedding
+        if embedding is not None:
+            state_emb, new_emb = await embedding
+            scores, ids = await workers.search.search(state_emb, mask, ranking.depth(request.k))
+            found = DenseFound(state_emb, new_emb, scores, ids)
+        prepared = await preparing if preparing is not None else None
     except BaseException:
-        if lexical is not None:
-            await asyncio.gather(lexical, return_exceptions=True)
+        if preparing is not None:
+            await asyncio.gather(preparing, return_exceptions=True)
         raise
-    depth = fused.depth(k) if fused is not None else k
-    scores, ids = await rev.searcher.search(state_emb, cand, depth)
-    new_scores = state_emb @ new_emb.T if new_names else np.zeros((len(states), 0), dtype=np.float32)
-    if fused is None:
-        results = [merge(index.names, scores[b], ids[b], new_names, new_scores[b], k) for b in range(len(states))]
-    else:
-        lexical_runs = await lexical
-        results = [fuse_one(fused, index, scores[b], ids[b], new_names, new_scores[b], lexical_runs[b], k)
-                   for b in range(len(states))]
-    return results[0] if single else results
-
-
-def fuse_one(fused, index, scores, ids, new_names, new_scores, lexical_runs, k) -> list[dict]:
-    """One state's fused results as {name, score}, best first."""
-    dense = Run.row("dense", *merge_new(ids, scores, new_scores, index.size, fused.depth(k)))
-    top_ids, top_scores = fused.fuse(dense, lexical_runs, k)
-    return named(top_ids, top_scores, index.names, new_names, index.size)
+    results = await ranking.finish(request, prepared, found, index, workers)
+    return results[0] if request.single else results

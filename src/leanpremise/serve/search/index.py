@@ -1,8 +1,8 @@
-"""The indexed premises: request fields -> a candidate mask -> exact inner-product top-k.
+"""The indexed premises: request fields -> an import mask -> exact inner-product top-k.
 
-Candidates are built as arrays: a request's import closure becomes a boolean
-mask over modules, gathered through each premise's module id. The mask then
-selects the rows an exact search scores (see exact_search.py).
+A request's import mask (the indexed premises it may rank) is built as arrays: its import closure becomes
+a boolean mask over modules, gathered through each premise's module id. The mask then selects the rows an
+exact search scores (serve/search/exact.py).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from leanpremise.data.corpus import Corpus
+from leanpremise.rank.dense import dense_scores
 from leanpremise.serve.search.exact import ExactSearcher
 
 THEOREM_KINDS = frozenset({"theorem", "lemma"})
@@ -25,8 +26,9 @@ def module_name_from(entry: str) -> str:
 
 
 @dataclass
-class Candidates:
-    """Which indexed premises a request may rank: None means all of them."""
+class ImportMask:
+    """Which indexed premises a request may rank (its imports, its local premises, the module system's
+    visibility): `mask` None means all of them; `count` how many it allows."""
 
     mask: np.ndarray | None
     count: int
@@ -43,8 +45,9 @@ class PremiseIndex:
         self.corpus = corpus
         self.size = len(corpus)
         self.dtype = dtype
-        self.searcher = rows if rows is not None else ExactSearcher(embeddings, dtype, search_threads)
-        self.dim = int(self.searcher.dim)
+        self.rows = rows if rows is not None else ExactSearcher(embeddings, dtype, search_threads)
+        """The premises' rows, searchable (an `ExactSearcher`, or a `PooledRows` view of a shared pool)."""
+        self.dim = int(self.rows.dim)
         self.names = np.asarray(corpus.names, dtype=object)
         self.indexed_premises: list[str] = list(corpus.unfiltered_names)
         self.indexed_modules: list[str] = list(corpus.modules)
@@ -99,9 +102,10 @@ class PremiseIndex:
                     out.append(i)
         return np.asarray(out, dtype=np.int64)
 
-    def candidates(self, imported_modules, local_premises, caller_in_module_system: bool = False,
-                   imported_all_modules=None, overridden: list[str] | tuple = ()) -> Candidates:
-        """The candidate mask of one request (see docs/lean-client-api.md for the rules)."""
+    def import_mask(self, imported_modules, local_premises, caller_in_module_system: bool = False,
+                    imported_all_modules=None, overridden: list[str] | tuple = ()) -> ImportMask:
+        """The import mask of one request (see docs/lean-client-api.md for the rules); `overridden`: names of
+        its new premises, which replace their indexed namesakes."""
         mask = None
         if imported_modules is not None or local_premises is not None:
             mask = np.zeros(self.size, dtype=bool)
@@ -120,7 +124,7 @@ class PremiseIndex:
             if mask is None:
                 mask = np.ones(self.size, dtype=bool)
             mask[override_ids] = False
-        return Candidates(mask=mask, count=self.size if mask is None else int(np.count_nonzero(mask)))
+        return ImportMask(mask=mask, count=self.size if mask is None else int(np.count_nonzero(mask)))
 
     def _fill_modules(self, mask: np.ndarray, module_ids: np.ndarray, value: bool = True) -> None:
         """Set the premises of `module_ids` to `value`: a module mask expanded to premises in one array
@@ -137,21 +141,27 @@ class PremiseIndex:
 
     # ---- search ------------------------------------------------------------------------------
 
-    def search_many(self, queries: np.ndarray, cands: list[Candidates], ks: list[int]
+    def search_many(self, queries: np.ndarray, masks: list[ImportMask], ks: list[int]
                     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Exact top-k of several queries, each with its own candidates and k; queries sharing a
-        candidates object (one request's several states) share one scan call.
-        Returns one (scores, ids) per query, best first, at most min(k, candidates) long."""
-        queries = np.asarray(queries, dtype=np.float32).reshape(len(cands), self.dim)
+        """Exact top-k of several queries, each with its own import mask and k; queries sharing a mask
+        object (one request's several states) share one scan call.
+        Returns one (scores, ids) per query, best first, at most min(k, allowed) long."""
+        queries = np.asarray(queries, dtype=np.float32).reshape(len(masks), self.dim)
         groups: dict[int, list[int]] = {}
-        for j, c in enumerate(cands):
+        for j, c in enumerate(masks):
             groups.setdefault(id(c), []).append(j)
-        results: list = [None] * len(cands)
+        results: list = [None] * len(masks)
         for members in groups.values():
-            cand = cands[members[0]]
+            cand = masks[members[0]]
             k = max(ks[j] for j in members)
-            found = self.searcher.topk(queries[members], cand.mask, cand.count, k)
+            found = self.rows.topk(queries[members], cand.mask, cand.count, k)
             for j, (scores, ids) in zip(members, found):
                 n = max(0, min(ks[j], cand.count))
                 results[j] = (scores[:n], ids[:n])
         return results
+
+    def score(self, queries: np.ndarray, ids: list[np.ndarray], new_rows: np.ndarray) -> list[np.ndarray]:
+        """Per query row, the dense score of each of its `ids` (indexed premises 0..n-1 by their rows at the
+        serving precision, new premise n + j by `new_rows[j]`; rank/dense.dense_scores), float64."""
+        queries = np.asarray(queries, dtype=np.float32).reshape(len(ids), self.dim)
+        return [dense_scores(q, c, self.size, self.rows.row_vectors, new_rows) for q, c in zip(queries, ids)]

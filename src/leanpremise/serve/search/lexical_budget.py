@@ -10,7 +10,7 @@ that is what the rankers see.
 
 from __future__ import annotations
 
-from leanpremise.serve.http.schemas import LimitExceeded
+from leanpremise.serve.errors import LimitExceeded
 
 
 def lexical_work(states: list[str], new_texts: list[str]) -> int:

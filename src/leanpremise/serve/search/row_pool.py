@@ -68,6 +68,7 @@ class PooledRows:
         self.pool, self.parts, self.size, self.dim = pool, parts, size, dim
         self.reused = reused
         """Rows found in the pool (the others were added with this revision)."""
+        self._local_of: list[np.ndarray] | None = None
 
     @property
     def own_rows(self) -> int:
@@ -95,6 +96,25 @@ class PooledRows:
             ids = np.concatenate([part.to_premise[res[j][1]] for part, res in found] or [np.zeros(0, np.int64)])
             order = np.lexsort((ids, -scores.astype(np.float64)))[: max(0, min(k, count))]
             out.append((scores[order].astype(np.float32), ids[order]))
+        return out
+
+    def row_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Rows `ids` (premise ids) at the stored precision, as float32 (ExactSearcher.row_vectors)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(self.parts) == 1 and self.parts[0].identity:
+            return self.parts[0].segment.searcher.row_vectors(ids)
+        if self._local_of is None:  # per part, each premise's row in its segment (-1: another part's)
+            self._local_of = []
+            for part in self.parts:
+                local = np.full(self.size, -1, dtype=np.int64)
+                local[part.premise] = part.local
+                self._local_of.append(local)
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        for part, local in zip(self.parts, self._local_of):
+            at = local[ids]
+            hit = at >= 0
+            if hit.any():
+                out[hit] = part.segment.searcher.row_vectors(at[hit])
         return out
 
     def release(self) -> None:
