@@ -1,0 +1,80 @@
+"""Two versions of the server's code on one bundle, interleaved: serve_load's clients (k=100, 4 clients) against
+`serve` run from each source tree in turn, re-ranked and plain (`--no_rerank`), round after round with the order
+of the two versions swapped each round, so a slow spell of a shared machine falls on both.
+
+    git archive <commit> src | tar -x -C /tmp/before
+    python benchmarks/serve_code_ab.py BUNDLE --before_src /tmp/before/src [--after_src src] [--duration 20]
+
+Each run starts with cold caches (a fresh embedding store): its p99 is the first requests' embedding of new
+premises. Writes benchmarks/results/<name>.json: every run, and the medians of each arm's p50 and p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ServerProcess, unpacked, write_result
+from serve_load import Client, mathlib_modules, run_load
+
+
+def main() -> None:
+    from leanpremise.data import DataConfig, load_corpus
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bundle", type=Path)
+    ap.add_argument("--before_src", type=Path, required=True)
+    ap.add_argument("--after_src", type=Path, default=Path(__file__).resolve().parent.parent / "src")
+    ap.add_argument("--data", default="mathlib-small")
+    ap.add_argument("--duration", type=float, default=20)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--port", type=int, default=8761)
+    ap.add_argument("--name", default="serve_code_ab")
+    ap.add_argument("--note", default="")
+    args = ap.parse_args()
+    code = {"before": str(args.before_src), "after": str(args.after_src)}
+    corpus = load_corpus(DataConfig(data_dir=unpacked(args.data)))
+    modules = mathlib_modules(corpus)
+    cache = Path(tempfile.mkdtemp(prefix="serve-ab-cache-"))
+    runs = []
+    try:
+        for r in range(args.rounds):
+            order = ["before", "after"] if r % 2 == 0 else ["after", "before"]
+            for mode, extra in (("reranked", ()), ("plain", ("--no_rerank",))):
+                for arm in order:
+                    os.environ["PYTHONPATH"] = code[arm]  # the server process imports this tree
+                    store = Path(tempfile.mkdtemp(prefix="serve-ab-store-"))
+                    try:
+                        server = ServerProcess(args.bundle, args.port, cache, "auto", "float32",
+                                               ("--embedding_cache", str(store / "e.lmdb"), *extra))
+                        server.wait_ready()
+                        clients = [Client(corpus, modules, seed, 50, 0.1, 0.2, args.k) for seed in range(args.clients)]
+                        res = run_load(server.url, clients, args.duration, server.proc.pid)
+                        server.stop()
+                    finally:
+                        shutil.rmtree(store, ignore_errors=True)
+                    lat = res["latency_all"]
+                    runs.append({"round": r, "mode": mode, "arm": arm, "n": lat["n"], "p50_ms": lat["p50_ms"],
+                                 "p99_ms": lat["p99_ms"], "errors": res["errors"], "loadavg": os.getloadavg()[0]})
+                    print(runs[-1], flush=True)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    medians = {f"{mode}/{arm}": {q: statistics.median(x[q] for x in runs if x["mode"] == mode and x["arm"] == arm)
+                                 for q in ("p50_ms", "p99_ms")}
+               for mode in ("reranked", "plain") for arm in ("before", "after")}
+    write_result(args.name, {"bundle": str(args.bundle), "before_src": code["before"], "after_src": code["after"],
+                             "clients": args.clients, "k": args.k, "duration_s": args.duration, "runs": runs,
+                             "medians": medians, "note": args.note})
+
+
+if __name__ == "__main__":
+    main()
