@@ -1,9 +1,10 @@
 """The reranker's size against its quality: valid Recall@32 and scoring time per request over a grid of trees.
 
-    python benchmarks/rerank_cost.py --model STATIC_DIR [--data mathlib-small] [--grid 31:-1,15:-1,7:-1,31:5]
+    python benchmarks/rerank_cost.py --model STATIC_DIR [--data sample] [--grid 31:-1,15:-1,7:-1,31:5]
         [--rounds 25,50,100,200] [--learning_rates 0.05]
 
-The feature rows of the train and valid states are built once, as `rerank train` builds them (its defaults:
+STATIC_DIR: a dense model trained on that data (the main job's `final/` for the shipped sample). The feature
+rows of the train and valid states are built once, as `rerank train` builds them (its defaults:
 the rankers dense + BM25 + MePo + usage over the dense model `--model`, the structure features). For each
 (num_leaves, max_depth, learning rate) of the grid a LightGBM reranker is trained with `rerank train`'s other
 defaults (early-stopped on valid NDCG@32); each of its first `--rounds` trees (and its early-stopped length)
@@ -25,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import bench_cache, paired, per_state_recall, unpacked, write_result
+from common import paired, per_state_recall, unpacked, write_result
 
 KINDS = ["dense", "bm25", "mepo", "usage"]
 
@@ -118,9 +119,8 @@ def main() -> None:
     from leanpremise.eval.rerank.train import RerankConfig, fit
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="mathlib-small")
-    ap.add_argument("--model", default=str(bench_cache() / "models" / "static-minilm"),
-                    help="the dense model the reranker reads (default: static_quality.py's static encoder)")
+    ap.add_argument("--data", default="sample", help="sample (the one shipped, the main job's) or a bench dataset")
+    ap.add_argument("--model", required=True, help="the dense model the reranker reads, trained on --data")
     ap.add_argument("--grid", default="31:-1,15:-1,7:-1,31:6,15:4",
                     help="num_leaves:max_depth pairs (max_depth -1: unbounded, LightGBM's default)")
     ap.add_argument("--learning_rates", default="0.05")
@@ -130,7 +130,7 @@ def main() -> None:
     ap.add_argument("--name", default=None)
     args = ap.parse_args()
 
-    ds = load_dataset(DataConfig(data_dir=unpacked(args.data)))
+    ds = load_dataset(DataConfig(data_dir=None if args.data == "sample" else unpacked(args.data)))
     base = RerankConfig()
     t0 = time.perf_counter()
     train, valid, names = rows(ds, args.model, base)

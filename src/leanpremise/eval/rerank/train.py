@@ -48,14 +48,17 @@ class RerankConfig:
     """Share of training states sent as Lean's default client sends them, the others as the pre-June client
     did (docs/decisions.md: the mix chosen on valid)."""
     seed: int = 0
-    learning_rate: float = 0.05
-    num_leaves: int = 31
+    learning_rate: float = 0.1
+    num_leaves: int = 7
+    """Leaves per tree: with `learning_rate` and `max_rounds`, the cheapest model within noise of the best
+    valid Recall@32 of benchmarks/rerank_cost.py's grid (docs/decisions.md)."""
     min_data_in_leaf: int = 20
     lambda_l2: float = 10.0
     """L2 penalty on leaf values (XGBoost's `lambda`)."""
     min_sum_hessian_in_leaf: float = 1.0
     """Least hessian a leaf holds (XGBoost's `min_child_weight`)."""
-    max_rounds: int = 1000
+    max_rounds: int = 50
+    """Trees at most: a server scores every candidate with each of them (docs/decisions.md)."""
     early_stopping: int = 200
     """Rounds without a better valid NDCG@32 before stopping: valid NDCG@32 is noisy over a few hundred
     states, and a short patience stops at an early bump (docs/decisions.md)."""
