@@ -42,10 +42,11 @@ class NewPremises:
         return len(self.names)
 
 
-PREPARED_KEPT = 16
+PREPARED_KEPT = 8
 """Analysed new-premise lists kept (most recently used): a client sends the same new premises (its file's
 declarations and its imports' unindexed ones) with every goal of a file, and analysing them again was a third
-of the side rankers' time per request."""
+of the side rankers' time per request. Each holds MePo tables as long as the symbol vocabulary and the corpus
+(a few MiB on all of Mathlib), hence few."""
 
 
 class SideRankers:

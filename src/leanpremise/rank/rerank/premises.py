@@ -92,7 +92,16 @@ class NameCodes:
             codes = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lens.sum()))
             return np.r_[0, np.cumsum(lens)], codes
 
-        return cls(vocab, ragged(name_parts), ragged(name_spaces))
+        spaces: dict[str, list[str]] = {}
+
+        def spaces_of(name: str) -> list[str]:  # they depend on the part before the last dot only: kept by it
+            key = name.rpartition(".")[0] if "." in name else None
+            hit = spaces.get(key)
+            if hit is None:
+                hit = spaces[key] = name_spaces(name)
+            return hit
+
+        return cls(vocab, ragged(name_parts), ragged(spaces_of))
 
     def subset(self, ids: np.ndarray) -> NameCodes:
         """The codes of premises `ids`, in that order (the vocabulary kept whole)."""
