@@ -101,7 +101,18 @@ class NameCodes:
                 hit = spaces[key] = name_spaces(name)
             return hit
 
-        return cls(vocab, ragged(name_parts), ragged(spaces_of))
+        parts: dict[str, frozenset[str]] = {}
+
+        def parts_of(name: str) -> frozenset[str]:  # "." separates parts: those of its namespace (kept) and more
+            space, dot, last = name.rpartition(".")
+            if not dot:
+                return name_parts(name)
+            hit = parts.get(space)
+            if hit is None:
+                hit = parts[space] = name_parts(space)
+            return hit | name_parts(last)
+
+        return cls(vocab, ragged(parts_of), ragged(spaces_of))
 
     def subset(self, ids: np.ndarray) -> NameCodes:
         """The codes of premises `ids`, in that order (the vocabulary kept whole)."""
