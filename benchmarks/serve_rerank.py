@@ -3,7 +3,7 @@
     python benchmarks/serve_rerank.py [--data mathlib-small] [--duration 30] [--clients 4] [--k 100]
 
 Trains a reranker over the packaged MiniLM (dense), BM25, MePo and usage on the data's train states (a seeded
-sample, a fixed number of rounds so the model has the tree count of the quality benchmark's rerankers), exports
+sample, `rerank train`'s defaults, or with `--rounds` a fixed number of trees), exports
 one bundle with it (`export --rerank`, the MiniLM corpus rows from the bench cache), then runs serve_load's
 closed-loop clients against `serve` with the reranker on and with `--no_rerank` (the plain dense ranking), and
 reports p50/p90/p99 of both and the difference. It also times, in this process over the same clients' requests,
@@ -37,8 +37,9 @@ from serve_load import Client, mathlib_modules, percentiles, run_load
 RANKERS = ["dense", "bm25", "mepo", "usage"]
 
 
-def train(ds, emb: np.ndarray, out: Path, max_states: int, rounds: int) -> float:
-    """A reranker over RANKERS with exactly `rounds` trees (no early stop); its training seconds."""
+def train(ds, emb: np.ndarray, out: Path, max_states: int, rounds: int | None) -> float:
+    """A reranker over RANKERS with exactly `rounds` trees (no early stop), or with `rerank train`'s defaults
+    (stopped on valid) when None; its training seconds."""
     from leanpremise.eval.rerank.index import build_rankers
     from leanpremise.eval.rerank.requests import IndexView
     from leanpremise.eval.rerank.train import RerankConfig, train_reranker
@@ -46,9 +47,9 @@ def train(ds, emb: np.ndarray, out: Path, max_states: int, rounds: int) -> float
     t0 = time.perf_counter()
     rankers, table = build_rankers(ds, IndexView.full(ds.corpus), RANKERS, model="all-MiniLM-L6-v2",
                                    corpus_embeddings=emb, progress=False)
+    fixed = {} if rounds is None else {"max_rounds": rounds, "early_stopping": rounds + 1}
     train_reranker(ds, rankers, table, ds.split_ids("train"), ds.split_ids("valid"),
-                   RerankConfig(max_states=max_states, max_rounds=rounds, early_stopping=rounds + 1), out,
-                   progress=False)
+                   RerankConfig(max_states=max_states, **fixed), out, progress=False)
     return time.perf_counter() - t0
 
 
@@ -118,7 +119,9 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--max_states", type=int, default=1000)
-    ap.add_argument("--rounds", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="train exactly this many trees (the runs before 2026-12-08: 200); default: rerank train's "
+                         "defaults, stopped on valid")
     ap.add_argument("--timed_requests", type=int, default=200)
     ap.add_argument("--port", type=int, default=8741)
     ap.add_argument("--backend", default="auto")
@@ -174,9 +177,12 @@ def main() -> None:
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     a, b = runs["reranked"]["latency_all"], runs["plain"]["latency_all"]
+    from leanpremise.rank.rerank.model import Reranker
+
+    trees = Reranker.load(rr).booster.n_trees()
     write_result(args.name, {
         "data": args.data, "bundle": str(bundle), "premises": len(ds.corpus), "clients": args.clients, "k": args.k,
-        "reranker": {"rankers": RANKERS, "rounds": args.rounds, "training_states": args.max_states,
+        "reranker": {"rankers": RANKERS, "rounds": args.rounds, "trees": trees, "training_states": args.max_states,
                      "train_seconds": round(train_s, 1)} if train_s is not None else
                     {"dir": str(rr), "trained_by": "leanpremise rerank train --model " + str(args.model)},
         "duration_s": args.duration, "arms": runs,

@@ -201,7 +201,7 @@ def test_continuing_a_reranker_adds_rounds_to_the_same_features(trained, cache_d
     ids = sample_dataset.split_ids("valid")
     spec = train_reranker(sample_dataset, rankers, table, ids[:300], ids[300:], RerankConfig(max_rounds=5),
                           trained / "adapted", progress=False, counted=False, init=trained / "rr")
-    assert Reranker.load(trained / "adapted").booster.num_trees() >= base.booster.num_trees()
+    assert Reranker.load(trained / "adapted").booster.n_trees() >= base.booster.n_trees()
     assert [f.name for f in spec.features] == [f.name for f in base.spec.features]
     with pytest.raises(ValueError, match="reads"):
         train_reranker(sample_dataset, build_rankers(sample_dataset, IndexView.full(sample_dataset.corpus),

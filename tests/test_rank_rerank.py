@@ -159,6 +159,30 @@ def test_a_namespace_the_goal_does_not_mention_shares_nothing():
     assert col["goal_namespace"].tolist() == [0, 1] and col["goal_namespace_rel"].tolist() == [0, 1]
 
 
+
+def test_name_features_count_the_longest_shared_namespace_in_any_candidate_order_and_in_a_subset_table():
+    """A new premise before an indexed one, a name part only a new premise and the goal share (no indexed
+    premise has it), a three-deep namespace of which the goal names two levels; the same from a subset table."""
+    names = ["X.Y.Z.w_cool", "A.foo_bar", "X.q"]
+    full = PremiseTable(names=["B.pad", *names], kind=np.zeros(4, np.int8), is_prop=np.zeros(4, bool),
+                        text_len=np.ones(4, np.int32), module_id=np.zeros(4, np.int32),
+                        module_root=np.zeros(1, np.int32), import_indptr=np.array([0, 0]),
+                        import_indices=np.zeros(0, np.int64))
+    for table in (full.subset(np.array([1, 2, 3])), PremiseTable(**{**full.__dict__, "codes": None}).subset(
+            np.array([1, 2, 3]))):
+        assert table.names == names
+        req = request_input(table, "⊢ X.Y.t zork = cool", np.zeros(0, np.int64), np.zeros(0, np.int64),
+                            ["Zork.zork_lemma"], ["theorem Zork.zork_lemma : True"])
+        cand = np.array([3, 0, 2, 1])  # the new premise first
+        x = features(table, req, Signals(runs={}), cand, [], depth=3)
+        col = {f.name: x[:, i] for i, f in enumerate(feature_list([]))}
+        # Zork.zork_lemma, X.Y.Z.w_cool, X.q, A.foo_bar: zork (which only the goal and the new premise have);
+        # x, y, cool; x; nothing
+        assert col["name_hits"].tolist() == [1, 3, 1, 0]
+        assert col["name_overlap"].tolist() == pytest.approx([1 / 2, 3 / 5, 1 / 2, 0])
+        assert col["goal_namespace"].tolist() == [0, 2, 1, 0]  # X.Y of X.Y.Z; X of X.q; A is not the goal's
+        assert col["goal_namespace_rel"].tolist() == pytest.approx([0, 2 / 3, 1, 0])
+
 def spec_for(kinds, **kw) -> RerankerSpec:
     return RerankerSpec(library="lightgbm", model_file="model.txt", feature_set=FEATURE_SET,
                         features=[FeatureEntry(name=f.name, version=f.version) for f in feature_list(kinds)],

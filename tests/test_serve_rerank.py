@@ -126,9 +126,11 @@ def test_rerank_false_serves_the_plain_ranking(setup, cache_dir):
     try:
         health = httpx.get(f"{srv.url}/health", timeout=LIVENESS_S).json()
         assert health["rerank"] is False and health["rerank_in_bundle"] is True
-        s = picked_states(ds)[0]
-        got = httpx.post(f"{srv.url}/retrieve", json=client_request(setup, s), timeout=60).json()
-        assert [p["name"] for p in got] != eval_ranking(setup, [s], K)[0]  # the dense ranking, not re-ranked
+        states = picked_states(ds)
+        got = [[p["name"] for p in httpx.post(f"{srv.url}/retrieve", json=client_request(setup, s),
+                                              timeout=60).json()] for s in states]
+        # the plain ranking, not re-ranked: a small reranker may agree with it on one state's top K, not on all
+        assert got != eval_ranking(setup, states, K)
     finally:
         srv.stop()
 

@@ -11,6 +11,7 @@ scoring a premise that is not in the index (a request's new premise) needs.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from dataclasses import dataclass
@@ -49,30 +50,34 @@ class BM25Stats(BaseModel):
 
 
 class NewPremiseMatrix:
-    """New premises' BM25 term weights, column-sliceable by token (CSR over tokens, premises as columns)."""
+    """New premises' BM25 term weights, column-sliceable by token (CSR over the tokens they hold, premises as
+    columns; `slots`: token id -> its row), sized by the request, not by the vocabulary."""
 
-    def __init__(self, indptr: np.ndarray, rows: np.ndarray, data: np.ndarray, n: int):
-        self.indptr, self.rows, self.data, self.n = indptr, rows, data, n
+    def __init__(self, slots: dict[int, int], indptr: np.ndarray, rows: np.ndarray, data: np.ndarray, n: int):
+        self.slots, self.indptr, self.rows, self.data, self.n = slots, indptr, rows, data, n
 
     @classmethod
-    def build(cls, terms: list[dict], n_tokens: int) -> NewPremiseMatrix:
+    def build(cls, terms: list[dict]) -> NewPremiseMatrix:
         """From per-premise {token id: weight}; one premise holds a token at most once (dict keys)."""
-        lens = np.fromiter((len(t) for t in terms), dtype=np.int64, count=len(terms))
-        tokens = np.fromiter((i for t in terms for i in t), dtype=np.int64, count=int(lens.sum()))
-        weights = np.fromiter((w for t in terms for w in t.values()), dtype=np.float32, count=len(tokens))
+        lens = np.fromiter(map(len, terms), dtype=np.int64, count=len(terms))
+        total = int(lens.sum())
+        tokens = np.fromiter(itertools.chain.from_iterable(terms), dtype=np.int64, count=total)
+        weights = np.fromiter(itertools.chain.from_iterable(t.values() for t in terms), dtype=np.float32,
+                              count=total)
         premises = np.repeat(np.arange(len(terms), dtype=np.int64), lens)
         order = np.argsort(tokens, kind="stable")
-        indptr = np.zeros(n_tokens + 1, dtype=np.int64)
-        np.cumsum(np.bincount(tokens, minlength=n_tokens)[:n_tokens], out=indptr[1:])
-        return cls(indptr, premises[order], weights[order], len(terms))
+        held, starts = np.unique(tokens[order], return_index=True)
+        slots = dict(zip(held.tolist(), range(len(held))))
+        return cls(slots, np.r_[starts, total], premises[order], weights[order], len(terms))
 
     def scores(self, q: dict[int, int]) -> np.ndarray:
         """Each premise's score for query counts `q`: the query's tokens in order, float32 adds, so the
         sums are those of `BM25Ranker.scores` for an indexed premise of the same text (bit-identical)."""
         out = np.zeros(self.n, dtype=np.float32)
         for i, c in q.items():
-            lo, hi = int(self.indptr[i]), int(self.indptr[i + 1])
-            if hi > lo:
+            j = self.slots.get(i)
+            if j is not None:
+                lo, hi = int(self.indptr[j]), int(self.indptr[j + 1])
                 rows = self.rows[lo:hi]
                 out[rows] = out[rows] + np.float32(c) * self.data[lo:hi]
         return out
@@ -163,7 +168,7 @@ class BM25Ranker:
     def new_premise_matrix(self, terms: list[dict]) -> NewPremiseMatrix:
         """Premises' `doc_terms` as one sparse (token x premise) matrix, built once per request so that
         each state scores all of a request's new premises with one numpy step per distinct query token."""
-        return NewPremiseMatrix.build(terms, len(self.df))
+        return NewPremiseMatrix.build(terms)
 
     def query_counts(self, text: str) -> dict[int, int]:
         """Token id -> occurrences in `text`, for the tokens the index has, in order of first occurrence."""

@@ -27,13 +27,16 @@ class RerankConfig:
         "help": "share of training states sent as Lean's default client sends them (the others: the pre-June "
                 "client's body); valid is sent by the default client"})
     seed: int = field(default=0, metadata={"help": "seed of the sample, the simulation and the model"})
-    learning_rate: float = field(default=0.05, metadata={"help": "shrinkage of each boosting round"})
-    num_leaves: int = field(default=31, metadata={"help": "leaves per tree at most"})
+    # Leaves, rate and the tree cap: the cheapest model within noise of the best valid Recall@32 in
+    # benchmarks/rerank_cost.py's grid, since a server scores every candidate with every tree (docs/decisions.md).
+    learning_rate: float = field(default=0.1, metadata={"help": "shrinkage of each boosting round"})
+    num_leaves: int = field(default=7, metadata={"help": "leaves per tree at most"})
     min_data_in_leaf: int = field(default=20, metadata={"help": "least training rows in a leaf (LightGBM)"})
     lambda_l2: float = field(default=10.0, metadata={"help": "L2 penalty on leaf values (XGBoost's lambda)"})
     min_sum_hessian_in_leaf: float = field(default=1.0, metadata={
         "help": "least hessian a leaf holds (XGBoost's min_child_weight)"})
-    max_rounds: int = field(default=1000, metadata={"help": "boosting rounds at most (early stopping ends sooner)"})
+    max_rounds: int = field(default=50, metadata={
+        "help": "boosting rounds (trees) at most; early stopping ends sooner"})
     # Valid NDCG@32 is noisy over a few hundred states, and a short patience stops at an early bump
     # (docs/decisions.md).
     early_stopping: int = field(default=200, metadata={

@@ -22,9 +22,10 @@ from leanpremise.eval.rerank.config import RerankConfig
 from leanpremise.eval.rerank.requests import build_request, import_order, module_folders, simulations
 from leanpremise.eval.rerank.rows import RerankRows, build_rows
 from leanpremise.rank.kinds import RankerKind
+from leanpremise.rank.rerank.booster import Booster, Grouped, booster_class
 from leanpremise.rank.rerank.features import CATEGORICAL, FEATURE_SET, feature_list
 from leanpremise.rank.rerank.model import Reranker, order_by_score
-from leanpremise.rank.rerank.spec import MODEL_FILES, FeatureEntry, RankerEntry, RerankerSpec, write_spec
+from leanpremise.rank.rerank.spec import FeatureEntry, RankerEntry, RerankerSpec, write_spec
 from leanpremise.rank.runs import padded_topk
 
 logger = logging.getLogger(__name__)
@@ -78,81 +79,37 @@ def recalls(ids: np.ndarray, positives: list[np.ndarray], ks=VALID_RECALL_KS) ->
     return {f"recall@{k}": round(float(m[f"recall@{k}"]), 4) for k in ks}
 
 
-def _groups(rows: RerankRows) -> np.ndarray:
-    """Rows of the requests with at least one positive candidate (the others carry no ranking signal)."""
+def grouped(rows: RerankRows) -> Grouped:
+    """The rows of the requests with a positive among their candidates, as query groups (the others carry
+    no ranking signal)."""
     keep = np.zeros(len(rows.y), dtype=bool)
-    for i in range(len(rows.sizes)):
+    sizes = []
+    for i, size in enumerate(rows.sizes):
         g = rows.group(i)
         if rows.y[g].any():
             keep[g] = True
-    return keep
+            sizes.append(size)
+    return Grouped(rows.x[keep], rows.y[keep], np.array(sizes, dtype=np.int64))
 
 
-def fit(cfg: RerankConfig, names: list[str], train: RerankRows, valid: RerankRows, init=None):
+def fit(cfg: RerankConfig, names: list[str], train: RerankRows, valid: RerankRows, init: Booster | None = None
+        ) -> tuple[Booster, int, float]:
     """(booster, best iteration, seconds) of the library `cfg.library`, early-stopped on `valid`; `init`: a
     booster of the same features to continue (its trees are kept, new ones added)."""
     t0 = time.perf_counter()
-    tk, vk = _groups(train), _groups(valid)
-    tsizes = np.array([s for i, s in enumerate(train.sizes) if train.y[train.group(i)].any()])
-    vsizes = np.array([s for i, s in enumerate(valid.sizes) if valid.y[valid.group(i)].any()])
-    if not len(tsizes) or not len(vsizes):
+    cls = booster_class(cfg.library)
+    gt, gv = grouped(train), grouped(valid)
+    if not len(gt.sizes) or not len(gv.sizes):
         raise ValueError("no training or valid state has a positive among its candidates: nothing to learn from")
-    threads = cfg.threads or 0
-    if cfg.library == "lightgbm":
-        import lightgbm as lgb
-
-        cat = [names.index(c) for c in CATEGORICAL if c in names]
-        dtrain = lgb.Dataset(train.x[tk], train.y[tk], group=tsizes, feature_name=names, categorical_feature=cat,
-                             free_raw_data=True)
-        dvalid = lgb.Dataset(valid.x[vk], valid.y[vk], group=vsizes, reference=dtrain)
-        params = {"objective": "lambdarank", "metric": "ndcg", "ndcg_eval_at": [32],
-                  "lambdarank_truncation_level": max(cfg.depth, 32), "learning_rate": cfg.learning_rate,
-                  "num_leaves": cfg.num_leaves, "min_data_in_leaf": cfg.min_data_in_leaf,
-                  "lambda_l2": cfg.lambda_l2, "min_sum_hessian_in_leaf": cfg.min_sum_hessian_in_leaf,
-                  "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1, "seed": cfg.seed,
-                  "deterministic": True, "num_threads": threads, "verbose": -1, **cfg.extra}
-        booster = lgb.train(params, dtrain, num_boost_round=cfg.max_rounds, valid_sets=[dvalid],
-                            valid_names=["valid"], init_model=init,
-                            callbacks=[lgb.early_stopping(cfg.early_stopping, verbose=False)])
-        best = int(booster.best_iteration or booster.current_iteration())
-        return booster, best, time.perf_counter() - t0
-    if cfg.library == "xgboost":
-        import xgboost as xgb
-
-        dtrain = xgb.DMatrix(train.x[tk], label=train.y[tk], missing=np.nan, feature_names=names)
-        dtrain.set_group(tsizes)
-        dvalid = xgb.DMatrix(valid.x[vk], label=valid.y[vk], missing=np.nan, feature_names=names)
-        dvalid.set_group(vsizes)
-        params = {"objective": "rank:ndcg", "eval_metric": "ndcg@32", "eta": cfg.learning_rate,
-                  "max_leaves": cfg.num_leaves, "grow_policy": "lossguide",
-                  "min_child_weight": cfg.min_sum_hessian_in_leaf, "lambda": cfg.lambda_l2,
-                  "subsample": 0.8, "colsample_bytree": 0.9, "tree_method": "hist", "seed": cfg.seed,
-                  "nthread": threads, **cfg.extra}
-        booster = xgb.train(params, dtrain, num_boost_round=cfg.max_rounds, evals=[(dvalid, "valid")],
-                            early_stopping_rounds=cfg.early_stopping, verbose_eval=False, xgb_model=init)
-        best = int(booster.best_iteration) + 1
-        return booster[:best], best, time.perf_counter() - t0
-    raise ValueError(f"unknown library {cfg.library!r}: expected lightgbm or xgboost")
+    booster, best = cls.train(cfg, names, [c for c in CATEGORICAL if c in names], gt, gv, init)
+    return booster, best, time.perf_counter() - t0
 
 
-def importance(library: str, booster, names: list[str]) -> dict[str, float]:
-    """Total gain of each feature in the final model."""
-    if library == "lightgbm":
-        gains = booster.feature_importance(importance_type="gain")
-        return {n: round(float(g), 2) for n, g in zip(names, gains)}
-    scores = booster.get_score(importance_type="total_gain")
-    return {n: round(float(scores.get(n, 0.0)), 2) for n in names}
-
-
-def save_reranker(out: Path, spec: RerankerSpec, booster) -> Path:
+def save_reranker(out: Path, spec: RerankerSpec, booster: Booster) -> Path:
     """The model file and reranker.json into `out`, written in a partial folder and swapped in whole."""
     out = Path(out)
     work = fresh_partial_dir(out)
-    model_path = work / spec.model_file
-    if spec.library == "lightgbm":
-        booster.save_model(str(model_path))
-    else:
-        booster.save_model(str(model_path))
+    booster.save(work / spec.model_file)
     write_spec(work, spec)
     swap_in_dir(work, out)
     return out
@@ -181,7 +138,7 @@ def train_reranker(ds, rankers, table, train_ids: np.ndarray, valid_ids: np.ndar
     t0 = time.perf_counter()
     kinds = rankers.kinds()
     names = [f.name for f in feature_list(kinds, cfg.structure)]
-    base = None
+    base: Reranker | None = None
     if init is not None:
         base = Reranker.load(init)
         if [e.name for e in base.spec.features] != names or base.spec.library != cfg.library:
@@ -201,7 +158,7 @@ def train_reranker(ds, rankers, table, train_ids: np.ndarray, valid_ids: np.ndar
     rows_s = time.perf_counter() - t0
     booster, best, fit_s = fit(cfg, names, train, valid, None if base is None else base.booster)
     spec = RerankerSpec(
-        library=cfg.library, model_file=MODEL_FILES[cfg.library], feature_set=FEATURE_SET,
+        library=cfg.library, model_file=booster_class(cfg.library).model_file, feature_set=FEATURE_SET,
         features=[FeatureEntry(name=f.name, version=f.version) for f in feature_list(kinds, cfg.structure)],
         rankers=ranker_entries(rankers), structure=cfg.structure, depth=cfg.depth, local_bound=cfg.local_bound,
         categorical=[c for c in CATEGORICAL if c in names],
@@ -210,7 +167,7 @@ def train_reranker(ds, rankers, table, train_ids: np.ndarray, valid_ids: np.ndar
                     "valid_client": "default", "seed": cfg.seed,
                     "config": {k: v for k, v in asdict(cfg).items() if k != "extra"} | {"extra": cfg.extra}},
         stopped_on={"split": "valid", "states": len(valid_ids), "metric": "ndcg@32", "best_iteration": best},
-        importance=importance(cfg.library, booster, names), date=time.strftime("%Y-%m-%d %H:%M:%S"))
+        importance=booster.importance(names), date=time.strftime("%Y-%m-%d %H:%M:%S"))
     reranker = Reranker(spec, booster)
     valid_ids_ranked = ranked_lists(reranker, valid, max(VALID_RECALL_KS))
     spec.valid_scores = recalls(valid_ids_ranked, valid.positives)

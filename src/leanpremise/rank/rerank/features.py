@@ -26,7 +26,16 @@ import numpy as np
 
 from leanpremise.rank.kinds import RankerKind
 from leanpremise.rank.lean_tokens import bm25_tokens
-from leanpremise.rank.rerank.premises import PROP_KINDS, PremiseTable, decl_kind, kind_code, name_parts
+from leanpremise.rank.rerank.premises import (
+    PROP_KINDS,
+    Coder,
+    PremiseTable,
+    decl_kind,
+    gather,
+    kind_code,
+    name_parts,
+    name_spaces,
+)
 
 FEATURE_SET = 2
 """Bumped when a feature changes meaning; a reranker records the version of each feature it was trained on."""
@@ -210,21 +219,13 @@ def _structure_columns(table: PremiseTable, req: RerankInput, cand: np.ndarray) 
     is_prop[new] = [k in PROP_KINDS for k in new_kinds]
     text_len = table.text_len[idx].astype(np.float64)
     text_len[new] = [len(req.new_texts[c - n]) for c in cand[new].tolist()]
-    goal = {t.lower() for t in bm25_tokens(req.state)}
-    hits = np.zeros(len(cand))
-    overlap = np.zeros(len(cand))
-    for j, c in enumerate(cand.tolist()):
-        parts = table.parts(c) if c < n else name_parts(req.new_names[c - n])
-        if parts:
-            hits[j] = len(parts & goal)
-            overlap[j] = hits[j] / len(parts)
+    hits, overlap, shared, ns_len = _name_columns(table, req, cand)
     from_end = np.full(len(cand), np.nan)
     if new.any():
         order = (req.new_from_end if req.new_from_end is not None
                  else np.arange(len(req.new_names))[::-1])
         from_end[new] = np.asarray(order, dtype=np.float64)[cand[new] - n]
     sent = max(req.new_sent or len(req.new_names), 1)
-    shared, ns_len = _goal_namespace(table, req, cand)
     return [is_local.astype(np.float64), np.where(is_local, local_pos, np.nan),
             np.where(is_local, local_pos / n_local, np.nan), new.astype(np.float64), in_frontier, same, kind,
             is_prop, text_len, hits, overlap, from_end, from_end / sent, shared,
@@ -245,20 +246,42 @@ def goal_namespaces(state: str) -> frozenset[str]:
     return frozenset(out)
 
 
-def _goal_namespace(table: PremiseTable, req: RerankInput, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(leading components of each candidate's namespace found among the goal's, its namespace's length)."""
-    spaces = goal_namespaces(req.state)
+def _name_columns(table: PremiseTable, req: RerankInput, cand: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per candidate: (parts of its name that occur in the goal, that over its parts, leading components
+    of its namespace that a constant of the goal shares, its namespace's components), counted over all
+    candidates at once on their name codes (premises.NameCodes)."""
     n = req.n_indexed
+    coder = Coder(table.codes.vocab)
+    goal_parts = coder.codes_of({t.lower() for t in bm25_tokens(req.state)})
+    goal_spaces = coder.codes_of(goal_namespaces(req.state))
+    new = cand >= n
+    order = np.concatenate([np.flatnonzero(~new), np.flatnonzero(new)])  # the rows below: indexed, then new
+    parts, n_parts = gather(table.codes.parts, cand[~new])
+    spaces, n_spaces = gather(table.codes.spaces, cand[~new])
+    if new.any():  # the request's own premises: their names split here
+        names = [req.new_names[c - n] for c in cand[new].tolist()]
+        parts, n_parts = _appended(parts, n_parts, [coder.codes_of(name_parts(m)) for m in names])
+        spaces, n_spaces = _appended(spaces, n_spaces, [coder.codes_of(name_spaces(m)) for m in names])
+    mark = np.zeros(coder.size(), dtype=bool)
+    mark[goal_parts] = True
+    hits = np.bincount(np.repeat(np.arange(len(cand)), n_parts), weights=mark[parts], minlength=len(cand))
+    mark[:] = False
+    mark[goal_spaces] = True
+    marked = mark[spaces]
+    # the longest of its namespaces among the goal's: the last marked place in its row (1-based)
+    place = np.arange(len(spaces)) - np.repeat(np.cumsum(n_spaces) - n_spaces, n_spaces) + 1
     shared = np.zeros(len(cand))
-    length = np.zeros(len(cand))
-    for j, c in enumerate(cand.tolist()):
-        parts = (table.names[c] if c < n else req.new_names[c - n]).split(".")[:-1]
-        length[j] = len(parts)
-        d = len(parts)
-        while d > 0 and ".".join(parts[:d]) not in spaces:
-            d -= 1
-        shared[j] = d
-    return shared, length
+    np.maximum.at(shared, np.repeat(np.arange(len(cand)), n_spaces)[marked], place[marked].astype(np.float64))
+    out = np.empty((4, len(cand)))
+    out[:, order] = [hits, np.where(n_parts > 0, hits / np.maximum(n_parts, 1), 0.0), shared, n_spaces]
+    return out[0], out[1], out[2], out[3]
+
+
+def _appended(codes: np.ndarray, lens: np.ndarray, rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged (codes, lens) with `rows` after its own."""
+    return (np.concatenate([codes, *rows]),
+            np.concatenate([lens, np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))]))
 
 
 def features(table: PremiseTable, req: RerankInput, signals: Signals, cand: np.ndarray, rankers: list[str],

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from leanpremise.rank.rerank.booster import Booster, booster_class
 from leanpremise.rank.rerank.features import FEATURE_SET, KNOWN, RANKERS, feature_list
 from leanpremise.rank.rerank.spec import (
     FORMAT_VERSION,
@@ -22,7 +23,7 @@ from leanpremise.rank.rerank.spec import (
     RerankerSpec,
     read_spec,
 )
-from leanpremise.rank.rerank.validate import HARD_LIMITS, ModelLimits, lightgbm_model_str, xgboost_model_bytes
+from leanpremise.rank.rerank.validate import HARD_LIMITS, ModelLimits
 
 
 def spec_problem(spec: RerankerSpec) -> str | None:
@@ -51,7 +52,7 @@ def spec_problem(spec: RerankerSpec) -> str | None:
 class Reranker:
     """Scores a request's candidates with the trained model; `rank` orders them."""
 
-    def __init__(self, spec: RerankerSpec, booster, folder: Path | None = None):
+    def __init__(self, spec: RerankerSpec, booster: Booster, folder: Path | None = None):
         self.spec, self.booster, self.folder = spec, booster, folder
         self.kinds = spec.kinds()
         self.n_features = len(spec.features)
@@ -65,8 +66,8 @@ class Reranker:
         if why := spec_problem(spec):
             raise RerankerFileError(f"{folder / 'reranker.json'}: {why}")
         path = folder / spec.model_file
-        booster = _load_booster(spec.library, path, checked_model(spec, path, limits, sha256))
-        n = _n_features(spec.library, booster)
+        booster = booster_class(spec.library).load(checked_model(spec, path, limits, sha256), path)
+        n = booster.n_features()
         if n != len(spec.features):
             raise RerankerFileError(f"{path}: a model of {n} features, {folder / 'reranker.json'} lists "
                                     f"{len(spec.features)}")
@@ -76,12 +77,7 @@ class Reranker:
         """Model scores (float64, higher is better) of feature rows `x`, on one thread (a server runs many)."""
         if len(x) == 0:
             return np.zeros(0)
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if self.spec.library == "lightgbm":
-            return np.asarray(self.booster.predict(x, num_threads=1), dtype=np.float64)
-        import xgboost
-
-        return np.asarray(self.booster.predict(xgboost.DMatrix(x, missing=np.nan, nthread=1)), dtype=np.float64)
+        return self.booster.predict(np.ascontiguousarray(x, dtype=np.float32))
 
     def rank(self, cand: np.ndarray, x: np.ndarray, k: int, tail: np.ndarray | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
@@ -116,29 +112,5 @@ def checked_model(spec: RerankerSpec, path: Path, limits: ModelLimits = HARD_LIM
         raise RerankerFileError(f"{path}: cannot read ({e.strerror or e})") from e
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise RerankerFileError(f"{path}: sha256 differs from the bundle's manifest (edited after export)")
-    if spec.library == "lightgbm":
-        return lightgbm_model_str(data, path, len(spec.features), limits)
-    return xgboost_model_bytes(data, path, len(spec.features), limits)
+    return booster_class(spec.library).check(data, path, len(spec.features), limits)
 
-
-def _load_booster(library: str, path: Path, model: str | bytearray):
-    """The library's model from checked content (`checked_model`); `path` names it in errors."""
-    try:
-        if library == "lightgbm":
-            import lightgbm
-
-            return lightgbm.Booster(model_str=model)
-        import xgboost
-
-        booster = xgboost.Booster()
-        booster.load_model(model)
-        return booster
-    except ImportError as e:
-        raise RerankerFileError(f"{path}: a {library} reranker, and {library} is not installed ({e})") from e
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RerankerFileError(f"{path}: not a readable {library} model ({first})") from e
-
-
-def _n_features(library: str, booster) -> int:
-    return int(booster.num_feature()) if library == "lightgbm" else int(booster.num_features())
