@@ -5,8 +5,10 @@ of the two versions swapped each round, so a slow spell of a shared machine fall
     git archive <commit> src | tar -x -C /tmp/before
     python benchmarks/serve_code_ab.py BUNDLE --before_src /tmp/before/src [--after_src src] [--duration 20]
 
-Each run starts with cold caches (a fresh embedding store): its p99 is the first requests' embedding of new
-premises. Writes benchmarks/results/<name>.json: every run, and the medians of each arm's p50 and p99.
+Each run starts with cold caches (a fresh embedding store): its all-requests p99 is the first requests' embedding
+of new premises, so the warm figures (requests whose new premises were all cached) are reported beside them.
+Writes benchmarks/results/<name>.json: every run, the medians of each arm's figures, and what re-ranking adds
+(re-ranked minus plain) for each version.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ServerProcess, unpacked, write_result
 from serve_load import Client, mathlib_modules, run_load
+
+QUANTITIES = ("p50_ms", "p99_ms", "warm_p50_ms", "warm_p99_ms", "requests_per_s")
+"""Per run: every request, and the requests whose new premises were all in the embedding cache already (warm:
+without a cold start's embedding of new premises, which dominates an all-requests p99)."""
 
 
 def main() -> None:
@@ -62,18 +68,22 @@ def main() -> None:
                         server.stop()
                     finally:
                         shutil.rmtree(store, ignore_errors=True)
-                    lat = res["latency_all"]
+                    lat, warm = res["latency_all"], res["latency_cached_new_premises"]
                     runs.append({"round": r, "mode": mode, "arm": arm, "n": lat["n"], "p50_ms": lat["p50_ms"],
-                                 "p99_ms": lat["p99_ms"], "errors": res["errors"], "loadavg": os.getloadavg()[0]})
+                                 "p99_ms": lat["p99_ms"], "warm_n": warm["n"], "warm_p50_ms": warm["p50_ms"],
+                                 "warm_p99_ms": warm["p99_ms"], "requests_per_s": res["requests_per_s"],
+                                 "errors": res["errors"], "loadavg": os.getloadavg()[0]})
                     print(runs[-1], flush=True)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     medians = {f"{mode}/{arm}": {q: statistics.median(x[q] for x in runs if x["mode"] == mode and x["arm"] == arm)
-                                 for q in ("p50_ms", "p99_ms")}
+                                 for q in QUANTITIES}
                for mode in ("reranked", "plain") for arm in ("before", "after")}
+    added = {arm: {q: round(medians[f"reranked/{arm}"][q] - medians[f"plain/{arm}"][q], 1) for q in QUANTITIES}
+             for arm in ("before", "after")}
     write_result(args.name, {"bundle": str(args.bundle), "before_src": code["before"], "after_src": code["after"],
                              "clients": args.clients, "k": args.k, "duration_s": args.duration, "runs": runs,
-                             "medians": medians, "note": args.note})
+                             "medians": medians, "rerank_added_ms": added, "note": args.note})
 
 
 if __name__ == "__main__":
