@@ -2,7 +2,7 @@
 
 The reranker's own two files (reranker.json and the model in its library's text format) are copied as they
 are; the side rankers it reads (BM25, MePo, usage) are the same files `export --fusion` writes (one copy when
-a bundle has both), and usage by module is written beside the reranker. A reranker this code cannot apply
+a bundle has both), and usage by module and the nearest proved states are written beside the reranker. A reranker this code cannot apply
 (another feature version, a model that does not load) or whose dense ranker read another model's embeddings
 is refused before the export's long steps, in one line.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leanpremise.bundle.layout import RERANK_DIR, RERANK_MODULE_USAGE, RERANK_SPEC
+from leanpremise.bundle.layout import RERANK_DIR, RERANK_MODULE_USAGE, RERANK_NEAREST, RERANK_SPEC
 from leanpremise.export.fusion_export import usage_state_ids, write_side_rankers
 from leanpremise.rank.rerank.model import Reranker
 from leanpremise.rank.rerank.spec import RerankerFileError, RerankerSpec
@@ -30,8 +30,9 @@ def check_reranker_dir(folder: Path) -> RerankerSpec:
 
 
 def uses_dataset(spec: RerankerSpec) -> bool:
-    """Whether the reranker reads usage counts (then `export` loads the states, not the corpus alone)."""
-    return "usage" in spec.kinds()
+    """Whether the reranker reads usage counts or the nearest proved states (then `export` loads the states,
+    not the corpus alone)."""
+    return "usage" in spec.kinds() or "nearest" in spec.kinds()
 
 
 def check_dense_identity(spec: RerankerSpec, folder: Path, identities: set[str]) -> None:
@@ -59,6 +60,11 @@ def write_rerank(spec: RerankerSpec, folder: Path, corpus, work: Path, progress:
     write_side_rankers(side, corpus, work, progress, dataset, usage_states)
     if "usage" in side:
         module_usage(dataset, usage_states).save(work / RERANK_MODULE_USAGE)
+    if "nearest" in side:
+        from leanpremise.rank.nearest_states import NearestStates
+
+        NearestStates.from_states(dataset.states, usage_state_ids(dataset, usage_states), None,
+                                  len(corpus)).save(work / RERANK_NEAREST)
     logger.info("rerank: %s reranker over %s (depth %d) written", spec.library, ", ".join(spec.kinds()),
                 spec.depth)
     return RERANK_SPEC

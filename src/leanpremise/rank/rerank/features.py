@@ -29,9 +29,9 @@ from leanpremise.rank.rerank.premises import PROP_KINDS, PremiseTable, decl_kind
 
 FEATURE_SET = 2
 """Bumped when a feature changes meaning; a reranker records the version of each feature it was trained on."""
-RANKERS = ("dense", "bm25", "mepo", "usage")
+RANKERS = ("dense", "bm25", "mepo", "usage", "nearest")
 """The rankers a reranker can read, in column order."""
-LOOKUP_RANKERS = frozenset({"dense", "bm25", "usage"})
+LOOKUP_RANKERS = frozenset({"dense", "bm25", "usage", "nearest"})
 """Rankers that can score any candidate (not only those they listed): their score is a feature for all."""
 
 

@@ -38,7 +38,7 @@ class RankerEntry(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    kind: Literal["dense", "bm25", "mepo", "usage"]
+    kind: Literal["dense", "bm25", "mepo", "usage", "nearest"]
     name: str
     """The ranker's name where it was made (`mepo`, the dense model's display name)."""
     params: dict[str, float | str] = Field(default_factory=dict)

@@ -68,7 +68,7 @@ class RerankedRanking:
             raise BundleError(f"{e} (a reranker this server cannot apply; serve with RERANK=false to ignore it)"
                               ) from e
         kinds = reranker.kinds
-        bm25 = mepo = usage = module_usage = None
+        bm25 = mepo = usage = module_usage = nearest = None
         mepo_config = None
         try:
             if "bm25" in kinds:
@@ -87,10 +87,15 @@ class RerankedRanking:
 
                 usage = UsageRanker.load(root / HYBRID_USAGE, len(corpus))
                 module_usage = ModuleUsage.load(root / RERANK_MODULE_USAGE, len(corpus.modules), len(corpus))
+            if "nearest" in kinds:
+                from leanpremise.bundle.layout import RERANK_NEAREST
+                from leanpremise.rank.nearest_states import NearestStates
+
+                nearest = NearestStates.load(root / RERANK_NEAREST, len(corpus))
         except (OSError, ValueError) as e:
             raise BundleError(f"{root}: the reranker's rankers: {e}") from e
         side = SideRankers(bm25, mepo, mepo_config, usage, corpus.name_to_id if usage is not None else None,
-                           module_usage)
+                           module_usage, nearest)
         side.n = len(corpus)
         return cls(reranker, PremiseTable.from_corpus(corpus), side, cache_bytes)
 
