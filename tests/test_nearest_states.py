@@ -97,7 +97,6 @@ def test_simulated_scopes_are_drawn_in_equal_parts():
 def test_a_bundle_whose_reranker_reads_it_serves_what_rerank_apply_ranks(sample_dataset, tiny_model_dir, cache_dir,
                                                                          tmp_path):
     import httpx
-    from serve_helpers import ThreadServer, export_for_tests, service_config
 
     from leanpremise.bundle.manifest import Manifest
     from leanpremise.eval.rerank.apply import rerank_states
@@ -107,6 +106,7 @@ def test_a_bundle_whose_reranker_reads_it_serves_what_rerank_apply_ranks(sample_
     from leanpremise.model.encoder import encode_texts, load_model
     from leanpremise.rank.rerank.model import Reranker
     from leanpremise.serve.http.app import create_app
+    from serve_helpers import ThreadServer, export_for_tests, service_config
 
     ds = sample_dataset
     rankers, table = build_rankers(ds, IndexView.full(ds.corpus), ["bm25", "nearest"], progress=False)
@@ -134,3 +134,19 @@ def test_a_bundle_whose_reranker_reads_it_serves_what_rerank_apply_ranks(sample_
             assert [p["name"] for p in got.json()] == [ds.corpus.names[i] for i in row if i >= 0], s
     finally:
         srv.stop()
+
+
+def test_a_simulated_unindexed_subtree_sends_all_its_accessible_premises_as_new_ones(sample_dataset):
+    from leanpremise.eval.rerank.index import build_rankers
+    from leanpremise.eval.rerank.requests import IndexView, build_request, module_folders, subtree_of
+
+    ds = sample_dataset
+    rankers, table = build_rankers(ds, IndexView.full(ds.corpus), ["bm25"], progress=False)
+    subtrees = module_folders(ds.corpus, subtree_of)
+    for s in ds.split_ids("train")[:40].tolist():
+        acc = ds.access.ids(s)
+        inside = acc[subtrees[ds.corpus.module_id[acc]] == subtrees[ds.states.module_id[s]]]
+        req = build_request(ds, rankers.view, table, s, "subtree", subtrees=subtrees, max_new=10**6)
+        assert sorted(req.new_ids.tolist()) == sorted(inside.tolist())
+        assert not req.mask[inside].any() and req.mask.sum() == len(acc) - len(inside)
+        assert len(req.input.local_ids) == 0

@@ -51,7 +51,8 @@ class RerankIndexFlags:
 class RerankTrainFlags:
     out: Path = field(metadata={"help": "the reranker directory to write (reranker.json + the model)"})
     rankers: str = field(default="bm25,mepo,usage", metadata={
-        "help": "comma-separated side rankers (of bm25, mepo, usage) beside --model's"})
+        "help": "comma-separated side rankers (of bm25, mepo, usage, nearest: the nearest proved states' "
+                "premises) beside --model's"})
     split: str = field(default="train", metadata={"help": "states to train on (valid stops training)"})
     init: Path | None = field(default=None, metadata={
         "help": "a reranker directory to continue (adapt it to a project with --tune_on)"})
@@ -63,6 +64,8 @@ class RerankTrainFlags:
     max_states: int = field(default=8192, metadata={"help": "training states with positives used at most"})
     simulate_share: float = field(default=0.3, metadata={
         "help": "share of training states whose own module or folder is treated as unindexed"})
+    simulate_scopes: str = field(default="module,folder", metadata={
+        "help": "comma-separated scopes (of module, folder, subtree) of the simulated states' unindexed part"})
     client_share: float = field(default=0.5, metadata={
         "help": "share of training states sent as Lean's default client sends them (the others: the pre-June "
                 "client's body); valid is sent by the default client"})
@@ -166,12 +169,14 @@ def _train(args) -> int:
 
     from leanpremise.data.dataset import load_dataset
     from leanpremise.eval.rerank.train import RerankConfig, train_reranker
-    from leanpremise.rank.names import LEXICAL
+    from leanpremise.rank.rerank.features import RANKERS
 
+    side_kinds = [k for k in RANKERS if k != "dense"]
     data, model, index, flags = from_args(args, DataConfig, RerankModelFlags, RerankIndexFlags, RerankTrainFlags)
     kinds = [k.strip() for k in flags.rankers.split(",") if k.strip()]
-    if any(k not in LEXICAL for k in kinds) or len(set(kinds)) != len(kinds):
-        print(f"error: --rankers {flags.rankers!r}: expected distinct names of {', '.join(LEXICAL)}", file=sys.stderr)
+    if any(k not in side_kinds for k in kinds) or len(set(kinds)) != len(kinds):
+        print(f"error: --rankers {flags.rankers!r}: expected distinct names of {', '.join(side_kinds)}",
+              file=sys.stderr)
         return 2
     if model.model is None and not kinds:
         print("error: no ranker: give --rankers or --model", file=sys.stderr)
@@ -186,7 +191,7 @@ def _train(args) -> int:
         valid_ids, train_ids = train_ids[np.sort(stop)], np.delete(train_ids, stop)
     cfg = RerankConfig(**{f.name: getattr(flags, f.name) for f in fields(RerankConfig)
                           if f.name != "extra" and hasattr(flags, f.name)})
-    rankers, table = _rankers(ds, view, [k for k in LEXICAL if k in kinds], model, usage_states)
+    rankers, table = _rankers(ds, view, [k for k in side_kinds if k in kinds], model, usage_states)
     t0 = time.perf_counter()
     counted = flags.split == "train" and index.tune_on is None and not _prefixes(index.new_modules)
     spec = train_reranker(ds, rankers, table, train_ids, valid_ids, cfg, flags.out, init=flags.init, counted=counted,
