@@ -5,7 +5,8 @@
     python benchmarks/rerank_quality.py --data mathlib-src --arms untrained --cost \
         --off_mathlib Mathlib.AlgebraicGeometry
 
-Arms: `lexical` (BM25 + MePo + usage + structure, no neural model), `untrained` (+ the packaged MiniLM),
+Arms: `lexical` (BM25 + MePo + usage + structure, no neural model), `lexical+nearest` (+ the nearest proved
+states' premises, rank/nearest_states.py), `untrained` (+ the packaged MiniLM),
 `trained` (+ the MiniLM trained 84 steps by benchmarks/train_quality.py, its model and corpus embeddings
 read from the bench cache). Every arm trains a reranker with `rerank train`'s defaults (on the train split,
 early-stopped on valid) and tunes the RRF/wsum fusion of the same rankers on valid (eval/tuning.py, as
@@ -76,6 +77,8 @@ def arm_model(arm: str, ds, data: str):
     """(model path or None, corpus embeddings or None, kinds) of an arm."""
     if arm == "lexical":
         return None, None, SIDE
+    if arm == "lexical+nearest":
+        return None, None, SIDE + ["nearest"]
     if arm == "untrained":
         return "all-MiniLM-L6-v2", minilm_embeddings(ds, data), SIDE + ["dense"]
     folder = bench_cache() / "models" / "train_quality-random"

@@ -22,6 +22,8 @@ bundle").
         reranker.json, model.txt|model.json
                                         the reranker's spec and model (rank/rerank/spec.py), copied as trained
         module_usage/*.npy              usage by module, CSR over modules (rank/module_usage.py)
+        nearest_states/                 when the reranker reads it: the usage states' goal vectors and
+                                        premises (rank/nearest_states.py)
 """
 
 
@@ -47,6 +49,7 @@ HYBRID_USAGE = f"{HYBRID_DIR}/usage.npy"
 RERANK_DIR = "rerank"
 RERANK_SPEC = f"{RERANK_DIR}/reranker.json"
 RERANK_MODULE_USAGE = f"{RERANK_DIR}/module_usage"
+RERANK_NEAREST = f"{RERANK_DIR}/nearest_states"
 FORMAT_VERSION = 2
 """2 added `sizes`; a format-1 manifest (sha256 only) still loads, fully hashed (docs/decisions.md)."""
 FAST_VERIFY_MAX_BYTES = 16 << 20

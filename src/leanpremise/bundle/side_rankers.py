@@ -21,6 +21,7 @@ from leanpremise.bundle.layout import (
     HYBRID_MEPO,
     HYBRID_USAGE,
     RERANK_MODULE_USAGE,
+    RERANK_NEAREST,
     BundleError,
 )
 from leanpremise.rank.kinds import RankerKind
@@ -87,6 +88,14 @@ def write_module_usage(dataset, work: Path, usage_states: str = "train") -> None
                                len(dataset.corpus.modules), len(dataset.corpus)).save(work / RERANK_MODULE_USAGE)
 
 
+def write_nearest_states(dataset, work: Path, usage_states: str = "train") -> None:
+    """The nearest proved states' table (rank/nearest_states.py) from the same states as the usage counts."""
+    from leanpremise.rank.nearest_states import NearestStates
+
+    NearestStates.from_states(dataset.states, usage_state_ids(dataset, usage_states), None,
+                              len(dataset.corpus)).save(work / RERANK_NEAREST)
+
+
 # ---- reading (serve) ----------------------------------------------------------------------------------
 
 def read_fusion(root: Path, manifest):
@@ -100,12 +109,12 @@ def read_fusion(root: Path, manifest):
 
 
 def read_side_rankers(root: Path, kinds, corpus, mepo_config=None, module_usage: bool = False) -> SideRankers:
-    """The side rankers `kinds` (of bm25, mepo, usage) of the bundle at `root`, checked against `corpus`, as a
+    """The side rankers `kinds` (of bm25, mepo, usage, nearest) of the bundle at `root`, checked against `corpus`, as a
     request runs them (rank/side.py); with `module_usage` and usage, usage by module too. BundleError names the
     file that is missing or damaged."""
     root = Path(root)
     n = len(corpus)
-    bm25 = mepo = usage = by_module = None
+    bm25 = mepo = usage = by_module = nearest = None
     try:
         if RankerKind.BM25 in kinds:
             from leanpremise.rank.bm25 import BM25Ranker
@@ -123,8 +132,13 @@ def read_side_rankers(root: Path, kinds, corpus, mepo_config=None, module_usage:
                 from leanpremise.rank.module_usage import ModuleUsage
 
                 by_module = ModuleUsage.load(root / RERANK_MODULE_USAGE, len(corpus.modules), n)
+        if RankerKind.NEAREST in kinds:
+            from leanpremise.rank.nearest_states import NearestStates
+
+            nearest = NearestStates.load(root / RERANK_NEAREST, n)
     except (OSError, ValueError) as e:
         raise BundleError(f"{root}: side rankers: {e}") from e
-    side = SideRankers(bm25, mepo, mepo_config, usage, corpus.name_to_id if usage is not None else None, by_module)
+    side = SideRankers(bm25, mepo, mepo_config, usage, corpus.name_to_id if usage is not None else None, by_module,
+                       nearest)
     side.n = n
     return side

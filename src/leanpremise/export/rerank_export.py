@@ -2,7 +2,7 @@
 
 The reranker's own two files (reranker.json and the model in its library's text format) are copied as they
 are; the side rankers it reads (BM25, MePo, usage) are the same files `export --fusion` writes (one copy when
-a bundle has both), and usage by module is written beside the reranker. A reranker this code cannot apply
+a bundle has both), and usage by module and the nearest proved states are written beside the reranker. A reranker this code cannot apply
 (another feature version, a model that does not load) or whose dense ranker read another model's embeddings
 is refused before the export's long steps, in one line.
 """
@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 
 from leanpremise.bundle.layout import RERANK_DIR, RERANK_SPEC
-from leanpremise.bundle.side_rankers import write_module_usage, write_side_rankers
+from leanpremise.bundle.side_rankers import write_module_usage, write_nearest_states, write_side_rankers
+from leanpremise.rank.kinds import RankerKind
 from leanpremise.rank.rerank.model import Reranker
 from leanpremise.rank.rerank.spec import RerankerFileError, RerankerSpec
 
@@ -28,8 +29,9 @@ def check_reranker_dir(folder: Path) -> RerankerSpec:
 
 
 def uses_dataset(spec: RerankerSpec) -> bool:
-    """Whether the reranker reads usage counts (then `export` loads the states, not the corpus alone)."""
-    return "usage" in spec.kinds()
+    """Whether the reranker reads usage counts or the nearest proved states (then `export` loads the states,
+    not the corpus alone)."""
+    return RankerKind.USAGE in spec.kinds() or RankerKind.NEAREST in spec.kinds()
 
 
 def check_dense_identity(spec: RerankerSpec, folder: Path, identities: set[str]) -> None:
@@ -53,10 +55,12 @@ def write_rerank(spec: RerankerSpec, folder: Path, corpus, work: Path, progress:
     (work / RERANK_DIR).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(folder / spec.model_file, work / RERANK_DIR / spec.model_file)
     shutil.copyfile(folder / "reranker.json", work / RERANK_SPEC)
-    side = [k for k in spec.kinds() if k != "dense"]
+    side = [k for k in spec.kinds() if k != RankerKind.DENSE]
     write_side_rankers(side, corpus, work, progress, dataset, usage_states)
-    if "usage" in side:
+    if RankerKind.USAGE in side:
         write_module_usage(dataset, work, usage_states)
+    if RankerKind.NEAREST in side:
+        write_nearest_states(dataset, work, usage_states)
     logger.info("rerank: %s reranker over %s (depth %d) written", spec.library, ", ".join(spec.kinds()),
                 spec.depth)
     return RERANK_SPEC

@@ -12,3 +12,5 @@ class RankerKind(StrEnum):
     BM25 = "bm25"
     MEPO = "mepo"
     USAGE = "usage"
+    NEAREST = "nearest"
+    """The premises of the nearest proved states (rank/nearest_states.py): read by a reranker only."""

@@ -1,4 +1,4 @@
-"""The rankers beside the dense model (BM25, MePo, usage), run for one request: its indexed candidates and its
+"""The rankers beside the dense model (BM25, MePo, usage, nearest proved states), run for one request: its indexed candidates and its
 new premises in one id space (indexed 0..n-1, new n, n+1, ...).
 
 Fused serving and re-ranking both read these lists, in the server and in evaluation, so they come from one
@@ -53,19 +53,22 @@ class SideRankers:
     """The side rankers a bundle (or an evaluation's index) has, any of them None."""
 
     def __init__(self, bm25=None, mepo=None, mepo_config=None, usage=None, name_to_id: dict[str, int] | None = None,
-                 module_usage=None):
+                 module_usage=None, nearest=None):
         self.bm25, self.mepo, self.mepo_config, self.usage = bm25, mepo, mepo_config, usage
+        self.nearest = nearest
+        """The nearest proved states' premises (rank/nearest_states.py), or None."""
         self.module_usage = module_usage
         """Usage by module (rank/module_usage.py), read by the reranker beside the usage ranker, or None."""
         self.name_to_id = name_to_id or {}
         """Indexed ids by name: a new premise gets the usage count of its indexed namesake."""
         self.n = (bm25.n if bm25 is not None else mepo.n_premises if mepo is not None
-                  else usage.n if usage is not None else 0)
+                  else usage.n if usage is not None else nearest.n if nearest is not None else 0)
         self._prepared: OrderedDict[tuple, NewPremises] = OrderedDict()
         self._lock = threading.Lock()
 
     def kinds(self) -> list[str]:
-        return [k for k, r in (("bm25", self.bm25), ("mepo", self.mepo), ("usage", self.usage)) if r is not None]
+        return [k for k, r in (("bm25", self.bm25), ("mepo", self.mepo), ("usage", self.usage),
+                               ("nearest", self.nearest)) if r is not None]
 
     def prepare(self, names: list[str], texts: list[str], named_in_index: bool = True, terms=None,
                 symbol_sets=None) -> NewPremises:
@@ -108,12 +111,13 @@ class SideRankers:
         return out
 
     def runs(self, state: str, mask: np.ndarray | None, new: NewPremises, depth: int, with_lookups: bool = False,
-             own_uses: np.ndarray | None = None, module: int = -1):
+             own_uses: np.ndarray | None = None, module: int = -1, own_key: int = -1):
         """{kind: (ids, scores)} of each side ranker for one state, `depth` long, over the candidates `mask`
         (None: every indexed premise) and the new premises; with `with_lookups`, also {kind: score of any
         id} for BM25 and usage, and with `module` (the request's, -1 unknown) the module's usage counts.
         `own_uses`: indexed premises whose usage counts include this state's own use (a training state's
-        positives), counted one less, as for a state the counts never saw."""
+        positives), counted one less, as for a state the counts never saw; `own_key`: the nearest-states key of
+        a training state's own proof, whose states it does not see as neighbours."""
         n, runs, lookups = self.n, {}, {}
         if self.bm25 is not None:
             counts = self.bm25.query_counts(state)  # tokenised once for both
@@ -145,6 +149,10 @@ class SideRankers:
             runs["usage"] = merge_new(ids, scores, new_scores, n, depth, new_at=new_at, listed=new_scores > 0)
             if with_lookups:
                 lookups["usage"] = _lookup(usage_score(counts), new_scores)
+        if self.nearest is not None:
+            runs["nearest"], nearest_lookup = self.nearest.run(state, mask, depth, own_key)
+            if with_lookups:
+                lookups["nearest"] = nearest_lookup
         if with_lookups and self.module_usage is not None and module >= 0:
             lookups["module_usage"] = self._module_lookup(module, new, own_uses)
         return (runs, lookups) if with_lookups else runs

@@ -15,6 +15,9 @@ from leanpremise.eval.rerank.config import RerankConfig
 from leanpremise.flags import from_args
 from leanpremise.rank.kinds import RankerKind
 
+SIDE_KINDS = tuple(k for k in RankerKind if k != RankerKind.DENSE)
+"""The rankers beside the dense model a reranker can read (`--rankers`)."""
+
 logger = logging.getLogger(__name__)
 
 APPLY_METRIC_KS = (16, 32, 100, 1024)
@@ -44,7 +47,8 @@ class RerankTrainFlags:
 
     out: Path = field(metadata={"help": "the reranker directory to write (reranker.json + the model)"})
     rankers: str = field(default="bm25,mepo,usage", metadata={
-        "help": "comma-separated side rankers (of bm25, mepo, usage) beside --model's"})
+        "help": "comma-separated side rankers (of bm25, mepo, usage, nearest: the nearest proved states' "
+                "premises) beside --model's"})
     split: str = field(default="train", metadata={"help": "states to train on (valid stops training)"})
     init: Path | None = field(default=None, metadata={
         "help": "a reranker directory to continue (adapt it to a project with --tune_on)"})
@@ -139,7 +143,6 @@ def _train_on(ds, model: ModelFlags, index: RerankIndexFlags, flags: RerankTrain
     import numpy as np
 
     from leanpremise.eval.rerank.train import train_reranker
-    from leanpremise.rank.names import LEXICAL
 
     view, _ = _view(ds, index)
     train_ids = _states(ds, flags.split, index, tuning=True)
@@ -150,7 +153,7 @@ def _train_on(ds, model: ModelFlags, index: RerankIndexFlags, flags: RerankTrain
         valid_ids, train_ids = train_ids[np.sort(stop)], np.delete(train_ids, stop)
     t0 = time.perf_counter()
     counted = flags.split == "train" and index.tune_on is None and not _prefixes(index.new_modules)
-    rankers, table = _rankers(ds, view, [k for k in LEXICAL if k in kinds], model, usage_states)
+    rankers, table = _rankers(ds, view, [k for k in SIDE_KINDS if k in kinds], model, usage_states)
     spec = train_reranker(ds, rankers, table, train_ids, valid_ids, cfg, flags.out, init=flags.init, counted=counted,
                           trained_on={"data_revision": ds.revision, "data_dir": str(ds.data_dir),
                                       "corpus": asdict(ds.config.corpus_options()),
@@ -160,14 +163,14 @@ def _train_on(ds, model: ModelFlags, index: RerankIndexFlags, flags: RerankTrain
 
 def _train(args) -> int:
     from leanpremise.data.dataset import load_dataset
-    from leanpremise.rank.names import LEXICAL
     from leanpremise.rank.rerank.spec import RerankerFileError
 
     data, model, index, flags, cfg = from_args(args, DataConfig, ModelFlags, RerankIndexFlags, RerankTrainFlags,
                                                RerankConfig)
     kinds = [k.strip() for k in flags.rankers.split(",") if k.strip()]
-    if any(k not in LEXICAL for k in kinds) or len(set(kinds)) != len(kinds):
-        print(f"error: --rankers {flags.rankers!r}: expected distinct names of {', '.join(LEXICAL)}", file=sys.stderr)
+    if any(k not in SIDE_KINDS for k in kinds) or len(set(kinds)) != len(kinds):
+        print(f"error: --rankers {flags.rankers!r}: expected distinct names of {', '.join(SIDE_KINDS)}",
+              file=sys.stderr)
         return 2
     if model.model is None and not kinds:
         print("error: no ranker: give --rankers or --model", file=sys.stderr)

@@ -22,6 +22,9 @@ class RerankConfig:
         "help": "training states with positives used at most (a seeded sample)"})
     simulate_share: float = field(default=0.3, metadata={
         "help": "share of training states whose own module or folder is treated as unindexed"})
+    simulate_scopes: str = field(default="module,folder", metadata={
+        "help": "comma-separated scopes (of module, folder, subtree) the simulated states' own unindexed part is "
+                "drawn from in equal parts; subtree: the first two components of the module's name"})
     # The mix of clients is chosen on valid (docs/decisions.md).
     client_share: float = field(default=0.5, metadata={
         "help": "share of training states sent as Lean's default client sends them (the others: the pre-June "

@@ -18,8 +18,9 @@ logger = logging.getLogger(__name__)
 def build_rankers(ds, view: IndexView, kinds: list[str], model=None, model_name: str | None = None,
                   corpus_embeddings: np.ndarray | None = None, usage_states: np.ndarray | None = None,
                   progress: bool = True, identity: str | None = None) -> tuple[EvalRankers, PremiseTable]:
-    """The rankers `kinds` (of bm25, mepo, usage, dense) over the premises `view` holds, and its premise
-    table. Usage counts come from `usage_states` (default: the train split) restricted to the view; the dense
+    """The rankers `kinds` (of bm25, mepo, usage, nearest, dense) over the premises `view` holds, and its
+    premise table. Usage counts and the nearest proved states come from `usage_states` (default: the train
+    split) restricted to the view; the dense
     ranker needs a model, and encodes the corpus unless `corpus_embeddings` are given."""
     from leanpremise.rank.bm25 import BM25Config, BM25Ranker
     from leanpremise.rank.mepo import MePoConfig, SymbolIndex
@@ -43,7 +44,8 @@ def build_rankers(ds, view: IndexView, kinds: list[str], model=None, model_name:
         counts = usage_counts(ds, usage_states)
         usage = UsageRanker(counts[view.ids])
         module_usage = module_usage_of(ds, view, usage_states)
-    side = SideRankers(bm25, mepo, mepo_config, usage, {n: i for i, n in enumerate(names)}, module_usage)
+    nearest = nearest_of(ds, view, usage_states) if "nearest" in kinds else None
+    side = SideRankers(bm25, mepo, mepo_config, usage, {n: i for i, n in enumerate(names)}, module_usage, nearest)
     dense = None
     if RankerKind.DENSE in kinds:
         dense = _dense(ds, view, model, model_name, corpus_embeddings, progress)
@@ -52,6 +54,15 @@ def build_rankers(ds, view: IndexView, kinds: list[str], model=None, model_name:
     rankers = EvalRankers(view, side, dense, mepo_settings={"p": mepo_config.p, "c": mepo_config.c},
                           bm25_settings={"k1": 1.5, "b": 0.75})
     return rankers, table
+
+
+def nearest_of(ds, view: IndexView, state_ids: np.ndarray | None = None):
+    """The nearest-proved-states ranker of `state_ids` (default: the train split) over the index's premises,
+    each state keyed by its declaration (a training state does not see its own proof's states)."""
+    from leanpremise.rank.nearest_states import NearestStates
+
+    state_ids = ds.split_ids("train") if state_ids is None else np.asarray(state_ids)
+    return NearestStates.from_states(ds.states, state_ids, view.to_view, len(view))
 
 
 def module_usage_of(ds, view: IndexView, state_ids: np.ndarray | None = None):

@@ -15,8 +15,9 @@ dir's corpus: all of it, or all but some modules (`IndexView.without`: another p
 does not index); a state's accessible premises the index lacks arrive as new premises.
 
 `unindexed` simulates that for training: for a share of the training states their own module (or their
-module's folder, a stand-in for a project of several files) is treated as unindexed, so the model learns
-the feature values a user's own project produces, which the indexed corpus alone never shows.
+module's folder, a stand-in for a project of several files, or its subtree, the first two components of its
+name, a stand-in for a project of a hundred files) is treated as unindexed, so the model learns the feature
+values a user's own project produces, which the indexed corpus alone never shows.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from leanpremise.rank.rerank.structure import read_new_premises, request_input
 
 MAX_NEW_PREMISES = 2048
 """New premises a Lean client sends at most (its option premiseSelection.maxUnindexedPremises)."""
-SIMULATIONS = ("none", "module", "folder")
+SIMULATIONS = ("none", "module", "folder", "subtree")
 CLIENTS = ("default", "pre-june")
 """The Lean clients simulated: the default body since June 2026 and the one before (module docstring)."""
 
@@ -76,6 +77,11 @@ def folder_of(module: str) -> str:
     return module.rsplit(".", 1)[0] if "." in module else module
 
 
+def subtree_of(module: str) -> str:
+    """The first two components of a module's name (`Mathlib.AlgebraicGeometry` of its modules)."""
+    return ".".join(module.split(".")[:2])
+
+
 @dataclass
 class StateRequest:
     """One state's request: what the reranker's features read, the candidate mask over the index, and the
@@ -95,12 +101,14 @@ class StateRequest:
     own_uses: np.ndarray | None = None
     """Index ids whose usage count counts this state itself (a training state's positives): the usage ranker
     counts them one less, or its feature would be the label."""
+    own_key: int = -1
+    """A training state's declaration: the nearest-states ranker leaves out its own proof's states (-1: none)."""
 
 
-def module_folders(corpus) -> np.ndarray:
-    """A folder id per module (modules of one folder share it)."""
+def module_folders(corpus, of=folder_of) -> np.ndarray:
+    """A folder id per module (modules of one folder share it); `of=subtree_of`: a subtree id."""
     ids: dict[str, int] = {}
-    return np.array([ids.setdefault(folder_of(m), len(ids)) for m in corpus.modules], dtype=np.int64)
+    return np.array([ids.setdefault(of(m), len(ids)) for m in corpus.modules], dtype=np.int64)
 
 
 def import_order(corpus) -> np.ndarray:
@@ -135,10 +143,12 @@ def client_new_premises(imported: np.ndarray, own: np.ndarray, order: np.ndarray
 
 def build_request(ds, view: IndexView, table: PremiseTable, s: int, simulation: str = "none",
                   folders: np.ndarray | None = None, max_new: int = MAX_NEW_PREMISES, counted: bool = False,
-                  client: str = "default", order: np.ndarray | None = None) -> StateRequest:
+                  client: str = "default", order: np.ndarray | None = None, subtrees: np.ndarray | None = None
+                  ) -> StateRequest:
     """The request of state `s` by `client` (CLIENTS) against the index `view` (`table`: the index's
     premise table), as the server reads it; `simulation` treats the state's own module, or its folder
-    (`folders`: module_folders), as unindexed (SIMULATIONS); `counted`: the state is one of those the usage
+    (`folders`: module_folders), or its subtree (`subtrees`: module_folders(corpus, subtree_of)), as
+    unindexed (SIMULATIONS); `counted`: the state is one of those the usage
     counts were made from; `order`: import_order of the corpus (computed when not given)."""
     if client not in CLIENTS:
         raise ValueError(f"unknown client {client!r}: expected one of {', '.join(CLIENTS)}")
@@ -151,6 +161,9 @@ def build_request(ds, view: IndexView, table: PremiseTable, s: int, simulation: 
     elif simulation == "folder":
         folders = module_folders(corpus) if folders is None else folders
         unknown = unknown | (folders == folders[m])
+    elif simulation == "subtree":
+        subtrees = module_folders(corpus, subtree_of) if subtrees is None else subtrees
+        unknown = unknown | (subtrees == subtrees[m])
     elif simulation != "none":
         raise ValueError(f"unknown simulation {simulation!r}: expected one of {', '.join(SIMULATIONS)}")
     order = import_order(corpus) if order is None else order
@@ -177,7 +190,8 @@ def build_request(ds, view: IndexView, table: PremiseTable, s: int, simulation: 
     own_uses = view.to_view[np.unique(positives)] if counted else None
     return StateRequest(s, req, mask, new_ids, named_in_index=False,
                         positives=_shared_positives(positives, view, new_ids, out_of_reach=len(view) + len(new_ids)),
-                        simulation=simulation, own_uses=None if own_uses is None else own_uses[own_uses >= 0])
+                        simulation=simulation, own_uses=None if own_uses is None else own_uses[own_uses >= 0],
+                        own_key=int(ds.states.decl_id[s]) if counted else -1)
 
 
 def _shared_positives(positives: np.ndarray, view: IndexView, new_ids: np.ndarray, out_of_reach: int
@@ -194,8 +208,13 @@ def _shared_positives(positives: np.ndarray, view: IndexView, new_ids: np.ndarra
     return np.asarray(out, dtype=np.int64)
 
 
-def simulations(n: int, share: float, seed: int) -> list[str]:
-    """A simulation per training state: `share` of them unindexed, half by module, half by folder."""
+def simulations(n: int, share: float, seed: int, scopes: tuple[str, ...] = ("module", "folder")) -> list[str]:
+    """A simulation per training state: `share` of them unindexed, in equal parts by each of `scopes` (of
+    SIMULATIONS but none)."""
+    bad = [x for x in scopes if x not in SIMULATIONS or x == "none"]
+    if bad or not scopes:
+        raise ValueError(f"simulation scopes {list(scopes)}: expected some of {', '.join(SIMULATIONS[1:])}")
     rng = np.random.default_rng(seed)
     u = rng.random(n)
-    return ["module" if x < share / 2 else "folder" if x < share else "none" for x in u.tolist()]
+    return [scopes[min(int(x / share * len(scopes)), len(scopes) - 1)] if x < share else "none"
+            for x in u.tolist()]

@@ -72,7 +72,7 @@ def batch_signals(rankers: EvalRankers, requests: list[StateRequest], depth: int
     for j, req in enumerate(requests):
         new = rankers.side.prepare(req.input.new_names, req.input.new_texts, named_in_index=req.named_in_index)
         runs, lookups = rankers.side.runs(req.input.state, req.mask, new, depth, with_lookups=True,
-                                          own_uses=req.own_uses, module=req.input.module)
+                                          own_uses=req.own_uses, module=req.input.module, own_key=req.own_key)
         if dense_runs is not None:
             runs[RankerKind.DENSE], lookups[RankerKind.DENSE] = dense_runs[j]
         out.append(Signals(runs=runs, lookups=lookups))

@@ -19,7 +19,13 @@ import numpy as np
 
 from leanpremise.atomic import fresh_partial_dir, swap_in_dir
 from leanpremise.eval.rerank.config import RerankConfig
-from leanpremise.eval.rerank.requests import build_request, import_order, module_folders, simulations
+from leanpremise.eval.rerank.requests import (
+    build_request,
+    import_order,
+    module_folders,
+    simulations,
+    subtree_of,
+)
 from leanpremise.eval.rerank.rows import RerankRows, build_rows
 from leanpremise.rank.kinds import RankerKind
 from leanpremise.rank.rerank.booster import Booster, Grouped, booster_class
@@ -44,20 +50,24 @@ def sample_train_states(ds, train_ids: np.ndarray, max_states: int, seed: int) -
 
 
 def requests_for(ds, rankers, table, state_ids: np.ndarray, share: float = 0.0, seed: int = 0,
-                 counted: bool = False, client: str = "default", client_share: float | None = None):
-    """The requests of `state_ids` by `client` (requests.CLIENTS), a `share` of them simulated unindexed;
+                 counted: bool = False, client: str = "default", client_share: float | None = None,
+                 scopes: tuple[str, ...] = ("module", "folder")):
+    """The requests of `state_ids` by `client` (requests.CLIENTS), a `share` of them simulated unindexed
+    (by `scopes`, requests.simulations);
     `client_share`: instead, that share of them by the default client and the others by the pre-June one
     (a training mix); `counted`: the states are among those the usage counts were made from."""
     n = len(state_ids)
     folders = module_folders(ds.corpus) if share > 0 else None
-    modes = simulations(n, share, seed) if share > 0 else ["none"] * n
+    subtrees = module_folders(ds.corpus, subtree_of) if share > 0 and "subtree" in scopes else None
+    modes = simulations(n, share, seed, scopes) if share > 0 else ["none"] * n
     if client_share is None:
         clients = [client] * n
     else:
         draw = np.random.default_rng([seed, 1]).random(n)
         clients = ["default" if u < client_share else "pre-june" for u in draw.tolist()]
     order = import_order(ds.corpus)
-    return (build_request(ds, rankers.view, table, int(s), mode, folders, counted=counted, client=c, order=order)
+    return (build_request(ds, rankers.view, table, int(s), mode, folders, counted=counted, client=c, order=order,
+                          subtrees=subtrees)
             for s, mode, c in zip(np.asarray(state_ids).tolist(), modes, clients))
 
 
@@ -148,8 +158,9 @@ def train_reranker(ds, rankers, table, train_ids: np.ndarray, valid_ids: np.ndar
     states = sample_train_states(ds, train_ids, cfg.max_states, cfg.seed)
     logger.info("reranker: %d training states with positives (of %d), %d valid states", len(states),
                 len(train_ids), len(valid_ids))
+    scopes = tuple(x.strip() for x in cfg.simulate_scopes.split(",") if x.strip())
     train_req = requests_for(ds, rankers, table, states, cfg.simulate_share, cfg.seed, counted=counted,
-                             client_share=cfg.client_share)
+                             client_share=cfg.client_share, scopes=scopes)
     train = build_rows(rankers, table, train_req, kinds, cfg.structure, cfg.depth, cfg.local_bound,
                        progress=progress, desc="rerank rows (train)", total=len(states))
     valid_req = requests_for(ds, rankers, table, valid_ids)
@@ -163,7 +174,7 @@ def train_reranker(ds, rankers, table, train_ids: np.ndarray, valid_ids: np.ndar
         rankers=ranker_entries(rankers), structure=cfg.structure, depth=cfg.depth, local_bound=cfg.local_bound,
         categorical=[c for c in CATEGORICAL if c in names],
         trained_on={**(trained_on or {}), "split": "train", "states": len(states), "rows": len(train.y),
-                    "simulated_share": cfg.simulate_share, "client_share": cfg.client_share,
+                    "simulated_share": cfg.simulate_share, "simulated_scopes": list(scopes), "client_share": cfg.client_share,
                     "valid_client": "default", "seed": cfg.seed,
                     "config": {k: v for k, v in asdict(cfg).items() if k != "extra"} | {"extra": cfg.extra}},
         stopped_on={"split": "valid", "states": len(valid_ids), "metric": "ndcg@32", "best_iteration": best},

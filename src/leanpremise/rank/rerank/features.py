@@ -41,7 +41,7 @@ FEATURE_SET = 2
 """Bumped when a feature changes meaning; a reranker records the version of each feature it was trained on."""
 RANKERS = tuple(RankerKind)
 """The rankers a reranker can read, in column order."""
-LOOKUP_RANKERS = frozenset({RankerKind.DENSE, RankerKind.BM25, RankerKind.USAGE})
+LOOKUP_RANKERS = frozenset({RankerKind.DENSE, RankerKind.BM25, RankerKind.USAGE, RankerKind.NEAREST})
 """Rankers that can score any candidate (not only those they listed): their score is a feature for all."""
 
 
