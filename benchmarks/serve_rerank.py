@@ -34,18 +34,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ServerProcess, bench_cache, unpacked, write_result
 from serve_load import Client, mathlib_modules, percentiles, run_load
 
-RANKERS = ["dense", "bm25", "mepo", "usage"]
+RANKERS = ["dense", "bm25", "mepo", "usage", "nearest"]
+"""The rankers the reranker reads by default: the dense model and `rerank train`'s default side rankers."""
 
 
-def train(ds, emb: np.ndarray, out: Path, max_states: int, rounds: int | None) -> float:
-    """A reranker over RANKERS with exactly `rounds` trees (no early stop), or with `rerank train`'s defaults
+def train(ds, emb: np.ndarray, out: Path, max_states: int, rounds: int | None, rankers=RANKERS) -> float:
+    """A reranker over `rankers` with exactly `rounds` trees (no early stop), or with `rerank train`'s defaults
     (stopped on valid) when None; its training seconds."""
     from leanpremise.eval.rerank.index import build_rankers
     from leanpremise.eval.rerank.requests import IndexView
     from leanpremise.eval.rerank.train import RerankConfig, train_reranker
 
     t0 = time.perf_counter()
-    rankers, table = build_rankers(ds, IndexView.full(ds.corpus), RANKERS, model="all-MiniLM-L6-v2",
+    rankers, table = build_rankers(ds, IndexView.full(ds.corpus), rankers, model="all-MiniLM-L6-v2",
                                    corpus_embeddings=emb, progress=False)
     fixed = {} if rounds is None else {"max_rounds": rounds, "early_stopping": rounds + 1}
     train_reranker(ds, rankers, table, ds.split_ids("train"), ds.split_ids("valid"),
@@ -122,6 +123,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=None,
                     help="train exactly this many trees (the runs before 2026-12-08: 200); default: rerank train's "
                          "defaults, stopped on valid")
+    ap.add_argument("--rankers", default=",".join(RANKERS),
+                    help="the rankers the trained reranker reads (the bundle is named after them)")
     ap.add_argument("--timed_requests", type=int, default=200)
     ap.add_argument("--port", type=int, default=8741)
     ap.add_argument("--backend", default="auto")
@@ -146,9 +149,10 @@ def main() -> None:
         from rerank_quality import minilm_embeddings
 
         emb = minilm_embeddings(ds, args.data)
-        rr, bundle = work / f"{args.data}-rerank-model", work / f"{args.data}-minilm-rerank"
+        tag = "" if args.rankers == ",".join(RANKERS) else "-" + args.rankers.replace(",", "-")
+        rr, bundle = work / f"{args.data}-rerank-model{tag}", work / f"{args.data}-minilm-rerank{tag}"
         emb_path = bench_cache() / "embeddings" / f"{args.data}-all-MiniLM-L6-v2.npy"
-        train_s = train(ds, emb, rr, args.max_states, args.rounds)
+        train_s = train(ds, emb, rr, args.max_states, args.rounds, args.rankers.split(","))
         export_bundle(ExportConfig(model=str(default_model_path()), out=bundle, data=DataConfig(data_dir=data_dir),
                                    onnx=False, corpus_embeddings=emb_path, model_name="all-MiniLM-L6-v2", rerank=rr,
                                    progress=False))
@@ -182,7 +186,7 @@ def main() -> None:
     trees = Reranker.load(rr).booster.n_trees()
     write_result(args.name, {
         "data": args.data, "bundle": str(bundle), "premises": len(ds.corpus), "clients": args.clients, "k": args.k,
-        "reranker": {"rankers": RANKERS, "rounds": args.rounds, "trees": trees, "training_states": args.max_states,
+        "reranker": {"rankers": args.rankers.split(","), "rounds": args.rounds, "trees": trees, "training_states": args.max_states,
                      "train_seconds": round(train_s, 1)} if train_s is not None else
                     {"dir": str(rr), "trained_by": "leanpremise rerank train --model " + str(args.model)},
         "duration_s": args.duration, "arms": runs,

@@ -81,7 +81,7 @@ def rerank_after_training(model, final_dir: Path, corpus_emb, dataset, model_nam
     from leanpremise.rank.names import LEXICAL
     from leanpremise.rank.rerank.model import Reranker
 
-    rankers, table = build_rankers(dataset, IndexView.full(dataset.corpus), [RankerKind.DENSE, *LEXICAL],
+    rankers, table = build_rankers(dataset, IndexView.full(dataset.corpus), [RankerKind.DENSE, *LEXICAL, RankerKind.NEAREST],
                                    model=model, model_name=model_name, corpus_embeddings=corpus_emb,
                                    progress=False, identity=model_identity(final_dir))
     spec = train_reranker(dataset, rankers, table, dataset.split_ids("train"), dataset.split_ids("valid"),

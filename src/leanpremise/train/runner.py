@@ -215,7 +215,7 @@ def test_table(ds, result: TrainResult) -> str:
     with_positives = int(sum(len(ds.states.positives(s)) > 0 for s in test_ids.tolist()))
     rows = [("BM25", result.bm25_test), ("dense before training", result.before_test),
             ("dense after training", result.after.get("test", {})),
-            ("reranked (dense + BM25 + MePo + usage)", result.reranked_test)]
+            ("reranked (dense, lexical, nearest states)", result.reranked_test)]
     lines = [f"TEST ({len(test_ids)} states, {with_positives} with positives; valid only stopped and tuned):"]
     lines += [f"  {label:<40} {recall_line(metrics, TEST_KS)}" for label, metrics in rows if metrics]
     return "\n".join(lines)

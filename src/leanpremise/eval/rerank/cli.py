@@ -46,7 +46,8 @@ class RerankTrainFlags:
     """What `rerank train` reads and writes; how it trains is its RerankConfig."""
 
     out: Path = field(metadata={"help": "the reranker directory to write (reranker.json + the model)"})
-    rankers: str = field(default="bm25,mepo,usage", metadata={
+    # nearest is in the default: valid and test gain on both bodies (docs/decisions.md).
+    rankers: str = field(default="bm25,mepo,usage,nearest", metadata={
         "help": "comma-separated side rankers (of bm25, mepo, usage, nearest: the nearest proved states' "
                 "premises) beside --model's"})
     split: str = field(default="train", metadata={"help": "states to train on (valid stops training)"})
