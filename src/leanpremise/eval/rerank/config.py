@@ -39,7 +39,8 @@ class RerankConfig:
     min_sum_hessian_in_leaf: float = field(default=1.0, metadata={
         "help": "least hessian a leaf holds (XGBoost's min_child_weight)"})
     max_rounds: int = field(default=50, metadata={
-        "help": "boosting rounds (trees) at most; early stopping ends sooner"})
+        "help": "boosting rounds (trees) at most; early stopping ends sooner (a large project without a "
+                "dense model may want 200)"})
     # Valid NDCG@32 is noisy over a few hundred states, and a short patience stops at an early bump
     # (docs/decisions.md).
     early_stopping: int = field(default=200, metadata={
