@@ -156,7 +156,7 @@ def trained(tmp_path_factory, cache_dir):
 
 def test_rerank_train_writes_a_reranker_that_beats_bm25_on_valid(trained, cache_dir):
     spec = json.loads((trained / "rr" / "reranker.json").read_text())
-    assert [r["kind"] for r in spec["rankers"]] == ["bm25", "mepo", "usage"]
+    assert [r["kind"] for r in spec["rankers"]] == ["bm25", "mepo", "usage", "nearest"]  # the default --rankers
     assert spec["stopped_on"]["split"] == "valid" and spec["trained_on"]["states"] <= 600
     assert (trained / "rr" / "model.txt").read_text().startswith("tree")
     r = run_cli("baseline", "bm25", "--cache_dir", str(cache_dir), "--split", "valid", "--k", "100",
@@ -170,7 +170,7 @@ def test_rerank_apply_writes_the_reranked_file_and_its_metrics(trained, cache_di
     r = run_cli("rerank", "apply", "--cache_dir", str(cache_dir), "--reranker", "rr", "--split", "test",
                 "--metrics_out", "m.json", cwd=trained)
     assert r.returncode == 0, r.stderr[-2000:]
-    entries = json.loads((trained / "retrieved_premises" / "dot_test-bm25+mepo+usage+rerank.json").read_text())
+    entries = json.loads((trained / "retrieved_premises" / "dot_test-bm25+mepo+usage+nearest+rerank.json").read_text())
     assert len(entries) == 500 and all(len(e["premises"]) <= 1024 for e in entries)
     for e in entries:
         scores = [p["score"] for p in e["premises"]]
@@ -192,11 +192,12 @@ def test_a_reranker_of_an_unknown_feature_version_is_refused_in_one_line(trained
     assert r.stderr.strip().splitlines()[-1].startswith(f"error: {bad / 'reranker.json'}: field \"features\"")
 
 
-def test_continuing_a_reranker_adds_rounds_to_the_same_features(trained, cache_dir, sample_dataset, lexical):
+def test_continuing_a_reranker_adds_rounds_to_the_same_features(trained, cache_dir, sample_dataset):
     from leanpremise.eval.rerank.train import RerankConfig, train_reranker
     from leanpremise.rank.rerank.model import Reranker
 
-    rankers, table = lexical
+    rankers, table = build_rankers(sample_dataset, IndexView.full(sample_dataset.corpus),
+                                   ["bm25", "mepo", "usage", "nearest"], progress=False)  # what `trained` read
     base = Reranker.load(trained / "rr")
     ids = sample_dataset.split_ids("valid")
     spec = train_reranker(sample_dataset, rankers, table, ids[:300], ids[300:], RerankConfig(max_rounds=5),
@@ -218,7 +219,7 @@ def test_training_prints_dense_before_after_and_reranked(tmp_path, cache_dir, ti
     for label in ("valid before training", "valid after training", "valid reranked"):
         assert any(line.startswith(label) and "R@8" in line and "R@32" in line for line in lines), label
     spec = json.loads((tmp_path / "out" / "reranker" / "reranker.json").read_text())
-    assert [x["kind"] for x in spec["rankers"]] == ["dense", "bm25", "mepo", "usage"]
+    assert [x["kind"] for x in spec["rankers"]] == ["dense", "bm25", "mepo", "usage", "nearest"]
     assert spec["rankers"][0]["model_identity"]
     summary = json.loads((tmp_path / "out" / "final_metrics.json").read_text())
     assert set(summary["reranked"]) >= {"recall@8", "recall@16", "recall@32"}
