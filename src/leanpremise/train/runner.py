@@ -215,7 +215,7 @@ def test_table(ds, result: TrainResult) -> str:
     with_positives = int(sum(len(ds.states.positives(s)) > 0 for s in test_ids.tolist()))
     rows = [("BM25", result.bm25_test), ("dense before training", result.before_test),
             ("dense after training", result.after.get("test", {})),
-            ("reranked (dense, lexical, nearest states)", result.reranked_test)]
+            ("reranked (dense, lexical, nearest)", result.reranked_test)]
     lines = [f"TEST ({len(test_ids)} states, {with_positives} with positives; valid only stopped and tuned):"]
     lines += [f"  {label:<40} {recall_line(metrics, TEST_KS)}" for label, metrics in rows if metrics]
     return "\n".join(lines)
@@ -246,7 +246,7 @@ def finish(model, ds, run_name: str, run_args: RunArguments, result: TrainResult
         print(f"valid before training: {recall_line(result.before)}", flush=True)
     if result.reranked:
         print(f"valid reranked:        {recall_line(result.reranked)}  (dense after training + BM25 + MePo + "
-              f"usage + structure; {output_dir / 'reranker'})", flush=True)
+              f"usage + nearest states + structure; {output_dir / 'reranker'})", flush=True)
     if "test" in result.after:
         print(f"test after training:  {recall_line(result.after['test'])}", flush=True)
         print(test_table(ds, result), flush=True)
