@@ -4,7 +4,7 @@ Scoring a request reads tens of thousands of embedding rows, so it is bound
 by memory bandwidth. A faiss scalar-quantizer index over 16-bit copies of the
 rows halves what one query reads and skips the rows a candidate bitmap leaves
 out without touching them (figures against numpy's BLAS over the candidate
-runs: README.md and docs/decisions.md).
+runs: docs/serving.md and docs/decisions.md).
 
 The scan's scores differ from the exact ones by at most a bound `eps` that
 follows from the storage precision and float32 rounding (see `scan_error`).
