@@ -34,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ServerProcess, bench_cache, unpacked, write_result
 from serve_load import Client, mathlib_modules, percentiles, run_load
 
-RANKERS = ["dense", "bm25", "mepo", "usage", "nearest"]
+from leanpremise.eval.rerank.config import DEFAULT_SIDE_RANKERS
+
+RANKERS = ["dense", *DEFAULT_SIDE_RANKERS]
 """The rankers the reranker reads by default: the dense model and `rerank train`'s default side rankers."""
 
 

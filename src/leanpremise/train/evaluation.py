@@ -72,17 +72,16 @@ def rerank_after_training(model, final_dir: Path, corpus_emb, dataset, model_nam
     Returns {"valid": its valid Recall@k, "test": its test metrics, "bm25_test": BM25's test metrics}."""
     from leanpremise.eval.metrics import compute_metrics
     from leanpremise.eval.rerank.apply import rerank_states
-    from leanpremise.eval.rerank.config import RerankConfig
+    from leanpremise.eval.rerank.config import DEFAULT_SIDE_RANKERS, RerankConfig
     from leanpremise.eval.rerank.index import build_rankers
     from leanpremise.eval.rerank.requests import IndexView
     from leanpremise.eval.rerank.train import train_reranker
     from leanpremise.model.identity import model_identity
     from leanpremise.rank.kinds import RankerKind
-    from leanpremise.rank.names import LEXICAL
     from leanpremise.rank.rerank.model import Reranker
 
-    rankers, table = build_rankers(dataset, IndexView.full(dataset.corpus), [RankerKind.DENSE, *LEXICAL, RankerKind.NEAREST],
-                                   model=model, model_name=model_name, corpus_embeddings=corpus_emb,
+    rankers, table = build_rankers(dataset, IndexView.full(dataset.corpus),
+                                   [RankerKind.DENSE, *DEFAULT_SIDE_RANKERS], model=model, model_name=model_name, corpus_embeddings=corpus_emb,
                                    progress=False, identity=model_identity(final_dir))
     spec = train_reranker(dataset, rankers, table, dataset.split_ids("train"), dataset.split_ids("valid"),
                           RerankConfig(max_states=max_states, early_stopping=50), out, progress=True,

@@ -11,7 +11,7 @@ from typing import Literal
 
 from leanpremise.data.config import DataConfig
 from leanpremise.eval.ranking_flags import ModelFlags, OutputFlags
-from leanpremise.eval.rerank.config import RerankConfig
+from leanpremise.eval.rerank.config import DEFAULT_SIDE_RANKERS, RerankConfig
 from leanpremise.flags import from_args
 from leanpremise.rank.kinds import RankerKind
 
@@ -46,8 +46,7 @@ class RerankTrainFlags:
     """What `rerank train` reads and writes; how it trains is its RerankConfig."""
 
     out: Path = field(metadata={"help": "the reranker directory to write (reranker.json + the model)"})
-    # nearest is in the default: valid and test gain on both bodies (docs/decisions.md).
-    rankers: str = field(default="bm25,mepo,usage,nearest", metadata={
+    rankers: str = field(default=",".join(DEFAULT_SIDE_RANKERS), metadata={
         "help": "comma-separated side rankers (of bm25, mepo, usage, nearest: the nearest proved states' "
                 "premises) beside --model's"})
     split: str = field(default="train", metadata={"help": "states to train on (valid stops training)"})

@@ -6,6 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from leanpremise.rank.kinds import RankerKind
+
+DEFAULT_SIDE_RANKERS = (RankerKind.BM25, RankerKind.MEPO, RankerKind.USAGE, RankerKind.NEAREST)
+"""The side rankers a reranker reads unless told otherwise (`rerank train --rankers`, the main job's): the
+nearest proved states are among them on valid's word (docs/decisions.md)."""
+
 
 @dataclass
 class RerankConfig:

@@ -44,7 +44,7 @@ def build_rankers(ds, view: IndexView, kinds: list[str], model=None, model_name:
         counts = usage_counts(ds, usage_states)
         usage = UsageRanker(counts[view.ids])
         module_usage = module_usage_of(ds, view, usage_states)
-    nearest = nearest_of(ds, view, usage_states) if "nearest" in kinds else None
+    nearest = nearest_of(ds, view, usage_states) if RankerKind.NEAREST in kinds else None
     side = SideRankers(bm25, mepo, mepo_config, usage, {n: i for i, n in enumerate(names)}, module_usage, nearest)
     dense = None
     if RankerKind.DENSE in kinds:

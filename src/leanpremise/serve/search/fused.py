@@ -16,7 +16,7 @@ import numpy as np
 from leanpremise.bundle.side_rankers import read_fusion, read_side_rankers
 from leanpremise.rank.fusion import active_rankers, apply
 from leanpremise.rank.kinds import RankerKind
-from leanpremise.rank.names import side_rankers
+from leanpremise.rank.names import LEXICAL, side_rankers
 from leanpremise.rank.runs import Run, merge_new
 from leanpremise.rank.side import SideRankers
 from leanpremise.serve.search.analyses import NEW_PREMISE_CACHE_BYTES, NewPremiseAnalyses
@@ -29,8 +29,6 @@ from leanpremise.serve.search.ranking import (
     Workers,
     named,
 )
-
-SIDE_KINDS = (RankerKind.BM25, RankerKind.MEPO, RankerKind.USAGE)
 
 
 class FusedRanking:
@@ -82,14 +80,14 @@ class FusedRanking:
         return self.lexical(request.states, mask.mask, request.new_texts, request.new_names, request.k)
 
     def lexical(self, states: list[str], mask: np.ndarray | None, new_texts: list[str], new_names: list[str],
-                     k: int) -> list[list[Run]]:
+                k: int) -> list[list[Run]]:
         """Per state, the lexical rankers' runs over the candidates and the new premises (one row each)."""
         depth = self.depth(k)
         new = self.analyses.prepare(self.side, new_names, new_texts)
         out = []
         for state in states:
             runs = self.side.runs(state, mask, new, depth)
-            out.append([Run.row(self.names[kind], *runs[kind]) for kind in SIDE_KINDS if kind in runs])
+            out.append([Run.row(self.names[kind], *runs[kind]) for kind in LEXICAL if kind in runs])
         return out
 
     async def finish(self, request: RankRequest, prepared: list[list[Run]], found: DenseFound, index,
