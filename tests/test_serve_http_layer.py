@@ -204,8 +204,11 @@ def test_an_unread_response_is_aborted_after_its_deadline_and_holds_back_the_nex
 
     assert "pause_writing" in vars(uvicorn.protocols.http.h11_impl.H11Protocol)
 
-    async def scenario():
-        config = uvicorn.Config(_ok, log_level="warning", timeout_keep_alive=30)
+    config = uvicorn.Config(_ok, log_level="warning", timeout_keep_alive=30)
+
+    async def stuck():
+        """A connection whose transport is full, with /b pipelined behind /a: (protocol, transport, /a's
+        cycle) once /a's handler is done."""
         protocol = timed_h11(5.0, None, Writing(send_timeout_s=0.5))(config, ServerState(), {},
                                                                      _loop=asyncio.get_running_loop())
         transport = FakeTransport()
@@ -214,6 +217,10 @@ def test_an_unread_response_is_aborted_after_its_deadline_and_holds_back_the_nex
         protocol.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
         first = protocol.cycle
         await asyncio.wait_for(asyncio.gather(*list(protocol.server_state.tasks)), 30)
+        return protocol, transport, first
+
+    async def scenario():
+        protocol, transport, first = await stuck()
         assert protocol.cycle is first and protocol._complete_later  # /b not started behind the stuck /a
         timer = protocol._send_timer
         transport.buffered = 5_000  # some progress: the deadline moves
@@ -222,14 +229,7 @@ def test_an_unread_response_is_aborted_after_its_deadline_and_holds_back_the_nex
         protocol._send_timeout(5_000)  # none since: aborted
         assert transport.aborted
 
-        protocol2 = timed_h11(5.0, None, Writing(send_timeout_s=0.5))(config, ServerState(), {},
-                                                                      _loop=asyncio.get_running_loop())
-        transport2 = FakeTransport()
-        protocol2.connection_made(transport2)
-        transport2.fills = protocol2
-        protocol2.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
-        first = protocol2.cycle
-        await asyncio.wait_for(asyncio.gather(*list(protocol2.server_state.tasks)), 30)
+        protocol2, transport2, first = await stuck()
         transport2.buffered = 0
         protocol2.resume_writing()  # read at last: the pipelined request goes on
         assert protocol2.cycle is not first and protocol2._send_timer is None
