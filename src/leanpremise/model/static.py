@@ -162,7 +162,7 @@ class StaticEncoder:
 
     def clone(self) -> StaticEncoder:
         """Another encoder of the same model, with a tokenizer of its own and the same token vectors."""
-        return StaticEncoder(self.model_dir, _shared=self)
+        return type(self)(self.model_dir, _shared=self)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """One normalised float32 row per text (a text without tokens gives a zero row, as the model's
@@ -172,14 +172,16 @@ class StaticEncoder:
             out[lo : lo + ENCODE_BATCH] = self._encode_batch(texts[lo : lo + ENCODE_BATCH])
         return out
 
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Each text's token ids as the model's tokenizer gives them (no special tokens, its truncation)."""
+        if len(texts) == 1:  # a goal: one encode call costs less than a batch call's setup
+            return [self.tokenizer.encode(texts[0], add_special_tokens=False).ids]
+        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         if self.prompt:
             texts = [self.prompt + t for t in texts]
-        if len(texts) == 1:  # a goal: one encode call costs less than a batch call's setup
-            encodings = [self.tokenizer.encode(texts[0], add_special_tokens=False)]
-        else:
-            encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
-        token_ids = [e.ids for e in encodings]
+        token_ids = self.token_ids(texts)
         lengths = np.fromiter(map(len, token_ids), dtype=np.int64, count=len(token_ids))
         ids = np.fromiter(chain.from_iterable(token_ids), dtype=np.int64, count=int(lengths.sum()))
         if len(texts) == 1:

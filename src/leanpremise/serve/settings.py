@@ -196,6 +196,9 @@ class ServeConfig(BaseSettings):
                                                             "least recently used evicted first", ge=1)
     cache_max_bytes: int = setting(256 * 2**20, "CACHE_MAX_BYTES", "bytes the cached embeddings (and their "
                                    "hashed keys) may take; least recently used evicted first", ge=1)
+    token_cache_entries: int = setting(65536, "TOKEN_CACHE_ENTRIES", "a static model's tokenized pieces (its "
+                                       "tokenizer's words, up to 64 characters) kept per embedding worker, so a word is "
+                                       "tokenized once; emptied when full (0: off)", ge=0)
     # ---- fused ranking (a bundle written with `export --fusion`) ------------------------------------
     fusion: bool = setting(True, "FUSION", "fuse the dense ranking with the bundle's lexical rankers (BM25, "
                            "MePo) where the bundle has a fusion; off: dense only", flag="--no_fusion",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from leanpremise.model.backends import OnnxEmbedder, TEIEmbedder, TorchEmbedder, onnx_session
 from leanpremise.model.static import StaticEncoder
+from leanpremise.serve.embedding.static_tokens import PieceCachedStaticEncoder
 
 
 def worker_layout(config, cpus: int | None = None) -> tuple[int, int]:
@@ -38,7 +39,7 @@ def _embedder_factory(config, bundle, threads: int):
     on_cpu = str(config.device).startswith("cpu")
     static = getattr(bundle.manifest, "model_type", "transformer") == "static"
     if static and config.backend == "auto":
-        return _static_factory(bundle), True
+        return _static_factory(bundle, config.token_cache_entries), True
     if static and config.backend in ("onnx", "onnx-int8"):
         raise FileNotFoundError(f"{bundle.model_dir}: a static model has no ONNX graph; serve it with --backend auto "
                                 "(numpy) or torch")
@@ -59,14 +60,15 @@ def _embedder_factory(config, bundle, threads: int):
     return (lambda _: TorchEmbedder(bundle.model_dir, config.device, config.embed_batch_size)), on_cpu
 
 
-def _static_factory(bundle):
+def _static_factory(bundle, token_cache_entries: int):
     """threads -> a numpy encoder of the bundle's static model: the first loads (and checks) the token
-    vectors, the others share them with a tokenizer each (numpy runs one thread per call: `threads` is moot)."""
+    vectors, the others share them with a tokenizer and a cache of tokenized pieces each
+    (serve/embedding/static_tokens.py; numpy runs one thread per call: `threads` is moot)."""
     first: list[StaticEncoder] = []
 
     def make_static(_: int) -> StaticEncoder:
         if not first:
-            first.append(StaticEncoder(bundle.model_dir))
+            first.append(PieceCachedStaticEncoder(bundle.model_dir, max_pieces=token_cache_entries))
             return first[0]
         return first[0].clone()
 

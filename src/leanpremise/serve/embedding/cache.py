@@ -8,7 +8,7 @@ from collections.abc import Callable
 import cachetools
 import numpy as np
 
-from leanpremise.serve.embedding.vector_check import row_problem
+from leanpremise.serve.embedding.vector_check import row_problem, stacked_problems
 
 
 class EmbeddingCache:
@@ -44,11 +44,34 @@ class EmbeddingCache:
             return None
         problem = row_problem(row, self.dim)
         if problem is not None:
-            self._lru.pop(key, None)
-            if self.on_rejected is not None:
-                self.on_rejected(problem, 1)
+            self._reject(key, problem)
             return None
         return row
+
+    def get_many(self, keys: list[bytes]) -> list[np.ndarray | None]:
+        """`get` of each key, the rows found checked together (one request's cached texts: the check is a
+        few array operations, not several per row)."""
+        rows = [self._lru.get(key) for key in keys]
+        found = [i for i, row in enumerate(rows) if row is not None]
+        if not found:
+            return rows
+        wrong_dim = [i for i in found if rows[i].ndim != 1 or (self.dim is not None and rows[i].shape[0] != self.dim)]
+        if wrong_dim:
+            for i in wrong_dim:
+                self._reject(keys[i], "dim")
+                rows[i] = None
+            found = [i for i in found if rows[i] is not None]
+            if not found:
+                return rows
+        for j, why in stacked_problems(np.stack([rows[i] for i in found])):
+            self._reject(keys[found[j]], why)
+            rows[found[j]] = None
+        return rows
+
+    def _reject(self, key: bytes, why: str) -> None:
+        """Drop an unusable row (its text is embedded again) and tell `on_rejected`."""
+        if self._lru.pop(key, None) is not None and self.on_rejected is not None:
+            self.on_rejected(why, 1)
 
     def put(self, key: bytes, row: np.ndarray) -> None:
         """Keep a copy of `row` (a view would keep its whole batch alive and be counted as one row)."""

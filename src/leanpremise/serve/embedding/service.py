@@ -93,9 +93,8 @@ class EmbeddingService:
     def _fill_from_cache(self, texts: list[str], out: np.ndarray) -> Missing:
         """Copy cached rows into `out`; returns the rest."""
         missing: Missing = {}
-        for i, text in enumerate(texts):
-            key = self.cache.key(text)
-            row = self.cache.get(key)
+        keys = [self.cache.key(text) for text in texts]
+        for i, (text, key, row) in enumerate(zip(texts, keys, self.cache.get_many(keys))):
             if row is None:
                 missing.setdefault(key, (text, []))[1].append(i)
             else:

@@ -26,3 +26,13 @@ def row_problem(row: np.ndarray, dim: int | None) -> str | None:
     if abs(norm - 1.0) > NORM_TOLERANCE:
         return "norm"
     return None
+
+
+def stacked_problems(rows: np.ndarray) -> list[tuple[int, str]]:
+    """(position, why) of each unusable row of a (n, dim) stack, as `row_problem` judges one row, in a few
+    array operations instead of several per row: a request's cached rows are checked together."""
+    finite = np.isfinite(rows).all(axis=1)
+    wide = rows.astype(np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))
+    bad = np.flatnonzero(~finite | (np.abs(norms - 1.0) > NORM_TOLERANCE))
+    return [(int(i), "nonfinite" if not finite[i] else "norm") for i in bad]

@@ -1,0 +1,126 @@
+"""The serving speed-ups of issue 26 keep answers as they were: the static encoder's cache of tokenized
+pieces gives the tokenizer's own ids (so the rows bit for bit), stays bounded, and is off for a tokenizer
+that could join pieces; the in-memory embedding cache checks a request's rows together as it checked them
+one by one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TRICKY = [
+    "theorem Finset.sum_comm' {s : Finset α} (f : α → β → M) : ∑ x ∈ s, ∑ y ∈ t, f x y = ∑ y ∈ t, ∑ x ∈ s, f x y",
+    "⊢ ∀ (n : ℕ), n + 0 = n",
+    "h₁ : a ≤ b\nh₂ :\tb ≤ c\r\n⊢ a ≤ c",
+    "[MASK] x[MASK]y [CLS]. [ SEP ] [UNK]",
+    "Ça été Ünïcödé ÀÉÎ e\u0301 (\u0301x) ΣΑΣ ς",
+    "lemma " + "very_long_identifier_" * 12 + " : True",  # a piece past the cached length
+    "x" * 150,  # one word past WordPiece's longest
+    "  two  spaces   and trailing  ",
+    "",
+    "中文 字符 mixed中文text",
+    "a\u0000b\u001fc\u200bd",  # control and zero-width characters BERT's cleaning drops
+    " ".join(f"tok{i}" for i in range(200)),  # past the truncation
+]
+
+
+@pytest.fixture(scope="module")
+def wordpiece_model(tmp_path_factory) -> Path:
+    """A static model over the packaged MiniLM's WordPiece tokenizer (BERT's normalizer and pre-tokenizer,
+    special tokens, truncation at 32 tokens), random 8-dimensional token vectors."""
+    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+    from tokenizers import Tokenizer
+
+    from leanpremise.model.encoder import default_model_path
+
+    tokenizer = Tokenizer.from_file(str(default_model_path() / "tokenizer.json"))
+    tokenizer.enable_truncation(32)
+    vectors = np.random.default_rng(0).standard_normal((tokenizer.get_vocab_size(), 8)).astype(np.float32)
+    out = tmp_path_factory.mktemp("wordpiece") / "model"
+    SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_weights=vectors), models.Normalize()],
+                        device="cpu").save(str(out))
+    return out
+
+
+def test_cached_pieces_give_the_tokenizers_ids_and_rows(wordpiece_model):
+    from leanpremise.model.static import StaticEncoder
+    from leanpremise.serve.embedding.static_tokens import PieceCachedStaticEncoder
+
+    plain, cached = StaticEncoder(wordpiece_model), PieceCachedStaticEncoder(wordpiece_model, max_pieces=1000)
+    assert cached.pattern is not None  # WordPiece with BERT's pre-tokenizer: pieces are independent
+    for _ in range(2):  # cold, then every piece from the cache
+        assert cached.token_ids(TRICKY) == plain.token_ids(TRICKY)
+        np.testing.assert_array_equal(cached.encode(TRICKY), plain.encode(TRICKY))
+        for text in TRICKY:  # one text at a time, as a goal comes
+            np.testing.assert_array_equal(cached.encode([text]), plain.encode([text]))
+    assert "[MASK]" in plain.tokenizer.decode(plain.token_ids(["[MASK]"])[0], skip_special_tokens=False)
+
+
+def test_the_piece_cache_stays_bounded_and_correct(wordpiece_model):
+    from leanpremise.model.static import StaticEncoder
+    from leanpremise.serve.embedding.static_tokens import MAX_CACHED_PIECE_CHARS, PieceCachedStaticEncoder
+
+    plain, cached = StaticEncoder(wordpiece_model), PieceCachedStaticEncoder(wordpiece_model, max_pieces=7)
+    clone = cached.clone()
+    assert clone.max_pieces == 7 and clone._pieces is not cached._pieces  # a worker's own cache
+    for lo in range(0, len(TRICKY), 3):
+        batch = TRICKY[lo : lo + 3]
+        np.testing.assert_array_equal(cached.encode(batch), plain.encode(batch))
+        assert len(cached._pieces) <= 7
+        assert all(len(p) <= MAX_CACHED_PIECE_CHARS for p in cached._pieces)
+
+
+def test_a_tokenizer_that_may_join_pieces_is_used_whole(tmp_path):
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+    from tokenizers.models import BPE, WordLevel
+
+    from leanpremise.serve.embedding.static_tokens import piece_pattern
+
+    byte_level = Tokenizer(BPE())
+    byte_level.pre_tokenizer = pre_tokenizers.ByteLevel()  # a space belongs to the next word's token
+    assert piece_pattern(byte_level) is None
+    composing = Tokenizer(WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    composing.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    composing.normalizer = normalizers.NFC()  # composes across characters
+    assert piece_pattern(composing) is None
+    composing.normalizer = normalizers.Lowercase()
+    assert piece_pattern(composing).findall("a b(c)") == ["a", "b(c)"]  # no punctuation split for it
+    composing.enable_truncation(8, direction="left")  # keeps the end: joined pieces are cut at the start
+    assert piece_pattern(composing) is None
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_the_in_memory_cache_checks_a_requests_rows_together_as_one_by_one():
+    from leanpremise.serve.embedding.cache import EmbeddingCache
+
+    def filled():
+        cache = EmbeddingCache(100, 1 << 20)
+        seen: list[str] = []
+        cache.on_rejected = lambda why, n: seen.extend([why] * n)
+        good = _unit(np.arange(1, 17, dtype=np.float32).reshape(2, 8))
+        cache.put(b"g0", good[0])
+        cache.put(b"g1", good[1])
+        bad = {b"nan": np.full(8, np.nan, np.float32), b"zero": np.zeros(8, np.float32),
+               b"scaled": np.ones(8, np.float32), b"wide": _unit(np.ones((1, 9)))[0]}
+        for key, row in bad.items():
+            cache.put(key, row)
+        return cache, seen
+
+    keys = [b"g0", b"nan", b"missing", b"zero", b"g1", b"scaled", b"wide", b"g0"]
+    one, seen_one = filled()
+    many, seen_many = filled()
+    singly = [one.get(k) for k in keys]
+    together = many.get_many(keys)
+    assert [r is None for r in together] == [r is None for r in singly] == [False, True, True, True, False, True,
+                                                                            True, False]
+    for a, b in zip(singly, together):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+    assert sorted(seen_many) == sorted(seen_one) == ["dim", "nonfinite", "norm", "norm"]
+    assert len(many) == len(one) == 2  # the bad rows are gone
