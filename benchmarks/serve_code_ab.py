@@ -4,6 +4,11 @@ of the two versions swapped each round, so a slow spell of a shared machine fall
 
     git archive <commit> src | tar -x -C /tmp/before
     python benchmarks/serve_code_ab.py BUNDLE --before_src /tmp/before/src [--after_src src] [--duration 20]
+    python benchmarks/serve_code_ab.py --static --before_src /tmp/before/src --modes plain --clients 1   # issue 26
+
+`--static`: the static model's mathlib-src bundle (benchmarks/export_speed.py --static writes it) on mathlib-src.
+`--modes plain` runs the plain arm only (a bundle without a reranker). Each run also reports the server's CPU
+time per request and the p50 of new goals (new premises cached, goal not sent before).
 
 Each run starts with cold caches (a fresh embedding store): its all-requests p99 is the first requests' embedding
 of new premises, so the warm figures (requests whose new premises were all cached) are reported beside them.
@@ -24,9 +29,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ServerProcess, unpacked, write_result
-from serve_load import Client, mathlib_modules, run_load
+from serve_load import DATA_NAME, Client, mathlib_modules, run_load
 
-QUANTITIES = ("p50_ms", "p99_ms", "warm_p50_ms", "warm_p99_ms", "requests_per_s")
+QUANTITIES = ("p50_ms", "p99_ms", "warm_p50_ms", "warm_p99_ms", "new_goal_p50_ms", "requests_per_s",
+              "server_cpu_ms_per_request")
 """Per run: every request, and the requests whose new premises were all in the embedding cache already (warm:
 without a cold start's embedding of new premises, which dominates an all-requests p99)."""
 
@@ -35,7 +41,10 @@ def main() -> None:
     from leanpremise.data import DataConfig, load_corpus
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("bundle", type=Path)
+    ap.add_argument("bundle", type=Path, nargs="?", default=None)
+    ap.add_argument("--static", action="store_true",
+                    help="the static model's mathlib-src bundle, on mathlib-src (instead of a BUNDLE)")
+    ap.add_argument("--modes", default="reranked,plain", help="which arms: reranked, plain (--no_rerank), or both")
     ap.add_argument("--before_src", type=Path, required=True)
     ap.add_argument("--after_src", type=Path, default=Path(__file__).resolve().parent.parent / "src")
     ap.add_argument("--data", default="mathlib-small")
@@ -47,6 +56,13 @@ def main() -> None:
     ap.add_argument("--name", default="serve_code_ab")
     ap.add_argument("--note", default="")
     args = ap.parse_args()
+    if args.static:
+        from static_model import static_bundle_path
+
+        args.bundle, args.data = args.bundle or static_bundle_path(DATA_NAME), DATA_NAME
+    if args.bundle is None:
+        ap.error("give a BUNDLE or --static")
+    modes = [m for m in (("reranked", ()), ("plain", ("--no_rerank",))) if m[0] in args.modes.split(",")]
     code = {"before": str(args.before_src), "after": str(args.after_src)}
     corpus = load_corpus(DataConfig(data_dir=unpacked(args.data)))
     modules = mathlib_modules(corpus)
@@ -55,7 +71,7 @@ def main() -> None:
     try:
         for r in range(args.rounds):
             order = ["before", "after"] if r % 2 == 0 else ["after", "before"]
-            for mode, extra in (("reranked", ()), ("plain", ("--no_rerank",))):
+            for mode, extra in modes:
                 for arm in order:
                     os.environ["PYTHONPATH"] = code[arm]  # the server process imports this tree
                     store = Path(tempfile.mkdtemp(prefix="serve-ab-store-"))
@@ -69,21 +85,29 @@ def main() -> None:
                     finally:
                         shutil.rmtree(store, ignore_errors=True)
                     lat, warm = res["latency_all"], res["latency_cached_new_premises"]
+                    new_goal = res["latency_cached_new_premises_state_not_sent_before"]
                     runs.append({"round": r, "mode": mode, "arm": arm, "n": lat["n"], "p50_ms": lat["p50_ms"],
                                  "p99_ms": lat["p99_ms"], "warm_n": warm["n"], "warm_p50_ms": warm["p50_ms"],
-                                 "warm_p99_ms": warm["p99_ms"], "requests_per_s": res["requests_per_s"],
+                                 "warm_p99_ms": warm["p99_ms"], "new_goal_p50_ms": new_goal["p50_ms"],
+                                 "requests_per_s": res["requests_per_s"],
+                                 "server_cpu_ms_per_request": res["server_cpu_ms_per_request"],
                                  "errors": res["errors"], "loadavg": os.getloadavg()[0]})
                     print(runs[-1], flush=True)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
+    names = [mode for mode, _ in modes]
     medians = {f"{mode}/{arm}": {q: statistics.median(x[q] for x in runs if x["mode"] == mode and x["arm"] == arm)
                                  for q in QUANTITIES}
-               for mode in ("reranked", "plain") for arm in ("before", "after")}
+               for mode in names for arm in ("before", "after")}
     added = {arm: {q: round(medians[f"reranked/{arm}"][q] - medians[f"plain/{arm}"][q], 1) for q in QUANTITIES}
-             for arm in ("before", "after")}
+             for arm in ("before", "after")} if len(names) == 2 else None
+    ratios = {mode: {q: round(medians[f"{mode}/after"][q] / medians[f"{mode}/before"][q], 3) for q in QUANTITIES
+                     if medians[f"{mode}/before"][q]} for mode in names}
     write_result(args.name, {"bundle": str(args.bundle), "before_src": code["before"], "after_src": code["after"],
                              "clients": args.clients, "k": args.k, "duration_s": args.duration, "runs": runs,
-                             "medians": medians, "rerank_added_ms": added, "note": args.note})
+                             "medians": medians, "after_over_before": ratios, "rerank_added_ms": added,
+                             "machine_load": "2-core, shared with other jobs" if os.getloadavg()[0] > 1.5 else "2-core",
+                             "note": args.note})
 
 
 if __name__ == "__main__":

@@ -124,3 +124,30 @@ def test_the_in_memory_cache_checks_a_requests_rows_together_as_one_by_one():
             np.testing.assert_array_equal(a, b)
     assert sorted(seen_many) == sorted(seen_one) == ["dim", "nonfinite", "norm", "norm"]
     assert len(many) == len(one) == 2  # the bad rows are gone
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_a_sharded_scan_answers_as_one_scan(monkeypatch, dtype):
+    """Masks allowing rows in one shard only, fewer rows than k in a shard, near-duplicates that make the
+    scan fetch again, several queries at once: the same (scores, ids) as the single scan."""
+    from leanpremise.serve.search import exact
+
+    monkeypatch.setattr(exact, "MIN_SHARD_ROWS", 100)
+    rng = np.random.default_rng(3)
+    emb = _unit(rng.standard_normal((1000, 24)))
+    emb[700:760] = _unit(emb[700] + rng.standard_normal((60, 24)).astype(np.float32) * 1e-4)
+    one, three = exact.ExactSearcher(emb, dtype), exact.ExactSearcher(emb, dtype, shards=3)
+    assert isinstance(three.scan, exact.ShardedScan) and len(three.scan.parts) == 3
+    queries = _unit(np.concatenate([rng.standard_normal((3, 24)), emb[700:701] + 1e-3]).astype(np.float32))
+    first_shard = np.zeros(1000, dtype=bool)
+    first_shard[:40] = True
+    spread = rng.random(1000) < 0.3
+    for mask in (None, first_shard, spread):
+        count = 1000 if mask is None else int(mask.sum())
+        for k in (1, 50, 100):
+            for (s1, i1), (s3, i3) in zip(one.topk(queries, mask, count, k), three.topk(queries, mask, count, k)):
+                np.testing.assert_array_equal(i1, i3)
+                np.testing.assert_array_equal(s1, s3)
+    ids = np.array([999, 0, 334, 333, 667])
+    np.testing.assert_array_equal(three.row_vectors(ids), one.row_vectors(ids))
+    assert three.storage_error == one.storage_error

@@ -26,6 +26,14 @@ def limit_blas_threads(threads: int | None, cpus: int | None = None) -> int:
     return threads
 
 
+def scan_shards(shards: int | None, cpus: int | None = None) -> int:
+    """Row ranges one scan runs side by side (SCAN_SHARDS; default: 2 on two cores or more, so a lone
+    request's scan takes both cores of an idle 2-core server; figures in docs/figures.md, "serve-speed")."""
+    import os
+
+    return shards or min(2, cpus or os.cpu_count() or 1)
+
+
 def limit_torch_threads(config, search_threads: int) -> None:
     """Where torch is loaded but not the embedding backend (which sets its own threads), keep its OpenMP
     pool small, since idle OpenMP threads spin; a server on ONNX Runtime need not load torch at all."""

@@ -249,6 +249,8 @@ class ServeConfig(BaseSettings):
                            "16-bit copy: half the memory)")
     max_queries_per_search: int = setting(16, "MAX_QUERIES_PER_SEARCH", "most queued queries (states of "
                                           "concurrent requests) the search worker takes in one call", ge=1)
+    scan_shards: int | None = setting(None, "SCAN_SHARDS", "row ranges one search scans side by side, each in "
+                                      "a thread of its own (default: 2 on two cores or more, else 1)", ge=1, le=64)
     search_threads: int | None = setting(None, "SEARCH_THREADS", "threads scoring the embeddings, faiss's and "
                                          "BLAS's (default: 1 up to 4 cores, else a quarter of them)", ge=1)
 

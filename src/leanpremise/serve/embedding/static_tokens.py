@@ -82,7 +82,8 @@ class PieceCachedStaticEncoder(StaticEncoder):
         unseen = list({p for ps in pieces for p in ps if p not in known})
         if unseen:
             if len(known) + len(unseen) > self.max_pieces:
-                known.clear()
+                known.clear()  # every piece of this call is unseen now
+                unseen = list({p for ps in pieces for p in ps})
             room = self.max_pieces - len(known)
             known.update(zip(unseen, super().token_ids(unseen)))
             # held for this call only: pieces too long to keep, and those beyond the bound

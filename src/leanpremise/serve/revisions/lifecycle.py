@@ -22,7 +22,13 @@ from leanpremise.serve.embedding.store import EmbeddingStore, open_server_store
 from leanpremise.serve.http.schemas import request_model
 from leanpremise.serve.prometheus import Metrics
 from leanpremise.serve.revisions.table import LoadedRevision, Revision, RevisionTable, SharedEmbedder
-from leanpremise.serve.runtime import limit_blas_threads, limit_torch_threads, release_free_memory, text_bound
+from leanpremise.serve.runtime import (
+    limit_blas_threads,
+    limit_torch_threads,
+    release_free_memory,
+    scan_shards,
+    text_bound,
+)
 from leanpremise.serve.search.batcher import SearchBatcher
 from leanpremise.serve.search.ranking import DenseRanking, Ranking, RankingKind, RankingSettings, Workers
 from leanpremise.serve.settings import ServeConfig
@@ -96,7 +102,7 @@ class Server:
         if self._search_threads is None:
             self._search_threads = limit_blas_threads(cfg.search_threads)
         key = bundle_model_identity(bundle.manifest, bundle.model_dir)
-        pool = self.pools.setdefault(key, RowPool(cfg.dtype, self._search_threads))
+        pool = self.pools.setdefault(key, RowPool(cfg.dtype, self._search_threads, scan_shards(cfg.scan_shards)))
         rows = pool.add(bundle.embeddings)
         try:
             bundle.corpus.for_serving(self.strings)

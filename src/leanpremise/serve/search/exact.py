@@ -12,9 +12,17 @@ If T is the scan's k-th best score, every true top-k row scores at least
 T - 2 eps in the scan, so the scan fetches rows down to that threshold and
 rescoring them at the stored precision gives exactly the brute-force top-k;
 when the first fetch stops short of the threshold, it fetches more.
+
+The scan of one query runs on one core in faiss (it splits work by query), and costs about its rows times
+the dimension whatever the memory: with `shards` > 1 the rows are cut into that many ranges, each its own
+faiss index, scanned side by side in threads (faiss releases the GIL) and merged (`ShardedScan`), so a lone
+request's scan takes the cores an idle server has. The merged top-n is the top-n of the whole scan, so
+the answers are the same (figures: docs/figures.md, "serve-speed").
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -25,6 +33,57 @@ SAFETY = 1.5
 """The error bound is multiplied by this, a margin over what the analysis in `scan_error` covers."""
 FP16_MAX = 65504.0
 DECODE_CHUNK = 32768
+MIN_SHARD_ROWS = 32768
+
+
+def _one_omp_thread() -> None:
+    """A scan thread's faiss runs one OpenMP thread: the shards are the parallelism."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+
+
+class ShardedScan:
+    """Row ranges `starts[i]`.. of one scan, each a faiss index, searched side by side (the last in the
+    caller's thread) and merged; answers a faiss index's `search` (with a list of per-shard search
+    parameters), `reconstruct_batch` and `reconstruct_n`."""
+
+    def __init__(self, starts: list[int], parts: list):
+        self.starts, self.parts = starts, parts
+        self.ntotal = sum(p.ntotal for p in parts)
+        self._pool = ThreadPoolExecutor(max_workers=len(parts) - 1, thread_name_prefix="scan",
+                                        initializer=_one_omp_thread)
+
+    def search(self, queries: np.ndarray, k: int, params: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, row ids) of each query's top k over all shards, best first; -1 beyond the rows allowed."""
+        params = params or [None] * len(self.parts)
+        calls = [(part, min(k, part.ntotal), p) for part, p in zip(self.parts, params)]
+        jobs = [self._pool.submit(_search, *c, queries) for c in calls[:-1]]
+        last = _search(*calls[-1], queries)
+        found = [j.result() for j in jobs] + [last]
+        scores = np.concatenate([f[0] for f in found], axis=1)
+        ids = np.concatenate([np.where(f[1] >= 0, f[1] + lo, -1) for f, lo in zip(found, self.starts)], axis=1)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+    def _shard_of(self, ids: np.ndarray) -> np.ndarray:
+        return np.searchsorted(np.asarray(self.starts), ids, side="right") - 1
+
+    def reconstruct_batch(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.empty((len(ids), self.parts[0].d), dtype=np.float32)
+        shard = self._shard_of(ids)
+        for i in np.unique(shard):
+            at = shard == i
+            out[at] = self.parts[i].reconstruct_batch(ids[at] - self.starts[i])
+        return out
+
+    def reconstruct_n(self, lo: int, n: int) -> np.ndarray:
+        return self.reconstruct_batch(np.arange(lo, lo + n, dtype=np.int64))
+
+
+def _search(index, k: int, params, queries: np.ndarray):
+    return index.search(queries, k, params=params)
 
 
 class ExactSearcher:
@@ -33,12 +92,15 @@ class ExactSearcher:
     float32 keeps the float32 rows for rescoring beside a float16 scan copy; float16 and bfloat16 keep
     only the 16-bit copy, which is then both what is scanned and the stored value rescored."""
 
-    def __init__(self, embeddings: np.ndarray, dtype: str = "float32", threads: int = 1):
+    def __init__(self, embeddings: np.ndarray, dtype: str = "float32", threads: int = 1, shards: int = 1):
         import faiss
 
         emb = np.ascontiguousarray(embeddings, dtype=np.float32)
         self.size, self.dim = emb.shape
         self.threads = max(1, int(threads))
+        self.shards = max(1, min(int(shards), self.size // MIN_SHARD_ROWS))
+        """Row ranges scanned side by side (1: one faiss index); ranges of fewer than MIN_SHARD_ROWS rows
+        are not worth a thread."""
         peak = float(np.abs(emb).max()) if emb.size else 0.0
         scan_type = "bfloat16" if dtype == "bfloat16" else "float16"
         if peak > FP16_MAX and scan_type == "float16":
@@ -61,12 +123,19 @@ class ExactSearcher:
         return worst * (1 + 1e-5)
 
     def _build(self, faiss, emb: np.ndarray, scan_type: str):
+        if self.shards > 1:
+            starts = [self.size * i // self.shards for i in range(self.shards)]
+            ends = starts[1:] + [self.size]
+            return ShardedScan(starts, [self._build_one(faiss, emb[lo:hi], scan_type) for lo, hi in zip(starts, ends)])
+        return self._build_one(faiss, emb, scan_type)
+
+    def _build_one(self, faiss, emb: np.ndarray, scan_type: str):
         if scan_type == "float32":
             index = faiss.IndexFlatIP(self.dim)
         else:
             qtype = faiss.ScalarQuantizer.QT_fp16 if scan_type == "float16" else faiss.ScalarQuantizer.QT_bf16
             index = faiss.IndexScalarQuantizer(self.dim, qtype, faiss.METRIC_INNER_PRODUCT)
-        if self.size:
+        if len(emb):
             index.add(emb)
         return index
 
@@ -98,10 +167,16 @@ class ExactSearcher:
         if k == 0:
             return [(np.zeros(0, np.float32), np.zeros(0, np.int64)) for _ in range(len(queries))]
         faiss.omp_set_num_threads(self.threads)
-        params = None
+        params, bits = None, []  # bits kept alive: a selector points into them
         if mask is not None:
-            bits = np.packbits(mask, bitorder="little")  # kept alive: the selector points into it
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits)))
+            if self.shards > 1:
+                bits = [np.packbits(mask[lo : lo + part.ntotal], bitorder="little")
+                        for lo, part in zip(self.scan.starts, self.scan.parts)]
+                params = [faiss.SearchParameters(sel=faiss.IDSelectorBitmap(part.ntotal, faiss.swig_ptr(b)))
+                          for part, b in zip(self.scan.parts, bits)]
+            else:
+                bits = np.packbits(mask, bitorder="little")
+                params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits)))
         fetch = min(count, k + SCAN_EXTRA + k // 4)
         approx, labels = self.scan.search(queries, fetch, params=params)
         out = []

@@ -31,8 +31,8 @@ def row_digests(rows: np.ndarray) -> np.ndarray:
 class Segment:
     """Rows added together, searchable; `sorted_digests`/`order` find a row by its digest."""
 
-    def __init__(self, rows: np.ndarray, digests: np.ndarray, dtype: str, threads: int):
-        self.searcher = ExactSearcher(rows, dtype, threads)
+    def __init__(self, rows: np.ndarray, digests: np.ndarray, dtype: str, threads: int, shards: int = 1):
+        self.searcher = ExactSearcher(rows, dtype, threads, shards)
         self.size = self.searcher.size
         self.order = np.argsort(digests, kind="stable")
         self.sorted_digests = digests[self.order]
@@ -125,8 +125,9 @@ class PooledRows:
 class RowPool:
     """The segments of one model (rows of one dimension, kept at one precision)."""
 
-    def __init__(self, dtype: str = "float32", threads: int = 1):
-        self.dtype, self.threads = dtype, threads
+    def __init__(self, dtype: str = "float32", threads: int = 1, shards: int = 1):
+        """`shards`: row ranges a segment's scan runs side by side (serve/search/exact.py)."""
+        self.dtype, self.threads, self.shards = dtype, threads, shards
         self.segments: list[Segment] = []
         self._lock = threading.Lock()
 
@@ -163,7 +164,7 @@ class RowPool:
                     parts.append(_Part(seg, where[premise], premise))
             fresh = np.flatnonzero(where < 0)
             if len(fresh) or not parts:
-                seg = Segment(emb[fresh], digests[fresh], self.dtype, self.threads)
+                seg = Segment(emb[fresh], digests[fresh], self.dtype, self.threads, self.shards)
                 self.segments.append(seg)
                 parts.append(_Part(seg, np.arange(len(fresh), dtype=np.int64), fresh))
             for part in parts:
