@@ -151,3 +151,26 @@ def test_a_sharded_scan_answers_as_one_scan(monkeypatch, dtype):
     ids = np.array([999, 0, 334, 333, 667])
     np.testing.assert_array_equal(three.row_vectors(ids), one.row_vectors(ids))
     assert three.storage_error == one.storage_error
+
+
+@pytest.fixture(scope="module")
+def sample_corpus(sample_dataset):
+    return sample_dataset.corpus
+
+
+def test_positions_resolve_in_one_array_operation_as_one_by_one(sample_corpus):
+    """Lean's client sends positions: the array path drops what the per-entry path drops (negative, past
+    the end, beyond int64, filtered-out premises) and keeps repeats; a list with any other entry (a name, a
+    bool) goes the per-entry way."""
+    from leanpremise.serve.search.index import PremiseIndex
+
+    idx = PremiseIndex(sample_corpus, np.zeros((len(sample_corpus), 4), np.float32))
+    n_mod, n_prem = len(idx.indexed_modules), len(idx.indexed_premises)
+    mods = [0, 3, 3, -1, n_mod, n_mod - 1, 2**70, 7]
+    prems = [0, 5, 5, -2, n_prem, n_prem - 1, 2**64, 11] + list(range(0, n_prem, 97))
+    slow_mods = np.array([i for i in (idx.module_id(e) for e in mods) if i is not None])
+    slow_prems = idx.premise_ids(prems + ["no such premise"])  # a name: the per-entry path
+    np.testing.assert_array_equal(idx.module_ids(mods), slow_mods)
+    np.testing.assert_array_equal(idx.premise_ids(prems), slow_prems)
+    np.testing.assert_array_equal(idx.module_ids([1, 2]), [1, 2])
+    np.testing.assert_array_equal(idx.module_ids([True, 2]), [1, 2])  # a bool as before: its int value

@@ -25,6 +25,19 @@ def module_name_from(entry: str) -> str:
     return text.strip("/").replace("/", ".") if "/" in text else text
 
 
+def _positions(entries, n: int) -> np.ndarray | None:
+    """`entries` as an array of positions below `n` (others dropped) when every entry is a plain int, as
+    Lean's client sends them: one array operation instead of a lookup each; None otherwise (then each entry
+    is resolved on its own), also for an int beyond int64."""
+    if not isinstance(entries, (list, tuple)) or not all(type(e) is int for e in entries):
+        return None
+    try:
+        arr = np.fromiter(entries, dtype=np.int64, count=len(entries))
+    except OverflowError:
+        return None
+    return arr[(arr >= 0) & (arr < n)]
+
+
 @dataclass
 class ImportMask:
     """Which indexed premises a request may rank (its imports, its local premises, the module system's
@@ -85,13 +98,20 @@ class PremiseIndex:
         """Module ids of `entries` (unknown ones dropped; may repeat). The array is built from the resolved,
         in-range ids only, never from the request's values themselves: numpy sizes an array of strings by the
         longest one, and an int beyond int64 would not fit."""
+        positions = _positions(entries, len(self.indexed_modules))
+        if positions is not None:
+            return positions
         ids = (self.module_id(e) for e in entries)
         return np.fromiter((i for i in ids if i is not None), dtype=np.int64)
 
     def premise_ids(self, entries) -> np.ndarray:
         """Corpus ids of local premises given as /indexed-premises positions or names; dropped if filtered out."""
-        out = []
         n = len(self.unfiltered_to_id)
+        positions = _positions(entries, n)
+        if positions is not None:
+            ids = self.unfiltered_to_id[positions]
+            return ids[ids >= 0]
+        out = []
         for e in entries:
             if isinstance(e, int):
                 if 0 <= e < n and self.unfiltered_to_id[e] >= 0:
