@@ -32,7 +32,7 @@ from common import ServerProcess, unpacked, write_result
 from serve_load import DATA_NAME, Client, mathlib_modules, run_load
 
 QUANTITIES = ("p50_ms", "p99_ms", "warm_p50_ms", "warm_p99_ms", "new_goal_p50_ms", "requests_per_s",
-              "server_cpu_ms_per_request")
+              "server_cpu_ms_per_request", "client_cpu_ms_per_request")
 """Per run: every request, and the requests whose new premises were all in the embedding cache already (warm:
 without a cold start's embedding of new premises, which dominates an all-requests p99)."""
 
@@ -44,6 +44,10 @@ def main() -> None:
     ap.add_argument("bundle", type=Path, nargs="?", default=None)
     ap.add_argument("--static", action="store_true",
                     help="the static model's mathlib-src bundle, on mathlib-src (instead of a BUNDLE)")
+    ap.add_argument("--before_env", action="append", default=[], metavar="NAME=VALUE",
+                    help="a server setting for the before arm only (repeatable), e.g. SCAN_SHARDS=1 with the same "
+                         "source tree on both arms")
+    ap.add_argument("--after_env", action="append", default=[], metavar="NAME=VALUE")
     ap.add_argument("--modes", default="reranked,plain", help="which arms: reranked, plain (--no_rerank), or both")
     ap.add_argument("--before_src", type=Path, required=True)
     ap.add_argument("--after_src", type=Path, default=Path(__file__).resolve().parent.parent / "src")
@@ -64,6 +68,9 @@ def main() -> None:
         ap.error("give a BUNDLE or --static")
     modes = [m for m in (("reranked", ()), ("plain", ("--no_rerank",))) if m[0] in args.modes.split(",")]
     code = {"before": str(args.before_src), "after": str(args.after_src)}
+    arm_env = {"before": dict(e.split("=", 1) for e in args.before_env),
+               "after": dict(e.split("=", 1) for e in args.after_env)}
+    base_env = dict(os.environ)
     corpus = load_corpus(DataConfig(data_dir=unpacked(args.data)))
     modules = mathlib_modules(corpus)
     cache = Path(tempfile.mkdtemp(prefix="serve-ab-cache-"))
@@ -73,7 +80,8 @@ def main() -> None:
             order = ["before", "after"] if r % 2 == 0 else ["after", "before"]
             for mode, extra in modes:
                 for arm in order:
-                    os.environ["PYTHONPATH"] = code[arm]  # the server process imports this tree
+                    os.environ.clear()
+                    os.environ.update(base_env, **arm_env[arm], PYTHONPATH=code[arm])  # the server imports this tree
                     store = Path(tempfile.mkdtemp(prefix="serve-ab-store-"))
                     try:
                         server = ServerProcess(args.bundle, args.port, cache, "auto", "float32",
@@ -91,6 +99,7 @@ def main() -> None:
                                  "warm_p99_ms": warm["p99_ms"], "new_goal_p50_ms": new_goal["p50_ms"],
                                  "requests_per_s": res["requests_per_s"],
                                  "server_cpu_ms_per_request": res["server_cpu_ms_per_request"],
+                                 "client_cpu_ms_per_request": res["client_cpu_ms_per_request"],
                                  "errors": res["errors"], "loadavg": os.getloadavg()[0]})
                     print(runs[-1], flush=True)
     finally:
@@ -104,6 +113,7 @@ def main() -> None:
     ratios = {mode: {q: round(medians[f"{mode}/after"][q] / medians[f"{mode}/before"][q], 3) for q in QUANTITIES
                      if medians[f"{mode}/before"][q]} for mode in names}
     write_result(args.name, {"bundle": str(args.bundle), "before_src": code["before"], "after_src": code["after"],
+                             "before_env": arm_env["before"], "after_env": arm_env["after"],
                              "clients": args.clients, "k": args.k, "duration_s": args.duration, "runs": runs,
                              "medians": medians, "after_over_before": ratios, "rerank_added_ms": added,
                              "machine_load": "2-core, shared with other jobs" if os.getloadavg()[0] > 1.5 else "2-core",

@@ -227,6 +227,7 @@ def run_load(url: str, clients: list[Client], duration: float, pid: int) -> dict
 
     threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
     cpu0 = proc.cpu_times()
+    own0 = psutil.Process().cpu_times()
     t0 = time.perf_counter()
     for t in threads:
         t.start()
@@ -235,7 +236,9 @@ def run_load(url: str, clients: list[Client], duration: float, pid: int) -> dict
         time.sleep(0.5)
     elapsed = time.perf_counter() - t0
     cpu1 = proc.cpu_times()
+    own1 = psutil.Process().cpu_times()
     server_cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    client_cpu_s = (own1.user + own1.system) - (own0.user + own0.system)
     ok = [r for r in records if r[1] == 200]
     return {
         "duration_s": round(elapsed, 1),
@@ -249,6 +252,7 @@ def run_load(url: str, clients: list[Client], duration: float, pid: int) -> dict
         "latency_cached_new_premises_state_not_sent_before": percentiles([r[0] for r in ok if r[2] and not r[3]]),
         "server_peak_rss_mib": round(max(peak) / 2**20, 1),
         "server_cpu_ms_per_request": round(server_cpu_s * 1000 / max(len(records), 1), 2),
+        "client_cpu_ms_per_request": round(client_cpu_s * 1000 / max(len(records), 1), 2),  # this process: the clients
     }
 
 
