@@ -11,7 +11,9 @@ transformer: goals and a few premises to the urgent lane, many to the bulk lane 
 server does for a static model), and `inline+pieces`, inline with the encoder's cache of tokenized pieces
 (TOKEN_CACHE_ENTRIES; serve/embedding/static_tokens.py: what the server does since issue 26; the other two
 arms tokenize whole texts, as before it). The first round's bulk request meets an empty piece cache: it is
-reported apart (`..._first`). Writes benchmarks/results/<--name>.json.
+reported apart (`..._first`). `--placements inline+pieces --inline_chunks 32,128` instead compares the
+server's placement at several INLINE_CHUNK sizes (texts embedded on the event loop in one go), interleaved.
+Writes benchmarks/results/<--name>.json.
 
     python benchmarks/serve_static_embedding.py --model <bundle>/model --data_dir <mathlib-src> --name serve_speed_embedding
 """
@@ -36,15 +38,17 @@ from static_model import static_minilm
 PLACEMENTS = ("lanes", "inline", "inline+pieces")
 
 
-def make_service(model_dir: Path, placement: str):
-    """The server's embedding service over the static model's embedders, as `serve` makes them."""
+def make_service(model_dir: Path, placement: str, inline_chunk: int | None = None):
+    """The server's embedding service over the static model's embedders, as `serve` makes them
+    (`inline_chunk`: INLINE_CHUNK, default the setting's)."""
     from leanpremise.bundle.manifest import Manifest
     from leanpremise.serve.embedding.backends import make_embedders
     from leanpremise.serve.embedding.service import EmbeddingService
     from leanpremise.serve.settings import ServeConfig
 
     config = ServeConfig(_env_file=None, token_cache_entries=ServeConfig.model_fields["token_cache_entries"].default
-                         if placement.endswith("+pieces") else 0)
+                         if placement.endswith("+pieces") else 0,
+                         inline_chunk=inline_chunk or ServeConfig.model_fields["inline_chunk"].default)
     manifest = Manifest.model_construct(model_type="static")
     embedders, background = make_embedders(config, SimpleNamespace(manifest=manifest, model_dir=model_dir))
     service = EmbeddingService(embedders, config, background=background)
@@ -97,11 +101,16 @@ def main() -> None:
     ap.add_argument("--bulk", type=int, default=2048)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--name", default="serve_static_embedding")
+    ap.add_argument("--placements", default=",".join(PLACEMENTS), help="comma-separated, of " + ", ".join(PLACEMENTS))
+    ap.add_argument("--inline_chunks", default="", help="comma-separated INLINE_CHUNK sizes: one arm each "
+                                                         "(for an inline placement; default: the setting's)")
     args = ap.parse_args()
     model_dir = args.model or static_minilm()
     texts = list(load_corpus(DataConfig(data_dir=args.data_dir or unpacked("mathlib-small"))).texts)
     load_before = os.getloadavg()
-    services = {p: make_service(model_dir, p) for p in PLACEMENTS}
+    chunks = [int(c) for c in args.inline_chunks.split(",") if c] or [None]
+    services = {p if c is None else f"{p}@{c}": make_service(model_dir, p, c)
+                for p in args.placements.split(",") for c in chunks}
     result = asyncio.run(measure(services, texts, args.goals, args.bulk, args.rounds))
     for p, r in result.items():
         print(p, r, flush=True)

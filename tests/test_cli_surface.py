@@ -38,6 +38,8 @@ ADDED = {
         "--lexical_cache_max_bytes", "--lexical-cache-max-bytes",  # LEXICAL_CACHE_MAX_BYTES (issue 22)
         "--token_cache_entries", "--token-cache-entries",  # TOKEN_CACHE_ENTRIES (issue 26: static tokenizing)
         "--scan_shards", "--scan-shards",  # SCAN_SHARDS (issue 26: a lone search on several cores)
+        "--import_mask_cache_entries", "--import-mask-cache-entries",  # IMPORT_MASK_CACHE_ENTRIES (issue 26)
+        "--inline_chunk", "--inline-chunk",  # INLINE_CHUNK (issue 26: a static model's chunk on the event loop)
         "--max_lexical_work", "--max-lexical-work",  # MAX_LEXICAL_WORK (issue 22)
         "--max_refusals_per_client", "--max-refusals-per-client",  # MAX_REFUSALS_PER_CLIENT (issue 22)
         # issue 28: bundles that cannot crash the server, and fair shares per client
@@ -80,6 +82,7 @@ NEW_SETTINGS: dict[str, str] = {
     "client_ipv6_prefix": "CLIENT_IPV6_PREFIX", "max_work_per_client": "MAX_WORK_PER_CLIENT",
     "max_connections_per_client": "MAX_CONNECTIONS_PER_CLIENT", "send_timeout_s": "SEND_TIMEOUT_S",
     "token_cache_entries": "TOKEN_CACHE_ENTRIES", "scan_shards": "SCAN_SHARDS",  # issue 26
+    "import_mask_cache_entries": "IMPORT_MASK_CACHE_ENTRIES", "inline_chunk": "INLINE_CHUNK",  # issue 26
 }
 """ServeConfig fields that are new since the snapshot: field -> environment name."""
 

@@ -174,3 +174,40 @@ def test_positions_resolve_in_one_array_operation_as_one_by_one(sample_corpus):
     np.testing.assert_array_equal(idx.premise_ids(prems), slow_prems)
     np.testing.assert_array_equal(idx.module_ids([1, 2]), [1, 2])
     np.testing.assert_array_equal(idx.module_ids([True, 2]), [1, 2])  # a bool as before: its int value
+
+
+def test_a_cached_import_mask_answers_as_one_built_afresh(sample_corpus):
+    """Masks of repeated import lists come from the cache: each request's mask equals one built without a
+    cache, whatever the request before added (its local premises, its overridden names) or hid (the module
+    system); a cache of one entry evicts and rebuilds; a shared mask cannot be written to."""
+    from leanpremise.serve.search.index import PremiseIndex
+
+    emb = np.zeros((len(sample_corpus), 4), np.float32)
+    fresh = PremiseIndex(sample_corpus, emb, mask_cache_entries=0)
+    n_mod, n_prem = len(fresh.indexed_modules), len(fresh.indexed_premises)
+    rng = np.random.default_rng(0)
+    files = [rng.choice(n_mod, size=n_mod // 3, replace=False).tolist() for _ in range(3)]
+    files.append([fresh.indexed_modules[i] for i in files[0]])  # the same closure by name
+    names = list(sample_corpus.names)
+    requests = []
+    for i in range(40):
+        imported = files[i % len(files)] if i % 7 else None
+        local = rng.choice(n_prem, size=int(rng.integers(0, 30)), replace=False).tolist() if i % 3 else None
+        overridden = [names[j] for j in rng.choice(len(names), size=2).tolist()] if i % 4 == 0 else []
+        system = i % 5 == 0
+        opened = files[(i + 1) % 3][:10] if system else None
+        requests.append((imported, local, system, opened, overridden))
+    for entries in (32, 1):
+        cached = PremiseIndex(sample_corpus, emb, mask_cache_entries=entries)
+        for _ in range(2):  # the second pass all from the cache (32) or evicting each time (1)
+            for r in requests:
+                want, got = fresh.import_mask(*r), cached.import_mask(*r)
+                assert got.count == want.count
+                if want.mask is None:
+                    assert got.mask is None
+                else:
+                    np.testing.assert_array_equal(got.mask, want.mask)
+    shared = cached.import_mask(files[1], None)
+    assert shared.mask is cached.import_mask(files[1], None).mask
+    with pytest.raises(ValueError):
+        shared.mask[0] = True

@@ -181,6 +181,10 @@ class ServeConfig(BaseSettings):
         "Goals are never held by it", flag="--max_concurrent_inputs", ge=1)
     max_client_batch_size: int = setting(32, "MAX_CLIENT_BATCH_SIZE", "texts one request hands to the embedder "
                                                                       "at a time (and per TEI call)", ge=1)
+    inline_chunk: int = setting(128, "INLINE_CHUNK", "texts an embedder cheaper than a hand-over (a static "
+                                "model) embeds on the event loop in one go: other requests wait for at most one "
+                                "such chunk of a large request (about 5 ms), and each chunk costs a fixed setup",
+                                ge=1)
     embed_batch_size: int = setting(64, "EMBED_BATCH_SIZE", "texts per torch encode call, and most texts "
                                     "batched for a backend that batches well (ONNX Runtime on CPU embeds one "
                                     "text per run: no padding)", ge=1)
@@ -251,6 +255,10 @@ class ServeConfig(BaseSettings):
                                           "concurrent requests) the search worker takes in one call", ge=1)
     scan_shards: int | None = setting(None, "SCAN_SHARDS", "row ranges one search scans side by side, each in "
                                       "a thread of its own (default: 2 on two cores or more, else 1)", ge=1, le=64)
+    import_mask_cache_entries: int = setting(32, "IMPORT_MASK_CACHE_ENTRIES", "distinct import lists (a file's "
+                                             "imports, as Lean sends them with each request) whose premise masks "
+                                             "are kept per revision, least recently used evicted first (0: off)",
+                                             ge=0)
     search_threads: int | None = setting(None, "SEARCH_THREADS", "threads scoring the embeddings, faiss's and "
                                          "BLAS's (default: 1 up to 4 cores, else a quarter of them)", ge=1)
 

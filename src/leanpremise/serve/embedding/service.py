@@ -51,6 +51,9 @@ class EmbeddingService:
         handed to the lanes' workers: for an embedder whose text costs less than the hand-over (the static
         model's numpy encoder; docs/decisions.md has the measurement). Its chunks are then embedded one
         after the other, other requests getting the loop between two chunks."""
+        self.inline_chunk = config.inline_chunk
+        """Texts of one inline chunk: the event loop's longest hold for one request (a chunk's fixed setup,
+        tokenizer call and sparse product, is paid once per chunk, so chunks are larger than the lanes')."""
         self.cache = EmbeddingCache(config.lru_cache_size, config.cache_max_bytes)
         self._pending: dict[bytes, asyncio.Future] = {}
         """Texts being embedded, by cache key: a request wanting one of them awaits it."""
@@ -150,7 +153,7 @@ class EmbeddingService:
         rest = [key for key in own if missing[key][1][0] >= n_states]
         first = self.lanes.urgent_max_texts
         goals, rest = goals[:first], goals[first:] + rest
-        urgent, step = (True, self.lanes.chunk_size) if self.inline else self.lanes.chunking(len(rest))
+        urgent, step = (True, self.inline_chunk) if self.inline else self.lanes.chunking(len(rest))
         if rest and not urgent:  # refused before any work for it (its goals included) when it would be
             self.lanes.refuse_early(len(goals) + len(rest), min(step, len(rest)))
         loop = asyncio.get_running_loop()
@@ -159,7 +162,7 @@ class EmbeddingService:
             fut.add_done_callback(_consume)
             self._pending[key] = fut
         try:
-            size = self.lanes.chunk_size
+            size = self.inline_chunk if self.inline else self.lanes.chunk_size
             if urgent:  # a few new premises: with the goals, in one urgent call (goals first)
                 both = goals + rest
                 chunks = [(both[lo : lo + size], True) for lo in range(0, len(both), size)]

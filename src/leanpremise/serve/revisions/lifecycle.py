@@ -106,7 +106,8 @@ class Server:
         rows = pool.add(bundle.embeddings)
         try:
             bundle.corpus.for_serving(self.strings)
-            index = PremiseIndex(bundle.corpus, None, cfg.dtype, self._search_threads, rows=rows)
+            index = PremiseIndex(bundle.corpus, None, cfg.dtype, self._search_threads, rows=rows,
+                                 mask_cache_entries=cfg.import_mask_cache_entries)
             shared = self.embedders.get(key)
             if shared is None:
                 limit_torch_threads(cfg, self._search_threads)

@@ -3,13 +3,20 @@
 A request's import mask (the indexed premises it may rank) is built as arrays: its import closure becomes
 a boolean mask over modules, gathered through each premise's module id. The mask then selects the rows an
 exact search scores (serve/search/exact.py).
+
+Lean's client sends the same import closure with every request of a file, so the part of the mask that
+follows from the imports (and the module system's visibility) is kept per distinct list, least recently
+used evicted first (`mask_cache_entries`); a request then only adds its local premises and removes its
+overridden names, on a copy.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
+from cachetools import LRUCache
 
 from leanpremise.data.corpus import Corpus
 from leanpremise.rank.dense import dense_scores
@@ -49,9 +56,10 @@ class ImportMask:
 
 class PremiseIndex:
     def __init__(self, corpus: Corpus, embeddings: np.ndarray | None, dtype: str = "float32",
-                 search_threads: int = 1, rows=None):
+                 search_threads: int = 1, rows=None, mask_cache_entries: int = 32):
         """`rows`: the premises' rows already held elsewhere (a `PooledRows` view shared with other
-        revisions, serve/search/row_pool.py), searched instead of an own copy of `embeddings`."""
+        revisions, serve/search/row_pool.py), searched instead of an own copy of `embeddings`;
+        `mask_cache_entries`: distinct import lists whose masks are kept (0: none)."""
         size = rows.size if rows is not None else embeddings.shape[0]
         if size != len(corpus):
             raise ValueError(f"{size} embeddings for {len(corpus)} premises")
@@ -73,6 +81,10 @@ class PremiseIndex:
         self._module_sizes = corpus.module_end - corpus.module_start
         """Premises per module: the corpus is sorted by module id, so a module mask expands to the premise
         mask by a sequential repeat."""
+        self._import_masks: LRUCache | None = LRUCache(mask_cache_entries) if mask_cache_entries > 0 else None
+        """(imports, module-system visibility) -> (read-only mask, count): see the module docstring. Keyed by
+        the resolved module ids' bytes themselves, not a digest: no two lists can share an entry."""
+        self._import_masks_lock = threading.Lock()  # masks are built on a pool of threads
 
     # ---- resolving request fields ------------------------------------------------------------
 
@@ -125,26 +137,54 @@ class PremiseIndex:
     def import_mask(self, imported_modules, local_premises, caller_in_module_system: bool = False,
                     imported_all_modules=None, overridden: list[str] | tuple = ()) -> ImportMask:
         """The import mask of one request (see docs/lean-client-api.md for the rules); `overridden`: names of
-        its new premises, which replace their indexed namesakes."""
-        mask = None
-        if imported_modules is not None or local_premises is not None:
-            mask = np.zeros(self.size, dtype=bool)
-            if imported_modules:
-                self._fill_modules(mask, self.module_ids(imported_modules))
-        if caller_in_module_system and self.restricted.any():
-            hidden = self.restricted.copy()
-            if imported_all_modules:
-                self._fill_modules(hidden, self.module_ids(imported_all_modules), value=False)
-            mask = ~hidden if mask is None else mask & ~hidden
-        if local_premises:
-            # Local premises come from the caller's own module: visible to it whatever the module system says.
-            mask[self.premise_ids(local_premises)] = True
+        its new premises, which replace their indexed namesakes. The mask may be shared with other requests
+        (read-only): nothing may write to it."""
+        mask, count = self._visible(imported_modules, local_premises is not None,
+                                    bool(caller_in_module_system), imported_all_modules)
+        local = self.premise_ids(local_premises) if local_premises else None
         override_ids = [self.corpus.name_to_id[n] for n in overridden if n in self.corpus.name_to_id]
-        if override_ids:
-            if mask is None:
-                mask = np.ones(self.size, dtype=bool)
-            mask[override_ids] = False
-        return ImportMask(mask=mask, count=self.size if mask is None else int(np.count_nonzero(mask)))
+        if (local is None or not len(local)) and not override_ids:
+            return ImportMask(mask=mask, count=count)
+        mask = np.ones(self.size, dtype=bool) if mask is None else mask.copy()
+        if local is not None:
+            # Local premises come from the caller's own module: visible to it whatever the module system says.
+            mask[local] = True
+        mask[override_ids] = False
+        return ImportMask(mask=mask, count=int(np.count_nonzero(mask)))
+
+    def _visible(self, imported_modules, has_locals: bool, module_system: bool, imported_all_modules
+                 ) -> tuple[np.ndarray | None, int]:
+        """(mask, count) of what the imports and the module system's visibility allow (None: everything),
+        from the cache when these imports were seen before."""
+        limited = imported_modules is not None or has_locals
+        hides = module_system and bool(self.restricted.any())
+        if not limited and not hides:
+            return None, self.size
+        modules = self.module_ids(imported_modules) if imported_modules else None
+        opened = self.module_ids(imported_all_modules) if hides and imported_all_modules else None
+        key = (limited, hides, b"" if modules is None else modules.tobytes(),
+               None if opened is None else opened.tobytes())
+        if self._import_masks is not None:
+            with self._import_masks_lock:
+                found = self._import_masks.get(key)
+            if found is not None:
+                return found
+        mask = None
+        if limited:
+            mask = np.zeros(self.size, dtype=bool)
+            if modules is not None:
+                self._fill_modules(mask, modules)
+        if hides:
+            hidden = self.restricted.copy()
+            if opened is not None:
+                self._fill_modules(hidden, opened, value=False)
+            mask = ~hidden if mask is None else mask & ~hidden
+        mask.flags.writeable = False
+        found = (mask, int(np.count_nonzero(mask)))
+        if self._import_masks is not None:
+            with self._import_masks_lock:
+                self._import_masks[key] = found
+        return found
 
     def _fill_modules(self, mask: np.ndarray, module_ids: np.ndarray, value: bool = True) -> None:
         """Set the premises of `module_ids` to `value`: a module mask expanded to premises in one array
