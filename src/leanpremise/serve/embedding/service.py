@@ -15,6 +15,7 @@ import asyncio
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 
 import numpy as np
 
@@ -158,9 +159,7 @@ class EmbeddingService:
             self.lanes.refuse_early(len(goals) + len(rest), min(step, len(rest)))
         loop = asyncio.get_running_loop()
         owned = {key: loop.create_future() for key in own}
-        for key, fut in owned.items():
-            fut.add_done_callback(_consume)
-            self._pending[key] = fut
+        self._pending.update(owned)
         try:
             size = self.inline_chunk if self.inline else self.lanes.chunk_size
             if urgent:  # a few new premises: with the goals, in one urgent call (goals first)
@@ -180,8 +179,8 @@ class EmbeddingService:
                     part = await self.lanes.submit(texts, lane, left)
                 left -= len(chunk)
                 self._store_later(texts, part)
+                _place(out, [missing[key][1] for key in chunk], part)
                 for key, row in zip(chunk, part):
-                    out[missing[key][1]] = row
                     if not owned[key].done():
                         self.cache.put(key, row)
                         owned[key].set_result(row)
@@ -191,6 +190,7 @@ class EmbeddingService:
             for key, fut in owned.items():
                 if not fut.done():
                     fut.set_exception(e if isinstance(e, Exception) else Overloaded())
+                    _consume(fut)  # re-raised to whoever awaits it; not logged as never retrieved
                 if self._pending.get(key) is fut:
                     del self._pending[key]
             raise
@@ -211,6 +211,13 @@ class EmbeddingService:
         self.metrics.state_cache_misses.inc(state_misses)
         self.metrics.cache_hits.inc(n_texts - n_states - premise_misses)
         self.metrics.cache_misses.inc(premise_misses)
+
+
+def _place(out: np.ndarray, where: list[list[int]], rows: np.ndarray) -> None:
+    """out[i] = rows[j] for every position i in where[j], in one array assignment (a chunk's texts)."""
+    counts = np.fromiter(map(len, where), dtype=np.int64, count=len(where))
+    at = np.fromiter(chain.from_iterable(where), dtype=np.int64, count=int(counts.sum()))
+    out[at] = rows[np.repeat(np.arange(len(where)), counts)]
 
 
 def _consume(fut: asyncio.Future) -> None:
