@@ -1,12 +1,14 @@
 """Where a dense /retrieve of the static mathlib-src bundle spends its time, stage by stage, in one process
-(no HTTP): parsing the body, the import mask, embedding the goal (tokenizer whole vs the server's piece
+(no HTTP): parsing the body, the import mask (built afresh, and through the server's cache of masks per
+import list), embedding the goal (tokenizer whole vs the server's piece
 cache), the exact top-k scan with one and with `--shards` row ranges side by side (interleaved; answers
 compared), and writing the response.
 
     python benchmarks/serve_static_stages.py [--bundle DIR] [--requests 300] [--shards 2]
 
 Requests are serve_load.py's (a Mathlib file's import closure, its earlier declarations, 50 new premises,
-k=100), each with a goal not sent before. Writes benchmarks/results/serve_static_stages.json.
+k=100), each with a goal not sent before; a client keeps a file's import list for REQUESTS_PER_FILE requests, as
+Lean does, so the cache of masks misses once per file. Writes benchmarks/results/serve_static_stages.json.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import write_result
-from serve_load import DATA_NAME, Client, bundles_dir, mathlib_modules
+from serve_load import DATA_NAME, REQUESTS_PER_FILE, Client, bundles_dir, mathlib_modules
 
 
 def main() -> None:
@@ -47,15 +49,17 @@ def main() -> None:
     bundle_dir = args.bundle or static_bundle_path(DATA_NAME)
     bundle = load_bundle(bundle_dir, bundles_dir() / "stages-cache", verify=False)
     emb = np.ascontiguousarray(bundle.embeddings, dtype=np.float32)
-    index = PremiseIndex(bundle.corpus, emb)
+    index = PremiseIndex(bundle.corpus, emb, mask_cache_entries=0)
+    cached_masks = PremiseIndex(bundle.corpus, None, rows=index.rows,
+                                mask_cache_entries=ServeConfig.model_fields["import_mask_cache_entries"].default)
     sharded = ExactSearcher(emb, "float32", 1, args.shards)
     plain, cached = StaticEncoder(bundle.model_dir), PieceCachedStaticEncoder(bundle.model_dir)
     parse = request_model(ServeConfig(_env_file=None)).model_validate_json
     client = Client(bundle.corpus, mathlib_modules(bundle.corpus), 0, 50, 0.1, 0.0, args.k)
-    times: dict[str, list[float]] = {s: [] for s in ("parse", "import_mask", "goal_tokenizer_whole",
+    times: dict[str, list[float]] = {s: [] for s in ("parse", "import_mask", "import_mask_cached", "goal_tokenizer_whole",
                                                        "goal_piece_cache", "scan_1_shard", f"scan_{args.shards}_shards",
                                                        "response_json")}
-    allowed, differ = [], 0
+    allowed, differ, masks_differ = [], 0, 0
     clock = time.perf_counter
     for i in range(args.requests):
         body, _, _ = client.next_request()
@@ -65,6 +69,11 @@ def main() -> None:
         t1 = clock()
         mask = index.import_mask(body["imported_modules"], body["local_premises"], False, [],
                                  [p["name"] for p in body["new_premises"]])
+        t2 = clock()
+        again = cached_masks.import_mask(body["imported_modules"], body["local_premises"], False, [],
+                                         [p["name"] for p in body["new_premises"]])
+        times["import_mask_cached"].append(clock() - t2)
+        masks_differ += not (again.count == mask.count and np.array_equal(again.mask, mask.mask))
         t2 = clock()
         plain.encode([body["state"]])
         t3 = clock()
@@ -90,7 +99,8 @@ def main() -> None:
     write_result(args.name, {
         "bundle": str(bundle_dir), "premises": index.size, "requests": args.requests, "k": args.k,
         "median_ms": medians, "mean_share_of_premises_allowed": round(float(np.mean(allowed)), 3),
-        "sharded_answers_differing": differ, "shards": args.shards,
+        "sharded_answers_differing": differ, "shards": args.shards, "cached_masks_differing": masks_differ,
+        "requests_per_file": REQUESTS_PER_FILE,
         "machine": "2-core, shared with other jobs" if os.getloadavg()[0] > 1.5 else "2-core",
         "loadavg": os.getloadavg(),
         "note": "one process, no HTTP; the piece cache warms over the requests (goals of the same files)",
