@@ -211,3 +211,42 @@ def test_a_cached_import_mask_answers_as_one_built_afresh(sample_corpus):
     assert shared.mask is cached.import_mask(files[1], None).mask
     with pytest.raises(ValueError):
         shared.mask[0] = True
+
+
+def test_an_inline_embedder_embeds_in_chunks_of_inline_chunk_and_yields_between():
+    """A static-like (inline) embedder gets a large request's texts in chunks of INLINE_CHUNK, another
+    request's goal is embedded between two of them (before the large request ends), and every row lands at
+    each of its text's positions (a text repeated within the request included)."""
+    import asyncio
+
+    from leanpremise.serve.embedding.service import EmbeddingService
+    from serve_helpers import service_config
+
+    calls: list[list[str]] = []
+
+    class Inline:
+        dim, name, batches_well, inline = 3, "inline", False, True
+
+        def encode(self, texts):
+            calls.append(list(texts))
+            return np.array([[float(t.split("#")[-1]), 1.0, 0.0] for t in texts], dtype=np.float32)
+
+    async def run():
+        svc = EmbeddingService(Inline(), service_config(inline_chunk=50))
+        await svc.start()
+        try:
+            premises = [f"p#{i}" for i in range(230)] + ["p#7", "p#3"]
+            big = asyncio.ensure_future(svc.embed(["g#1000"], premises))
+            await asyncio.sleep(0)  # the large request has embedded its first chunk
+            goal, _ = await svc.embed(["g#2000"], [])
+            assert not big.done()
+            states, rows = await big
+        finally:
+            await svc.stop()
+        return goal, states, rows, premises
+
+    goal, states, rows, premises = asyncio.run(run())
+    assert max(len(c) for c in calls) == 50
+    assert ["g#2000"] in calls[1:-1]  # between two chunks of the large request
+    assert goal[0, 0] == 2000 and states[0, 0] == 1000
+    np.testing.assert_array_equal(rows[:, 0], [float(p.split("#")[-1]) for p in premises])
