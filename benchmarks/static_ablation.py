@@ -60,7 +60,17 @@ ARMS: dict[str, list[str]] = {
     "scale40_positives_all_epochs16": ["--scale", "40", "--positives_per_state", "100000",
                                        "--num_train_epochs", "16"],
     "scale60_positives_all": ["--scale", "60", "--positives_per_state", "100000"],
+    # one change at a time from those defaults (issue 26's second round)
+    "scale40_positives_all_batch128": ["--scale", "40", "--positives_per_state", "100000",
+                                       "--per_device_train_batch_size", "128"],
+    "scale40_positives_all_batch64": ["--scale", "40", "--positives_per_state", "100000",
+                                      "--per_device_train_batch_size", "64"],
+    "scale40_positives_all_hard_self": ["--scale", "40", "--positives_per_state", "100000",
+                                        "--num_negatives_per_state", "1", "--hard_negative_ratio", "1.0",
+                                        "--hard_negatives", "@self_defaults"],
 }
+SELF_MODELS = {"self": "base", "self_defaults": "scale40_positives_all"}
+"""The arm whose trained model mines the `@self...` hard negatives."""
 
 
 def leanpremise(*args: str) -> float:
@@ -71,7 +81,7 @@ def leanpremise(*args: str) -> float:
 
 
 def hard_file(kind: str, data_dir: Path, work: Path) -> Path:
-    """Top-64 retrievals on every train state: BM25's, or the base arm's model's (made once)."""
+    """Top-64 retrievals on every train state: BM25's, or an earlier arm's model's (made once)."""
     out = work / "negatives"
     path = out / f"dot_train-{kind}.json"
     if not path.exists():
@@ -79,7 +89,7 @@ def hard_file(kind: str, data_dir: Path, work: Path) -> Path:
         if kind == "bm25":
             leanpremise("baseline", "bm25", *common)
         else:
-            leanpremise("retrieve", "--model", str(work / "base" / "final"), "--model_name", kind, *common)
+            leanpremise("retrieve", "--model", str(work / SELF_MODELS[kind] / "final"), "--model_name", kind, *common)
     return path
 
 
