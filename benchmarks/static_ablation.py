@@ -68,6 +68,18 @@ ARMS: dict[str, list[str]] = {
     "scale40_positives_all_hard_self": ["--scale", "40", "--positives_per_state", "100000",
                                         "--num_negatives_per_state", "1", "--hard_negative_ratio", "1.0",
                                         "--hard_negatives", "@self_defaults"],
+    # BM25's hard negatives won on valid: one change at a time from the defaults plus them
+    **{f"hard_bm25_{name}": ["--scale", "40", "--positives_per_state", "100000", "--num_negatives_per_state", "1",
+                             "--hard_negative_ratio", "1.0", "--hard_negatives", "@bm25", *flags]
+       for name, flags in {
+           "neg2": ["--num_negatives_per_state", "2"],
+           "neg2_half": ["--num_negatives_per_state", "2", "--hard_negative_ratio", "0.5"],
+           "top16": ["--hard_negative_top_k", "16"],
+           "epochs16": ["--num_train_epochs", "16"],
+           "batch128": ["--per_device_train_batch_size", "128"],
+           "scale60": ["--scale", "60"],
+           "lr0.1": ["--learning_rate", "0.1"],
+       }.items()},
 }
 SELF_MODELS = {"self": "base", "self_defaults": "scale40_positives_all"}
 """The arm whose trained model mines the `@self...` hard negatives."""
