@@ -23,7 +23,8 @@ from common import RESULTS, bench_cache, unpacked, write_result
 
 KS = (16, 32, 100)
 BASE = ["--num_train_epochs", "8", "--per_device_train_batch_size", "256", "--learning_rate", "0.05",
-        "--positives_per_state", "4", "--num_negatives_per_state", "0", "--scale", "20"]
+        "--positives_per_state", "4", "--num_negatives_per_state", "0", "--scale", "20",
+        "--mine_hard_negatives", "none"]
 """The base recipe every arm changes one thing of: the probe's (issue 26), as `train --encoder static` first
 defaulted to; valid chose the defaults from these arms."""
 
@@ -119,6 +120,7 @@ def train_arm(arm: str, flags: list[str], ds, data_dir: Path, work: Path) -> dic
     recipe = {"num_train_epochs": t.num_train_epochs, "per_device_train_batch_size": t.per_device_train_batch_size,
               "learning_rate": t.learning_rate, "positives_per_state": lo.positives_per_state,
               "num_negatives_per_state": lo.num_negatives_per_state, "hard_negatives": bool(lo.hard_negatives),
+              "mine_hard_negatives": lo.mine_hard_negatives,
               "scale": lo.scale, "retrieval_mask_mode": lo.retrieval_mask_mode, "static_tokenizer": m.static_tokenizer,
               "static_init": m.static_init, "static_dim": m.static_dim}
     res = run_training(*parsed, dataset=ds)

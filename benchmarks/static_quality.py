@@ -121,7 +121,7 @@ def main() -> None:
     t0 = time.perf_counter()
     reranker, spec = train(ds, rankers, table, rr / "reranker", ds.split_ids("train"), valid)
     result["reranker_train_seconds"] = round(time.perf_counter() - t0, 1)
-    result["valid"] = {"static reranked": spec.valid_scores}
+    result["valid"] = {"static": static_valid(model, ds), "static reranked": spec.valid_scores}
     lists = scored_lists(reranker, rankers, table, list(requests_for(ds, rankers, table, test)), {})
     pos = lists["positives"]
     ids = {kind: padded([r[0] for r in lists[kind]]) for kind in side + ["dense"]}
@@ -140,6 +140,14 @@ def main() -> None:
         result["valid"]["lexical reranker"] = lex_spec.valid_scores
         score(result, ids, pos, side + ["lexical reranker"])
         write_result(name, result)
+
+
+def static_valid(model, ds) -> dict[str, float]:
+    """Valid Recall@16/32/100 of the static encoder alone (as static_ablation.py measures its arms)."""
+    from leanpremise.train.evaluation import split_recall
+
+    valid = split_recall(model, ds, "valid", batch_size=256)
+    return {f"recall@{k}": round(valid[f"recall@{k}"], 4) for k in (16, 32, 100)}
 
 
 def lexical_reranker(ds, rankers, table, out: Path, valid):
