@@ -6,7 +6,7 @@
 
 Trains `leanpremise train --encoder static` (the defaults valid chose, plus --train_flags) on the train split
 (resumed from the bench cache when a run is there), then on the same test states: BM25, MePo and usage alone,
-the lexical reranker (BM25 + MePo + usage + structure, `rerank train`'s defaults), the static encoder alone and
+the lexical reranker (`rerank train`'s default side rankers + structure), the static encoder alone and
 the reranker over it and the side rankers (the same defaults; both stopped on valid). Test Recall@32 of the
 static encoder and of its reranker minus the best baseline (of BM25, MePo, usage and the lexical reranker) is
 paired over the test states with a bootstrap interval. The stages are written as they finish: the static
@@ -15,7 +15,10 @@ encoder and its reranker, the held-out subtree, then the lexical reranker (the c
 `--hold_out PREFIX` leaves that Mathlib subtree out of the encoder's training (the train states in it and
 those with a positive in it) and, as benchmarks/rerank_quality.py's --off_mathlib does, ranks the subtree's
 root states with a reranker trained on the rest, the subtree's premises sent as new premises.
-Writes benchmarks/results/static_quality_<data>.json, rewritten after each stage.
+Writes benchmarks/results/static_quality_<data>[_<tag>].json, rewritten after each stage. `--tag` also names
+the rerankers' cache dir (a rerun beside an older one), `--static_dir` the static run's, `--rerank_config` (JSON)
+changes the static model's reranker's config; the lexical reranker depends on no encoder and is trained once
+per set of side rankers.
 """
 
 from __future__ import annotations
@@ -85,6 +88,8 @@ def main() -> None:
                                               "beside an older result)")
     ap.add_argument("--static_dir", default=None, help="the static run's output dir (default: the bench cache's; "
                                                        "reused when it holds a finished run)")
+    ap.add_argument("--rerank_config", default="{}", help="JSON of RerankConfig fields the static model's "
+                                                          "reranker takes instead of `rerank train`'s defaults")
     args = ap.parse_args()
 
     import torch
@@ -119,7 +124,9 @@ def main() -> None:
 
     rankers, table = build_rankers(ds, full, side + ["dense"], model=model, corpus_embeddings=emb)
     t0 = time.perf_counter()
-    reranker, spec = train(ds, rankers, table, rr / "reranker", ds.split_ids("train"), valid)
+    result["rerank_config"] = json.loads(args.rerank_config)
+    reranker, spec = train(ds, rankers, table, rr / "reranker", ds.split_ids("train"), valid,
+                           **result["rerank_config"])
     result["reranker_train_seconds"] = round(time.perf_counter() - t0, 1)
     result["valid"] = {"static": static_valid(model, ds), "static reranked": spec.valid_scores}
     lists = scored_lists(reranker, rankers, table, list(requests_for(ds, rankers, table, test)), {})
