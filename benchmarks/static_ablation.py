@@ -5,8 +5,8 @@
 Each arm is `leanpremise train --encoder static` with the base recipe's flags plus its own (ARMS), trained
 on the train split; its valid Recall@16/32/100 is measured on the states with positives (test is not read:
 the quality benchmark, static_quality.py, scores the chosen recipe on test). Hard-negative arms read
-the top 64 of BM25 (`baseline bm25 --split train`) or of the base arm's own model (`retrieve --split train`)
-on every train state. Writes benchmarks/results/static_ablation_<data>.json after each arm; an arm already
+the top 64 of BM25 (`baseline bm25 --split train`) or of an earlier arm's model (`retrieve --split train`,
+SELF_MODELS) on every train state. Writes benchmarks/results/static_ablation_<data>.json after each arm; an arm already
 there is not run again unless --rerun.
 """
 
