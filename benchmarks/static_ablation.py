@@ -5,8 +5,8 @@
 Each arm is `leanpremise train --encoder static` with the base recipe's flags plus its own (ARMS), trained
 on the train split; its valid Recall@16/32/100 is measured on the states with positives (test is not read:
 the quality benchmark, static_quality.py, scores the chosen recipe on test). Hard-negative arms read
-the top 64 of BM25 (`baseline bm25 --split train`) or of the base arm's own model (`retrieve --split train`)
-on every train state. Writes benchmarks/results/static_ablation_<data>.json after each arm; an arm already
+the top 64 of BM25 (`baseline bm25 --split train`) or of an earlier arm's model (`retrieve --split train`,
+SELF_MODELS) on every train state. Writes benchmarks/results/static_ablation_<data>.json after each arm; an arm already
 there is not run again unless --rerun.
 """
 
@@ -23,7 +23,8 @@ from common import RESULTS, bench_cache, unpacked, write_result
 
 KS = (16, 32, 100)
 BASE = ["--num_train_epochs", "8", "--per_device_train_batch_size", "256", "--learning_rate", "0.05",
-        "--positives_per_state", "4", "--num_negatives_per_state", "0", "--scale", "20"]
+        "--positives_per_state", "4", "--num_negatives_per_state", "0", "--scale", "20",
+        "--mine_hard_negatives", "none"]
 """The base recipe every arm changes one thing of: the probe's (issue 26), as `train --encoder static` first
 defaulted to; valid chose the defaults from these arms."""
 
@@ -60,7 +61,29 @@ ARMS: dict[str, list[str]] = {
     "scale40_positives_all_epochs16": ["--scale", "40", "--positives_per_state", "100000",
                                        "--num_train_epochs", "16"],
     "scale60_positives_all": ["--scale", "60", "--positives_per_state", "100000"],
+    # one change at a time from those defaults (issue 26's second round)
+    "scale40_positives_all_batch128": ["--scale", "40", "--positives_per_state", "100000",
+                                       "--per_device_train_batch_size", "128"],
+    "scale40_positives_all_batch64": ["--scale", "40", "--positives_per_state", "100000",
+                                      "--per_device_train_batch_size", "64"],
+    "scale40_positives_all_hard_self": ["--scale", "40", "--positives_per_state", "100000",
+                                        "--num_negatives_per_state", "1", "--hard_negative_ratio", "1.0",
+                                        "--hard_negatives", "@self_defaults"],
+    # BM25's hard negatives won on valid: one change at a time from the defaults plus them
+    **{f"hard_bm25_{name}": ["--scale", "40", "--positives_per_state", "100000", "--num_negatives_per_state", "1",
+                             "--hard_negative_ratio", "1.0", "--hard_negatives", "@bm25", *flags]
+       for name, flags in {
+           "neg2": ["--num_negatives_per_state", "2"],
+           "neg2_half": ["--num_negatives_per_state", "2", "--hard_negative_ratio", "0.5"],
+           "top16": ["--hard_negative_top_k", "16"],
+           "epochs16": ["--num_train_epochs", "16"],
+           "batch128": ["--per_device_train_batch_size", "128"],
+           "scale60": ["--scale", "60"],
+           "lr0.1": ["--learning_rate", "0.1"],
+       }.items()},
 }
+SELF_MODELS = {"self": "base", "self_defaults": "scale40_positives_all"}
+"""The arm whose trained model mines the `@self...` hard negatives."""
 
 
 def leanpremise(*args: str) -> float:
@@ -71,7 +94,7 @@ def leanpremise(*args: str) -> float:
 
 
 def hard_file(kind: str, data_dir: Path, work: Path) -> Path:
-    """Top-64 retrievals on every train state: BM25's, or the base arm's model's (made once)."""
+    """Top-64 retrievals on every train state: BM25's, or an earlier arm's model's (made once)."""
     out = work / "negatives"
     path = out / f"dot_train-{kind}.json"
     if not path.exists():
@@ -79,7 +102,7 @@ def hard_file(kind: str, data_dir: Path, work: Path) -> Path:
         if kind == "bm25":
             leanpremise("baseline", "bm25", *common)
         else:
-            leanpremise("retrieve", "--model", str(work / "base" / "final"), "--model_name", kind, *common)
+            leanpremise("retrieve", "--model", str(work / SELF_MODELS[kind] / "final"), "--model_name", kind, *common)
     return path
 
 
@@ -97,6 +120,7 @@ def train_arm(arm: str, flags: list[str], ds, data_dir: Path, work: Path) -> dic
     recipe = {"num_train_epochs": t.num_train_epochs, "per_device_train_batch_size": t.per_device_train_batch_size,
               "learning_rate": t.learning_rate, "positives_per_state": lo.positives_per_state,
               "num_negatives_per_state": lo.num_negatives_per_state, "hard_negatives": bool(lo.hard_negatives),
+              "mine_hard_negatives": lo.mine_hard_negatives,
               "scale": lo.scale, "retrieval_mask_mode": lo.retrieval_mask_mode, "static_tokenizer": m.static_tokenizer,
               "static_init": m.static_init, "static_dim": m.static_dim}
     res = run_training(*parsed, dataset=ds)

@@ -53,6 +53,7 @@ ADDED = {
         # the static encoder (issue 26)
         "--encoder", "--static_tokenizer", "--static_vocab_size", "--static_init", "--static_dim",
         "--positives_per_state",
+        "--mine_hard_negatives",  # the static encoder's BM25 hard negatives, mined before training (issue 26)
     },
     "retrieve": {
         "--rerank",  # re-rank with a trained reranker over the rankers it names (issue 20)

@@ -83,6 +83,53 @@ def test_hard_negatives_come_from_top_ranks_minus_positives(sample_dataset, tmp_
     assert (hard.count(other) == 0).all()
 
 
+def test_bm25_mined_negatives_are_lexically_close_accessible_non_positives(sample_dataset):
+    """`--mine_hard_negatives bm25`: each state's hard negatives are among its best BM25 matches, accessible to
+    it, and neither its positives nor its own declaration; states not mined have none."""
+    from leanpremise.rank.bm25 import BM25Ranker
+    from leanpremise.train.negatives import bm25_hard_negatives
+
+    ds = sample_dataset
+    s_col, _ = train_pairs(ds)
+    states = np.unique(s_col)[:25]
+    hard = bm25_hard_negatives(ds, states, top_k=8)
+    ranker = BM25Ranker(ds.corpus.texts)
+    assert (hard.count(states) > 0).all()
+    for s in states.tolist():
+        got = hard.indices[hard.indptr[s]:hard.indptr[s + 1]]
+        access = ds.access.ids(s)
+        assert len(got) <= 8 and np.isin(got, access).all()
+        assert not np.isin(got, np.r_[ds.states.positives(s), ds.states.decl_id[s]]).any()
+        scores = ranker.scores(ds.states.state[s])[access]
+        assert scores.min() < np.sort(scores)[-8] <= ranker.scores(ds.states.state[s])[got].min() + 1e-6
+    other = ds.split.train[~np.isin(ds.split.train, states)][:5]
+    assert (hard.count(other) == 0).all()
+
+
+def test_mining_follows_the_negatives_asked_for(sample_dataset, tiny_model_dir):
+    """The collator draws its one negative from the mined BM25 top ranks; with no negative asked nothing is
+    mined, and a --hard_negatives file would take the place of mining."""
+    from sentence_transformers import SentenceTransformer
+
+    from leanpremise.train.runner import build_collator
+
+    ds = sample_dataset
+    model = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    s_col, _ = train_pairs(ds)
+    states = np.unique(s_col)[:40]
+    mined = LossArguments(num_negatives_per_state=1, hard_negative_ratio=1.0, mine_hard_negatives="bm25",
+                          hard_negative_top_k=4)
+    collator = build_collator(model, ds, mined, 0, states, show_progress=False)
+    hard = collator.sampler.hard
+    assert hard is not None and collator.sampler.n_hard == 1
+    neg = collator.sampler.sample(states, np.random.default_rng(0))
+    for s, n in zip(states.tolist(), neg[:, 0].tolist()):
+        assert n in hard.indices[hard.indptr[s]:hard.indptr[s + 1]]
+    none = build_collator(model, ds, LossArguments(num_negatives_per_state=0, mine_hard_negatives="bm25"), 0,
+                          states, show_progress=False)
+    assert none.sampler.hard is None
+
+
 def test_hard_negatives_bad_file_is_a_clear_error(sample_dataset, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"state_name": "x#1", "decl_name": "X.y", "premises": [{"score": 1}]}]))

@@ -163,10 +163,12 @@ def test_static_defaults_apply_where_no_flag_is_given(tmp_path, static_run):
     assert t.learning_rate == STATIC_DEFAULTS["learning_rate"]
     assert lo.positives_per_state == STATIC_DEFAULTS["positives_per_state"] and lo.scale == STATIC_DEFAULTS["scale"]
     assert t.per_device_train_batch_size == STATIC_BATCH_SIZE and m.max_seq_length is None
+    assert (lo.mine_hard_negatives, lo.num_negatives_per_state, lo.hard_negative_ratio) == ("bm25", 1, 1.0)
     m, _, lo, _, t = parse(["--encoder", "static", "--learning_rate", "0.01", "--positives_per_state", "2"])
     assert t.learning_rate == 0.01 and lo.positives_per_state == 2
     m, _, lo, _, t = parse([])  # the transformer keeps its own
     assert m.encoder == "transformer" and t.learning_rate == 2e-4 and lo.scale == 20.0
+    assert lo.mine_hard_negatives == "none" and lo.num_negatives_per_state == 3
     with pytest.raises(UsageError, match="max_seq_length"):
         parse(["--encoder", "static", "--max_seq_length", "64"])
     # a saved static model trains further as a static encoder, with no flag saying so

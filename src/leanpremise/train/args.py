@@ -16,6 +16,7 @@ MaskMode = Literal["none", "no_positive", "only_negative"]
 EncoderKind = Literal["transformer", "static"]
 StaticTokenizer = Literal["base", "lean"]
 StaticInit = Literal["base", "distill", "random"]
+HardNegativeMining = Literal["none", "bm25"]
 
 
 @dataclass
@@ -100,6 +101,12 @@ class LossArguments:
         default=None,
         metadata={"help": "Retrieved-premises JSON (dot_<split>-<model>.json shape, from a baseline or an earlier "
                           "model): part of the negatives are drawn from its top ranks, minus positives."},
+    )
+    mine_hard_negatives: HardNegativeMining = field(
+        default="none",
+        metadata={"help": "Without --hard_negatives: `bm25` ranks the train states with BM25 before training and "
+                          "draws the hard negatives from its top --hard_negative_top_k accessible premises (what "
+                          "`baseline bm25 --split train` writes for --hard_negatives); `none`."},
     )
     hard_negative_ratio: float = field(
         default=0.5, metadata={"help": "Share of the negatives drawn from --hard_negatives when a state has any."})

@@ -47,8 +47,8 @@ CPU_TRAIN_MINUTES = 5.0
 
 STATIC_EPOCHS = 8
 STATIC_BATCH_SIZE = 256
-STATIC_DEFAULTS = {"learning_rate": 0.05, "scale": 40.0, "positives_per_state": None, "num_negatives_per_state": 0,
-                   "eval_batch_size": 1024}
+STATIC_DEFAULTS = {"learning_rate": 0.05, "scale": 40.0, "positives_per_state": None, "num_negatives_per_state": 1,
+                   "mine_hard_negatives": "bm25", "hard_negative_ratio": 1.0, "eval_batch_size": 1024}
 """Defaults of `--encoder static` for the flags not given, on any machine (chosen on valid with
 benchmarks/static_ablation.py: docs/decisions.md). A static encoder's step costs little, so the CPU time budget
 is the only CPU-specific default it shares."""

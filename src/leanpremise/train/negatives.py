@@ -9,6 +9,7 @@ with a few vectorised numpy calls.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,21 +51,37 @@ class HardNegatives:
             if entry.state_name is not None:
                 by_state[entry.state_name] = ids
             by_decl.setdefault(entry.decl_name, ids)
+
+        def ranked(s: int):
+            ids = by_state.get(states.name(s, corpus.modules))
+            return by_decl.get(states.decl_name[s]) if ids is None else ids
+
+        return cls._of_rankings(dataset, ranked, str(path))
+
+    @classmethod
+    def from_ranked(cls, dataset, state_ids: np.ndarray, ranked: np.ndarray, source: str) -> HardNegatives:
+        """From the (states, k) corpus ids ranked for `state_ids` (-1 pads), e.g. BM25's on the train states."""
+        rows = {int(s): row[row >= 0] for s, row in zip(np.asarray(state_ids).tolist(), ranked)}
+        return cls._of_rankings(dataset, rows.get, source)
+
+    @classmethod
+    def _of_rankings(cls, dataset, ranked, source: str) -> HardNegatives:
+        """The CSR of every state's ranked ids (`ranked(state)`, None when it has none) minus its positives and
+        its own declaration."""
+        states = dataset.states
         indptr = np.zeros(len(states) + 1, dtype=np.int64)
         chunks: list[np.ndarray] = []
         matched = 0
         for s in range(len(states)):
-            ids = by_state.get(states.name(s, corpus.modules))
-            if ids is None:
-                ids = by_decl.get(states.decl_name[s])
-            arr = np.asarray(ids or [], dtype=np.int64)
+            ids = ranked(s)
+            arr = np.asarray(ids if ids is not None else [], dtype=np.int64)
             if len(arr):
                 bad = np.r_[states.positives(s), states.decl_id[s]]
                 arr = arr[~np.isin(arr, bad)]
                 matched += bool(len(arr))
             chunks.append(arr)
             indptr[s + 1] = indptr[s] + len(arr)
-        logger.info("hard negatives from %s: %d of %d states have candidates", path, matched, len(states))
+        logger.info("hard negatives from %s: %d of %d states have candidates", source, matched, len(states))
         indices = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
         return cls(indptr, indices)
 
@@ -81,6 +98,19 @@ class HardNegatives:
         out = np.where(has[:, None], self.indices[np.minimum(pick, max(len(self.indices) - 1, 0))]
                        if len(self.indices) else 0, -1)
         return out, has
+
+
+def bm25_hard_negatives(dataset, state_ids: np.ndarray, top_k: int) -> HardNegatives:
+    """Hard negatives mined before training: BM25's top `top_k` accessible premises of each of `state_ids` (as
+    `baseline bm25 --split train --k TOP_K` writes them for --hard_negatives)."""
+    from leanpremise.rank.bm25 import BM25Ranker
+
+    t0 = time.perf_counter()
+    state_ids = np.asarray(state_ids, dtype=np.int64)
+    ranker = BM25Ranker(dataset.corpus.texts)
+    ids, _ = ranker.rank([dataset.states.state[s] for s in state_ids.tolist()], dataset.access, state_ids, top_k)
+    logger.info("mined BM25 hard negatives for %d states in %.1fs", len(state_ids), time.perf_counter() - t0)
+    return HardNegatives.from_ranked(dataset, state_ids, ids, "BM25")
 
 
 class NegativeSampler:

@@ -49,7 +49,7 @@ def build_collator(model, dataset, loss_args: LossArguments, seed: int, state_id
     from leanpremise.train.collator import PremiseBatchCollator
     from leanpremise.train.data import PositiveRotation
     from leanpremise.train.mask import RetrievalMaskBuilder
-    from leanpremise.train.negatives import HardNegatives, NegativeSampler
+    from leanpremise.train.negatives import HardNegatives, NegativeSampler, bm25_hard_negatives
     from leanpremise.train.static import is_static
 
     t0 = time.perf_counter()
@@ -65,6 +65,9 @@ def build_collator(model, dataset, loss_args: LossArguments, seed: int, state_id
     hard = None
     if loss_args.hard_negatives is not None:
         hard = HardNegatives.from_file(loss_args.hard_negatives, dataset, top_k=loss_args.hard_negative_top_k)
+    elif loss_args.mine_hard_negatives == "bm25" and round(loss_args.num_negatives_per_state
+                                                          * loss_args.hard_negative_ratio) > 0:
+        hard = bm25_hard_negatives(dataset, uniq, loss_args.hard_negative_top_k)
     sampler = NegativeSampler(dataset, loss_args.num_negatives_per_state, hard, loss_args.hard_negative_ratio)
     return PremiseBatchCollator(
         preprocess_fn=model.preprocess, state_tokens=state_tokens, state_row=state_row,
