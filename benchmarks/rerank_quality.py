@@ -104,7 +104,7 @@ def scored_lists(reranker, rankers, table, requests, timing: dict):
             sig.runs = {k: v for k, v in sig.runs.items() if k in spec.kinds()}
             t0 = time.perf_counter()
             cand = candidates(sig, req.input, spec.depth, spec.local_bound)
-            x = features(table, req.input, sig, cand, spec.kinds(), spec.structure, spec.depth)
+            x = features(table, req.input, sig, cand, spec.kinds(), spec.structure, spec.depth, spec.families)
             t1 = time.perf_counter()
             scores = reranker.score(x)
             t2 = time.perf_counter()
