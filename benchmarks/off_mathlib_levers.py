@@ -214,7 +214,7 @@ def sized(args, ds, rankers, table, nearest, n_index, usage_states, valid_rest, 
     full = [f.name for f in feature_list(kinds, True, [FAMILY])]
     plain = [f.name for f in feature_list(kinds, True)]
     assert full[: len(plain)] == plain
-    rows_dir = cache / f"rows-{args.max_states}"
+    rows_dir = cache / f"rows-{args.max_states}{args.tag}"
     rows_dir.mkdir(parents=True, exist_ok=True)
     scopes = ("module", "folder", "subtree")
     t0 = time.perf_counter()
@@ -266,7 +266,7 @@ def sized(args, ds, rankers, table, nearest, n_index, usage_states, valid_rest, 
             names = full if fams else plain
             keep = np.arange(len(names))
             rows_of = {p: without_columns(off[p]["rows"], keep) for p in off}
-            folder = cache / f"{arm.replace(':', '_')}-{args.max_states}"
+            folder = cache / f"{arm.replace(':', '_')}-{args.max_states}" + (args.tag if fams else "")
             old = cache / "subtree+nearest"
             if not fams and size == OLD_SIZE and args.max_states == 8192 and (old / "reranker.json").exists():
                 folder = old
@@ -333,6 +333,8 @@ def main() -> None:
                     "the nearest states), each ARM@LEAVES:ROUNDS[:RATE[:PATIENCE]], ARM one of subtree+nearest, "
                     "subtree+nearest+mentions; the one without mentions at the old size is reused from the "
                     "`subtree+nearest` arm's folder when it is there")
+    ap.add_argument("--tag", default="", help="--sized: a suffix of the cached rows, the mention arms' folders and "
+                    "the results file (a run of another version of the mention features)")
     ap.add_argument("--off_states", type=int, default=1000)
     ap.add_argument("--max_states", type=int, default=8192)
     ap.add_argument("--threads", type=int, default=2)
@@ -348,7 +350,7 @@ def main() -> None:
     from leanpremise.rank.rerank.model import Reranker
 
     torch.set_num_threads(args.threads)
-    name = f"off_mathlib_levers_{args.data.replace('-', '_')}" + ("_mentions" if args.sized else "")
+    name = f"off_mathlib_levers_{args.data.replace('-', '_')}" + (f"_mentions{args.tag}" if args.sized else "")
     ds = load_dataset(data_dir=unpacked(args.data))
     cache = bench_cache() / "off-mathlib-levers" / args.data
     sub = modules_under(ds.corpus, [args.hold_out])
