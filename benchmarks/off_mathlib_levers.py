@@ -266,7 +266,7 @@ def sized(args, ds, rankers, table, nearest, n_index, usage_states, valid_rest, 
             names = full if fams else plain
             keep = np.arange(len(names))
             rows_of = {p: without_columns(off[p]["rows"], keep) for p in off}
-            folder = cache / f"{arm.replace(':', '_')}-{args.max_states}" + (args.tag if fams else "")
+            folder = cache / (f"{arm.replace(':', '_')}-{args.max_states}" + (args.tag if fams else ""))
             old = cache / "subtree+nearest"
             if not fams and size == OLD_SIZE and args.max_states == 8192 and (old / "reranker.json").exists():
                 folder = old
