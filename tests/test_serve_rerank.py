@@ -107,7 +107,7 @@ def test_export_lists_and_checksums_the_reranker(setup):
     from leanpremise.rank.rerank.spec import read_spec
 
     spec = read_spec(setup["bundle"] / "rerank")
-    assert spec.families == ["mentions"] and spec.features[-1].name == "mention_space"
+    assert spec.families == ["mentions"] and spec.features[-1].name == "mention_last_share"
 
 
 def test_served_ranking_equals_the_eval_reranker(setup, server):

@@ -104,8 +104,6 @@ FAMILIES = {mentions.FAMILY: [
     Feature("mention_nearest", 1, "place from the list's end of the nearest new premise naming its last "
                                   "component (missing when none)"),
     Feature("mention_last_share", 1, "share of the new premises naming its last component (unweighted)"),
-    Feature("mention_space", 1, "new premises naming its namespace's last component (what a lemma is about), "
-                                "weighted as mention_tail"),
 ]}
 """Optional feature families, after the structure columns, in a spec's `families` order: a spec without
 them (every reranker made before them) reads the same columns as before, so FEATURE_SET stays."""

@@ -10,9 +10,7 @@ A text names a constant as Lean prints it: in full (`AlgebraicGeometry.Scheme.Ho
 (`Scheme.Hom`), or in field notation (`f.base`). So a candidate is looked up twice: by its name's last two
 components as the end of a dotted word of the text (or the whole name when it has one component), and by its
 last component alone (which `open` and field notation leave; noisier for short, common names, which the
-share column tells the model). Statements name types and definitions more than lemmas, so a lemma is also
-looked up by what it is about: its namespace's last component (`CommRingCat.hom_ext` by `CommRingCat`). A new
-premise's own declared name is not a mention of itself.
+share column tells the model). A new premise's own declared name is not a mention of itself.
 
 Computed in one pass over the request's new premises (each text's words read once and cached by text, as the
 same imported premises arrive in request after request), then one dictionary lookup per candidate.
@@ -43,22 +41,14 @@ def last_key(name: str) -> str:
     return name.rpartition(".")[2]
 
 
-def space_key(name: str) -> str:
-    """The last component of a constant's namespace (`A.B.C` -> `B`; "" without one): the type or structure a
-    lemma is about, as texts name it (`CommRingCat.hom_ext` -> `CommRingCat`)."""
-    return last_key(name.rpartition(".")[0])
-
-
 @lru_cache(maxsize=1 << 14)
-def text_keys(name: str, text: str) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-    """(tail keys, last keys, every component) of the dotted words of a new premise's text, its own declared
-    name left out (once): what the text names. Cached by text: a request's imported premises recur across
-    requests."""
+def text_keys(name: str, text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(tail keys, last keys) of the dotted words of a new premise's text, its own declared name left out
+    (once): what the text names. Cached by text: a request's imported premises recur across requests."""
     if name:
         text = text.replace(name, " ", 1)
     words = _WORD.findall(text)
-    parts = frozenset(p for word in words for p in word.split("."))
-    return frozenset(map(tail_key, words)), frozenset(map(last_key, words)), parts
+    return frozenset(map(tail_key, words)), frozenset(map(last_key, words))
 
 
 def weight(from_end: int) -> float:
@@ -70,18 +60,15 @@ def mention_columns(cand_names: list[str], new_names: list[str], new_texts: list
                     new_from_end: np.ndarray) -> list[np.ndarray]:
     """Per candidate (by name): [weighted count of new premises naming it by its tail key, the same by its last
     component, the nearest such premise's place from the end (NaN when none), the share of new premises that
-    name its last component, weighted count of those naming its namespace's last component (space_key) as
-    any component of a word]."""
+    name its last component]."""
     tails = {tail_key(c) for c in cand_names}
     lasts = {last_key(c) for c in cand_names}
-    spaces = {space_key(c) for c in cand_names} - {""}
     by_tail: dict[str, float] = {}
     by_last: dict[str, float] = {}
-    by_space: dict[str, float] = {}
     count: dict[str, int] = {}
     nearest: dict[str, int] = {}
     for name, text, at in zip(new_names, new_texts, np.asarray(new_from_end, dtype=np.int64).tolist()):
-        t_keys, l_keys, parts = text_keys(name, text)
+        t_keys, l_keys = text_keys(name, text)
         w = weight(at)
         for k in t_keys & tails:
             by_tail[k] = by_tail.get(k, 0.0) + w
@@ -90,16 +77,13 @@ def mention_columns(cand_names: list[str], new_names: list[str], new_texts: list
             count[k] = count.get(k, 0) + 1
             if at < nearest.get(k, at + 1):
                 nearest[k] = at
-        for k in parts & spaces:
-            by_space[k] = by_space.get(k, 0.0) + w
     n = max(len(new_texts), 1)
     tail_of = [tail_key(c) for c in cand_names]
     last_of = [last_key(c) for c in cand_names]
     return [np.array([by_tail.get(k, 0.0) for k in tail_of]),
             np.array([by_last.get(k, 0.0) for k in last_of]),
             np.array([nearest.get(k, np.nan) for k in last_of], dtype=np.float64),
-            np.array([count.get(k, 0) / n for k in last_of], dtype=np.float64),
-            np.array([by_space.get(space_key(c), 0.0) for c in cand_names])]
+            np.array([count.get(k, 0) / n for k in last_of], dtype=np.float64)]
 
 
 def columns(table, req, cand: np.ndarray) -> list[np.ndarray]:
