@@ -20,6 +20,12 @@ rest's valid split):
   one more ranker the reranker reads;
 - `A+B`: both changes.
 
+`--sized ARM@LEAVES:ROUNDS[:RATE[:PATIENCE]],...` instead fits arms of one training simulation (the subtree
+scope and the nearest states) that differ in the mention features (`subtree+nearest+mentions`,
+rank/rerank/mentions.py) and in the booster's size, on one set of training rows built once (cached, so a
+killed run resumes) and evaluated on one set of VALID/TEST rows; `base` (--reuse_base) is evaluated beside
+them. It writes off_mathlib_levers_<data>_mentions<tag>.json.
+
 For each arm: valid and test Recall@16/32/100, each ranker alone (the nearest-states ranker included), test
 Recall@32 split by where the positive lives (a new premise of the subtree, or indexed), and the arm minus
 `base` and minus the best single ranker on test Recall@32 paired over the states with a bootstrap interval.
