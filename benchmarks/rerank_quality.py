@@ -6,7 +6,8 @@
         --off_mathlib Mathlib.AlgebraicGeometry
 
 Arms: `lexical` (BM25 + MePo + usage + structure, no neural model), `lexical+nearest` (+ the nearest proved
-states' premises, rank/nearest_states.py), `untrained` (+ the packaged MiniLM),
+states' premises, rank/nearest_states.py), any arm `+mentions` (its rankers, `--families mentions`),
+`untrained` (+ the packaged MiniLM),
 `trained` (+ the MiniLM trained 84 steps by benchmarks/train_quality.py, its model and corpus embeddings
 read from the bench cache). Every arm trains a reranker with `rerank train`'s defaults (on the train split,
 early-stopped on valid) and tunes the RRF/wsum fusion of the same rankers on valid (eval/tuning.py, as
@@ -74,7 +75,8 @@ def minilm_embeddings(ds, data: str) -> np.ndarray:
 
 
 def arm_model(arm: str, ds, data: str):
-    """(model path or None, corpus embeddings or None, kinds) of an arm."""
+    """(model path or None, corpus embeddings or None, kinds) of an arm (`+mentions`: the same rankers)."""
+    arm = arm.removesuffix("+mentions")
     if arm == "lexical":
         return None, None, SIDE
     if arm == "lexical+nearest":
@@ -104,7 +106,7 @@ def scored_lists(reranker, rankers, table, requests, timing: dict):
             sig.runs = {k: v for k, v in sig.runs.items() if k in spec.kinds()}
             t0 = time.perf_counter()
             cand = candidates(sig, req.input, spec.depth, spec.local_bound)
-            x = features(table, req.input, sig, cand, spec.kinds(), spec.structure, spec.depth)
+            x = features(table, req.input, sig, cand, spec.kinds(), spec.structure, spec.depth, spec.families)
             t1 = time.perf_counter()
             scores = reranker.score(x)
             t2 = time.perf_counter()
@@ -377,7 +379,8 @@ def main() -> None:
             spec = reranker.spec
             entry["reused_reranker"] = str(cache / arm)
         else:
-            reranker, spec = train(ds, rankers, table, cache / arm, ds.split_ids("train"), valid)
+            reranker, spec = train(ds, rankers, table, cache / arm, ds.split_ids("train"), valid,
+                                   **({"families": "mentions"} if arm.endswith("+mentions") else {}))
         entry["train_seconds"] = round(time.perf_counter() - t0, 1)
         entry["valid"] = spec.valid_scores
         entry["rounds"] = spec.stopped_on["best_iteration"]

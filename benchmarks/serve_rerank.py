@@ -99,7 +99,7 @@ def time_parts(bundle: Path, cache: Path, clients: list[Client], n: int) -> dict
         lookups["dense"] = known_scores(cand, index.score(q, [cand], new_emb)[0])  # the search worker's job
         sig = Signals(runs=runs, lookups=lookups)
         t2 = time.perf_counter()
-        x = features(reranked.table, inp, sig, cand, reranked.kinds, spec.structure, spec.depth)
+        x = features(reranked.table, inp, sig, cand, reranked.kinds, spec.structure, spec.depth, spec.families)
         t3 = time.perf_counter()
         reranked.reranker.rank(cand, x, k, runs[reranked.first][0][:k])
         t4 = time.perf_counter()

@@ -27,7 +27,8 @@ RANKERS = ["bm25", "mepo", "usage"]
 
 @pytest.fixture(scope="module")
 def setup(sample_dataset, tiny_model_dir, cache_dir, tmp_path_factory):
-    """A small lexical reranker trained on the sample (few states, few rounds) and a bundle holding it."""
+    """A small lexical reranker (with the mention features) trained on the sample (few states, few rounds) and
+    a bundle holding it."""
     from leanpremise.eval.rerank.index import build_rankers
     from leanpremise.eval.rerank.requests import IndexView
     from leanpremise.eval.rerank.train import RerankConfig, train_reranker
@@ -37,8 +38,10 @@ def setup(sample_dataset, tiny_model_dir, cache_dir, tmp_path_factory):
     ds = sample_dataset
     rankers, table = build_rankers(ds, IndexView.full(ds.corpus), RANKERS, progress=False)
     train, valid = ds.split_ids("train"), ds.split_ids("valid")
-    train_reranker(ds, rankers, table, train, valid[:200], RerankConfig(max_rounds=20, max_states=400),
-                   root / "rr", progress=False)
+    # with the optional mention features: served and applied through the spec's `families` (dense_setup's
+    # reranker has none)
+    train_reranker(ds, rankers, table, train, valid[:200],
+                   RerankConfig(max_rounds=20, max_states=400, families="mentions"), root / "rr", progress=False)
     model = load_model(str(tiny_model_dir), "cpu")
     np.save(root / "corpus.npy", encode_texts(model, ds.corpus.texts, batch_size=64))
     bundle = export_for_tests(tiny_model_dir, root / "bundle", None, cache_dir, rerank=root / "rr",
@@ -101,6 +104,10 @@ def test_export_lists_and_checksums_the_reranker(setup):
                 "rerank/module_usage/module_usage_counts.npy", "hybrid/usage.npy"):
         assert rel in manifest.checksums, rel
     assert (setup["bundle"] / "rerank/reranker.json").read_bytes() == (setup["root"] / "rr/reranker.json").read_bytes()
+    from leanpremise.rank.rerank.spec import read_spec
+
+    spec = read_spec(setup["bundle"] / "rerank")
+    assert spec.families == ["mentions"] and spec.features[-1].name == "mention_last_share"
 
 
 def test_served_ranking_equals_the_eval_reranker(setup, server):

@@ -20,7 +20,7 @@ def rerank_states(reranker, ds, rankers, table, state_ids: np.ndarray, k: int, p
         raise ValueError(f"the reranker reads ranker(s) {missing}; given {rankers.kinds()}")
     requests = requests_for(ds, rankers, table, state_ids, client=client)
     rows = build_rows(rankers, table, requests, spec.kinds(), spec.structure, spec.depth, spec.local_bound,
-                      tail_depth=k, progress=progress, desc="rerank", total=len(state_ids))
+                      tail_depth=k, progress=progress, desc="rerank", total=len(state_ids), families=spec.families)
     scores = reranker.score(rows.x)
     out_ids, out_scores = padded_topk((len(rows.sizes), k))
     n = len(rankers.view)

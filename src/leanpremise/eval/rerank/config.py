@@ -22,6 +22,8 @@ class RerankConfig:
         "help": "each ranker's list read this deep (candidates and rank features)"})
     local_bound: int = field(default=64, metadata={"help": "nearest local premises added to the candidates"})
     structure: bool = field(default=True, metadata={"help": "the structure features (locality, kind, ...)"})
+    families: str = field(default="", metadata={
+        "help": "comma-separated optional feature families (of: mentions, the new premises that name a candidate)"})
     library: Literal["lightgbm", "xgboost"] = field(default="lightgbm", metadata={
         "help": "learning-to-rank library (xgboost: pip install xgboost-cpu)"})
     max_states: int = field(default=8192, metadata={
@@ -54,3 +56,12 @@ class RerankConfig:
     threads: int | None = field(default=None, metadata={"help": "threads of the library (default: all cores)"})
     extra: dict = field(default_factory=dict, metadata={"flag": False})
     """More parameters of the library, for code that builds a config; no flag (flags.ArgumentParser)."""
+
+    def family_list(self) -> list[str]:
+        """`families` as a list, in the order given (ValueError naming an unknown one)."""
+        from leanpremise.rank.rerank.features import FAMILIES
+
+        out = [f.strip() for f in self.families.split(",") if f.strip()]
+        if unknown := [f for f in out if f not in FAMILIES]:
+            raise ValueError(f"--families: unknown feature family {unknown[0]!r} (of {', '.join(FAMILIES)})")
+        return out

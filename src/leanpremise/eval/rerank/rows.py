@@ -46,7 +46,8 @@ class RerankRows:
 
 def build_rows(rankers: EvalRankers, table: PremiseTable, requests: Iterable[StateRequest], kinds: list[str],
                structure: bool, depth: int, local_bound: int, tail_depth: int = 0, batch_size: int = 256,
-               progress: bool = False, desc: str = "rerank rows", total: int | None = None) -> RerankRows:
+               progress: bool = False, desc: str = "rerank rows", total: int | None = None,
+               families: tuple[str, ...] | list[str] = ()) -> RerankRows:
     """Candidates, features and labels (1 = a positive) of `requests` (made as they are read: a request
     holds a candidate mask over the index, too large to keep for thousands); with `tail_depth`, each
     request's first ranker's list that deep is kept too (for lists longer than the candidates)."""
@@ -62,7 +63,7 @@ def build_rows(rankers: EvalRankers, table: PremiseTable, requests: Iterable[Sta
         for req, sig in zip(batch, signals):
             sig.runs = {k: v for k, v in sig.runs.items() if k in kinds}
             cand = candidates(sig, req.input, depth, local_bound)
-            xs.append(features(table, req.input, sig, cand, kinds, structure, depth))
+            xs.append(features(table, req.input, sig, cand, kinds, structure, depth, families))
             ys.append(np.isin(cand, req.positives))
             cands.append(cand)
             sizes.append(len(cand))

@@ -26,6 +26,7 @@ import numpy as np
 
 from leanpremise.rank.kinds import RankerKind
 from leanpremise.rank.lean_tokens import bm25_tokens
+from leanpremise.rank.rerank import mentions
 from leanpremise.rank.rerank.premises import (
     PROP_KINDS,
     Coder,
@@ -96,15 +97,30 @@ STRUCTURE = [
     Feature("goal_namespace", 1, "leading components of its namespace that a constant of the goal shares"),
     Feature("goal_namespace_rel", 1, "goal_namespace over its namespace's components (missing without one)"),
 ]
+FAMILIES = {mentions.FAMILY: [
+    Feature("mention_tail", 1, "new premises whose text names it by its last two name components, each weighted "
+                               "by nearness to the end of the client's list (rank/rerank/mentions.py)"),
+    Feature("mention_last", 1, "the same by its last name component alone (after `open`, in field notation)"),
+    Feature("mention_nearest", 1, "place from the list's end of the nearest new premise naming its last "
+                                  "component (missing when none)"),
+    Feature("mention_last_share", 1, "share of the new premises naming its last component (unweighted)"),
+]}
+"""Optional feature families, after the structure columns, in a spec's `families` order: a spec without
+them (every reranker made before them) reads the same columns as before, so FEATURE_SET stays."""
+FAMILY_COLUMNS = {mentions.FAMILY: mentions.columns}
 KNOWN = ({f.name: f.version for f in STRUCTURE + AGREEMENT}
-         | {f.name: f.version for k in RANKERS for f in ranker_features(k)})
+         | {f.name: f.version for k in RANKERS for f in ranker_features(k)}
+         | {f.name: f.version for fam in FAMILIES.values() for f in fam})
 CATEGORICAL = ("kind",)
 
 
-def feature_list(rankers: list[str], structure: bool = True) -> list[Feature]:
-    """The columns of a reranker reading `rankers` (in RANKERS order) and, unless off, the structure ones."""
+def feature_list(rankers: list[str], structure: bool = True, families: tuple[str, ...] | list[str] = ()
+                 ) -> list[Feature]:
+    """The columns of a reranker reading `rankers` (in RANKERS order), unless off the structure ones, then
+    those of each optional family (FAMILIES) in `families`."""
     out = [f for k in RANKERS if k in rankers for f in ranker_features(k)]
-    return out + (AGREEMENT if rankers else []) + (STRUCTURE if structure else [])
+    extra = [f for fam in families for f in FAMILIES[fam]]
+    return out + (AGREEMENT if rankers else []) + (STRUCTURE if structure else []) + extra
 
 
 @dataclass
@@ -285,8 +301,8 @@ def _appended(codes: np.ndarray, lens: np.ndarray, rows: list[np.ndarray]) -> tu
 
 
 def features(table: PremiseTable, req: RerankInput, signals: Signals, cand: np.ndarray, rankers: list[str],
-             structure: bool = True, depth: int = 100) -> np.ndarray:
-    """(len(cand), len(feature_list(rankers, structure))) float32: the one feature computation."""
+             structure: bool = True, depth: int = 100, families: tuple[str, ...] | list[str] = ()) -> np.ndarray:
+    """(len(cand), len(feature_list(rankers, structure, families))) float32: the one feature computation."""
     cand = np.asarray(cand, dtype=np.int64)
     cols: list[np.ndarray] = []
     ranks = []
@@ -303,6 +319,8 @@ def features(table: PremiseTable, req: RerankInput, signals: Signals, cand: np.n
         cols.append(np.where(listed, np.nanmin(np.where(np.isfinite(stacked), stacked, np.inf), axis=0), np.nan))
     if structure:
         cols += _structure_columns(table, req, cand)
+    for fam in families:
+        cols += FAMILY_COLUMNS[fam](table, req, cand)
     if not cols:
         return np.zeros((len(cand), 0), dtype=np.float32)
     return np.stack(cols, axis=1).astype(np.float32)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from leanpremise.rank.rerank.booster import Booster, booster_class
-from leanpremise.rank.rerank.features import FEATURE_SET, KNOWN, RANKERS, feature_list
+from leanpremise.rank.rerank.features import FAMILIES, FEATURE_SET, KNOWN, RANKERS, feature_list
 from leanpremise.rank.rerank.spec import (
     FORMAT_VERSION,
     MODEL_FILES,
@@ -35,13 +35,15 @@ def spec_problem(spec: RerankerSpec) -> str | None:
     kinds = spec.kinds()
     if len(set(kinds)) != len(kinds) or not kinds and not spec.structure:
         return f'field "rankers": expected distinct rankers of {", ".join(RANKERS)}, got {kinds}'
+    if unknown := [f for f in spec.families if f not in FAMILIES]:
+        return f'field "families": unknown feature family {unknown[0]!r} (this version knows {sorted(FAMILIES)})'
     for entry in spec.features:
         if entry.name not in KNOWN:
             return f'field "features": unknown feature {entry.name!r}'
         if KNOWN[entry.name] != entry.version:
             return (f'field "features": {entry.name!r} version {entry.version}, this version computes version '
                     f"{KNOWN[entry.name]}")
-    expected = [f.name for f in feature_list(kinds, spec.structure)]
+    expected = [f.name for f in feature_list(kinds, spec.structure, spec.families)]
     if [e.name for e in spec.features] != expected:
         return f'field "features": expected the columns {expected} for rankers {kinds}'
     if spec.model_file != MODEL_FILES[spec.library]:

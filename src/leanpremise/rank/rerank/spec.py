@@ -57,6 +57,8 @@ class RerankerSpec(BaseModel):
     features: list[FeatureEntry]
     rankers: list[RankerEntry]
     structure: bool = True
+    families: list[str] = Field(default_factory=list)
+    """Optional feature families the columns end with (features.FAMILIES); none before they existed."""
     depth: int = Field(ge=1, le=MAX_LIST_DEPTH)
     """Each ranker's list is read this deep for candidates and rank features."""
     local_bound: int = Field(ge=0, le=MAX_LIST_DEPTH)

@@ -186,6 +186,7 @@ class RerankedRanking:
                 runs[RankerKind.DENSE], lookups[RankerKind.DENSE] = dense[b]
             sig = Signals(runs=runs, lookups=lookups)
             cand = cands[b] if cands is not None else candidates(sig, inp, self.spec.depth, self.spec.local_bound)
-            x = features(self.table, inp, sig, cand, self.kinds, self.spec.structure, self.spec.depth)
+            x = features(self.table, inp, sig, cand, self.kinds, self.spec.structure, self.spec.depth,
+                         self.spec.families)
             out.append(self.reranker.rank(cand, x, k, runs[self.first][0][:k] if self.first else None))
         return out
