@@ -70,20 +70,30 @@ def main() -> None:
                         shutil.rmtree(store, ignore_errors=True)
                     lat, warm = res["latency_all"], res["latency_cached_new_premises"]
                     runs.append({"round": r, "mode": mode, "arm": arm, "n": lat["n"], "p50_ms": lat["p50_ms"],
-                                 "p99_ms": lat["p99_ms"], "warm_n": warm["n"], "warm_p50_ms": warm["p50_ms"],
-                                 "warm_p99_ms": warm["p99_ms"], "requests_per_s": res["requests_per_s"],
+                                 "p99_ms": lat["p99_ms"], "warm_n": warm["n"], "warm_p50_ms": warm.get("p50_ms"),
+                                 "warm_p99_ms": warm.get("p99_ms"), "requests_per_s": res["requests_per_s"],
                                  "errors": res["errors"], "loadavg": os.getloadavg()[0]})
                     print(runs[-1], flush=True)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-    medians = {f"{mode}/{arm}": {q: statistics.median(x[q] for x in runs if x["mode"] == mode and x["arm"] == arm)
+    medians = {f"{mode}/{arm}": {q: _median([x[q] for x in runs if x["mode"] == mode and x["arm"] == arm])
                                  for q in QUANTITIES}
                for mode in ("reranked", "plain") for arm in ("before", "after")}
-    added = {arm: {q: round(medians[f"reranked/{arm}"][q] - medians[f"plain/{arm}"][q], 1) for q in QUANTITIES}
+    added = {arm: {q: _difference(medians[f"reranked/{arm}"][q], medians[f"plain/{arm}"][q]) for q in QUANTITIES}
              for arm in ("before", "after")}
     write_result(args.name, {"bundle": str(args.bundle), "before_src": code["before"], "after_src": code["after"],
                              "clients": args.clients, "k": args.k, "duration_s": args.duration, "runs": runs,
                              "medians": medians, "rerank_added_ms": added, "note": args.note})
+
+
+def _median(values: list) -> float | None:
+    """The median of the runs that had such requests (a run too short for any warm request has none)."""
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a - b, 1)
 
 
 if __name__ == "__main__":
