@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import pickle
+import shutil
 import statistics
 import subprocess
 import sys
@@ -47,7 +48,8 @@ def make_requests(bundle: Path, data: str, n: int, clients: int, k: int, out: Pa
     ds = load_dataset(DataConfig(data_dir=unpacked(data)))
     modules = mathlib_modules(ds.corpus)
     pool = [Client(ds.corpus, modules, seed, 50, 0.1, 0.2, k) for seed in range(clients)]
-    loaded = load_bundle(bundle, Path(tempfile.mkdtemp(prefix="rerank-stages-")))
+    cache = Path(tempfile.mkdtemp(prefix="rerank-stages-"))
+    loaded = load_bundle(bundle, cache)
     model = load_model(str(loaded.model_dir), "cpu")
     seen: dict[str, np.ndarray] = {}
     reqs = []
@@ -61,6 +63,7 @@ def make_requests(bundle: Path, data: str, n: int, clients: int, k: int, out: Pa
         new_emb = np.stack([seen[t] for t in texts]) if texts else np.zeros((0, q.shape[1]), np.float32)
         reqs.append((body, q, new_emb))
     out.write_bytes(pickle.dumps(reqs))
+    shutil.rmtree(cache, ignore_errors=True)
 
 
 def time_stages(bundle: Path, requests: Path, out: Path) -> None:
@@ -73,7 +76,8 @@ def time_stages(bundle: Path, requests: Path, out: Path) -> None:
     from leanpremise.serve.search.reranked import RerankedRanking
 
     reqs = pickle.loads(requests.read_bytes())
-    loaded = load_bundle(bundle, Path(tempfile.mkdtemp(prefix="rerank-stages-")))
+    cache = Path(tempfile.mkdtemp(prefix="rerank-stages-"))
+    loaded = load_bundle(bundle, cache)
     rr = RerankedRanking.load(bundle, loaded.manifest, loaded.corpus)
     index = PremiseIndex(loaded.corpus, loaded.embeddings)
     ready = []
@@ -120,6 +124,7 @@ def time_stages(bundle: Path, requests: Path, out: Path) -> None:
     med = {f"{kind}/{s}": float(np.median(v[s])) for kind, v in (("cpu", cpu), ("wall", wall)) for s in STAGES}
     out.write_text(json.dumps({"medians_ms": med, "ranked": ranked, "trees": rr.reranker.booster.n_trees(),
                                "rankers": list(rr.kinds)}))
+    shutil.rmtree(cache, ignore_errors=True)
 
 
 def main() -> None:
@@ -154,6 +159,7 @@ def main() -> None:
             rankings.setdefault(arm, got["ranked"])
             runs.append({"round": r, "arm": arm, **got["medians_ms"], "loadavg": os.getloadavg()[0]})
             print(runs[-1], flush=True)
+    shutil.rmtree(work, ignore_errors=True)
     equal = rankings["before"] == rankings["after"]
     medians = {arm: {key: round(statistics.median(x[key] for x in runs if x["arm"] == arm), 3)
                      for key in runs[0] if "/" in key} for arm in code}
