@@ -95,8 +95,8 @@ def main() -> None:
                     lat, warm = res["latency_all"], res["latency_cached_new_premises"]
                     new_goal = res["latency_cached_new_premises_state_not_sent_before"]
                     runs.append({"round": r, "mode": mode, "arm": arm, "n": lat["n"], "p50_ms": lat["p50_ms"],
-                                 "p99_ms": lat["p99_ms"], "warm_n": warm["n"], "warm_p50_ms": warm["p50_ms"],
-                                 "warm_p99_ms": warm["p99_ms"], "new_goal_p50_ms": new_goal["p50_ms"],
+                                 "p99_ms": lat["p99_ms"], "warm_n": warm["n"], "warm_p50_ms": warm.get("p50_ms"),
+                                 "warm_p99_ms": warm.get("p99_ms"), "new_goal_p50_ms": new_goal.get("p50_ms"),
                                  "requests_per_s": res["requests_per_s"],
                                  "server_cpu_ms_per_request": res["server_cpu_ms_per_request"],
                                  "client_cpu_ms_per_request": res["client_cpu_ms_per_request"],
@@ -105,19 +105,29 @@ def main() -> None:
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     names = [mode for mode, _ in modes]
-    medians = {f"{mode}/{arm}": {q: statistics.median(x[q] for x in runs if x["mode"] == mode and x["arm"] == arm)
+    medians = {f"{mode}/{arm}": {q: _median([x[q] for x in runs if x["mode"] == mode and x["arm"] == arm])
                                  for q in QUANTITIES}
                for mode in names for arm in ("before", "after")}
-    added = {arm: {q: round(medians[f"reranked/{arm}"][q] - medians[f"plain/{arm}"][q], 1) for q in QUANTITIES}
+    added = {arm: {q: _difference(medians[f"reranked/{arm}"][q], medians[f"plain/{arm}"][q]) for q in QUANTITIES}
              for arm in ("before", "after")} if len(names) == 2 else None
     ratios = {mode: {q: round(medians[f"{mode}/after"][q] / medians[f"{mode}/before"][q], 3) for q in QUANTITIES
-                     if medians[f"{mode}/before"][q]} for mode in names}
+                     if medians[f"{mode}/before"][q] and medians[f"{mode}/after"][q] is not None} for mode in names}
     write_result(args.name, {"bundle": str(args.bundle), "before_src": code["before"], "after_src": code["after"],
                              "before_env": arm_env["before"], "after_env": arm_env["after"],
                              "clients": args.clients, "k": args.k, "duration_s": args.duration, "runs": runs,
                              "medians": medians, "after_over_before": ratios, "rerank_added_ms": added,
                              "machine_load": "2-core, shared with other jobs" if os.getloadavg()[0] > 1.5 else "2-core",
                              "note": args.note})
+
+
+def _median(values: list) -> float | None:
+    """The median of the runs that had such requests (a run too short for any warm request has none)."""
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a - b, 1)
 
 
 if __name__ == "__main__":

@@ -150,3 +150,15 @@ def test_a_simulated_unindexed_subtree_sends_all_its_accessible_premises_as_new_
         assert sorted(req.new_ids.tolist()) == sorted(inside.tolist())
         assert not req.mask[inside].any() and req.mask.sum() == len(acc) - len(inside)
         assert len(req.input.local_ids) == 0
+
+
+def test_the_lookup_reads_each_listed_premises_score_and_zero_elsewhere(nearest):
+    ids, scores = nearest.scores(GOALS[0])
+    mask = np.ones(8, dtype=bool)
+    mask[ids[0]] = False
+    _, lookup = nearest.run(GOALS[0], mask, 4)
+    cand = np.array([9, *ids.tolist()[::-1], 7, 6])  # unsorted, a new premise, unused premises
+    got = lookup(cand)
+    want = {int(i): float(s) for i, s in zip(ids[1:], scores[1:])}  # the masked-out premise scores nothing
+    assert got.dtype == np.float64 and got.tolist() == [want.get(c, 0.0) for c in cand.tolist()]
+    assert len(want) and all(v > 0 for v in want.values())

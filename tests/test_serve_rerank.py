@@ -127,6 +127,17 @@ def test_served_ranking_equals_the_eval_reranker(setup, server):
             assert len(names) == k or len(names) == len(ds.access.ids(s)), s
 
 
+def test_a_request_of_several_goals_ranks_each_as_alone(setup, server):
+    """One goal is finished on the event loop, several in a lexical thread: both give rerank apply's order."""
+    s = picked_states(setup["ds"])[0]
+    want = eval_ranking(setup, [s], K)[0]
+    body = client_request(setup, s, K)
+    body["state"] = [body["state"], body["state"]]
+    r = httpx.post(f"{server.url}/retrieve", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    assert [[p["name"] for p in goal] for goal in r.json()] == [want, want]
+
+
 def test_rerank_false_serves_the_plain_ranking(setup, cache_dir):
     ds = setup["ds"]
     srv = serve(setup["bundle"], cache_dir, rerank=False)

@@ -12,6 +12,7 @@ text (binders, `∀ x,`, hypotheses of a goal), short variable-like names
 
 from __future__ import annotations
 
+import functools
 import re
 
 _IDENT = r"[^\W\d][\w'!?✝⁰¹²³⁴⁵⁶⁷⁸⁹]*(?:\.[^\W\d][\w'!?]*)*"
@@ -45,6 +46,13 @@ def bound_names(text: str) -> set[str]:
 
 def bm25_tokens(text: str) -> list[str]:
     """Identifiers (whole and split on dots/underscores, parts lowercased), numerals and operators."""
+    return list(_bm25_tokens(text))
+
+
+@functools.lru_cache(maxsize=16)
+def _bm25_tokens(text: str) -> tuple[str, ...]:
+    """`bm25_tokens`, the last few texts kept: a served goal is tokenised by BM25, the nearest proved states
+    and the reranker's name features in turn."""
     out: list[str] = []
     for m in _TOKEN_RE.finditer(text):
         tok = m.group(0)
@@ -55,7 +63,7 @@ def bm25_tokens(text: str) -> list[str]:
             parts = [p.lower() for p in _PARTS_RE.split(tok) if p]
             if len(parts) > 1:
                 out.extend(parts)
-    return out
+    return tuple(out)
 
 
 def symbols(text: str, exclude: str | None = None) -> set[str]:

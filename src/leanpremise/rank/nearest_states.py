@@ -134,13 +134,7 @@ class NearestStates:
             ids, scores = ids[keep], scores[keep]
         order = np.lexsort((ids, -scores))[:depth]
         run = padded_topk(depth, ids[order], scores[order])
-        table = dict(zip(ids.tolist(), scores.tolist()))
-
-        def lookup(cand: np.ndarray) -> np.ndarray:
-            return np.fromiter((table.get(int(c), 0.0) for c in np.asarray(cand).tolist()), dtype=np.float64,
-                               count=len(cand))
-
-        return run, lookup
+        return run, sorted_lookup(ids, scores)
 
     def save(self, folder: Path) -> None:
         """The arrays (npz) and the vocabulary with the parameters (JSON) into `folder`."""
@@ -183,3 +177,19 @@ class NearestStates:
         rows = sp.csr_matrix((a["data"], a["indices"], a["indptr"]), shape=(states, vocab))
         return cls({t: i for i, t in enumerate(tokens)}, a["idf"], rows, a["used_indptr"], a["used"], a["keys"],
                    n, config)
+
+
+def sorted_lookup(ids: np.ndarray, scores: np.ndarray):
+    """Score of any id by `scores` of the sorted, distinct `ids` (np.unique's order; a masked subset keeps it),
+    0 for an id not among them: a binary search over all candidates at once, not a dict read per candidate."""
+    ids = np.asarray(ids, dtype=np.int64)
+    vals = np.asarray(scores, dtype=np.float64)
+
+    def lookup(cand: np.ndarray) -> np.ndarray:
+        cand = np.asarray(cand, dtype=np.int64)
+        if not len(ids):
+            return np.zeros(len(cand), dtype=np.float64)
+        at = np.searchsorted(ids, cand).clip(0, len(ids) - 1)
+        return np.where(ids[at] == cand, vals[at], 0.0)
+
+    return lookup

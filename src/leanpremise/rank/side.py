@@ -77,17 +77,25 @@ class SideRankers:
         caller already holds (a server caches them across requests). The last PREPARED_KEPT lists are kept:
         the same list again is the same (read-only) analysis."""
         key = (tuple(names), tuple(texts), named_in_index)
-        with self._lock:
-            out = self._prepared.get(key)
-            if out is not None:
-                self._prepared.move_to_end(key)
-                return out
+        out = self.kept(key)
+        if out is not None:
+            return out
         out = self._analysed(names, texts, named_in_index, terms, symbol_sets)
         with self._lock:
             self._prepared[key] = out
             while len(self._prepared) > PREPARED_KEPT:
                 self._prepared.popitem(last=False)
         return out
+
+    def kept(self, key: tuple) -> NewPremises | None:
+        """The analysis kept for `key` ((names, texts, named_in_index) as tuples), or None: a caller holding
+        its own caches of per-premise analyses asks here first, so a list seen again costs one lookup, not one
+        per premise."""
+        with self._lock:
+            out = self._prepared.get(key)
+            if out is not None:
+                self._prepared.move_to_end(key)
+            return out
 
     def _analysed(self, names: list[str], texts: list[str], named_in_index: bool, terms, symbol_sets
                   ) -> NewPremises:

@@ -53,7 +53,10 @@ class NewPremiseAnalyses:
 
     def prepare(self, side, names: list[str], texts: list[str]):
         """A request's new premises analysed for the side rankers `side` (rank/side.py `SideRankers.prepare`),
-        with the analyses held here."""
+        with the analyses held here (a list the side rankers still keep is not looked up premise by premise)."""
+        kept = side.kept((tuple(names), tuple(texts), True))
+        if kept is not None:
+            return kept
         terms = self.terms(texts, side.bm25.doc_terms) if side.bm25 is not None else None
         symbol_sets = self.symbol_sets(names, texts) if side.mepo is not None else None
         return side.prepare(names, texts, terms=terms, symbol_sets=symbol_sets)

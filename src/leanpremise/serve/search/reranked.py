@@ -43,6 +43,12 @@ from leanpremise.serve.search.ranking import DEFAULT_SETTINGS, RankingKind, name
 if TYPE_CHECKING:
     from leanpremise.serve.search.ranking import DenseFound, RankingSettings, RankRequest, Workers
 
+INLINE_GOALS = 1
+"""A request of this many goals or fewer is finished (features and the model) on the event loop: its work is
+vectorised and short, and a hop to a thread and back cost more wall time on busy cores than it takes
+(docs/decisions.md, "The served cost of re-ranking"); more goals go to a lexical thread, so the loop is never
+held long."""
+
 
 @dataclass
 class RerankReading:
@@ -136,7 +142,8 @@ class RerankedRanking:
     async def finish(self, request: RankRequest, prepared: list, found: DenseFound | None, index,
                      workers: Workers) -> list[list[dict]]:
         """With the dense ranker: each goal's dense run, its candidates, and their dense scores from the search
-        worker; then the features and the model's order, in a lexical thread."""
+        worker; then the features and the model's order: on the event loop for a request of at most
+        INLINE_GOALS goals, in a lexical thread for more."""
         dense = cands = None
         if found is not None:
             n, depth = index.size, self.depth(request.k)
@@ -147,8 +154,11 @@ class RerankedRanking:
                      for (inp, side_runs, _), run in zip(prepared, runs)]
             scores = await workers.search.score(found.state_emb, cands, found.new_emb)
             dense = [(run, known_scores(c, s)) for run, c, s in zip(runs, cands, scores)]
-        ranked = await asyncio.get_running_loop().run_in_executor(workers.lexical, self.finish_lists, prepared,
-                                                                  request.k, dense, cands)
+        if len(prepared) <= INLINE_GOALS:
+            ranked = self.finish_lists(prepared, request.k, dense, cands)
+        else:
+            ranked = await asyncio.get_running_loop().run_in_executor(workers.lexical, self.finish_lists, prepared,
+                                                                      request.k, dense, cands)
         return [named(ids, scores, index.names, request.new_names, index.size) for ids, scores in ranked]
 
     def request_input(self, state: str, local_ids: np.ndarray, closure: np.ndarray, new_names: list[str],
