@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from leanpremise.rank.runs import padded_topk
+from leanpremise.rank.runs import padded_topk, score_lookup
 
 ChunkScorer = Callable[[slice, int, int], "object"]
 """(rows: positions of a batch in `state_ids`, lo, hi) -> (B, hi-lo) float32 scores (numpy or torch)."""
@@ -128,15 +128,4 @@ def dense_scores(query: np.ndarray, ids: np.ndarray, n: int, indexed_rows: Calla
 def known_scores(ids: np.ndarray, scores: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """A score lookup (`features.ScoreLookup`) of the ids scored already (`dense_scores` of them), NaN for
     any other id: what a reranker reads once the candidates' scores are in."""
-    ids = np.asarray(ids, dtype=np.int64)
-    order = np.argsort(ids, kind="stable")
-    srt, vals = ids[order], np.asarray(scores, dtype=np.float64)[order]
-
-    def score(cand: np.ndarray) -> np.ndarray:
-        cand = np.asarray(cand, dtype=np.int64)
-        if len(srt) == 0:
-            return np.full(len(cand), np.nan)
-        at = np.searchsorted(srt, cand).clip(0, len(srt) - 1)
-        return np.where(srt[at] == cand, vals[at], np.nan)
-
-    return score
+    return score_lookup(ids, scores, np.nan)

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from leanpremise.rank.lean_tokens import bm25_tokens
-from leanpremise.rank.runs import padded_topk
+from leanpremise.rank.runs import padded_topk, score_lookup
 
 ARRAYS_FILE = "nearest_states.npz"
 PARAMS_FILE = "nearest_states.json"
@@ -134,7 +134,7 @@ class NearestStates:
             ids, scores = ids[keep], scores[keep]
         order = np.lexsort((ids, -scores))[:depth]
         run = padded_topk(depth, ids[order], scores[order])
-        return run, sorted_lookup(ids, scores)
+        return run, score_lookup(ids, scores, 0.0)
 
     def save(self, folder: Path) -> None:
         """The arrays (npz) and the vocabulary with the parameters (JSON) into `folder`."""
@@ -178,18 +178,3 @@ class NearestStates:
         return cls({t: i for i, t in enumerate(tokens)}, a["idf"], rows, a["used_indptr"], a["used"], a["keys"],
                    n, config)
 
-
-def sorted_lookup(ids: np.ndarray, scores: np.ndarray):
-    """Score of any id by `scores` of the sorted, distinct `ids` (np.unique's order; a masked subset keeps it),
-    0 for an id not among them: a binary search over all candidates at once, not a dict read per candidate."""
-    ids = np.asarray(ids, dtype=np.int64)
-    vals = np.asarray(scores, dtype=np.float64)
-
-    def lookup(cand: np.ndarray) -> np.ndarray:
-        cand = np.asarray(cand, dtype=np.int64)
-        if not len(ids):
-            return np.zeros(len(cand), dtype=np.float64)
-        at = np.searchsorted(ids, cand).clip(0, len(ids) - 1)
-        return np.where(ids[at] == cand, vals[at], 0.0)
-
-    return lookup

@@ -43,6 +43,23 @@ def padded_topk(shape: int | tuple[int, ...], ids=None, scores=None, score_dtype
     return out_ids, out_scores
 
 
+def score_lookup(ids: np.ndarray, scores: np.ndarray, missing: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Score of any id: `scores` of the distinct `ids`, `missing` for an id not among them; a binary search over
+    all candidates at once, not a dictionary read per candidate."""
+    ids = np.asarray(ids, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    srt, vals = ids[order], np.asarray(scores, dtype=np.float64)[order]
+
+    def score(cand: np.ndarray) -> np.ndarray:
+        cand = np.asarray(cand, dtype=np.int64)
+        if len(srt) == 0:
+            return np.full(len(cand), missing, dtype=np.float64)
+        at = np.searchsorted(srt, cand).clip(0, len(srt) - 1)
+        return np.where(srt[at] == cand, vals[at], missing)
+
+    return score
+
+
 def exact_topk(scores: np.ndarray, mask: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids (B,k) int64 -1 padded, scores (B,k) float32) of each row's k best allowed entries, best first,
     equal scores by lower id, also at the k-th place: a scorer with many equal scores (BM25's zeros) ranks

@@ -147,7 +147,9 @@ def train_reranker(ds, rankers, table, train_ids: np.ndarray, valid_ids: np.ndar
     `counted`: the training states are among those the usage counts were made from (the train split)."""
     t0 = time.perf_counter()
     kinds = rankers.kinds()
-    names = [f.name for f in feature_list(kinds, cfg.structure, cfg.family_list())]
+    families = cfg.family_list()
+    columns = feature_list(kinds, cfg.structure, families)
+    names = [f.name for f in columns]
     base: Reranker | None = None
     if init is not None:
         base = Reranker.load(init)
@@ -163,17 +165,18 @@ def train_reranker(ds, rankers, table, train_ids: np.ndarray, valid_ids: np.ndar
                              client_share=cfg.client_share, scopes=scopes)
     train = build_rows(rankers, table, train_req, kinds, cfg.structure, cfg.depth, cfg.local_bound,
                        progress=progress, desc="rerank rows (train)", total=len(states),
-                       families=cfg.family_list())
+                       families=families)
     valid_req = requests_for(ds, rankers, table, valid_ids)
     valid = build_rows(rankers, table, valid_req, kinds, cfg.structure, cfg.depth, cfg.local_bound,
                        tail_depth=max(VALID_RECALL_KS), progress=progress, desc="rerank rows (valid)", total=len(valid_ids),
-                       families=cfg.family_list())
+                       families=families)
     rows_s = time.perf_counter() - t0
     booster, best, fit_s = fit(cfg, names, train, valid, None if base is None else base.booster)
     spec = RerankerSpec(
         library=cfg.library, model_file=booster_class(cfg.library).model_file, feature_set=FEATURE_SET,
-        features=[FeatureEntry(name=f.name, version=f.version) for f in feature_list(kinds, cfg.structure, cfg.family_list())],
-        rankers=ranker_entries(rankers), structure=cfg.structure, families=cfg.family_list(), depth=cfg.depth, local_bound=cfg.local_bound,
+        features=[FeatureEntry(name=f.name, version=f.version) for f in columns],
+        rankers=ranker_entries(rankers), structure=cfg.structure, families=families, depth=cfg.depth,
+        local_bound=cfg.local_bound,
         categorical=[c for c in CATEGORICAL if c in names],
         trained_on={**(trained_on or {}), "split": "train", "states": len(states), "rows": len(train.y),
                     "simulated_share": cfg.simulate_share, "simulated_scopes": list(scopes), "client_share": cfg.client_share,

@@ -144,6 +144,11 @@ class RerankInput:
     new_sent: int = 0
     """New premises the client sent, named or not (0: as many as `new_names`)."""
 
+    def places_from_end(self) -> np.ndarray:
+        """Each new premise's place in the client's list counted from its end: `new_from_end`, or the order of
+        `new_names` when the list is theirs."""
+        return self.new_from_end if self.new_from_end is not None else np.arange(len(self.new_names))[::-1]
+
 
 ScoreLookup = Callable[[np.ndarray], np.ndarray]
 
@@ -238,9 +243,7 @@ def _structure_columns(table: PremiseTable, req: RerankInput, cand: np.ndarray) 
     hits, overlap, shared, ns_len = _name_columns(table, req, cand)
     from_end = np.full(len(cand), np.nan)
     if new.any():
-        order = (req.new_from_end if req.new_from_end is not None
-                 else np.arange(len(req.new_names))[::-1])
-        from_end[new] = np.asarray(order, dtype=np.float64)[cand[new] - n]
+        from_end[new] = np.asarray(req.places_from_end(), dtype=np.float64)[cand[new] - n]
     sent = max(req.new_sent or len(req.new_names), 1)
     return [is_local.astype(np.float64), np.where(is_local, local_pos, np.nan),
             np.where(is_local, local_pos / n_local, np.nan), new.astype(np.float64), in_frontier, same, kind,

@@ -61,8 +61,9 @@ def mention_columns(cand_names: list[str], new_names: list[str], new_texts: list
     """Per candidate (by name): [weighted count of new premises naming it by its tail key, the same by its last
     component, the nearest such premise's place from the end (NaN when none), the share of new premises that
     name its last component]."""
-    tails = {tail_key(c) for c in cand_names}
-    lasts = {last_key(c) for c in cand_names}
+    tail_of = [tail_key(c) for c in cand_names]
+    last_of = [last_key(c) for c in cand_names]
+    tails, lasts = set(tail_of), set(last_of)
     by_tail: dict[str, float] = {}
     by_last: dict[str, float] = {}
     count: dict[str, int] = {}
@@ -78,8 +79,6 @@ def mention_columns(cand_names: list[str], new_names: list[str], new_texts: list
             if at < nearest.get(k, at + 1):
                 nearest[k] = at
     n = max(len(new_texts), 1)
-    tail_of = [tail_key(c) for c in cand_names]
-    last_of = [last_key(c) for c in cand_names]
     return [np.array([by_tail.get(k, 0.0) for k in tail_of]),
             np.array([by_last.get(k, 0.0) for k in last_of]),
             np.array([nearest.get(k, np.nan) for k in last_of], dtype=np.float64),
@@ -91,5 +90,4 @@ def columns(table, req, cand: np.ndarray) -> list[np.ndarray]:
     the entry point features.features calls."""
     n = req.n_indexed
     names = [table.names[c] if c < n else req.new_names[c - n] for c in np.asarray(cand).tolist()]
-    order = (req.new_from_end if req.new_from_end is not None else np.arange(len(req.new_names))[::-1])
-    return mention_columns(names, req.new_names, req.new_texts, order)
+    return mention_columns(names, req.new_names, req.new_texts, req.places_from_end())

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import cachetools
 import numpy as np
 
-from leanpremise.serve.embedding.vector_check import row_problem, stacked_problems
+from leanpremise.serve.embedding.vector_check import row_problem, stacked_problems, wrong_dim
 
 
 class EmbeddingCache:
@@ -55,9 +55,9 @@ class EmbeddingCache:
         found = [i for i, row in enumerate(rows) if row is not None]
         if not found:
             return rows
-        wrong_dim = [i for i in found if rows[i].ndim != 1 or (self.dim is not None and rows[i].shape[0] != self.dim)]
-        if wrong_dim:
-            for i in wrong_dim:
+        misfits = [i for i in found if wrong_dim(rows[i], self.dim)]
+        if misfits:
+            for i in misfits:
                 self._reject(keys[i], "dim")
                 rows[i] = None
             found = [i for i in found if rows[i] is not None]

@@ -16,9 +16,14 @@ NORM_TOLERANCE = 1e-3
 deliberately scaled or zeroed row far above."""
 
 
+def wrong_dim(row: np.ndarray, dim: int | None) -> bool:
+    """Whether `row` is not one vector of the model's dimension (`dim`; None: any)."""
+    return row.ndim != 1 or (dim is not None and row.shape[0] != dim)
+
+
 def row_problem(row: np.ndarray, dim: int | None) -> str | None:
     """Why `row` is not a usable embedding ("dim", "nonfinite", "norm"), or None when it is."""
-    if row.ndim != 1 or (dim is not None and row.shape[0] != dim):
+    if wrong_dim(row, dim):
         return "dim"
     if not np.isfinite(row).all():
         return "nonfinite"

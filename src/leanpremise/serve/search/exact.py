@@ -82,6 +82,12 @@ class ShardedScan:
         return self.reconstruct_batch(np.arange(lo, lo + n, dtype=np.int64))
 
 
+def _bitmap_params(faiss, mask: np.ndarray):
+    """(packed bits, search parameters selecting the rows `mask` allows); the bits must outlive the search."""
+    bits = np.packbits(mask, bitorder="little")
+    return bits, faiss.SearchParameters(sel=faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits)))
+
+
 def _search(index, k: int, params, queries: np.ndarray):
     return index.search(queries, k, params=params)
 
@@ -167,16 +173,15 @@ class ExactSearcher:
         if k == 0:
             return [(np.zeros(0, np.float32), np.zeros(0, np.int64)) for _ in range(len(queries))]
         faiss.omp_set_num_threads(self.threads)
-        params, bits = None, []  # bits kept alive: a selector points into them
+        params, selection = None, None  # the selection keeps the bits alive: a selector points into them
         if mask is not None:
             if self.shards > 1:
-                bits = [np.packbits(mask[lo : lo + part.ntotal], bitorder="little")
-                        for lo, part in zip(self.scan.starts, self.scan.parts)]
-                params = [faiss.SearchParameters(sel=faiss.IDSelectorBitmap(part.ntotal, faiss.swig_ptr(b)))
-                          for part, b in zip(self.scan.parts, bits)]
+                selection = [_bitmap_params(faiss, mask[lo : lo + part.ntotal])
+                             for lo, part in zip(self.scan.starts, self.scan.parts)]
+                params = [p for _, p in selection]
             else:
-                bits = np.packbits(mask, bitorder="little")
-                params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits)))
+                selection = _bitmap_params(faiss, mask)
+                params = selection[1]
         fetch = min(count, k + SCAN_EXTRA + k // 4)
         approx, labels = self.scan.search(queries, fetch, params=params)
         out = []
